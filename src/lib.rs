@@ -1,0 +1,17 @@
+//! tapd: an on-premises Temporary Access Pass daemon.
+//!
+//! Layout (dependencies point inward):
+//! - `model`, `clock`: domain types and the only reader of the system clock;
+//! - `policy`: pure TAP and admin-role rules, time as a parameter;
+//! - `tapcode`: generating, hashing and verifying TAP codes (bounded argon2 pool);
+//! - `store`: the persistence trait and its SQLite backend;
+//! - `directory`: directory sources (LDIF file, LDAP) and the sync plan;
+//! - `service`: the TAP/admin service every front end calls;
+//! - `admin`: the HTTP admin API on a Unix socket, and its client used by `tapctl`;
+//! - `config`: file + environment configuration, validated once;
+//! - `daemon`: wiring, signals, shutdown.
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod model;
+pub mod store;

@@ -1,0 +1,355 @@
+//! Domain types shared by every layer: users and groups as synced from the directory, the
+//! Temporary Access Pass policy, stored TAPs, registered methods, audit events and sync status.
+//!
+//! This module depends on nothing but serde and chrono. The policy engine (`crate::policy`)
+//! reasons over these types; the store persists them; the front ends render them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A point in time, always UTC.
+pub type Timestamp = DateTime<Utc>;
+
+/// A directory user as tapd knows it after a sync, keyed by its stable id
+/// (entryUUID / nsUniqueId / objectGUID), never by DN.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// Stable directory id; survives renames and moves.
+    pub id: String,
+    /// Current distinguished name (changes on rename / move).
+    pub dn: String,
+    /// Login name (`uid`, `sAMAccountName`).
+    pub username: String,
+    /// userPrincipalName (for OpenLDAP: `mail` or `uid@domain`).
+    pub user_principal_name: String,
+    /// Human-readable name (`cn` / `displayName`).
+    pub display_name: String,
+    /// Mail address, when the directory has one.
+    pub mail: Option<String>,
+    /// False when the directory account is disabled or locked.
+    pub account_enabled: bool,
+    /// Ids of every group the user is a member of, transitively (nested groups resolved),
+    /// sorted and de-duplicated.
+    pub group_ids: Vec<String>,
+}
+
+/// A directory group, keyed by its stable id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    /// Stable directory id.
+    pub id: String,
+    /// Current distinguished name.
+    pub dn: String,
+    /// `cn` of the group.
+    pub display_name: String,
+    /// Ids of the users that are members, directly or through nested groups, sorted.
+    pub member_user_ids: Vec<String>,
+}
+
+impl Group {
+    /// Whether `reference` names this group: its id, its DN (case-insensitive) or its cn
+    /// (case-insensitive). Policy targets and role mappings use any of the three.
+    pub fn is_named_by(&self, reference: &str) -> bool {
+        self.id == reference
+            || self.dn.eq_ignore_ascii_case(reference)
+            || self.display_name.eq_ignore_ascii_case(reference)
+    }
+}
+
+/// Whether the TAP method is switched on for the installation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PolicyState {
+    /// Users in scope may sign in with a TAP.
+    Enabled,
+    /// Nobody may sign in with a TAP (admins may still create them).
+    Disabled,
+}
+
+/// What a policy target points at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TargetType {
+    /// A single user, named by id, username or userPrincipalName.
+    User,
+    /// A group (nested membership counts), named by id, DN or cn; `all_users` is everyone.
+    Group,
+}
+
+/// An entry of `includeTargets`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IncludeTarget {
+    /// Group or user reference; `all_users` is the pseudo-group of every user.
+    pub id: String,
+    /// User or group.
+    pub target_type: TargetType,
+    /// Graph field, kept for shape compatibility.
+    #[serde(default)]
+    pub is_registration_required: bool,
+}
+
+/// An entry of `excludeTargets`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExcludeTarget {
+    /// Group or user reference.
+    pub id: String,
+    /// User or group.
+    pub target_type: TargetType,
+}
+
+/// The one Temporary Access Pass policy of an installation (Graph's
+/// `temporaryAccessPassAuthenticationMethodConfiguration`). Ranges are checked by
+/// `crate::policy::validate_policy`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TapPolicy {
+    /// Enabled or disabled.
+    pub state: PolicyState,
+    /// Lower bound for a TAP's lifetime, 10..=43200.
+    pub minimum_lifetime_in_minutes: u32,
+    /// Upper bound for a TAP's lifetime, 10..=43200 and >= minimum.
+    pub maximum_lifetime_in_minutes: u32,
+    /// Lifetime used when a create request names none; within [minimum, maximum].
+    pub default_lifetime_in_minutes: u32,
+    /// Length of generated codes, 8..=48.
+    pub default_length: u32,
+    /// When true every new TAP is one-time and multi-use TAPs are blocked at sign-in.
+    pub is_usable_once: bool,
+    /// Who is in scope.
+    pub include_targets: Vec<IncludeTarget>,
+    /// Who is out of scope even when included; exclusion wins.
+    pub exclude_targets: Vec<ExcludeTarget>,
+}
+
+/// The pseudo-group id that includes every user.
+pub const ALL_USERS: &str = "all_users";
+
+impl Default for TapPolicy {
+    /// Entra's defaults: disabled, 60/480/60 minutes, length 8, multi-use allowed, all users.
+    fn default() -> Self {
+        TapPolicy {
+            state: PolicyState::Disabled,
+            minimum_lifetime_in_minutes: 60,
+            maximum_lifetime_in_minutes: 480,
+            default_lifetime_in_minutes: 60,
+            default_length: 8,
+            is_usable_once: false,
+            include_targets: vec![IncludeTarget {
+                id: ALL_USERS.to_owned(),
+                target_type: TargetType::Group,
+                is_registration_required: false,
+            }],
+            exclude_targets: Vec::new(),
+        }
+    }
+}
+
+/// A TAP as stored: the code itself is never kept, only its argon2id hash (PHC string).
+///
+/// Lifecycle (evaluated at a given `now` by `crate::policy::usability`):
+///
+/// ```text
+///   created ──(now < start)──> NotYetValid ──(start ≤ now)──> usable ──(now ≥ start+lifetime)──> Expired
+///                                                               │
+///                                       one-time: first web sign-in (atomic) ──> OneTimeUsed
+///   any state ──(admin or user deletes, new TAP created, account deleted/disabled)──> gone
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredTap {
+    /// Random UUID.
+    pub id: String,
+    /// Owner's stable user id.
+    pub user_id: String,
+    /// argon2id PHC hash of the code.
+    pub code_hash: String,
+    /// When it was created.
+    pub created: Timestamp,
+    /// When it becomes usable.
+    pub start: Timestamp,
+    /// Minutes from `start` until it expires.
+    pub lifetime_in_minutes: u32,
+    /// One-time or multi-use.
+    pub is_usable_once: bool,
+    /// When a one-time TAP was consumed; `None` while unused.
+    pub used_at: Option<Timestamp>,
+}
+
+impl StoredTap {
+    /// The first instant at which the TAP is no longer usable.
+    pub fn expires(&self) -> Timestamp {
+        self.start + chrono::Duration::minutes(i64::from(self.lifetime_in_minutes))
+    }
+}
+
+/// Kinds of registered authentication method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum MethodKind {
+    /// A FIDO2 security key or passkey (WebAuthn credential).
+    Fido2,
+    /// An authenticator app (TOTP, RFC 6238).
+    SoftwareOath,
+}
+
+impl MethodKind {
+    /// The stable string used in the store and in Graph's `@odata.type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MethodKind::Fido2 => "fido2",
+            MethodKind::SoftwareOath => "softwareOath",
+        }
+    }
+}
+
+/// A strong method the user registered on the web page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegisteredMethod {
+    /// Random UUID.
+    pub id: String,
+    /// Owner's stable user id.
+    pub user_id: String,
+    /// FIDO2 or TOTP.
+    pub kind: MethodKind,
+    /// Name shown to the user ("YubiKey 5", "Authenticator app").
+    pub display_name: String,
+    /// When it was registered.
+    pub created: Timestamp,
+    /// Method-specific data (serialized WebAuthn credential, TOTP secret), opaque to the store.
+    pub data: String,
+}
+
+/// The channel an event or sign-in came through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Channel {
+    /// The local admin socket.
+    Admin,
+    /// Directory synchronisation.
+    Sync,
+    /// RADIUS (NPS-extension-style) path.
+    Radius,
+    /// Federation (AD FS-adapter-style) path.
+    Federation,
+    /// The web registration page.
+    Web,
+}
+
+impl Channel {
+    /// Lower-case name used in logs, metrics and the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Admin => "admin",
+            Channel::Sync => "sync",
+            Channel::Radius => "radius",
+            Channel::Federation => "federation",
+            Channel::Web => "web",
+        }
+    }
+
+    /// Parses what `as_str` produced.
+    pub fn parse(s: &str) -> Option<Channel> {
+        [
+            Channel::Admin,
+            Channel::Sync,
+            Channel::Radius,
+            Channel::Federation,
+            Channel::Web,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+}
+
+/// Outcome recorded in an audit event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AuditResult {
+    /// The action took effect / the sign-in succeeded.
+    Success,
+    /// The action was refused / the sign-in failed.
+    Failure,
+}
+
+/// An audit event before the store has given it an id.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewAuditEvent {
+    /// When it happened.
+    pub time: Timestamp,
+    /// Who acted: a UPN, `root (uid 0)`, `tapd` for the daemon itself, or the RADIUS client.
+    pub actor: String,
+    /// Entra-style activity name ("Admin registered temporary access pass method for user").
+    pub activity: String,
+    /// The user (UPN) or object acted upon, if any.
+    pub target: Option<String>,
+    /// Success or failure.
+    pub result: AuditResult,
+    /// Stable reason code (`tap_expired`, `forbidden`, …) when there is one.
+    pub reason_code: Option<String>,
+    /// Where it came from.
+    pub channel: Channel,
+    /// Peer address (IP:port, or `uid=N pid=M` on the admin socket).
+    pub source_address: Option<String>,
+    /// Extra structured detail (TAP id, start, end, usage…); never a secret.
+    pub details: serde_json::Value,
+}
+
+/// An audit event as stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent {
+    /// Monotonic id assigned by the store.
+    pub id: i64,
+    /// The event.
+    #[serde(flatten)]
+    pub event: NewAuditEvent,
+}
+
+/// Which audit events to return, newest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only events at or after this time.
+    pub since: Option<Timestamp>,
+    /// Only events before this time.
+    pub until: Option<Timestamp>,
+    /// Only events whose actor or target equals this (case-insensitive).
+    pub user: Option<String>,
+    /// Only events whose activity contains this (case-insensitive).
+    pub activity: Option<String>,
+    /// At most this many events.
+    pub limit: u32,
+}
+
+/// How the last directory sync went, as shown by `GET /v1/directory/sync`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncStatus {
+    /// When the last run started.
+    pub last_run_started: Option<Timestamp>,
+    /// When it finished.
+    pub last_run_finished: Option<Timestamp>,
+    /// How long it took.
+    pub last_run_duration_ms: Option<u64>,
+    /// `success`, `failed` or `deletionsRefused`.
+    pub last_result: Option<String>,
+    /// When a run last succeeded.
+    pub last_success: Option<Timestamp>,
+    /// What went wrong last time, if it did.
+    pub last_error: Option<String>,
+    /// Users / groups seen in the directory by the last successful run.
+    pub users_seen: u64,
+    /// Groups seen.
+    pub groups_seen: u64,
+    /// Changes applied by the last successful run.
+    pub users_added: u64,
+    /// Users whose attributes or memberships changed.
+    pub users_updated: u64,
+    /// Users removed.
+    pub users_deleted: u64,
+    /// Deletions the guard refused on the last run (0 when none).
+    pub deletions_refused: u64,
+    /// When the next scheduled run is due.
+    pub next_run: Option<Timestamp>,
+}

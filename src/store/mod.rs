@@ -1,0 +1,165 @@
+//! Persistence for everything tapd owns: synced users and groups, the TAP policy, TAPs (hashed),
+//! registered methods, audit events and sync status.
+//!
+//! The service layer sees only the [`Store`] trait; `sqlite` is the embedded default and a
+//! PostgreSQL backend implements the same trait for several nodes sharing one store. Every
+//! mutation that an administrator or a sign-in causes is written in the same transaction as its
+//! audit event, so an acknowledged action is never without its record (and vice versa).
+//!
+//! May depend on: `model`. Nothing here knows about HTTP, RADIUS or the policy rules.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+use crate::model::{
+    AuditEvent, AuditFilter, Group, NewAuditEvent, RegisteredMethod, StoredTap, SyncStatus,
+    TapPolicy, Timestamp, User,
+};
+
+/// Errors a store backend reports.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database can't be reached or is locked beyond the busy timeout; retrying may work.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The database holds something tapd can't read (bad JSON, unknown enum value…).
+    #[error("store holds unreadable data: {0}")]
+    Corrupt(String),
+    /// The schema is newer than this binary knows.
+    #[error("store schema version {found} is newer than this tapd supports ({supported})")]
+    SchemaTooNew {
+        /// Version found in the database.
+        found: i64,
+        /// Highest version this binary knows.
+        supported: i64,
+    },
+}
+
+/// The directory as seen by one sync run, and the changes to bring the store in line with it.
+/// Computed as a pure plan (see `crate::directory::sync`), applied in one transaction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncPlan {
+    /// Users to insert or replace (by id), including their effective group ids.
+    pub upsert_users: Vec<User>,
+    /// Ids of users to remove; their TAP and registered methods go with them.
+    pub delete_user_ids: Vec<String>,
+    /// Groups to insert or replace (by id).
+    pub upsert_groups: Vec<Group>,
+    /// Ids of groups to remove.
+    pub delete_group_ids: Vec<String>,
+    /// Users (by id) whose TAP is revoked because their account is now disabled.
+    pub revoke_tap_user_ids: Vec<String>,
+}
+
+impl SyncPlan {
+    /// True when applying the plan would change nothing.
+    pub fn is_empty(&self) -> bool {
+        self.upsert_users.is_empty()
+            && self.delete_user_ids.is_empty()
+            && self.upsert_groups.is_empty()
+            && self.delete_group_ids.is_empty()
+            && self.revoke_tap_user_ids.is_empty()
+    }
+}
+
+/// What the store must do for tapd. Every method is one atomic operation.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // ---- policy ----
+
+    /// The TAP policy; Entra's defaults when none was ever stored.
+    async fn policy(&self) -> Result<TapPolicy, StoreError>;
+
+    /// Replaces the policy and records `audit`, atomically.
+    async fn put_policy(&self, policy: &TapPolicy, audit: &NewAuditEvent)
+        -> Result<(), StoreError>;
+
+    // ---- directory ----
+
+    /// One user by stable id, userPrincipalName or username (names case-insensitive).
+    async fn user(&self, key: &str) -> Result<Option<User>, StoreError>;
+
+    /// Users whose username, UPN, display name or mail contains `search`
+    /// (case-insensitive), or all users; sorted by username.
+    async fn users(&self, search: Option<&str>) -> Result<Vec<User>, StoreError>;
+
+    /// All groups, sorted by display name.
+    async fn groups(&self) -> Result<Vec<Group>, StoreError>;
+
+    /// Groups by id (the ones a user's `group_ids` name); unknown ids are skipped.
+    async fn groups_by_id(&self, ids: &[String]) -> Result<Vec<Group>, StoreError>;
+
+    /// Applies a sync plan and its audit events in one transaction. A deleted user's TAP and
+    /// registered methods are removed; a revoked user's TAP is removed.
+    async fn apply_sync(&self, plan: &SyncPlan, audit: &[NewAuditEvent])
+        -> Result<(), StoreError>;
+
+    /// The last sync status (default when none ran).
+    async fn sync_status(&self) -> Result<SyncStatus, StoreError>;
+
+    /// Records a sync status.
+    async fn put_sync_status(&self, status: &SyncStatus) -> Result<(), StoreError>;
+
+    // ---- temporary access passes ----
+
+    /// The user's TAP, if any (there is at most one).
+    async fn tap_for_user(&self, user_id: &str) -> Result<Option<StoredTap>, StoreError>;
+
+    /// Stores `tap` as the user's only TAP, deleting any previous one, and records `audit`;
+    /// returns the id of the TAP that was replaced.
+    async fn replace_tap(
+        &self,
+        tap: &StoredTap,
+        audit: &NewAuditEvent,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// Deletes the user's TAP with this id and records `audit`; false when there was none.
+    async fn delete_tap(
+        &self,
+        user_id: &str,
+        tap_id: &str,
+        audit: &NewAuditEvent,
+    ) -> Result<bool, StoreError>;
+
+    /// Marks the one-time TAP `tap_id` used at `now` if and only if it is still unused: a single
+    /// conditional update, so of N concurrent callers (on any number of nodes) exactly one gets
+    /// `true`. Records `audit` in the same transaction when it succeeds.
+    async fn consume_one_time_tap(
+        &self,
+        tap_id: &str,
+        now: Timestamp,
+        audit: &NewAuditEvent,
+    ) -> Result<bool, StoreError>;
+
+    // ---- registered methods ----
+
+    /// The user's registered methods, oldest first.
+    async fn methods(&self, user_id: &str) -> Result<Vec<RegisteredMethod>, StoreError>;
+
+    /// Adds a method and records `audit`.
+    async fn add_method(
+        &self,
+        method: &RegisteredMethod,
+        audit: &NewAuditEvent,
+    ) -> Result<(), StoreError>;
+
+    /// Replaces a method's opaque data (e.g. a WebAuthn signature counter); false when gone.
+    async fn update_method_data(&self, method_id: &str, data: &str) -> Result<bool, StoreError>;
+
+    /// Deletes the user's method with this id and records `audit`; false when there was none.
+    async fn delete_method(
+        &self,
+        user_id: &str,
+        method_id: &str,
+        audit: &NewAuditEvent,
+    ) -> Result<bool, StoreError>;
+
+    // ---- audit ----
+
+    /// Records an event that goes with no other change (a refused action, a failed sign-in).
+    async fn append_audit(&self, event: &NewAuditEvent) -> Result<(), StoreError>;
+
+    /// Events matching `filter`, newest first.
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
+}
