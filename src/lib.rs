@@ -15,3 +15,14 @@
 pub mod clock;
 pub mod model;
 pub mod store;
+pub mod admin;
+pub mod audit;
+pub mod config;
+pub mod daemon;
+pub mod directory;
+pub mod logging;
+pub mod policy;
+pub mod service;
+pub mod sync;
+pub mod tapcode;
+pub mod tapctl;

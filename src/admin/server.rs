@@ -1,0 +1,532 @@
+//! The admin API server: routes, the one error-to-HTTP mapping, request parsing that turns every
+//! bad input into a 4xx naming the problem, and the Unix socket with SO_PEERCRED identities.
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path as UrlPath, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+
+use super::graph;
+use crate::model::AuditFilter;
+use crate::policy::{CreateTapRequest, PolicyPatch};
+use crate::service::{AdminSession, Caller, ServiceError, TapService};
+
+/// Largest request body accepted (the biggest legitimate one is a policy with many targets).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+const POLICY_PATH: &str =
+    "/v1/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/temporaryAccessPass";
+
+/// Errors setting up the socket.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    /// Something that is not a socket is in the way.
+    #[error("{0} exists and is not a socket; refusing to remove it")]
+    NotASocket(PathBuf),
+    /// The socket could not be created or given its permissions.
+    #[error("admin socket {path}: {source}")]
+    Io {
+        /// The socket path.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The configured group does not exist.
+    #[error("admin socket group {0:?} does not exist")]
+    UnknownGroup(String),
+}
+
+/// How the socket file is created.
+#[derive(Clone, Debug)]
+pub struct SocketOptions {
+    /// Path of the socket.
+    pub path: PathBuf,
+    /// Group to own the socket (mode 0660); `None` keeps the daemon's group.
+    pub group: Option<String>,
+}
+
+/// Removes a stale socket, binds a new one and sets mode 0660 (and the group).
+pub fn bind_socket(options: &SocketOptions) -> Result<UnixListener, SocketError> {
+    let path = &options.path;
+    let io = |source| SocketError::Io {
+        path: path.clone(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        if !parent.as_os_str().is_empty() && !parent.exists() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
+        }
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path).map_err(io)?,
+        Ok(_) => return Err(SocketError::NotASocket(path.clone())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(io)?;
+    if let Some(group) = &options.group {
+        let gid = nix::unistd::Group::from_name(group)
+            .ok()
+            .flatten()
+            .ok_or_else(|| SocketError::UnknownGroup(group.clone()))?
+            .gid;
+        nix::unistd::chown(path, None, Some(gid)).map_err(|e| io(std::io::Error::from(e)))?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io)?;
+    Ok(listener)
+}
+
+/// The peer of an admin connection.
+#[derive(Clone, Debug)]
+struct Peer {
+    uid: Option<u32>,
+    pid: Option<i32>,
+}
+
+impl Connected<axum::serve::IncomingStream<'_, UnixListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, UnixListener>) -> Self {
+        match stream.io().peer_cred() {
+            Ok(cred) => Peer {
+                uid: Some(cred.uid()),
+                pid: cred.pid(),
+            },
+            Err(e) => {
+                log::warn!("admin socket: could not read peer credentials: {e}");
+                Peer {
+                    uid: None,
+                    pid: None,
+                }
+            }
+        }
+    }
+}
+
+/// Serves the admin API on `listener` until `shutdown` fires.
+pub async fn serve(
+    listener: UnixListener,
+    service: Arc<TapService>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = router(service).into_make_service_with_connect_info::<Peer>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+fn router(service: Arc<TapService>) -> Router {
+    Router::new()
+        .route(
+            POLICY_PATH,
+            get(get_policy).patch(patch_policy).delete(reset_policy),
+        )
+        .route(
+            "/v1/users/{user}/authentication/temporaryAccessPassMethods",
+            get(list_taps).post(create_tap),
+        )
+        .route(
+            "/v1/users/{user}/authentication/temporaryAccessPassMethods/{id}",
+            get(get_tap).delete(delete_tap),
+        )
+        .route("/v1/users/{user}/authentication/methods", get(list_methods))
+        .route(
+            "/v1/users/{user}/authentication/methods/{id}",
+            axum::routing::delete(delete_method),
+        )
+        .route("/v1/users", get(list_users))
+        .route("/v1/users/{user}", get(get_user))
+        .route("/v1/groups", get(list_groups))
+        .route("/v1/directory/sync", get(sync_status).post(run_sync))
+        .route("/v1/auditLogs", get(audit_logs))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(service)
+}
+
+/// An API error: status, Graph-style code and a message for the caller.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn bad_request(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "badRequest",
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let (status, code) = match &e {
+            ServiceError::BadRequest(_) => (StatusCode::BAD_REQUEST, "badRequest"),
+            ServiceError::Forbidden(_) => (StatusCode::FORBIDDEN, "accessDenied"),
+            ServiceError::NotFound(_) => (StatusCode::NOT_FOUND, "notFound"),
+            ServiceError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ServiceError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "serviceUnavailable"),
+            ServiceError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "serviceUnavailable"),
+            ServiceError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internalServerError"),
+        };
+        let message = match &e {
+            ServiceError::Internal(detail) => {
+                log::error!("admin API internal error: {detail}");
+                "internal error; see the tapd log".to_owned()
+            }
+            other => other.to_string(),
+        };
+        ApiError {
+            status,
+            code,
+            message,
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        ApiError::bad_request(e.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        ApiError::bad_request(e.body_text())
+    }
+}
+
+type ApiResult<T = Response> = Result<T, ApiError>;
+
+async fn not_found() -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        code: "notFound",
+        message: "no such admin API path; see DESIGN §3 or `tapctl --help`".into(),
+    }
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: "methodNotAllowed",
+        message: "this method is not supported on this path".into(),
+    }
+}
+
+/// Parses a JSON body strictly; an empty body counts as `{}`. Errors name the field.
+fn parse_body<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+    let text: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    serde_json::from_slice(text).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+}
+
+/// Resolves the caller into an admin session.
+async fn session(service: &Arc<TapService>, peer: &Peer) -> ApiResult<AdminSession> {
+    let Some(uid) = peer.uid else {
+        return Err(ServiceError::Forbidden("could not identify the caller".into()).into());
+    };
+    let local_username = tokio::task::spawn_blocking(move || {
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+    })
+    .await
+    .ok()
+    .flatten();
+    Ok(service
+        .admin(Caller {
+            uid,
+            pid: peer.pid,
+            local_username,
+        })
+        .await?)
+}
+
+/// The raw request body, with size and read errors turned into JSON API errors.
+struct RawBody(Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match Bytes::from_request(req, state).await {
+            Ok(bytes) => Ok(RawBody(bytes)),
+            Err(e) => Err(ApiError {
+                status: e.status(),
+                code: if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    "requestTooLarge"
+                } else {
+                    "badRequest"
+                },
+                message: if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    format!("request body is larger than {MAX_BODY_BYTES} bytes")
+                } else {
+                    e.body_text()
+                },
+            }),
+        }
+    }
+}
+
+async fn get_policy(State(s): State<Arc<TapService>>, ConnectInfo(p): ConnectInfo<Peer>) -> ApiResult {
+    let session = session(&s, &p).await?;
+    Ok(Json(graph::policy(&session.policy().await?)).into_response())
+}
+
+async fn patch_policy(State(s): State<Arc<TapService>>, ConnectInfo(p): ConnectInfo<Peer>, RawBody(body): RawBody) -> ApiResult {
+    let patch: PolicyPatch = parse_body(&body)?;
+    let session = session(&s, &p).await?;
+    session.patch_policy(&patch).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn reset_policy(State(s): State<Arc<TapService>>, ConnectInfo(p): ConnectInfo<Peer>) -> ApiResult {
+    let session = session(&s, &p).await?;
+    session.reset_policy().await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Body of a TAP create request (all optional, Graph names).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateTapBody {
+    #[serde(rename = "@odata.type")]
+    odata_type: Option<String>,
+    start_date_time: Option<String>,
+    lifetime_in_minutes: Option<i64>,
+    is_usable_once: Option<bool>,
+}
+
+impl CreateTapBody {
+    fn into_request(self) -> ApiResult<CreateTapRequest> {
+        if let Some(t) = &self.odata_type {
+            if t != "#microsoft.graph.temporaryAccessPassAuthenticationMethod" {
+                return Err(ApiError::bad_request(format!(
+                    "@odata.type {t:?} is not #microsoft.graph.temporaryAccessPassAuthenticationMethod"
+                )));
+            }
+        }
+        let start = match &self.start_date_time {
+            None => None,
+            Some(s) => Some(
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .map_err(|e| {
+                        ApiError::bad_request(format!(
+                            "startDateTime {s:?} is not an RFC 3339 date-time (e.g. 2026-01-31T09:00:00Z): {e}"
+                        ))
+                    })?
+                    .with_timezone(&chrono::Utc),
+            ),
+        };
+        Ok(CreateTapRequest {
+            start,
+            lifetime_in_minutes: self.lifetime_in_minutes,
+            is_usable_once: self.is_usable_once,
+        })
+    }
+}
+
+async fn create_tap(
+    State(s): State<Arc<TapService>>,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    user: Result<UrlPath<String>, PathRejection>,
+    RawBody(body): RawBody,
+) -> ApiResult {
+    let UrlPath(user) = user?;
+    let request = parse_body::<CreateTapBody>(&body)?.into_request()?;
+    let session = session(&s, &p).await?;
+    let created = session.create_tap(&user, &request).await?;
+    let body = graph::tap(&created.details, Some(created.code.as_str()));
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+async fn list_taps(
+    State(s): State<Arc<TapService>>,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    user: Result<UrlPath<String>, PathRejection>,
+) -> ApiResult {
+    let UrlPath(user) = user?;
+    let session = session(&s, &p).await?;
+    let taps = session.taps(&user).await?;
+    Ok(Json(graph::collection(
+        "#users/authentication/temporaryAccessPassMethods",
+        taps.iter().map(|t| graph::tap(t, None)).collect(),
+    ))
+    .into_response())
+}
+
+async fn get_tap(
+    State(s): State<Arc<TapService>>,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    path: Result<UrlPath<(String, String)>, PathRejection>,
+) -> ApiResult {
+    let UrlPath((user, id)) = path?;
+    let session = session(&s, &p).await?;
+    Ok(Json(graph::tap(&session.tap(&user, &id).await?, None)).into_response())
+}
+
+async fn delete_tap(
+    State(s): State<Arc<TapService>>,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    path: Result<UrlPath<(String, String)>, PathRejection>,
+) -> ApiResult {
+    let UrlPath((user, id)) = path?;
+    let session = session(&s, &p).await?;
+    session.delete_tap(&user, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_methods(
+    State(s): State<Arc<TapService>>,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    user: Result<UrlPath<String>, PathRejection>,
+) -> ApiResult {
+    let UrlPath(user) = user?;
+    let session = session(&s, &p).await?;
+    Ok(Json(graph::methods(&session.methods(&user).await?)).into_response())
+}
+
+async fn delete_method(
+    State(s): State<Arc<TapService>>,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    path: Result<UrlPath<(String, String)>, PathRejection>,
+) -> ApiResult {
+    let UrlPath((user, id)) = path?;
+    let session = session(&s, &p).await?;
+    session.delete_method(&user, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersQuery {
+    search: Option<String>,
+}
+
+async fn list_users(
+    State(s): State<Arc<TapService>>,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    query: Result<Query<UsersQuery>, QueryRejection>,
+) -> ApiResult {
+    let Query(query) = query?;
+    let session = session(&s, &p).await?;
+    let search = query.search.as_deref().map(|s| s.trim_matches('"'));
+    let users = session.users(search.filter(|s| !s.is_empty())).await?;
+    Ok(Json(graph::collection("#users", users.iter().map(graph::user).collect())).into_response())
+}
+
+async fn get_user(
+    State(s): State<Arc<TapService>>,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    user: Result<UrlPath<String>, PathRejection>,
+) -> ApiResult {
+    let UrlPath(user) = user?;
+    let session = session(&s, &p).await?;
+    Ok(Json(graph::user_details(&session.user(&user).await?)).into_response())
+}
+
+async fn list_groups(State(s): State<Arc<TapService>>, ConnectInfo(p): ConnectInfo<Peer>) -> ApiResult {
+    let session = session(&s, &p).await?;
+    let groups = session.groups().await?;
+    Ok(Json(graph::collection("#groups", groups.iter().map(graph::group).collect())).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SyncBody {
+    #[serde(default)]
+    allow_deletes: bool,
+}
+
+async fn run_sync(State(s): State<Arc<TapService>>, ConnectInfo(p): ConnectInfo<Peer>, RawBody(body): RawBody) -> ApiResult {
+    let request: SyncBody = parse_body(&body)?;
+    let session = session(&s, &p).await?;
+    let status = session.run_sync(request.allow_deletes).await?;
+    Ok(Json(graph::sync_status(&status)).into_response())
+}
+
+async fn sync_status(State(s): State<Arc<TapService>>, ConnectInfo(p): ConnectInfo<Peer>) -> ApiResult {
+    let session = session(&s, &p).await?;
+    Ok(Json(graph::sync_status(&session.sync_status().await?)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    since: Option<String>,
+    until: Option<String>,
+    user: Option<String>,
+    activity: Option<String>,
+    #[serde(rename = "$top", alias = "top")]
+    top: Option<u32>,
+}
+
+fn parse_time(name: &str, value: &Option<String>) -> ApiResult<Option<crate::model::Timestamp>> {
+    value
+        .as_deref()
+        .map(|s| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|e| ApiError::bad_request(format!("{name} {s:?} is not an RFC 3339 date-time: {e}")))
+        })
+        .transpose()
+}
+
+async fn audit_logs(
+    State(s): State<Arc<TapService>>,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> ApiResult {
+    let Query(q) = query?;
+    let filter = AuditFilter {
+        since: parse_time("since", &q.since)?,
+        until: parse_time("until", &q.until)?,
+        user: q.user.clone(),
+        activity: q.activity.clone(),
+        limit: q.top.unwrap_or(100).min(1000),
+    };
+    let session = session(&s, &p).await?;
+    let events = session.audit(&filter).await?;
+    Ok(Json(graph::collection("#auditLogs/directoryAudits", events.iter().map(graph::audit_event).collect())).into_response())
+}
+
+/// Whether `path` is an existing socket file (used by tests and the daemon's cleanup).
+pub fn is_socket(path: &Path) -> bool {
+    std::fs::symlink_metadata(path)
+        .map(|m| m.file_type().is_socket())
+        .unwrap_or(false)
+}
+
+/// JSON value helper for tests.
+pub fn error_message(body: &Value) -> Option<&str> {
+    body.get("error")?.get("message")?.as_str()
+}

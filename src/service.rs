@@ -1,0 +1,656 @@
+//! The TAP service: what every front end (admin socket, web page, RADIUS, federation) calls.
+//!
+//! Admin operations go through an [`AdminSession`], obtained from [`TapService::admin`] for an
+//! identified local caller. The session carries the resolved [`Actor`]; every operation checks
+//! the role matrix (`crate::policy::roles::authorize`) against the target before it touches the
+//! store, and every change is written together with its audit event. Refusals are audited too.
+//!
+//! May depend on: `model`, `policy`, `store` (trait), `directory` (trait), `tapcode`, `clock`.
+//! Knows nothing about HTTP or sockets: errors are [`ServiceError`] and the admin layer maps
+//! them to status codes in one place.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, RwLock};
+
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use crate::clock::Clock;
+use crate::directory::DirectorySource;
+use crate::model::{
+    AuditEvent, AuditFilter, AuditResult, Channel, Group, NewAuditEvent, RegisteredMethod,
+    StoredTap, SyncStatus, TapPolicy, User,
+};
+use crate::policy::roles::{authorize, Actor, AdminAction, AdminRole, RoleMapping, TargetUser};
+use crate::policy::{self, CreateTapRequest, PolicyPatch, UsabilityReason};
+use crate::store::{Store, StoreError};
+use crate::sync::{SyncOptions, Syncer};
+use crate::tapcode::{self, HashError, Hasher};
+
+/// Entra's activity names, used in audit events and logs.
+pub mod activity {
+    /// An administrator created a TAP.
+    pub const TAP_CREATED: &str = "Admin registered temporary access pass method for user";
+    /// An administrator deleted a TAP.
+    pub const TAP_DELETED: &str = "Admin deleted temporary access pass method for user";
+    /// An administrator deleted a registered method.
+    pub const METHOD_DELETED: &str = "Admin deleted security info";
+    /// The TAP policy was changed.
+    pub const POLICY_UPDATED: &str = "Update authentication methods policy";
+    /// The TAP policy was reset to defaults.
+    pub const POLICY_RESET: &str = "Reset authentication methods policy";
+    /// An administrator started a directory sync.
+    pub const SYNC_REQUESTED: &str = "Admin started directory sync";
+}
+
+/// Errors of service operations; the admin layer maps each to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The request is malformed or breaks a rule; nothing changed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The user, TAP or method does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the current state (e.g. a sync already running).
+    #[error("{0}")]
+    Conflict(String),
+    /// The store or directory can't be reached; retrying later may work.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Too much hashing work queued; retry shortly.
+    #[error("{0}")]
+    Overloaded(String),
+    /// A bug or corrupt data; details are logged, not shown.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => ServiceError::Unavailable(e.to_string()),
+            other => ServiceError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<HashError> for ServiceError {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Overloaded => ServiceError::Overloaded(e.to_string()),
+            other => ServiceError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Result of service operations.
+pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+/// A local process talking to the admin socket, as identified by SO_PEERCRED.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// Peer uid.
+    pub uid: u32,
+    /// Peer pid, informational only (pids are reused).
+    pub pid: Option<i32>,
+    /// The local account name of `uid`, if it has one.
+    pub local_username: Option<String>,
+}
+
+impl Caller {
+    fn source(&self) -> String {
+        match self.pid {
+            Some(pid) => format!("uid={} pid={pid}", self.uid),
+            None => format!("uid={}", self.uid),
+        }
+    }
+}
+
+/// A TAP with its usability evaluated now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TapDetails {
+    /// The stored TAP (hash inside; never rendered).
+    pub tap: StoredTap,
+    /// Whether the user could sign in with it now.
+    pub is_usable: bool,
+    /// Why (not).
+    pub reason: UsabilityReason,
+}
+
+/// A freshly created TAP: the only moment the code exists in clear.
+#[derive(Debug)]
+pub struct CreatedTap {
+    /// The TAP and its usability.
+    pub details: TapDetails,
+    /// The code, shown once.
+    pub code: Zeroizing<String>,
+    /// Id of the TAP this one replaced.
+    pub replaced: Option<String>,
+}
+
+/// A user with the groups and roles that apply to them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserDetails {
+    /// The synced user.
+    pub user: User,
+    /// Effective groups (nested resolved).
+    pub groups: Vec<Group>,
+    /// Admin roles from `[admin.roles]`.
+    pub roles: BTreeSet<AdminRole>,
+    /// Whether the TAP policy covers the user now.
+    pub in_tap_scope: bool,
+}
+
+/// Everything known about a user's authentication methods.
+#[derive(Clone, Debug)]
+pub struct UserMethods {
+    /// The user.
+    pub user: User,
+    /// Registered strong methods.
+    pub registered: Vec<RegisteredMethod>,
+    /// The TAP, if any.
+    pub tap: Option<TapDetails>,
+}
+
+/// Settings of the service that come from the configuration and may change on reload.
+#[derive(Clone, Debug, Default)]
+pub struct ServiceSettings {
+    /// Directory groups granting each admin role.
+    pub roles: RoleMapping,
+    /// Whether uid 0 is a break-glass global administrator.
+    pub root_is_global_administrator: bool,
+}
+
+/// The TAP service.
+pub struct TapService {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    hasher: Hasher,
+    syncer: Arc<Syncer>,
+    settings: RwLock<ServiceSettings>,
+}
+
+impl TapService {
+    /// Builds the service over its store, directory, clock and hashing pool.
+    pub fn new(
+        store: Arc<dyn Store>,
+        directory: Arc<dyn DirectorySource>,
+        clock: Arc<dyn Clock>,
+        hasher: Hasher,
+        settings: ServiceSettings,
+        sync_options: SyncOptions,
+    ) -> Self {
+        let syncer = Arc::new(Syncer::new(
+            store.clone(),
+            directory,
+            clock.clone(),
+            sync_options,
+        ));
+        TapService {
+            store,
+            clock,
+            hasher,
+            syncer,
+            settings: RwLock::new(settings),
+        }
+    }
+
+    /// The store (for front ends that need read access).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The directory sync runner.
+    pub fn syncer(&self) -> &Arc<Syncer> {
+        &self.syncer
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The argon2 pool.
+    pub fn hasher(&self) -> &Hasher {
+        &self.hasher
+    }
+
+    /// Replaces the reloadable settings (role mapping, break-glass rule).
+    pub fn update_settings(&self, settings: ServiceSettings) {
+        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
+    }
+
+    fn settings(&self) -> ServiceSettings {
+        self.settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Roles a user holds through their effective groups.
+    pub async fn roles_of(&self, user: &User) -> Result<(Vec<Group>, BTreeSet<AdminRole>)> {
+        let groups = self.store.groups_by_id(&user.group_ids).await?;
+        let roles = self.settings().roles.roles_of(&groups);
+        Ok((groups, roles))
+    }
+
+    /// Identifies the caller and returns a session that can act with the caller's roles.
+    /// Unmapped callers get `Forbidden` (and the refusal is audited).
+    pub async fn admin(self: &Arc<Self>, caller: Caller) -> Result<AdminSession> {
+        let settings = self.settings();
+        if caller.uid == 0 && settings.root_is_global_administrator {
+            return Ok(AdminSession {
+                service: self.clone(),
+                actor: Actor::BreakGlassRoot,
+                actor_name: "root (uid 0)".to_owned(),
+                source: caller.source(),
+            });
+        }
+        let name = caller
+            .local_username
+            .clone()
+            .unwrap_or_else(|| format!("uid {}", caller.uid));
+        let user = match &caller.local_username {
+            Some(username) => self.store.user(username).await?,
+            None => None,
+        };
+        let Some(user) = user.filter(|u| u.username.eq_ignore_ascii_case(&name)) else {
+            let message = format!(
+                "local account {name} is not mapped to a directory user and may not use the admin API"
+            );
+            self.audit_refusal(&name, &caller.source(), "Admin API access", None, &message)
+                .await;
+            return Err(ServiceError::Forbidden(message));
+        };
+        let (_, roles) = self.roles_of(&user).await?;
+        if roles.is_empty() || !user.account_enabled {
+            let message = format!("{} holds no tapd administrator role", user.user_principal_name);
+            self.audit_refusal(
+                &user.user_principal_name,
+                &caller.source(),
+                "Admin API access",
+                None,
+                &message,
+            )
+            .await;
+            return Err(ServiceError::Forbidden(message));
+        }
+        Ok(AdminSession {
+            service: self.clone(),
+            actor_name: user.user_principal_name.clone(),
+            actor: Actor::DirectoryUser {
+                user_id: user.id,
+                roles,
+            },
+            source: caller.source(),
+        })
+    }
+
+    async fn audit_refusal(
+        &self,
+        actor: &str,
+        source: &str,
+        activity: &str,
+        target: Option<&str>,
+        message: &str,
+    ) {
+        let event = NewAuditEvent {
+            time: self.clock.now(),
+            actor: actor.to_owned(),
+            activity: activity.to_owned(),
+            target: target.map(str::to_owned),
+            result: AuditResult::Failure,
+            reason_code: Some("forbidden".to_owned()),
+            channel: Channel::Admin,
+            source_address: Some(source.to_owned()),
+            details: json!({ "message": message }),
+        };
+        crate::audit::log(&event);
+        if let Err(e) = self.store.append_audit(&event).await {
+            log::error!("could not record audit event for refused admin action: {e}");
+        }
+    }
+
+    /// The user's TAP with its usability evaluated now.
+    pub async fn tap_details(&self, user: &User, tap: StoredTap) -> Result<TapDetails> {
+        let policy = self.store.policy().await?;
+        let groups = self.store.groups_by_id(&user.group_ids).await?;
+        let (is_usable, reason) = policy::usability(&policy, user, &groups, &tap, self.clock.now());
+        Ok(TapDetails {
+            tap,
+            is_usable,
+            reason,
+        })
+    }
+}
+
+/// An identified administrator; every method checks the role matrix first.
+pub struct AdminSession {
+    service: Arc<TapService>,
+    actor: Actor,
+    actor_name: String,
+    source: String,
+}
+
+impl AdminSession {
+    /// Who is acting, as recorded in audit events.
+    pub fn actor_name(&self) -> &str {
+        &self.actor_name
+    }
+
+    /// The resolved actor.
+    pub fn actor(&self) -> &Actor {
+        &self.actor
+    }
+
+    fn store(&self) -> &Arc<dyn Store> {
+        &self.service.store
+    }
+
+    fn event(
+        &self,
+        activity: &str,
+        target: Option<&str>,
+        details: serde_json::Value,
+    ) -> NewAuditEvent {
+        NewAuditEvent {
+            time: self.service.clock.now(),
+            actor: self.actor_name.clone(),
+            activity: activity.to_owned(),
+            target: target.map(str::to_owned),
+            result: AuditResult::Success,
+            reason_code: None,
+            channel: Channel::Admin,
+            source_address: Some(self.source.clone()),
+            details,
+        }
+    }
+
+    /// Checks `action` (on `target`, if any), auditing a refusal.
+    async fn check(
+        &self,
+        action: AdminAction,
+        activity: &str,
+        target: Option<&User>,
+    ) -> Result<()> {
+        let target_roles = match target {
+            Some(user) => Some(self.service.roles_of(user).await?.1),
+            None => None,
+        };
+        let target_ref = match (target, &target_roles) {
+            (Some(user), Some(roles)) => Some(TargetUser {
+                user_id: &user.id,
+                roles,
+            }),
+            _ => None,
+        };
+        if let Err(denied) = authorize(&self.actor, action, target_ref) {
+            let message = denied.to_string();
+            self.service
+                .audit_refusal(
+                    &self.actor_name,
+                    &self.source,
+                    activity,
+                    target.map(|u| u.user_principal_name.as_str()),
+                    &message,
+                )
+                .await;
+            return Err(ServiceError::Forbidden(message));
+        }
+        Ok(())
+    }
+
+    async fn find_user(&self, key: &str) -> Result<User> {
+        self.store()
+            .user(key)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("user {key:?} was not found in the directory")))
+    }
+
+    // ---- policy ----
+
+    /// The TAP policy.
+    pub async fn policy(&self) -> Result<TapPolicy> {
+        self.check(AdminAction::ReadPolicy, "Read authentication methods policy", None)
+            .await?;
+        Ok(self.store().policy().await?)
+    }
+
+    /// Applies a partial update; all-or-nothing.
+    pub async fn patch_policy(&self, patch: &PolicyPatch) -> Result<TapPolicy> {
+        self.check(AdminAction::EditPolicy, activity::POLICY_UPDATED, None)
+            .await?;
+        let current = self.store().policy().await?;
+        let updated = policy::apply_patch(&current, patch)
+            .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+        let event = self.event(
+            activity::POLICY_UPDATED,
+            None,
+            json!({ "old": current, "new": updated }),
+        );
+        self.store().put_policy(&updated, &event).await?;
+        crate::audit::log(&event);
+        Ok(updated)
+    }
+
+    /// Resets the policy to Entra's defaults.
+    pub async fn reset_policy(&self) -> Result<TapPolicy> {
+        self.check(AdminAction::EditPolicy, activity::POLICY_RESET, None)
+            .await?;
+        let current = self.store().policy().await?;
+        let updated = TapPolicy::default();
+        let event = self.event(
+            activity::POLICY_RESET,
+            None,
+            json!({ "old": current, "new": updated }),
+        );
+        self.store().put_policy(&updated, &event).await?;
+        crate::audit::log(&event);
+        Ok(updated)
+    }
+
+    // ---- TAPs ----
+
+    /// Creates the user's TAP (replacing any existing one) and returns the code, once.
+    pub async fn create_tap(&self, user_key: &str, request: &CreateTapRequest) -> Result<CreatedTap> {
+        let user = self.find_user(user_key).await?;
+        self.check(AdminAction::CreateTap, activity::TAP_CREATED, Some(&user))
+            .await?;
+        let now = self.service.clock.now();
+        let current_policy = self.store().policy().await?;
+        let terms = policy::creation_terms(&current_policy, request, now)
+            .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+        let code = tapcode::generate(current_policy.default_length);
+        let code_hash = self.service.hasher.hash(code.clone()).await?;
+        let tap = StoredTap {
+            id: uuid::Uuid::new_v4().to_string(),
+            user_id: user.id.clone(),
+            code_hash,
+            created: now,
+            start: terms.start,
+            lifetime_in_minutes: terms.lifetime_in_minutes,
+            is_usable_once: terms.is_usable_once,
+            used_at: None,
+        };
+        let event = self.event(
+            activity::TAP_CREATED,
+            Some(&user.user_principal_name),
+            json!({
+                "category": "UserManagement",
+                "activityDisplayName": "Admin registered security info",
+                "TemporaryAccessPass.Id": tap.id,
+                "TemporaryAccessPass.StartDateTime": tap.start,
+                "TemporaryAccessPass.EndDateTime": tap.expires(),
+                "TemporaryAccessPass.AccessPassUsage": if tap.is_usable_once { "Once" } else { "Multiple" },
+            }),
+        );
+        let replaced = self.store().replace_tap(&tap, &event).await?;
+        crate::audit::log(&event);
+        let details = self.service.tap_details(&user, tap).await?;
+        Ok(CreatedTap {
+            details,
+            code,
+            replaced,
+        })
+    }
+
+    /// The user's TAP (0 or 1), never with a code.
+    pub async fn taps(&self, user_key: &str) -> Result<Vec<TapDetails>> {
+        let user = self.find_user(user_key).await?;
+        self.check(AdminAction::ReadTap, "Read temporary access pass method", Some(&user))
+            .await?;
+        match self.store().tap_for_user(&user.id).await? {
+            Some(tap) => Ok(vec![self.service.tap_details(&user, tap).await?]),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// One TAP by id.
+    pub async fn tap(&self, user_key: &str, tap_id: &str) -> Result<TapDetails> {
+        self.taps(user_key)
+            .await?
+            .into_iter()
+            .find(|t| t.tap.id == tap_id)
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!(
+                    "user {user_key:?} has no temporary access pass with id {tap_id:?}"
+                ))
+            })
+    }
+
+    /// Deletes the user's TAP.
+    pub async fn delete_tap(&self, user_key: &str, tap_id: &str) -> Result<()> {
+        let user = self.find_user(user_key).await?;
+        self.check(AdminAction::DeleteTap, activity::TAP_DELETED, Some(&user))
+            .await?;
+        let event = self.event(
+            activity::TAP_DELETED,
+            Some(&user.user_principal_name),
+            json!({ "category": "UserManagement", "TemporaryAccessPass.Id": tap_id }),
+        );
+        if !self.store().delete_tap(&user.id, tap_id, &event).await? {
+            return Err(ServiceError::NotFound(format!(
+                "user {user_key:?} has no temporary access pass with id {tap_id:?}"
+            )));
+        }
+        crate::audit::log(&event);
+        Ok(())
+    }
+
+    // ---- methods ----
+
+    /// The user's registered methods and TAP.
+    pub async fn methods(&self, user_key: &str) -> Result<UserMethods> {
+        let user = self.find_user(user_key).await?;
+        self.check(AdminAction::ReadMethods, "Read authentication methods", Some(&user))
+            .await?;
+        let registered = self.store().methods(&user.id).await?;
+        let tap = match self.store().tap_for_user(&user.id).await? {
+            Some(tap) => Some(self.service.tap_details(&user, tap).await?),
+            None => None,
+        };
+        Ok(UserMethods {
+            user,
+            registered,
+            tap,
+        })
+    }
+
+    /// Deletes a registered method (or, given the TAP's id, the TAP).
+    pub async fn delete_method(&self, user_key: &str, method_id: &str) -> Result<()> {
+        let user = self.find_user(user_key).await?;
+        if method_id == crate::admin::graph::PASSWORD_METHOD_ID {
+            return Err(ServiceError::BadRequest(
+                "the directory password can't be deleted here; change it in the directory".into(),
+            ));
+        }
+        if let Some(tap) = self.store().tap_for_user(&user.id).await? {
+            if tap.id == method_id {
+                return self.delete_tap(user_key, method_id).await;
+            }
+        }
+        self.check(AdminAction::DeleteMethod, activity::METHOD_DELETED, Some(&user))
+            .await?;
+        let event = self.event(
+            activity::METHOD_DELETED,
+            Some(&user.user_principal_name),
+            json!({ "category": "UserManagement", "methodId": method_id }),
+        );
+        if !self.store().delete_method(&user.id, method_id, &event).await? {
+            return Err(ServiceError::NotFound(format!(
+                "user {user_key:?} has no authentication method with id {method_id:?}"
+            )));
+        }
+        crate::audit::log(&event);
+        Ok(())
+    }
+
+    // ---- directory ----
+
+    /// Users matching `search`.
+    pub async fn users(&self, search: Option<&str>) -> Result<Vec<User>> {
+        self.check(AdminAction::ReadDirectory, "Read users", None).await?;
+        Ok(self.store().users(search).await?)
+    }
+
+    /// One user with groups, roles and TAP scope.
+    pub async fn user(&self, key: &str) -> Result<UserDetails> {
+        self.check(AdminAction::ReadDirectory, "Read users", None).await?;
+        let user = self.find_user(key).await?;
+        let (groups, roles) = self.service.roles_of(&user).await?;
+        let policy = self.store().policy().await?;
+        let in_tap_scope = policy::in_scope(&policy, &user, &groups);
+        Ok(UserDetails {
+            user,
+            groups,
+            roles,
+            in_tap_scope,
+        })
+    }
+
+    /// All groups.
+    pub async fn groups(&self) -> Result<Vec<Group>> {
+        self.check(AdminAction::ReadDirectory, "Read groups", None).await?;
+        Ok(self.store().groups().await?)
+    }
+
+    /// Runs a directory sync now and returns its status.
+    pub async fn run_sync(&self, allow_deletes: bool) -> Result<SyncStatus> {
+        self.check(AdminAction::RunSync, activity::SYNC_REQUESTED, None)
+            .await?;
+        let event = self.event(
+            activity::SYNC_REQUESTED,
+            None,
+            json!({ "allowDeletes": allow_deletes }),
+        );
+        self.store().append_audit(&event).await?;
+        crate::audit::log(&event);
+        self.service
+            .syncer
+            .run(allow_deletes, &self.actor_name)
+            .await
+            .map_err(|e| match e {
+                crate::sync::SyncError::AlreadyRunning => ServiceError::Conflict(e.to_string()),
+                crate::sync::SyncError::Store(s) => ServiceError::from(s),
+            })
+    }
+
+    /// The last sync status.
+    pub async fn sync_status(&self) -> Result<SyncStatus> {
+        self.check(AdminAction::ReadSyncStatus, "Read directory sync status", None)
+            .await?;
+        Ok(self.store().sync_status().await?)
+    }
+
+    // ---- audit ----
+
+    /// Audit events.
+    pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>> {
+        self.check(AdminAction::ReadAudit, "Read audit logs", None).await?;
+        Ok(self.store().audit(filter).await?)
+    }
+}

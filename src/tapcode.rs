@@ -1,0 +1,188 @@
+//! Temporary Access Pass codes: generated with the operating system's CSPRNG, shown once,
+//! stored only as an argon2id hash, verified on a bounded pool of blocking threads.
+//!
+//! Codes are short and human-typed (8 characters by default, about 47 bits), so NIST SP 800-63B
+//! §5.1.2.2 asks for a salted, slow KDF rather than a fast hash: argon2id at the OWASP
+//! parameters (m = 19 MiB, t = 2, p = 1). Each verification costs tens of milliseconds of CPU
+//! and 19 MiB of memory, so [`Hasher`] bounds how many run at once and how many may wait; a
+//! flood is shed with [`HashError::Overloaded`] instead of queueing without bound.
+//!
+//! May depend on: nothing in this crate.
+
+use std::sync::Arc;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use rand::Rng;
+use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
+
+/// Characters a code is drawn from: letters and digits without the easily confused
+/// `I l O 0 1`, and a few symbols that need no escaping in a URL form or a shell single quote.
+pub const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789+-=@%";
+
+/// Longest credential we are willing to hash; longer input is refused before any work
+/// (a TAP is at most 48 characters; passwords typed into the same field stay well below this).
+pub const MAX_CREDENTIAL_BYTES: usize = 256;
+
+/// Errors of hashing and verification.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// Too many verifications are running and waiting; the request is shed.
+    #[error("too many passcode verifications in progress; try again shortly")]
+    Overloaded,
+    /// The stored hash is not a PHC string argon2 can read.
+    #[error("stored passcode hash is unreadable: {0}")]
+    BadHash(String),
+    /// Hashing itself failed (parameters rejected, blocking pool gone).
+    #[error("passcode hashing failed: {0}")]
+    Internal(String),
+}
+
+/// Generates a code of `length` characters from [`ALPHABET`] with the OS CSPRNG.
+pub fn generate(length: u32) -> Zeroizing<String> {
+    let mut rng = OsRng;
+    let mut code = Zeroizing::new(String::with_capacity(length as usize));
+    for _ in 0..length {
+        let i = rng.gen_range(0..ALPHABET.len());
+        code.push(char::from(ALPHABET[i]));
+    }
+    code
+}
+
+/// The argon2id instance with the parameters tapd uses for every new hash.
+fn argon2() -> Result<Argon2<'static>, HashError> {
+    let params = Params::new(19_456, 2, 1, None).map_err(|e| HashError::Internal(e.to_string()))?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+}
+
+/// Hashes `code` synchronously (argon2id, random 16-byte salt) into a PHC string.
+pub fn hash_blocking(code: &str) -> Result<String, HashError> {
+    let salt = SaltString::generate(&mut OsRng);
+    argon2()?
+        .hash_password(code.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| HashError::Internal(e.to_string()))
+}
+
+/// Verifies `code` against a PHC hash synchronously, in constant time for a given hash.
+pub fn verify_blocking(code: &str, phc: &str) -> Result<bool, HashError> {
+    if code.len() > MAX_CREDENTIAL_BYTES {
+        return Ok(false);
+    }
+    let parsed = PasswordHash::new(phc).map_err(|e| HashError::BadHash(e.to_string()))?;
+    match argon2()?.verify_password(code.as_bytes(), &parsed) {
+        Ok(()) => Ok(true),
+        Err(argon2::password_hash::Error::Password) => Ok(false),
+        Err(e) => Err(HashError::BadHash(e.to_string())),
+    }
+}
+
+/// Runs argon2 work on tokio's blocking threads, at most `max_concurrent` at a time and with
+/// at most `max_queued` callers waiting; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Hasher {
+    running: Arc<Semaphore>,
+    admission: Arc<Semaphore>,
+    /// A hash of a random code, verified against when there is no TAP so that "no such TAP"
+    /// costs the same time as "wrong code".
+    decoy: Arc<str>,
+}
+
+impl Hasher {
+    /// A pool running at most `max_concurrent` hashes with at most `max_queued` waiting.
+    pub fn new(max_concurrent: usize, max_queued: usize) -> Result<Self, HashError> {
+        let max_concurrent = max_concurrent.max(1);
+        let decoy = hash_blocking(&generate(16))?;
+        Ok(Hasher {
+            running: Arc::new(Semaphore::new(max_concurrent)),
+            admission: Arc::new(Semaphore::new(max_concurrent + max_queued)),
+            decoy: decoy.into(),
+        })
+    }
+
+    async fn run<T, F>(&self, work: F) -> Result<T, HashError>
+    where
+        F: FnOnce() -> Result<T, HashError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let _admitted = self
+            .admission
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| HashError::Overloaded)?;
+        let _running = self
+            .running
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| HashError::Internal(e.to_string()))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| HashError::Internal(e.to_string()))?
+    }
+
+    /// Hashes a new code.
+    pub async fn hash(&self, code: Zeroizing<String>) -> Result<String, HashError> {
+        self.run(move || hash_blocking(&code)).await
+    }
+
+    /// Verifies `credential` against `phc`; with `None` it verifies against a decoy hash and
+    /// returns false, taking the same time as a real mismatch.
+    pub async fn verify(
+        &self,
+        credential: Zeroizing<String>,
+        phc: Option<String>,
+    ) -> Result<bool, HashError> {
+        let decoy = self.decoy.clone();
+        self.run(move || match phc {
+            Some(phc) => verify_blocking(&credential, &phc),
+            None => verify_blocking(&credential, &decoy).map(|_| false),
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn generated_codes_have_the_length_and_alphabet() {
+        for len in [8u32, 12, 48] {
+            let code = generate(len);
+            assert_eq!(code.chars().count(), len as usize);
+            assert!(code.bytes().all(|b| ALPHABET.contains(&b)));
+        }
+        assert_ne!(*generate(16), *generate(16));
+    }
+
+    #[test]
+    fn hashes_are_argon2id_with_owasp_parameters_and_verify() {
+        let phc = hash_blocking("s3cret+Code").unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert!(verify_blocking("s3cret+Code", &phc).unwrap());
+        assert!(!verify_blocking("s3cret+Codf", &phc).unwrap());
+        assert!(!verify_blocking(&"x".repeat(MAX_CREDENTIAL_BYTES + 1), &phc).unwrap());
+        assert!(verify_blocking("x", "not a hash").is_err());
+    }
+
+    #[tokio::test]
+    async fn pool_sheds_beyond_its_queue() {
+        let hasher = Hasher::new(1, 0).unwrap();
+        let phc = hasher.hash(Zeroizing::new("abc".into())).await.unwrap();
+        let slow = {
+            let h = hasher.clone();
+            let p = phc.clone();
+            tokio::spawn(async move { h.verify(Zeroizing::new("abc".into()), Some(p)).await })
+        };
+        tokio::task::yield_now().await;
+        // While the only slot is busy and no queue is allowed, another call may be shed.
+        let second = hasher.verify(Zeroizing::new("abc".into()), Some(phc)).await;
+        assert!(matches!(second, Ok(true) | Err(HashError::Overloaded)));
+        assert!(slow.await.unwrap().unwrap());
+        assert!(!hasher.verify(Zeroizing::new("abc".into()), None).await.unwrap());
+    }
+}

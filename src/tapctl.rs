@@ -1,0 +1,558 @@
+//! `tapctl`: the admin CLI. Every admin API route is a verb; tables for people, `--json` for
+//! scripts. The binary in `src/bin/tapctl.rs` only calls [`main`].
+//!
+//! May depend on: `admin::client`, `admin::graph` (for formats). Talks to the daemon only
+//! through the socket, never to the store.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use hyper::Method;
+use serde_json::{json, Map, Value};
+
+use crate::admin::client::{query_value, segment, AdminClient, ClientError};
+
+const POLICY_PATH: &str =
+    "/v1/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/temporaryAccessPass";
+
+/// Command line of `tapctl`.
+#[derive(Debug, Parser)]
+#[command(name = "tapctl", version, about = "Administer Temporary Access Passes on a local tapd")]
+pub struct Cli {
+    /// Path of the tapd admin socket.
+    #[arg(long, env = "TAPD_SOCKET", default_value = "/run/tapd/admin.sock", global = true)]
+    pub socket: PathBuf,
+    /// Print the daemon's JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, show and delete Temporary Access Passes.
+    #[command(subcommand)]
+    Tap(TapCommand),
+    /// Show, change and reset the TAP policy.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Synced directory users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Synced directory groups.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Registered authentication methods.
+    #[command(subcommand)]
+    Methods(MethodsCommand),
+    /// Directory synchronisation.
+    #[command(subcommand)]
+    Sync(SyncCommand),
+    /// Audit events, newest first.
+    Audit(AuditArgs),
+}
+
+/// `tapctl tap …`
+#[derive(Debug, Subcommand)]
+pub enum TapCommand {
+    /// Create a TAP for USER (replacing any existing one) and print its code once.
+    Create {
+        /// User id, userPrincipalName or username.
+        user: String,
+        /// Lifetime: minutes, or with a unit (90m, 2h, 1d). Default: the policy's.
+        #[arg(long)]
+        lifetime: Option<String>,
+        /// Start time: RFC 3339 (2026-12-01T08:00:00Z) or relative (+2h). Default: now.
+        #[arg(long)]
+        start: Option<String>,
+        /// Usable for one sign-in only.
+        #[arg(long, conflicts_with = "multi_use")]
+        one_time: bool,
+        /// Usable for several sign-ins within its lifetime.
+        #[arg(long)]
+        multi_use: bool,
+    },
+    /// Show USER's TAP (never its code).
+    Show {
+        /// User id, userPrincipalName or username.
+        user: String,
+    },
+    /// Delete USER's TAP.
+    Delete {
+        /// User id, userPrincipalName or username.
+        user: String,
+    },
+}
+
+/// `tapctl policy …`
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Show the TAP policy.
+    Show,
+    /// Change some policy fields (the others keep their value).
+    Set(PolicySetArgs),
+    /// Reset the policy to its defaults.
+    Reset,
+}
+
+/// Fields `tapctl policy set` can change.
+#[derive(Debug, Args)]
+pub struct PolicySetArgs {
+    /// enabled or disabled.
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Minimum lifetime (minutes or 1h, 2d…).
+    #[arg(long)]
+    pub min_lifetime: Option<String>,
+    /// Maximum lifetime.
+    #[arg(long)]
+    pub max_lifetime: Option<String>,
+    /// Default lifetime.
+    #[arg(long)]
+    pub default_lifetime: Option<String>,
+    /// Code length, 8 to 48.
+    #[arg(long)]
+    pub length: Option<i64>,
+    /// Whether every new TAP is one-time (true/false).
+    #[arg(long)]
+    pub one_time: Option<bool>,
+    /// Groups included (comma separated; `all_users` for everyone). Replaces the list.
+    #[arg(long, value_delimiter = ',')]
+    pub include_groups: Option<Vec<String>>,
+    /// Groups excluded (comma separated; empty string for none). Replaces the list.
+    #[arg(long, value_delimiter = ',')]
+    pub exclude_groups: Option<Vec<String>>,
+}
+
+/// `tapctl user …`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// List users, optionally matching a search string.
+    List {
+        /// Substring of username, UPN, name or mail.
+        #[arg(long)]
+        search: Option<String>,
+    },
+    /// Show a user with transitive groups, roles and TAP scope.
+    Show {
+        /// User id, userPrincipalName or username.
+        user: String,
+    },
+}
+
+/// `tapctl group …`
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// List groups.
+    List,
+}
+
+/// `tapctl methods …`
+#[derive(Debug, Subcommand)]
+pub enum MethodsCommand {
+    /// List USER's authentication methods.
+    List {
+        /// User id, userPrincipalName or username.
+        user: String,
+    },
+    /// Delete one of USER's methods by id.
+    Delete {
+        /// User id, userPrincipalName or username.
+        user: String,
+        /// Method id (see `methods list`).
+        id: String,
+    },
+}
+
+/// `tapctl sync …`
+#[derive(Debug, Subcommand)]
+pub enum SyncCommand {
+    /// Run a directory sync now.
+    Run {
+        /// Confirm a sync the deletion guard refused.
+        #[arg(long)]
+        allow_deletes: bool,
+    },
+    /// Show the last sync's status.
+    Status,
+}
+
+/// `tapctl audit` filters.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only events at or after this time (RFC 3339, or relative like -1h).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only events before this time.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only events by or about this user.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Only events whose activity contains this text.
+    #[arg(long)]
+    pub activity: Option<String>,
+    /// At most this many events.
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+}
+
+/// Errors of the CLI itself.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The arguments don't make sense.
+    #[error("{0}")]
+    Usage(String),
+    /// The daemon refused or could not be reached.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+/// Parses a lifetime: plain minutes or a number with `m`, `h` or `d`.
+pub fn parse_minutes(s: &str) -> Result<i64, CliError> {
+    let s = s.trim();
+    let (number, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit() && *c != '-') {
+        Some((i, _)) => (&s[..i], &s[i..]),
+        None => (s, "m"),
+    };
+    let n: i64 = number
+        .parse()
+        .map_err(|_| CliError::Usage(format!("{s:?} is not a duration like 90, 90m, 2h or 1d")))?;
+    let factor = match unit {
+        "m" | "min" | "minutes" => 1,
+        "h" | "hours" => 60,
+        "d" | "days" => 1440,
+        _ => return Err(CliError::Usage(format!("{s:?}: unknown unit {unit:?}; use m, h or d"))),
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| CliError::Usage(format!("{s:?} is too large")))
+}
+
+/// Parses an absolute RFC 3339 time or a relative one (`+2h`, `-30m`) against the local clock.
+/// Returns it as RFC 3339 text; the daemon validates it.
+pub fn parse_time(s: &str) -> Result<String, CliError> {
+    if let Some(rest) = s.strip_prefix('+').or_else(|| s.strip_prefix('-')) {
+        let minutes = parse_minutes(rest)?;
+        let signed = if s.starts_with('-') { -minutes } else { minutes };
+        let t = chrono::Utc::now() + chrono::Duration::minutes(signed);
+        return Ok(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    }
+    Ok(s.to_owned())
+}
+
+/// Runs the CLI; returns the process exit code.
+pub async fn main(cli: Cli) -> i32 {
+    match run(&cli).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("tapctl: {e}");
+            match e {
+                CliError::Usage(_) => 2,
+                CliError::Client(_) => 1,
+            }
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> Result<(), CliError> {
+    let mut client = AdminClient::connect(&cli.socket).await?;
+    let out = Output { json: cli.json };
+    match &cli.command {
+        Command::Tap(cmd) => tap(&mut client, &out, cmd).await,
+        Command::Policy(cmd) => policy(&mut client, &out, cmd).await,
+        Command::User(UserCommand::List { search }) => {
+            let path = match search {
+                Some(s) => format!("/v1/users?search={}", query_value(s)),
+                None => "/v1/users".to_owned(),
+            };
+            let v = client.call(Method::GET, &path, None).await?;
+            out.table(&v, &[("USERNAME", "onPremisesSamAccountName"), ("UPN", "userPrincipalName"), ("NAME", "displayName"), ("ENABLED", "accountEnabled"), ("ID", "id")]);
+            Ok(())
+        }
+        Command::User(UserCommand::Show { user }) => {
+            let v = client.call(Method::GET, &format!("/v1/users/{}", segment(user)), None).await?;
+            out.user(&v);
+            Ok(())
+        }
+        Command::Group(GroupCommand::List) => {
+            let v = client.call(Method::GET, "/v1/groups", None).await?;
+            out.table(&v, &[("NAME", "displayName"), ("MEMBERS", "transitiveMemberCount"), ("DN", "onPremisesDistinguishedName"), ("ID", "id")]);
+            Ok(())
+        }
+        Command::Methods(MethodsCommand::List { user }) => {
+            let v = client
+                .call(Method::GET, &format!("/v1/users/{}/authentication/methods", segment(user)), None)
+                .await?;
+            out.table(&v, &[("TYPE", "@odata.type"), ("NAME", "displayName"), ("CREATED", "createdDateTime"), ("ID", "id")]);
+            Ok(())
+        }
+        Command::Methods(MethodsCommand::Delete { user, id }) => {
+            client
+                .call(Method::DELETE, &format!("/v1/users/{}/authentication/methods/{}", segment(user), segment(id)), None)
+                .await?;
+            out.done(&format!("Deleted method {id} of {user}."));
+            Ok(())
+        }
+        Command::Sync(SyncCommand::Run { allow_deletes }) => {
+            let body = json!({ "allowDeletes": allow_deletes });
+            let v = client.call(Method::POST, "/v1/directory/sync", Some(&body)).await?;
+            out.object(&v);
+            if v.get("lastResult").and_then(Value::as_str) == Some("deletionsRefused") {
+                eprintln!("tapctl: the sync was refused by the deletion guard; check the directory, then run `tapctl sync run --allow-deletes` to confirm");
+            }
+            Ok(())
+        }
+        Command::Sync(SyncCommand::Status) => {
+            let v = client.call(Method::GET, "/v1/directory/sync", None).await?;
+            out.object(&v);
+            Ok(())
+        }
+        Command::Audit(args) => {
+            let mut query = vec![format!("$top={}", args.limit)];
+            if let Some(s) = &args.since {
+                query.push(format!("since={}", query_value(&parse_time(s)?)));
+            }
+            if let Some(s) = &args.until {
+                query.push(format!("until={}", query_value(&parse_time(s)?)));
+            }
+            if let Some(s) = &args.user {
+                query.push(format!("user={}", query_value(s)));
+            }
+            if let Some(s) = &args.activity {
+                query.push(format!("activity={}", query_value(s)));
+            }
+            let path = format!("/v1/auditLogs?{}", query.join("&"));
+            let v = client.call(Method::GET, &path, None).await?;
+            out.table(&v, &[("TIME", "activityDateTime"), ("ACTOR", "initiatedBy"), ("ACTIVITY", "activityDisplayName"), ("TARGET", "targetResource"), ("RESULT", "result"), ("REASON", "reasonCode"), ("CHANNEL", "channel")]);
+            Ok(())
+        }
+    }
+}
+
+async fn tap(client: &mut AdminClient, out: &Output, cmd: &TapCommand) -> Result<(), CliError> {
+    match cmd {
+        TapCommand::Create { user, lifetime, start, one_time, multi_use } => {
+            let mut body = Map::new();
+            if let Some(l) = lifetime {
+                body.insert("lifetimeInMinutes".into(), json!(parse_minutes(l)?));
+            }
+            if let Some(s) = start {
+                body.insert("startDateTime".into(), json!(parse_time(s)?));
+            }
+            if *one_time {
+                body.insert("isUsableOnce".into(), json!(true));
+            }
+            if *multi_use {
+                body.insert("isUsableOnce".into(), json!(false));
+            }
+            let path = format!("/v1/users/{}/authentication/temporaryAccessPassMethods", segment(user));
+            let v = client.call(Method::POST, &path, Some(&Value::Object(body))).await?;
+            if out.json {
+                println!("{v:#}");
+            } else {
+                let code = v.get("temporaryAccessPass").and_then(Value::as_str).unwrap_or("");
+                println!("Temporary Access Pass for {user}:\n\n    {code}\n");
+                println!("Copy it now: it is shown only once and can't be displayed again.\n");
+                print_fields(&v, &["id", "createdDateTime", "startDateTime", "lifetimeInMinutes", "isUsableOnce", "isUsable", "methodUsabilityReason"]);
+            }
+            Ok(())
+        }
+        TapCommand::Show { user } => {
+            let path = format!("/v1/users/{}/authentication/temporaryAccessPassMethods", segment(user));
+            let v = client.call(Method::GET, &path, None).await?;
+            if out.json {
+                println!("{v:#}");
+                return Ok(());
+            }
+            match v.get("value").and_then(Value::as_array).and_then(|a| a.first()) {
+                Some(tap) => print_fields(tap, &["id", "createdDateTime", "startDateTime", "lifetimeInMinutes", "isUsableOnce", "isUsable", "methodUsabilityReason"]),
+                None => println!("{user} has no Temporary Access Pass."),
+            }
+            Ok(())
+        }
+        TapCommand::Delete { user } => {
+            let path = format!("/v1/users/{}/authentication/temporaryAccessPassMethods", segment(user));
+            let v = client.call(Method::GET, &path, None).await?;
+            let Some(id) = v.pointer("/value/0/id").and_then(Value::as_str) else {
+                return Err(CliError::Usage(format!("{user} has no Temporary Access Pass to delete")));
+            };
+            client.call(Method::DELETE, &format!("{path}/{}", segment(id)), None).await?;
+            out.done(&format!("Deleted the Temporary Access Pass {id} of {user}."));
+            Ok(())
+        }
+    }
+}
+
+async fn policy(client: &mut AdminClient, out: &Output, cmd: &PolicyCommand) -> Result<(), CliError> {
+    match cmd {
+        PolicyCommand::Show => {}
+        PolicyCommand::Reset => {
+            client.call(Method::DELETE, POLICY_PATH, None).await?;
+        }
+        PolicyCommand::Set(args) => {
+            let mut body = Map::new();
+            if let Some(s) = &args.state {
+                body.insert("state".into(), json!(s));
+            }
+            for (key, value) in [
+                ("minimumLifetimeInMinutes", &args.min_lifetime),
+                ("maximumLifetimeInMinutes", &args.max_lifetime),
+                ("defaultLifetimeInMinutes", &args.default_lifetime),
+            ] {
+                if let Some(v) = value {
+                    body.insert(key.into(), json!(parse_minutes(v)?));
+                }
+            }
+            if let Some(l) = args.length {
+                body.insert("defaultLength".into(), json!(l));
+            }
+            if let Some(o) = args.one_time {
+                body.insert("isUsableOnce".into(), json!(o));
+            }
+            if let Some(groups) = &args.include_groups {
+                let targets: Vec<Value> = groups.iter().filter(|g| !g.is_empty())
+                    .map(|g| json!({ "id": g, "targetType": "group", "isRegistrationRequired": false }))
+                    .collect();
+                body.insert("includeTargets".into(), Value::Array(targets));
+            }
+            if let Some(groups) = &args.exclude_groups {
+                let targets: Vec<Value> = groups.iter().filter(|g| !g.is_empty())
+                    .map(|g| json!({ "id": g, "targetType": "group" }))
+                    .collect();
+                body.insert("excludeTargets".into(), Value::Array(targets));
+            }
+            if body.is_empty() {
+                return Err(CliError::Usage("policy set: name at least one field to change (see --help)".into()));
+            }
+            client.call(Method::PATCH, POLICY_PATH, Some(&Value::Object(body))).await?;
+        }
+    }
+    let v = client.call(Method::GET, POLICY_PATH, None).await?;
+    if out.json {
+        println!("{v:#}");
+    } else {
+        print_fields(&v, &["state", "minimumLifetimeInMinutes", "maximumLifetimeInMinutes", "defaultLifetimeInMinutes", "defaultLength", "isUsableOnce"]);
+        let ids = |key: &str| -> String {
+            v.get(key).and_then(Value::as_array).map(|a| {
+                a.iter().map(|t| format!("{} ({})", str_of(t.get("id")), str_of(t.get("targetType")))).collect::<Vec<_>>().join(", ")
+            }).unwrap_or_default()
+        };
+        println!("{:<26} {}", "includeTargets", ids("includeTargets"));
+        println!("{:<26} {}", "excludeTargets", ids("excludeTargets"));
+    }
+    Ok(())
+}
+
+fn str_of(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => "-".to_owned(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn print_fields(v: &Value, keys: &[&str]) {
+    for key in keys {
+        println!("{key:<26} {}", str_of(v.get(*key)));
+    }
+}
+
+struct Output {
+    json: bool,
+}
+
+impl Output {
+    fn done(&self, message: &str) {
+        if self.json {
+            println!("{{}}");
+        } else {
+            println!("{message}");
+        }
+    }
+
+    fn object(&self, v: &Value) {
+        if self.json {
+            println!("{v:#}");
+        } else if let Some(map) = v.as_object() {
+            for (k, val) in map {
+                println!("{k:<22} {}", str_of(Some(val)));
+            }
+        }
+    }
+
+    fn user(&self, v: &Value) {
+        if self.json {
+            println!("{v:#}");
+            return;
+        }
+        print_fields(v, &["id", "onPremisesSamAccountName", "userPrincipalName", "displayName", "mail", "accountEnabled", "onPremisesDistinguishedName", "inTemporaryAccessPassScope"]);
+        let groups = v.get("memberOf").and_then(Value::as_array).map(|a| {
+            a.iter().map(|g| str_of(g.get("displayName"))).collect::<Vec<_>>().join(", ")
+        }).unwrap_or_default();
+        let roles = v.get("adminRoles").and_then(Value::as_array).map(|a| {
+            a.iter().map(|r| str_of(Some(r))).collect::<Vec<_>>().join(", ")
+        }).unwrap_or_default();
+        println!("{:<26} {}", "groups (transitive)", if groups.is_empty() { "-".into() } else { groups });
+        println!("{:<26} {}", "adminRoles", if roles.is_empty() { "-".into() } else { roles });
+    }
+
+    fn table(&self, v: &Value, columns: &[(&str, &str)]) {
+        if self.json {
+            println!("{v:#}");
+            return;
+        }
+        let rows: Vec<Vec<String>> = v
+            .get("value")
+            .and_then(Value::as_array)
+            .map(|items| {
+                items.iter().map(|item| columns.iter().map(|(_, key)| {
+                    let s = str_of(item.get(*key));
+                    s.strip_prefix("#microsoft.graph.").map(str::to_owned).unwrap_or(s)
+                }).collect()).collect()
+            })
+            .unwrap_or_default();
+        if rows.is_empty() {
+            println!("(none)");
+            return;
+        }
+        let mut widths: Vec<usize> = columns.iter().map(|(h, _)| h.len()).collect();
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let line = |cells: Vec<&str>| {
+            let parts: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+            println!("{}", parts.join("  ").trim_end());
+        };
+        line(columns.iter().map(|(h, _)| *h).collect());
+        for row in &rows {
+            line(row.iter().map(String::as_str).collect());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn lifetimes_parse_with_units() {
+        assert_eq!(parse_minutes("90").unwrap(), 90);
+        assert_eq!(parse_minutes("5m").unwrap(), 5);
+        assert_eq!(parse_minutes("2h").unwrap(), 120);
+        assert_eq!(parse_minutes("1d").unwrap(), 1440);
+        assert!(parse_minutes("2 weeks").is_err());
+        assert!(parse_minutes("h").is_err());
+    }
+
+    #[test]
+    fn segments_are_percent_encoded() {
+        assert_eq!(segment("alice@example.org"), "alice@example.org");
+        assert_eq!(segment("a b/c"), "a%20b%2Fc");
+    }
+}
