@@ -14,4 +14,5 @@
 
 pub mod clock;
 pub mod model;
+pub mod policy;
 pub mod store;
