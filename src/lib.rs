@@ -14,6 +14,7 @@
 
 pub mod clock;
 pub mod model;
+pub mod policy;
 pub mod store;
 pub mod admin;
 pub mod audit;
