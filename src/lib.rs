@@ -12,18 +12,17 @@
 //! - `daemon`: wiring, signals, shutdown.
 #![forbid(unsafe_code)]
 
-pub mod clock;
-pub mod model;
-pub mod policy;
-pub mod store;
 pub mod admin;
 pub mod audit;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod directory;
 pub mod logging;
+pub mod model;
 pub mod policy;
 pub mod service;
+pub mod store;
 pub mod sync;
 pub mod tapcode;
 pub mod tapctl;
