@@ -8,10 +8,12 @@
 //! - `directory`: directory sources (LDIF file, LDAP) and the sync plan;
 //! - `service`: the TAP/admin service every front end calls;
 //! - `admin`: the HTTP admin API on a Unix socket, and its client used by `tapctl`;
+//! - `radius`: the sans-io RADIUS protocol core (validation, replies, reply cache);
 //! - `config`: file + environment configuration, validated once;
 //! - `daemon`: wiring, signals, shutdown.
 #![forbid(unsafe_code)]
 
 pub mod clock;
 pub mod model;
+pub mod radius;
 pub mod store;
