@@ -8,6 +8,7 @@
 //! - `directory`: directory sources (LDIF file, LDAP) and the sync plan;
 //! - `service`: the TAP/admin service every front end calls;
 //! - `admin`: the HTTP admin API on a Unix socket, and its client used by `tapctl`;
+//! - `radius`: the sans-io RADIUS protocol core (validation, replies, reply cache);
 //! - `config`: file + environment configuration, validated once;
 //! - `daemon`: wiring, signals, shutdown.
 #![forbid(unsafe_code)]
@@ -21,6 +22,7 @@ pub mod directory;
 pub mod logging;
 pub mod model;
 pub mod policy;
+pub mod radius;
 pub mod service;
 pub mod store;
 pub mod sync;
