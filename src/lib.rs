@@ -13,5 +13,6 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod directory;
 pub mod model;
 pub mod store;
