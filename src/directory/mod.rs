@@ -1,0 +1,97 @@
+//! Directory sources: where tapd learns who the users and groups are, and how it checks a
+//! user's directory password.
+//!
+//! The rest of tapd sees only the [`DirectorySource`] trait. [`ldif::LdifDirectory`] reads an
+//! LDIF file (the embedded demo default and offline installations); an LDAP source implements
+//! the same trait. Every source returns users and groups with memberships already resolved
+//! transitively ([`groups`]), and the sync turns what a source returned into a pure plan
+//! ([`sync`]) that the store applies.
+//!
+//! May depend on: `model`, `store::SyncPlan` (the plan's shape). Nothing here knows about the
+//! policy rules, HTTP, RADIUS or the clock.
+
+pub mod groups;
+pub mod ldif;
+pub mod password;
+pub mod sync;
+
+use async_trait::async_trait;
+
+use crate::model::{Group, User};
+
+/// Everything a directory holds that tapd cares about, as read by one sync run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DirectoryContents {
+    /// Users; each user's `group_ids` are its effective (transitive) group ids, sorted.
+    pub users: Vec<User>,
+    /// Groups; each group's `member_user_ids` are its transitive member user ids, sorted.
+    pub groups: Vec<Group>,
+}
+
+/// The outcome of checking a directory password.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PasswordCheck {
+    /// The password is the user's directory password and the account may sign in.
+    Valid,
+    /// Wrong password, unusable password, unknown or disabled account.
+    Invalid,
+}
+
+/// Errors a directory source reports.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    /// The directory can't be read or reached (file missing, server down, bind refused for the
+    /// service account); retrying later may work.
+    #[error("directory unavailable: {0}")]
+    Unavailable(String),
+    /// The directory returned data tapd can't use (bad LDIF syntax, duplicate ids…); the
+    /// message names the file and line where there is one.
+    #[error("directory data invalid: {0}")]
+    Invalid(String),
+    /// The directory answered only in part (size or time limit, interrupted paging), so a sync
+    /// must not treat missing entries as deleted.
+    #[error("directory answered incompletely: {0}")]
+    Incomplete(String),
+}
+
+/// A place users and groups come from, and that can check a user's password.
+#[async_trait]
+pub trait DirectorySource: Send + Sync + 'static {
+    /// Reads every user and group, with memberships resolved transitively.
+    async fn read_all(&self) -> Result<DirectoryContents, DirectoryError>;
+
+    /// Checks `password` against the directory for `user` (found by its stable id).
+    ///
+    /// Implementations must answer [`PasswordCheck::Invalid`] for an empty or NUL-only
+    /// password without contacting any backend (see [`password_is_unusable`]): an LDAP
+    /// "unauthenticated bind" with an empty password succeeds on many servers.
+    async fn check_password(
+        &self,
+        user: &User,
+        password: &str,
+    ) -> Result<PasswordCheck, DirectoryError>;
+
+    /// A one-line description for logs and `check-config` ("LDIF file /etc/tapd/…").
+    fn describe(&self) -> String;
+}
+
+/// True for a password that must never reach a backend: empty, or made only of NUL
+/// characters (a RADIUS PAP attribute of zero blocks decodes to that).
+pub fn password_is_unusable(password: &str) -> bool {
+    password.chars().all(|c| c == '\0')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_and_nul_passwords_are_unusable() {
+        assert!(password_is_unusable(""));
+        assert!(password_is_unusable("\0"));
+        assert!(password_is_unusable("\0\0\0\0"));
+        assert!(!password_is_unusable(" "));
+        assert!(!password_is_unusable("a\0"));
+        assert!(!password_is_unusable("secret"));
+    }
+}

@@ -1,0 +1,390 @@
+//! The sync plan: what must change in the store to match what the directory returned, as a
+//! pure function of both, and the guard that stops a sync from deleting too much at once.
+//!
+//! Users and groups are matched by stable id, never by DN, so a rename or move is an update
+//! that keeps the user's TAP and registered methods. A user that disappears is deleted; one
+//! whose account goes from enabled to disabled has its TAP revoked. Because an empty or
+//! truncated answer from a misconfigured directory would otherwise wipe every user (with their
+//! passkeys), [`DeletionGuard`] refuses plans that delete more than a fixed number or share of
+//! the users until an administrator confirms with `tapctl sync run --allow-deletes`.
+//!
+//! May depend on: `model`, `store::SyncPlan`, `directory::DirectoryContents`. No I/O, no clock.
+
+use std::collections::{HashMap, HashSet};
+
+use super::DirectoryContents;
+use crate::model::{Group, User};
+use crate::store::SyncPlan;
+
+/// Computes the changes that bring the store (`current_*`) in line with `fresh`.
+///
+/// Upserts hold only new or changed users and groups; deletes hold ids no longer in the
+/// directory; `revoke_tap_user_ids` holds users that were enabled and are now disabled. Every
+/// list is sorted by id, so equal inputs give equal plans.
+pub fn plan_sync(
+    current_users: &[User],
+    current_groups: &[Group],
+    fresh: &DirectoryContents,
+) -> SyncPlan {
+    let known_users: HashMap<&str, &User> =
+        current_users.iter().map(|u| (u.id.as_str(), u)).collect();
+    let mut fresh_user_ids: HashSet<&str> = HashSet::with_capacity(fresh.users.len());
+    let mut upsert_users = Vec::new();
+    let mut revoke_tap_user_ids = Vec::new();
+    for user in &fresh.users {
+        if !fresh_user_ids.insert(user.id.as_str()) {
+            continue;
+        }
+        match known_users.get(user.id.as_str()) {
+            None => upsert_users.push(user.clone()),
+            Some(known) => {
+                if *known != user {
+                    upsert_users.push(user.clone());
+                }
+                if known.account_enabled && !user.account_enabled {
+                    revoke_tap_user_ids.push(user.id.clone());
+                }
+            }
+        }
+    }
+    let mut delete_user_ids: Vec<String> = current_users
+        .iter()
+        .filter(|u| !fresh_user_ids.contains(u.id.as_str()))
+        .map(|u| u.id.clone())
+        .collect();
+
+    let known_groups: HashMap<&str, &Group> =
+        current_groups.iter().map(|g| (g.id.as_str(), g)).collect();
+    let mut fresh_group_ids: HashSet<&str> = HashSet::with_capacity(fresh.groups.len());
+    let mut upsert_groups = Vec::new();
+    for group in &fresh.groups {
+        if !fresh_group_ids.insert(group.id.as_str()) {
+            continue;
+        }
+        if known_groups.get(group.id.as_str()) != Some(&group) {
+            upsert_groups.push(group.clone());
+        }
+    }
+    let mut delete_group_ids: Vec<String> = current_groups
+        .iter()
+        .filter(|g| !fresh_group_ids.contains(g.id.as_str()))
+        .map(|g| g.id.clone())
+        .collect();
+
+    upsert_users.sort_by(|a, b| a.id.cmp(&b.id));
+    upsert_groups.sort_by(|a, b| a.id.cmp(&b.id));
+    delete_user_ids.sort();
+    delete_user_ids.dedup();
+    delete_group_ids.sort();
+    delete_group_ids.dedup();
+    revoke_tap_user_ids.sort();
+    SyncPlan {
+        upsert_users,
+        delete_user_ids,
+        upsert_groups,
+        delete_group_ids,
+        revoke_tap_user_ids,
+    }
+}
+
+/// How many users a plan adds, updates and deletes, for the sync status and the audit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncCounts {
+    /// Users new to the store.
+    pub added: u64,
+    /// Users already in the store whose attributes or memberships changed.
+    pub updated: u64,
+    /// Users removed from the store.
+    pub deleted: u64,
+}
+
+impl SyncCounts {
+    /// Counts `plan`'s user changes against the users the store holds now.
+    pub fn of(current_users: &[User], plan: &SyncPlan) -> SyncCounts {
+        let known: HashSet<&str> = current_users.iter().map(|u| u.id.as_str()).collect();
+        let updated = plan
+            .upsert_users
+            .iter()
+            .filter(|u| known.contains(u.id.as_str()))
+            .count();
+        SyncCounts {
+            added: to_u64(plan.upsert_users.len() - updated),
+            updated: to_u64(updated),
+            deleted: to_u64(plan.delete_user_ids.len()),
+        }
+    }
+}
+
+fn to_u64(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// Limits on how many users one sync may delete without an administrator's confirmation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeletionGuard {
+    /// At most this many user deletions per run.
+    pub max_deletes: u64,
+    /// At most this share (percent) of the current users per run.
+    pub max_share_percent: u8,
+}
+
+impl Default for DeletionGuard {
+    /// 500 users and 20 %.
+    fn default() -> Self {
+        DeletionGuard {
+            max_deletes: 500,
+            max_share_percent: 20,
+        }
+    }
+}
+
+/// A plan the deletion guard refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "sync would delete {would_delete} of {current_users} users, more than the deletion guard \
+     allows (at most {max_deletes} and at most {max_share_percent} % per run); nothing was \
+     changed. If the directory really lost these users, confirm with \
+     `tapctl sync run --allow-deletes`"
+)]
+pub struct GuardTripped {
+    /// Users the plan would delete.
+    pub would_delete: u64,
+    /// Users the store holds now.
+    pub current_users: u64,
+    /// The guard's absolute limit.
+    pub max_deletes: u64,
+    /// The guard's share limit, percent.
+    pub max_share_percent: u8,
+}
+
+impl DeletionGuard {
+    /// Refuses `plan` when it deletes more than `max_deletes` users, or more than
+    /// `max_share_percent` % of `current_user_count`.
+    pub fn check(&self, current_user_count: usize, plan: &SyncPlan) -> Result<(), GuardTripped> {
+        let deletes = to_u64(plan.delete_user_ids.len());
+        if deletes == 0 {
+            return Ok(());
+        }
+        let current = to_u64(current_user_count);
+        let over_count = deletes > self.max_deletes;
+        let over_share =
+            u128::from(deletes) * 100 > u128::from(self.max_share_percent) * u128::from(current);
+        if over_count || over_share {
+            return Err(GuardTripped {
+                would_delete: deletes,
+                current_users: current,
+                max_deletes: self.max_deletes,
+                max_share_percent: self.max_share_percent,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn user(name: &str) -> User {
+        User {
+            id: format!("id-{name}"),
+            dn: format!("uid={name},ou=people,dc=example,dc=org"),
+            username: name.to_owned(),
+            user_principal_name: format!("{name}@example.org"),
+            display_name: name.to_owned(),
+            mail: Some(format!("{name}@example.org")),
+            account_enabled: true,
+            group_ids: vec!["id-staff".to_owned()],
+        }
+    }
+
+    fn group(name: &str, members: &[&str]) -> Group {
+        Group {
+            id: format!("id-{name}"),
+            dn: format!("cn={name},ou=groups,dc=example,dc=org"),
+            display_name: name.to_owned(),
+            member_user_ids: members.iter().map(|m| format!("id-{m}")).collect(),
+        }
+    }
+
+    fn ids(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| format!("id-{s}")).collect()
+    }
+
+    #[test]
+    fn unchanged_directory_gives_an_empty_plan() {
+        let users = vec![user("alice"), user("bob")];
+        let groups = vec![group("staff", &["alice", "bob"])];
+        let fresh = DirectoryContents {
+            users: users.clone(),
+            groups: groups.clone(),
+        };
+        let plan = plan_sync(&users, &groups, &fresh);
+        assert!(plan.is_empty(), "{plan:?}");
+        assert_eq!(SyncCounts::of(&users, &plan), SyncCounts::default());
+    }
+
+    #[test]
+    fn adds_changes_and_deletes() {
+        let current_users = vec![user("alice"), user("bob"), user("carol")];
+        let current_groups = vec![
+            group("staff", &["alice", "bob", "carol"]),
+            group("old", &[]),
+        ];
+        let mut bob = user("bob");
+        bob.display_name = "Bob Builder".to_owned();
+        let fresh = DirectoryContents {
+            users: vec![user("alice"), bob.clone(), user("dave")],
+            groups: vec![group("staff", &["alice", "bob", "dave"]), group("new", &[])],
+        };
+        let plan = plan_sync(&current_users, &current_groups, &fresh);
+        assert_eq!(plan.upsert_users, vec![bob, user("dave")]);
+        assert_eq!(plan.delete_user_ids, ids(&["carol"]));
+        assert_eq!(
+            plan.upsert_groups,
+            vec![group("new", &[]), group("staff", &["alice", "bob", "dave"])]
+        );
+        assert_eq!(plan.delete_group_ids, ids(&["old"]));
+        assert!(plan.revoke_tap_user_ids.is_empty());
+        assert_eq!(
+            SyncCounts::of(&current_users, &plan),
+            SyncCounts {
+                added: 1,
+                updated: 1,
+                deleted: 1
+            }
+        );
+    }
+
+    #[test]
+    fn membership_change_is_an_update() {
+        let current = vec![user("alice")];
+        let mut moved = user("alice");
+        moved.group_ids = vec!["id-engineering".to_owned(), "id-staff".to_owned()];
+        let fresh = DirectoryContents {
+            users: vec![moved.clone()],
+            groups: vec![],
+        };
+        let plan = plan_sync(&current, &[], &fresh);
+        assert_eq!(plan.upsert_users, vec![moved]);
+        assert!(plan.delete_user_ids.is_empty());
+    }
+
+    #[test]
+    fn rename_by_dn_keeps_the_id() {
+        let current = vec![user("alice")];
+        let mut renamed = user("alice");
+        renamed.dn = "uid=alice.smith,ou=staff,dc=example,dc=org".to_owned();
+        renamed.username = "alice.smith".to_owned();
+        let fresh = DirectoryContents {
+            users: vec![renamed.clone()],
+            groups: vec![],
+        };
+        let plan = plan_sync(&current, &[], &fresh);
+        assert_eq!(plan.upsert_users, vec![renamed]);
+        assert!(plan.delete_user_ids.is_empty());
+        assert!(plan.revoke_tap_user_ids.is_empty());
+        assert_eq!(SyncCounts::of(&current, &plan).updated, 1);
+    }
+
+    #[test]
+    fn disabling_revokes_the_tap_once() {
+        let current = vec![user("alice"), user("bob")];
+        let mut alice = user("alice");
+        alice.account_enabled = false;
+        let mut new_disabled = user("erin");
+        new_disabled.account_enabled = false;
+        let fresh = DirectoryContents {
+            users: vec![alice.clone(), user("bob"), new_disabled.clone()],
+            groups: vec![],
+        };
+        let plan = plan_sync(&current, &[], &fresh);
+        assert_eq!(plan.revoke_tap_user_ids, ids(&["alice"]));
+        assert_eq!(plan.upsert_users, vec![alice.clone(), new_disabled]);
+
+        // Next run: still disabled, nothing to revoke again.
+        let plan = plan_sync(
+            &[alice.clone(), user("bob")],
+            &[],
+            &DirectoryContents {
+                users: vec![alice.clone(), user("bob")],
+                groups: vec![],
+            },
+        );
+        assert!(plan.is_empty());
+
+        // Re-enabled: an update, no revoke.
+        let plan = plan_sync(
+            &[alice],
+            &[],
+            &DirectoryContents {
+                users: vec![user("alice")],
+                groups: vec![],
+            },
+        );
+        assert_eq!(plan.upsert_users, vec![user("alice")]);
+        assert!(plan.revoke_tap_user_ids.is_empty());
+    }
+
+    fn plan_deleting(n: usize) -> SyncPlan {
+        SyncPlan {
+            delete_user_ids: (0..n).map(|i| format!("id-{i}")).collect(),
+            ..SyncPlan::default()
+        }
+    }
+
+    #[test]
+    fn guard_absolute_limit_boundary() {
+        let guard = DeletionGuard::default();
+        assert_eq!(guard.max_deletes, 500);
+        assert_eq!(guard.max_share_percent, 20);
+        assert!(guard.check(100_000, &plan_deleting(500)).is_ok());
+        let tripped = guard.check(100_000, &plan_deleting(501)).unwrap_err();
+        assert_eq!(
+            tripped,
+            GuardTripped {
+                would_delete: 501,
+                current_users: 100_000,
+                max_deletes: 500,
+                max_share_percent: 20
+            }
+        );
+        let message = tripped.to_string();
+        assert!(message.contains("501 of 100000"), "{message}");
+        assert!(
+            message.contains("tapctl sync run --allow-deletes"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn guard_share_boundary() {
+        let guard = DeletionGuard::default();
+        // 20 % of 1000 is 200: allowed; 201 is just above.
+        assert!(guard.check(1000, &plan_deleting(200)).is_ok());
+        assert!(guard.check(1000, &plan_deleting(201)).is_err());
+        // 20 % of 12 is 2.4: 2 allowed, 3 refused.
+        assert!(guard.check(12, &plan_deleting(2)).is_ok());
+        assert!(guard.check(12, &plan_deleting(3)).is_err());
+        // Everything gone (an empty directory answer) is refused.
+        assert!(guard.check(8, &plan_deleting(8)).is_err());
+        // No deletions always pass, even with no users.
+        assert!(guard.check(0, &plan_deleting(0)).is_ok());
+    }
+
+    #[test]
+    fn guard_ignores_other_changes() {
+        let guard = DeletionGuard {
+            max_deletes: 0,
+            max_share_percent: 0,
+        };
+        let plan = SyncPlan {
+            upsert_users: vec![user("alice")],
+            delete_group_ids: vec!["id-old".to_owned()],
+            ..SyncPlan::default()
+        };
+        assert!(guard.check(1, &plan).is_ok());
+        assert!(guard.check(1, &plan_deleting(1)).is_err());
+    }
+}
