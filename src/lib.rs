@@ -13,5 +13,6 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod config;
 pub mod model;
 pub mod store;
