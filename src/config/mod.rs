@@ -1,0 +1,616 @@
+//! Configuration: the one module that reads the config file and the environment.
+//!
+//! Two layers. `raw` mirrors the TOML file (every key documented and defaulted, unknown
+//! keys refused); `load` merges the file with `TAPD__SECTION__KEY` environment overrides
+//! through the `config` crate, and `validate` converts the result ONCE into the [`Config`]
+//! below, which is what the rest of the daemon uses. The conversion reads the secret files,
+//! resolves relative paths against the config file's directory and collects every problem,
+//! each named by its key, into one [`ConfigError`]; `tapd check-config` runs exactly this.
+//!
+//! Depends on `config`, `serde`, `serde_json` (to walk the key tree), `log` (level words)
+//! and `zeroize`; nothing else in the crate.
+
+mod raw;
+mod validate;
+mod values;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value as Json;
+
+pub use values::{
+    format_duration, parse_duration, IpNetwork, LdapTransport, LdapUrl, PublicUrl, Secret, StoreUrl,
+};
+
+/// Prefix of environment variables that override config keys (`TAPD__LOG__LEVEL=debug`).
+pub const ENV_PREFIX: &str = "TAPD__";
+
+/// Config path used when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/tapd/tapd.toml";
+
+/// A configuration that could not be loaded: every problem found, one per entry, each
+/// starting with the key it concerns (`radius.clients[1].address: …`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .problems.join("\n"))]
+pub struct ConfigError {
+    /// The problems, in file order as far as possible.
+    pub problems: Vec<String>,
+}
+
+/// A successfully loaded configuration and the warnings worth logging at startup
+/// (anonymous directory bind, unknown `TAPD__` variables, world-readable secrets, …).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The validated configuration.
+    pub config: Config,
+    /// Things that are allowed but probably not what the administrator wants.
+    pub warnings: Vec<String>,
+}
+
+/// The validated configuration. Paths are absolute, secrets are loaded, defaults applied.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was loaded from (`None` for `load_from_str`).
+    pub source: Option<PathBuf>,
+    /// `[store]`.
+    pub store: StoreConfig,
+    /// `[directory]`.
+    pub directory: DirectoryConfig,
+    /// `[admin]`.
+    pub admin: AdminConfig,
+    /// `[radius]`.
+    pub radius: RadiusConfig,
+    /// `[web]`.
+    pub web: WebConfig,
+    /// `[federation]`.
+    pub federation: FederationConfig,
+    /// `[log]`.
+    pub log: LogConfig,
+    /// `[metrics]`.
+    pub metrics: MetricsConfig,
+    /// `[security]`.
+    pub security: SecurityConfig,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The backend and its location. The daemon creates a missing SQLite directory.
+    pub url: StoreUrl,
+    /// SQLite busy timeout.
+    pub busy_timeout: Duration,
+}
+
+/// `[directory]`, with the preset applied.
+#[derive(Debug, Clone)]
+pub struct DirectoryConfig {
+    /// Where users and groups come from.
+    pub source: DirectorySource,
+    /// The schema preset the attribute and filter defaults came from.
+    pub preset: DirectoryPreset,
+    /// Search base (may be empty for an LDIF file).
+    pub base_dn: String,
+    /// Service account for searches; `None` binds anonymously.
+    pub bind: Option<DirectoryBind>,
+    /// Extra CA certificates (PEM) for the directory; `None`: system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Verify certificate and host name (only false when explicitly configured).
+    pub tls_verify: bool,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Per-operation timeout.
+    pub operation_timeout: Duration,
+    /// Interval between syncs (at least 30 s).
+    pub sync_interval: Duration,
+    /// Search base for users (defaults to `base_dn`).
+    pub user_base: String,
+    /// Search base for groups (defaults to `base_dn`).
+    pub group_base: String,
+    /// Filter selecting users.
+    pub user_filter: String,
+    /// Filter selecting groups.
+    pub group_filter: String,
+    /// Paged-results page size.
+    pub page_size: u32,
+    /// Connections kept for password-check binds.
+    pub bind_pool_size: u32,
+    /// Limits that make a sync refuse mass deletions.
+    pub deletion_guard: DeletionGuard,
+    /// Attribute names (preset defaults with overrides applied).
+    pub attributes: DirectoryAttributes,
+}
+
+/// Where the directory data comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirectorySource {
+    /// An LDIF file (demo / offline), re-read on every sync.
+    LdifFile(PathBuf),
+    /// An LDAP server.
+    Ldap {
+        /// The server.
+        url: LdapUrl,
+        /// How the connection is protected.
+        transport: LdapTransport,
+    },
+}
+
+/// The service account the daemon binds as.
+#[derive(Debug, Clone)]
+pub struct DirectoryBind {
+    /// Bind DN.
+    pub dn: String,
+    /// Password, read from `bind_password_file`.
+    pub password: Secret,
+}
+
+/// A sync that would delete more users than either limit is refused and reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeletionGuard {
+    /// Absolute limit.
+    pub max_deletes: u32,
+    /// Percentage of the users currently in the store (0–100).
+    pub max_percent: u8,
+}
+
+/// Directory schema presets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectoryPreset {
+    /// OpenLDAP (`inetOrgPerson`, `groupOfNames`, `entryUUID`).
+    OpenLdap,
+    /// Microsoft Active Directory (`user`, `group`, `objectGUID`, `sAMAccountName`).
+    ActiveDirectory,
+    /// 389 Directory Server / Red Hat IdM (`nsUniqueId`).
+    Ds389,
+}
+
+impl DirectoryPreset {
+    /// Parses the config word (`openldap`, `active_directory`, `389ds`).
+    pub fn parse(word: &str) -> Option<Self> {
+        match word {
+            "openldap" => Some(Self::OpenLdap),
+            "active_directory" => Some(Self::ActiveDirectory),
+            "389ds" => Some(Self::Ds389),
+            _ => None,
+        }
+    }
+
+    /// The config word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OpenLdap => "openldap",
+            Self::ActiveDirectory => "active_directory",
+            Self::Ds389 => "389ds",
+        }
+    }
+
+    /// The preset's attribute names.
+    pub fn attributes(self) -> DirectoryAttributes {
+        let (id, username, upn) = match self {
+            Self::OpenLdap => ("entryUUID", "uid", "mail"),
+            Self::ActiveDirectory => ("objectGUID", "sAMAccountName", "userPrincipalName"),
+            Self::Ds389 => ("nsUniqueId", "uid", "mail"),
+        };
+        DirectoryAttributes {
+            id: id.into(),
+            username: username.into(),
+            upn: upn.into(),
+            display_name: "displayName".into(),
+            mail: "mail".into(),
+            member: "member".into(),
+            group_id: id.into(),
+            group_name: "cn".into(),
+        }
+    }
+
+    /// The preset's user filter.
+    pub fn user_filter(self) -> &'static str {
+        match self {
+            Self::OpenLdap | Self::Ds389 => "(objectClass=inetOrgPerson)",
+            Self::ActiveDirectory => "(&(objectCategory=person)(objectClass=user))",
+        }
+    }
+
+    /// The preset's group filter.
+    pub fn group_filter(self) -> &'static str {
+        match self {
+            Self::OpenLdap | Self::Ds389 => "(objectClass=groupOfNames)",
+            Self::ActiveDirectory => "(objectClass=group)",
+        }
+    }
+}
+
+/// LDAP attribute names used by the sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryAttributes {
+    /// Stable user id.
+    pub id: String,
+    /// Login name.
+    pub username: String,
+    /// userPrincipalName.
+    pub upn: String,
+    /// Display name.
+    pub display_name: String,
+    /// Mail address.
+    pub mail: String,
+    /// Membership attribute on groups.
+    pub member: String,
+    /// Stable group id.
+    pub group_id: String,
+    /// Group name.
+    pub group_name: String,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Absolute path of the admin API socket.
+    pub socket: PathBuf,
+    /// Group the socket is chowned to (mode 0660); `None`: mode 0600. Resolved by the daemon.
+    pub socket_group: Option<String>,
+    /// Local uid 0 is a break-glass global administrator.
+    pub root_is_global_administrator: bool,
+    /// Directory groups granting each admin role.
+    pub roles: RoleMapping,
+}
+
+/// Admin role → directory group references (DN, cn or id; see `Group::is_named_by`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoleMapping {
+    /// Groups granting `global_administrator`.
+    pub global_administrator: Vec<String>,
+    /// Groups granting `privileged_authentication_administrator`.
+    pub privileged_authentication_administrator: Vec<String>,
+    /// Groups granting `authentication_administrator`.
+    pub authentication_administrator: Vec<String>,
+    /// Groups granting `authentication_policy_administrator`.
+    pub authentication_policy_administrator: Vec<String>,
+    /// Groups granting `global_reader`.
+    pub global_reader: Vec<String>,
+}
+
+impl RoleMapping {
+    /// Every (role key, groups) pair, in a fixed order.
+    pub fn entries(&self) -> [(&'static str, &[String]); 5] {
+        [
+            ("global_administrator", &self.global_administrator),
+            (
+                "privileged_authentication_administrator",
+                &self.privileged_authentication_administrator,
+            ),
+            (
+                "authentication_administrator",
+                &self.authentication_administrator,
+            ),
+            (
+                "authentication_policy_administrator",
+                &self.authentication_policy_administrator,
+            ),
+            ("global_reader", &self.global_reader),
+        ]
+    }
+
+    /// Whether no role is mapped to any group.
+    pub fn is_empty(&self) -> bool {
+        self.entries().iter().all(|(_, groups)| groups.is_empty())
+    }
+}
+
+/// `[radius]`.
+#[derive(Debug, Clone)]
+pub struct RadiusConfig {
+    /// UDP addresses to serve on; empty: RADIUS off.
+    pub listen: Vec<SocketAddr>,
+    /// Behaviour while the directory is unreachable.
+    pub directory_unavailable: DirectoryUnavailable,
+    /// Known clients (unique names, distinct networks).
+    pub clients: Vec<RadiusClient>,
+}
+
+impl RadiusConfig {
+    /// Whether RADIUS is served at all.
+    pub fn is_enabled(&self) -> bool {
+        !self.listen.is_empty()
+    }
+
+    /// The client a packet from `source` belongs to: the most specific matching network.
+    /// `None`: unknown client, drop silently.
+    pub fn client_for(&self, source: IpAddr) -> Option<&RadiusClient> {
+        self.clients
+            .iter()
+            .filter(|client| client.address.contains(source))
+            .max_by_key(|client| client.address.prefix_len())
+    }
+}
+
+/// What a RADIUS request gets while the directory is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectoryUnavailable {
+    /// No reply: the NAS retries or fails over to another server.
+    Drop,
+    /// Access-Reject.
+    Reject,
+}
+
+/// One RADIUS client.
+#[derive(Debug, Clone)]
+pub struct RadiusClient {
+    /// Unique name for logs, audit and metrics.
+    pub name: String,
+    /// Source network.
+    pub address: IpNetwork,
+    /// Shared secret.
+    pub secret: Secret,
+    /// Drop requests lacking a valid Message-Authenticator.
+    pub require_message_authenticator: bool,
+}
+
+/// `[web]`.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// Where the site listens; `None`: off.
+    pub listen: Option<SocketAddr>,
+    /// The public origin (required when `listen` is set).
+    pub public_url: Option<PublicUrl>,
+    /// Certificate and key for HTTPS; `None`: plain HTTP (loopback or behind a proxy only).
+    pub tls: Option<TlsFiles>,
+    /// A TLS-terminating proxy is in front.
+    pub behind_tls_proxy: bool,
+    /// Groups whose members get registration interrupt mode.
+    pub registration_interrupt_groups: Vec<String>,
+}
+
+/// PEM files for a TLS listener (read by the listener, so they can be rotated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain.
+    pub cert_file: PathBuf,
+    /// Private key.
+    pub key_file: PathBuf,
+}
+
+/// `[federation]`.
+#[derive(Debug, Clone)]
+pub struct FederationConfig {
+    /// Own listener; `None`: served on the web listener.
+    pub listen: Option<SocketAddr>,
+    /// Callers allowed to use the endpoint.
+    pub relying_parties: Vec<RelyingParty>,
+}
+
+/// A caller of the federation endpoint.
+#[derive(Debug, Clone)]
+pub struct RelyingParty {
+    /// Unique name.
+    pub name: String,
+    /// Bearer token it presents.
+    pub token: Secret,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Maximum level logged.
+    pub level: log::LevelFilter,
+    /// Destination.
+    pub format: LogFormat,
+}
+
+/// Log destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// The journal when stderr is connected to it (`JOURNAL_STREAM`), else stderr.
+    Auto,
+    /// The systemd journal, with structured fields.
+    Journal,
+    /// Plain lines on stderr.
+    Stderr,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Where Prometheus metrics are served; `None`: off.
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[security]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SecurityConfig {
+    /// Argon2 hashes computed at once (≥ 1).
+    pub argon2_max_concurrent: usize,
+}
+
+/// Loads and validates the config file at `path` with overrides from this process's
+/// `TAPD__…` environment variables. Relative paths in the file are resolved against the
+/// file's directory.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let text = std::fs::read_to_string(&absolute).map_err(|err| ConfigError {
+        problems: vec![format!("cannot read config file {}: {err}", path.display())],
+    })?;
+    let base_dir = absolute.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let mut warnings = Vec::new();
+    let mut env = Vec::new();
+    for (key, value) in std::env::vars_os() {
+        let Some(key) = key.to_str().filter(|key| is_tapd_var(key)) else {
+            continue;
+        };
+        match value.into_string() {
+            Ok(value) => env.push((key.to_owned(), value)),
+            Err(_) => warnings.push(format!("{key}: ignored, value is not valid UTF-8")),
+        }
+    }
+    let mut loaded = load_layers(&text, &env, &base_dir, Some(absolute))?;
+    warnings.append(&mut loaded.warnings);
+    loaded.warnings = warnings;
+    Ok(loaded)
+}
+
+/// Loads and validates config text with the given environment (only `TAPD__…` entries are
+/// looked at), resolving relative paths against `base_dir`. For tests and tools.
+pub fn load_from_str(
+    toml: &str,
+    env: &[(String, String)],
+    base_dir: &Path,
+) -> Result<Loaded, ConfigError> {
+    load_layers(toml, env, base_dir, None)
+}
+
+fn is_tapd_var(key: &str) -> bool {
+    key.len() > ENV_PREFIX.len()
+        && key.is_char_boundary(ENV_PREFIX.len())
+        && key[..ENV_PREFIX.len()].eq_ignore_ascii_case(ENV_PREFIX)
+}
+
+/// What a dotted key names in the schema.
+enum KeyKind {
+    /// A scalar (string, number, bool, optional value).
+    Scalar,
+    /// A list of scalars (settable from the environment as comma-separated values).
+    List,
+    /// A table or an array of tables (not settable from the environment).
+    Table,
+}
+
+fn key_kind(schema: &Json, path: &[&str]) -> Option<KeyKind> {
+    let mut node = schema;
+    for part in path {
+        node = node.as_object()?.get(*part)?;
+    }
+    Some(match node {
+        Json::Object(_) => KeyKind::Table,
+        Json::Array(items) if items.iter().any(Json::is_object) => KeyKind::Table,
+        Json::Array(_) => KeyKind::List,
+        _ => KeyKind::Scalar,
+    })
+}
+
+/// Every key of `actual` that the schema does not know, as `path: message` lines.
+fn unknown_keys(schema: &Json, actual: &Json, path: &str, problems: &mut Vec<String>) {
+    match (schema, actual) {
+        (Json::Object(known), Json::Object(given)) => {
+            for (key, value) in given {
+                let child = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                match known.get(key) {
+                    Some(expected) => unknown_keys(expected, value, &child, problems),
+                    None => {
+                        let names: Vec<&str> = known.keys().map(String::as_str).collect();
+                        problems.push(format!(
+                            "{child}: unknown key (known here: {})",
+                            names.join(", ")
+                        ));
+                    }
+                }
+            }
+        }
+        (Json::Array(known), Json::Array(given)) => {
+            if let Some(element) = known.iter().find(|item| item.is_object()) {
+                for (index, value) in given.iter().enumerate() {
+                    unknown_keys(element, value, &format!("{path}[{index}]"), problems);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `invalid type: … for key `a.b`` → `a.b: invalid type: …`, like every other problem.
+fn key_first(message: &str) -> String {
+    match message.rsplit_once(" for key `") {
+        Some((what, rest)) => match rest.split_once('`') {
+            Some((key, tail)) => format!("{key}: {what}{tail}"),
+            None => message.to_owned(),
+        },
+        None => message.to_owned(),
+    }
+}
+
+fn load_layers(
+    toml: &str,
+    env: &[(String, String)],
+    base_dir: &Path,
+    source: Option<PathBuf>,
+) -> Result<Loaded, ConfigError> {
+    let fail = |problem: String| ConfigError {
+        problems: vec![problem],
+    };
+    let schema = serde_json::to_value(raw::RawConfig::schema_example())
+        .map_err(|err| fail(format!("internal error building the key schema: {err}")))?;
+
+    let mut warnings = Vec::new();
+    let mut scalar_env = config::Map::new();
+    let mut list_overrides: Vec<(String, Vec<String>)> = Vec::new();
+    for (key, value) in env {
+        if !is_tapd_var(key) {
+            continue;
+        }
+        let lower = key[ENV_PREFIX.len()..].to_ascii_lowercase();
+        let path: Vec<&str> = lower.split("__").collect();
+        let dotted = path.join(".");
+        match key_kind(&schema, &path) {
+            Some(KeyKind::Scalar) => {
+                scalar_env.insert(key.clone(), value.clone());
+            }
+            Some(KeyKind::List) => list_overrides.push((
+                dotted,
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            )),
+            Some(KeyKind::Table) => warnings.push(format!(
+                "{key}: ignored, `{dotted}` is a section or a list of tables and can only be set in the file"
+            )),
+            None => warnings.push(format!(
+                "{key}: ignored, `{dotted}` is not a known config key"
+            )),
+        }
+    }
+
+    let mut builder = config::Config::builder()
+        .add_source(config::File::from_str(toml, config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix(ENV_PREFIX.trim_end_matches('_'))
+                .prefix_separator("__")
+                .separator("__")
+                // Values stay strings: the `config` deserializer converts "200" or "false"
+                // when the field is a number or a bool, and a string field keeps "0100"
+                // verbatim (try_parsing would turn it into the integer 100).
+                .try_parsing(false)
+                .source(Some(scalar_env)),
+        );
+    for (key, items) in list_overrides {
+        builder = builder
+            .set_override(key.as_str(), items)
+            .map_err(|err| fail(format!("{key}: {err}")))?;
+    }
+    let merged = builder.build().map_err(|err| fail(err.to_string()))?;
+
+    let tree: Json = merged
+        .clone()
+        .try_deserialize()
+        .map_err(|err| fail(err.to_string()))?;
+    let mut problems = Vec::new();
+    unknown_keys(&schema, &tree, "", &mut problems);
+    if !problems.is_empty() {
+        return Err(ConfigError { problems });
+    }
+    let raw: raw::RawConfig = merged
+        .try_deserialize()
+        .map_err(|err| fail(key_first(&err.to_string())))?;
+    let mut loaded = validate::validate(raw, base_dir, source)?;
+    warnings.append(&mut loaded.warnings);
+    loaded.warnings = warnings;
+    Ok(loaded)
+}

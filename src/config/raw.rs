@@ -1,0 +1,340 @@
+//! The configuration file as written: serde structs that mirror `tapd.toml` key for key.
+//!
+//! Every field has a default (so a missing key never aborts parsing) and every struct
+//! denies unknown keys. Values that need checking (addresses, durations, URLs, enum-like
+//! words) stay strings here so that the conversion in `validate` can report every bad value
+//! at once, each named by its key. Nothing outside `crate::config` sees these types.
+
+use serde::{Deserialize, Serialize};
+
+/// The whole file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[store]`: where users, TAPs, methods and audit live.
+    pub store: RawStore,
+    /// `[directory]`: the LDAP directory (or LDIF file) users and groups are synced from.
+    pub directory: RawDirectory,
+    /// `[admin]`: the local admin API socket and the role mapping.
+    pub admin: RawAdmin,
+    /// `[radius]`: the RADIUS PAP listener and its clients.
+    pub radius: RawRadius,
+    /// `[web]`: the web registration site.
+    pub web: RawWeb,
+    /// `[federation]`: the federation (AD FS-adapter-style) endpoint.
+    pub federation: RawFederation,
+    /// `[log]`: log level and destination.
+    pub log: RawLog,
+    /// `[metrics]`: the Prometheus metrics listener.
+    pub metrics: RawMetrics,
+    /// `[security]`: resource bounds for the expensive parts of sign-in.
+    pub security: RawSecurity,
+}
+
+/// `[store]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawStore {
+    /// `sqlite:///abs/path.db`, `sqlite:relative/path.db` (relative to the config file's
+    /// directory) or `postgres://user@host/db`. Default `sqlite:///var/lib/tapd/tapd.db`.
+    pub url: String,
+    /// How long SQLite waits for a lock held by another connection. Default `5s`.
+    pub busy_timeout: String,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        Self {
+            url: "sqlite:///var/lib/tapd/tapd.db".into(),
+            busy_timeout: "5s".into(),
+        }
+    }
+}
+
+/// `[directory]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawDirectory {
+    /// `ldaps://host[:port]`, `ldap://host[:port]` (with `starttls = true` unless the host is
+    /// loopback) or `file:PATH.ldif` (demo / offline). No default: required.
+    pub url: String,
+    /// Attribute and filter defaults: `openldap`, `active_directory` or `389ds`.
+    /// Default `openldap`.
+    pub preset: String,
+    /// Search base for users and groups. Required for LDAP; optional for LDIF files.
+    pub base_dn: String,
+    /// DN the daemon binds as for searches. Absent: anonymous bind (warned about).
+    pub bind_dn: Option<String>,
+    /// File holding the bind password (required with `bind_dn`). Read at load time.
+    pub bind_password_file: Option<String>,
+    /// Upgrade an `ldap://` connection with StartTLS. Default false.
+    pub starttls: bool,
+    /// PEM file with the CA certificates trusted for the directory. Default: system roots.
+    pub ca_file: Option<String>,
+    /// Verify the directory's certificate and host name. Default true; never turn it off
+    /// outside a lab.
+    pub tls_verify: bool,
+    /// Timeout for establishing a connection. Default `5s`.
+    pub connect_timeout: String,
+    /// Timeout for each LDAP operation (bind, search page). Default `10s`.
+    pub operation_timeout: String,
+    /// How often the directory is synced. Default `5m`; at least `30s`.
+    pub sync_interval: String,
+    /// Search base for users; default `base_dn`.
+    pub user_base: Option<String>,
+    /// Search base for groups; default `base_dn`.
+    pub group_base: Option<String>,
+    /// LDAP filter selecting users; default from the preset.
+    pub user_filter: Option<String>,
+    /// LDAP filter selecting groups; default from the preset.
+    pub group_filter: Option<String>,
+    /// Paged-results page size (Active Directory caps it at 1000). Default 500.
+    pub page_size: u32,
+    /// Connections kept for password-check binds. Default 4.
+    pub bind_pool_size: u32,
+    /// A sync that would delete more than this many users is refused. Default 500.
+    pub deletion_guard_max_deletes: u32,
+    /// A sync that would delete more than this percentage of users is refused. Default 20.
+    pub deletion_guard_max_percent: u32,
+    /// `[directory.attributes]`: per-attribute overrides of the preset.
+    pub attributes: RawAttributes,
+}
+
+impl Default for RawDirectory {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            preset: "openldap".into(),
+            base_dn: String::new(),
+            bind_dn: None,
+            bind_password_file: None,
+            starttls: false,
+            ca_file: None,
+            tls_verify: true,
+            connect_timeout: "5s".into(),
+            operation_timeout: "10s".into(),
+            sync_interval: "5m".into(),
+            user_base: None,
+            group_base: None,
+            user_filter: None,
+            group_filter: None,
+            page_size: 500,
+            bind_pool_size: 4,
+            deletion_guard_max_deletes: 500,
+            deletion_guard_max_percent: 20,
+            attributes: RawAttributes::default(),
+        }
+    }
+}
+
+/// `[directory.attributes]`: LDAP attribute names overriding the preset. All optional.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAttributes {
+    /// Stable user id (`entryUUID`, `objectGUID`, `nsUniqueId`).
+    pub id: Option<String>,
+    /// Login name (`uid`, `sAMAccountName`).
+    pub username: Option<String>,
+    /// userPrincipalName (`userPrincipalName`; `mail` on OpenLDAP and 389-DS).
+    pub upn: Option<String>,
+    /// Display name (`displayName`).
+    pub display_name: Option<String>,
+    /// Mail address (`mail`).
+    pub mail: Option<String>,
+    /// Group membership attribute on groups (`member`).
+    pub member: Option<String>,
+    /// Stable group id (same attribute as `id` by default).
+    pub group_id: Option<String>,
+    /// Group name (`cn`).
+    pub group_name: Option<String>,
+}
+
+/// `[admin]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Unix socket of the admin API. Default `/run/tapd/admin.sock`.
+    pub socket: String,
+    /// Group the socket is given to (mode 0660); absent: mode 0600, owner only.
+    pub socket_group: Option<String>,
+    /// Local uid 0 is a break-glass global administrator. Default true.
+    pub root_is_global_administrator: bool,
+    /// `[admin.roles]`: role → directory groups (DN, cn or id).
+    pub roles: RawRoles,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            socket: "/run/tapd/admin.sock".into(),
+            socket_group: None,
+            root_is_global_administrator: true,
+            roles: RawRoles::default(),
+        }
+    }
+}
+
+/// `[admin.roles]`: for each admin role, the directory groups whose members hold it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawRoles {
+    /// Everything, including the policy; not their own TAP.
+    pub global_administrator: Vec<String>,
+    /// TAPs of admins and members.
+    pub privileged_authentication_administrator: Vec<String>,
+    /// TAPs of members (users without an admin role).
+    pub authentication_administrator: Vec<String>,
+    /// Read and edit the TAP policy.
+    pub authentication_policy_administrator: Vec<String>,
+    /// Read everything, write nothing.
+    pub global_reader: Vec<String>,
+}
+
+/// `[radius]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawRadius {
+    /// UDP addresses to serve RADIUS on. Default empty: RADIUS off.
+    pub listen: Vec<String>,
+    /// What a request gets while the directory can't be reached: `drop` (the NAS retries or
+    /// fails over) or `reject`. Default `drop`.
+    pub directory_unavailable: String,
+    /// `[[radius.clients]]`.
+    pub clients: Vec<RawRadiusClient>,
+}
+
+impl Default for RawRadius {
+    fn default() -> Self {
+        Self {
+            listen: Vec::new(),
+            directory_unavailable: "drop".into(),
+            clients: Vec::new(),
+        }
+    }
+}
+
+/// One `[[radius.clients]]` entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawRadiusClient {
+    /// Name used in logs, audit and metrics; unique.
+    pub name: String,
+    /// Source IP address or CIDR network the client sends from.
+    pub address: String,
+    /// File holding the shared secret. Read at load time.
+    pub secret_file: String,
+    /// Drop Access-Requests without a valid Message-Authenticator (BlastRADIUS). Default true.
+    pub require_message_authenticator: bool,
+}
+
+impl Default for RawRadiusClient {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            address: String::new(),
+            secret_file: String::new(),
+            require_message_authenticator: true,
+        }
+    }
+}
+
+/// `[web]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawWeb {
+    /// TCP address of the web registration site; absent: web off.
+    pub listen: Option<String>,
+    /// The URL users type (an origin: `https://host[:port]`); also quoted in RADIUS and
+    /// federation rejections. Required when `listen` is set.
+    pub public_url: Option<String>,
+    /// PEM certificate chain for HTTPS.
+    pub tls_cert_file: Option<String>,
+    /// PEM private key for HTTPS.
+    pub tls_key_file: Option<String>,
+    /// A TLS-terminating reverse proxy sits in front; serve plain HTTP. Default false.
+    pub behind_tls_proxy: bool,
+    /// Groups standing for registration campaigns (SSPR / Identity Protection); their
+    /// members land in interrupt mode after a TAP sign-in.
+    pub registration_interrupt_groups: Vec<String>,
+}
+
+/// `[federation]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawFederation {
+    /// Own TCP address for the endpoint; absent: served on the web listener.
+    pub listen: Option<String>,
+    /// `[[federation.relying_parties]]`.
+    pub relying_parties: Vec<RawRelyingParty>,
+}
+
+/// One `[[federation.relying_parties]]` entry.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawRelyingParty {
+    /// Name used in logs and audit; unique.
+    pub name: String,
+    /// File holding the bearer token (at least 16 characters). Read at load time.
+    pub token_file: String,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawLog {
+    /// `error`, `warn`, `info`, `debug` or `trace`. Default `info`.
+    pub level: String,
+    /// `auto` (journal when started by systemd, else stderr), `journal` or `stderr`.
+    /// Default `auto`.
+    pub format: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: "auto".into(),
+        }
+    }
+}
+
+/// `[metrics]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Serve Prometheus metrics. Default true.
+    pub enabled: bool,
+    /// TCP address of the metrics endpoint. Default `127.0.0.1:9812`.
+    pub listen: String,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "127.0.0.1:9812".into(),
+        }
+    }
+}
+
+/// `[security]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawSecurity {
+    /// Argon2 hashes computed at once (each takes ~19 MiB); default: the number of CPUs.
+    pub argon2_max_concurrent: Option<u32>,
+}
+
+impl RawConfig {
+    /// A default config with one element in every array of tables, so that walking its
+    /// serialized form yields every key the file may contain (see `schema`).
+    pub fn schema_example() -> Self {
+        let mut example = Self::default();
+        example.radius.clients.push(RawRadiusClient::default());
+        example
+            .federation
+            .relying_parties
+            .push(RawRelyingParty::default());
+        example
+    }
+}

@@ -1,0 +1,887 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A temp dir with a few secret files, as a config directory.
+struct Dir(tempfile::TempDir);
+
+impl Dir {
+    fn new() -> Self {
+        let dir = Self(tempfile::tempdir().unwrap());
+        dir.write("radius.secret", "a-radius-secret-of-some-length\n");
+        dir.write("token-a", "token-aaaaaaaaaaaaaaaaaaaaaa\n");
+        dir.write("token-b", "token-bbbbbbbbbbbbbbbbbbbbbb\n");
+        dir.write("ldap.secret", "bind-password\r\n");
+        dir
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    fn write(&self, name: &str, content: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.0.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    fn load(&self, toml: &str) -> Result<Loaded, ConfigError> {
+        load_from_str(toml, &[], self.path())
+    }
+
+    fn load_env(&self, toml: &str, env: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        load_from_str(toml, &env, self.path())
+    }
+}
+
+const MINIMAL: &str = r#"
+[directory]
+url = "ldaps://ldap.example.org"
+base_dn = "dc=example,dc=org"
+"#;
+
+fn problems(result: Result<Loaded, ConfigError>) -> Vec<String> {
+    match result {
+        Ok(loaded) => panic!("expected problems, got {:#?}", loaded.config),
+        Err(err) => err.problems,
+    }
+}
+
+fn has(lines: &[String], prefix: &str, fragment: &str) -> bool {
+    lines
+        .iter()
+        .any(|line| line.starts_with(prefix) && line.contains(fragment))
+}
+
+#[test]
+fn shipped_production_example_validates_without_secret_files() {
+    let loaded = load(&repo_root().join("etc/tapd/tapd.toml")).unwrap();
+    let config = &loaded.config;
+    assert_eq!(
+        config.store.url,
+        StoreUrl::Sqlite("/var/lib/tapd/tapd.db".into())
+    );
+    assert_eq!(config.store.busy_timeout, Duration::from_secs(5));
+    match &config.directory.source {
+        DirectorySource::Ldap { url, transport } => {
+            assert_eq!(url.host, "ldap.example.org");
+            assert_eq!(url.port, 636);
+            assert_eq!(*transport, LdapTransport::Ldaps);
+        }
+        other => panic!("unexpected source {other:?}"),
+    }
+    assert_eq!(config.directory.preset, DirectoryPreset::OpenLdap);
+    assert_eq!(config.directory.base_dn, "dc=example,dc=org");
+    assert_eq!(config.directory.user_base, "dc=example,dc=org");
+    assert!(config.directory.bind.is_none());
+    assert!(config.directory.tls_verify);
+    assert_eq!(config.directory.sync_interval, Duration::from_secs(300));
+    assert_eq!(config.directory.attributes.upn, "mail");
+    assert_eq!(
+        config.directory.deletion_guard,
+        DeletionGuard {
+            max_deletes: 500,
+            max_percent: 20
+        }
+    );
+    assert!(loaded
+        .warnings
+        .iter()
+        .any(|w| w.starts_with("directory.bind_dn:") && w.contains("anonymous")));
+    assert_eq!(config.admin.socket, PathBuf::from("/run/tapd/admin.sock"));
+    assert!(config.admin.root_is_global_administrator);
+    assert_eq!(
+        config.admin.roles.global_administrator,
+        vec!["cn=tap-admins,ou=groups,dc=example,dc=org".to_owned()]
+    );
+    assert!(!config.radius.is_enabled());
+    assert!(config.radius.clients.is_empty());
+    assert_eq!(
+        config.web.listen,
+        Some("0.0.0.0:8443".parse::<SocketAddr>().unwrap())
+    );
+    assert_eq!(
+        config.web.public_url.as_ref().unwrap().as_str(),
+        "https://tap.example.org:8443"
+    );
+    assert_eq!(
+        config.web.tls.as_ref().unwrap().cert_file,
+        PathBuf::from("/etc/tapd/tls.crt")
+    );
+    assert!(config.federation.relying_parties.is_empty());
+    assert_eq!(config.log.level, log::LevelFilter::Info);
+    assert_eq!(config.log.format, LogFormat::Auto);
+    assert_eq!(
+        config.metrics.listen,
+        Some("127.0.0.1:9812".parse().unwrap())
+    );
+    assert!(config.security.argon2_max_concurrent >= 1);
+}
+
+#[test]
+fn shipped_demo_config_validates_with_paths_relative_to_its_directory() {
+    let loaded = load(&repo_root().join("etc/tapd/demo.toml")).unwrap();
+    let config = &loaded.config;
+    let root = repo_root();
+    assert_eq!(
+        config.store.url,
+        StoreUrl::Sqlite(root.join(".tapd-demo/tapd.db"))
+    );
+    assert_eq!(config.admin.socket, root.join(".tapd-demo/admin.sock"));
+    assert_eq!(
+        config.directory.source,
+        DirectorySource::LdifFile(root.join("etc/tapd/demo-directory.ldif"))
+    );
+    let roles = &config.admin.roles;
+    assert_eq!(roles.global_administrator, ["tap-global-admins"]);
+    assert_eq!(
+        roles.privileged_authentication_administrator,
+        ["tap-privileged-auth-admins"]
+    );
+    assert_eq!(roles.authentication_administrator, ["tap-auth-admins"]);
+    assert_eq!(
+        roles.authentication_policy_administrator,
+        ["tap-policy-admins"]
+    );
+    assert_eq!(roles.global_reader, ["tap-readers"]);
+    assert_eq!(
+        config.radius.listen,
+        vec!["127.0.0.1:18120".parse::<SocketAddr>().unwrap()]
+    );
+    let client = &config.radius.clients[0];
+    assert_eq!(client.name, "demo");
+    assert_eq!(client.address, IpNetwork::parse("127.0.0.1/32").unwrap());
+    assert_eq!(client.secret.expose(), "demo-radius-secret");
+    assert!(client.require_message_authenticator);
+    assert_eq!(
+        config
+            .radius
+            .client_for("127.0.0.1".parse().unwrap())
+            .unwrap()
+            .name,
+        "demo"
+    );
+    assert_eq!(config.web.listen, Some("127.0.0.1:8080".parse().unwrap()));
+    assert_eq!(
+        config.web.public_url.as_ref().unwrap().as_str(),
+        "http://localhost:8080"
+    );
+    assert!(config.web.tls.is_none());
+    let party = &config.federation.relying_parties[0];
+    assert_eq!(party.name, "demo");
+    assert!(party.token.len() >= 16);
+    assert_eq!(
+        config.metrics.listen,
+        Some("127.0.0.1:9812".parse().unwrap())
+    );
+}
+
+#[test]
+fn defaults_fill_every_section() {
+    let dir = Dir::new();
+    let config = dir.load(MINIMAL).unwrap().config;
+    assert_eq!(
+        config.store.url,
+        StoreUrl::Sqlite("/var/lib/tapd/tapd.db".into())
+    );
+    assert_eq!(config.admin.socket, PathBuf::from("/run/tapd/admin.sock"));
+    assert_eq!(config.admin.socket_group, None);
+    assert!(config.admin.roles.is_empty());
+    assert_eq!(
+        config.radius.directory_unavailable,
+        DirectoryUnavailable::Drop
+    );
+    assert!(config.web.listen.is_none());
+    assert_eq!(config.directory.page_size, 500);
+    assert_eq!(config.directory.bind_pool_size, 4);
+    assert_eq!(config.directory.connect_timeout, Duration::from_secs(5));
+    assert_eq!(config.directory.operation_timeout, Duration::from_secs(10));
+    assert_eq!(config.directory.user_filter, "(objectClass=inetOrgPerson)");
+    assert_eq!(config.log.level, log::LevelFilter::Info);
+    assert_eq!(
+        config.metrics.listen,
+        Some("127.0.0.1:9812".parse().unwrap())
+    );
+}
+
+#[test]
+fn environment_overrides_scalars_lists_and_nested_keys() {
+    let dir = Dir::new();
+    let loaded = dir
+        .load_env(
+            MINIMAL,
+            &[
+                ("TAPD__ADMIN__SOCKET", "/tmp/x.sock"),
+                ("TAPD__LOG__LEVEL", "debug"),
+                ("TAPD__DIRECTORY__PAGE_SIZE", "200"),
+                ("TAPD__DIRECTORY__TLS_VERIFY", "false"),
+                ("TAPD__DIRECTORY__SYNC_INTERVAL", "1h30m"),
+                ("TAPD__DIRECTORY__ATTRIBUTES__UPN", "userPrincipalName"),
+                ("TAPD__ADMIN__SOCKET_GROUP", "0100"),
+                ("TAPD__RADIUS__LISTEN", "127.0.0.1:1812, [::1]:1812"),
+                ("TAPD__ADMIN__ROLES__GLOBAL_READER", "auditors"),
+                ("TAPD__METRICS__ENABLED", "false"),
+                ("PATH", "/usr/bin"),
+            ],
+        )
+        .unwrap();
+    let config = loaded.config;
+    assert_eq!(config.admin.socket, PathBuf::from("/tmp/x.sock"));
+    assert_eq!(config.log.level, log::LevelFilter::Debug);
+    assert_eq!(config.directory.page_size, 200);
+    assert!(!config.directory.tls_verify);
+    assert_eq!(config.directory.sync_interval, Duration::from_secs(5400));
+    assert_eq!(config.directory.attributes.upn, "userPrincipalName");
+    assert_eq!(config.admin.socket_group.as_deref(), Some("0100"));
+    assert_eq!(
+        config.radius.listen,
+        vec![
+            "127.0.0.1:1812".parse::<SocketAddr>().unwrap(),
+            "[::1]:1812".parse().unwrap()
+        ]
+    );
+    assert_eq!(config.admin.roles.global_reader, ["auditors"]);
+    assert_eq!(config.metrics.listen, None);
+    assert!(loaded
+        .warnings
+        .iter()
+        .any(|w| w.starts_with("directory.tls_verify:")));
+    assert!(!loaded.warnings.iter().any(|w| w.contains("TAPD__")));
+}
+
+#[test]
+fn environment_beats_the_file_and_empty_list_clears_it() {
+    let dir = Dir::new();
+    let toml =
+        format!("{MINIMAL}\n[radius]\nlisten = [\"127.0.0.1:1812\"]\n[log]\nlevel = \"warn\"\n");
+    let config = dir
+        .load_env(
+            &toml,
+            &[("TAPD__LOG__LEVEL", "trace"), ("TAPD__RADIUS__LISTEN", "")],
+        )
+        .unwrap()
+        .config;
+    assert_eq!(config.log.level, log::LevelFilter::Trace);
+    assert!(config.radius.listen.is_empty());
+}
+
+#[test]
+fn unknown_environment_variables_are_warnings_not_errors() {
+    let dir = Dir::new();
+    let loaded = dir
+        .load_env(
+            MINIMAL,
+            &[
+                ("TAPD__LOG__LEVLE", "debug"),
+                ("TAPD__NOPE", "1"),
+                ("TAPD__RADIUS__CLIENTS", "x"),
+                ("TAPD__DIRECTORY", "x"),
+                ("TAPD_SOCKET", "/tmp/other.sock"),
+            ],
+        )
+        .unwrap();
+    let warnings = &loaded.warnings;
+    assert!(has(
+        warnings,
+        "TAPD__LOG__LEVLE:",
+        "`log.levle` is not a known config key"
+    ));
+    assert!(has(warnings, "TAPD__NOPE:", "not a known config key"));
+    assert!(has(
+        warnings,
+        "TAPD__RADIUS__CLIENTS:",
+        "only be set in the file"
+    ));
+    assert!(has(warnings, "TAPD__DIRECTORY:", "section"));
+    assert!(!warnings.iter().any(|w| w.contains("TAPD_SOCKET")));
+    assert_eq!(loaded.config.log.level, log::LevelFilter::Info);
+}
+
+#[test]
+fn unknown_keys_in_the_file_are_all_named() {
+    let dir = Dir::new();
+    let toml = format!(
+        r#"{MINIMAL}
+[web]
+listn = "127.0.0.1:8080"
+
+[admin.roles]
+superuser = ["root"]
+
+[[radius.clients]]
+name = "a"
+address = "10.0.0.1"
+secret_file = "radius.secret"
+
+[[radius.clients]]
+name = "b"
+address = "10.0.0.2"
+secrt_file = "radius.secret"
+
+[bogus]
+x = 1
+"#
+    );
+    let problems = problems(dir.load(&toml));
+    assert!(has(&problems, "web.listn:", "unknown key"), "{problems:?}");
+    assert!(has(&problems, "admin.roles.superuser:", "global_reader"));
+    assert!(has(
+        &problems,
+        "radius.clients[1].secrt_file:",
+        "unknown key"
+    ));
+    assert!(has(&problems, "bogus:", "unknown key"));
+    assert_eq!(problems.len(), 4, "{problems:?}");
+}
+
+#[test]
+fn every_problem_is_reported_together() {
+    let dir = Dir::new();
+    let toml = r#"
+[store]
+url = "mysql://nope"
+
+[directory]
+url = "ldap://ldap.example.org"
+preset = "novell"
+sync_interval = "10s"
+
+[admin]
+socket = "relative.sock"
+
+[[radius.clients]]
+name = "vpn"
+address = "10.0.0.0/8"
+secret_file = "radius.secret"
+
+[[radius.clients]]
+name = "vpn"
+address = "10.0.0.0/33"
+secret_file = "missing.secret"
+
+[web]
+listen = "0.0.0.0:8080"
+public_url = "http://tap.example.org"
+
+[[federation.relying_parties]]
+name = "short"
+token_file = "short.token"
+
+[log]
+level = "loud"
+"#;
+    dir.write("short.token", "tooshort\n");
+    let problems = problems(load_from_str(toml, &[], Path::new("etc/tapd")));
+    let expected = [
+        ("store.url:", "mysql://nope"),
+        ("directory.url:", "clear text"),
+        ("directory.base_dn:", "required"),
+        ("directory.preset:", "\"novell\" is not a known preset"),
+        ("directory.sync_interval:", "below the minimum of 30s"),
+        ("admin.socket:", "not an absolute path"),
+        (
+            "radius.clients[1].name:",
+            "already used by radius.clients[0]",
+        ),
+        (
+            "radius.clients[1].address:",
+            "\"10.0.0.0/33\" is not an IP address or CIDR",
+        ),
+        ("radius.clients[1].secret_file:", "missing.secret"),
+        ("web.listen:", "not loopback"),
+        ("web.public_url:", "uses http"),
+        ("log.level:", "\"loud\""),
+    ];
+    for (key, fragment) in expected {
+        assert!(
+            has(&problems, key, fragment),
+            "no {key} {fragment} in {problems:#?}"
+        );
+    }
+
+    // With an absolute base the secret files are found and checked too.
+    let problems = self::problems(dir.load(toml));
+    assert!(has(
+        &problems,
+        "radius.clients[1].secret_file:",
+        "No such file or directory"
+    ));
+    assert!(has(
+        &problems,
+        "federation.relying_parties[0].token_file:",
+        "at least 16 characters"
+    ));
+    assert!(!problems.iter().any(|p| p.starts_with("admin.socket:")));
+
+    // Display lists the problems one per line.
+    let err = dir.load(toml).unwrap_err();
+    assert_eq!(err.to_string().lines().count(), err.problems.len());
+}
+
+#[test]
+fn secrets_are_read_trimmed_and_never_shown_in_debug() {
+    let dir = Dir::new();
+    let toml = format!(
+        r#"
+[directory]
+url = "ldap://ldap.example.org"
+starttls = true
+base_dn = "dc=example,dc=org"
+bind_dn = "cn=tapd,dc=example,dc=org"
+bind_password_file = "ldap.secret"
+
+[radius]
+listen = ["127.0.0.1:0"]
+
+[[radius.clients]]
+name = "vpn"
+address = "10.0.0.0/8"
+secret_file = "radius.secret"
+
+[[federation.relying_parties]]
+name = "adfs"
+token_file = "{}"
+
+[web]
+listen = "127.0.0.1:0"
+public_url = "http://localhost:8080"
+"#,
+        dir.path().join("token-a").display()
+    );
+    let config = dir.load(&toml).unwrap().config;
+    let bind = config.directory.bind.as_ref().unwrap();
+    assert_eq!(bind.password.expose(), "bind-password");
+    assert_eq!(
+        config.radius.clients[0].secret.expose(),
+        "a-radius-secret-of-some-length"
+    );
+    assert!(config.federation.relying_parties[0]
+        .token
+        .ct_eq(b"token-aaaaaaaaaaaaaaaaaaaaaa"));
+    let debug = format!("{config:?}");
+    for secret in [
+        "bind-password",
+        "a-radius-secret-of-some-length",
+        "token-aaaaaaaaaaaaaaaaaaaaaa",
+    ] {
+        assert!(!debug.contains(secret), "{secret} leaked in {debug}");
+    }
+    assert!(debug.contains("Secret(<redacted>)"));
+    assert_eq!(format!("{:?}", Secret::new("x")), "Secret(<redacted>)");
+}
+
+#[test]
+fn empty_and_duplicate_secrets_are_errors_and_loose_modes_are_warned() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Dir::new();
+    dir.write("empty.secret", "\n");
+    let open = dir.path().join("open.secret");
+    std::fs::write(&open, "an-open-but-long-radius-secret").unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let toml = format!(
+        r#"{MINIMAL}
+[[radius.clients]]
+name = "a"
+address = "10.0.0.1"
+secret_file = "empty.secret"
+
+[[radius.clients]]
+name = "b"
+address = "10.0.0.2"
+secret_file = "open.secret"
+require_message_authenticator = false
+
+[[federation.relying_parties]]
+name = "x"
+token_file = "token-a"
+
+[[federation.relying_parties]]
+name = "y"
+token_file = "token-a"
+"#
+    );
+    let problems = problems(dir.load(&toml));
+    assert!(has(&problems, "radius.clients[0].secret_file:", "is empty"));
+    assert!(has(
+        &problems,
+        "federation.relying_parties[1].token_file:",
+        "same token as federation.relying_parties[0]"
+    ));
+
+    let toml = format!(
+        r#"{MINIMAL}
+[[radius.clients]]
+name = "b"
+address = "10.0.0.2"
+secret_file = "open.secret"
+require_message_authenticator = false
+"#
+    );
+    let warnings = dir.load(&toml).unwrap().warnings;
+    assert!(has(
+        &warnings,
+        "radius.clients[0].secret_file:",
+        "every local user"
+    ));
+    assert!(has(
+        &warnings,
+        "radius.clients[0].require_message_authenticator:",
+        "BlastRADIUS"
+    ));
+    assert!(has(&warnings, "radius.listen:", "RADIUS is off"));
+}
+
+#[test]
+fn directory_bind_settings_must_come_in_pairs() {
+    let dir = Dir::new();
+    let problems = problems(dir.load(&format!("{MINIMAL}bind_dn = \"cn=x\"\n")));
+    assert!(has(&problems, "directory.bind_password_file:", "required"));
+    let problems =
+        self::problems(dir.load(&format!("{MINIMAL}bind_password_file = \"ldap.secret\"\n")));
+    assert!(has(&problems, "directory.bind_dn:", "required"));
+    let problems = self::problems(dir.load(&format!(
+        "{MINIMAL}bind_dn = \"cn=x\"\nbind_password_file = \"/nonexistent/ldap.secret\"\n"
+    )));
+    assert!(has(
+        &problems,
+        "directory.bind_password_file:",
+        "cannot read /nonexistent/ldap.secret: No such file or directory"
+    ));
+}
+
+#[test]
+fn directory_urls_and_transports() {
+    let dir = Dir::new();
+    let load = |url: &str, extra: &str| {
+        dir.load(&format!(
+            "[directory]\nurl = \"{url}\"\nbase_dn = \"dc=x\"\n{extra}"
+        ))
+    };
+    let source = |result: Result<Loaded, ConfigError>| result.unwrap().config.directory.source;
+    assert!(matches!(
+        source(load("ldap://ldap.example.org:3389", "starttls = true")),
+        DirectorySource::Ldap { url, transport: LdapTransport::StartTls } if url.port == 3389
+    ));
+    assert!(matches!(
+        source(load("ldap://127.0.0.1:1389/", "")),
+        DirectorySource::Ldap { url, transport: LdapTransport::Plain } if url.url == "ldap://127.0.0.1:1389"
+    ));
+    assert!(matches!(
+        source(load("ldaps://[::1]", "")),
+        DirectorySource::Ldap { url, .. } if url.host == "::1" && url.port == 636
+    ));
+    assert_eq!(
+        source(load("file:///srv/dir.ldif", "")),
+        DirectorySource::LdifFile("/srv/dir.ldif".into())
+    );
+    assert_eq!(
+        source(load("file:sub/../dir.ldif", "")),
+        DirectorySource::LdifFile(dir.path().join("dir.ldif"))
+    );
+    let problems = self::problems(load("ldaps://ldap.example.org", "starttls = true"));
+    assert!(has(&problems, "directory.starttls:", "ldaps://"));
+    let problems = self::problems(load("ldap://h/dc=x", ""));
+    assert!(has(&problems, "directory.url:", "base DN"));
+    let problems = self::problems(load("http://h", ""));
+    assert!(has(&problems, "directory.url:", "not an ldap://"));
+    let problems = self::problems(dir.load("[directory]\nbase_dn = \"dc=x\"\n"));
+    assert!(has(&problems, "directory.url:", "required"));
+}
+
+#[test]
+fn directory_preset_and_attribute_overrides() {
+    let dir = Dir::new();
+    let config = dir
+        .load(&format!(
+            "{MINIMAL}preset = \"active_directory\"\nuser_base = \"ou=people,dc=example,dc=org\"\n\
+             [directory.attributes]\nmail = \"proxyAddresses\"\nid = \"1.2.840.113556.1.4.2\"\n"
+        ))
+        .unwrap()
+        .config;
+    let directory = &config.directory;
+    assert_eq!(directory.preset, DirectoryPreset::ActiveDirectory);
+    assert_eq!(directory.attributes.username, "sAMAccountName");
+    assert_eq!(directory.attributes.upn, "userPrincipalName");
+    assert_eq!(directory.attributes.mail, "proxyAddresses");
+    assert_eq!(directory.attributes.id, "1.2.840.113556.1.4.2");
+    assert_eq!(directory.attributes.group_id, "1.2.840.113556.1.4.2");
+    assert_eq!(directory.user_base, "ou=people,dc=example,dc=org");
+    assert_eq!(directory.group_base, "dc=example,dc=org");
+    assert_eq!(directory.group_filter, "(objectClass=group)");
+
+    let problems = problems(dir.load(&format!(
+        "{MINIMAL}user_filter = \"objectClass=person\"\npage_size = 0\ndeletion_guard_max_percent = 120\n\
+         [directory.attributes]\nusername = \"sam account\"\n"
+    )));
+    assert!(has(
+        &problems,
+        "directory.user_filter:",
+        "not an LDAP filter"
+    ));
+    assert!(has(&problems, "directory.page_size:", "at least 1"));
+    assert!(has(
+        &problems,
+        "directory.deletion_guard_max_percent:",
+        "120"
+    ));
+    assert!(has(
+        &problems,
+        "directory.attributes.username:",
+        "\"sam account\""
+    ));
+}
+
+#[test]
+fn wrong_value_types_and_toml_syntax_are_reported() {
+    let dir = Dir::new();
+    let problems = problems(dir.load(&format!("{MINIMAL}page_size = \"many\"\n")));
+    assert_eq!(problems.len(), 1);
+    assert!(
+        problems[0].starts_with("directory.page_size: invalid type"),
+        "{problems:?}"
+    );
+    let problems = self::problems(dir.load("[directory\nurl = 1"));
+    assert_eq!(problems.len(), 1);
+    assert!(problems[0].contains("line 1"), "{problems:?}");
+}
+
+#[test]
+fn web_tls_and_public_url_rules() {
+    let dir = Dir::new();
+    let web = |body: &str| dir.load(&format!("{MINIMAL}\n[web]\n{body}"));
+
+    // Loopback plain HTTP is fine; so is a declared proxy.
+    web("listen = \"127.0.0.1:8080\"\npublic_url = \"http://localhost:8080/\"").unwrap();
+    let config = web(
+        "listen = \"0.0.0.0:8080\"\npublic_url = \"https://Tap.Example.org\"\nbehind_tls_proxy = true",
+    )
+    .unwrap()
+    .config;
+    let url = config.web.public_url.unwrap();
+    assert_eq!(url.as_str(), "https://tap.example.org");
+    assert_eq!(url.host(), "tap.example.org");
+    assert_eq!(url.port(), 443);
+
+    let problems = self::problems(web("listen = \"127.0.0.1:8080\""));
+    assert!(has(&problems, "web.public_url:", "required"));
+    let problems = self::problems(web(
+        "listen = \"0.0.0.0:8443\"\npublic_url = \"https://tap.example.org/tap\"\ntls_cert_file = \"c.pem\"",
+    ));
+    assert!(has(&problems, "web.public_url:", "origin"));
+    assert!(has(&problems, "web.tls_key_file:", "required"));
+
+    let loaded = web(
+        "listen = \"0.0.0.0:8443\"\npublic_url = \"https://10.1.2.3:8443\"\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"",
+    )
+    .unwrap();
+    assert!(has(
+        &loaded.warnings,
+        "web.tls_cert_file:",
+        "cannot be read now"
+    ));
+    assert!(has(&loaded.warnings, "web.public_url:", "IP address"));
+    assert_eq!(
+        loaded.config.web.tls.unwrap().key_file,
+        dir.path().join("k.pem")
+    );
+
+    let problems = self::problems(dir.load(&format!(
+        "{MINIMAL}\n[web]\nlisten = \"127.0.0.1:9000\"\npublic_url = \"http://localhost:9000\"\n\
+         [federation]\nlisten = \"0.0.0.0:9001\"\n[metrics]\nlisten = \"127.0.0.1:9000\"\n"
+    )));
+    assert!(has(&problems, "federation.listen:", "in clear"));
+    assert!(has(&problems, "metrics.listen:", "also used by web.listen"));
+}
+
+#[test]
+fn admin_socket_and_roles() {
+    let dir = Dir::new();
+    let long = format!("/run/{}/admin.sock", "x".repeat(120));
+    let problems = problems(dir.load(&format!(
+        "{MINIMAL}\n[admin]\nsocket = \"{long}\"\nsocket_group = \"bad group\"\n\
+         [admin.roles]\nglobal_reader = [\"\"]\n"
+    )));
+    assert!(has(&problems, "admin.socket:", "at most 107"));
+    assert!(has(&problems, "admin.socket_group:", "\"bad group\""));
+    assert!(has(&problems, "admin.roles.global_reader[0]:", "empty"));
+
+    let config = dir
+        .load(&format!(
+            "{MINIMAL}\n[admin]\nsocket = \"run/../admin.sock\"\n"
+        ))
+        .unwrap()
+        .config;
+    assert_eq!(config.admin.socket, dir.path().join("admin.sock"));
+
+    let warnings = dir
+        .load(&format!(
+            "{MINIMAL}\n[admin]\nroot_is_global_administrator = false\n"
+        ))
+        .unwrap()
+        .warnings;
+    assert!(has(&warnings, "admin.roles:", "nobody can administer"));
+}
+
+#[test]
+fn radius_client_lookup_prefers_the_most_specific_network() {
+    let dir = Dir::new();
+    let config = dir
+        .load(&format!(
+            r#"{MINIMAL}
+[radius]
+listen = ["127.0.0.1:0"]
+directory_unavailable = "reject"
+
+[[radius.clients]]
+name = "wide"
+address = "10.0.0.0/8"
+secret_file = "radius.secret"
+
+[[radius.clients]]
+name = "narrow"
+address = "10.1.0.0/16"
+secret_file = "radius.secret"
+
+[[radius.clients]]
+name = "v6"
+address = "2001:db8::/32"
+secret_file = "radius.secret"
+"#
+        ))
+        .unwrap()
+        .config;
+    let radius = &config.radius;
+    assert_eq!(radius.directory_unavailable, DirectoryUnavailable::Reject);
+    let name = |ip: &str| {
+        radius
+            .client_for(ip.parse().unwrap())
+            .map(|c| c.name.as_str())
+    };
+    assert_eq!(name("10.1.2.3"), Some("narrow"));
+    assert_eq!(name("10.2.0.1"), Some("wide"));
+    assert_eq!(name("::ffff:10.1.0.9"), Some("narrow"));
+    assert_eq!(name("2001:db8:ffff::1"), Some("v6"));
+    assert_eq!(name("11.0.0.1"), None);
+    assert_eq!(name("2001:db9::1"), None);
+}
+
+#[test]
+fn cidr_parsing_edge_cases() {
+    let ok = |text: &str| IpNetwork::parse(text).unwrap().to_string();
+    assert_eq!(ok("10.0.0.0/8"), "10.0.0.0/8");
+    assert_eq!(ok("192.0.2.7"), "192.0.2.7/32");
+    assert_eq!(ok("192.0.2.7/32"), "192.0.2.7/32");
+    assert_eq!(ok("0.0.0.0/0"), "0.0.0.0/0");
+    assert_eq!(ok("::/0"), "::/0");
+    assert_eq!(ok("::1"), "::1/128");
+    assert_eq!(ok("2001:db8::/32"), "2001:db8::/32");
+    assert_eq!(ok("::ffff:10.0.0.0/104"), "::ffff:10.0.0.0/104");
+
+    for bad in [
+        "",
+        "10.0.0.0/33",
+        "::/129",
+        "10.0.0.0/",
+        "10.0.0.0/-1",
+        "10.0.0.0/+8",
+        "10.0.0.0/8/8",
+        "10.0.0/8",
+        "10.0.0.256",
+        " 10.0.0.1",
+        "10.0.0.1 ",
+        "[::1]",
+        "fe80::1%eth0",
+        "host.example.org",
+        "10.0.0.0/0008",
+    ] {
+        let err = IpNetwork::parse(bad).unwrap_err();
+        assert!(
+            err.contains("is not an IP address or CIDR"),
+            "{bad:?}: {err}"
+        );
+    }
+    let err = IpNetwork::parse("10.0.0.1/8").unwrap_err();
+    assert!(err.contains("did you mean \"10.0.0.0/8\""), "{err}");
+    assert!(IpNetwork::parse("2001:db8::1/32").is_err());
+
+    let any4 = IpNetwork::parse("0.0.0.0/0").unwrap();
+    assert!(any4.contains("203.0.113.9".parse().unwrap()));
+    assert!(!any4.contains("2001:db8::1".parse().unwrap()));
+    let host = IpNetwork::parse("192.0.2.7").unwrap();
+    assert!(host.contains(IpAddr::from([192, 0, 2, 7])));
+    assert!(!host.contains(IpAddr::from([192, 0, 2, 8])));
+}
+
+#[test]
+fn duration_parsing() {
+    assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+    assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+    assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+    assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
+    assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+    assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
+    for bad in ["", "m", "5 m", "5x", "-5s", "1.5h", "99999999999999999999d"] {
+        assert!(parse_duration(bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
+    assert_eq!(format_duration(Duration::from_millis(1500)), "1s500ms");
+    assert_eq!(format_duration(Duration::ZERO), "0s");
+}
+
+#[test]
+fn store_urls() {
+    let base = Path::new("/etc/tapd");
+    let parse = |text: &str| StoreUrl::parse(text, base).unwrap();
+    assert_eq!(
+        parse("sqlite:///var/lib/tapd/tapd.db"),
+        StoreUrl::Sqlite("/var/lib/tapd/tapd.db".into())
+    );
+    assert_eq!(
+        parse("sqlite:state/tapd.db"),
+        StoreUrl::Sqlite("/etc/tapd/state/tapd.db".into())
+    );
+    assert_eq!(
+        parse("sqlite://state/tapd.db"),
+        StoreUrl::Sqlite("/etc/tapd/state/tapd.db".into())
+    );
+    assert_eq!(
+        parse("sqlite:../../x/tapd.db"),
+        StoreUrl::Sqlite("/x/tapd.db".into())
+    );
+    assert_eq!(parse("sqlite:/abs.db"), StoreUrl::Sqlite("/abs.db".into()));
+    let pg = parse("postgres://tapd:hunter2@db.example.org/tapd");
+    assert_eq!(
+        pg,
+        StoreUrl::Postgres("postgres://tapd:hunter2@db.example.org/tapd".into())
+    );
+    assert!(!format!("{pg:?}").contains("hunter2"));
+    assert!(!pg.to_string().contains("hunter2"));
+    assert!(matches!(
+        parse("postgresql://db/tapd"),
+        StoreUrl::Postgres(_)
+    ));
+    assert!(StoreUrl::parse("sqlite:", base).is_err());
+    assert!(StoreUrl::parse("sqlite:x.db?mode=ro", base).is_err());
+    assert!(StoreUrl::parse("mysql://db", base).is_err());
+}
+
+#[test]
+fn missing_config_file_names_the_path() {
+    let err = load(Path::new("/nonexistent/tapd.toml")).unwrap_err();
+    assert_eq!(err.problems.len(), 1);
+    assert!(err.problems[0].contains("/nonexistent/tapd.toml"));
+    assert!(err.problems[0].contains("No such file"));
+}
