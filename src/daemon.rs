@@ -19,6 +19,7 @@ use crate::config::{Config, DirectorySource as DirectoryConfig, StoreUrl};
 use crate::directory::ldif::LdifDirectory;
 use crate::directory::sync::DeletionGuard;
 use crate::directory::DirectorySource;
+use crate::policy::{AdminRole, RoleMapping};
 use crate::service::{ServiceSettings, TapService};
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
@@ -27,6 +28,9 @@ use crate::tapcode::Hasher;
 
 /// How long shutdown waits for in-flight work before giving up.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How many argon2 verifications may wait per running one before new ones are shed.
+const ARGON2_QUEUE_PER_WORKER: usize = 8;
 
 /// Opens the configured store.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
@@ -38,7 +42,9 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             Ok(Arc::new(store))
         }
         StoreUrl::Postgres(_) => {
-            bail!("store.url: the PostgreSQL backend is not part of this build yet; use sqlite:PATH")
+            bail!(
+                "store.url: the PostgreSQL backend is not part of this build yet; use sqlite:PATH"
+            )
         }
     }
 }
@@ -46,9 +52,16 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 /// Builds the configured directory source.
 pub fn open_directory(config: &Config) -> anyhow::Result<Arc<dyn DirectorySource>> {
     match &config.directory.source {
-        DirectoryConfig::File(path) => Ok(Arc::new(LdifDirectory::open(path))),
-        DirectoryConfig::Ldap(url) => bail!(
-            "directory.url {url}: the LDAP directory source is not part of this build yet; use file:PATH.ldif"
+        DirectoryConfig::LdifFile(path) => {
+            let mut source = LdifDirectory::open(path)
+                .with_context(|| format!("while reading the directory file {}", path.display()))?;
+            if !config.directory.base_dn.is_empty() {
+                source = source.with_base_dn(&config.directory.base_dn);
+            }
+            Ok(Arc::new(source))
+        }
+        DirectoryConfig::Ldap { url, .. } => bail!(
+            "directory.url {url:?}: the LDAP directory source is not part of this build yet; use file:PATH.ldif"
         ),
     }
 }
@@ -56,7 +69,15 @@ pub fn open_directory(config: &Config) -> anyhow::Result<Arc<dyn DirectorySource
 /// Settings of the service taken from the configuration (also applied on reload).
 pub fn service_settings(config: &Config) -> ServiceSettings {
     ServiceSettings {
-        roles: config.admin.roles.clone(),
+        roles: RoleMapping(
+            config
+                .admin
+                .roles
+                .entries()
+                .into_iter()
+                .filter_map(|(name, groups)| Some((AdminRole::parse(name)?, groups.to_vec())))
+                .collect(),
+        ),
         root_is_global_administrator: config.admin.root_is_global_administrator,
     }
 }
@@ -70,14 +91,14 @@ pub fn build_service(
 ) -> anyhow::Result<Arc<TapService>> {
     let hasher = Hasher::new(
         config.security.argon2_max_concurrent,
-        config.security.argon2_max_queued,
+        ARGON2_QUEUE_PER_WORKER * config.security.argon2_max_concurrent,
     )
     .context("while preparing the argon2 pool")?;
     let sync = SyncOptions {
         interval: config.directory.sync_interval,
         guard: DeletionGuard {
-            max_deletes: config.directory.deletion_guard_max_deletes,
-            max_share_percent: config.directory.deletion_guard_max_percent,
+            max_deletes: u64::from(config.directory.deletion_guard.max_deletes),
+            max_share_percent: config.directory.deletion_guard.max_percent,
         },
     };
     Ok(Arc::new(TapService::new(
@@ -129,7 +150,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         });
     }
 
-    let mut sigterm = signal(SignalKind::terminate()).context("while installing SIGTERM handler")?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).context("while installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("while installing SIGINT handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("while installing SIGHUP handler")?;
     let mut failure = None;
@@ -180,9 +202,9 @@ fn reload(config_path: &Path, service: &TapService) {
             service.update_settings(service_settings(&loaded.config));
             log::info!("configuration reloaded from {}", config_path.display());
         }
-        Err(e) => log::error!(
-            "configuration reload refused, keeping the running configuration: {e}"
-        ),
+        Err(e) => {
+            log::error!("configuration reload refused, keeping the running configuration: {e}")
+        }
     }
 }
 

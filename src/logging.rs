@@ -88,7 +88,12 @@ impl Log for StderrLog {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let mut line = format!("{:<5} {}: {}", record.level(), record.target(), record.args());
+        let mut line = format!(
+            "{:<5} {}: {}",
+            record.level(),
+            record.target(),
+            record.args()
+        );
         if record.target() != "tapd::audit" {
             let _ = record.key_values().visit(&mut KvWriter(&mut line));
         }

@@ -268,7 +268,10 @@ impl TapService {
         };
         let (_, roles) = self.roles_of(&user).await?;
         if roles.is_empty() || !user.account_enabled {
-            let message = format!("{} holds no tapd administrator role", user.user_principal_name);
+            let message = format!(
+                "{} holds no tapd administrator role",
+                user.user_principal_name
+            );
             self.audit_refusal(
                 &user.user_principal_name,
                 &caller.source(),
@@ -405,18 +408,21 @@ impl AdminSession {
     }
 
     async fn find_user(&self, key: &str) -> Result<User> {
-        self.store()
-            .user(key)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("user {key:?} was not found in the directory")))
+        self.store().user(key).await?.ok_or_else(|| {
+            ServiceError::NotFound(format!("user {key:?} was not found in the directory"))
+        })
     }
 
     // ---- policy ----
 
     /// The TAP policy.
     pub async fn policy(&self) -> Result<TapPolicy> {
-        self.check(AdminAction::ReadPolicy, "Read authentication methods policy", None)
-            .await?;
+        self.check(
+            AdminAction::ReadPolicy,
+            "Read authentication methods policy",
+            None,
+        )
+        .await?;
         Ok(self.store().policy().await?)
     }
 
@@ -456,7 +462,11 @@ impl AdminSession {
     // ---- TAPs ----
 
     /// Creates the user's TAP (replacing any existing one) and returns the code, once.
-    pub async fn create_tap(&self, user_key: &str, request: &CreateTapRequest) -> Result<CreatedTap> {
+    pub async fn create_tap(
+        &self,
+        user_key: &str,
+        request: &CreateTapRequest,
+    ) -> Result<CreatedTap> {
         let user = self.find_user(user_key).await?;
         self.check(AdminAction::CreateTap, activity::TAP_CREATED, Some(&user))
             .await?;
@@ -501,8 +511,12 @@ impl AdminSession {
     /// The user's TAP (0 or 1), never with a code.
     pub async fn taps(&self, user_key: &str) -> Result<Vec<TapDetails>> {
         let user = self.find_user(user_key).await?;
-        self.check(AdminAction::ReadTap, "Read temporary access pass method", Some(&user))
-            .await?;
+        self.check(
+            AdminAction::ReadTap,
+            "Read temporary access pass method",
+            Some(&user),
+        )
+        .await?;
         match self.store().tap_for_user(&user.id).await? {
             Some(tap) => Ok(vec![self.service.tap_details(&user, tap).await?]),
             None => Ok(Vec::new()),
@@ -546,8 +560,12 @@ impl AdminSession {
     /// The user's registered methods and TAP.
     pub async fn methods(&self, user_key: &str) -> Result<UserMethods> {
         let user = self.find_user(user_key).await?;
-        self.check(AdminAction::ReadMethods, "Read authentication methods", Some(&user))
-            .await?;
+        self.check(
+            AdminAction::ReadMethods,
+            "Read authentication methods",
+            Some(&user),
+        )
+        .await?;
         let registered = self.store().methods(&user.id).await?;
         let tap = match self.store().tap_for_user(&user.id).await? {
             Some(tap) => Some(self.service.tap_details(&user, tap).await?),
@@ -573,14 +591,22 @@ impl AdminSession {
                 return self.delete_tap(user_key, method_id).await;
             }
         }
-        self.check(AdminAction::DeleteMethod, activity::METHOD_DELETED, Some(&user))
-            .await?;
+        self.check(
+            AdminAction::DeleteMethod,
+            activity::METHOD_DELETED,
+            Some(&user),
+        )
+        .await?;
         let event = self.event(
             activity::METHOD_DELETED,
             Some(&user.user_principal_name),
             json!({ "category": "UserManagement", "methodId": method_id }),
         );
-        if !self.store().delete_method(&user.id, method_id, &event).await? {
+        if !self
+            .store()
+            .delete_method(&user.id, method_id, &event)
+            .await?
+        {
             return Err(ServiceError::NotFound(format!(
                 "user {user_key:?} has no authentication method with id {method_id:?}"
             )));
@@ -593,13 +619,15 @@ impl AdminSession {
 
     /// Users matching `search`.
     pub async fn users(&self, search: Option<&str>) -> Result<Vec<User>> {
-        self.check(AdminAction::ReadDirectory, "Read users", None).await?;
+        self.check(AdminAction::ReadDirectory, "Read users", None)
+            .await?;
         Ok(self.store().users(search).await?)
     }
 
     /// One user with groups, roles and TAP scope.
     pub async fn user(&self, key: &str) -> Result<UserDetails> {
-        self.check(AdminAction::ReadDirectory, "Read users", None).await?;
+        self.check(AdminAction::ReadDirectory, "Read users", None)
+            .await?;
         let user = self.find_user(key).await?;
         let (groups, roles) = self.service.roles_of(&user).await?;
         let policy = self.store().policy().await?;
@@ -614,7 +642,8 @@ impl AdminSession {
 
     /// All groups.
     pub async fn groups(&self) -> Result<Vec<Group>> {
-        self.check(AdminAction::ReadDirectory, "Read groups", None).await?;
+        self.check(AdminAction::ReadDirectory, "Read groups", None)
+            .await?;
         Ok(self.store().groups().await?)
     }
 
@@ -641,8 +670,12 @@ impl AdminSession {
 
     /// The last sync status.
     pub async fn sync_status(&self) -> Result<SyncStatus> {
-        self.check(AdminAction::ReadSyncStatus, "Read directory sync status", None)
-            .await?;
+        self.check(
+            AdminAction::ReadSyncStatus,
+            "Read directory sync status",
+            None,
+        )
+        .await?;
         Ok(self.store().sync_status().await?)
     }
 
@@ -650,7 +683,8 @@ impl AdminSession {
 
     /// Audit events.
     pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>> {
-        self.check(AdminAction::ReadAudit, "Read audit logs", None).await?;
+        self.check(AdminAction::ReadAudit, "Read audit logs", None)
+            .await?;
         Ok(self.store().audit(filter).await?)
     }
 }

@@ -115,12 +115,23 @@ impl Syncer {
             Ok(fresh) => fresh,
             Err(e) => {
                 let message = e.to_string();
-                log::error!("directory sync from {} failed: {message}", self.directory.describe());
+                log::error!(
+                    "directory sync from {} failed: {message}",
+                    self.directory.describe()
+                );
                 status.last_error = Some(message.clone());
                 status.deletions_refused = 0;
                 finish(&mut status, "failed");
                 self.store.put_sync_status(&status).await?;
-                self.audit(actor, activity::SYNC_FAILED, None, AuditResult::Failure, Some("directory_unavailable"), json!({ "error": message })).await;
+                self.audit(
+                    actor,
+                    activity::SYNC_FAILED,
+                    None,
+                    AuditResult::Failure,
+                    Some("directory_unavailable"),
+                    json!({ "error": message }),
+                )
+                .await;
                 return Ok(status);
             }
         };
@@ -155,14 +166,30 @@ impl Syncer {
             current_users.iter().map(|u| (u.id.as_str(), u)).collect();
         for id in &plan.delete_user_ids {
             if self.store.tap_for_user(id).await?.is_some() {
-                let upn = by_id.get(id.as_str()).map(|u| u.user_principal_name.clone());
-                events.push(self.event(now, actor, activity::TAP_REVOKED_DELETED, upn, json!({ "userId": id })));
+                let upn = by_id
+                    .get(id.as_str())
+                    .map(|u| u.user_principal_name.clone());
+                events.push(self.event(
+                    now,
+                    actor,
+                    activity::TAP_REVOKED_DELETED,
+                    upn,
+                    json!({ "userId": id }),
+                ));
             }
         }
         for id in &plan.revoke_tap_user_ids {
             if self.store.tap_for_user(id).await?.is_some() {
-                let upn = by_id.get(id.as_str()).map(|u| u.user_principal_name.clone());
-                events.push(self.event(now, actor, activity::TAP_REVOKED_DISABLED, upn, json!({ "userId": id })));
+                let upn = by_id
+                    .get(id.as_str())
+                    .map(|u| u.user_principal_name.clone());
+                events.push(self.event(
+                    now,
+                    actor,
+                    activity::TAP_REVOKED_DISABLED,
+                    upn,
+                    json!({ "userId": id }),
+                ));
             }
         }
         let counts = crate::directory::sync::SyncCounts::of(&current_users, &plan);

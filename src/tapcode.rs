@@ -183,6 +183,9 @@ mod tests {
         let second = hasher.verify(Zeroizing::new("abc".into()), Some(phc)).await;
         assert!(matches!(second, Ok(true) | Err(HashError::Overloaded)));
         assert!(slow.await.unwrap().unwrap());
-        assert!(!hasher.verify(Zeroizing::new("abc".into()), None).await.unwrap());
+        assert!(!hasher
+            .verify(Zeroizing::new("abc".into()), None)
+            .await
+            .unwrap());
     }
 }

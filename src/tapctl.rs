@@ -17,10 +17,19 @@ const POLICY_PATH: &str =
 
 /// Command line of `tapctl`.
 #[derive(Debug, Parser)]
-#[command(name = "tapctl", version, about = "Administer Temporary Access Passes on a local tapd")]
+#[command(
+    name = "tapctl",
+    version,
+    about = "Administer Temporary Access Passes on a local tapd"
+)]
 pub struct Cli {
     /// Path of the tapd admin socket.
-    #[arg(long, env = "TAPD_SOCKET", default_value = "/run/tapd/admin.sock", global = true)]
+    #[arg(
+        long,
+        env = "TAPD_SOCKET",
+        default_value = "/run/tapd/admin.sock",
+        global = true
+    )]
     pub socket: PathBuf,
     /// Print the daemon's JSON instead of tables.
     #[arg(long, global = true)]
@@ -214,7 +223,10 @@ pub enum CliError {
 /// Parses a lifetime: plain minutes or a number with `m`, `h` or `d`.
 pub fn parse_minutes(s: &str) -> Result<i64, CliError> {
     let s = s.trim();
-    let (number, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit() && *c != '-') {
+    let (number, unit) = match s
+        .char_indices()
+        .find(|(_, c)| !c.is_ascii_digit() && *c != '-')
+    {
         Some((i, _)) => (&s[..i], &s[i..]),
         None => (s, "m"),
     };
@@ -225,7 +237,11 @@ pub fn parse_minutes(s: &str) -> Result<i64, CliError> {
         "m" | "min" | "minutes" => 1,
         "h" | "hours" => 60,
         "d" | "days" => 1440,
-        _ => return Err(CliError::Usage(format!("{s:?}: unknown unit {unit:?}; use m, h or d"))),
+        _ => {
+            return Err(CliError::Usage(format!(
+                "{s:?}: unknown unit {unit:?}; use m, h or d"
+            )))
+        }
     };
     n.checked_mul(factor)
         .ok_or_else(|| CliError::Usage(format!("{s:?} is too large")))
@@ -236,7 +252,11 @@ pub fn parse_minutes(s: &str) -> Result<i64, CliError> {
 pub fn parse_time(s: &str) -> Result<String, CliError> {
     if let Some(rest) = s.strip_prefix('+').or_else(|| s.strip_prefix('-')) {
         let minutes = parse_minutes(rest)?;
-        let signed = if s.starts_with('-') { -minutes } else { minutes };
+        let signed = if s.starts_with('-') {
+            -minutes
+        } else {
+            minutes
+        };
         let t = chrono::Utc::now() + chrono::Duration::minutes(signed);
         return Ok(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     }
@@ -269,36 +289,77 @@ async fn run(cli: &Cli) -> Result<(), CliError> {
                 None => "/v1/users".to_owned(),
             };
             let v = client.call(Method::GET, &path, None).await?;
-            out.table(&v, &[("USERNAME", "onPremisesSamAccountName"), ("UPN", "userPrincipalName"), ("NAME", "displayName"), ("ENABLED", "accountEnabled"), ("ID", "id")]);
+            out.table(
+                &v,
+                &[
+                    ("USERNAME", "onPremisesSamAccountName"),
+                    ("UPN", "userPrincipalName"),
+                    ("NAME", "displayName"),
+                    ("ENABLED", "accountEnabled"),
+                    ("ID", "id"),
+                ],
+            );
             Ok(())
         }
         Command::User(UserCommand::Show { user }) => {
-            let v = client.call(Method::GET, &format!("/v1/users/{}", segment(user)), None).await?;
+            let v = client
+                .call(Method::GET, &format!("/v1/users/{}", segment(user)), None)
+                .await?;
             out.user(&v);
             Ok(())
         }
         Command::Group(GroupCommand::List) => {
             let v = client.call(Method::GET, "/v1/groups", None).await?;
-            out.table(&v, &[("NAME", "displayName"), ("MEMBERS", "transitiveMemberCount"), ("DN", "onPremisesDistinguishedName"), ("ID", "id")]);
+            out.table(
+                &v,
+                &[
+                    ("NAME", "displayName"),
+                    ("MEMBERS", "transitiveMemberCount"),
+                    ("DN", "onPremisesDistinguishedName"),
+                    ("ID", "id"),
+                ],
+            );
             Ok(())
         }
         Command::Methods(MethodsCommand::List { user }) => {
             let v = client
-                .call(Method::GET, &format!("/v1/users/{}/authentication/methods", segment(user)), None)
+                .call(
+                    Method::GET,
+                    &format!("/v1/users/{}/authentication/methods", segment(user)),
+                    None,
+                )
                 .await?;
-            out.table(&v, &[("TYPE", "@odata.type"), ("NAME", "displayName"), ("CREATED", "createdDateTime"), ("ID", "id")]);
+            out.table(
+                &v,
+                &[
+                    ("TYPE", "@odata.type"),
+                    ("NAME", "displayName"),
+                    ("CREATED", "createdDateTime"),
+                    ("ID", "id"),
+                ],
+            );
             Ok(())
         }
         Command::Methods(MethodsCommand::Delete { user, id }) => {
             client
-                .call(Method::DELETE, &format!("/v1/users/{}/authentication/methods/{}", segment(user), segment(id)), None)
+                .call(
+                    Method::DELETE,
+                    &format!(
+                        "/v1/users/{}/authentication/methods/{}",
+                        segment(user),
+                        segment(id)
+                    ),
+                    None,
+                )
                 .await?;
             out.done(&format!("Deleted method {id} of {user}."));
             Ok(())
         }
         Command::Sync(SyncCommand::Run { allow_deletes }) => {
             let body = json!({ "allowDeletes": allow_deletes });
-            let v = client.call(Method::POST, "/v1/directory/sync", Some(&body)).await?;
+            let v = client
+                .call(Method::POST, "/v1/directory/sync", Some(&body))
+                .await?;
             out.object(&v);
             if v.get("lastResult").and_then(Value::as_str) == Some("deletionsRefused") {
                 eprintln!("tapctl: the sync was refused by the deletion guard; check the directory, then run `tapctl sync run --allow-deletes` to confirm");
@@ -326,7 +387,18 @@ async fn run(cli: &Cli) -> Result<(), CliError> {
             }
             let path = format!("/v1/auditLogs?{}", query.join("&"));
             let v = client.call(Method::GET, &path, None).await?;
-            out.table(&v, &[("TIME", "activityDateTime"), ("ACTOR", "initiatedBy"), ("ACTIVITY", "activityDisplayName"), ("TARGET", "targetResource"), ("RESULT", "result"), ("REASON", "reasonCode"), ("CHANNEL", "channel")]);
+            out.table(
+                &v,
+                &[
+                    ("TIME", "activityDateTime"),
+                    ("ACTOR", "initiatedBy"),
+                    ("ACTIVITY", "activityDisplayName"),
+                    ("TARGET", "targetResource"),
+                    ("RESULT", "result"),
+                    ("REASON", "reasonCode"),
+                    ("CHANNEL", "channel"),
+                ],
+            );
             Ok(())
         }
     }
@@ -334,7 +406,13 @@ async fn run(cli: &Cli) -> Result<(), CliError> {
 
 async fn tap(client: &mut AdminClient, out: &Output, cmd: &TapCommand) -> Result<(), CliError> {
     match cmd {
-        TapCommand::Create { user, lifetime, start, one_time, multi_use } => {
+        TapCommand::Create {
+            user,
+            lifetime,
+            start,
+            one_time,
+            multi_use,
+        } => {
             let mut body = Map::new();
             if let Some(l) = lifetime {
                 body.insert("lifetimeInMinutes".into(), json!(parse_minutes(l)?));
@@ -348,45 +426,95 @@ async fn tap(client: &mut AdminClient, out: &Output, cmd: &TapCommand) -> Result
             if *multi_use {
                 body.insert("isUsableOnce".into(), json!(false));
             }
-            let path = format!("/v1/users/{}/authentication/temporaryAccessPassMethods", segment(user));
-            let v = client.call(Method::POST, &path, Some(&Value::Object(body))).await?;
+            let path = format!(
+                "/v1/users/{}/authentication/temporaryAccessPassMethods",
+                segment(user)
+            );
+            let v = client
+                .call(Method::POST, &path, Some(&Value::Object(body)))
+                .await?;
             if out.json {
                 println!("{v:#}");
             } else {
-                let code = v.get("temporaryAccessPass").and_then(Value::as_str).unwrap_or("");
+                let code = v
+                    .get("temporaryAccessPass")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 println!("Temporary Access Pass for {user}:\n\n    {code}\n");
                 println!("Copy it now: it is shown only once and can't be displayed again.\n");
-                print_fields(&v, &["id", "createdDateTime", "startDateTime", "lifetimeInMinutes", "isUsableOnce", "isUsable", "methodUsabilityReason"]);
+                print_fields(
+                    &v,
+                    &[
+                        "id",
+                        "createdDateTime",
+                        "startDateTime",
+                        "lifetimeInMinutes",
+                        "isUsableOnce",
+                        "isUsable",
+                        "methodUsabilityReason",
+                    ],
+                );
             }
             Ok(())
         }
         TapCommand::Show { user } => {
-            let path = format!("/v1/users/{}/authentication/temporaryAccessPassMethods", segment(user));
+            let path = format!(
+                "/v1/users/{}/authentication/temporaryAccessPassMethods",
+                segment(user)
+            );
             let v = client.call(Method::GET, &path, None).await?;
             if out.json {
                 println!("{v:#}");
                 return Ok(());
             }
-            match v.get("value").and_then(Value::as_array).and_then(|a| a.first()) {
-                Some(tap) => print_fields(tap, &["id", "createdDateTime", "startDateTime", "lifetimeInMinutes", "isUsableOnce", "isUsable", "methodUsabilityReason"]),
+            match v
+                .get("value")
+                .and_then(Value::as_array)
+                .and_then(|a| a.first())
+            {
+                Some(tap) => print_fields(
+                    tap,
+                    &[
+                        "id",
+                        "createdDateTime",
+                        "startDateTime",
+                        "lifetimeInMinutes",
+                        "isUsableOnce",
+                        "isUsable",
+                        "methodUsabilityReason",
+                    ],
+                ),
                 None => println!("{user} has no Temporary Access Pass."),
             }
             Ok(())
         }
         TapCommand::Delete { user } => {
-            let path = format!("/v1/users/{}/authentication/temporaryAccessPassMethods", segment(user));
+            let path = format!(
+                "/v1/users/{}/authentication/temporaryAccessPassMethods",
+                segment(user)
+            );
             let v = client.call(Method::GET, &path, None).await?;
             let Some(id) = v.pointer("/value/0/id").and_then(Value::as_str) else {
-                return Err(CliError::Usage(format!("{user} has no Temporary Access Pass to delete")));
+                return Err(CliError::Usage(format!(
+                    "{user} has no Temporary Access Pass to delete"
+                )));
             };
-            client.call(Method::DELETE, &format!("{path}/{}", segment(id)), None).await?;
-            out.done(&format!("Deleted the Temporary Access Pass {id} of {user}."));
+            client
+                .call(Method::DELETE, &format!("{path}/{}", segment(id)), None)
+                .await?;
+            out.done(&format!(
+                "Deleted the Temporary Access Pass {id} of {user}."
+            ));
             Ok(())
         }
     }
 }
 
-async fn policy(client: &mut AdminClient, out: &Output, cmd: &PolicyCommand) -> Result<(), CliError> {
+async fn policy(
+    client: &mut AdminClient,
+    out: &Output,
+    cmd: &PolicyCommand,
+) -> Result<(), CliError> {
     match cmd {
         PolicyCommand::Show => {}
         PolicyCommand::Reset => {
@@ -419,26 +547,50 @@ async fn policy(client: &mut AdminClient, out: &Output, cmd: &PolicyCommand) -> 
                 body.insert("includeTargets".into(), Value::Array(targets));
             }
             if let Some(groups) = &args.exclude_groups {
-                let targets: Vec<Value> = groups.iter().filter(|g| !g.is_empty())
+                let targets: Vec<Value> = groups
+                    .iter()
+                    .filter(|g| !g.is_empty())
                     .map(|g| json!({ "id": g, "targetType": "group" }))
                     .collect();
                 body.insert("excludeTargets".into(), Value::Array(targets));
             }
             if body.is_empty() {
-                return Err(CliError::Usage("policy set: name at least one field to change (see --help)".into()));
+                return Err(CliError::Usage(
+                    "policy set: name at least one field to change (see --help)".into(),
+                ));
             }
-            client.call(Method::PATCH, POLICY_PATH, Some(&Value::Object(body))).await?;
+            client
+                .call(Method::PATCH, POLICY_PATH, Some(&Value::Object(body)))
+                .await?;
         }
     }
     let v = client.call(Method::GET, POLICY_PATH, None).await?;
     if out.json {
         println!("{v:#}");
     } else {
-        print_fields(&v, &["state", "minimumLifetimeInMinutes", "maximumLifetimeInMinutes", "defaultLifetimeInMinutes", "defaultLength", "isUsableOnce"]);
+        print_fields(
+            &v,
+            &[
+                "state",
+                "minimumLifetimeInMinutes",
+                "maximumLifetimeInMinutes",
+                "defaultLifetimeInMinutes",
+                "defaultLength",
+                "isUsableOnce",
+            ],
+        );
         let ids = |key: &str| -> String {
-            v.get(key).and_then(Value::as_array).map(|a| {
-                a.iter().map(|t| format!("{} ({})", str_of(t.get("id")), str_of(t.get("targetType")))).collect::<Vec<_>>().join(", ")
-            }).unwrap_or_default()
+            v.get(key)
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .map(|t| {
+                            format!("{} ({})", str_of(t.get("id")), str_of(t.get("targetType")))
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default()
         };
         println!("{:<26} {}", "includeTargets", ids("includeTargets"));
         println!("{:<26} {}", "excludeTargets", ids("excludeTargets"));
@@ -488,15 +640,53 @@ impl Output {
             println!("{v:#}");
             return;
         }
-        print_fields(v, &["id", "onPremisesSamAccountName", "userPrincipalName", "displayName", "mail", "accountEnabled", "onPremisesDistinguishedName", "inTemporaryAccessPassScope"]);
-        let groups = v.get("memberOf").and_then(Value::as_array).map(|a| {
-            a.iter().map(|g| str_of(g.get("displayName"))).collect::<Vec<_>>().join(", ")
-        }).unwrap_or_default();
-        let roles = v.get("adminRoles").and_then(Value::as_array).map(|a| {
-            a.iter().map(|r| str_of(Some(r))).collect::<Vec<_>>().join(", ")
-        }).unwrap_or_default();
-        println!("{:<26} {}", "groups (transitive)", if groups.is_empty() { "-".into() } else { groups });
-        println!("{:<26} {}", "adminRoles", if roles.is_empty() { "-".into() } else { roles });
+        print_fields(
+            v,
+            &[
+                "id",
+                "onPremisesSamAccountName",
+                "userPrincipalName",
+                "displayName",
+                "mail",
+                "accountEnabled",
+                "onPremisesDistinguishedName",
+                "inTemporaryAccessPassScope",
+            ],
+        );
+        let groups = v
+            .get("memberOf")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .map(|g| str_of(g.get("displayName")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        let roles = v
+            .get("adminRoles")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .map(|r| str_of(Some(r)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        println!(
+            "{:<26} {}",
+            "groups (transitive)",
+            if groups.is_empty() {
+                "-".into()
+            } else {
+                groups
+            }
+        );
+        println!(
+            "{:<26} {}",
+            "adminRoles",
+            if roles.is_empty() { "-".into() } else { roles }
+        );
     }
 
     fn table(&self, v: &Value, columns: &[(&str, &str)]) {
@@ -508,10 +698,20 @@ impl Output {
             .get("value")
             .and_then(Value::as_array)
             .map(|items| {
-                items.iter().map(|item| columns.iter().map(|(_, key)| {
-                    let s = str_of(item.get(*key));
-                    s.strip_prefix("#microsoft.graph.").map(str::to_owned).unwrap_or(s)
-                }).collect()).collect()
+                items
+                    .iter()
+                    .map(|item| {
+                        columns
+                            .iter()
+                            .map(|(_, key)| {
+                                let s = str_of(item.get(*key));
+                                s.strip_prefix("#microsoft.graph.")
+                                    .map(str::to_owned)
+                                    .unwrap_or(s)
+                            })
+                            .collect()
+                    })
+                    .collect()
             })
             .unwrap_or_default();
         if rows.is_empty() {
@@ -525,7 +725,11 @@ impl Output {
             }
         }
         let line = |cells: Vec<&str>| {
-            let parts: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+            let parts: Vec<String> = cells
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
             println!("{}", parts.join("  ").trim_end());
         };
         line(columns.iter().map(|(h, _)| *h).collect());

@@ -5,7 +5,9 @@
 use chrono::SecondsFormat;
 use serde_json::{json, Value};
 
-use crate::model::{AuditEvent, AuditResult, Group, RegisteredMethod, SyncStatus, TapPolicy, Timestamp, User};
+use crate::model::{
+    AuditEvent, AuditResult, Group, RegisteredMethod, SyncStatus, TapPolicy, Timestamp, User,
+};
 use crate::service::{TapDetails, UserDetails, UserMethods};
 
 /// The fixed id Graph uses for the password method.
@@ -75,9 +77,17 @@ pub fn user_details(d: &UserDetails) -> Value {
         );
         map.insert(
             "adminRoles".into(),
-            Value::Array(d.roles.iter().map(|r| Value::String(r.as_str().into())).collect()),
+            Value::Array(
+                d.roles
+                    .iter()
+                    .map(|r| Value::String(r.as_str().into()))
+                    .collect(),
+            ),
         );
-        map.insert("inTemporaryAccessPassScope".into(), Value::Bool(d.in_tap_scope));
+        map.insert(
+            "inTemporaryAccessPassScope".into(),
+            Value::Bool(d.in_tap_scope),
+        );
     }
     v
 }
@@ -99,7 +109,9 @@ pub fn group(g: &Group) -> Value {
 fn method(m: &RegisteredMethod) -> Value {
     let kind = match m.kind {
         crate::model::MethodKind::Fido2 => "#microsoft.graph.fido2AuthenticationMethod",
-        crate::model::MethodKind::SoftwareOath => "#microsoft.graph.softwareOathAuthenticationMethod",
+        crate::model::MethodKind::SoftwareOath => {
+            "#microsoft.graph.softwareOathAuthenticationMethod"
+        }
     };
     json!({
         "@odata.type": kind,

@@ -245,7 +245,8 @@ fn parse_body<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
     } else {
         body
     };
-    serde_json::from_slice(text).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+    serde_json::from_slice(text)
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
 }
 
 /// Resolves the caller into an admin session.
@@ -297,19 +298,29 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for RawBody {
     }
 }
 
-async fn get_policy(State(s): State<Arc<TapService>>, ConnectInfo(p): ConnectInfo<Peer>) -> ApiResult {
+async fn get_policy(
+    State(s): State<Arc<TapService>>,
+    ConnectInfo(p): ConnectInfo<Peer>,
+) -> ApiResult {
     let session = session(&s, &p).await?;
     Ok(Json(graph::policy(&session.policy().await?)).into_response())
 }
 
-async fn patch_policy(State(s): State<Arc<TapService>>, ConnectInfo(p): ConnectInfo<Peer>, RawBody(body): RawBody) -> ApiResult {
+async fn patch_policy(
+    State(s): State<Arc<TapService>>,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    RawBody(body): RawBody,
+) -> ApiResult {
     let patch: PolicyPatch = parse_body(&body)?;
     let session = session(&s, &p).await?;
     session.patch_policy(&patch).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn reset_policy(State(s): State<Arc<TapService>>, ConnectInfo(p): ConnectInfo<Peer>) -> ApiResult {
+async fn reset_policy(
+    State(s): State<Arc<TapService>>,
+    ConnectInfo(p): ConnectInfo<Peer>,
+) -> ApiResult {
     let session = session(&s, &p).await?;
     session.reset_policy().await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -441,7 +452,11 @@ async fn list_users(
     let session = session(&s, &p).await?;
     let search = query.search.as_deref().map(|s| s.trim_matches('"'));
     let users = session.users(search.filter(|s| !s.is_empty())).await?;
-    Ok(Json(graph::collection("#users", users.iter().map(graph::user).collect())).into_response())
+    Ok(Json(graph::collection(
+        "#users",
+        users.iter().map(graph::user).collect(),
+    ))
+    .into_response())
 }
 
 async fn get_user(
@@ -454,10 +469,17 @@ async fn get_user(
     Ok(Json(graph::user_details(&session.user(&user).await?)).into_response())
 }
 
-async fn list_groups(State(s): State<Arc<TapService>>, ConnectInfo(p): ConnectInfo<Peer>) -> ApiResult {
+async fn list_groups(
+    State(s): State<Arc<TapService>>,
+    ConnectInfo(p): ConnectInfo<Peer>,
+) -> ApiResult {
     let session = session(&s, &p).await?;
     let groups = session.groups().await?;
-    Ok(Json(graph::collection("#groups", groups.iter().map(graph::group).collect())).into_response())
+    Ok(Json(graph::collection(
+        "#groups",
+        groups.iter().map(graph::group).collect(),
+    ))
+    .into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -467,14 +489,21 @@ struct SyncBody {
     allow_deletes: bool,
 }
 
-async fn run_sync(State(s): State<Arc<TapService>>, ConnectInfo(p): ConnectInfo<Peer>, RawBody(body): RawBody) -> ApiResult {
+async fn run_sync(
+    State(s): State<Arc<TapService>>,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    RawBody(body): RawBody,
+) -> ApiResult {
     let request: SyncBody = parse_body(&body)?;
     let session = session(&s, &p).await?;
     let status = session.run_sync(request.allow_deletes).await?;
     Ok(Json(graph::sync_status(&status)).into_response())
 }
 
-async fn sync_status(State(s): State<Arc<TapService>>, ConnectInfo(p): ConnectInfo<Peer>) -> ApiResult {
+async fn sync_status(
+    State(s): State<Arc<TapService>>,
+    ConnectInfo(p): ConnectInfo<Peer>,
+) -> ApiResult {
     let session = session(&s, &p).await?;
     Ok(Json(graph::sync_status(&session.sync_status().await?)).into_response())
 }
@@ -496,7 +525,9 @@ fn parse_time(name: &str, value: &Option<String>) -> ApiResult<Option<crate::mod
         .map(|s| {
             chrono::DateTime::parse_from_rfc3339(s)
                 .map(|t| t.with_timezone(&chrono::Utc))
-                .map_err(|e| ApiError::bad_request(format!("{name} {s:?} is not an RFC 3339 date-time: {e}")))
+                .map_err(|e| {
+                    ApiError::bad_request(format!("{name} {s:?} is not an RFC 3339 date-time: {e}"))
+                })
         })
         .transpose()
 }
@@ -516,7 +547,11 @@ async fn audit_logs(
     };
     let session = session(&s, &p).await?;
     let events = session.audit(&filter).await?;
-    Ok(Json(graph::collection("#auditLogs/directoryAudits", events.iter().map(graph::audit_event).collect())).into_response())
+    Ok(Json(graph::collection(
+        "#auditLogs/directoryAudits",
+        events.iter().map(graph::audit_event).collect(),
+    ))
+    .into_response())
 }
 
 /// Whether `path` is an existing socket file (used by tests and the daemon's cleanup).

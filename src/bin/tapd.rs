@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 
 /// Command line of `tapd`.
 #[derive(Debug, Parser)]
-#[command(name = "tapd", version, about = "On-premises Temporary Access Pass daemon")]
+#[command(
+    name = "tapd",
+    version,
+    about = "On-premises Temporary Access Pass daemon"
+)]
 struct Cli {
     /// Configuration file.
     #[arg(long, short, global = true, default_value = "/etc/tapd/tapd.toml")]
@@ -43,7 +47,10 @@ fn main() -> ExitCode {
     for warning in &loaded.warnings {
         log::warn!("configuration: {warning}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tapd: can't start the async runtime: {e}");
