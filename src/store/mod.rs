@@ -92,8 +92,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies a sync plan and its audit events in one transaction. A deleted user's TAP and
     /// registered methods are removed; a revoked user's TAP is removed.
-    async fn apply_sync(&self, plan: &SyncPlan, audit: &[NewAuditEvent])
-        -> Result<(), StoreError>;
+    async fn apply_sync(&self, plan: &SyncPlan, audit: &[NewAuditEvent]) -> Result<(), StoreError>;
 
     /// The last sync status (default when none ran).
     async fn sync_status(&self) -> Result<SyncStatus, StoreError>;
