@@ -1,0 +1,747 @@
+//! The embedded SQLite backend of [`Store`]: one database file, no server to run.
+//!
+//! Shape: one writer connection behind an async mutex, plus a small pool of read-only
+//! connections, so that under WAL reads never wait for a write. Every rusqlite call runs on
+//! `tokio::task::spawn_blocking`. Every write is one `BEGIN IMMEDIATE` transaction (taking the
+//! write lock up front, so it never fails with `SQLITE_BUSY` half-way through) that carries its
+//! audit event; the writer runs with `synchronous=FULL`, so a write that returned `Ok` survives
+//! `kill -9` and power loss.
+//!
+//! Names are compared ASCII-case-insensitively (SQLite's `lower()`), the same rule as
+//! [`crate::model::Group::is_named_by`]. Timestamps are kept to the microsecond.
+//!
+//! May depend on: `model`, `store`. The schema and its migrations live in `schema`, row
+//! decoding in `rows`.
+
+mod rows;
+mod schema;
+#[cfg(test)]
+mod tests;
+
+use std::fs::{DirBuilder, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
+
+use crate::model::{
+    AuditEvent, AuditFilter, Group, NewAuditEvent, RegisteredMethod, StoredTap, SyncStatus,
+    TapPolicy, Timestamp, User,
+};
+use crate::store::{Store, StoreError, SyncPlan};
+
+pub use schema::SCHEMA_VERSION;
+
+/// Read connections opened next to the writer. Two cores serve reads comfortably with four.
+const READ_POOL_SIZE: usize = 4;
+
+/// `audit()` returns this many events when the filter's limit is 0.
+pub const AUDIT_DEFAULT_LIMIT: u32 = 100;
+/// `audit()` never returns more than this many events.
+pub const AUDIT_MAX_LIMIT: u32 = 1000;
+
+/// The default `busy_timeout`: how long a connection waits for a lock held by another process
+/// (e.g. a backup tool) before reporting [`StoreError::Unavailable`].
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Maps a rusqlite error onto the store's error kinds: locks and I/O are `Unavailable` (a retry
+/// may work), undecodable values are `Corrupt`.
+pub(crate) fn map_err(err: rusqlite::Error) -> StoreError {
+    use rusqlite::Error as E;
+    match err {
+        E::SqliteFailure(ffi, message) => {
+            let detail = match message {
+                Some(m) => format!("{m} ({ffi})"),
+                None => ffi.to_string(),
+            };
+            match ffi.code {
+                ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => StoreError::Corrupt(detail),
+                // Busy, Locked, CannotOpen, SystemIoFailure, DiskFull, ReadOnly,
+                // PermissionDenied, OutOfMemory, and constraint failures (e.g. a TAP for a user
+                // a concurrent sync just deleted) are conditions of the moment, not of the data.
+                _ => StoreError::Unavailable(detail),
+            }
+        }
+        E::FromSqlConversionFailure(..)
+        | E::IntegralValueOutOfRange(..)
+        | E::Utf8Error(..)
+        | E::InvalidColumnType(..)
+        | E::InvalidColumnIndex(..)
+        | E::InvalidColumnName(..)
+        | E::QueryReturnedNoRows => StoreError::Corrupt(err.to_string()),
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+fn join_err(err: tokio::task::JoinError) -> StoreError {
+    StoreError::Unavailable(format!("store task failed: {err}"))
+}
+
+/// A read connection on loan from the pool; goes back when dropped, even if the closure using
+/// it panicked.
+struct PooledReader {
+    conn: Option<Connection>,
+    pool: Arc<StdMutex<Vec<Connection>>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for PooledReader {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(conn);
+        }
+    }
+}
+
+/// Read connections, handed out one caller at a time.
+struct ReadPool {
+    idle: Arc<StdMutex<Vec<Connection>>>,
+    permits: Arc<Semaphore>,
+}
+
+impl ReadPool {
+    async fn acquire(&self) -> Result<PooledReader, StoreError> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Unavailable("read pool closed".to_owned()))?;
+        let conn = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match conn {
+            Some(conn) => Ok(PooledReader {
+                conn: Some(conn),
+                pool: self.idle.clone(),
+                _permit: permit,
+            }),
+            // One permit per connection, so a permit without a connection means one was lost.
+            None => Err(StoreError::Unavailable(
+                "no read connection available".to_owned(),
+            )),
+        }
+    }
+}
+
+/// The SQLite [`Store`].
+pub struct SqliteStore {
+    writer: Arc<Mutex<Connection>>,
+    /// `None` for an in-memory database, whose reads share the writer connection.
+    readers: Option<ReadPool>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("read_pool", &self.readers.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and migrates it to
+    /// [`SCHEMA_VERSION`]. A missing parent directory is created with mode 0700 and a new
+    /// database file with mode 0600. `busy_timeout` bounds how long a statement waits for a
+    /// lock held elsewhere ([`DEFAULT_BUSY_TIMEOUT`] is a sane value).
+    ///
+    /// Fails with [`StoreError::SchemaTooNew`] when a newer tapd wrote the file.
+    pub async fn open(path: &Path, busy_timeout: Duration) -> Result<SqliteStore, StoreError> {
+        let path = path.to_path_buf();
+        let (writer, readers) = tokio::task::spawn_blocking(move || {
+            prepare_file(&path)?;
+            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let mut writer = Connection::open_with_flags(&path, flags).map_err(map_err)?;
+            schema::configure_writer(&writer, busy_timeout)?;
+            schema::migrate(&mut writer)?;
+            let mut readers = Vec::with_capacity(READ_POOL_SIZE);
+            for _ in 0..READ_POOL_SIZE {
+                let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let reader = Connection::open_with_flags(&path, flags).map_err(map_err)?;
+                schema::configure_reader(&reader, busy_timeout)?;
+                readers.push(reader);
+            }
+            Ok::<_, StoreError>((writer, readers))
+        })
+        .await
+        .map_err(join_err)??;
+        Ok(SqliteStore {
+            writer: Arc::new(Mutex::new(writer)),
+            readers: Some(ReadPool {
+                idle: Arc::new(StdMutex::new(readers)),
+                permits: Arc::new(Semaphore::new(READ_POOL_SIZE)),
+            }),
+        })
+    }
+
+    /// A fresh, private in-memory database with the current schema; for tests. Reads and
+    /// writes share one connection.
+    pub async fn open_in_memory() -> Result<SqliteStore, StoreError> {
+        let writer = tokio::task::spawn_blocking(|| {
+            let mut conn = Connection::open_in_memory().map_err(map_err)?;
+            schema::configure_writer(&conn, DEFAULT_BUSY_TIMEOUT)?;
+            schema::migrate(&mut conn)?;
+            Ok::<_, StoreError>(conn)
+        })
+        .await
+        .map_err(join_err)??;
+        Ok(SqliteStore {
+            writer: Arc::new(Mutex::new(writer)),
+            readers: None,
+        })
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer; commits when it returns
+    /// `Ok`, rolls back otherwise.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let mut conn = self.writer.clone().lock_owned().await;
+        tokio::task::spawn_blocking(move || {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(map_err)?;
+            Ok(out)
+        })
+        .await
+        .map_err(join_err)?
+    }
+
+    /// Runs `f` (one statement, so one consistent snapshot) on a read connection.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        match &self.readers {
+            Some(pool) => {
+                let mut reader = pool.acquire().await?;
+                tokio::task::spawn_blocking(move || match reader.conn.as_mut() {
+                    Some(conn) => f(conn),
+                    None => Err(StoreError::Unavailable("read connection lost".to_owned())),
+                })
+                .await
+                .map_err(join_err)?
+            }
+            None => {
+                let conn = self.writer.clone().lock_owned().await;
+                tokio::task::spawn_blocking(move || f(&conn))
+                    .await
+                    .map_err(join_err)?
+            }
+        }
+    }
+}
+
+/// Creates the parent directory (0700) and the database file (0600) when they are missing;
+/// leaves existing ones as the administrator set them.
+fn prepare_file(path: &Path) -> Result<(), StoreError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.exists() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("creating {}: {e}", parent.display()))
+                })?;
+        }
+    }
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Unavailable(format!(
+            "creating {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Inserts one audit event inside a write transaction.
+fn insert_audit(tx: &Transaction<'_>, event: &NewAuditEvent) -> Result<(), StoreError> {
+    let details = rows::to_json(&event.details)?;
+    tx.prepare_cached(
+        "INSERT INTO audit (time, actor, activity, target, result, reason_code, channel, \
+         source_address, details) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            rows::to_micros(event.time),
+            event.actor,
+            event.activity,
+            event.target,
+            rows::result_str(event.result),
+            event.reason_code,
+            event.channel.as_str(),
+            event.source_address,
+            details,
+        ])
+    })
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// Writes a single-row JSON table (`policy`, `sync_status`).
+fn put_singleton(tx: &Transaction<'_>, table: &str, body: &str) -> Result<(), StoreError> {
+    tx.prepare_cached(&format!(
+        "INSERT INTO {table} (id, body) VALUES (1, ?1) \
+         ON CONFLICT (id) DO UPDATE SET body = excluded.body"
+    ))
+    .and_then(|mut stmt| stmt.execute([body]))
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// Reads a single-row JSON table, `None` when the row was never written.
+fn singleton(conn: &Connection, table: &str) -> Result<Option<String>, StoreError> {
+    conn.prepare_cached(&format!("SELECT body FROM {table} WHERE id = 1"))
+        .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)).optional())
+        .map_err(map_err)
+}
+
+/// Runs a query and decodes every row with `decode`.
+fn query_all<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    decode: fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(map_err)?;
+    let mut rows = stmt.query(params).map_err(map_err)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(map_err)? {
+        out.push(decode(row)?);
+    }
+    Ok(out)
+}
+
+/// Inserts or updates a user in place (never `INSERT OR REPLACE`, which would delete the row
+/// and cascade away its TAP and methods) and replaces its effective memberships.
+fn upsert_user(tx: &Transaction<'_>, user: &User) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO users (id, dn, username, upn, display_name, mail, account_enabled) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+         ON CONFLICT (id) DO UPDATE SET dn = excluded.dn, username = excluded.username, \
+         upn = excluded.upn, display_name = excluded.display_name, mail = excluded.mail, \
+         account_enabled = excluded.account_enabled",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            user.id,
+            user.dn,
+            user.username,
+            user.user_principal_name,
+            user.display_name,
+            user.mail,
+            user.account_enabled,
+        ])
+    })
+    .map_err(map_err)?;
+    tx.prepare_cached("DELETE FROM user_groups WHERE user_id = ?1")
+        .and_then(|mut stmt| stmt.execute([&user.id]))
+        .map_err(map_err)?;
+    let mut insert = tx
+        .prepare_cached("INSERT OR IGNORE INTO user_groups (user_id, group_id) VALUES (?1, ?2)")
+        .map_err(map_err)?;
+    for group_id in &user.group_ids {
+        insert.execute([&user.id, group_id]).map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// Builds the audit query for the filter's present conditions only, so each shape gets its own
+/// cached statement and the `time` index serves both the range and the order.
+fn audit_query(filter: &AuditFilter) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value;
+    let mut conditions: Vec<String> = Vec::new();
+    let mut values: Vec<Value> = Vec::new();
+    if let Some(since) = filter.since {
+        values.push(Value::Integer(rows::to_micros(since)));
+        conditions.push(format!("time >= ?{}", values.len()));
+    }
+    if let Some(until) = filter.until {
+        values.push(Value::Integer(rows::to_micros(until)));
+        conditions.push(format!("time < ?{}", values.len()));
+    }
+    if let Some(user) = &filter.user {
+        values.push(Value::Text(user.clone()));
+        let n = values.len();
+        conditions.push(format!(
+            "(lower(actor) = lower(?{n}) OR lower(target) = lower(?{n}))"
+        ));
+    }
+    if let Some(activity) = &filter.activity {
+        values.push(Value::Text(activity.clone()));
+        conditions.push(format!(
+            "instr(lower(activity), lower(?{})) > 0",
+            values.len()
+        ));
+    }
+    let limit = match filter.limit {
+        0 => AUDIT_DEFAULT_LIMIT,
+        n => n.min(AUDIT_MAX_LIMIT),
+    };
+    values.push(Value::Integer(i64::from(limit)));
+    let where_clause = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT {} FROM audit {where_clause} ORDER BY time DESC, id DESC LIMIT ?{}",
+        rows::AUDIT_COLUMNS,
+        values.len()
+    );
+    (sql, values)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn policy(&self) -> Result<TapPolicy, StoreError> {
+        self.read(|conn| match singleton(conn, "policy")? {
+            Some(body) => rows::from_json("policy", &body),
+            None => Ok(TapPolicy::default()),
+        })
+        .await
+    }
+
+    async fn put_policy(
+        &self,
+        policy: &TapPolicy,
+        audit: &NewAuditEvent,
+    ) -> Result<(), StoreError> {
+        let body = rows::to_json(policy)?;
+        let audit = audit.clone();
+        self.write(move |tx| {
+            put_singleton(tx, "policy", &body)?;
+            insert_audit(tx, &audit)
+        })
+        .await
+    }
+
+    async fn user(&self, key: &str) -> Result<Option<User>, StoreError> {
+        let key = key.to_owned();
+        self.read(move |conn| {
+            // An id match wins, then a UPN match (unique in any sane directory), then username.
+            let sql = format!(
+                "SELECT {} FROM users u \
+                 WHERE u.id = ?1 OR lower(u.upn) = lower(?1) OR lower(u.username) = lower(?1) \
+                 ORDER BY CASE WHEN u.id = ?1 THEN 0 WHEN lower(u.upn) = lower(?1) THEN 1 \
+                 ELSE 2 END, u.id LIMIT 1",
+                rows::USER_COLUMNS
+            );
+            let mut found = query_all(conn, &sql, [&key], rows::user)?;
+            Ok(found.pop())
+        })
+        .await
+    }
+
+    async fn users(&self, search: Option<&str>) -> Result<Vec<User>, StoreError> {
+        let search = search.map(str::to_owned);
+        self.read(move |conn| {
+            let order = "ORDER BY lower(u.username), u.username, u.id";
+            match search {
+                None => {
+                    let sql = format!("SELECT {} FROM users u {order}", rows::USER_COLUMNS);
+                    query_all(conn, &sql, [], rows::user)
+                }
+                Some(needle) => {
+                    let sql = format!(
+                        "SELECT {} FROM users u WHERE instr(lower(u.username), lower(?1)) > 0 \
+                         OR instr(lower(u.upn), lower(?1)) > 0 \
+                         OR instr(lower(u.display_name), lower(?1)) > 0 \
+                         OR instr(lower(coalesce(u.mail, '')), lower(?1)) > 0 {order}",
+                        rows::USER_COLUMNS
+                    );
+                    query_all(conn, &sql, [&needle], rows::user)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn groups(&self) -> Result<Vec<Group>, StoreError> {
+        self.read(|conn| {
+            let sql = format!(
+                "SELECT {} FROM \"groups\" g ORDER BY lower(g.display_name), g.display_name, g.id",
+                rows::GROUP_COLUMNS
+            );
+            query_all(conn, &sql, [], rows::group)
+        })
+        .await
+    }
+
+    async fn groups_by_id(&self, ids: &[String]) -> Result<Vec<Group>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = rows::to_json(&ids)?;
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {} FROM \"groups\" g WHERE g.id IN (SELECT value FROM json_each(?1)) \
+                 ORDER BY lower(g.display_name), g.display_name, g.id",
+                rows::GROUP_COLUMNS
+            );
+            query_all(conn, &sql, [&ids], rows::group)
+        })
+        .await
+    }
+
+    async fn apply_sync(&self, plan: &SyncPlan, audit: &[NewAuditEvent]) -> Result<(), StoreError> {
+        let plan = plan.clone();
+        let audit = audit.to_vec();
+        self.write(move |tx| {
+            let mut upsert_group = tx
+                .prepare_cached(
+                    "INSERT INTO \"groups\" (id, dn, display_name) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (id) DO UPDATE SET dn = excluded.dn, \
+                     display_name = excluded.display_name",
+                )
+                .map_err(map_err)?;
+            for group in &plan.upsert_groups {
+                upsert_group
+                    .execute([&group.id, &group.dn, &group.display_name])
+                    .map_err(map_err)?;
+            }
+            for user in &plan.upsert_users {
+                upsert_user(tx, user)?;
+            }
+            // Memberships, TAP and methods go with the user (ON DELETE CASCADE).
+            let mut delete_user = tx
+                .prepare_cached("DELETE FROM users WHERE id = ?1")
+                .map_err(map_err)?;
+            for id in &plan.delete_user_ids {
+                delete_user.execute([id]).map_err(map_err)?;
+            }
+            let mut delete_group = tx
+                .prepare_cached("DELETE FROM \"groups\" WHERE id = ?1")
+                .map_err(map_err)?;
+            // Memberships stay as the users' group_ids say (a group can leave the synced scope
+            // while users stay members); `groups_by_id` skips the unknown id.
+            for id in &plan.delete_group_ids {
+                delete_group.execute([id]).map_err(map_err)?;
+            }
+            let mut revoke = tx
+                .prepare_cached("DELETE FROM taps WHERE user_id = ?1")
+                .map_err(map_err)?;
+            for id in &plan.revoke_tap_user_ids {
+                revoke.execute([id]).map_err(map_err)?;
+            }
+            for event in &audit {
+                insert_audit(tx, event)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn sync_status(&self) -> Result<SyncStatus, StoreError> {
+        self.read(|conn| match singleton(conn, "sync_status")? {
+            Some(body) => rows::from_json("sync status", &body),
+            None => Ok(SyncStatus::default()),
+        })
+        .await
+    }
+
+    async fn put_sync_status(&self, status: &SyncStatus) -> Result<(), StoreError> {
+        let body = rows::to_json(status)?;
+        self.write(move |tx| put_singleton(tx, "sync_status", &body))
+            .await
+    }
+
+    async fn tap_for_user(&self, user_id: &str) -> Result<Option<StoredTap>, StoreError> {
+        let user_id = user_id.to_owned();
+        self.read(move |conn| {
+            let sql = format!("SELECT {} FROM taps WHERE user_id = ?1", rows::TAP_COLUMNS);
+            let mut found = query_all(conn, &sql, [&user_id], rows::tap)?;
+            Ok(found.pop())
+        })
+        .await
+    }
+
+    async fn replace_tap(
+        &self,
+        tap: &StoredTap,
+        audit: &NewAuditEvent,
+    ) -> Result<Option<String>, StoreError> {
+        let tap = tap.clone();
+        let audit = audit.clone();
+        self.write(move |tx| {
+            let replaced: Option<String> = tx
+                .prepare_cached("DELETE FROM taps WHERE user_id = ?1 RETURNING id")
+                .and_then(|mut stmt| stmt.query_row([&tap.user_id], |row| row.get(0)).optional())
+                .map_err(map_err)?;
+            tx.prepare_cached(
+                "INSERT INTO taps (id, user_id, code_hash, created, start, lifetime_in_minutes, \
+                 is_usable_once, used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    tap.id,
+                    tap.user_id,
+                    tap.code_hash,
+                    rows::to_micros(tap.created),
+                    rows::to_micros(tap.start),
+                    tap.lifetime_in_minutes,
+                    tap.is_usable_once,
+                    tap.used_at.map(rows::to_micros),
+                ])
+            })
+            .map_err(map_err)?;
+            insert_audit(tx, &audit)?;
+            Ok(replaced)
+        })
+        .await
+    }
+
+    /// Records `audit` only when a TAP was deleted; the caller records a refusal itself.
+    async fn delete_tap(
+        &self,
+        user_id: &str,
+        tap_id: &str,
+        audit: &NewAuditEvent,
+    ) -> Result<bool, StoreError> {
+        let (user_id, tap_id, audit) = (user_id.to_owned(), tap_id.to_owned(), audit.clone());
+        self.write(move |tx| {
+            let deleted = tx
+                .prepare_cached("DELETE FROM taps WHERE id = ?1 AND user_id = ?2")
+                .and_then(|mut stmt| stmt.execute([&tap_id, &user_id]))
+                .map_err(map_err)?;
+            if deleted == 1 {
+                insert_audit(tx, &audit)?;
+            }
+            Ok(deleted == 1)
+        })
+        .await
+    }
+
+    async fn consume_one_time_tap(
+        &self,
+        tap_id: &str,
+        now: Timestamp,
+        audit: &NewAuditEvent,
+    ) -> Result<bool, StoreError> {
+        let (tap_id, audit) = (tap_id.to_owned(), audit.clone());
+        self.write(move |tx| {
+            let updated = tx
+                .prepare_cached(
+                    "UPDATE taps SET used_at = ?1 \
+                     WHERE id = ?2 AND is_usable_once = 1 AND used_at IS NULL",
+                )
+                .and_then(|mut stmt| stmt.execute(params![rows::to_micros(now), tap_id]))
+                .map_err(map_err)?;
+            if updated == 1 {
+                insert_audit(tx, &audit)?;
+            }
+            Ok(updated == 1)
+        })
+        .await
+    }
+
+    async fn methods(&self, user_id: &str) -> Result<Vec<RegisteredMethod>, StoreError> {
+        let user_id = user_id.to_owned();
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {} FROM methods WHERE user_id = ?1 ORDER BY created, id",
+                rows::METHOD_COLUMNS
+            );
+            query_all(conn, &sql, [&user_id], rows::method)
+        })
+        .await
+    }
+
+    async fn add_method(
+        &self,
+        method: &RegisteredMethod,
+        audit: &NewAuditEvent,
+    ) -> Result<(), StoreError> {
+        let (method, audit) = (method.clone(), audit.clone());
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO methods (id, user_id, kind, display_name, created, data) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    method.id,
+                    method.user_id,
+                    method.kind.as_str(),
+                    method.display_name,
+                    rows::to_micros(method.created),
+                    method.data,
+                ])
+            })
+            .map_err(map_err)?;
+            insert_audit(tx, &audit)
+        })
+        .await
+    }
+
+    async fn update_method_data(&self, method_id: &str, data: &str) -> Result<bool, StoreError> {
+        let (method_id, data) = (method_id.to_owned(), data.to_owned());
+        self.write(move |tx| {
+            let updated = tx
+                .prepare_cached("UPDATE methods SET data = ?1 WHERE id = ?2")
+                .and_then(|mut stmt| stmt.execute([&data, &method_id]))
+                .map_err(map_err)?;
+            Ok(updated == 1)
+        })
+        .await
+    }
+
+    /// Records `audit` only when a method was deleted; the caller records a refusal itself.
+    async fn delete_method(
+        &self,
+        user_id: &str,
+        method_id: &str,
+        audit: &NewAuditEvent,
+    ) -> Result<bool, StoreError> {
+        let (user_id, method_id, audit) = (user_id.to_owned(), method_id.to_owned(), audit.clone());
+        self.write(move |tx| {
+            let deleted = tx
+                .prepare_cached("DELETE FROM methods WHERE id = ?1 AND user_id = ?2")
+                .and_then(|mut stmt| stmt.execute([&method_id, &user_id]))
+                .map_err(map_err)?;
+            if deleted == 1 {
+                insert_audit(tx, &audit)?;
+            }
+            Ok(deleted == 1)
+        })
+        .await
+    }
+
+    async fn append_audit(&self, event: &NewAuditEvent) -> Result<(), StoreError> {
+        let event = event.clone();
+        self.write(move |tx| insert_audit(tx, &event)).await
+    }
+
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        let (sql, values) = audit_query(filter);
+        self.read(move |conn| {
+            query_all(
+                conn,
+                &sql,
+                rusqlite::params_from_iter(values),
+                rows::audit_event,
+            )
+        })
+        .await
+    }
+}

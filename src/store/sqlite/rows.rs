@@ -1,0 +1,175 @@
+//! Conversions between domain types and SQLite column values: timestamps as integer
+//! microseconds, enums as their stable strings, JSON columns through serde.
+//!
+//! Anything the database holds that doesn't decode becomes [`StoreError::Corrupt`]; nothing here
+//! touches a connection beyond reading the row it is given.
+
+use chrono::DateTime;
+use rusqlite::Row;
+
+use crate::model::{
+    AuditEvent, AuditResult, Channel, Group, MethodKind, NewAuditEvent, RegisteredMethod,
+    StoredTap, Timestamp, User,
+};
+use crate::store::StoreError;
+
+/// A timestamp as stored: microseconds since the Unix epoch. Total over chrono's range and
+/// ordered like the instants; sub-microsecond digits are dropped (as PostgreSQL does).
+pub(crate) fn to_micros(t: Timestamp) -> i64 {
+    t.timestamp_micros()
+}
+
+/// The inverse of [`to_micros`].
+pub(crate) fn from_micros(micros: i64) -> Result<Timestamp, StoreError> {
+    DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp out of range: {micros}")))
+}
+
+fn opt_from_micros(micros: Option<i64>) -> Result<Option<Timestamp>, StoreError> {
+    micros.map(from_micros).transpose()
+}
+
+/// How an [`AuditResult`] is spelled in the `audit.result` column.
+pub(crate) fn result_str(result: AuditResult) -> &'static str {
+    match result {
+        AuditResult::Success => "success",
+        AuditResult::Failure => "failure",
+    }
+}
+
+fn parse_result(s: &str) -> Result<AuditResult, StoreError> {
+    match s {
+        "success" => Ok(AuditResult::Success),
+        "failure" => Ok(AuditResult::Failure),
+        other => Err(StoreError::Corrupt(format!(
+            "unknown audit result {other:?}"
+        ))),
+    }
+}
+
+fn parse_kind(s: &str) -> Result<MethodKind, StoreError> {
+    [MethodKind::Fido2, MethodKind::SoftwareOath]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown method kind {s:?}")))
+}
+
+/// Serializes a value for a JSON column.
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    // Serializing our own model types can't fail (string keys only); say so if it ever does.
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("encoding JSON: {e}")))
+}
+
+/// Parses a JSON column.
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
+    what: &str,
+    text: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+/// Decodes a `rusqlite` column failure as corruption.
+fn col<T: rusqlite::types::FromSql>(row: &Row<'_>, index: usize) -> Result<T, StoreError> {
+    row.get(index).map_err(super::map_err)
+}
+
+/// Columns a [`User`] is read from, in this order, followed by a JSON array of group ids.
+pub(crate) const USER_COLUMNS: &str = "u.id, u.dn, u.username, u.upn, u.display_name, u.mail, \
+     u.account_enabled, \
+     (SELECT json_group_array(ug.group_id) FROM user_groups ug WHERE ug.user_id = u.id)";
+
+/// Reads a user selected with [`USER_COLUMNS`].
+pub(crate) fn user(row: &Row<'_>) -> Result<User, StoreError> {
+    let groups: String = col(row, 7)?;
+    let mut group_ids: Vec<String> = from_json("user group ids", &groups)?;
+    group_ids.sort();
+    group_ids.dedup();
+    Ok(User {
+        id: col(row, 0)?,
+        dn: col(row, 1)?,
+        username: col(row, 2)?,
+        user_principal_name: col(row, 3)?,
+        display_name: col(row, 4)?,
+        mail: col(row, 5)?,
+        account_enabled: col(row, 6)?,
+        group_ids,
+    })
+}
+
+/// Columns a [`Group`] is read from, in this order, followed by a JSON array of member ids.
+pub(crate) const GROUP_COLUMNS: &str = "g.id, g.dn, g.display_name, \
+     (SELECT json_group_array(ug.user_id) FROM user_groups ug WHERE ug.group_id = g.id)";
+
+/// Reads a group selected with [`GROUP_COLUMNS`].
+pub(crate) fn group(row: &Row<'_>) -> Result<Group, StoreError> {
+    let members: String = col(row, 3)?;
+    let mut member_user_ids: Vec<String> = from_json("group member ids", &members)?;
+    member_user_ids.sort();
+    member_user_ids.dedup();
+    Ok(Group {
+        id: col(row, 0)?,
+        dn: col(row, 1)?,
+        display_name: col(row, 2)?,
+        member_user_ids,
+    })
+}
+
+/// Columns a [`StoredTap`] is read from, in this order.
+pub(crate) const TAP_COLUMNS: &str =
+    "id, user_id, code_hash, created, start, lifetime_in_minutes, is_usable_once, used_at";
+
+/// Reads a TAP selected with [`TAP_COLUMNS`].
+pub(crate) fn tap(row: &Row<'_>) -> Result<StoredTap, StoreError> {
+    Ok(StoredTap {
+        id: col(row, 0)?,
+        user_id: col(row, 1)?,
+        code_hash: col(row, 2)?,
+        created: from_micros(col(row, 3)?)?,
+        start: from_micros(col(row, 4)?)?,
+        lifetime_in_minutes: col(row, 5)?,
+        is_usable_once: col(row, 6)?,
+        used_at: opt_from_micros(col(row, 7)?)?,
+    })
+}
+
+/// Columns a [`RegisteredMethod`] is read from, in this order.
+pub(crate) const METHOD_COLUMNS: &str = "id, user_id, kind, display_name, created, data";
+
+/// Reads a method selected with [`METHOD_COLUMNS`].
+pub(crate) fn method(row: &Row<'_>) -> Result<RegisteredMethod, StoreError> {
+    let kind: String = col(row, 2)?;
+    Ok(RegisteredMethod {
+        id: col(row, 0)?,
+        user_id: col(row, 1)?,
+        kind: parse_kind(&kind)?,
+        display_name: col(row, 3)?,
+        created: from_micros(col(row, 4)?)?,
+        data: col(row, 5)?,
+    })
+}
+
+/// Columns an [`AuditEvent`] is read from, in this order.
+pub(crate) const AUDIT_COLUMNS: &str = "id, time, actor, activity, target, result, reason_code, \
+     channel, source_address, details";
+
+/// Reads an audit event selected with [`AUDIT_COLUMNS`].
+pub(crate) fn audit_event(row: &Row<'_>) -> Result<AuditEvent, StoreError> {
+    let result: String = col(row, 5)?;
+    let channel: String = col(row, 7)?;
+    let details: String = col(row, 9)?;
+    Ok(AuditEvent {
+        id: col(row, 0)?,
+        event: NewAuditEvent {
+            time: from_micros(col(row, 1)?)?,
+            actor: col(row, 2)?,
+            activity: col(row, 3)?,
+            target: col(row, 4)?,
+            result: parse_result(&result)?,
+            reason_code: col(row, 6)?,
+            channel: Channel::parse(&channel)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown channel {channel:?}")))?,
+            source_address: col(row, 8)?,
+            details: from_json("audit details", &details)?,
+        },
+    })
+}

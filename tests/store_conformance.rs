@@ -1,0 +1,981 @@
+//! The store conformance suite: what every [`Store`] backend must do, written once against
+//! `Arc<dyn Store>` and run on each backend.
+//!
+//! Each `async fn` below is backend-agnostic. The `conformance!` macro turns every one of them
+//! into a `#[tokio::test]` for a backend factory; adding a backend (PostgreSQL) is one more
+//! `conformance!(postgres, postgres_backend);` line plus its factory.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use serde_json::json;
+use tapd::model::{
+    AuditFilter, AuditResult, Channel, ExcludeTarget, Group, IncludeTarget, MethodKind,
+    NewAuditEvent, PolicyState, RegisteredMethod, StoredTap, SyncStatus, TapPolicy, TargetType,
+    Timestamp, User,
+};
+use tapd::store::sqlite::{SqliteStore, DEFAULT_BUSY_TIMEOUT};
+use tapd::store::{Store, SyncPlan};
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+
+type Reopen = Box<dyn Fn() -> Pin<Box<dyn Future<Output = Arc<dyn Store>> + Send>> + Send + Sync>;
+
+/// A store under test, how to open the same data again, and whatever must live as long as it
+/// (a temp dir, a database server).
+struct Backend {
+    store: Arc<dyn Store>,
+    reopen: Reopen,
+    _guard: Box<dyn std::any::Any + Send + Sync>,
+}
+
+/// SQLite in a fresh temp dir.
+async fn sqlite_backend() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state").join("tapd.db");
+    let store = SqliteStore::open(&path, DEFAULT_BUSY_TIMEOUT)
+        .await
+        .unwrap();
+    let reopen: Reopen = Box::new(move || {
+        let path = path.clone();
+        Box::pin(async move {
+            let store: Arc<dyn Store> = Arc::new(
+                SqliteStore::open(&path, DEFAULT_BUSY_TIMEOUT)
+                    .await
+                    .unwrap(),
+            );
+            store
+        })
+    });
+    Backend {
+        store: Arc::new(store),
+        reopen,
+        _guard: Box::new(dir),
+    }
+}
+
+/// One `#[tokio::test]` per suite function for the backend `$factory` builds.
+macro_rules! conformance {
+    ($backend:ident, $factory:ident) => {
+        mod $backend {
+            conformance!(@store $factory;
+                policy_defaults_then_roundtrip,
+                user_lookup_by_id_upn_and_username,
+                users_search_and_order,
+                groups_and_groups_by_id,
+                apply_sync_add_change_delete,
+                apply_sync_revokes_taps,
+                replace_tap_returns_old_id,
+                delete_tap_only_for_its_owner,
+                consume_one_time_tap_exactly_once,
+                methods_add_update_delete,
+                audit_filters_and_ordering,
+                audit_limit_default_and_cap,
+                audit_written_by_each_mutating_call,
+                sync_status_roundtrip,
+            );
+            conformance!(@backend $factory; data_survives_reopen);
+        }
+    };
+    (@store $factory:ident; $($test:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                let backend = super::$factory().await;
+                super::$test(backend.store.clone()).await;
+            }
+        )*
+    };
+    (@backend $factory:ident; $($test:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                super::$test(super::$factory().await).await;
+            }
+        )*
+    };
+}
+
+conformance!(sqlite, sqlite_backend);
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+
+fn t(minutes: i64) -> Timestamp {
+    Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap() + Duration::minutes(minutes)
+}
+
+fn user(id: &str, username: &str, upn: &str, groups: &[&str]) -> User {
+    User {
+        id: id.to_owned(),
+        dn: format!("uid={username},ou=people,dc=example,dc=org"),
+        username: username.to_owned(),
+        user_principal_name: upn.to_owned(),
+        display_name: format!("{username} display"),
+        mail: Some(format!("{username}@mail.example.org")),
+        account_enabled: true,
+        group_ids: groups.iter().map(|g| (*g).to_owned()).collect(),
+    }
+}
+
+fn group(id: &str, name: &str) -> Group {
+    Group {
+        id: id.to_owned(),
+        dn: format!("cn={name},ou=groups,dc=example,dc=org"),
+        display_name: name.to_owned(),
+        member_user_ids: Vec::new(),
+    }
+}
+
+fn event(activity: &str, actor: &str, target: Option<&str>, time: Timestamp) -> NewAuditEvent {
+    NewAuditEvent {
+        time,
+        actor: actor.to_owned(),
+        activity: activity.to_owned(),
+        target: target.map(str::to_owned),
+        result: AuditResult::Success,
+        reason_code: None,
+        channel: Channel::Admin,
+        source_address: Some("uid=0 pid=42".to_owned()),
+        details: json!({ "note": activity }),
+    }
+}
+
+fn tap(id: &str, user_id: &str, once: bool) -> StoredTap {
+    StoredTap {
+        id: id.to_owned(),
+        user_id: user_id.to_owned(),
+        code_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$salt${id}"),
+        created: t(0),
+        start: t(5),
+        lifetime_in_minutes: 60,
+        is_usable_once: once,
+        used_at: None,
+    }
+}
+
+fn method(id: &str, user_id: &str, created: Timestamp) -> RegisteredMethod {
+    RegisteredMethod {
+        id: id.to_owned(),
+        user_id: user_id.to_owned(),
+        kind: MethodKind::Fido2,
+        display_name: format!("key {id}"),
+        created,
+        data: format!("{{\"credential\":\"{id}\"}}"),
+    }
+}
+
+/// Alice (groups g1, g2), Bob (g2), Carol (none); groups g1 "Admins", g2 "Staff".
+async fn seed(store: &Arc<dyn Store>) {
+    let plan = SyncPlan {
+        upsert_users: vec![
+            user("u-alice", "alice", "alice@example.org", &["g2", "g1"]),
+            user("u-bob", "Bob", "bob.b@example.org", &["g2"]),
+            user("u-carol", "carol", "carol@example.org", &[]),
+        ],
+        upsert_groups: vec![group("g1", "Admins"), group("g2", "staff")],
+        ..SyncPlan::default()
+    };
+    store.apply_sync(&plan, &[]).await.unwrap();
+}
+
+async fn audit_all(store: &Arc<dyn Store>) -> Vec<String> {
+    store
+        .audit(&AuditFilter {
+            limit: 1000,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event.activity)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The suite
+
+async fn policy_defaults_then_roundtrip(store: Arc<dyn Store>) {
+    assert_eq!(store.policy().await.unwrap(), TapPolicy::default());
+    let policy = TapPolicy {
+        state: PolicyState::Enabled,
+        minimum_lifetime_in_minutes: 10,
+        maximum_lifetime_in_minutes: 43200,
+        default_lifetime_in_minutes: 120,
+        default_length: 12,
+        is_usable_once: true,
+        include_targets: vec![IncludeTarget {
+            id: "cn=helpdesk,ou=groups,dc=example,dc=org".to_owned(),
+            target_type: TargetType::Group,
+            is_registration_required: true,
+        }],
+        exclude_targets: vec![ExcludeTarget {
+            id: "alice".to_owned(),
+            target_type: TargetType::User,
+        }],
+    };
+    store
+        .put_policy(&policy, &event("Update policy", "root", None, t(1)))
+        .await
+        .unwrap();
+    assert_eq!(store.policy().await.unwrap(), policy);
+    let default = TapPolicy::default();
+    store
+        .put_policy(&default, &event("Reset policy", "root", None, t(2)))
+        .await
+        .unwrap();
+    assert_eq!(store.policy().await.unwrap(), default);
+    assert_eq!(audit_all(&store).await, ["Reset policy", "Update policy"]);
+}
+
+async fn user_lookup_by_id_upn_and_username(store: Arc<dyn Store>) {
+    seed(&store).await;
+    let alice = store.user("u-alice").await.unwrap().unwrap();
+    assert_eq!(alice.username, "alice");
+    // Group ids come back sorted.
+    assert_eq!(alice.group_ids, ["g1", "g2"]);
+    assert_eq!(
+        alice,
+        user("u-alice", "alice", "alice@example.org", &["g1", "g2"])
+    );
+
+    let by_upn = store.user("ALICE@Example.ORG").await.unwrap().unwrap();
+    assert_eq!(by_upn.id, "u-alice");
+    let by_username = store.user("bob").await.unwrap().unwrap();
+    assert_eq!(by_username.id, "u-bob");
+    let by_upn_exact = store.user("bob.b@example.org").await.unwrap().unwrap();
+    assert_eq!(by_upn_exact.id, "u-bob");
+    assert_eq!(
+        store.user("CAROL").await.unwrap().unwrap().group_ids,
+        Vec::<String>::new()
+    );
+
+    // Ids match exactly, never case-insensitively or by substring.
+    assert!(store.user("U-ALICE").await.unwrap().is_none());
+    assert!(store.user("ali").await.unwrap().is_none());
+    assert!(store.user("nobody").await.unwrap().is_none());
+}
+
+async fn users_search_and_order(store: Arc<dyn Store>) {
+    seed(&store).await;
+    let names = |users: Vec<User>| users.into_iter().map(|u| u.id).collect::<Vec<_>>();
+    // Sorted by username, case-insensitively: alice, Bob, carol.
+    assert_eq!(
+        names(store.users(None).await.unwrap()),
+        ["u-alice", "u-bob", "u-carol"]
+    );
+    // Username, UPN, display name and mail, case-insensitive substrings.
+    assert_eq!(names(store.users(Some("ALI")).await.unwrap()), ["u-alice"]);
+    assert_eq!(names(store.users(Some("b.B@")).await.unwrap()), ["u-bob"]);
+    assert_eq!(
+        names(store.users(Some("CAROL DISP")).await.unwrap()),
+        ["u-carol"]
+    );
+    assert_eq!(
+        names(store.users(Some("@mail.example")).await.unwrap()),
+        ["u-alice", "u-bob", "u-carol"]
+    );
+    assert!(store.users(Some("zzz")).await.unwrap().is_empty());
+    // LIKE wildcards are literal.
+    assert!(store.users(Some("%")).await.unwrap().is_empty());
+    assert!(store.users(Some("_")).await.unwrap().is_empty());
+    let all = store.users(None).await.unwrap();
+    assert_eq!(all[0].group_ids, ["g1", "g2"]);
+}
+
+async fn groups_and_groups_by_id(store: Arc<dyn Store>) {
+    seed(&store).await;
+    let groups = store.groups().await.unwrap();
+    let ids: Vec<_> = groups.iter().map(|g| g.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["g1", "g2"],
+        "sorted by display name, case-insensitively"
+    );
+    assert_eq!(groups[0].member_user_ids, ["u-alice"]);
+    assert_eq!(groups[1].member_user_ids, ["u-alice", "u-bob"]);
+    assert_eq!(groups[0].display_name, "Admins");
+
+    let some = store
+        .groups_by_id(&["g2".to_owned(), "unknown".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(some.len(), 1);
+    assert_eq!(some[0].id, "g2");
+    assert!(store.groups_by_id(&[]).await.unwrap().is_empty());
+    assert!(store
+        .groups_by_id(&["G1".to_owned()])
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn apply_sync_add_change_delete(store: Arc<dyn Store>) {
+    seed(&store).await;
+    store
+        .replace_tap(
+            &tap("tap-a", "u-alice", false),
+            &event("tap", "root", None, t(1)),
+        )
+        .await
+        .unwrap();
+    store
+        .add_method(
+            &method("m-a", "u-alice", t(1)),
+            &event("method", "alice", None, t(1)),
+        )
+        .await
+        .unwrap();
+    store
+        .replace_tap(
+            &tap("tap-b", "u-bob", false),
+            &event("tap", "root", None, t(1)),
+        )
+        .await
+        .unwrap();
+    store
+        .add_method(
+            &method("m-b", "u-bob", t(1)),
+            &event("method", "bob", None, t(1)),
+        )
+        .await
+        .unwrap();
+
+    // Change: Alice is renamed and leaves g1; her TAP and methods must survive the update.
+    let mut renamed = user("u-alice", "alice2", "alice2@example.org", &["g2"]);
+    renamed.account_enabled = false;
+    renamed.mail = None;
+    let plan = SyncPlan {
+        upsert_users: vec![
+            renamed.clone(),
+            user("u-dave", "dave", "dave@example.org", &["g1"]),
+        ],
+        delete_user_ids: vec!["u-bob".to_owned()],
+        upsert_groups: vec![group("g3", "Helpdesk")],
+        delete_group_ids: vec!["g2".to_owned()],
+        revoke_tap_user_ids: Vec::new(),
+    };
+    let events = [
+        event("Sync added user", "tapd", Some("dave@example.org"), t(2)),
+        event("Sync deleted user", "tapd", Some("bob.b@example.org"), t(2)),
+    ];
+    store.apply_sync(&plan, &events).await.unwrap();
+
+    assert_eq!(store.user("u-alice").await.unwrap().unwrap(), renamed);
+    assert!(
+        store.user("alice").await.unwrap().is_none(),
+        "old name gone"
+    );
+    assert_eq!(store.user("ALICE2").await.unwrap().unwrap().id, "u-alice");
+    assert_eq!(
+        store.tap_for_user("u-alice").await.unwrap().unwrap().id,
+        "tap-a"
+    );
+    assert_eq!(store.methods("u-alice").await.unwrap().len(), 1);
+    assert_eq!(store.user("dave").await.unwrap().unwrap().group_ids, ["g1"]);
+
+    // Delete: Bob, his TAP and his methods are gone.
+    assert!(store.user("u-bob").await.unwrap().is_none());
+    assert!(store.tap_for_user("u-bob").await.unwrap().is_none());
+    assert!(store.methods("u-bob").await.unwrap().is_empty());
+    let consumed = store
+        .consume_one_time_tap("tap-b", t(3), &event("c", "bob", None, t(3)))
+        .await
+        .unwrap();
+    assert!(!consumed, "a deleted user's TAP is gone");
+
+    let groups: Vec<_> = store
+        .groups()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| (g.id, g.member_user_ids))
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            ("g1".to_owned(), vec!["u-dave".to_owned()]),
+            ("g3".to_owned(), vec![]),
+        ]
+    );
+
+    let audit = audit_all(&store).await;
+    assert!(audit.contains(&"Sync added user".to_owned()));
+    assert!(audit.contains(&"Sync deleted user".to_owned()));
+
+    // An empty plan with no events changes nothing.
+    store.apply_sync(&SyncPlan::default(), &[]).await.unwrap();
+    assert_eq!(store.users(None).await.unwrap().len(), 3);
+}
+
+async fn apply_sync_revokes_taps(store: Arc<dyn Store>) {
+    seed(&store).await;
+    store
+        .replace_tap(
+            &tap("tap-c", "u-carol", true),
+            &event("tap", "root", None, t(1)),
+        )
+        .await
+        .unwrap();
+    store
+        .add_method(
+            &method("m-c", "u-carol", t(1)),
+            &event("method", "carol", None, t(1)),
+        )
+        .await
+        .unwrap();
+    let mut disabled = user("u-carol", "carol", "carol@example.org", &[]);
+    disabled.account_enabled = false;
+    let plan = SyncPlan {
+        upsert_users: vec![disabled.clone()],
+        revoke_tap_user_ids: vec!["u-carol".to_owned(), "u-nobody".to_owned()],
+        ..SyncPlan::default()
+    };
+    store
+        .apply_sync(
+            &plan,
+            &[event("Sync revoked TAP", "tapd", Some("carol"), t(2))],
+        )
+        .await
+        .unwrap();
+    assert!(store.tap_for_user("u-carol").await.unwrap().is_none());
+    assert_eq!(store.user("u-carol").await.unwrap().unwrap(), disabled);
+    assert_eq!(
+        store.methods("u-carol").await.unwrap().len(),
+        1,
+        "methods stay"
+    );
+}
+
+async fn replace_tap_returns_old_id(store: Arc<dyn Store>) {
+    seed(&store).await;
+    assert!(store.tap_for_user("u-alice").await.unwrap().is_none());
+    let first = tap("tap-1", "u-alice", false);
+    let replaced = store
+        .replace_tap(&first, &event("create 1", "root", Some("alice"), t(1)))
+        .await
+        .unwrap();
+    assert_eq!(replaced, None);
+    assert_eq!(store.tap_for_user("u-alice").await.unwrap().unwrap(), first);
+
+    let mut second = tap("tap-2", "u-alice", true);
+    second.start = t(-30);
+    second.lifetime_in_minutes = 43200;
+    second.created = Utc.timestamp_micros(1_740_830_400_123_456).unwrap();
+    let replaced = store
+        .replace_tap(&second, &event("create 2", "root", Some("alice"), t(2)))
+        .await
+        .unwrap();
+    assert_eq!(replaced.as_deref(), Some("tap-1"));
+    assert_eq!(
+        store.tap_for_user("u-alice").await.unwrap().unwrap(),
+        second
+    );
+    // The old one is really gone: neither deletable nor consumable.
+    assert!(!store
+        .delete_tap("u-alice", "tap-1", &event("delete", "root", None, t(3)))
+        .await
+        .unwrap());
+    // Other users' TAPs are untouched.
+    let bobs = tap("tap-3", "u-bob", false);
+    store
+        .replace_tap(&bobs, &event("create 3", "root", Some("bob"), t(3)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.tap_for_user("u-alice").await.unwrap().unwrap(),
+        second
+    );
+    assert_eq!(store.tap_for_user("u-bob").await.unwrap().unwrap(), bobs);
+}
+
+async fn delete_tap_only_for_its_owner(store: Arc<dyn Store>) {
+    seed(&store).await;
+    store
+        .replace_tap(
+            &tap("tap-a", "u-alice", false),
+            &event("create", "root", None, t(1)),
+        )
+        .await
+        .unwrap();
+    let before = audit_all(&store).await.len();
+    assert!(!store
+        .delete_tap("u-bob", "tap-a", &event("delete wrong", "root", None, t(2)))
+        .await
+        .unwrap());
+    assert!(!store
+        .delete_tap(
+            "u-alice",
+            "tap-zzz",
+            &event("delete unknown", "root", None, t(2))
+        )
+        .await
+        .unwrap());
+    assert!(store.tap_for_user("u-alice").await.unwrap().is_some());
+    assert_eq!(
+        audit_all(&store).await.len(),
+        before,
+        "nothing deleted, nothing recorded"
+    );
+    assert!(store
+        .delete_tap(
+            "u-alice",
+            "tap-a",
+            &event("delete right", "root", None, t(3))
+        )
+        .await
+        .unwrap());
+    assert!(store.tap_for_user("u-alice").await.unwrap().is_none());
+    assert_eq!(audit_all(&store).await[0], "delete right");
+}
+
+async fn consume_one_time_tap_exactly_once(store: Arc<dyn Store>) {
+    seed(&store).await;
+    store
+        .replace_tap(
+            &tap("once", "u-alice", true),
+            &event("create", "root", None, t(1)),
+        )
+        .await
+        .unwrap();
+    store
+        .replace_tap(
+            &tap("multi", "u-bob", false),
+            &event("create", "root", None, t(1)),
+        )
+        .await
+        .unwrap();
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            store
+                .consume_one_time_tap(
+                    "once",
+                    t(10) + Duration::seconds(i),
+                    &event("Sign-in with TAP", "alice", Some("alice"), t(10)),
+                )
+                .await
+                .unwrap()
+        });
+    }
+    let mut winners = 0;
+    while let Some(won) = tasks.join_next().await {
+        if won.unwrap() {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
+    let used = store.tap_for_user("u-alice").await.unwrap().unwrap();
+    let used_at = used.used_at.expect("marked used");
+    assert!(used_at >= t(10) && used_at < t(11));
+    let sign_ins = audit_all(&store)
+        .await
+        .into_iter()
+        .filter(|a| a == "Sign-in with TAP")
+        .count();
+    assert_eq!(sign_ins, 1, "audit only for the one that succeeded");
+
+    // A multi-use TAP and an unknown id are never "consumed".
+    let e = event("Sign-in with TAP", "bob", None, t(10));
+    assert!(!store
+        .consume_one_time_tap("multi", t(10), &e)
+        .await
+        .unwrap());
+    assert!(store
+        .tap_for_user("u-bob")
+        .await
+        .unwrap()
+        .unwrap()
+        .used_at
+        .is_none());
+    assert!(!store.consume_one_time_tap("nope", t(10), &e).await.unwrap());
+}
+
+async fn methods_add_update_delete(store: Arc<dyn Store>) {
+    seed(&store).await;
+    assert!(store.methods("u-alice").await.unwrap().is_empty());
+    let newer = method("m-2", "u-alice", t(20));
+    let mut older = method("m-1", "u-alice", t(10));
+    older.kind = MethodKind::SoftwareOath;
+    older.display_name = "Authenticator app".to_owned();
+    store
+        .add_method(&newer, &event("add 2", "alice", None, t(20)))
+        .await
+        .unwrap();
+    store
+        .add_method(&older, &event("add 1", "alice", None, t(21)))
+        .await
+        .unwrap();
+    store
+        .add_method(
+            &method("m-3", "u-bob", t(5)),
+            &event("add 3", "bob", None, t(22)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.methods("u-alice").await.unwrap(),
+        [older.clone(), newer.clone()],
+        "oldest first"
+    );
+
+    assert!(store
+        .update_method_data("m-2", "{\"signCount\":7}")
+        .await
+        .unwrap());
+    assert!(!store.update_method_data("m-404", "x").await.unwrap());
+    let methods = store.methods("u-alice").await.unwrap();
+    assert_eq!(methods[1].data, "{\"signCount\":7}");
+
+    assert!(!store
+        .delete_method("u-bob", "m-1", &event("del wrong", "bob", None, t(30)))
+        .await
+        .unwrap());
+    assert!(store
+        .delete_method("u-alice", "m-1", &event("del right", "alice", None, t(31)))
+        .await
+        .unwrap());
+    assert!(!store
+        .delete_method("u-alice", "m-1", &event("del again", "alice", None, t(32)))
+        .await
+        .unwrap());
+    let left: Vec<_> = store
+        .methods("u-alice")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(left, ["m-2"]);
+    assert_eq!(store.methods("u-bob").await.unwrap().len(), 1);
+}
+
+async fn audit_filters_and_ordering(store: Arc<dyn Store>) {
+    let before_epoch = DateTime::from_timestamp(-86_400, 0).unwrap();
+    let mut failed = event(
+        "User signed in with Temporary Access Pass",
+        "alice@example.org",
+        Some("alice@example.org"),
+        t(30),
+    );
+    failed.result = AuditResult::Failure;
+    failed.reason_code = Some("tap_expired".to_owned());
+    failed.channel = Channel::Web;
+    failed.source_address = None;
+    failed.details = json!({ "tapId": "t-1", "nested": { "n": [1, 2] } });
+    let events = vec![
+        event(
+            "Admin registered temporary access pass method for user",
+            "root (uid 0)",
+            Some("Alice@Example.org"),
+            t(10),
+        ),
+        failed.clone(),
+        event("Update policy", "root (uid 0)", None, t(20)),
+        event(
+            "Admin deleted temporary access pass method for user",
+            "helpdesk@example.org",
+            Some("bob@example.org"),
+            t(20),
+        ),
+        event("Ancient", "tapd", None, before_epoch),
+    ];
+    // Inserted out of time order, in separate calls.
+    for e in &events {
+        store.append_audit(e).await.unwrap();
+    }
+    let all = store.audit(&AuditFilter::default()).await.unwrap();
+    let activities: Vec<_> = all.iter().map(|e| e.event.activity.as_str()).collect();
+    assert_eq!(
+        activities,
+        [
+            "User signed in with Temporary Access Pass",
+            // Same time: the later insert first.
+            "Admin deleted temporary access pass method for user",
+            "Update policy",
+            "Admin registered temporary access pass method for user",
+            "Ancient",
+        ]
+    );
+    // Every field survives, and ids increase with insertion.
+    assert_eq!(all[0].event, failed);
+    assert!(all[1].id > all[2].id);
+    assert!(all[0].id > all[3].id);
+
+    let query = |filter: AuditFilter| {
+        let store = store.clone();
+        async move {
+            store
+                .audit(&filter)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.event.activity)
+                .collect::<Vec<_>>()
+        }
+    };
+    // since is inclusive, until exclusive.
+    assert_eq!(
+        query(AuditFilter {
+            since: Some(t(20)),
+            until: Some(t(30)),
+            ..AuditFilter::default()
+        })
+        .await,
+        [
+            "Admin deleted temporary access pass method for user",
+            "Update policy"
+        ]
+    );
+    assert_eq!(
+        query(AuditFilter {
+            until: Some(t(10)),
+            ..AuditFilter::default()
+        })
+        .await,
+        ["Ancient"]
+    );
+    // user matches the actor or the target, case-insensitively, but whole values only.
+    assert_eq!(
+        query(AuditFilter {
+            user: Some("ALICE@example.ORG".to_owned()),
+            ..AuditFilter::default()
+        })
+        .await,
+        [
+            "User signed in with Temporary Access Pass",
+            "Admin registered temporary access pass method for user",
+        ]
+    );
+    assert_eq!(
+        query(AuditFilter {
+            user: Some("Helpdesk@Example.org".to_owned()),
+            ..AuditFilter::default()
+        })
+        .await,
+        ["Admin deleted temporary access pass method for user"]
+    );
+    assert!(query(AuditFilter {
+        user: Some("alice".to_owned()),
+        ..AuditFilter::default()
+    })
+    .await
+    .is_empty());
+    // activity is a case-insensitive substring.
+    assert_eq!(
+        query(AuditFilter {
+            activity: Some("TEMPORARY ACCESS PASS METHOD".to_owned()),
+            ..AuditFilter::default()
+        })
+        .await,
+        [
+            "Admin deleted temporary access pass method for user",
+            "Admin registered temporary access pass method for user",
+        ]
+    );
+    assert!(query(AuditFilter {
+        activity: Some("%".to_owned()),
+        ..AuditFilter::default()
+    })
+    .await
+    .is_empty());
+    // Filters combine; limit keeps the newest.
+    assert_eq!(
+        query(AuditFilter {
+            since: Some(t(0)),
+            activity: Some("pass".to_owned()),
+            user: Some("root (UID 0)".to_owned()),
+            ..AuditFilter::default()
+        })
+        .await,
+        ["Admin registered temporary access pass method for user"]
+    );
+    assert_eq!(
+        query(AuditFilter {
+            limit: 2,
+            ..AuditFilter::default()
+        })
+        .await,
+        [
+            "User signed in with Temporary Access Pass",
+            "Admin deleted temporary access pass method for user",
+        ]
+    );
+}
+
+async fn audit_limit_default_and_cap(store: Arc<dyn Store>) {
+    // 1,100 events in one transaction (apply_sync with an empty plan).
+    let events: Vec<_> = (0..1100)
+        .map(|i| {
+            event(
+                &format!("event {i:04}"),
+                "tapd",
+                None,
+                t(0) + Duration::seconds(i),
+            )
+        })
+        .collect();
+    store
+        .apply_sync(&SyncPlan::default(), &events)
+        .await
+        .unwrap();
+    let default = store.audit(&AuditFilter::default()).await.unwrap();
+    assert_eq!(default.len(), 100);
+    assert_eq!(default[0].event.activity, "event 1099");
+    assert_eq!(default[99].event.activity, "event 1000");
+    let capped = store
+        .audit(&AuditFilter {
+            limit: 5000,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(capped.len(), 1000);
+    assert_eq!(capped[999].event.activity, "event 0100");
+    let exact = store
+        .audit(&AuditFilter {
+            limit: 1000,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(exact.len(), 1000);
+}
+
+async fn audit_written_by_each_mutating_call(store: Arc<dyn Store>) {
+    seed(&store).await;
+    let e = |name: &str| event(name, "root", Some("alice@example.org"), t(1));
+    store
+        .put_policy(&TapPolicy::default(), &e("put_policy"))
+        .await
+        .unwrap();
+    store
+        .apply_sync(
+            &SyncPlan::default(),
+            &[e("apply_sync 1"), e("apply_sync 2")],
+        )
+        .await
+        .unwrap();
+    store
+        .replace_tap(&tap("x", "u-alice", true), &e("replace_tap"))
+        .await
+        .unwrap();
+    store
+        .consume_one_time_tap("x", t(6), &e("consume_one_time_tap"))
+        .await
+        .unwrap();
+    store
+        .delete_tap("u-alice", "x", &e("delete_tap"))
+        .await
+        .unwrap();
+    store
+        .add_method(&method("m", "u-alice", t(1)), &e("add_method"))
+        .await
+        .unwrap();
+    store.update_method_data("m", "new").await.unwrap();
+    store
+        .delete_method("u-alice", "m", &e("delete_method"))
+        .await
+        .unwrap();
+    store.put_sync_status(&SyncStatus::default()).await.unwrap();
+    store.append_audit(&e("append_audit")).await.unwrap();
+
+    let mut recorded = audit_all(&store).await;
+    recorded.reverse();
+    assert_eq!(
+        recorded,
+        [
+            "put_policy",
+            "apply_sync 1",
+            "apply_sync 2",
+            "replace_tap",
+            "consume_one_time_tap",
+            "delete_tap",
+            "add_method",
+            "delete_method",
+            "append_audit",
+        ]
+    );
+}
+
+async fn sync_status_roundtrip(store: Arc<dyn Store>) {
+    assert_eq!(store.sync_status().await.unwrap(), SyncStatus::default());
+    let status = SyncStatus {
+        last_run_started: Some(t(0)),
+        last_run_finished: Some(t(1)),
+        last_run_duration_ms: Some(60_000),
+        last_result: Some("deletionsRefused".to_owned()),
+        last_success: Some(t(-60)),
+        last_error: Some("would delete 40% of users".to_owned()),
+        users_seen: 1200,
+        groups_seen: 40,
+        users_added: 3,
+        users_updated: 2,
+        users_deleted: 0,
+        deletions_refused: 480,
+        next_run: Some(t(5)),
+    };
+    store.put_sync_status(&status).await.unwrap();
+    assert_eq!(store.sync_status().await.unwrap(), status);
+    let later = SyncStatus {
+        last_result: Some("success".to_owned()),
+        ..SyncStatus::default()
+    };
+    store.put_sync_status(&later).await.unwrap();
+    assert_eq!(store.sync_status().await.unwrap(), later);
+}
+
+async fn data_survives_reopen(backend: Backend) {
+    let Backend {
+        store,
+        reopen,
+        _guard,
+    } = backend;
+    seed(&store).await;
+    let policy = TapPolicy {
+        state: PolicyState::Enabled,
+        ..TapPolicy::default()
+    };
+    store
+        .put_policy(&policy, &event("policy", "root", None, t(1)))
+        .await
+        .unwrap();
+    let the_tap = tap("tap-a", "u-alice", true);
+    store
+        .replace_tap(&the_tap, &event("tap", "root", None, t(2)))
+        .await
+        .unwrap();
+    store
+        .consume_one_time_tap("tap-a", t(7), &event("used", "alice", None, t(7)))
+        .await
+        .unwrap();
+    let the_method = method("m-a", "u-alice", t(8));
+    store
+        .add_method(&the_method, &event("method", "alice", None, t(8)))
+        .await
+        .unwrap();
+    let status = SyncStatus {
+        users_seen: 3,
+        ..SyncStatus::default()
+    };
+    store.put_sync_status(&status).await.unwrap();
+    let users = store.users(None).await.unwrap();
+    drop(store);
+
+    let store = reopen().await;
+    assert_eq!(store.policy().await.unwrap(), policy);
+    assert_eq!(store.users(None).await.unwrap(), users);
+    let stored = store.tap_for_user("u-alice").await.unwrap().unwrap();
+    assert_eq!(stored.used_at, Some(t(7)));
+    assert_eq!(stored.code_hash, the_tap.code_hash);
+    assert_eq!(store.methods("u-alice").await.unwrap(), [the_method]);
+    assert_eq!(store.sync_status().await.unwrap(), status);
+    assert_eq!(audit_all(&store).await, ["method", "used", "tap", "policy"]);
+    assert_eq!(store.groups().await.unwrap().len(), 2);
+}
