@@ -12,6 +12,7 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 
+use chrono::SubsecRound;
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -470,7 +471,8 @@ impl AdminSession {
         let user = self.find_user(user_key).await?;
         self.check(AdminAction::CreateTap, activity::TAP_CREATED, Some(&user))
             .await?;
-        let now = self.service.clock.now();
+        // Stores keep microseconds; cut here so the create response and later reads agree.
+        let now = self.service.clock.now().trunc_subsecs(6);
         let current_policy = self.store().policy().await?;
         let terms = policy::creation_terms(&current_policy, request, now)
             .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
@@ -481,7 +483,7 @@ impl AdminSession {
             user_id: user.id.clone(),
             code_hash,
             created: now,
-            start: terms.start,
+            start: terms.start.trunc_subsecs(6),
             lifetime_in_minutes: terms.lifetime_in_minutes,
             is_usable_once: terms.is_usable_once,
             used_at: None,
