@@ -164,32 +164,21 @@ impl Syncer {
         let mut events = Vec::new();
         let by_id: std::collections::HashMap<&str, &crate::model::User> =
             current_users.iter().map(|u| (u.id.as_str(), u)).collect();
-        for id in &plan.delete_user_ids {
+        let revocations = plan
+            .delete_user_ids
+            .iter()
+            .map(|id| (id, activity::TAP_REVOKED_DELETED))
+            .chain(
+                plan.revoke_tap_user_ids
+                    .iter()
+                    .map(|id| (id, activity::TAP_REVOKED_DISABLED)),
+            );
+        for (id, activity) in revocations {
             if self.store.tap_for_user(id).await?.is_some() {
                 let upn = by_id
                     .get(id.as_str())
                     .map(|u| u.user_principal_name.clone());
-                events.push(self.event(
-                    now,
-                    actor,
-                    activity::TAP_REVOKED_DELETED,
-                    upn,
-                    json!({ "userId": id }),
-                ));
-            }
-        }
-        for id in &plan.revoke_tap_user_ids {
-            if self.store.tap_for_user(id).await?.is_some() {
-                let upn = by_id
-                    .get(id.as_str())
-                    .map(|u| u.user_principal_name.clone());
-                events.push(self.event(
-                    now,
-                    actor,
-                    activity::TAP_REVOKED_DISABLED,
-                    upn,
-                    json!({ "userId": id }),
-                ));
+                events.push(self.event(now, actor, activity, upn, json!({ "userId": id })));
             }
         }
         let counts = crate::directory::sync::SyncCounts::of(&current_users, &plan);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -272,6 +272,29 @@ async fn session(service: &Arc<TapService>, peer: &Peer) -> ApiResult<AdminSessi
         .await?)
 }
 
+/// The identified caller's admin session, resolved from SO_PEERCRED before the handler runs;
+/// a caller that can't be identified or holds no role is refused here (403).
+struct Admin(AdminSession);
+
+impl axum::extract::FromRequestParts<Arc<TapService>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        service: &Arc<TapService>,
+    ) -> Result<Self, ApiError> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<Peer>>()
+            .map(|ConnectInfo(peer)| peer.clone())
+            .unwrap_or(Peer {
+                uid: None,
+                pid: None,
+            });
+        Ok(Admin(session(service, &peer).await?))
+    }
+}
+
 /// The raw request body, with size and read errors turned into JSON API errors.
 struct RawBody(Bytes);
 
@@ -298,30 +321,17 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for RawBody {
     }
 }
 
-async fn get_policy(
-    State(s): State<Arc<TapService>>,
-    ConnectInfo(p): ConnectInfo<Peer>,
-) -> ApiResult {
-    let session = session(&s, &p).await?;
+async fn get_policy(Admin(session): Admin) -> ApiResult {
     Ok(Json(graph::policy(&session.policy().await?)).into_response())
 }
 
-async fn patch_policy(
-    State(s): State<Arc<TapService>>,
-    ConnectInfo(p): ConnectInfo<Peer>,
-    RawBody(body): RawBody,
-) -> ApiResult {
+async fn patch_policy(Admin(session): Admin, RawBody(body): RawBody) -> ApiResult {
     let patch: PolicyPatch = parse_body(&body)?;
-    let session = session(&s, &p).await?;
     session.patch_policy(&patch).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn reset_policy(
-    State(s): State<Arc<TapService>>,
-    ConnectInfo(p): ConnectInfo<Peer>,
-) -> ApiResult {
-    let session = session(&s, &p).await?;
+async fn reset_policy(Admin(session): Admin) -> ApiResult {
     session.reset_policy().await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -367,26 +377,22 @@ impl CreateTapBody {
 }
 
 async fn create_tap(
-    State(s): State<Arc<TapService>>,
-    ConnectInfo(p): ConnectInfo<Peer>,
+    Admin(session): Admin,
     user: Result<UrlPath<String>, PathRejection>,
     RawBody(body): RawBody,
 ) -> ApiResult {
     let UrlPath(user) = user?;
     let request = parse_body::<CreateTapBody>(&body)?.into_request()?;
-    let session = session(&s, &p).await?;
     let created = session.create_tap(&user, &request).await?;
     let body = graph::tap(&created.details, Some(created.code.as_str()));
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 async fn list_taps(
-    State(s): State<Arc<TapService>>,
-    ConnectInfo(p): ConnectInfo<Peer>,
+    Admin(session): Admin,
     user: Result<UrlPath<String>, PathRejection>,
 ) -> ApiResult {
     let UrlPath(user) = user?;
-    let session = session(&s, &p).await?;
     let taps = session.taps(&user).await?;
     Ok(Json(graph::collection(
         "#users/authentication/temporaryAccessPassMethods",
@@ -396,43 +402,35 @@ async fn list_taps(
 }
 
 async fn get_tap(
-    State(s): State<Arc<TapService>>,
-    ConnectInfo(p): ConnectInfo<Peer>,
+    Admin(session): Admin,
     path: Result<UrlPath<(String, String)>, PathRejection>,
 ) -> ApiResult {
     let UrlPath((user, id)) = path?;
-    let session = session(&s, &p).await?;
     Ok(Json(graph::tap(&session.tap(&user, &id).await?, None)).into_response())
 }
 
 async fn delete_tap(
-    State(s): State<Arc<TapService>>,
-    ConnectInfo(p): ConnectInfo<Peer>,
+    Admin(session): Admin,
     path: Result<UrlPath<(String, String)>, PathRejection>,
 ) -> ApiResult {
     let UrlPath((user, id)) = path?;
-    let session = session(&s, &p).await?;
     session.delete_tap(&user, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn list_methods(
-    State(s): State<Arc<TapService>>,
-    ConnectInfo(p): ConnectInfo<Peer>,
+    Admin(session): Admin,
     user: Result<UrlPath<String>, PathRejection>,
 ) -> ApiResult {
     let UrlPath(user) = user?;
-    let session = session(&s, &p).await?;
     Ok(Json(graph::methods(&session.methods(&user).await?)).into_response())
 }
 
 async fn delete_method(
-    State(s): State<Arc<TapService>>,
-    ConnectInfo(p): ConnectInfo<Peer>,
+    Admin(session): Admin,
     path: Result<UrlPath<(String, String)>, PathRejection>,
 ) -> ApiResult {
     let UrlPath((user, id)) = path?;
-    let session = session(&s, &p).await?;
     session.delete_method(&user, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -444,12 +442,10 @@ struct UsersQuery {
 }
 
 async fn list_users(
-    State(s): State<Arc<TapService>>,
-    ConnectInfo(p): ConnectInfo<Peer>,
+    Admin(session): Admin,
     query: Result<Query<UsersQuery>, QueryRejection>,
 ) -> ApiResult {
     let Query(query) = query?;
-    let session = session(&s, &p).await?;
     let search = query.search.as_deref().map(|s| s.trim_matches('"'));
     let users = session.users(search.filter(|s| !s.is_empty())).await?;
     Ok(Json(graph::collection(
@@ -460,20 +456,14 @@ async fn list_users(
 }
 
 async fn get_user(
-    State(s): State<Arc<TapService>>,
-    ConnectInfo(p): ConnectInfo<Peer>,
+    Admin(session): Admin,
     user: Result<UrlPath<String>, PathRejection>,
 ) -> ApiResult {
     let UrlPath(user) = user?;
-    let session = session(&s, &p).await?;
     Ok(Json(graph::user_details(&session.user(&user).await?)).into_response())
 }
 
-async fn list_groups(
-    State(s): State<Arc<TapService>>,
-    ConnectInfo(p): ConnectInfo<Peer>,
-) -> ApiResult {
-    let session = session(&s, &p).await?;
+async fn list_groups(Admin(session): Admin) -> ApiResult {
     let groups = session.groups().await?;
     Ok(Json(graph::collection(
         "#groups",
@@ -489,22 +479,13 @@ struct SyncBody {
     allow_deletes: bool,
 }
 
-async fn run_sync(
-    State(s): State<Arc<TapService>>,
-    ConnectInfo(p): ConnectInfo<Peer>,
-    RawBody(body): RawBody,
-) -> ApiResult {
+async fn run_sync(Admin(session): Admin, RawBody(body): RawBody) -> ApiResult {
     let request: SyncBody = parse_body(&body)?;
-    let session = session(&s, &p).await?;
     let status = session.run_sync(request.allow_deletes).await?;
     Ok(Json(graph::sync_status(&status)).into_response())
 }
 
-async fn sync_status(
-    State(s): State<Arc<TapService>>,
-    ConnectInfo(p): ConnectInfo<Peer>,
-) -> ApiResult {
-    let session = session(&s, &p).await?;
+async fn sync_status(Admin(session): Admin) -> ApiResult {
     Ok(Json(graph::sync_status(&session.sync_status().await?)).into_response())
 }
 
@@ -533,8 +514,7 @@ fn parse_time(name: &str, value: &Option<String>) -> ApiResult<Option<crate::mod
 }
 
 async fn audit_logs(
-    State(s): State<Arc<TapService>>,
-    ConnectInfo(p): ConnectInfo<Peer>,
+    Admin(session): Admin,
     query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> ApiResult {
     let Query(q) = query?;
@@ -545,7 +525,6 @@ async fn audit_logs(
         activity: q.activity.clone(),
         limit: q.top.unwrap_or(100).min(1000),
     };
-    let session = session(&s, &p).await?;
     let events = session.audit(&filter).await?;
     Ok(Json(graph::collection(
         "#auditLogs/directoryAudits",
