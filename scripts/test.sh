@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
+# passwd: useradd/groupadd/usermod, for the local accounts the integration tests act as.
 for pkg in passwd; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

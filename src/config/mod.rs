@@ -490,32 +490,39 @@ fn key_kind(schema: &Json, path: &[&str]) -> Option<KeyKind> {
     })
 }
 
-/// Every key of `actual` that the schema does not know, as `path: message` lines.
-fn unknown_keys(schema: &Json, actual: &Json, path: &str, problems: &mut Vec<String>) {
+/// Removes every key of `actual` that the schema does not know, naming each in `problems` as a
+/// `path: message` line. What is left can still be validated, so an unknown key does not hide
+/// the other problems of the file.
+fn remove_unknown_keys(schema: &Json, actual: &mut Json, path: &str, problems: &mut Vec<String>) {
     match (schema, actual) {
         (Json::Object(known), Json::Object(given)) => {
-            for (key, value) in given {
+            let mut unknown = Vec::new();
+            for (key, value) in given.iter_mut() {
                 let child = if path.is_empty() {
                     key.clone()
                 } else {
                     format!("{path}.{key}")
                 };
                 match known.get(key) {
-                    Some(expected) => unknown_keys(expected, value, &child, problems),
+                    Some(expected) => remove_unknown_keys(expected, value, &child, problems),
                     None => {
                         let names: Vec<&str> = known.keys().map(String::as_str).collect();
                         problems.push(format!(
                             "{child}: unknown key (known here: {})",
                             names.join(", ")
                         ));
+                        unknown.push(key.clone());
                     }
                 }
+            }
+            for key in unknown {
+                given.remove(&key);
             }
         }
         (Json::Array(known), Json::Array(given)) => {
             if let Some(element) = known.iter().find(|item| item.is_object()) {
-                for (index, value) in given.iter().enumerate() {
-                    unknown_keys(element, value, &format!("{path}[{index}]"), problems);
+                for (index, value) in given.iter_mut().enumerate() {
+                    remove_unknown_keys(element, value, &format!("{path}[{index}]"), problems);
                 }
             }
         }
@@ -597,19 +604,35 @@ fn load_layers(
     }
     let merged = builder.build().map_err(|err| fail(err.to_string()))?;
 
-    let tree: Json = merged
+    let mut tree: Json = merged
         .clone()
         .try_deserialize()
         .map_err(|err| fail(err.to_string()))?;
     let mut problems = Vec::new();
-    unknown_keys(&schema, &tree, "", &mut problems);
-    if !problems.is_empty() {
-        return Err(ConfigError { problems });
-    }
-    let raw: raw::RawConfig = merged
-        .try_deserialize()
-        .map_err(|err| fail(key_first(&err.to_string())))?;
-    let mut loaded = validate::validate(raw, base_dir, source)?;
+    remove_unknown_keys(&schema, &mut tree, "", &mut problems);
+    // With unknown keys removed, the rest is still validated so every problem is named at once.
+    let known = if problems.is_empty() {
+        merged
+    } else {
+        config::Config::try_from(&tree).map_err(|err| ConfigError {
+            problems: [problems.clone(), vec![err.to_string()]].concat(),
+        })?
+    };
+    let raw: raw::RawConfig = match known.try_deserialize() {
+        Ok(raw) => raw,
+        Err(err) => {
+            problems.push(key_first(&err.to_string()));
+            return Err(ConfigError { problems });
+        }
+    };
+    let mut loaded = match validate::validate(raw, base_dir, source) {
+        Ok(loaded) if problems.is_empty() => loaded,
+        Ok(_) => return Err(ConfigError { problems }),
+        Err(err) => {
+            problems.extend(err.problems);
+            return Err(ConfigError { problems });
+        }
+    };
     warnings.append(&mut loaded.warnings);
     loaded.warnings = warnings;
     Ok(loaded)

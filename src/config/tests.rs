@@ -344,7 +344,42 @@ x = 1
         "unknown key"
     ));
     assert!(has(&problems, "bogus:", "unknown key"));
-    assert_eq!(problems.len(), 4, "{problems:?}");
+    // The misspelt key is gone, so the real one is reported missing too.
+    assert!(has(&problems, "radius.clients[1].secret_file:", "required"));
+    assert_eq!(problems.len(), 5, "{problems:?}");
+}
+
+#[test]
+fn unknown_keys_do_not_hide_other_problems() {
+    let dir = Dir::new();
+    let toml = format!(
+        r#"{MINIMAL}
+[admin]
+socket_grup = "tapd"
+
+[radius]
+listen = ["127.0.0.1:1812"]
+
+[[radius.clients]]
+name = "vpn"
+address = "10.0.0.0/33"
+secret_file = "missing.secret"
+"#
+    );
+    let problems = problems(dir.load(&toml));
+    assert!(
+        has(&problems, "admin.socket_grup:", "unknown key"),
+        "{problems:?}"
+    );
+    assert!(
+        has(&problems, "radius.clients[0].address:", ""),
+        "{problems:?}"
+    );
+    assert!(
+        has(&problems, "radius.clients[0].secret_file:", ""),
+        "{problems:?}"
+    );
+    assert_eq!(problems.len(), 3, "{problems:?}");
 }
 
 #[test]

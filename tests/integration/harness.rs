@@ -1,0 +1,683 @@
+//! The test harness: a real `tapd` on a throwaway directory, the local accounts the tests act
+//! as, and ways to drive the daemon (`tapctl` as any of those accounts, raw HTTP as root).
+//!
+//! [`Tapd::start`] writes a config (SQLite store, admin socket and a generated LDIF directory,
+//! all in a temp dir; no network listener at all), starts `tapd`, reads its stderr and returns
+//! once it logged `listening for admin on PATH` and its first directory sync. Dropping it kills
+//! the daemon; when the test is failing, the daemon's log is printed and the temp dir is kept.
+//! Like lldap's `LLDAPFixture` and hickory's `TestServer`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use hyper::{Method, StatusCode};
+use serde_json::Value;
+use tapd::admin::client::{AdminClient, ClientError};
+
+/// The Unix group of every test account; the admin socket is given to it.
+pub const GROUP: &str = "tapit";
+
+/// Local accounts the tests act as. Each but `tapit-nobody` has a directory user of the same
+/// name (see [`DIRECTORY_USERS`]).
+pub const LOCAL_ACCOUNTS: [&str; 7] = [
+    "tapit-ga",
+    "tapit-pa",
+    "tapit-aa",
+    "tapit-pol",
+    "tapit-rd",
+    "tapit-mem",
+    "tapit-nobody",
+];
+
+/// Directory users of the generated LDIF and the groups each is a direct member of.
+pub const DIRECTORY_USERS: &[(&str, &[&str])] = &[
+    ("tapit-ga", &["tapit-global-admins"]),
+    ("tapit-pa", &["tapit-priv-auth-admins"]),
+    ("tapit-aa", &["tapit-auth-admins"]),
+    ("tapit-pol", &["tapit-policy-admins"]),
+    ("tapit-rd", &["tapit-readers"]),
+    ("tapit-mem", &["tapit-users"]),
+    ("tapit-m1", &["tapit-users"]),
+    ("tapit-m2", &["tapit-users"]),
+    ("tapit-out", &["tapit-users", "tapit-excluded"]),
+    ("tapit-w0", &["tapit-users"]),
+    ("tapit-w1", &["tapit-users"]),
+    ("tapit-w2", &["tapit-users"]),
+    ("tapit-w3", &["tapit-users"]),
+];
+
+/// `[admin.roles]` of the generated config: role → the group granting it.
+const ROLE_GROUPS: [(&str, &str); 5] = [
+    ("global_administrator", "tapit-global-admins"),
+    (
+        "privileged_authentication_administrator",
+        "tapit-priv-auth-admins",
+    ),
+    ("authentication_administrator", "tapit-auth-admins"),
+    ("authentication_policy_administrator", "tapit-policy-admins"),
+    ("global_reader", "tapit-readers"),
+];
+
+/// Mail domain of the directory users: `tapit-m1` is `tapit-m1@example.test`.
+pub const DOMAIN: &str = "example.test";
+
+const BASE_DN: &str = "dc=example,dc=test";
+
+/// The TAP policy resource.
+pub const POLICY_PATH: &str =
+    "/v1/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/temporaryAccessPass";
+
+/// Longest wait for the daemon to come up or go down.
+const DAEMON_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest a single `tapctl` run or API call may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The user principal name of directory user `name`.
+pub fn upn(name: &str) -> String {
+    format!("{name}@{DOMAIN}")
+}
+
+/// The admin API path of `user`'s TAPs.
+pub fn taps_path(user: &str) -> String {
+    format!("/v1/users/{user}/authentication/temporaryAccessPassMethods")
+}
+
+/// Who runs a command against the socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Who {
+    /// uid 0: the break-glass global administrator.
+    Root,
+    /// One of [`LOCAL_ACCOUNTS`].
+    Local(&'static str),
+}
+
+/// The test accounts as they exist on this machine.
+#[derive(Debug)]
+pub struct LocalAccounts {
+    /// gid of [`GROUP`].
+    pub gid: u32,
+    /// uid of each of [`LOCAL_ACCOUNTS`].
+    pub uids: BTreeMap<&'static str, u32>,
+}
+
+impl LocalAccounts {
+    /// The uid of a test account.
+    pub fn uid(&self, name: &str) -> u32 {
+        *self
+            .uids
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} is not one of the test accounts"))
+    }
+}
+
+/// Creates (once per test binary, reusing what exists) the group and the local accounts.
+/// Panics with a message saying what to do when not root or when a tool is missing.
+pub fn local_accounts() -> &'static LocalAccounts {
+    static ACCOUNTS: OnceLock<Result<LocalAccounts, String>> = OnceLock::new();
+    match ACCOUNTS.get_or_init(create_local_accounts) {
+        Ok(accounts) => accounts,
+        Err(message) => panic!("{message}"),
+    }
+}
+
+fn system_tool(name: &str) -> Result<PathBuf, String> {
+    ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|path| path.exists())
+        .ok_or_else(|| {
+            format!(
+                "{name} is missing: install the Debian package `passwd` \
+                 (run `sudo scripts/test.sh`, which installs what the tests need)"
+            )
+        })
+}
+
+fn run_tool(tool: &str, args: &[&str]) -> Result<(), String> {
+    let path = system_tool(tool)?;
+    let output = Command::new(&path)
+        .args(args)
+        .output()
+        .map_err(|e| format!("can't run {}: {e}", path.display()))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{tool} {} failed ({}): {}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+fn create_local_accounts() -> Result<LocalAccounts, String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(
+            "the integration tests must run as root: they create local accounts \
+                    (tapit-*) and run tapctl as each of them against a real tapd; \
+                    run `sudo scripts/test.sh`"
+                .into(),
+        );
+    }
+    let group_lookup = || {
+        nix::unistd::Group::from_name(GROUP)
+            .map_err(|e| format!("can't look up group {GROUP}: {e}"))
+    };
+    let group = match group_lookup()? {
+        Some(group) => group,
+        None => {
+            run_tool("groupadd", &["--system", GROUP])?;
+            group_lookup()?.ok_or_else(|| format!("groupadd did not create {GROUP}"))?
+        }
+    };
+    let mut uids = BTreeMap::new();
+    for name in LOCAL_ACCOUNTS {
+        let lookup =
+            || nix::unistd::User::from_name(name).map_err(|e| format!("can't look up {name}: {e}"));
+        let user = match lookup()? {
+            Some(user) => {
+                if user.gid != group.gid && !group.mem.iter().any(|m| m == name) {
+                    run_tool("usermod", &["--append", "--groups", GROUP, name])?;
+                }
+                user
+            }
+            None => {
+                run_tool(
+                    "useradd",
+                    &[
+                        "--system",
+                        "--no-create-home",
+                        "--shell",
+                        "/usr/sbin/nologin",
+                        "--gid",
+                        GROUP,
+                        name,
+                    ],
+                )?;
+                lookup()?.ok_or_else(|| format!("useradd did not create {name}"))?
+            }
+        };
+        uids.insert(name, user.uid.as_raw());
+    }
+    Ok(LocalAccounts {
+        gid: group.gid.as_raw(),
+        uids,
+    })
+}
+
+/// The generated test directory.
+fn directory_ldif() -> String {
+    let mut ldif = format!(
+        "version: 1\n\n\
+         dn: {BASE_DN}\nobjectClass: top\nobjectClass: dcObject\nobjectClass: organization\n\
+         o: tapd integration tests\ndc: example\n\n\
+         dn: ou=people,{BASE_DN}\nobjectClass: top\nobjectClass: organizationalUnit\nou: people\n\n\
+         dn: ou=groups,{BASE_DN}\nobjectClass: top\nobjectClass: organizationalUnit\nou: groups\n\n"
+    );
+    let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (index, (name, member_of)) in DIRECTORY_USERS.iter().enumerate() {
+        ldif.push_str(&format!(
+            "dn: uid={name},ou=people,{BASE_DN}\n\
+             objectClass: top\nobjectClass: person\nobjectClass: organizationalPerson\n\
+             objectClass: inetOrgPerson\n\
+             entryUUID: 5e1f0000-0000-4000-8000-{:012}\n\
+             uid: {name}\ncn: {name}\nsn: Test\ndisplayName: Test user {name}\n\
+             mail: {}\n\n",
+            index + 1,
+            upn(name)
+        ));
+        for group in *member_of {
+            groups.entry(group).or_default().push(name);
+        }
+    }
+    for (index, (group, members)) in groups.iter().enumerate() {
+        ldif.push_str(&format!(
+            "dn: cn={group},ou=groups,{BASE_DN}\nobjectClass: top\nobjectClass: groupOfNames\n\
+             entryUUID: 5e1f0000-0000-4000-9000-{:012}\ncn: {group}\n",
+            index + 1
+        ));
+        for member in members {
+            ldif.push_str(&format!("member: uid={member},ou=people,{BASE_DN}\n"));
+        }
+        ldif.push('\n');
+    }
+    ldif
+}
+
+fn config_toml(root: &Path) -> String {
+    let root = root.display();
+    let roles: String = ROLE_GROUPS
+        .iter()
+        .map(|(role, group)| format!("{role} = [\"{group}\"]\n"))
+        .collect();
+    format!(
+        "# Written by the integration test harness: admin socket only, no network listener.\n\
+         [store]\nurl = \"sqlite://{root}/tapd.db\"\n\n\
+         [directory]\nurl = \"file:{root}/directory.ldif\"\npreset = \"openldap\"\n\
+         base_dn = \"{BASE_DN}\"\nsync_interval = \"1h\"\n\n\
+         [admin]\nsocket = \"{root}/admin.sock\"\nsocket_group = \"{GROUP}\"\n\
+         root_is_global_administrator = true\n\n\
+         [admin.roles]\n{roles}\n\
+         [log]\nlevel = \"info\"\nformat = \"stderr\"\n\n\
+         [metrics]\nenabled = false\n"
+    )
+}
+
+/// What a finished command printed and how it ended.
+#[derive(Debug)]
+pub struct CommandRun {
+    /// What ran, for messages.
+    pub what: String,
+    /// How it ended.
+    pub status: ExitStatus,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl CommandRun {
+    /// The exit code (`None` when killed by a signal).
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    /// Asserts exit 0 and returns stdout.
+    #[track_caller]
+    pub fn ok(&self) -> &str {
+        assert_eq!(self.code(), Some(0), "{} failed:\n{self}", self.what);
+        &self.stdout
+    }
+
+    /// Asserts exit 0 and parses stdout as JSON.
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        let stdout = self.ok();
+        serde_json::from_str(stdout)
+            .unwrap_or_else(|e| panic!("{} did not print JSON ({e}):\n{self}", self.what))
+    }
+
+    /// Asserts that the daemon refused with 403 and that the server's message was printed.
+    #[track_caller]
+    pub fn forbidden(&self, message: &str) {
+        self.refused("403", message);
+    }
+
+    /// Asserts exit 1 with `status` (e.g. "403") and `message` on stderr.
+    #[track_caller]
+    pub fn refused(&self, status: &str, message: &str) {
+        assert_eq!(self.code(), Some(1), "{} should fail:\n{self}", self.what);
+        assert!(
+            self.stderr.contains(status) && self.stderr.contains(message),
+            "{}: expected {status} with {message:?} on stderr:\n{self}",
+            self.what
+        );
+        assert!(
+            self.stdout.trim().is_empty(),
+            "{} printed on stdout although refused:\n{self}",
+            self.what
+        );
+    }
+}
+
+impl std::fmt::Display for CommandRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "  {}\n  status: {}\n  stdout:\n{}\n  stderr:\n{}",
+            self.what, self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `command` to completion within [`COMMAND_TIMEOUT`] (killing it and failing past that).
+pub fn run_bounded(command: &mut Command, what: String) -> CommandRun {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("can't start {what}: {e}"));
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                text = String::from_utf8_lossy(&bytes).into_owned();
+            }
+            text
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {COMMAND_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    CommandRun {
+        what,
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}
+
+/// Lines the daemon wrote to stderr, shared with the thread reading them.
+#[derive(Default)]
+struct DaemonLog {
+    lines: Mutex<Vec<String>>,
+    changed: Condvar,
+}
+
+/// A running (or stopped) `tapd` on its own temp directory.
+pub struct Tapd {
+    dir: Option<tempfile::TempDir>,
+    root: PathBuf,
+    /// The admin socket.
+    pub socket: PathBuf,
+    /// The config file.
+    pub config: PathBuf,
+    tapctl: PathBuf,
+    child: Option<Child>,
+    log: Arc<DaemonLog>,
+    runs: usize,
+}
+
+impl Tapd {
+    /// Creates the test accounts, writes config and directory, starts the daemon and waits
+    /// until it serves the admin socket with the directory synced.
+    pub fn start() -> Tapd {
+        local_accounts();
+        // Other local accounts must reach the socket and run the copied tapctl: use a temp
+        // dir whose ancestors everyone may traverse, and open it up (0755).
+        let dir = tempfile::Builder::new()
+            .prefix("tapd-it-")
+            .tempdir_in(traversable_temp_dir())
+            .expect("temp dir");
+        let root = dir.path().to_path_buf();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(root.join("directory.ldif"), directory_ldif()).unwrap();
+        let config = root.join("tapd.toml");
+        std::fs::write(&config, config_toml(&root)).unwrap();
+        let tapctl = root.join("tapctl");
+        std::fs::copy(env!("CARGO_BIN_EXE_tapctl"), &tapctl).unwrap();
+        std::fs::set_permissions(&tapctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut tapd = Tapd {
+            socket: root.join("admin.sock"),
+            dir: Some(dir),
+            root,
+            config,
+            tapctl,
+            child: None,
+            log: Arc::default(),
+            runs: 0,
+        };
+        tapd.launch();
+        tapd
+    }
+
+    /// Starts the daemon again on the same directory (after [`Tapd::kill9`] or
+    /// [`Tapd::terminate`]) and waits until it is ready.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "tapd is still running");
+        self.launch();
+    }
+
+    fn launch(&mut self) {
+        self.runs += 1;
+        let first_line = {
+            let mut lines = self.log.lines.lock().unwrap();
+            lines.push(format!("==== tapd run {} ====", self.runs));
+            lines.len()
+        };
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tapd"))
+            .arg("--config")
+            .arg(&self.config)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .current_dir(&self.root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tapd");
+        let stderr = child.stderr.take().expect("tapd stderr");
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                log.lines.lock().unwrap().push(line);
+                log.changed.notify_all();
+            }
+            log.lines
+                .lock()
+                .unwrap()
+                .push("==== tapd stderr closed ====".into());
+            log.changed.notify_all();
+        });
+        self.child = Some(child);
+        let listening = format!("listening for admin on {}", self.socket.display());
+        self.wait_for_log(first_line, &listening, |line| line.contains(&listening));
+        // The first sync's summary ("directory sync from …: 13 users, 7 groups; …").
+        self.wait_for_log(first_line, "the first directory sync", |line| {
+            line.contains("directory sync from ") && line.contains(" users, ")
+        });
+    }
+
+    /// Waits until a line matching `found` appears at or after line `from`; fails with the
+    /// log if the daemon exits or the time is up.
+    fn wait_for_log(&mut self, from: usize, what: &str, found: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + DAEMON_TIMEOUT;
+        let mut lines = self.log.lines.lock().unwrap();
+        loop {
+            if lines.iter().skip(from).any(|line| found(line)) {
+                return;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|child| child.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                panic!(
+                    "tapd exited ({status}) before logging {what:?}:\n{}",
+                    lines.join("\n")
+                );
+            }
+            let now = Instant::now();
+            if now > deadline {
+                panic!(
+                    "tapd did not log {what:?} within {DAEMON_TIMEOUT:?}:\n{}",
+                    lines.join("\n")
+                );
+            }
+            let wait = (deadline - now).min(Duration::from_millis(50));
+            lines = self.log.changed.wait_timeout(lines, wait).unwrap().0;
+        }
+    }
+
+    /// Everything the daemon logged so far (all runs).
+    pub fn log_text(&self) -> String {
+        self.log.lines.lock().unwrap().join("\n")
+    }
+
+    /// `kill -9`: no cleanup at all, as in a crash or power cut of the process.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("tapd is not running");
+        child.kill().expect("SIGKILL tapd");
+        let status = child.wait().expect("wait for tapd");
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "tapd ended by {status}, not SIGKILL"
+        );
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the daemon to exit; returns how it ended.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("tapd is not running");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM tapd");
+        let deadline = Instant::now() + DAEMON_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("tapd did not stop within {DAEMON_TIMEOUT:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Runs the copied `tapctl` as `who` with `args` (the socket is passed for it).
+    pub fn tapctl(&self, who: Who, args: &[&str]) -> CommandRun {
+        let mut command = Command::new(&self.tapctl);
+        command
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .current_dir(&self.root);
+        if let Who::Local(name) = who {
+            let accounts = local_accounts();
+            // Setting the uid from root makes std drop every supplementary group first
+            // (setgroups(0)), so the child holds exactly `name`'s uid and the tapit gid.
+            command.uid(accounts.uid(name)).gid(accounts.gid);
+        }
+        let who_text = match who {
+            Who::Root => "root".to_owned(),
+            Who::Local(name) => name.to_owned(),
+        };
+        run_bounded(
+            &mut command,
+            format!("tapctl {} (as {who_text})", args.join(" ")),
+        )
+    }
+
+    /// One HTTP request on the admin socket as root (a fresh connection each time).
+    pub fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Value), ClientError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let socket = self.socket.clone();
+        let path = path.to_owned();
+        runtime.block_on(async move {
+            tokio::time::timeout(COMMAND_TIMEOUT, async {
+                let mut client = AdminClient::connect(&socket).await?;
+                client.raw(method, &path, body).await
+            })
+            .await
+            .unwrap_or_else(|_| panic!("admin API call did not finish within {COMMAND_TIMEOUT:?}"))
+        })
+    }
+
+    /// Like [`Tapd::raw`] with a JSON body; a transport failure fails the test.
+    #[track_caller]
+    pub fn api(&self, method: Method, path: &str, body: Option<&Value>) -> (StatusCode, Value) {
+        let body = body.map(|b| b.to_string().into_bytes());
+        let what = format!("{method} {path}");
+        self.raw(method, path, body)
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
+    }
+
+    /// GET as root, asserting 200.
+    #[track_caller]
+    pub fn get(&self, path: &str) -> Value {
+        let (status, body) = self.api(Method::GET, path, None);
+        assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
+        body
+    }
+
+    /// Audit events (newest first), up to 1000.
+    pub fn audit(&self) -> Vec<Value> {
+        let body = self.get("/v1/auditLogs?$top=1000");
+        body["value"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for Tapd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            let kept = self.dir.take().map(tempfile::TempDir::keep);
+            eprintln!(
+                "==== tapd log (files kept in {}) ====\n{}\n==== end of tapd log ====",
+                kept.as_deref().unwrap_or(&self.root).display(),
+                self.log_text()
+            );
+        }
+    }
+}
+
+/// A temp dir every local account may traverse: `$TMPDIR` when that is so, else `/tmp`.
+fn traversable_temp_dir() -> PathBuf {
+    let candidate = std::env::temp_dir();
+    let everyone_may_enter = candidate.ancestors().all(|dir| {
+        std::fs::metadata(dir)
+            .map(|m| m.permissions().mode() & 0o001 != 0)
+            .unwrap_or(false)
+    });
+    if everyone_may_enter {
+        candidate
+    } else {
+        PathBuf::from("/tmp")
+    }
+}
+
+/// Reads a string field of a JSON object, failing with the object when absent.
+#[track_caller]
+pub fn str_field<'a>(value: &'a Value, key: &str) -> &'a str {
+    value[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key} is not a string in {value:#}"))
+}
+
+/// Parses the `key   value` lines `tapctl` prints for one object.
+pub fn fields(table: &str) -> BTreeMap<String, String> {
+    table
+        .lines()
+        .filter_map(|line| {
+            let (key, value) = line.split_once(char::is_whitespace)?;
+            (!key.is_empty()).then(|| (key.to_owned(), value.trim().to_owned()))
+        })
+        .collect()
+}
