@@ -302,13 +302,27 @@ impl TapService {
         target: Option<&str>,
         message: &str,
     ) {
+        self.audit_failure(actor, source, activity, target, "forbidden", message)
+            .await;
+    }
+
+    /// Records (store and journal) an admin action that was refused or failed validation.
+    async fn audit_failure(
+        &self,
+        actor: &str,
+        source: &str,
+        activity: &str,
+        target: Option<&str>,
+        reason_code: &str,
+        message: &str,
+    ) {
         let event = NewAuditEvent {
             time: self.clock.now(),
             actor: actor.to_owned(),
             activity: activity.to_owned(),
             target: target.map(str::to_owned),
             result: AuditResult::Failure,
-            reason_code: Some("forbidden".to_owned()),
+            reason_code: Some(reason_code.to_owned()),
             channel: Channel::Admin,
             source_address: Some(source.to_owned()),
             details: json!({ "message": message }),
@@ -408,6 +422,27 @@ impl AdminSession {
         Ok(())
     }
 
+    /// Audits an action refused for bad input and returns the error for the caller.
+    async fn invalid(
+        &self,
+        activity: &str,
+        target: Option<&User>,
+        reason_code: &str,
+        message: String,
+    ) -> ServiceError {
+        self.service
+            .audit_failure(
+                &self.actor_name,
+                &self.source,
+                activity,
+                target.map(|u| u.user_principal_name.as_str()),
+                reason_code,
+                &message,
+            )
+            .await;
+        ServiceError::BadRequest(message)
+    }
+
     async fn find_user(&self, key: &str) -> Result<User> {
         self.store().user(key).await?.ok_or_else(|| {
             ServiceError::NotFound(format!("user {key:?} was not found in the directory"))
@@ -432,8 +467,19 @@ impl AdminSession {
         self.check(AdminAction::EditPolicy, activity::POLICY_UPDATED, None)
             .await?;
         let current = self.store().policy().await?;
-        let updated = policy::apply_patch(&current, patch)
-            .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+        let updated = match policy::apply_patch(&current, patch) {
+            Ok(updated) => updated,
+            Err(e) => {
+                return Err(self
+                    .invalid(
+                        activity::POLICY_UPDATED,
+                        None,
+                        "invalid_policy",
+                        e.to_string(),
+                    )
+                    .await)
+            }
+        };
         let event = self.event(
             activity::POLICY_UPDATED,
             None,
@@ -474,8 +520,14 @@ impl AdminSession {
         // Stores keep microseconds; cut here so the create response and later reads agree.
         let now = self.service.clock.now().trunc_subsecs(6);
         let current_policy = self.store().policy().await?;
-        let terms = policy::creation_terms(&current_policy, request, now)
-            .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+        let terms = match policy::creation_terms(&current_policy, request, now) {
+            Ok(terms) => terms,
+            Err(e) => {
+                return Err(self
+                    .invalid(activity::TAP_CREATED, Some(&user), e.code(), e.to_string())
+                    .await)
+            }
+        };
         let code = tapcode::generate(current_policy.default_length);
         let code_hash = self.service.hasher.hash(code.clone()).await?;
         let tap = StoredTap {
