@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 need=()
 # passwd: useradd/groupadd/usermod, for the local accounts the integration tests act as.
-for pkg in passwd; do
+# freeradius-utils: radclient, the real RADIUS client of tests/radius; curl: the federation tests.
+for pkg in passwd freeradius-utils curl; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -19,8 +19,11 @@ use crate::config::{Config, DirectorySource as DirectoryConfig, StoreUrl};
 use crate::directory::ldif::LdifDirectory;
 use crate::directory::sync::DeletionGuard;
 use crate::directory::DirectorySource;
+use crate::federation::{self, FederationState};
 use crate::policy::{AdminRole, RoleMapping};
+use crate::radius::{RadiusCounters, RadiusHandler, RadiusSettings, ReplyCacheConfig};
 use crate::service::{ServiceSettings, TapService};
+use crate::signin::{SignIn, SignInSettings};
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 use crate::sync::{SyncOptions, Syncer};
@@ -121,7 +124,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = open_store(&config).await?;
     let directory = open_directory(&config)?;
-    let service = build_service(&config, store, directory, clock)?;
+    let service = build_service(&config, store, directory.clone(), clock)?;
+    let signin = build_signin(&config, &service, directory)?;
 
     let shutdown = CancellationToken::new();
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
@@ -141,6 +145,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
                 .context("admin API server failed")
         });
     }
+    let front_ends = start_front_ends(&config, signin, &mut tasks, &shutdown).await?;
     {
         let syncer = service.syncer().clone();
         let shutdown = shutdown.clone();
@@ -159,7 +164,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         tokio::select! {
             _ = sigterm.recv() => { log::info!("SIGTERM received, stopping"); break; }
             _ = sigint.recv() => { log::info!("SIGINT received, stopping"); break; }
-            _ = sighup.recv() => reload(&config_path, &service),
+            _ = sighup.recv() => reload(&config_path, &service, &front_ends),
             finished = tasks.join_next() => {
                 match finished {
                     Some(Ok(Ok(()))) | None => failure = Some(anyhow::anyhow!("a service loop stopped unexpectedly")),
@@ -195,11 +200,12 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
 
 /// Re-reads the configuration and applies what can change without a restart. An invalid new
 /// configuration is refused and the running one stays.
-fn reload(config_path: &Path, service: &TapService) {
+fn reload(config_path: &Path, service: &TapService, front_ends: &FrontEnds) {
     match crate::config::load(config_path) {
         Ok(loaded) => {
             crate::logging::set_level(loaded.config.log.level);
             service.update_settings(service_settings(&loaded.config));
+            front_ends.reload(&loaded.config);
             log::info!("configuration reloaded from {}", config_path.display());
         }
         Err(e) => {
@@ -237,4 +243,142 @@ fn remove_socket(path: &Path) {
             log::warn!("could not remove the admin socket {}: {e}", path.display());
         }
     }
+}
+
+/// Sign-in settings taken from the configuration (also applied on reload).
+pub fn signin_settings(config: &Config) -> SignInSettings {
+    SignInSettings {
+        public_url: config
+            .web
+            .public_url
+            .as_ref()
+            .map(|url| url.as_str().to_owned())
+            .unwrap_or_default(),
+        max_failures: config.security.sign_in_max_failures,
+        failure_window: config.security.sign_in_failure_window,
+        cooldown: config.security.sign_in_cooldown,
+    }
+}
+
+/// Builds the sign-in decision shared by RADIUS and federation.
+pub fn build_signin(
+    config: &Config,
+    service: &TapService,
+    directory: Arc<dyn DirectorySource>,
+) -> anyhow::Result<Arc<SignIn>> {
+    let signin = SignIn::new(
+        service.store().clone(),
+        directory,
+        service.hasher().clone(),
+        service.clock().clone(),
+        signin_settings(config),
+    )
+    .context("while preparing the sign-in service")?;
+    Ok(Arc::new(signin))
+}
+
+/// The running RADIUS and federation front ends, kept for reloads.
+struct FrontEnds {
+    signin: Arc<SignIn>,
+    radius: Option<Arc<RadiusHandler>>,
+    federation: Option<Arc<FederationState>>,
+}
+
+impl FrontEnds {
+    /// Applies what can change without a restart: clients, reply attributes, relying
+    /// parties, throttle settings, the public URL. New listen addresses need a restart.
+    fn reload(&self, config: &Config) {
+        if let Err(e) = self.signin.update_settings(signin_settings(config)) {
+            log::error!("sign-in settings not reloaded: {e}");
+        }
+        if let Some(radius) = &self.radius {
+            match RadiusSettings::from_config(&config.radius) {
+                Ok(settings) => radius.update_settings(settings),
+                Err(e) => log::error!("RADIUS settings not reloaded: {e}"),
+            }
+        }
+        if let Some(federation) = &self.federation {
+            federation.update_relying_parties(&config.federation.relying_parties);
+        }
+    }
+}
+
+/// Binds the RADIUS sockets and the federation listener, logs `listening for …`, and
+/// spawns their loops into `tasks`.
+async fn start_front_ends(
+    config: &Config,
+    signin: Arc<SignIn>,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<FrontEnds> {
+    let mut front_ends = FrontEnds {
+        signin: signin.clone(),
+        radius: None,
+        federation: None,
+    };
+    if config.radius.is_enabled() {
+        let settings = RadiusSettings::from_config(&config.radius)
+            .context("while preparing the RADIUS clients")?;
+        let mut sockets = Vec::new();
+        for addr in &config.radius.listen {
+            let socket = crate::radius::server::bind(*addr)
+                .with_context(|| format!("while binding the RADIUS socket {addr}"))?;
+            sockets.push(socket);
+        }
+        let handler = Arc::new(RadiusHandler::new(
+            settings,
+            signin.clone(),
+            ReplyCacheConfig::default(),
+            Arc::new(RadiusCounters::default()),
+        ));
+        front_ends.radius = Some(handler.clone());
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            crate::radius::server::serve(handler, sockets, shutdown)
+                .await
+                .context("RADIUS server failed")
+        });
+    }
+
+    // The federation endpoint has its own listener, or else shares the web listener. Until
+    // the web site (with HTTPS) lands, it is served as plain HTTP, and only where that is
+    // allowed: loopback, no TLS configured, or a TLS proxy in front.
+    let (addr, what) = match (config.federation.listen, config.web.listen) {
+        (Some(addr), _) => (addr, "federation"),
+        (None, Some(addr)) => (addr, "web"),
+        (None, None) => return Ok(front_ends),
+    };
+    let plain_allowed = config.web.tls.is_none()
+        || config.web.behind_tls_proxy
+        || (what == "federation" && addr.ip().is_loopback());
+    if !plain_allowed {
+        log::warn!(
+            "the federation endpoint is not served on {addr}: HTTPS listeners are not part of this build yet"
+        );
+        return Ok(front_ends);
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("while binding the {what} listener {addr}"))?;
+    let local = listener
+        .local_addr()
+        .with_context(|| format!("while reading the address of the {what} listener"))?;
+    log::info!("listening for {what} on {local}");
+    if config.federation.relying_parties.is_empty() {
+        log::warn!(
+            "no [[federation.relying_parties]] configured: every federation request is refused"
+        );
+    }
+    let state = Arc::new(FederationState::new(
+        signin,
+        &config.federation.relying_parties,
+    ));
+    front_ends.federation = Some(state.clone());
+    let shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        federation::serve(listener, state, shutdown)
+            .await
+            .context("federation server failed")
+    });
+    Ok(front_ends)
 }

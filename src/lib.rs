@@ -8,7 +8,11 @@
 //! - `directory`: directory sources (LDIF file, LDAP) and the sync plan;
 //! - `service`: the TAP/admin service every front end calls;
 //! - `admin`: the HTTP admin API on a Unix socket, and its client used by `tapctl`;
-//! - `radius`: the sans-io RADIUS protocol core (validation, replies, reply cache);
+//! - `signin`: the RADIUS / federation credential decision (password accepted, TAP refused
+//!   and never consumed), with throttling and audit;
+//! - `radius`: the sans-io RADIUS protocol core (validation, replies, reply cache), the
+//!   request handler and the UDP loop;
+//! - `federation`: the federation-adapter HTTP endpoint;
 //! - `config`: file + environment configuration, validated once;
 //! - `daemon`: wiring, signals, shutdown.
 #![forbid(unsafe_code)]
@@ -19,11 +23,13 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod directory;
+pub mod federation;
 pub mod logging;
 pub mod model;
 pub mod policy;
 pub mod radius;
 pub mod service;
+pub mod signin;
 pub mod store;
 pub mod sync;
 pub mod tapcode;

@@ -309,6 +309,20 @@ pub struct RadiusConfig {
     pub directory_unavailable: DirectoryUnavailable,
     /// Known clients (unique names, distinct networks).
     pub clients: Vec<RadiusClient>,
+    /// Attributes an Access-Accept carries for members of a group, in file order.
+    pub reply_attributes: Vec<ReplyAttributeRule>,
+}
+
+/// One `[[radius.reply_attributes]]` entry: at least one of `class` and `filter_id`, each 1
+/// to 253 bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyAttributeRule {
+    /// The group (DN, cn or id) whose members (nested membership counts) get the attributes.
+    pub group: String,
+    /// Class value.
+    pub class: Option<String>,
+    /// Filter-Id value.
+    pub filter_id: Option<String>,
 }
 
 impl RadiusConfig {
@@ -423,6 +437,13 @@ pub struct MetricsConfig {
 pub struct SecurityConfig {
     /// Argon2 hashes computed at once (≥ 1).
     pub argon2_max_concurrent: usize,
+    /// Failed RADIUS / federation sign-ins of one user within `sign_in_failure_window`
+    /// after which the user is throttled (≥ 1).
+    pub sign_in_max_failures: u32,
+    /// Window in which failures are counted (> 0).
+    pub sign_in_failure_window: Duration,
+    /// How long a throttled user is rejected without a directory check (> 0).
+    pub sign_in_cooldown: Duration,
 }
 
 /// Loads and validates the config file at `path` with overrides from this process's

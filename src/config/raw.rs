@@ -201,6 +201,9 @@ pub struct RawRadius {
     pub directory_unavailable: String,
     /// `[[radius.clients]]`.
     pub clients: Vec<RawRadiusClient>,
+    /// `[[radius.reply_attributes]]`: attributes added to an Access-Accept for members of a
+    /// group.
+    pub reply_attributes: Vec<RawReplyAttribute>,
 }
 
 impl Default for RawRadius {
@@ -209,8 +212,22 @@ impl Default for RawRadius {
             listen: Vec::new(),
             directory_unavailable: "drop".into(),
             clients: Vec::new(),
+            reply_attributes: Vec::new(),
         }
     }
+}
+
+/// One `[[radius.reply_attributes]]` entry: what an Access-Accept carries for members of
+/// `group` (directly or through nested groups).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawReplyAttribute {
+    /// The group (DN, cn or id) whose members get these attributes. Required.
+    pub group: String,
+    /// Class (RFC 2865 §5.25), 1 to 253 bytes, echoed by the NAS in accounting.
+    pub class: Option<String>,
+    /// Filter-Id (RFC 2865 §5.11), 1 to 253 bytes, naming a filter list on the NAS.
+    pub filter_id: Option<String>,
 }
 
 /// One `[[radius.clients]]` entry.
@@ -318,11 +335,30 @@ impl Default for RawMetrics {
 }
 
 /// `[security]`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawSecurity {
     /// Argon2 hashes computed at once (each takes ~19 MiB); default: the number of CPUs.
     pub argon2_max_concurrent: Option<u32>,
+    /// Failed RADIUS / federation sign-ins of one user, within `sign_in_failure_window`,
+    /// after which further attempts are rejected without asking the directory for
+    /// `sign_in_cooldown`. Keep it below the directory's lockout threshold. Default 5.
+    pub sign_in_max_failures: u32,
+    /// The window in which failures are counted. Default `5m`.
+    pub sign_in_failure_window: String,
+    /// How long a throttled user is rejected without a directory check. Default `60s`.
+    pub sign_in_cooldown: String,
+}
+
+impl Default for RawSecurity {
+    fn default() -> Self {
+        Self {
+            argon2_max_concurrent: None,
+            sign_in_max_failures: 5,
+            sign_in_failure_window: "5m".into(),
+            sign_in_cooldown: "60s".into(),
+        }
+    }
 }
 
 impl RawConfig {
@@ -331,6 +367,10 @@ impl RawConfig {
     pub fn schema_example() -> Self {
         let mut example = Self::default();
         example.radius.clients.push(RawRadiusClient::default());
+        example
+            .radius
+            .reply_attributes
+            .push(RawReplyAttribute::default());
         example
             .federation
             .relying_parties

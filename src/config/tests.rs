@@ -920,3 +920,105 @@ fn missing_config_file_names_the_path() {
     assert!(err.problems[0].contains("/nonexistent/tapd.toml"));
     assert!(err.problems[0].contains("No such file"));
 }
+
+#[test]
+fn radius_reply_attributes_and_sign_in_throttle() {
+    let dir = Dir::new();
+    let config = dir
+        .load(&format!(
+            r#"{MINIMAL}
+[[radius.reply_attributes]]
+group = "vpn-users"
+class = "vpn"
+filter_id = "vpn-acl"
+
+[[radius.reply_attributes]]
+group = "cn=staff,ou=groups,dc=example,dc=org"
+filter_id = "staff"
+
+[security]
+sign_in_max_failures = 3
+sign_in_failure_window = "2m"
+sign_in_cooldown = "30s"
+"#
+        ))
+        .unwrap()
+        .config;
+    let rules = &config.radius.reply_attributes;
+    assert_eq!(rules.len(), 2);
+    assert_eq!(rules[0].group, "vpn-users");
+    assert_eq!(rules[0].class.as_deref(), Some("vpn"));
+    assert_eq!(rules[0].filter_id.as_deref(), Some("vpn-acl"));
+    assert_eq!(rules[1].class, None);
+    assert_eq!(config.security.sign_in_max_failures, 3);
+    assert_eq!(
+        config.security.sign_in_failure_window,
+        Duration::from_secs(120)
+    );
+    assert_eq!(config.security.sign_in_cooldown, Duration::from_secs(30));
+
+    let defaults = dir.load(MINIMAL).unwrap().config.security;
+    assert_eq!(defaults.sign_in_max_failures, 5);
+    assert_eq!(defaults.sign_in_failure_window, Duration::from_secs(300));
+    assert_eq!(defaults.sign_in_cooldown, Duration::from_secs(60));
+
+    let lines = problems(dir.load(&format!(
+        r#"{MINIMAL}
+[[radius.reply_attributes]]
+group = ""
+
+[[radius.reply_attributes]]
+group = "g"
+class = ""
+filter_id = "{long}"
+
+[[radius.reply_attributes]]
+group = "g"
+vendor = "x"
+
+[security]
+sign_in_max_failures = 0
+sign_in_cooldown = "0s"
+"#,
+        long = "f".repeat(254)
+    )));
+    assert!(has(
+        &lines,
+        "radius.reply_attributes[2].vendor:",
+        "unknown key"
+    ));
+    let lines = problems(dir.load(&format!(
+        r#"{MINIMAL}
+[[radius.reply_attributes]]
+group = ""
+
+[[radius.reply_attributes]]
+group = "g"
+class = ""
+filter_id = "{long}"
+
+[security]
+sign_in_max_failures = 0
+sign_in_cooldown = "0s"
+"#,
+        long = "f".repeat(254)
+    )));
+    assert!(has(&lines, "radius.reply_attributes[0].group:", "required"));
+    assert!(has(
+        &lines,
+        "radius.reply_attributes[0]:",
+        "set class, filter_id"
+    ));
+    assert!(has(&lines, "radius.reply_attributes[1].class:", "0 bytes"));
+    assert!(has(
+        &lines,
+        "radius.reply_attributes[1].filter_id:",
+        "254 bytes"
+    ));
+    assert!(has(&lines, "security.sign_in_max_failures:", "at least 1"));
+    assert!(has(
+        &lines,
+        "security.sign_in_cooldown:",
+        "longer than zero"
+    ));
+}

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{
-    RawAdmin, RawConfig, RawDirectory, RawFederation, RawLog, RawMetrics, RawRadius, RawSecurity,
-    RawStore, RawWeb,
+    RawAdmin, RawConfig, RawDirectory, RawFederation, RawLog, RawMetrics, RawRadius,
+    RawReplyAttribute, RawSecurity, RawStore, RawWeb,
 };
 use super::values::{
     is_loopback_host, parse_duration, read_secret_file, resolve_path, world_readable, IpNetwork,
@@ -22,8 +22,8 @@ use super::values::{
 use super::{
     AdminConfig, Config, ConfigError, DeletionGuard, DirectoryBind, DirectoryConfig,
     DirectoryPreset, DirectorySource, DirectoryUnavailable, FederationConfig, Loaded, LogConfig,
-    LogFormat, MetricsConfig, RadiusClient, RadiusConfig, RelyingParty, RoleMapping,
-    SecurityConfig, StoreConfig, TlsFiles, WebConfig,
+    LogFormat, MetricsConfig, RadiusClient, RadiusConfig, RelyingParty, ReplyAttributeRule,
+    RoleMapping, SecurityConfig, StoreConfig, TlsFiles, WebConfig,
 };
 
 /// Shortest accepted sync interval: more often would hammer the directory.
@@ -654,11 +654,57 @@ fn radius(report: &mut Report<'_>, raw: &RawRadius, web: &WebConfig) -> RadiusCo
             "not set: RADIUS rejections of a TAP cannot tell the user where to use it",
         );
     }
+    let reply_attributes = raw
+        .reply_attributes
+        .iter()
+        .enumerate()
+        .filter_map(|(index, rule)| reply_attribute(report, index, rule))
+        .collect();
     RadiusConfig {
         listen,
         directory_unavailable,
         clients,
+        reply_attributes,
     }
+}
+
+/// Longest value of a RADIUS attribute (its length octet also counts type and length).
+const MAX_RADIUS_VALUE_LEN: usize = 253;
+
+fn reply_attribute(
+    report: &mut Report<'_>,
+    index: usize,
+    raw: &RawReplyAttribute,
+) -> Option<ReplyAttributeRule> {
+    let key = format!("radius.reply_attributes[{index}]");
+    let mut ok = true;
+    if raw.group.trim().is_empty() {
+        report.problem(&format!("{key}.group"), "required");
+        ok = false;
+    }
+    if raw.class.is_none() && raw.filter_id.is_none() {
+        report.problem(&key, "set class, filter_id or both");
+        ok = false;
+    }
+    for (name, value) in [("class", &raw.class), ("filter_id", &raw.filter_id)] {
+        if let Some(value) = value {
+            if value.is_empty() || value.len() > MAX_RADIUS_VALUE_LEN {
+                report.problem(
+                    &format!("{key}.{name}"),
+                    format!(
+                        "is {} bytes; a RADIUS attribute holds 1 to {MAX_RADIUS_VALUE_LEN}",
+                        value.len()
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then(|| ReplyAttributeRule {
+        group: raw.group.clone(),
+        class: raw.class.clone(),
+        filter_id: raw.filter_id.clone(),
+    })
 }
 
 fn web(report: &mut Report<'_>, raw: &RawWeb) -> WebConfig {
@@ -873,8 +919,18 @@ fn security(report: &mut Report<'_>, raw: &RawSecurity) -> SecurityConfig {
         }
         Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
     };
+    if raw.sign_in_max_failures == 0 {
+        report.problem("security.sign_in_max_failures", "must be at least 1");
+    }
     SecurityConfig {
         argon2_max_concurrent,
+        sign_in_max_failures: raw.sign_in_max_failures.max(1),
+        sign_in_failure_window: report.positive_duration(
+            "security.sign_in_failure_window",
+            &raw.sign_in_failure_window,
+        ),
+        sign_in_cooldown: report
+            .positive_duration("security.sign_in_cooldown", &raw.sign_in_cooldown),
     }
 }
 

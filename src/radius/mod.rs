@@ -1,10 +1,22 @@
-//! The RADIUS protocol core, sans I/O: bytes in → a validated [`Request`] or a
+//! RADIUS: the protocol core, sans I/O, plus the handler and socket loop built around it.
+//!
+//! - core (`request`, `reply`, `cache`, `client`, `crypto`): bytes in → a validated
+//!   [`Request`] or a [`DropReason`]; a [`Decision`] → reply bytes; the RFC 5080
+//!   [`ReplyCache`]. Depends on no other tapd module (see below);
+//! - [`handler`]: one datagram in, at most one reply out, deciding through
+//!   [`crate::signin`]; no socket;
+//! - [`server`]: the small UDP loop with bounded concurrency;
+//! - [`counters`]: what both count, for metrics.
+//!
+//! # The core
+//!
+//! The core, sans I/O: bytes in → a validated [`Request`] or a
 //! [`DropReason`]; a [`Decision`] → reply bytes; plus the RFC 5080 [`ReplyCache`].
 //!
 //! Why it exists: the RADIUS decoder runs before any authentication, so it is the pre-auth
 //! attack surface (security requirements R1–R7, §8.2). Keeping it free of sockets, the
 //! directory and the store makes every rule testable with fixture packets and fuzzable.
-//! It depends on no other tapd module, only on the `radius` crate (attribute dictionary and,
+//! The core depends on no other tapd module, only on the `radius` crate (attribute dictionary and,
 //! in tests, an independent packet builder/verifier), RustCrypto `md-5`/`hmac`, `subtle`,
 //! `zeroize` and `ipnet`. Time is a parameter (`now: Instant`).
 //!
@@ -38,15 +50,20 @@
 
 mod cache;
 mod client;
+pub mod counters;
 mod crypto;
+pub mod handler;
 mod reply;
 mod request;
+pub mod server;
 
 #[cfg(test)]
 mod tests;
 
 pub use cache::{CacheKey, CacheLookup, ReplyCache, ReplyCacheConfig};
 pub use client::{find_client, parse_network, RadiusClient, SharedSecret};
+pub use counters::{CountersSnapshot, RadiusCounters};
+pub use handler::{RadiusHandler, RadiusSettings, ReplyAttributeRule, PAP_ONLY_MESSAGE};
 pub use ipnet::IpNet;
 pub use reply::{encode_reply, Decision, ReplyAttribute};
 pub use request::{parse_request, AuthKind, DropReason, Request, RequestKind};

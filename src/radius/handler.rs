@@ -1,0 +1,504 @@
+//! The RADIUS request handler: one datagram in, at most one reply out, no socket. It ties
+//! the sans-io core (client lookup, [`parse_request`], the RFC 5080 [`ReplyCache`],
+//! [`encode_reply`]) to the shared sign-in decision ([`crate::signin`]):
+//!
+//! - unknown source → dropped silently, counted;
+//! - validation failure → dropped silently, counted, logged at a bounded rate;
+//! - a retransmission → the cached reply, byte for byte, without processing it again; a
+//!   retransmission of a request still in progress → dropped;
+//! - Status-Server → Access-Accept (RFC 5997), rate-limited per client;
+//! - PAP → the sign-in decision: password → Access-Accept with the reply attributes mapped
+//!   from the user's groups; TAP → Access-Reject with the `tap_not_supported_radius`
+//!   Reply-Message; anything else → Access-Reject; directory unavailable → no reply (the NAS
+//!   fails over) or Access-Reject, as configured, and nothing cached so a retry is
+//!   processed again;
+//! - CHAP, MS-CHAP, EAP or no credential → Access-Reject saying only PAP is supported.
+//!
+//! The reloadable part ([`RadiusSettings`]: clients, reply attributes, unavailable
+//! behaviour) sits behind a lock holding an `Arc`, swapped whole by
+//! [`RadiusHandler::update_settings`].
+//!
+//! May depend on: the RADIUS core (this module's siblings), `signin`, `model`, `config`
+//! (only to convert the validated `[radius]` section).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::counters::{bump, RadiusCounters};
+use super::{
+    encode_reply, find_client, parse_request, AuthKind, CacheKey, CacheLookup, Decision,
+    DropReason, RadiusClient, RadiusError, ReplyAttribute, ReplyCache, ReplyCacheConfig, Request,
+    RequestKind, SharedSecret,
+};
+use crate::config::{self, DirectoryUnavailable};
+use crate::model::Group;
+use crate::signin::{AttemptContext, RejectReason, SignIn, SignInChannel, SignInOutcome};
+
+/// The Reply-Message of an Access-Reject for CHAP, MS-CHAP, EAP or a missing credential.
+pub const PAP_ONLY_MESSAGE: &str =
+    "This RADIUS server supports only PAP (User-Password); CHAP, MS-CHAP and EAP are not supported.";
+
+/// Warnings (malformed packets, unknown sources, directory unavailable) logged per
+/// [`LOG_PERIOD`]; the rest are counted only.
+const LOG_BURST: u32 = 10;
+/// Period of the warning limit.
+const LOG_PERIOD: Duration = Duration::from_secs(60);
+/// Status-Server requests a client may send in a burst …
+const STATUS_SERVER_BURST: f64 = 20.0;
+/// … and per second after that (RFC 5997 §3: "SHOULD silently discard Status-Server
+/// packets if they determine that a client is sending too many").
+const STATUS_SERVER_PER_SECOND: f64 = 5.0;
+
+/// Attributes an Access-Accept carries for members of a group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplyAttributeRule {
+    /// Group reference (id, DN or cn; see [`Group::is_named_by`]).
+    pub group: String,
+    /// Class value, if any.
+    pub class: Option<Vec<u8>>,
+    /// Filter-Id value, if any.
+    pub filter_id: Option<String>,
+}
+
+/// The reloadable RADIUS settings.
+#[derive(Clone, Debug)]
+pub struct RadiusSettings {
+    /// Known clients.
+    pub clients: Vec<RadiusClient>,
+    /// What a request gets while the directory is unavailable.
+    pub directory_unavailable: DirectoryUnavailable,
+    /// Group → reply attribute rules, in configuration order.
+    pub reply_attributes: Vec<ReplyAttributeRule>,
+}
+
+impl RadiusSettings {
+    /// Converts the validated `[radius]` section.
+    pub fn from_config(radius: &config::RadiusConfig) -> Result<Self, RadiusError> {
+        let clients = radius
+            .clients
+            .iter()
+            .map(|client| {
+                let network = ipnet::IpNet::new(client.address.addr(), client.address.prefix_len())
+                    .map_err(|_| RadiusError::BadClientNetwork(client.address.to_string()))?;
+                Ok(RadiusClient {
+                    name: client.name.clone(),
+                    network,
+                    secret: SharedSecret::new(client.secret.as_bytes().to_vec())?,
+                    require_message_authenticator: client.require_message_authenticator,
+                })
+            })
+            .collect::<Result<Vec<_>, RadiusError>>()?;
+        let reply_attributes = radius
+            .reply_attributes
+            .iter()
+            .map(|rule| ReplyAttributeRule {
+                group: rule.group.clone(),
+                class: rule.class.as_ref().map(|c| c.as_bytes().to_vec()),
+                filter_id: rule.filter_id.clone(),
+            })
+            .collect();
+        Ok(RadiusSettings {
+            clients,
+            directory_unavailable: radius.directory_unavailable,
+            reply_attributes,
+        })
+    }
+
+    /// The reply attributes for a user in `groups`, in rule order.
+    pub fn attributes_for(&self, groups: &[Group]) -> Vec<ReplyAttribute> {
+        let mut attributes = Vec::new();
+        for rule in &self.reply_attributes {
+            if !groups.iter().any(|g| g.is_named_by(&rule.group)) {
+                continue;
+            }
+            if let Some(class) = &rule.class {
+                attributes.push(ReplyAttribute::Class(class.clone()));
+            }
+            if let Some(filter_id) = &rule.filter_id {
+                attributes.push(ReplyAttribute::FilterId(filter_id.clone()));
+            }
+        }
+        attributes
+    }
+}
+
+/// Lets `burst` events through per `period`, then counts what it held back.
+#[derive(Debug)]
+struct LogLimiter {
+    period_start: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    /// Whether to log now; when a new period begins, also how many were suppressed in the
+    /// previous one.
+    fn allow(&mut self, now: Instant) -> (bool, u64) {
+        let mut suppressed_before = 0;
+        let expired = self
+            .period_start
+            .is_none_or(|start| now.duration_since(start) >= LOG_PERIOD);
+        if expired {
+            suppressed_before = self.suppressed;
+            self.period_start = Some(now);
+            self.logged = 0;
+            self.suppressed = 0;
+        }
+        if self.logged < LOG_BURST {
+            self.logged += 1;
+            (true, suppressed_before)
+        } else {
+            self.suppressed += 1;
+            (false, suppressed_before)
+        }
+    }
+}
+
+/// A token bucket per client name for Status-Server.
+#[derive(Debug, Default)]
+struct StatusServerLimiter {
+    buckets: HashMap<String, (f64, Instant)>,
+}
+
+impl StatusServerLimiter {
+    fn allow(&mut self, client: &str, now: Instant) -> bool {
+        let (tokens, last) = self
+            .buckets
+            .entry(client.to_owned())
+            .or_insert((STATUS_SERVER_BURST, now));
+        let refill = now.saturating_duration_since(*last).as_secs_f64() * STATUS_SERVER_PER_SECOND;
+        *tokens = (*tokens + refill).min(STATUS_SERVER_BURST);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The handler; see the module documentation. Share it in an `Arc`.
+pub struct RadiusHandler {
+    settings: RwLock<Arc<RadiusSettings>>,
+    signin: Arc<SignIn>,
+    cache: Mutex<ReplyCache>,
+    counters: Arc<RadiusCounters>,
+    log_limiter: Mutex<LogLimiter>,
+    status_server: Mutex<StatusServerLimiter>,
+}
+
+impl RadiusHandler {
+    /// A handler over `settings`, deciding with `signin`, counting into `counters`.
+    pub fn new(
+        settings: RadiusSettings,
+        signin: Arc<SignIn>,
+        cache: ReplyCacheConfig,
+        counters: Arc<RadiusCounters>,
+    ) -> Self {
+        for client in settings.clients.iter() {
+            warn_about_client(client);
+        }
+        RadiusHandler {
+            settings: RwLock::new(Arc::new(settings)),
+            signin,
+            cache: Mutex::new(ReplyCache::new(cache)),
+            counters,
+            log_limiter: Mutex::new(LogLimiter {
+                period_start: None,
+                logged: 0,
+                suppressed: 0,
+            }),
+            status_server: Mutex::new(StatusServerLimiter::default()),
+        }
+    }
+
+    /// Replaces clients, reply attributes and the unavailable behaviour (SIGHUP).
+    pub fn update_settings(&self, settings: RadiusSettings) {
+        for client in settings.clients.iter() {
+            warn_about_client(client);
+        }
+        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(settings);
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &Arc<RadiusCounters> {
+        &self.counters
+    }
+
+    fn settings(&self) -> Arc<RadiusSettings> {
+        self.settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether a client covers `source` (the socket loop drops the rest before spawning
+    /// any work; they are counted and logged at a bounded rate here).
+    pub fn admits(&self, source: IpAddr, now: Instant) -> bool {
+        let known = find_client(&self.settings().clients, source).is_some();
+        if !known {
+            self.unknown_client(source, now);
+        }
+        known
+    }
+
+    fn unknown_client(&self, source: IpAddr, now: Instant) {
+        bump(&self.counters.unknown_client);
+        self.log_limited(now, || {
+            format!(
+                "RADIUS: ignoring a packet from {source}: no [[radius.clients]] entry covers it"
+            )
+        });
+    }
+
+    /// Logs a warning unless too many were logged lately (malformed packets, unknown
+    /// sources and an unavailable directory can all be driven by a flood).
+    fn log_limited(&self, now: Instant, message: impl FnOnce() -> String) {
+        let (allowed, suppressed) = self
+            .log_limiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .allow(now);
+        if suppressed > 0 {
+            log::warn!("RADIUS: {suppressed} more warnings of the last minute were not logged");
+        }
+        if allowed {
+            log::warn!("{}", message());
+        }
+    }
+
+    /// Handles one datagram that arrived on `receiver` from `source` at `now`; returns the
+    /// reply to send, if any.
+    pub async fn handle(
+        &self,
+        receiver: SocketAddr,
+        source: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+    ) -> Option<Vec<u8>> {
+        let settings = self.settings();
+        let Some(client) = find_client(&settings.clients, source.ip()) else {
+            self.unknown_client(source.ip(), now);
+            return None;
+        };
+        let request = match parse_request(datagram, client) {
+            Ok(request) => request,
+            Err(reason) => {
+                self.counters.count_drop(reason);
+                self.log_drop(client, source, reason, now);
+                return None;
+            }
+        };
+        let key = CacheKey::new(receiver, source, &request);
+        let lookup = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(&key, now);
+        match lookup {
+            CacheLookup::Replay(reply) => {
+                bump(&self.counters.duplicates_replayed);
+                return Some(reply);
+            }
+            CacheLookup::InFlight => {
+                bump(&self.counters.duplicates_in_flight);
+                return None;
+            }
+            CacheLookup::Miss => {}
+        }
+
+        let decision = match request.code {
+            RequestKind::StatusServer => self.status_server(client, now),
+            RequestKind::AccessRequest => {
+                self.access_request(&settings, client, source, &request, now)
+                    .await
+            }
+        };
+        let Some(decision) = decision else {
+            self.cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .abandon(&key);
+            return None;
+        };
+        match encode_reply(&request, &decision, &client.secret) {
+            Ok(reply) => {
+                if request.code == RequestKind::AccessRequest {
+                    match decision {
+                        Decision::Accept { .. } => bump(&self.counters.access_accept),
+                        Decision::Reject { .. } => bump(&self.counters.access_reject),
+                    }
+                }
+                self.cache
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .complete(&key, reply.clone(), Instant::now().max(now));
+                Some(reply)
+            }
+            Err(e) => {
+                bump(&self.counters.encode_errors);
+                log::error!(
+                    "RADIUS: could not encode the reply to {source} (client {}): {e}",
+                    client.name
+                );
+                self.cache
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .abandon(&key);
+                None
+            }
+        }
+    }
+
+    fn status_server(&self, client: &RadiusClient, now: Instant) -> Option<Decision> {
+        let allowed = self
+            .status_server
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .allow(&client.name, now);
+        if !allowed {
+            bump(&self.counters.status_server_rate_limited);
+            return None;
+        }
+        bump(&self.counters.status_server);
+        // encode_reply ignores the decision for Status-Server: a bare Access-Accept.
+        Some(Decision::Accept {
+            attributes: Vec::new(),
+        })
+    }
+
+    async fn access_request(
+        &self,
+        settings: &RadiusSettings,
+        client: &RadiusClient,
+        source: SocketAddr,
+        request: &Request,
+        now: Instant,
+    ) -> Option<Decision> {
+        let context = attempt_context(client, source, request);
+        let username = request.user_name.as_deref().unwrap_or_default();
+        let outcome = match &request.auth {
+            AuthKind::Pap(password) => match std::str::from_utf8(password) {
+                Ok(password) => self.signin.authenticate(&context, username, password).await,
+                Err(_) => {
+                    self.signin
+                        .refuse(
+                            &context,
+                            username,
+                            RejectReason::InvalidCredentials,
+                            "Password",
+                        )
+                        .await
+                }
+            },
+            AuthKind::Unsupported(method) => {
+                self.signin
+                    .refuse(&context, username, RejectReason::UnsupportedMethod, method)
+                    .await
+            }
+            AuthKind::None => {
+                self.signin
+                    .refuse(&context, username, RejectReason::UnsupportedMethod, "none")
+                    .await
+            }
+        };
+        match outcome {
+            SignInOutcome::Accept { groups, .. } => Some(Decision::Accept {
+                attributes: settings.attributes_for(&groups),
+            }),
+            SignInOutcome::Reject { reason, message } => {
+                let reply_message = match reason {
+                    RejectReason::TapNotSupported => {
+                        bump(&self.counters.tap_rejected);
+                        message
+                    }
+                    RejectReason::UnsupportedMethod => {
+                        bump(&self.counters.unsupported_method);
+                        Some(PAP_ONLY_MESSAGE.to_owned())
+                    }
+                    _ => None,
+                };
+                Some(Decision::Reject { reply_message })
+            }
+            SignInOutcome::Unavailable { reason } => match settings.directory_unavailable {
+                DirectoryUnavailable::Drop => {
+                    bump(&self.counters.unavailable_dropped);
+                    self.log_limited(now, || {
+                        format!(
+                            "RADIUS: no reply to {source} (client {}): {}; the NAS may retry or fail over",
+                            client.name,
+                            reason.code()
+                        )
+                    });
+                    None
+                }
+                DirectoryUnavailable::Reject => {
+                    bump(&self.counters.unavailable_rejected);
+                    self.log_limited(now, || {
+                        format!(
+                            "RADIUS: rejecting the request from {source} (client {}): {}",
+                            client.name,
+                            reason.code()
+                        )
+                    });
+                    Some(Decision::Reject {
+                        reply_message: None,
+                    })
+                }
+            },
+        }
+    }
+
+    fn log_drop(
+        &self,
+        client: &RadiusClient,
+        source: SocketAddr,
+        reason: DropReason,
+        now: Instant,
+    ) {
+        self.log_limited(now, || {
+            format!(
+                "RADIUS: dropped a packet from {source} (client {}): {reason} [{}]",
+                client.name,
+                reason.as_str()
+            )
+        });
+    }
+}
+
+fn attempt_context(client: &RadiusClient, source: SocketAddr, request: &Request) -> AttemptContext {
+    let mut details = serde_json::Map::new();
+    if let Some(nas) = &request.nas_identifier {
+        details.insert("nasIdentifier".into(), json!(nas));
+    }
+    if let Some(ip) = request.nas_ip {
+        details.insert("nasIpAddress".into(), json!(ip.to_string()));
+    }
+    if let Some(station) = &request.calling_station_id {
+        details.insert("callingStationId".into(), json!(station));
+    }
+    AttemptContext {
+        channel: SignInChannel::Radius,
+        client: client.name.clone(),
+        source: source.to_string(),
+        details,
+    }
+}
+
+fn warn_about_client(client: &RadiusClient) {
+    if !client.require_message_authenticator {
+        log::warn!(
+            "RADIUS client {} ({}) may omit Message-Authenticator: UPGRADE IT, the network is exposed to BlastRADIUS (CVE-2024-3596); its requests with Proxy-State but no Message-Authenticator are still dropped",
+            client.name,
+            client.network
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;

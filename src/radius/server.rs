@@ -1,0 +1,144 @@
+//! The RADIUS socket loop, kept small: receive datagrams on already-bound UDP sockets, drop
+//! unknown sources before any work, hand the rest to the [`RadiusHandler`] on a bounded
+//! number of tasks (excess dropped and counted), send what it returns. Stops when the
+//! shutdown token fires, after the requests in progress finished.
+//!
+//! May depend on: `handler`, tokio, socket2 (binding), tokio-util (cancellation, tracking).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::counters::bump;
+use super::handler::RadiusHandler;
+use super::MAX_PACKET_LEN;
+
+/// Requests processed at once, across all listeners; more are dropped (and counted) so a
+/// flood can't queue unbounded work. The NAS retransmits.
+pub const MAX_IN_FLIGHT: usize = 256;
+
+/// Binds a UDP socket for RADIUS. An IPv6 socket is IPv6-only, so `0.0.0.0:1812` and
+/// `[::]:1812` can both be listed.
+pub fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// Serves RADIUS on `sockets` until `shutdown` fires. Logs `listening for RADIUS on ADDR`
+/// for each socket, with its real address (so tests can bind port 0).
+pub async fn serve(
+    handler: Arc<RadiusHandler>,
+    sockets: Vec<UdpSocket>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let requests = TaskTracker::new();
+    let mut listeners = tokio::task::JoinSet::new();
+    for socket in sockets {
+        let local = socket.local_addr()?;
+        log::info!("listening for RADIUS on {local}");
+        listeners.spawn(receive_loop(
+            Arc::new(socket),
+            local,
+            handler.clone(),
+            permits.clone(),
+            requests.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let mut result = Ok(());
+    while let Some(finished) = listeners.join_next().await {
+        match finished {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                shutdown.cancel();
+                result = Err(e);
+            }
+            Err(e) => {
+                shutdown.cancel();
+                result = Err(io::Error::other(format!("RADIUS listener failed: {e}")));
+            }
+        }
+    }
+    requests.close();
+    requests.wait().await;
+    result
+}
+
+async fn receive_loop(
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+    handler: Arc<RadiusHandler>,
+    permits: Arc<Semaphore>,
+    requests: TaskTracker,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    // Anything beyond 4096 octets is padding (RFC 2865 §3), so a truncated read is harmless.
+    let mut buffer = vec![0u8; MAX_PACKET_LEN];
+    loop {
+        let received = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            received = socket.recv_from(&mut buffer) => received,
+        };
+        let (len, source) = match received {
+            Ok(received) => received,
+            // ICMP errors from earlier sends surface here on some systems; keep serving.
+            Err(e) if is_transient(&e) => {
+                log::debug!("RADIUS: receive on {local}: {e}");
+                continue;
+            }
+            // Anything else (out of buffers…): say so, pause briefly, keep serving.
+            Err(e) => {
+                log::warn!("RADIUS: receive on {local} failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let counters = handler.counters().clone();
+        bump(&counters.received);
+        if !handler.admits(source.ip(), Instant::now()) {
+            continue;
+        }
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            bump(&counters.dropped_overload);
+            continue;
+        };
+        let datagram = buffer[..len].to_vec();
+        let handler = handler.clone();
+        let socket = socket.clone();
+        requests.spawn(async move {
+            let _permit = permit;
+            let reply = handler
+                .handle(local, source, &datagram, Instant::now())
+                .await;
+            if let Some(reply) = reply {
+                if let Err(e) = socket.send_to(&reply, source).await {
+                    bump(&counters.send_errors);
+                    log::warn!("RADIUS: could not send the reply to {source}: {e}");
+                }
+            }
+        });
+    }
+}
+
+fn is_transient(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
+}

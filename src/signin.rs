@@ -1,0 +1,677 @@
+//! The non-web sign-in decision shared by the RADIUS and federation paths: given a user
+//! name, a credential and where the attempt came from, accept the directory password, reject
+//! a Temporary Access Pass with the documented message (never consuming it), reject anything
+//! else, and audit every decision.
+//!
+//! Order of checks (first match wins):
+//! 1. the user is looked up in the store by username or userPrincipalName (not by id):
+//!    unknown → `user_not_found`; disabled → `account_disabled`;
+//! 2. an empty or NUL-only credential → `empty_password`, before any directory call (an LDAP
+//!    "unauthenticated bind" with an empty password succeeds on many servers);
+//! 3. the same credential for the same user was rejected moments ago → the same rejection,
+//!    from a short-lived in-memory cache (no bind, no argon2, not counted as a new failure):
+//!    a NAS retrying an old password or a TAP costs nothing and can't lock the account;
+//! 4. the user is throttled (too many failures in the window) → `throttled`, no bind;
+//! 5. `DirectorySource::check_password`: valid → accept, with the user's effective groups;
+//!    the directory can't be reached → `Unavailable`;
+//! 6. invalid → the credential is verified against the user's TAP hash (against the decoy
+//!    when there is none, so both cost the same): a match → `tap_not_supported_radius` /
+//!    `tap_not_supported_federation` with the DESIGN §2 message; else `invalid_credentials`.
+//!    Both count as a failure for throttling (the directory saw a failed bind either way).
+//!
+//! Throttling and the rejection cache are per node, in memory: with several nodes a device
+//! can make `max_failures` attempts per node per window, and a restart forgets both. That is
+//! enough for their purpose, which is to keep a misbehaving device below the directory's own
+//! lockout threshold, not to be the lockout itself.
+//!
+//! May depend on: `model`, `policy` (messages), `store` and `directory` (traits), `tapcode`,
+//! `clock`, `audit`. Knows nothing about RADIUS packets or HTTP.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use serde_json::json;
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::clock::Clock;
+use crate::directory::{password_is_unusable, DirectoryError, DirectorySource, PasswordCheck};
+use crate::model::{AuditResult, Channel, Group, NewAuditEvent, Timestamp, User};
+use crate::policy::SignInFailure;
+use crate::store::Store;
+use crate::tapcode::{HashError, Hasher};
+
+/// The audit activity of every RADIUS and federation sign-in attempt.
+pub const SIGN_IN_ACTIVITY: &str = "User sign-in";
+
+/// Longest credential passed to the directory; longer ones are rejected unchecked.
+pub const MAX_CREDENTIAL_BYTES: usize = 1024;
+
+/// Longest presented user name recorded in audit as given (longer ones are cut).
+const MAX_AUDITED_NAME_CHARS: usize = 128;
+
+/// How long a rejected (user, credential) pair is remembered.
+const REJECTION_CACHE_TTL: Duration = Duration::from_secs(120);
+
+/// Most remembered rejections; the oldest go first.
+const REJECTION_CACHE_ENTRIES: usize = 10_000;
+
+/// Quoted in TAP rejections when no `web.public_url` is configured.
+const UNKNOWN_PUBLIC_URL: &str = "the web registration page";
+
+/// Errors of this module's setup (decisions themselves never fail: they are outcomes).
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    /// A throttle setting is out of range.
+    #[error("invalid sign-in setting: {0}")]
+    BadSetting(String),
+}
+
+/// The non-web paths a credential can arrive on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SignInChannel {
+    /// RADIUS (NPS-extension-style) PAP.
+    Radius,
+    /// The federation (AD FS-adapter-style) endpoint.
+    Federation,
+}
+
+impl SignInChannel {
+    /// The audit channel.
+    pub fn channel(self) -> Channel {
+        match self {
+            SignInChannel::Radius => Channel::Radius,
+            SignInChannel::Federation => Channel::Federation,
+        }
+    }
+
+    /// The rejection a TAP gets on this path (DESIGN §2).
+    pub fn tap_failure(self) -> SignInFailure {
+        match self {
+            SignInChannel::Radius => SignInFailure::TapNotSupportedRadius,
+            SignInChannel::Federation => SignInFailure::TapNotSupportedFederation,
+        }
+    }
+}
+
+/// Why an attempt was rejected. [`RejectReason::code`] is the stable audit reason code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// No user with that username or userPrincipalName.
+    UserNotFound,
+    /// The directory account is disabled.
+    AccountDisabled,
+    /// Empty or NUL-only credential (never sent to the directory).
+    EmptyPassword,
+    /// Too many recent failures; rejected without asking the directory.
+    Throttled,
+    /// Neither the directory password nor the user's TAP.
+    InvalidCredentials,
+    /// The user's TAP, which this path never accepts (and never consumes).
+    TapNotSupported,
+    /// A credential type this path does not support (CHAP, MS-CHAP, EAP, none at all).
+    UnsupportedMethod,
+}
+
+impl RejectReason {
+    /// Stable snake_case reason code; the TAP code depends on the channel.
+    pub fn code(self, channel: SignInChannel) -> &'static str {
+        match self {
+            RejectReason::UserNotFound => "user_not_found",
+            RejectReason::AccountDisabled => "account_disabled",
+            RejectReason::EmptyPassword => "empty_password",
+            RejectReason::Throttled => "throttled",
+            RejectReason::InvalidCredentials => "invalid_credentials",
+            RejectReason::TapNotSupported => channel.tap_failure().code(),
+            RejectReason::UnsupportedMethod => "unsupported_method",
+        }
+    }
+}
+
+/// Why no decision could be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnavailableReason {
+    /// The directory could not check the password.
+    Directory,
+    /// The store could not be read.
+    Store,
+    /// The argon2 pool shed the TAP check.
+    Overloaded,
+}
+
+impl UnavailableReason {
+    /// Stable snake_case reason code.
+    pub fn code(self) -> &'static str {
+        match self {
+            UnavailableReason::Directory => "directory_unavailable",
+            UnavailableReason::Store => "store_unavailable",
+            UnavailableReason::Overloaded => "overloaded",
+        }
+    }
+}
+
+/// The decision on one attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SignInOutcome {
+    /// The directory password: sign the user in.
+    Accept {
+        /// The user.
+        user: User,
+        /// The user's effective groups (nested resolved), for reply attributes and claims.
+        groups: Vec<Group>,
+    },
+    /// Refused.
+    Reject {
+        /// Why.
+        reason: RejectReason,
+        /// Text for the user, only for a TAP (the DESIGN §2 message); other rejections say
+        /// nothing more than "rejected".
+        message: Option<String>,
+    },
+    /// No decision: the directory, the store or the hashing pool is unavailable. The RADIUS
+    /// path stays silent (the NAS fails over); the federation path answers 503.
+    Unavailable {
+        /// What was unavailable.
+        reason: UnavailableReason,
+    },
+}
+
+impl SignInOutcome {
+    /// The reason code, `None` for an accept.
+    pub fn reason_code(&self, channel: SignInChannel) -> Option<&'static str> {
+        match self {
+            SignInOutcome::Accept { .. } => None,
+            SignInOutcome::Reject { reason, .. } => Some(reason.code(channel)),
+            SignInOutcome::Unavailable { reason } => Some(reason.code()),
+        }
+    }
+}
+
+/// Who is asking, for audit: the path, the configured client or relying party, the peer.
+#[derive(Clone, Debug)]
+pub struct AttemptContext {
+    /// RADIUS or federation.
+    pub channel: SignInChannel,
+    /// The configured RADIUS client or relying party name.
+    pub client: String,
+    /// The peer's address (`ip:port`).
+    pub source: String,
+    /// Extra audit detail from the request (NAS-Identifier, Calling-Station-Id…); never a
+    /// secret.
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Reloadable settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignInSettings {
+    /// The web page's public URL, quoted in TAP rejections; empty when none is configured.
+    pub public_url: String,
+    /// Failures within `failure_window` that throttle a user (≥ 1).
+    pub max_failures: u32,
+    /// Window in which failures are counted.
+    pub failure_window: Duration,
+    /// How long a throttled user is rejected without a directory check.
+    pub cooldown: Duration,
+}
+
+impl Default for SignInSettings {
+    fn default() -> Self {
+        SignInSettings {
+            public_url: String::new(),
+            max_failures: 5,
+            failure_window: Duration::from_secs(300),
+            cooldown: Duration::from_secs(60),
+        }
+    }
+}
+
+impl SignInSettings {
+    fn check(&self) -> Result<(), SignInError> {
+        if self.max_failures == 0 {
+            return Err(SignInError::BadSetting("max_failures must be ≥ 1".into()));
+        }
+        if self.failure_window.is_zero() || self.cooldown.is_zero() {
+            return Err(SignInError::BadSetting(
+                "failure_window and cooldown must be longer than zero".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn chrono_duration(duration: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Recent failures per user id, and who is cooling down. Pure: `now` is a parameter.
+#[derive(Debug, Default)]
+struct FailureThrottle {
+    users: HashMap<String, FailureRecord>,
+}
+
+#[derive(Debug, Default)]
+struct FailureRecord {
+    failures: VecDeque<Timestamp>,
+    blocked_until: Option<Timestamp>,
+}
+
+impl FailureThrottle {
+    /// Whether `user_id` is cooling down at `now`.
+    fn is_blocked(&mut self, user_id: &str, now: Timestamp) -> bool {
+        let Some(record) = self.users.get_mut(user_id) else {
+            return false;
+        };
+        match record.blocked_until {
+            Some(until) if now < until => true,
+            Some(_) => {
+                self.users.remove(user_id);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Counts a failure; returns true when it started a cool-down.
+    fn record_failure(&mut self, user_id: &str, now: Timestamp, settings: &SignInSettings) -> bool {
+        let window = chrono_duration(settings.failure_window);
+        if self.users.len() >= REJECTION_CACHE_ENTRIES {
+            self.users.retain(|_, record| {
+                record.blocked_until.is_some_and(|until| now < until)
+                    || record
+                        .failures
+                        .back()
+                        .is_some_and(|last| now - *last < window)
+            });
+        }
+        let record = self.users.entry(user_id.to_owned()).or_default();
+        while record
+            .failures
+            .front()
+            .is_some_and(|first| now - *first >= window)
+        {
+            record.failures.pop_front();
+        }
+        record.failures.push_back(now);
+        if record.failures.len() >= settings.max_failures as usize {
+            record.failures.clear();
+            record.blocked_until = Some(now + chrono_duration(settings.cooldown));
+            return true;
+        }
+        false
+    }
+
+    /// Forgets the user's failures after a success.
+    fn record_success(&mut self, user_id: &str) {
+        self.users.remove(user_id);
+    }
+}
+
+/// Recently rejected (user, credential) pairs, keyed by an HMAC with a per-process random
+/// key so that the credential itself is never kept. Pure: `now` is a parameter.
+#[derive(Debug, Default)]
+struct RejectionCache {
+    entries: HashMap<[u8; 32], (RejectReason, Timestamp)>,
+    order: VecDeque<([u8; 32], Timestamp)>,
+}
+
+impl RejectionCache {
+    fn lookup(&mut self, key: &[u8; 32], now: Timestamp) -> Option<RejectReason> {
+        self.purge(now);
+        self.entries
+            .get(key)
+            .filter(|(_, expires)| now < *expires)
+            .map(|(reason, _)| *reason)
+    }
+
+    fn insert(&mut self, key: [u8; 32], reason: RejectReason, now: Timestamp) {
+        self.purge(now);
+        while self.entries.len() >= REJECTION_CACHE_ENTRIES {
+            let Some((oldest, _)) = self.order.pop_front() else {
+                break;
+            };
+            self.entries.remove(&oldest);
+        }
+        let expires = now + chrono_duration(REJECTION_CACHE_TTL);
+        self.entries.insert(key, (reason, expires));
+        self.order.push_back((key, expires));
+    }
+
+    fn purge(&mut self, now: Timestamp) {
+        while let Some((key, expires)) = self.order.front().copied() {
+            if now < expires {
+                break;
+            }
+            self.order.pop_front();
+            if self.entries.get(&key).is_some_and(|(_, e)| *e == expires) {
+                self.entries.remove(&key);
+            }
+        }
+    }
+}
+
+/// The sign-in decision service; see the module documentation. Cheap to share in an `Arc`.
+pub struct SignIn {
+    store: Arc<dyn Store>,
+    directory: Arc<dyn DirectorySource>,
+    hasher: Hasher,
+    clock: Arc<dyn Clock>,
+    settings: RwLock<SignInSettings>,
+    throttle: Mutex<FailureThrottle>,
+    rejections: Mutex<RejectionCache>,
+    cache_key: Zeroizing<[u8; 32]>,
+}
+
+impl SignIn {
+    /// Builds the service over the store, directory, hashing pool and clock.
+    pub fn new(
+        store: Arc<dyn Store>,
+        directory: Arc<dyn DirectorySource>,
+        hasher: Hasher,
+        clock: Arc<dyn Clock>,
+        settings: SignInSettings,
+    ) -> Result<Self, SignInError> {
+        settings.check()?;
+        let mut cache_key = Zeroizing::new([0u8; 32]);
+        rand::rngs::OsRng.fill_bytes(cache_key.as_mut());
+        Ok(SignIn {
+            store,
+            directory,
+            hasher,
+            clock,
+            settings: RwLock::new(settings),
+            throttle: Mutex::new(FailureThrottle::default()),
+            rejections: Mutex::new(RejectionCache::default()),
+            cache_key,
+        })
+    }
+
+    /// Replaces the reloadable settings.
+    pub fn update_settings(&self, settings: SignInSettings) -> Result<(), SignInError> {
+        settings.check()?;
+        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
+        Ok(())
+    }
+
+    /// The current settings.
+    pub fn settings(&self) -> SignInSettings {
+        self.settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The message a TAP gets on `channel` (DESIGN §2), quoting the public URL.
+    pub fn tap_message(&self, channel: SignInChannel) -> String {
+        let url = self.settings().public_url;
+        let url = if url.is_empty() {
+            UNKNOWN_PUBLIC_URL.to_owned()
+        } else {
+            url
+        };
+        channel.tap_failure().message(&url)
+    }
+
+    /// Decides on `credential` presented for `username`; audits the decision.
+    pub async fn authenticate(
+        &self,
+        context: &AttemptContext,
+        username: &str,
+        credential: &str,
+    ) -> SignInOutcome {
+        let (outcome, user, cached) = self.decide(context.channel, username, credential).await;
+        let method = match &outcome {
+            SignInOutcome::Reject {
+                reason: RejectReason::TapNotSupported,
+                ..
+            } => "Temporary Access Pass",
+            _ => "Password",
+        };
+        self.audit(context, username, user.as_ref(), &outcome, method, cached)
+            .await;
+        outcome
+    }
+
+    /// Rejects an attempt without checking anything (an unsupported method, a credential
+    /// that can't be a password), and audits it. `method` names what was presented.
+    pub async fn refuse(
+        &self,
+        context: &AttemptContext,
+        username: &str,
+        reason: RejectReason,
+        method: &str,
+    ) -> SignInOutcome {
+        let message =
+            (reason == RejectReason::TapNotSupported).then(|| self.tap_message(context.channel));
+        let outcome = SignInOutcome::Reject { reason, message };
+        let user = self.find_user(username).await.ok().flatten();
+        self.audit(context, username, user.as_ref(), &outcome, method, false)
+            .await;
+        outcome
+    }
+
+    async fn find_user(&self, username: &str) -> Result<Option<User>, crate::store::StoreError> {
+        let user = self.store.user(username).await?;
+        // The store also matches stable ids; a sign-in names a user by login name or UPN.
+        Ok(user.filter(|u| {
+            u.username.eq_ignore_ascii_case(username)
+                || u.user_principal_name.eq_ignore_ascii_case(username)
+        }))
+    }
+
+    fn cache_key_for(&self, user_id: &str, credential: &str) -> [u8; 32] {
+        #[allow(clippy::expect_used)] // HMAC takes keys of any length; this never fails.
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.cache_key.as_ref())
+            .expect("HMAC accepts any key length");
+        mac.update(user_id.as_bytes());
+        mac.update(&[0]);
+        mac.update(credential.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The decision, the user it concerned (when known) and whether it came from the cache.
+    async fn decide(
+        &self,
+        channel: SignInChannel,
+        username: &str,
+        credential: &str,
+    ) -> (SignInOutcome, Option<User>, bool) {
+        let reject = |reason| SignInOutcome::Reject {
+            reason,
+            message: None,
+        };
+        let user = match self.find_user(username).await {
+            Ok(Some(user)) => user,
+            Ok(None) => return (reject(RejectReason::UserNotFound), None, false),
+            Err(e) => {
+                log::error!("sign-in: the store could not be read: {e}");
+                let outcome = SignInOutcome::Unavailable {
+                    reason: UnavailableReason::Store,
+                };
+                return (outcome, None, false);
+            }
+        };
+        if !user.account_enabled {
+            return (reject(RejectReason::AccountDisabled), Some(user), false);
+        }
+        if password_is_unusable(credential) {
+            return (reject(RejectReason::EmptyPassword), Some(user), false);
+        }
+        if credential.len() > MAX_CREDENTIAL_BYTES {
+            return (reject(RejectReason::InvalidCredentials), Some(user), false);
+        }
+        let settings = self.settings();
+        let tap_message = || self.tap_message(channel);
+
+        let cache_key = self.cache_key_for(&user.id, credential);
+        let now = self.clock.now();
+        let cached = self
+            .rejections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .lookup(&cache_key, now);
+        if let Some(reason) = cached {
+            let message = (reason == RejectReason::TapNotSupported).then(tap_message);
+            return (SignInOutcome::Reject { reason, message }, Some(user), true);
+        }
+        let blocked = self
+            .throttle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_blocked(&user.id, now);
+        if blocked {
+            return (reject(RejectReason::Throttled), Some(user), false);
+        }
+
+        match self.directory.check_password(&user, credential).await {
+            Ok(PasswordCheck::Valid) => {
+                self.throttle
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .record_success(&user.id);
+                return match self.store.groups_by_id(&user.group_ids).await {
+                    Ok(groups) => (
+                        SignInOutcome::Accept {
+                            user: user.clone(),
+                            groups,
+                        },
+                        Some(user),
+                        false,
+                    ),
+                    Err(e) => {
+                        log::error!("sign-in: the store could not be read: {e}");
+                        let outcome = SignInOutcome::Unavailable {
+                            reason: UnavailableReason::Store,
+                        };
+                        (outcome, Some(user), false)
+                    }
+                };
+            }
+            Ok(PasswordCheck::Invalid) => {}
+            Err(e) => {
+                log_directory_error(&e);
+                let outcome = SignInOutcome::Unavailable {
+                    reason: UnavailableReason::Directory,
+                };
+                return (outcome, Some(user), false);
+            }
+        }
+
+        let tap_hash = match self.store.tap_for_user(&user.id).await {
+            Ok(tap) => tap.map(|tap| tap.code_hash),
+            Err(e) => {
+                log::error!("sign-in: the store could not be read: {e}");
+                let outcome = SignInOutcome::Unavailable {
+                    reason: UnavailableReason::Store,
+                };
+                return (outcome, Some(user), false);
+            }
+        };
+        let is_tap = match self
+            .hasher
+            .verify(Zeroizing::new(credential.to_owned()), tap_hash)
+            .await
+        {
+            Ok(matches) => matches,
+            Err(HashError::Overloaded) => {
+                let outcome = SignInOutcome::Unavailable {
+                    reason: UnavailableReason::Overloaded,
+                };
+                return (outcome, Some(user), false);
+            }
+            Err(e) => {
+                log::error!(
+                    "sign-in: the TAP of {} can't be checked: {e}",
+                    user.user_principal_name
+                );
+                false
+            }
+        };
+        let reason = if is_tap {
+            RejectReason::TapNotSupported
+        } else {
+            RejectReason::InvalidCredentials
+        };
+        let now = self.clock.now();
+        self.rejections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(cache_key, reason, now);
+        let started_cooldown = self
+            .throttle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record_failure(&user.id, now, &settings);
+        if started_cooldown {
+            log::warn!(
+                "sign-in: {} failed {} times within {:?}; rejecting without a directory check for {:?}",
+                user.user_principal_name,
+                settings.max_failures,
+                settings.failure_window,
+                settings.cooldown
+            );
+        }
+        let message = is_tap.then(tap_message);
+        (SignInOutcome::Reject { reason, message }, Some(user), false)
+    }
+
+    async fn audit(
+        &self,
+        context: &AttemptContext,
+        username: &str,
+        user: Option<&User>,
+        outcome: &SignInOutcome,
+        method: &str,
+        cached: bool,
+    ) {
+        let actor = match context.channel {
+            SignInChannel::Radius => format!("RADIUS client {}", context.client),
+            SignInChannel::Federation => format!("relying party {}", context.client),
+        };
+        let target = match user {
+            Some(user) => user.user_principal_name.clone(),
+            None => printable(username),
+        };
+        let mut details = context.details.clone();
+        details.insert("client".into(), json!(context.client));
+        details.insert("authenticationMethod".into(), json!(method));
+        if cached {
+            details.insert("cached".into(), json!(true));
+        }
+        let event = NewAuditEvent {
+            time: self.clock.now(),
+            actor,
+            activity: SIGN_IN_ACTIVITY.to_owned(),
+            target: Some(target),
+            result: match outcome {
+                SignInOutcome::Accept { .. } => AuditResult::Success,
+                _ => AuditResult::Failure,
+            },
+            reason_code: outcome.reason_code(context.channel).map(str::to_owned),
+            channel: context.channel.channel(),
+            source_address: Some(context.source.clone()),
+            details: serde_json::Value::Object(details),
+        };
+        crate::audit::log(&event);
+        if let Err(e) = self.store.append_audit(&event).await {
+            log::error!("could not record the sign-in audit event: {e}");
+        }
+    }
+}
+
+fn log_directory_error(error: &DirectoryError) {
+    log::warn!("sign-in: the directory could not check a password: {error}");
+}
+
+/// A presented name as it may be recorded: control characters replaced, length bounded.
+fn printable(name: &str) -> String {
+    name.chars()
+        .take(MAX_AUDITED_NAME_CHARS)
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,426 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::directory::DirectoryContents;
+use crate::model::{AuditFilter, StoredTap};
+use crate::store::sqlite::SqliteStore;
+use crate::store::SyncPlan;
+
+const PUBLIC_URL: &str = "https://tap.example.org";
+const TAP_CODE: &str = "Tap+Code9";
+
+/// A directory whose passwords are `<username>-pw`, counting every check.
+#[derive(Default)]
+struct FakeDirectory {
+    checks: AtomicUsize,
+    down: AtomicBool,
+}
+
+#[async_trait]
+impl DirectorySource for FakeDirectory {
+    async fn read_all(&self) -> Result<DirectoryContents, DirectoryError> {
+        Ok(DirectoryContents::default())
+    }
+
+    async fn check_password(
+        &self,
+        user: &User,
+        password: &str,
+    ) -> Result<PasswordCheck, DirectoryError> {
+        self.checks.fetch_add(1, Ordering::SeqCst);
+        if self.down.load(Ordering::SeqCst) {
+            return Err(DirectoryError::Unavailable("test: directory down".into()));
+        }
+        Ok(if password == format!("{}-pw", user.username) {
+            PasswordCheck::Valid
+        } else {
+            PasswordCheck::Invalid
+        })
+    }
+
+    fn describe(&self) -> String {
+        "fake".into()
+    }
+}
+
+fn user(id: &str, name: &str, enabled: bool, groups: &[&str]) -> User {
+    User {
+        id: id.into(),
+        dn: format!("uid={name},ou=people,dc=example,dc=org"),
+        username: name.into(),
+        user_principal_name: format!("{name}@example.org"),
+        display_name: name.into(),
+        mail: None,
+        account_enabled: enabled,
+        group_ids: groups.iter().map(|g| (*g).to_owned()).collect(),
+    }
+}
+
+fn t(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+struct Fixture {
+    signin: SignIn,
+    store: Arc<SqliteStore>,
+    directory: Arc<FakeDirectory>,
+    clock: Arc<ManualClock>,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let store = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+        let plan = SyncPlan {
+            upsert_users: vec![
+                user("u-alice", "alice", true, &["g-vpn"]),
+                user("u-carol", "carol", false, &[]),
+                user("u-bob", "bob", true, &[]),
+            ],
+            upsert_groups: vec![Group {
+                id: "g-vpn".into(),
+                dn: "cn=vpn-users,ou=groups,dc=example,dc=org".into(),
+                display_name: "vpn-users".into(),
+                member_user_ids: vec!["u-alice".into()],
+            }],
+            ..SyncPlan::default()
+        };
+        store.apply_sync(&plan, &[]).await.unwrap();
+        let clock = Arc::new(ManualClock::new(t("2026-11-27T09:00:00Z")));
+        let tap = StoredTap {
+            id: "tap-alice".into(),
+            user_id: "u-alice".into(),
+            code_hash: crate::tapcode::hash_blocking(TAP_CODE).unwrap(),
+            created: clock.now(),
+            start: clock.now(),
+            lifetime_in_minutes: 60,
+            is_usable_once: true,
+            used_at: None,
+        };
+        store
+            .replace_tap(&tap, &audit_stub(clock.now()))
+            .await
+            .unwrap();
+        let directory = Arc::new(FakeDirectory::default());
+        let signin = SignIn::new(
+            store.clone(),
+            directory.clone(),
+            Hasher::new(1, 8).unwrap(),
+            clock.clone(),
+            SignInSettings {
+                public_url: PUBLIC_URL.into(),
+                max_failures: 3,
+                failure_window: Duration::from_secs(300),
+                cooldown: Duration::from_secs(60),
+            },
+        )
+        .unwrap();
+        Fixture {
+            signin,
+            store,
+            directory,
+            clock,
+        }
+    }
+
+    fn checks(&self) -> usize {
+        self.directory.checks.load(Ordering::SeqCst)
+    }
+
+    async fn try_as(&self, channel: SignInChannel, name: &str, credential: &str) -> SignInOutcome {
+        let context = AttemptContext {
+            channel,
+            client: "vpn".into(),
+            source: "127.0.0.1:40000".into(),
+            details: serde_json::Map::new(),
+        };
+        self.signin.authenticate(&context, name, credential).await
+    }
+
+    async fn radius(&self, name: &str, credential: &str) -> SignInOutcome {
+        self.try_as(SignInChannel::Radius, name, credential).await
+    }
+
+    async fn sign_in_events(&self) -> Vec<NewAuditEvent> {
+        let filter = AuditFilter {
+            activity: Some(SIGN_IN_ACTIVITY.into()),
+            limit: 100,
+            ..AuditFilter::default()
+        };
+        self.store
+            .audit(&filter)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event)
+            .collect()
+    }
+}
+
+fn audit_stub(now: Timestamp) -> NewAuditEvent {
+    NewAuditEvent {
+        time: now,
+        actor: "test".into(),
+        activity: "test".into(),
+        target: None,
+        result: AuditResult::Success,
+        reason_code: None,
+        channel: Channel::Admin,
+        source_address: None,
+        details: json!({}),
+    }
+}
+
+fn rejected(reason: RejectReason) -> SignInOutcome {
+    SignInOutcome::Reject {
+        reason,
+        message: None,
+    }
+}
+
+#[tokio::test]
+async fn the_directory_password_is_accepted_with_groups_by_username_or_upn() {
+    let f = Fixture::new().await;
+    for name in ["alice", "ALICE@example.org"] {
+        match f.radius(name, "alice-pw").await {
+            SignInOutcome::Accept { user, groups } => {
+                assert_eq!(user.id, "u-alice");
+                assert_eq!(groups.len(), 1);
+                assert_eq!(groups[0].display_name, "vpn-users");
+            }
+            other => panic!("expected accept, got {other:?}"),
+        }
+    }
+    // The store also knows users by id, but a sign-in names them by login or UPN.
+    assert_eq!(
+        f.radius("u-alice", "alice-pw").await,
+        rejected(RejectReason::UserNotFound)
+    );
+    let events = f.sign_in_events().await;
+    assert_eq!(events.len(), 3);
+    let accept = &events[2];
+    assert_eq!(accept.result, AuditResult::Success);
+    assert_eq!(accept.channel, Channel::Radius);
+    assert_eq!(accept.target.as_deref(), Some("alice@example.org"));
+    assert_eq!(accept.source_address.as_deref(), Some("127.0.0.1:40000"));
+    assert_eq!(accept.details["client"], "vpn");
+    assert_eq!(events[0].reason_code.as_deref(), Some("user_not_found"));
+}
+
+#[tokio::test]
+async fn unknown_disabled_and_empty_are_rejected_without_a_directory_call() {
+    let f = Fixture::new().await;
+    assert_eq!(
+        f.radius("nobody", "x").await,
+        rejected(RejectReason::UserNotFound)
+    );
+    assert_eq!(
+        f.radius("carol", "carol-pw").await,
+        rejected(RejectReason::AccountDisabled)
+    );
+    assert_eq!(
+        f.radius("alice", "").await,
+        rejected(RejectReason::EmptyPassword)
+    );
+    assert_eq!(
+        f.radius("alice", "\0\0\0").await,
+        rejected(RejectReason::EmptyPassword)
+    );
+    assert_eq!(f.checks(), 0);
+    let codes: Vec<_> = f
+        .sign_in_events()
+        .await
+        .into_iter()
+        .map(|e| e.reason_code.unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "empty_password",
+            "empty_password",
+            "account_disabled",
+            "user_not_found"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_tap_is_rejected_with_the_documented_message_and_not_consumed() {
+    let f = Fixture::new().await;
+    let expected = SignInOutcome::Reject {
+        reason: RejectReason::TapNotSupported,
+        message: Some(format!(
+            "A Temporary Access Pass can't be used with RADIUS (NPS extension). Use it for web sign-in at {PUBLIC_URL}."
+        )),
+    };
+    assert_eq!(f.radius("alice", TAP_CODE).await, expected);
+    assert_eq!(f.checks(), 1);
+    let tap = f.store.tap_for_user("u-alice").await.unwrap().unwrap();
+    assert_eq!(tap.used_at, None);
+
+    // A retry of the same TAP is answered from the rejection cache: no bind, no argon2.
+    assert_eq!(f.radius("alice", TAP_CODE).await, expected);
+    assert_eq!(f.checks(), 1);
+
+    let federation = f
+        .try_as(SignInChannel::Federation, "alice@example.org", TAP_CODE)
+        .await;
+    match federation {
+        SignInOutcome::Reject {
+            reason: RejectReason::TapNotSupported,
+            message: Some(message),
+        } => assert!(message.contains("federation (AD FS) adapter"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+
+    let events = f.sign_in_events().await;
+    assert_eq!(
+        events[0].reason_code.as_deref(),
+        Some("tap_not_supported_federation")
+    );
+    assert_eq!(events[0].channel, Channel::Federation);
+    assert_eq!(events[1].details["cached"], true);
+    assert_eq!(
+        events[2].reason_code.as_deref(),
+        Some("tap_not_supported_radius")
+    );
+    assert_eq!(
+        events[2].details["authenticationMethod"],
+        "Temporary Access Pass"
+    );
+    assert_eq!(
+        f.store
+            .tap_for_user("u-alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .used_at,
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_rejected_and_repeats_are_not_checked_again() {
+    let f = Fixture::new().await;
+    assert_eq!(
+        f.radius("bob", "old-password").await,
+        rejected(RejectReason::InvalidCredentials)
+    );
+    assert_eq!(
+        f.radius("bob", "old-password").await,
+        rejected(RejectReason::InvalidCredentials)
+    );
+    assert_eq!(f.checks(), 1);
+    // After the cache entry expires the directory is asked again.
+    f.clock.advance(chrono::Duration::seconds(121));
+    f.radius("bob", "old-password").await;
+    assert_eq!(f.checks(), 2);
+}
+
+#[tokio::test]
+async fn repeated_failures_throttle_the_user_without_binding_until_the_cooldown_ends() {
+    let f = Fixture::new().await;
+    for attempt in 0..3 {
+        assert_eq!(
+            f.radius("bob", &format!("wrong-{attempt}")).await,
+            rejected(RejectReason::InvalidCredentials)
+        );
+    }
+    assert_eq!(f.checks(), 3);
+    // Throttled: even the right password is refused, and the directory is not asked.
+    assert_eq!(
+        f.radius("bob", "bob-pw").await,
+        rejected(RejectReason::Throttled)
+    );
+    assert_eq!(f.checks(), 3);
+    // Other users are unaffected.
+    assert!(matches!(
+        f.radius("alice", "alice-pw").await,
+        SignInOutcome::Accept { .. }
+    ));
+    f.clock.advance(chrono::Duration::seconds(59));
+    assert_eq!(
+        f.radius("bob", "bob-pw").await,
+        rejected(RejectReason::Throttled)
+    );
+    f.clock.advance(chrono::Duration::seconds(1));
+    assert!(matches!(
+        f.radius("bob", "bob-pw").await,
+        SignInOutcome::Accept { .. }
+    ));
+    let events = f.sign_in_events().await;
+    assert_eq!(events[1].reason_code.as_deref(), Some("throttled"));
+}
+
+#[test]
+fn failures_outside_the_window_do_not_count() {
+    let settings = SignInSettings {
+        max_failures: 3,
+        ..SignInSettings::default()
+    };
+    let mut throttle = FailureThrottle::default();
+    let start = t("2026-11-27T09:00:00Z");
+    assert!(!throttle.record_failure("u", start, &settings));
+    assert!(!throttle.record_failure("u", start + chrono::Duration::seconds(200), &settings));
+    // The first failure left the 5-minute window: still only two.
+    assert!(!throttle.record_failure("u", start + chrono::Duration::seconds(301), &settings));
+    assert!(!throttle.is_blocked("u", start + chrono::Duration::seconds(301)));
+    assert!(throttle.record_failure("u", start + chrono::Duration::seconds(302), &settings));
+    assert!(throttle.is_blocked("u", start + chrono::Duration::seconds(361)));
+    assert!(!throttle.is_blocked("u", start + chrono::Duration::seconds(362)));
+}
+
+#[tokio::test]
+async fn an_unreachable_directory_is_unavailable_and_audited() {
+    let f = Fixture::new().await;
+    f.directory.down.store(true, Ordering::SeqCst);
+    assert_eq!(
+        f.radius("alice", "alice-pw").await,
+        SignInOutcome::Unavailable {
+            reason: UnavailableReason::Directory
+        }
+    );
+    // Not cached and not counted: once the directory is back, the password works.
+    f.directory.down.store(false, Ordering::SeqCst);
+    assert!(matches!(
+        f.radius("alice", "alice-pw").await,
+        SignInOutcome::Accept { .. }
+    ));
+    let events = f.sign_in_events().await;
+    assert_eq!(
+        events[1].reason_code.as_deref(),
+        Some("directory_unavailable")
+    );
+}
+
+#[tokio::test]
+async fn refusals_are_audited_with_the_presented_name() {
+    let f = Fixture::new().await;
+    let context = AttemptContext {
+        channel: SignInChannel::Radius,
+        client: "wifi".into(),
+        source: "127.0.0.2:1645".into(),
+        details: serde_json::Map::from_iter([("nasIdentifier".to_owned(), json!("ap-1"))]),
+    };
+    let outcome = f
+        .signin
+        .refuse(
+            &context,
+            "mallory\n",
+            RejectReason::UnsupportedMethod,
+            "chap",
+        )
+        .await;
+    assert_eq!(outcome, rejected(RejectReason::UnsupportedMethod));
+    assert_eq!(f.checks(), 0);
+    let events = f.sign_in_events().await;
+    assert_eq!(events[0].target.as_deref(), Some("mallory\u{fffd}"));
+    assert_eq!(events[0].actor, "RADIUS client wifi");
+    assert_eq!(events[0].details["nasIdentifier"], "ap-1");
+    assert_eq!(events[0].details["authenticationMethod"], "chap");
+    assert_eq!(events[0].reason_code.as_deref(), Some("unsupported_method"));
+}
