@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in passwd; do
+for pkg in passwd systemd man-db; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -21,3 +21,6 @@ fi
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked --all-targets
+
+# The Debian package: build, dpkg -i, check, remove, purge (root only; CI is root).
+scripts/test-deb.sh

@@ -10,6 +10,8 @@
 //! - `admin`: the HTTP admin API on a Unix socket, and its client used by `tapctl`;
 //! - `radius`: the sans-io RADIUS protocol core (validation, replies, reply cache);
 //! - `config`: file + environment configuration, validated once;
+//! - `metrics`: Prometheus counters every front end increments, `/metrics`, `/readyz`;
+//! - `notify`, `watchdog`, `reload`: systemd notify protocol, loop liveness, SIGHUP reload;
 //! - `daemon`: wiring, signals, shutdown.
 #![forbid(unsafe_code)]
 
@@ -19,12 +21,17 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod directory;
+pub mod docs;
 pub mod logging;
+pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod policy;
 pub mod radius;
+pub mod reload;
 pub mod service;
 pub mod store;
 pub mod sync;
 pub mod tapcode;
 pub mod tapctl;
+pub mod watchdog;
