@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 need=()
 # passwd: useradd/groupadd/usermod, for the local accounts the integration tests act as.
 # freeradius-utils: radclient, the real RADIUS client of tests/radius; curl: the federation tests.
-for pkg in passwd freeradius-utils curl; do
+# systemd: systemd-analyze for the unit checks; man-db: `man -w` after installing the .deb.
+for pkg in passwd freeradius-utils curl systemd man-db; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -23,3 +24,6 @@ fi
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked --all-targets
+
+# The Debian package: build, dpkg -i, check, remove, purge (root only; CI is root).
+scripts/test-deb.sh

@@ -1,5 +1,6 @@
 //! The one place that reads the system clock. Everything else takes `now` as a parameter
-//! or holds an `Arc<dyn Clock>`, so tests can move time to the second.
+//! or holds an `Arc<dyn Clock>`, so tests can move time to the second. (The monotonic clock
+//! systemd's notify protocol wants is read here too, by [`monotonic_usec`].)
 
 use std::sync::Mutex;
 
@@ -18,6 +19,19 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
         chrono::Utc::now()
+    }
+}
+
+/// CLOCK_MONOTONIC now, in microseconds: what systemd expects in `MONOTONIC_USEC=` (the
+/// notify protocol's reload timestamp). Not wall time; 0 if the clock can't be read.
+pub fn monotonic_usec() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
+        Ok(now) => {
+            let seconds = u64::try_from(now.tv_sec()).unwrap_or(0);
+            let micros = u64::try_from(now.tv_nsec()).unwrap_or(0) / 1_000;
+            seconds.saturating_mul(1_000_000).saturating_add(micros)
+        }
+        Err(_) => 0,
     }
 }
 

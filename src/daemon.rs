@@ -1,10 +1,13 @@
 //! Wiring: builds the concrete store, directory source, hashing pool and service from the
-//! validated configuration, binds every listener, runs until SIGTERM/SIGINT, and shuts down
-//! through one `CancellationToken` and one `JoinSet`.
+//! validated configuration, binds every listener, tells systemd about it (`notify`), keeps
+//! the watchdog fed while every loop is alive (`watchdog`), reloads on SIGHUP (`reload`),
+//! runs until SIGTERM/SIGINT, and shuts down through one `CancellationToken` and one
+//! `JoinSet`. Every long-running loop is spawned through `Heartbeats::supervise`.
 //!
 //! The only module that knows every concrete type. May use `anyhow` for context.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,19 +18,25 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, SocketOptions};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, DirectorySource as DirectoryConfig, StoreUrl};
+use crate::config::{Config, DirectorySource as DirectoryConfig, LogFormat, StoreUrl};
 use crate::directory::ldif::LdifDirectory;
 use crate::directory::sync::DeletionGuard;
 use crate::directory::DirectorySource;
 use crate::federation::{self, FederationState};
+use crate::metrics::http::{self as metrics_http, Readiness};
+use crate::metrics::{Metrics, ReloadResult};
+use crate::model::SyncStatus;
+use crate::notify::{Notifier, NotifyError};
 use crate::policy::{AdminRole, RoleMapping};
 use crate::radius::{RadiusCounters, RadiusHandler, RadiusSettings, ReplyCacheConfig};
+use crate::reload::{self, Reloader};
 use crate::service::{ServiceSettings, TapService};
 use crate::signin::{SignIn, SignInSettings};
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 use crate::sync::{SyncOptions, Syncer};
 use crate::tapcode::Hasher;
+use crate::watchdog::Heartbeats;
 
 /// How long shutdown waits for in-flight work before giving up.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -114,22 +123,48 @@ pub fn build_service(
     )))
 }
 
+/// Where `[log] format` sends log lines.
+pub fn log_destination(config: &Config) -> crate::logging::Destination {
+    match config.log.format {
+        LogFormat::Auto => crate::logging::Destination::Auto,
+        LogFormat::Journal => crate::logging::Destination::Journal,
+        LogFormat::Stderr => crate::logging::Destination::Stderr,
+    }
+}
+
 /// Runs the daemon until a termination signal.
+///
+/// Order of events, as systemd sees it (`Type=notify`): the store is opened, every listener
+/// is bound and every service loop spawned, then `READY=1` (the directory is NOT waited
+/// for: its state goes into `STATUS=`). While running, `WATCHDOG=1` every half watchdog
+/// interval as long as every loop is alive; SIGHUP sends `RELOADING=1`, reloads and sends
+/// `READY=1` again; SIGTERM/SIGINT or a failed loop sends `STOPPING=1` and drains.
 pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     log::info!(
         "tapd {} starting with {}",
         env!("CARGO_PKG_VERSION"),
         config_path.display()
     );
+    let notifier = Notifier::from_env();
+    let heartbeats = Heartbeats::for_watchdog(notifier.watchdog_interval());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = open_store(&config).await?;
     let directory = open_directory(&config)?;
-    let service = build_service(&config, store, directory.clone(), clock)?;
+    let service = build_service(&config, store.clone(), directory.clone(), clock.clone())?;
     let signin = build_signin(&config, &service, directory)?;
+    let metrics = service.metrics().clone();
+    metrics
+        .start_time
+        .set(clock.now().timestamp_millis() as f64 / 1000.0);
+
+    let config = Arc::new(config);
+    let reloader = Reloader::new(config.clone());
+    register_reloadable_parts(&reloader, &service);
 
     let shutdown = CancellationToken::new();
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
 
+    // ---- listeners: bind every one of them before READY=1 ----
     let socket = SocketOptions {
         path: config.admin.socket.clone(),
         group: config.admin.socket_group.clone(),
@@ -139,32 +174,104 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     {
         let service = service.clone();
         let shutdown = shutdown.clone();
-        tasks.spawn(async move {
+        tasks.spawn(heartbeats.supervise("admin API", async move {
             admin::serve(listener, service, shutdown)
                 .await
                 .context("admin API server failed")
-        });
+        }));
     }
-    let front_ends = start_front_ends(&config, signin, &mut tasks, &shutdown).await?;
+    let readiness = Arc::new(Readiness::new(
+        store.clone(),
+        heartbeats.clone(),
+        metrics.clone(),
+    ));
+    if let Some(addr) = config.metrics.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("while binding the metrics listener {addr}"))?;
+        let bound = listener.local_addr().unwrap_or(addr);
+        log::info!("listening for metrics on {bound}");
+        let metrics = metrics.clone();
+        let readiness = readiness.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(heartbeats.supervise("metrics", async move {
+            metrics_http::serve(listener, metrics, readiness, shutdown)
+                .await
+                .context("metrics server failed")
+        }));
+    }
+    let front_ends =
+        Arc::new(start_front_ends(&config, signin, &mut tasks, &heartbeats, &shutdown).await?);
+    {
+        let front_ends = front_ends.clone();
+        reloader.register(reload::reloadable(
+            "RADIUS clients, federation tokens and sign-in settings",
+            move |next| {
+                let radius = RadiusSettings::from_config(&next.radius)
+                    .map_err(|e| format!("RADIUS clients: {e}"))?;
+                let next = next.clone();
+                let front_ends = front_ends.clone();
+                Ok(Box::new(move || front_ends.apply(&next, radius)))
+            },
+        ));
+    }
     {
         let syncer = service.syncer().clone();
         let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            sync_loop(syncer, shutdown).await;
+        let notifier = notifier.clone();
+        tasks.spawn(heartbeats.supervise("directory sync", async move {
+            sync_loop(syncer, notifier, shutdown).await;
             Ok(())
-        });
+        }));
     }
 
     let mut sigterm =
         signal(SignalKind::terminate()).context("while installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("while installing SIGINT handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("while installing SIGHUP handler")?;
+
+    readiness.set_listeners_up();
+    report(notifier.ready("serving; first directory sync running"));
+    if let Some(interval) = notifier.watchdog_interval() {
+        log::info!(
+            "systemd watchdog: {interval:?}, pinging every {:?} while {} are alive",
+            interval / 2,
+            heartbeats.names().join(", ")
+        );
+    }
+    let mut watchdog = notifier.watchdog_interval().map(|interval| {
+        let mut ticker = tokio::time::interval(interval / 2);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker
+    });
+    let mut withheld = false;
+
     let mut failure = None;
     loop {
         tokio::select! {
             _ = sigterm.recv() => { log::info!("SIGTERM received, stopping"); break; }
             _ = sigint.recv() => { log::info!("SIGINT received, stopping"); break; }
-            _ = sighup.recv() => reload(&config_path, &service, &front_ends),
+            _ = sighup.recv() => {
+                report(notifier.reloading());
+                let status = reload(&config_path, &reloader, &metrics);
+                report(notifier.ready(&status));
+            }
+            _ = watchdog_tick(&mut watchdog) => {
+                let stale = heartbeats.stale();
+                if stale.is_empty() {
+                    report(notifier.watchdog());
+                    if withheld {
+                        log::info!("every service loop responds again; watchdog pings resumed");
+                        withheld = false;
+                    }
+                } else if !withheld {
+                    log::error!(
+                        "not pinging the systemd watchdog: {} not responding",
+                        stale.join(", ")
+                    );
+                    withheld = true;
+                }
+            }
             finished = tasks.join_next() => {
                 match finished {
                     Some(Ok(Ok(()))) | None => failure = Some(anyhow::anyhow!("a service loop stopped unexpectedly")),
@@ -175,6 +282,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
             }
         }
     }
+    report(notifier.stopping());
     shutdown.cancel();
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while let Some(result) = tasks.join_next().await {
@@ -198,24 +306,89 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     }
 }
 
-/// Re-reads the configuration and applies what can change without a restart. An invalid new
-/// configuration is refused and the running one stays.
-fn reload(config_path: &Path, service: &TapService, front_ends: &FrontEnds) {
-    match crate::config::load(config_path) {
-        Ok(loaded) => {
-            crate::logging::set_level(loaded.config.log.level);
-            service.update_settings(service_settings(&loaded.config));
-            front_ends.reload(&loaded.config);
-            log::info!("configuration reloaded from {}", config_path.display());
+/// Waits for the next watchdog tick, or forever when the watchdog is off.
+async fn watchdog_tick(ticker: &mut Option<tokio::time::Interval>) {
+    match ticker {
+        Some(ticker) => {
+            ticker.tick().await;
         }
-        Err(e) => {
-            log::error!("configuration reload refused, keeping the running configuration: {e}")
+        None => std::future::pending().await,
+    }
+}
+
+/// Logs a failed notification once at warn (a broken NOTIFY_SOCKET would otherwise warn on
+/// every watchdog tick), later ones at debug.
+fn report(result: Result<(), NotifyError>) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if let Err(e) = result {
+        if WARNED.swap(true, Ordering::Relaxed) {
+            log::debug!("sd_notify: {e}");
+        } else {
+            log::warn!("sd_notify: {e}");
         }
     }
 }
 
-/// Runs a full sync at start and then every interval, until shutdown.
-async fn sync_loop(syncer: Arc<Syncer>, shutdown: CancellationToken) {
+/// The parts of the daemon that follow a reload. RADIUS clients and secrets, TLS
+/// certificates and federation tokens register here (or read `Reloader::subscribe`) as
+/// their components land.
+fn register_reloadable_parts(reloader: &Reloader, service: &Arc<TapService>) {
+    reloader.register(reload::reloadable("log level", |next| {
+        let level = next.log.level;
+        Ok(Box::new(move || crate::logging::set_level(level)))
+    }));
+    let service = service.clone();
+    reloader.register(reload::reloadable("admin roles", move |next| {
+        let settings = service_settings(next);
+        let service = service.clone();
+        Ok(Box::new(move || service.update_settings(settings)))
+    }));
+}
+
+/// Re-reads the configuration and applies what can change without a restart. An invalid new
+/// configuration is refused and the running one stays. Returns the status line for systemd.
+fn reload(config_path: &Path, reloader: &Reloader, metrics: &Metrics) -> String {
+    let loaded = match crate::config::load(config_path) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            metrics.config_reloads.inc(ReloadResult::Failure);
+            log::error!(
+                "configuration reload refused, keeping the running configuration: {}",
+                e.problems.join("; ")
+            );
+            return "serving; configuration reload refused (invalid file), old configuration in force".into();
+        }
+    };
+    for warning in &loaded.warnings {
+        log::warn!("configuration: {warning}");
+    }
+    match reloader.reload(loaded.config) {
+        Ok(done) => {
+            metrics.config_reloads.inc(ReloadResult::Success);
+            log::info!(
+                "configuration reloaded from {} ({})",
+                config_path.display(),
+                done.applied.join(", ")
+            );
+            if !done.restart_required.is_empty() {
+                log::warn!(
+                    "changed keys that take effect only after a restart: {}",
+                    done.restart_required.join(", ")
+                );
+            }
+            "serving; configuration reloaded".into()
+        }
+        Err(e) => {
+            metrics.config_reloads.inc(ReloadResult::Failure);
+            log::error!("configuration reload refused, keeping the running configuration: {e}");
+            "serving; configuration reload refused, old configuration in force".into()
+        }
+    }
+}
+
+/// Runs a full sync at start and then every interval, until shutdown; the outcome goes into
+/// systemd's STATUS line.
+async fn sync_loop(syncer: Arc<Syncer>, notifier: Notifier, shutdown: CancellationToken) {
     log::info!(
         "directory sync from {} every {:?}",
         syncer.describe_directory(),
@@ -225,15 +398,41 @@ async fn sync_loop(syncer: Arc<Syncer>, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             result = syncer.run(false, "tapd") => {
-                if let Err(e) = result {
-                    log::warn!("scheduled directory sync did not run: {e}");
-                }
+                let status = match result {
+                    Ok(status) => directory_status(&status),
+                    Err(e) => {
+                        log::warn!("scheduled directory sync did not run: {e}");
+                        format!("serving; directory sync did not run: {e}")
+                    }
+                };
+                report(notifier.status(&status));
             }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(syncer.interval()) => {}
         }
+    }
+}
+
+/// The STATUS line after a sync.
+fn directory_status(status: &SyncStatus) -> String {
+    let when = |time: Option<crate::model::Timestamp>| {
+        time.map_or_else(|| "never".to_owned(), |t| crate::policy::rfc3339(&t))
+    };
+    match status.last_result.as_deref() {
+        Some("success") => format!(
+            "serving; directory synced at {} ({} users, {} groups)",
+            when(status.last_run_finished),
+            status.users_seen,
+            status.groups_seen
+        ),
+        _ => format!(
+            "serving; directory sync failed at {}: {}; last success {}",
+            when(status.last_run_finished),
+            status.last_error.as_deref().unwrap_or("unknown error"),
+            when(status.last_success)
+        ),
     }
 }
 
@@ -287,15 +486,13 @@ struct FrontEnds {
 impl FrontEnds {
     /// Applies what can change without a restart: clients, reply attributes, relying
     /// parties, throttle settings, the public URL. New listen addresses need a restart.
-    fn reload(&self, config: &Config) {
+    /// `radius` was prepared (and validated) from `config` before the switch.
+    fn apply(&self, config: &Config, radius: RadiusSettings) {
         if let Err(e) = self.signin.update_settings(signin_settings(config)) {
             log::error!("sign-in settings not reloaded: {e}");
         }
-        if let Some(radius) = &self.radius {
-            match RadiusSettings::from_config(&config.radius) {
-                Ok(settings) => radius.update_settings(settings),
-                Err(e) => log::error!("RADIUS settings not reloaded: {e}"),
-            }
+        if let Some(handler) = &self.radius {
+            handler.update_settings(radius);
         }
         if let Some(federation) = &self.federation {
             federation.update_relying_parties(&config.federation.relying_parties);
@@ -309,6 +506,7 @@ async fn start_front_ends(
     config: &Config,
     signin: Arc<SignIn>,
     tasks: &mut JoinSet<anyhow::Result<()>>,
+    heartbeats: &Arc<Heartbeats>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<FrontEnds> {
     let mut front_ends = FrontEnds {
@@ -333,11 +531,11 @@ async fn start_front_ends(
         ));
         front_ends.radius = Some(handler.clone());
         let shutdown = shutdown.clone();
-        tasks.spawn(async move {
+        tasks.spawn(heartbeats.supervise("RADIUS", async move {
             crate::radius::server::serve(handler, sockets, shutdown)
                 .await
                 .context("RADIUS server failed")
-        });
+        }));
     }
 
     // The federation endpoint has its own listener, or else shares the web listener. Until
@@ -375,10 +573,10 @@ async fn start_front_ends(
     ));
     front_ends.federation = Some(state.clone());
     let shutdown = shutdown.clone();
-    tasks.spawn(async move {
+    tasks.spawn(heartbeats.supervise("federation", async move {
         federation::serve(listener, state, shutdown)
             .await
             .context("federation server failed")
-    });
+    }));
     Ok(front_ends)
 }

@@ -14,6 +14,8 @@
 //!   request handler and the UDP loop;
 //! - `federation`: the federation-adapter HTTP endpoint;
 //! - `config`: file + environment configuration, validated once;
+//! - `metrics`: Prometheus counters every front end increments, `/metrics`, `/readyz`;
+//! - `notify`, `watchdog`, `reload`: systemd notify protocol, loop liveness, SIGHUP reload;
 //! - `daemon`: wiring, signals, shutdown.
 #![forbid(unsafe_code)]
 
@@ -23,14 +25,19 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod directory;
+pub mod docs;
 pub mod federation;
 pub mod logging;
+pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod policy;
 pub mod radius;
+pub mod reload;
 pub mod service;
 pub mod signin;
 pub mod store;
 pub mod sync;
 pub mod tapcode;
 pub mod tapctl;
+pub mod watchdog;

@@ -32,9 +32,27 @@ pub fn stderr_is_journal() -> bool {
     dev.parse::<u64>().ok() == Some(meta.dev()) && ino.parse::<u64>().ok() == Some(meta.ino())
 }
 
-/// Installs the logger once; later calls only change the level.
-pub fn init(level: LevelFilter) -> Sink {
-    let sink = if stderr_is_journal() {
+/// Where `[log] format` asks log lines to go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// The journal when stderr is connected to it (`JOURNAL_STREAM`), else stderr.
+    Auto,
+    /// The journal, falling back to stderr (with a warning) when it can't be reached.
+    Journal,
+    /// Plain lines on stderr.
+    Stderr,
+}
+
+/// Installs the logger once (sending to `destination`, at `level`) and returns where lines
+/// actually go; later calls only change the level.
+pub fn init(level: LevelFilter, destination: Destination) -> Sink {
+    let want_journal = match destination {
+        Destination::Auto => stderr_is_journal(),
+        Destination::Journal => true,
+        Destination::Stderr => false,
+    };
+    let mut journal_error = None;
+    let sink = if want_journal {
         match systemd_journal_logger::JournalLog::new() {
             Ok(journal) => {
                 let journal = journal.with_syslog_identifier("tapd".to_owned());
@@ -44,7 +62,8 @@ pub fn init(level: LevelFilter) -> Sink {
                     Sink::Stderr
                 }
             }
-            Err(_) => {
+            Err(e) => {
+                journal_error = Some(e);
                 let _ = log::set_boxed_logger(Box::new(StderrLog));
                 Sink::Stderr
             }
@@ -54,6 +73,11 @@ pub fn init(level: LevelFilter) -> Sink {
         Sink::Stderr
     };
     log::set_max_level(level);
+    if let (Destination::Journal, Some(e)) = (destination, journal_error) {
+        log::warn!(
+            "log.format = \"journal\" but the journal can't be reached ({e}); logging to stderr"
+        );
+    }
     sink
 }
 

@@ -5,7 +5,9 @@
 //! the role matrix (`crate::policy::roles::authorize`) against the target before it touches the
 //! store, and every change is written together with its audit event. Refusals are audited too.
 //!
-//! May depend on: `model`, `policy`, `store` (trait), `directory` (trait), `tapcode`, `clock`.
+//! May depend on: `model`, `policy`, `store` (trait), `directory` (trait), `tapcode`, `clock`,
+//! `metrics` (the service owns the daemon's [`Metrics`] registry; front ends reach it through
+//! [`TapService::metrics`]).
 //! Knows nothing about HTTP or sockets: errors are [`ServiceError`] and the admin layer maps
 //! them to status codes in one place.
 
@@ -18,6 +20,7 @@ use zeroize::Zeroizing;
 
 use crate::clock::Clock;
 use crate::directory::DirectorySource;
+use crate::metrics::{Metrics, StoreOperation, TapIssueChannel};
 use crate::model::{
     AuditEvent, AuditFilter, AuditResult, Channel, Group, NewAuditEvent, RegisteredMethod,
     StoredTap, SyncStatus, TapPolicy, User,
@@ -173,6 +176,7 @@ pub struct TapService {
     hasher: Hasher,
     syncer: Arc<Syncer>,
     settings: RwLock<ServiceSettings>,
+    metrics: Arc<Metrics>,
 }
 
 impl TapService {
@@ -185,11 +189,13 @@ impl TapService {
         settings: ServiceSettings,
         sync_options: SyncOptions,
     ) -> Self {
+        let metrics = Arc::new(Metrics::new());
         let syncer = Arc::new(Syncer::new(
             store.clone(),
             directory,
             clock.clone(),
             sync_options,
+            metrics.clone(),
         ));
         TapService {
             store,
@@ -197,7 +203,13 @@ impl TapService {
             hasher,
             syncer,
             settings: RwLock::new(settings),
+            metrics,
         }
+    }
+
+    /// The metrics registry every front end increments (and `/metrics` renders).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The store (for front ends that need read access).
@@ -552,7 +564,15 @@ impl AdminSession {
                 "TemporaryAccessPass.AccessPassUsage": if tap.is_usable_once { "Once" } else { "Multiple" },
             }),
         );
-        let replaced = self.store().replace_tap(&tap, &event).await?;
+        let replaced = self
+            .service
+            .metrics
+            .time_store(
+                StoreOperation::ReplaceTap,
+                self.store().replace_tap(&tap, &event),
+            )
+            .await?;
+        self.service.metrics.taps_issued.inc(TapIssueChannel::Admin);
         crate::audit::log(&event);
         let details = self.service.tap_details(&user, tap).await?;
         Ok(CreatedTap {

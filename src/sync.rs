@@ -6,7 +6,8 @@
 //! the guard allows is refused (and audited) until an administrator confirms with
 //! `tapctl sync run --allow-deletes`.
 //!
-//! May depend on: `model`, `store` (trait), `directory`, `clock`.
+//! May depend on: `model`, `store` (trait), `directory`, `clock`, `metrics` (sync runs,
+//! errors, duration, last success and the apply latency are counted here).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use tokio::sync::Mutex;
 use crate::clock::Clock;
 use crate::directory::sync::{plan_sync, DeletionGuard};
 use crate::directory::DirectorySource;
+use crate::metrics::{Metrics, NoLabels, StoreOperation, SyncErrorCause, SyncResult};
 use crate::model::{AuditResult, Channel, NewAuditEvent, SyncStatus};
 use crate::store::{Store, StoreError};
 
@@ -61,6 +63,7 @@ pub struct Syncer {
     clock: Arc<dyn Clock>,
     options: SyncOptions,
     running: Mutex<()>,
+    metrics: Arc<Metrics>,
 }
 
 impl Syncer {
@@ -70,6 +73,7 @@ impl Syncer {
         directory: Arc<dyn DirectorySource>,
         clock: Arc<dyn Clock>,
         options: SyncOptions,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Syncer {
             store,
@@ -77,6 +81,7 @@ impl Syncer {
             clock,
             options,
             running: Mutex::new(()),
+            metrics,
         }
     }
 
@@ -97,6 +102,37 @@ impl Syncer {
             .running
             .try_lock()
             .map_err(|_| SyncError::AlreadyRunning)?;
+        let timer = Instant::now();
+        let outcome = self.run_locked(allow_deletes, actor).await;
+        self.metrics
+            .sync_duration
+            .observe(NoLabels, timer.elapsed());
+        let error = match &outcome {
+            Ok(status) if status.last_result.as_deref() == Some("success") => None,
+            Ok(status) if status.last_result.as_deref() == Some("deletionsRefused") => {
+                Some(SyncErrorCause::DeletionGuard)
+            }
+            Ok(_) => Some(SyncErrorCause::DirectoryUnavailable),
+            Err(_) => Some(SyncErrorCause::Store),
+        };
+        match error {
+            None => {
+                self.metrics.sync_runs.inc(SyncResult::Success);
+                if let Ok(Some(success)) = outcome.as_ref().map(|status| status.last_success) {
+                    self.metrics
+                        .sync_last_success
+                        .set(success.timestamp_millis() as f64 / 1000.0);
+                }
+            }
+            Some(cause) => {
+                self.metrics.sync_runs.inc(SyncResult::Failure);
+                self.metrics.sync_errors.inc(cause);
+            }
+        }
+        outcome
+    }
+
+    async fn run_locked(&self, allow_deletes: bool, actor: &str) -> Result<SyncStatus, SyncError> {
         let started = self.clock.now();
         let timer = Instant::now();
         let mut status = self.store.sync_status().await?;
@@ -194,7 +230,12 @@ impl Syncer {
                 }),
             ));
         }
-        self.store.apply_sync(&plan, &events).await?;
+        self.metrics
+            .time_store(
+                StoreOperation::ApplySync,
+                self.store.apply_sync(&plan, &events),
+            )
+            .await?;
         for event in &events {
             crate::audit::log(event);
         }

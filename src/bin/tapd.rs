@@ -4,14 +4,19 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Command line of `tapd`.
 #[derive(Debug, Parser)]
 #[command(
     name = "tapd",
     version,
-    about = "On-premises Temporary Access Pass daemon"
+    about = "On-premises Temporary Access Pass daemon",
+    long_about = "On-premises Temporary Access Pass daemon.\n\nSyncs users and groups from an LDAP \
+                  directory, lets administrators issue Temporary Access Passes over a local admin \
+                  socket (see tapctl(8)), rejects them on the RADIUS and federation paths and \
+                  accepts them on the web registration page. Configured by tapd.toml(5); run \
+                  by systemd as tapd.service (SIGHUP reloads the configuration)."
 )]
 struct Cli {
     /// Configuration file.
@@ -25,10 +30,31 @@ struct Cli {
 enum Command {
     /// Validate the configuration, name every problem, exit 0 (valid) or 1 (invalid).
     CheckConfig,
+    /// Write the man pages tapd.8 and tapctl.8 and the bash, zsh and fish completions of both
+    /// binaries under DIR (man/ and completions/), for packaging.
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Output directory.
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::GenerateDocs { dir }) = &cli.command {
+        return match tapd::docs::generate(&Cli::command(), dir) {
+            Ok(written) => {
+                for path in written {
+                    println!("{}", path.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tapd: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let loaded = match tapd::config::load(&cli.config) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -43,7 +69,10 @@ fn main() -> ExitCode {
         println!("{}: configuration is valid", cli.config.display());
         return ExitCode::SUCCESS;
     }
-    tapd::logging::init(loaded.config.log.level);
+    tapd::logging::init(
+        loaded.config.log.level,
+        tapd::daemon::log_destination(&loaded.config),
+    );
     for warning in &loaded.warnings {
         log::warn!("configuration: {warning}");
     }

@@ -1,0 +1,146 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use super::*;
+
+fn line<'a>(text: &'a str, series: &str) -> &'a str {
+    text.lines()
+        .find(|line| {
+            line.strip_prefix(series)
+                .is_some_and(|rest| rest.starts_with(' '))
+        })
+        .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
+}
+
+fn value(text: &str, series: &str) -> f64 {
+    line(text, series)
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn every_family_is_exported_at_zero_with_its_labels() {
+    let text = Metrics::new().render();
+    for series in [
+        r#"tapd_radius_requests_total{result="accept",reason="password"}"#,
+        r#"tapd_radius_requests_total{result="reject",reason="tap_not_supported_radius"}"#,
+        r#"tapd_radius_dropped_total{cause="unknown_client"}"#,
+        r#"tapd_radius_dropped_total{cause="bad_message_authenticator"}"#,
+        r#"tapd_taps_issued_total{channel="admin"}"#,
+        r#"tapd_taps_used_total{channel="web"}"#,
+        r#"tapd_tap_rejections_total{channel="radius",reason="tap_not_supported_radius"}"#,
+        r#"tapd_tap_rejections_total{channel="web",reason="tap_expired"}"#,
+        r#"tapd_web_sign_ins_total{method="temporary_access_pass",result="success"}"#,
+        r#"tapd_directory_sync_runs_total{result="success"}"#,
+        r#"tapd_directory_sync_errors_total{cause="deletion_guard"}"#,
+        "tapd_directory_sync_duration_seconds_count",
+        "tapd_directory_sync_last_success_timestamp_seconds",
+        r#"tapd_ldap_bind_duration_seconds_count{result="success"}"#,
+        r#"tapd_store_operation_duration_seconds_count{operation="replace_tap"}"#,
+        r#"tapd_config_reloads_total{result="failure"}"#,
+    ] {
+        assert_eq!(value(&text, series), 0.0, "{series}");
+    }
+    assert!(text.contains("# TYPE tapd_radius_requests_total counter\n"));
+    assert!(text.contains("# TYPE tapd_ldap_bind_duration_seconds histogram\n"));
+    assert!(text.contains("# TYPE tapd_directory_sync_last_success_timestamp_seconds gauge\n"));
+    assert!(text.ends_with('\n'));
+}
+
+#[test]
+fn counters_move_only_their_own_series() {
+    let metrics = Metrics::new();
+    metrics.taps_issued.inc(TapIssueChannel::Admin);
+    metrics.taps_issued.inc(TapIssueChannel::Admin);
+    metrics.radius_dropped.inc(RadiusDropCause::Invalid(
+        DropReason::BadMessageAuthenticator,
+    ));
+    metrics
+        .tap_rejections
+        .inc(TapRejection::of(&SignInFailure::TapNotSupportedRadius));
+    let text = metrics.render();
+    assert_eq!(
+        value(&text, r#"tapd_taps_issued_total{channel="admin"}"#),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"tapd_radius_dropped_total{cause="bad_message_authenticator"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&text, r#"tapd_radius_dropped_total{cause="too_short"}"#),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"tapd_tap_rejections_total{channel="radius",reason="tap_not_supported_radius"}"#
+        ),
+        1.0
+    );
+    assert_eq!(metrics.taps_issued.get(TapIssueChannel::Admin), 2);
+}
+
+#[test]
+fn histogram_buckets_are_cumulative_and_count_matches_inf() {
+    let metrics = Metrics::new();
+    let ok = LdapBindResult::Success;
+    metrics
+        .ldap_bind_duration
+        .observe(ok, Duration::from_micros(800));
+    metrics
+        .ldap_bind_duration
+        .observe(ok, Duration::from_millis(30));
+    metrics
+        .ldap_bind_duration
+        .observe(ok, Duration::from_secs(60));
+    let text = metrics.render();
+    let bucket = |le: &str| {
+        value(
+            &text,
+            &format!(r#"tapd_ldap_bind_duration_seconds_bucket{{result="success",le="{le}"}}"#),
+        )
+    };
+    assert_eq!(bucket("0.0005"), 0.0);
+    assert_eq!(bucket("0.001"), 1.0);
+    assert_eq!(bucket("0.025"), 1.0);
+    assert_eq!(bucket("0.05"), 2.0);
+    assert_eq!(bucket("10"), 2.0);
+    assert_eq!(bucket("+Inf"), 3.0);
+    assert_eq!(
+        value(
+            &text,
+            r#"tapd_ldap_bind_duration_seconds_count{result="success"}"#
+        ),
+        3.0
+    );
+    let sum = value(
+        &text,
+        r#"tapd_ldap_bind_duration_seconds_sum{result="success"}"#,
+    );
+    assert!((sum - 60.0308).abs() < 1e-9, "{sum}");
+    assert_eq!(metrics.ldap_bind_duration.count(ok), 3);
+}
+
+#[test]
+fn label_values_are_escaped() {
+    assert_eq!(exposition::escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+}
+
+#[tokio::test]
+async fn store_calls_are_timed() {
+    let metrics = Metrics::new();
+    let answer = metrics
+        .time_store(StoreOperation::ApplySync, async { 42 })
+        .await;
+    assert_eq!(answer, 42);
+    assert_eq!(metrics.store_duration.count(StoreOperation::ApplySync), 1);
+    assert_eq!(metrics.store_duration.count(StoreOperation::ReplaceTap), 0);
+}
