@@ -8,7 +8,9 @@ need=()
 # passwd: useradd/groupadd/usermod, for the local accounts the integration tests act as.
 # freeradius-utils: radclient, the real RADIUS client of tests/radius; curl: the federation tests.
 # systemd: systemd-analyze for the unit checks; man-db: `man -w` after installing the .deb.
-for pkg in passwd freeradius-utils curl systemd man-db; do
+# postgresql (+ openssl for test certificates): the throwaway clusters of the store
+# conformance suite and tests/postgres_nodes.rs.
+for pkg in passwd freeradius-utils curl systemd man-db postgresql openssl; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -17,6 +19,13 @@ if [ ${#need[@]} -gt 0 ]; then
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
+  # Installing must not start the packages' own services (PostgreSQL's main cluster…):
+  # tests start their own servers on private ports.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get update -qq
   apt-get install -y -qq "${need[@]}"
 fi

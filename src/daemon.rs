@@ -32,9 +32,10 @@ use crate::radius::{RadiusCounters, RadiusHandler, RadiusSettings, ReplyCacheCon
 use crate::reload::{self, Reloader};
 use crate::service::{ServiceSettings, TapService};
 use crate::signin::{SignIn, SignInSettings};
+use crate::store::postgres::{PostgresSettings, PostgresStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
-use crate::sync::{SyncOptions, Syncer};
+use crate::sync::{SyncError, SyncOptions, Syncer};
 use crate::tapcode::Hasher;
 use crate::watchdog::Heartbeats;
 
@@ -53,12 +54,46 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
                 .with_context(|| format!("while opening the SQLite store {}", path.display()))?;
             Ok(Arc::new(store))
         }
-        StoreUrl::Postgres(_) => {
-            bail!(
-                "store.url: the PostgreSQL backend is not part of this build yet; use sqlite:PATH"
-            )
+        StoreUrl::Postgres(url) => {
+            let settings = PostgresSettings {
+                url: url.clone(),
+                password: config
+                    .store
+                    .password
+                    .as_ref()
+                    .map(|secret| zeroize::Zeroizing::new(secret.expose().to_owned())),
+                ca_file: config.store.ca_file.clone(),
+                pool_size: config.store.pool_size,
+                statement_timeout: config.store.statement_timeout,
+                connect_timeout: config.store.connect_timeout,
+            };
+            let store = PostgresStore::open(&settings).await.with_context(|| {
+                format!("while opening the PostgreSQL store {}", config.store.url)
+            })?;
+            let security = match store.connection_tls().await {
+                Ok(Some(version)) => format!("encrypted with {version}"),
+                Ok(None) => "not encrypted".to_owned(),
+                Err(e) => format!("encryption unknown: {e}"),
+            };
+            log::info!("store: PostgreSQL at {} ({security})", config.store.url);
+            Ok(Arc::new(store))
         }
     }
+}
+
+/// This process's identity among the nodes sharing a store: host name, pid and a random
+/// suffix (two processes on one host, or a restarted one, never share it).
+pub fn node_identity() -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_owned());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!(
+        "{host}/{}/{}",
+        std::process::id(),
+        suffix.get(..6).unwrap_or(&suffix)
+    )
 }
 
 /// Builds the configured directory source.
@@ -112,6 +147,7 @@ pub fn build_service(
             max_deletes: u64::from(config.directory.deletion_guard.max_deletes),
             max_share_percent: config.directory.deletion_guard.max_percent,
         },
+        node: node_identity(),
     };
     Ok(Arc::new(TapService::new(
         store,
@@ -390,22 +426,40 @@ fn reload(config_path: &Path, reloader: &Reloader, metrics: &Metrics) -> String 
 /// systemd's STATUS line.
 async fn sync_loop(syncer: Arc<Syncer>, notifier: Notifier, shutdown: CancellationToken) {
     log::info!(
-        "directory sync from {} every {:?}",
+        "directory sync from {} every {:?} (node {})",
         syncer.describe_directory(),
-        syncer.interval()
+        syncer.interval(),
+        syncer.node()
     );
+    let mut first = true;
     loop {
+        // The first run at start always tries (another node may still hold the lease); later
+        // ones only when no other node synced within the interval.
+        let run = async {
+            if std::mem::take(&mut first) {
+                syncer.run(false, "tapd").await.map(Some)
+            } else {
+                syncer.run_scheduled().await
+            }
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            result = syncer.run(false, "tapd") => {
+            result = run => {
                 let status = match result {
-                    Ok(status) => directory_status(&status),
+                    Ok(Some(status)) => Some(directory_status(&status)),
+                    Ok(None) => None,
+                    // Logged by the syncer: another node is syncing.
+                    Err(SyncError::HeldElsewhere { holder, .. }) => {
+                        Some(format!("serving; directory sync is run by node {holder}"))
+                    }
                     Err(e) => {
                         log::warn!("scheduled directory sync did not run: {e}");
-                        format!("serving; directory sync did not run: {e}")
+                        Some(format!("serving; directory sync did not run: {e}"))
                     }
                 };
-                report(notifier.status(&status));
+                if let Some(status) = status {
+                    report(notifier.status(&status));
+                }
             }
         }
         tokio::select! {

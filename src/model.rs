@@ -352,4 +352,7 @@ pub struct SyncStatus {
     pub deletions_refused: u64,
     /// When the next scheduled run is due.
     pub next_run: Option<Timestamp>,
+    /// The tapd node that ran the last sync (several nodes may share one store).
+    #[serde(default)]
+    pub node: Option<String>,
 }

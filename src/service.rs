@@ -737,7 +737,9 @@ impl AdminSession {
             .run(allow_deletes, &self.actor_name)
             .await
             .map_err(|e| match e {
-                crate::sync::SyncError::AlreadyRunning => ServiceError::Conflict(e.to_string()),
+                crate::sync::SyncError::AlreadyRunning
+                | crate::sync::SyncError::HeldElsewhere { .. }
+                | crate::sync::SyncError::LeaseLost { .. } => ServiceError::Conflict(e.to_string()),
                 crate::sync::SyncError::Store(s) => ServiceError::from(s),
             })
     }

@@ -1,5 +1,12 @@
 //! Runs directory syncs: read the directory, compute the pure plan, check the deletion guard,
-//! apply the plan in one store transaction, record the status. One run at a time per node.
+//! apply the plan in one store transaction, record the status.
+//!
+//! One run at a time per node (a mutex) and across the nodes sharing a store (the store's sync
+//! lease, renewed while the run lasts and released after it). A node that finds the lease held
+//! elsewhere skips the run; a node killed mid-run leaves nothing half-applied (the plan is one
+//! transaction) and its lease lapses after [`SyncOptions::lease_ttl`], so another node takes
+//! over. Scheduled runs also skip while another node's last run is not yet due again, so the
+//! nodes together sync about once per interval.
 //!
 //! A directory that can't be read, times out or returns an incomplete result leaves the store
 //! untouched; the error goes into the sync status. A plan that would delete more users than
@@ -19,8 +26,8 @@ use crate::clock::Clock;
 use crate::directory::sync::{plan_sync, DeletionGuard};
 use crate::directory::DirectorySource;
 use crate::metrics::{Metrics, NoLabels, StoreOperation, SyncErrorCause, SyncResult};
-use crate::model::{AuditResult, Channel, NewAuditEvent, SyncStatus};
-use crate::store::{Store, StoreError};
+use crate::model::{AuditResult, Channel, NewAuditEvent, SyncStatus, Timestamp};
+use crate::store::{Store, StoreError, SyncLeaseOutcome};
 
 /// Activity names of sync-related audit events.
 pub mod activity {
@@ -43,6 +50,18 @@ pub struct SyncOptions {
     pub interval: Duration,
     /// Deletion guard thresholds.
     pub guard: DeletionGuard,
+    /// This node's identity for the sync lease and the status: unique per running process
+    /// (the daemon uses host name, pid and a random suffix).
+    pub node: String,
+}
+
+impl SyncOptions {
+    /// How long a lease lasts unless renewed: the interval, at most a minute (a running sync
+    /// renews it every third of that), at least a second.
+    pub fn lease_ttl(&self) -> Duration {
+        self.interval
+            .clamp(Duration::from_secs(1), Duration::from_secs(60))
+    }
 }
 
 /// Why a sync could not even be attempted or recorded.
@@ -51,6 +70,21 @@ pub enum SyncError {
     /// Another sync is in progress on this node.
     #[error("a directory sync is already running")]
     AlreadyRunning,
+    /// Another node holds the sync lease (it is syncing, or has just started to).
+    #[error("a directory sync is running on node {holder} (its lease runs until {until}); try again later")]
+    HeldElsewhere {
+        /// The node holding the lease.
+        holder: String,
+        /// When its lease lapses unless renewed.
+        until: Timestamp,
+    },
+    /// The lease went to another node during the run (this node stalled past its lease), so
+    /// the run stopped; what it had not committed was rolled back.
+    #[error("the directory sync lease was taken over by node {holder}; this run stopped")]
+    LeaseLost {
+        /// The node that holds it now.
+        holder: String,
+    },
     /// The store failed while reading or applying.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -95,6 +129,31 @@ impl Syncer {
         self.directory.describe()
     }
 
+    /// This node's identity.
+    pub fn node(&self) -> &str {
+        &self.options.node
+    }
+
+    /// A scheduled run: skipped (`Ok(None)`) while another node's last run is not due again,
+    /// so that a cluster syncs about once per interval; otherwise [`Syncer::run`].
+    pub async fn run_scheduled(&self) -> Result<Option<SyncStatus>, SyncError> {
+        let status = self.store.sync_status().await?;
+        let by_other_node = status
+            .node
+            .as_deref()
+            .is_some_and(|n| n != self.options.node);
+        if let (true, Some(next_run)) = (by_other_node, status.next_run) {
+            if next_run > self.clock.now() {
+                log::debug!(
+                    "directory sync not due: node {} synced last, next run at {next_run}",
+                    status.node.as_deref().unwrap_or("?")
+                );
+                return Ok(None);
+            }
+        }
+        self.run(false, "tapd").await.map(Some)
+    }
+
     /// Runs one full sync. Directory failures and guard refusals are not errors here: they are
     /// recorded in the returned (and stored) status. `actor` names who asked (audit).
     pub async fn run(&self, allow_deletes: bool, actor: &str) -> Result<SyncStatus, SyncError> {
@@ -103,7 +162,7 @@ impl Syncer {
             .try_lock()
             .map_err(|_| SyncError::AlreadyRunning)?;
         let timer = Instant::now();
-        let outcome = self.run_locked(allow_deletes, actor).await;
+        let outcome = self.run_with_lease(allow_deletes, actor).await;
         self.metrics
             .sync_duration
             .observe(NoLabels, timer.elapsed());
@@ -113,6 +172,8 @@ impl Syncer {
                 Some(SyncErrorCause::DeletionGuard)
             }
             Ok(_) => Some(SyncErrorCause::DirectoryUnavailable),
+            // Another node syncs: not a failure of this one.
+            Err(SyncError::HeldElsewhere { .. }) => return outcome,
             Err(_) => Some(SyncErrorCause::Store),
         };
         match error {
@@ -132,11 +193,67 @@ impl Syncer {
         outcome
     }
 
-    async fn run_locked(&self, allow_deletes: bool, actor: &str) -> Result<SyncStatus, SyncError> {
+    /// Takes the sync lease (one node at a time), renews it while the run lasts and releases it.
+    async fn run_with_lease(
+        &self,
+        allow_deletes: bool,
+        actor: &str,
+    ) -> Result<SyncStatus, SyncError> {
+        let node = self.options.node.as_str();
+        let ttl = self.options.lease_ttl();
+        match self
+            .store
+            .try_sync_lease(node, ttl, self.clock.now())
+            .await?
+        {
+            SyncLeaseOutcome::Granted(_) => {}
+            SyncLeaseOutcome::HeldElsewhere(lease) => {
+                log::info!(
+                    "directory sync skipped: node {} holds the sync lease until {}",
+                    lease.holder,
+                    lease.expires
+                );
+                return Err(SyncError::HeldElsewhere {
+                    holder: lease.holder,
+                    until: lease.expires,
+                });
+            }
+        }
+        let work = self.run_leased(allow_deletes, actor);
+        tokio::pin!(work);
+        let mut renew = tokio::time::interval(ttl / 3);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        renew.tick().await;
+        let result = loop {
+            tokio::select! {
+                result = &mut work => break result,
+                _ = renew.tick() => {
+                    match self.store.try_sync_lease(node, ttl, self.clock.now()).await {
+                        Ok(SyncLeaseOutcome::Granted(_)) => {}
+                        Ok(SyncLeaseOutcome::HeldElsewhere(lease)) => {
+                            // Dropping `work` rolls back whatever it had not committed.
+                            log::warn!("directory sync stopped: node {} took over the sync lease", lease.holder);
+                            break Err(SyncError::LeaseLost { holder: lease.holder });
+                        }
+                        // The run itself will meet the same outage and report it.
+                        Err(e) => log::warn!("could not renew the directory sync lease: {e}"),
+                    }
+                }
+            }
+        };
+        if let Err(e) = self.store.release_sync_lease(node).await {
+            log::warn!("could not release the directory sync lease (it lapses by itself): {e}");
+        }
+        result
+    }
+
+    /// The body of [`Syncer::run`], while this node holds the lease.
+    async fn run_leased(&self, allow_deletes: bool, actor: &str) -> Result<SyncStatus, SyncError> {
         let started = self.clock.now();
         let timer = Instant::now();
         let mut status = self.store.sync_status().await?;
         status.last_run_started = Some(started);
+        status.node = Some(self.options.node.clone());
 
         let outcome = self.directory.read_all().await;
         let finish = |status: &mut SyncStatus, result: &str| {

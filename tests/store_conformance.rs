@@ -2,9 +2,14 @@
 //! `Arc<dyn Store>` and run on each backend.
 //!
 //! Each `async fn` below is backend-agnostic. The `conformance!` macro turns every one of them
-//! into a `#[tokio::test]` for a backend factory; adding a backend (PostgreSQL) is one more
-//! `conformance!(postgres, postgres_backend);` line plus its factory.
+//! into a `#[tokio::test]` for a backend factory. Backends: SQLite in a temp dir, and
+//! PostgreSQL in a throwaway cluster (`tests/common/postgres.rs`, one database per test). The
+//! `shared_store!` cases hold only for a store several nodes share (PostgreSQL): they open a
+//! second store on the same database as a second node.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "common/postgres.rs"]
+mod postgres_cluster;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,8 +22,11 @@ use tapd::model::{
     NewAuditEvent, PolicyState, RegisteredMethod, StoredTap, SyncStatus, TapPolicy, TargetType,
     Timestamp, User,
 };
+use tapd::store::postgres::{PostgresSettings, PostgresStore};
 use tapd::store::sqlite::{SqliteStore, DEFAULT_BUSY_TIMEOUT};
-use tapd::store::{Store, SyncPlan};
+use tapd::store::{Store, StoreError, SyncLease, SyncLeaseOutcome, SyncPlan};
+
+use postgres_cluster::PostgresCluster;
 
 // ---------------------------------------------------------------------------------------------
 // Backends
@@ -58,6 +66,31 @@ async fn sqlite_backend() -> Backend {
     }
 }
 
+/// PostgreSQL: a fresh database in the shared test cluster.
+async fn postgres_backend() -> Backend {
+    let cluster = PostgresCluster::shared();
+    let url = cluster.create_database().await;
+    let store = PostgresStore::open(&PostgresSettings::new(url.clone()))
+        .await
+        .unwrap();
+    let reopen: Reopen = Box::new(move || {
+        let url = url.clone();
+        Box::pin(async move {
+            let store: Arc<dyn Store> = Arc::new(
+                PostgresStore::open(&PostgresSettings::new(url))
+                    .await
+                    .unwrap(),
+            );
+            store
+        })
+    });
+    Backend {
+        store: Arc::new(store),
+        reopen,
+        _guard: Box::new(cluster),
+    }
+}
+
 /// One `#[tokio::test]` per suite function for the backend `$factory` builds.
 macro_rules! conformance {
     ($backend:ident, $factory:ident) => {
@@ -77,6 +110,9 @@ macro_rules! conformance {
                 audit_limit_default_and_cap,
                 audit_written_by_each_mutating_call,
                 sync_status_roundtrip,
+                sync_lease_granted_and_renewed,
+                names_fold_ascii_only,
+                nul_characters_are_harmless,
             );
             conformance!(@backend $factory; data_survives_reopen);
         }
@@ -100,7 +136,23 @@ macro_rules! conformance {
     };
 }
 
+/// The cases for a store that several nodes share.
+macro_rules! shared_store {
+    ($backend:ident, $factory:ident) => {
+        mod $backend {
+            conformance!(@backend $factory;
+                sync_lease_exclusive_across_nodes,
+                sync_lease_one_winner_of_many,
+                consume_one_time_tap_exactly_once_across_nodes,
+                writes_on_one_node_are_read_on_the_other,
+            );
+        }
+    };
+}
+
 conformance!(sqlite, sqlite_backend);
+conformance!(postgres, postgres_backend);
+shared_store!(postgres_nodes, postgres_backend);
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
@@ -920,6 +972,7 @@ async fn sync_status_roundtrip(store: Arc<dyn Store>) {
         users_deleted: 0,
         deletions_refused: 480,
         next_run: Some(t(5)),
+        node: Some("tap1.example.org/4242/9f3c2a".to_owned()),
     };
     store.put_sync_status(&status).await.unwrap();
     assert_eq!(store.sync_status().await.unwrap(), status);
@@ -978,4 +1031,371 @@ async fn data_survives_reopen(backend: Backend) {
     assert_eq!(store.sync_status().await.unwrap(), status);
     assert_eq!(audit_all(&store).await, ["method", "used", "tap", "policy"]);
     assert_eq!(store.groups().await.unwrap().len(), 2);
+}
+
+async fn sync_lease_granted_and_renewed(store: Arc<dyn Store>) {
+    let ttl = std::time::Duration::from_secs(60);
+    let first = store.try_sync_lease("node-a", ttl, t(0)).await.unwrap();
+    assert_eq!(
+        first,
+        SyncLeaseOutcome::Granted(SyncLease {
+            holder: "node-a".to_owned(),
+            expires: t(1),
+        })
+    );
+    // The holder renews: the expiry moves on.
+    let renewed = store
+        .try_sync_lease("node-a", ttl, t(0) + Duration::seconds(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        renewed,
+        SyncLeaseOutcome::Granted(SyncLease {
+            holder: "node-a".to_owned(),
+            expires: t(1) + Duration::seconds(30),
+        })
+    );
+    store.release_sync_lease("node-a").await.unwrap();
+    // Releasing what one doesn't hold is harmless.
+    store.release_sync_lease("node-a").await.unwrap();
+    assert!(matches!(
+        store.try_sync_lease("node-a", ttl, t(2)).await.unwrap(),
+        SyncLeaseOutcome::Granted(_)
+    ));
+}
+
+async fn names_fold_ascii_only(store: Arc<dyn Store>) {
+    let plan = SyncPlan {
+        upsert_users: vec![
+            user("u-elodie", "Élodie", "Élodie@Example.org", &["g-É"]),
+            user("u-zoe", "zoë", "zoe@example.org", &[]),
+        ],
+        upsert_groups: vec![group("g-É", "Équipe"), group("g-a", "alpha")],
+        ..SyncPlan::default()
+    };
+    store.apply_sync(&plan, &[]).await.unwrap();
+    // ASCII letters fold; other letters compare exactly (as SQLite's lower()).
+    assert_eq!(
+        store.user("Élodie@EXAMPLE.ORG").await.unwrap().unwrap().id,
+        "u-elodie"
+    );
+    assert!(store.user("élodie").await.unwrap().is_none());
+    assert!(store.user("ZOË").await.unwrap().is_none());
+    assert_eq!(store.user("ZOë").await.unwrap().unwrap().id, "u-zoe");
+    let found: Vec<_> = store
+        .users(Some("ÉLO"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.id)
+        .collect();
+    assert_eq!(found, ["u-elodie"]);
+    assert!(store.users(Some("éLO")).await.unwrap().is_empty());
+    // Byte order after ASCII folding: "zoë" < "É…" (0x7a < 0xc3), "alpha" < "Équipe".
+    let order: Vec<_> = store
+        .users(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.id)
+        .collect();
+    assert_eq!(order, ["u-zoe", "u-elodie"]);
+    let groups: Vec<_> = store
+        .groups()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| g.id)
+        .collect();
+    assert_eq!(groups, ["g-a", "g-É"]);
+    assert_eq!(
+        store.groups_by_id(&["g-É".to_owned()]).await.unwrap()[0].member_user_ids,
+        ["u-elodie"]
+    );
+    store
+        .append_audit(&event("Équipe changed", "Élodie@Example.org", None, t(1)))
+        .await
+        .unwrap();
+    let by_user = store
+        .audit(&AuditFilter {
+            user: Some("élodie@example.org".to_owned()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(by_user.is_empty());
+    let by_activity = store
+        .audit(&AuditFilter {
+            activity: Some("ÉQUIPE CH".to_owned()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_activity.len(), 1);
+}
+
+/// A NUL in input (a percent-decoded `%00`, a RADIUS attribute) is never an error: lookups find
+/// nothing, writes are stored (PostgreSQL keeps U+FFFD in its place), filters still match.
+async fn nul_characters_are_harmless(store: Arc<dyn Store>) {
+    seed(&store).await;
+    assert!(store.user("alice\0").await.unwrap().is_none());
+    assert!(store.users(Some("\0")).await.unwrap().is_empty());
+    assert!(store.tap_for_user("u-alice\0").await.unwrap().is_none());
+    assert!(store.methods("\0").await.unwrap().is_empty());
+    assert!(store
+        .groups_by_id(&["g1\0".to_owned()])
+        .await
+        .unwrap()
+        .is_empty());
+    let mut nul = event(
+        "Sign-in\0 attempt",
+        "mallory\0@example.org",
+        Some("x\0"),
+        t(1),
+    );
+    nul.details = json!({ "userName": "a\0b" });
+    store.append_audit(&nul).await.unwrap();
+    let found = store
+        .audit(&AuditFilter {
+            user: Some("MALLORY\0@example.org".to_owned()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    // JSON keeps the NUL escaped, so details come back exactly.
+    assert_eq!(found[0].event.details, json!({ "userName": "a\0b" }));
+    assert!(!store
+        .delete_tap("u-alice", "t\0", &event("d", "root", None, t(2)))
+        .await
+        .unwrap());
+    assert!(!store
+        .consume_one_time_tap("t\0", t(2), &event("c", "root", None, t(2)))
+        .await
+        .unwrap());
+}
+
+async fn sync_lease_exclusive_across_nodes(backend: Backend) {
+    let node_a = backend.store.clone();
+    let node_b = (backend.reopen)().await;
+    let ttl = std::time::Duration::from_secs(60);
+    let granted = node_a.try_sync_lease("node-a", ttl, t(0)).await.unwrap();
+    assert!(matches!(granted, SyncLeaseOutcome::Granted(_)));
+    // Held by A until t(1): B is refused and told by whom.
+    let refused = node_b
+        .try_sync_lease("node-b", ttl, t(0) + Duration::seconds(59))
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        SyncLeaseOutcome::HeldElsewhere(SyncLease {
+            holder: "node-a".to_owned(),
+            expires: t(1),
+        })
+    );
+    // B can't release A's lease.
+    node_b.release_sync_lease("node-b").await.unwrap();
+    assert!(matches!(
+        node_b
+            .try_sync_lease("node-b", ttl, t(0) + Duration::seconds(59))
+            .await
+            .unwrap(),
+        SyncLeaseOutcome::HeldElsewhere(_)
+    ));
+    // A died without releasing: at expiry B takes over, and A is now the one refused.
+    let taken = node_b.try_sync_lease("node-b", ttl, t(1)).await.unwrap();
+    assert_eq!(
+        taken,
+        SyncLeaseOutcome::Granted(SyncLease {
+            holder: "node-b".to_owned(),
+            expires: t(2),
+        })
+    );
+    assert!(matches!(
+        node_a.try_sync_lease("node-a", ttl, t(1) + Duration::seconds(1)).await.unwrap(),
+        SyncLeaseOutcome::HeldElsewhere(SyncLease { holder, .. }) if holder == "node-b"
+    ));
+    // Released: the next one to ask gets it at once.
+    node_b.release_sync_lease("node-b").await.unwrap();
+    assert!(matches!(
+        node_a
+            .try_sync_lease("node-a", ttl, t(1) + Duration::seconds(2))
+            .await
+            .unwrap(),
+        SyncLeaseOutcome::Granted(_)
+    ));
+}
+
+async fn sync_lease_one_winner_of_many(backend: Backend) {
+    let stores = [backend.store.clone(), (backend.reopen)().await];
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let store = stores[i % 2].clone();
+        tasks.spawn(async move {
+            store
+                .try_sync_lease(
+                    &format!("node-{i}"),
+                    std::time::Duration::from_secs(60),
+                    t(0),
+                )
+                .await
+                .unwrap()
+        });
+    }
+    let mut holders = std::collections::BTreeSet::new();
+    let mut granted = 0;
+    while let Some(outcome) = tasks.join_next().await {
+        match outcome.unwrap() {
+            SyncLeaseOutcome::Granted(lease) => {
+                granted += 1;
+                holders.insert(lease.holder);
+            }
+            SyncLeaseOutcome::HeldElsewhere(lease) => {
+                holders.insert(lease.holder);
+            }
+        }
+    }
+    assert_eq!(granted, 1);
+    assert_eq!(
+        holders.len(),
+        1,
+        "every refusal names the one winner: {holders:?}"
+    );
+}
+
+async fn consume_one_time_tap_exactly_once_across_nodes(backend: Backend) {
+    let stores = [backend.store.clone(), (backend.reopen)().await];
+    seed(&stores[0]).await;
+    stores[1]
+        .replace_tap(
+            &tap("once", "u-alice", true),
+            &event("create", "root", None, t(1)),
+        )
+        .await
+        .unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let store = stores[i % 2].clone();
+        tasks.spawn(async move {
+            store
+                .consume_one_time_tap(
+                    "once",
+                    t(10),
+                    &event("Sign-in with TAP", "alice", Some("alice"), t(10)),
+                )
+                .await
+                .unwrap()
+        });
+    }
+    let mut winners = 0;
+    while let Some(won) = tasks.join_next().await {
+        winners += usize::from(won.unwrap());
+    }
+    assert_eq!(winners, 1);
+    for store in &stores {
+        let sign_ins = audit_all(store)
+            .await
+            .into_iter()
+            .filter(|a| a == "Sign-in with TAP")
+            .count();
+        assert_eq!(sign_ins, 1);
+    }
+}
+
+async fn writes_on_one_node_are_read_on_the_other(backend: Backend) {
+    let node_a = backend.store.clone();
+    let node_b = (backend.reopen)().await;
+    seed(&node_a).await;
+    let the_tap = tap("tap-a", "u-alice", false);
+    node_a
+        .replace_tap(&the_tap, &event("tap", "root", None, t(1)))
+        .await
+        .unwrap();
+    assert_eq!(node_b.tap_for_user("u-alice").await.unwrap(), Some(the_tap));
+    // Two nodes replacing one user's TAP at once: both succeed, one TAP is left.
+    let (tap_x, tap_y) = (tap("tap-x", "u-bob", false), tap("tap-y", "u-bob", false));
+    let (event_x, event_y) = (
+        event("x", "root", None, t(2)),
+        event("y", "root", None, t(2)),
+    );
+    let (a, b) = tokio::join!(
+        node_a.replace_tap(&tap_x, &event_x),
+        node_b.replace_tap(&tap_y, &event_y),
+    );
+    a.unwrap();
+    b.unwrap();
+    let left = node_a.tap_for_user("u-bob").await.unwrap().unwrap();
+    assert!(left.id == "tap-x" || left.id == "tap-y");
+    assert_eq!(node_b.tap_for_user("u-bob").await.unwrap().unwrap(), left);
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL only: migrations
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_nodes_migrate_one_at_a_time() {
+    let cluster = PostgresCluster::shared();
+    let url = cluster.create_database().await;
+    let mut opening = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let url = url.clone();
+        opening.spawn(async move { PostgresStore::open(&PostgresSettings::new(url)).await });
+    }
+    while let Some(opened) = opening.join_next().await {
+        opened.unwrap().unwrap();
+    }
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let rows = client
+        .query(
+            "SELECT version, name FROM schema_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap();
+    let applied: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(applied, [(1, "0001_initial".to_owned())]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refuses_a_newer_or_foreign_schema() {
+    let cluster = PostgresCluster::shared();
+    let url = cluster.create_database().await;
+    PostgresStore::open(&PostgresSettings::new(url.clone()))
+        .await
+        .unwrap();
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute("INSERT INTO schema_migrations (version, name) VALUES (2, '0002_future')")
+        .await
+        .unwrap();
+    match PostgresStore::open(&PostgresSettings::new(url.clone())).await {
+        Err(StoreError::SchemaTooNew { found, supported }) => {
+            assert_eq!((found, supported), (2, 1));
+        }
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+
+    let foreign = cluster.create_database().await;
+    let (client, connection) = tokio_postgres::connect(&foreign, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, \
+             applied_at TIMESTAMPTZ NOT NULL DEFAULT now()); \
+             INSERT INTO schema_migrations (version, name) VALUES (1, 'create_widgets')",
+        )
+        .await
+        .unwrap();
+    match PostgresStore::open(&PostgresSettings::new(foreign)).await {
+        Err(StoreError::Corrupt(message)) => assert!(message.contains("not a tapd database")),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
 }

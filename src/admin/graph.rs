@@ -152,6 +152,7 @@ pub fn sync_status(s: &SyncStatus) -> Value {
         "usersDeleted": s.users_deleted,
         "deletionsRefused": s.deletions_refused,
         "nextRun": opt_time(&s.next_run),
+        "node": s.node,
     })
 }
 

@@ -84,6 +84,16 @@ pub struct StoreConfig {
     pub url: StoreUrl,
     /// SQLite busy timeout.
     pub busy_timeout: Duration,
+    /// PostgreSQL password from `password_file`.
+    pub password: Option<Secret>,
+    /// PostgreSQL server CA certificate(s) (PEM); `None`: the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// PostgreSQL connections per node.
+    pub pool_size: usize,
+    /// PostgreSQL `statement_timeout`.
+    pub statement_timeout: Duration,
+    /// PostgreSQL connection attempt timeout.
+    pub connect_timeout: Duration,
 }
 
 /// `[directory]`, with the preset applied.

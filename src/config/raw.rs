@@ -40,6 +40,17 @@ pub struct RawStore {
     pub url: String,
     /// How long SQLite waits for a lock held by another connection. Default `5s`.
     pub busy_timeout: String,
+    /// PostgreSQL: a file holding the password (the URL then carries none). Default: none.
+    pub password_file: Option<String>,
+    /// PostgreSQL: PEM file with the CA certificate(s) of the server, for `sslmode=verify-ca`
+    /// / `verify-full` (and `require`, which then verifies too). Default: the system roots.
+    pub ca_file: Option<String>,
+    /// PostgreSQL: connections this node keeps at most. Default 16.
+    pub pool_size: u32,
+    /// PostgreSQL: the longest one statement may run or wait for a lock. Default `10s`.
+    pub statement_timeout: String,
+    /// PostgreSQL: the longest one connection attempt may take. Default `5s`.
+    pub connect_timeout: String,
 }
 
 impl Default for RawStore {
@@ -47,6 +58,11 @@ impl Default for RawStore {
         Self {
             url: "sqlite:///var/lib/tapd/tapd.db".into(),
             busy_timeout: "5s".into(),
+            password_file: None,
+            ca_file: None,
+            pool_size: 16,
+            statement_timeout: "10s".into(),
+            connect_timeout: "5s".into(),
         }
     }
 }

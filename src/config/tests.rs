@@ -1022,3 +1022,100 @@ sign_in_cooldown = "0s"
         "longer than zero"
     ));
 }
+
+#[test]
+fn postgres_store_settings() {
+    let dir = Dir::new();
+    dir.write("pg.secret", "db-password\n");
+    let toml = format!(
+        r#"
+[store]
+url = "postgres://tapd@db.example.org/tapd?sslmode=verify-full"
+password_file = "pg.secret"
+ca_file = "pg-ca.pem"
+pool_size = 8
+statement_timeout = "3s"
+connect_timeout = "2s"
+{MINIMAL}"#
+    );
+    let loaded = dir.load(&toml).unwrap();
+    let store = &loaded.config.store;
+    assert_eq!(
+        store.url,
+        StoreUrl::Postgres("postgres://tapd@db.example.org/tapd?sslmode=verify-full".into())
+    );
+    assert_eq!(store.password.as_ref().unwrap().expose(), "db-password");
+    assert_eq!(store.ca_file, Some(dir.path().join("pg-ca.pem")));
+    assert_eq!(store.pool_size, 8);
+    assert_eq!(store.statement_timeout, Duration::from_secs(3));
+    assert_eq!(store.connect_timeout, Duration::from_secs(2));
+    // The CA file is read when the store opens; its absence now is only a warning.
+    assert!(loaded
+        .warnings
+        .iter()
+        .any(|w| w.starts_with("store.ca_file:")));
+
+    let defaults = dir
+        .load(&format!(
+            "[store]\nurl = \"postgres://tapd@db/tapd\"\n{MINIMAL}"
+        ))
+        .unwrap()
+        .config
+        .store;
+    assert_eq!(defaults.pool_size, 16);
+    assert_eq!(defaults.statement_timeout, Duration::from_secs(10));
+    assert_eq!(defaults.connect_timeout, Duration::from_secs(5));
+    assert!(defaults.password.is_none());
+}
+
+#[test]
+fn postgres_store_problems_and_warnings() {
+    let dir = Dir::new();
+    dir.write("pg.secret", "db-password\n");
+    let bad = format!(
+        r#"
+[store]
+url = "postgres://tapd:inline@db/tapd?sslmode=allow"
+pool_size = 0
+statement_timeout = "0s"
+{MINIMAL}"#
+    );
+    let found = problems(dir.load(&bad));
+    assert!(has(&found, "store.url:", "sslmode=allow"), "{found:#?}");
+    assert!(
+        !found.iter().any(|p| p.contains("inline")),
+        "no password in {found:#?}"
+    );
+    assert!(has(&found, "store.pool_size:", "at least 1"), "{found:#?}");
+    assert!(
+        has(&found, "store.statement_timeout:", "longer than zero"),
+        "{found:#?}"
+    );
+
+    let both = format!(
+        "[store]\nurl = \"postgres://tapd:inline@db/tapd\"\npassword_file = \"pg.secret\"\n{MINIMAL}"
+    );
+    assert!(has(
+        &problems(dir.load(&both)),
+        "store.password_file:",
+        "carries a password too"
+    ));
+    let inline = dir
+        .load(&format!(
+            "[store]\nurl = \"postgres://tapd:inline@db/tapd\"\n{MINIMAL}"
+        ))
+        .unwrap();
+    assert!(inline
+        .warnings
+        .iter()
+        .any(|w| w.starts_with("store.url:") && w.contains("password_file")));
+    let sqlite = dir
+        .load(&format!(
+            "[store]\nurl = \"sqlite:///var/lib/tapd/tapd.db\"\npassword_file = \"pg.secret\"\n{MINIMAL}"
+        ))
+        .unwrap();
+    assert!(sqlite
+        .warnings
+        .iter()
+        .any(|w| w.contains("PostgreSQL only")));
+}

@@ -208,9 +208,64 @@ fn store(report: &mut Report<'_>, raw: &RawStore) -> StoreConfig {
             StoreUrl::Sqlite(PathBuf::new())
         }
     };
+    let postgres = match &url {
+        StoreUrl::Postgres(text) => match crate::store::postgres::PostgresUrl::parse(text) {
+            Ok(parsed) => Some(parsed),
+            Err(err) => {
+                report.problem("store.url", err);
+                None
+            }
+        },
+        StoreUrl::Sqlite(_) => None,
+    };
+    let password = raw
+        .password_file
+        .as_deref()
+        .and_then(|file| report.secret("store.password_file", file));
+    let ca_file = raw
+        .ca_file
+        .as_deref()
+        .map(|file| report.later_file("store.ca_file", file));
+    match &postgres {
+        Some(parsed) => {
+            if parsed.has_password() {
+                if password.is_some() {
+                    report.problem(
+                        "store.password_file",
+                        "store.url carries a password too; keep one of them",
+                    );
+                } else {
+                    report.warn(
+                        "store.url",
+                        "carries a password; prefer store.password_file (a file only tapd can read)",
+                    );
+                }
+            }
+            if ca_file.is_some() && parsed.ssl_mode == crate::store::postgres::SslMode::Disable {
+                report.warn("store.ca_file", "unused with sslmode=disable");
+            }
+        }
+        None => {
+            if raw.password_file.is_some() || raw.ca_file.is_some() {
+                report.warn(
+                    "store",
+                    "password_file and ca_file apply to PostgreSQL only; ignored for SQLite",
+                );
+            }
+        }
+    }
+    if raw.pool_size == 0 {
+        report.problem("store.pool_size", "must be at least 1");
+    }
     StoreConfig {
         url,
         busy_timeout: report.duration("store.busy_timeout", &raw.busy_timeout),
+        password,
+        ca_file,
+        pool_size: raw.pool_size.max(1) as usize,
+        statement_timeout: report
+            .positive_duration("store.statement_timeout", &raw.statement_timeout),
+        connect_timeout: report.positive_duration("store.connect_timeout", &raw.connect_timeout),
     }
 }
 

@@ -1,14 +1,17 @@
 //! Persistence for everything tapd owns: synced users and groups, the TAP policy, TAPs (hashed),
 //! registered methods, audit events and sync status.
 //!
-//! The service layer sees only the [`Store`] trait; `sqlite` is the embedded default and a
-//! PostgreSQL backend implements the same trait for several nodes sharing one store. Every
+//! The service layer sees only the [`Store`] trait; `sqlite` is the embedded default and
+//! `postgres` implements the same trait for several nodes sharing one store. Every
 //! mutation that an administrator or a sign-in causes is written in the same transaction as its
 //! audit event, so an acknowledged action is never without its record (and vice versa).
 //!
 //! May depend on: `model`. Nothing here knows about HTTP, RADIUS or the policy rules.
 
+pub mod postgres;
 pub mod sqlite;
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -63,6 +66,24 @@ impl SyncPlan {
     }
 }
 
+/// Who may run directory syncs, and until when (see [`Store::try_sync_lease`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncLease {
+    /// The node holding it (the identity it asked with).
+    pub holder: String,
+    /// When it lapses unless its holder renews it.
+    pub expires: Timestamp,
+}
+
+/// The answer to [`Store::try_sync_lease`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyncLeaseOutcome {
+    /// The asking node holds the lease: it may sync.
+    Granted(SyncLease),
+    /// Another node holds an unexpired lease: the asking node must not sync.
+    HeldElsewhere(SyncLease),
+}
+
 /// What the store must do for tapd. Every method is one atomic operation.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -99,6 +120,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records a sync status.
     async fn put_sync_status(&self, status: &SyncStatus) -> Result<(), StoreError>;
+
+    /// Takes or renews the directory sync lease for `node` until `now + ttl`. Granted when no
+    /// node holds it, when the holder's lease expired (at or before `now`), or when `node`
+    /// holds it already; one conditional write, so of several nodes asking at once exactly one
+    /// is granted. `node` must be unique per running process. A backend that only one node can
+    /// use (SQLite) always grants.
+    async fn try_sync_lease(
+        &self,
+        node: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<SyncLeaseOutcome, StoreError>;
+
+    /// Gives the lease up if `node` holds it, so that any node may take it next.
+    async fn release_sync_lease(&self, node: &str) -> Result<(), StoreError>;
 
     // ---- temporary access passes ----
 

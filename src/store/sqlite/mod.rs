@@ -33,7 +33,7 @@ use crate::model::{
     AuditEvent, AuditFilter, Group, NewAuditEvent, RegisteredMethod, StoredTap, SyncStatus,
     TapPolicy, Timestamp, User,
 };
-use crate::store::{Store, StoreError, SyncPlan};
+use crate::store::{Store, StoreError, SyncLease, SyncLeaseOutcome, SyncPlan};
 
 pub use schema::SCHEMA_VERSION;
 
@@ -564,6 +564,28 @@ impl Store for SqliteStore {
         let body = rows::to_json(status)?;
         self.write(move |tx| put_singleton(tx, "sync_status", &body))
             .await
+    }
+
+    /// One SQLite file serves one node, and the syncer serialises its own runs: always
+    /// granted, nothing stored.
+    async fn try_sync_lease(
+        &self,
+        node: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<SyncLeaseOutcome, StoreError> {
+        let expires = chrono::Duration::from_std(ttl)
+            .ok()
+            .and_then(|ttl| now.checked_add_signed(ttl))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+        Ok(SyncLeaseOutcome::Granted(SyncLease {
+            holder: node.to_owned(),
+            expires,
+        }))
+    }
+
+    async fn release_sync_lease(&self, _node: &str) -> Result<(), StoreError> {
+        Ok(())
     }
 
     async fn tap_for_user(&self, user_id: &str) -> Result<Option<StoredTap>, StoreError> {

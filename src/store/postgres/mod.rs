@@ -1,0 +1,785 @@
+//! The PostgreSQL backend of [`Store`]: several tapd nodes share one database and behave as one
+//! system.
+//!
+//! Shape: a deadpool pool of tokio-postgres connections (see `connect`), statements prepared
+//! once per connection and cached. The semantics are the SQLite backend's, checked by the same
+//! conformance suite: lookups by id, then UPN, then username; names compared
+//! ASCII-case-insensitively (`lower()` under the "C" collation); an admin change and its audit
+//! event in one transaction. Changes that depend on a condition — consuming a one-time TAP,
+//! deleting a TAP or method of a given owner — are ONE statement: the conditional `UPDATE` or
+//! `DELETE` and the audit `INSERT` in a data-modifying CTE, so of N callers on any number of
+//! nodes exactly one wins, and only the winner is audited.
+//!
+//! Outages: every connection or server error is [`StoreError::Unavailable`] (the admin API
+//! answers 503, RADIUS stays silent so clients fail over); a connection the server closed is
+//! discarded when it returns to the pool, and the next caller opens a fresh one, so tapd
+//! recovers by itself when PostgreSQL comes back.
+//!
+//! May depend on: `model`, `store`. Connecting and TLS live in `connect`, the schema in
+//! `schema`, row decoding in `rows`.
+
+mod connect;
+mod rows;
+mod schema;
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Object, Pool, PoolError};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
+use crate::model::{
+    AuditEvent, AuditFilter, Group, NewAuditEvent, RegisteredMethod, StoredTap, SyncStatus,
+    TapPolicy, Timestamp, User,
+};
+use crate::store::{Store, StoreError, SyncLease, SyncLeaseOutcome, SyncPlan};
+use rows::{opt_text, text, to_db_time, AuditColumns};
+
+pub use connect::{
+    PostgresSettings, PostgresUrl, SslMode, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE,
+    DEFAULT_STATEMENT_TIMEOUT,
+};
+pub use schema::SCHEMA_VERSION;
+
+/// `audit()` returns this many events when the filter's limit is 0 (as on SQLite).
+const AUDIT_DEFAULT_LIMIT: u32 = crate::store::sqlite::AUDIT_DEFAULT_LIMIT;
+/// `audit()` never returns more than this many events (as on SQLite).
+const AUDIT_MAX_LIMIT: u32 = crate::store::sqlite::AUDIT_MAX_LIMIT;
+
+type Param<'a> = &'a (dyn ToSql + Sync);
+
+/// Maps a driver error: anything from the server or the connection is `Unavailable` (a retry
+/// may work; constraint failures, too, are conditions of the moment, as on SQLite).
+pub(crate) fn map_err(err: tokio_postgres::Error) -> StoreError {
+    if let Some(db) = err.as_db_error() {
+        return StoreError::Unavailable(format!(
+            "PostgreSQL refused the request: {} (SQLSTATE {})",
+            db.message(),
+            db.code().code()
+        ));
+    }
+    if err.is_closed() {
+        return StoreError::Unavailable("the connection to PostgreSQL was lost".to_owned());
+    }
+    StoreError::Unavailable(format!("PostgreSQL can't be reached: {err}"))
+}
+
+fn pool_err(err: PoolError) -> StoreError {
+    match err {
+        PoolError::Timeout(_) => StoreError::Unavailable(
+            "PostgreSQL can't be reached: timed out waiting for a connection".to_owned(),
+        ),
+        PoolError::Backend(e) => {
+            StoreError::Unavailable(format!("PostgreSQL can't be reached: {}", source_chain(&e)))
+        }
+        PoolError::PostCreateHook(e) => {
+            StoreError::Unavailable(format!("PostgreSQL session setup failed: {e}"))
+        }
+        PoolError::Closed | PoolError::NoRuntimeSpecified => {
+            StoreError::Unavailable("the PostgreSQL connection pool is closed".to_owned())
+        }
+    }
+}
+
+/// "error connecting to server: Connection refused (os error 111)": the error and its causes.
+fn source_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The PostgreSQL [`Store`].
+pub struct PostgresStore {
+    pool: Pool,
+    /// Whether the last attempt to get a connection worked; an outage and the recovery are
+    /// each logged once.
+    reachable: AtomicBool,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = self.pool.status();
+        f.debug_struct("PostgresStore")
+            .field("pool_size", &status.size)
+            .field("pool_max", &status.max_size)
+            .finish()
+    }
+}
+
+impl PostgresStore {
+    /// Connects (one connection, to migrate) and brings the schema to [`SCHEMA_VERSION`];
+    /// further connections are opened as needed, up to `settings.pool_size`.
+    ///
+    /// Fails with [`StoreError::SchemaTooNew`] when a newer tapd migrated the database, and
+    /// with [`StoreError::Unavailable`] when PostgreSQL can't be reached.
+    pub async fn open(settings: &PostgresSettings) -> Result<PostgresStore, StoreError> {
+        let pool = connect::build_pool(settings)?;
+        let mut client = pool.get().await.map_err(pool_err)?;
+        schema::migrate(&mut client).await?;
+        Ok(PostgresStore {
+            pool,
+            reachable: AtomicBool::new(true),
+        })
+    }
+
+    /// The TLS version protecting a connection of this store (`"TLSv1.3"`), or `None` when it
+    /// is not encrypted; as the server sees it (`pg_stat_ssl`).
+    pub async fn connection_tls(&self) -> Result<Option<String>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl",
+                &[],
+            )
+            .await?;
+        match rows.first() {
+            Some(row) => Ok(Some(rows::col(row, 0)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn client(&self) -> Result<Object, StoreError> {
+        match self.pool.get().await {
+            Ok(client) => {
+                if !self.reachable.swap(true, Ordering::Relaxed) {
+                    log::info!("PostgreSQL store reachable again");
+                }
+                Ok(client)
+            }
+            Err(e) => {
+                let err = pool_err(e);
+                if self.reachable.swap(false, Ordering::Relaxed) {
+                    log::error!("{err}; requests that need the store fail until it is back");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Runs one statement (its own transaction) and returns its rows.
+    async fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(map_err)?;
+        client.query(&statement, params).await.map_err(map_err)
+    }
+
+    /// Runs one statement and decodes every row.
+    async fn query_all<T>(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+        decode: fn(&Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.query(sql, params).await?.iter().map(decode).collect()
+    }
+
+    /// Runs one statement and returns the number of rows it changed.
+    async fn execute(&self, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(map_err)?;
+        client.execute(&statement, params).await.map_err(map_err)
+    }
+
+    /// Runs a statement that changes something when its condition holds (`hit`) and, in the
+    /// same statement, inserts `audit` only if it did: true when it did.
+    async fn conditional_with_audit(
+        &self,
+        change: &str,
+        params: &[Param<'_>],
+        audit: &NewAuditEvent,
+    ) -> Result<bool, StoreError> {
+        let columns = AuditColumns::of(std::slice::from_ref(audit))?;
+        let sql = format!(
+            "WITH hit AS ({change}), logged AS ({}) SELECT count(*) FROM hit",
+            rows::insert_audit_sql(params.len() + 1, Some("hit"))
+        );
+        let mut all: Vec<Param<'_>> = params.to_vec();
+        all.extend(columns.params());
+        let rows = self.query(&sql, &all).await?;
+        let changed: i64 = match rows.first() {
+            Some(row) => rows::col(row, 0)?,
+            None => 0,
+        };
+        Ok(changed > 0)
+    }
+}
+
+/// Runs one statement inside a transaction.
+async fn tx_execute(
+    tx: &deadpool_postgres::Transaction<'_>,
+    sql: &str,
+    params: &[Param<'_>],
+) -> Result<u64, StoreError> {
+    let statement = tx.prepare_cached(sql).await.map_err(map_err)?;
+    tx.execute(&statement, params).await.map_err(map_err)
+}
+
+/// Inserts audit events inside a transaction, in order.
+async fn tx_audit(
+    tx: &deadpool_postgres::Transaction<'_>,
+    events: &[NewAuditEvent],
+) -> Result<(), StoreError> {
+    let columns = AuditColumns::of(events)?;
+    if columns.is_empty() {
+        return Ok(());
+    }
+    tx_execute(tx, &rows::insert_audit_sql(1, None), &columns.params()).await?;
+    Ok(())
+}
+
+/// Writes a single-row JSON table (`policy`, `sync_status`).
+fn put_singleton_sql(table: &str) -> String {
+    format!(
+        "INSERT INTO {table} (id, body) VALUES (1, $1) \
+         ON CONFLICT (id) DO UPDATE SET body = excluded.body"
+    )
+}
+
+/// Keeps the last of several entries with the same id, in first-seen order: SQLite applies a
+/// plan's upserts one by one (the last wins), while one PostgreSQL `INSERT … ON CONFLICT` may
+/// not touch a row twice.
+fn last_by_id<T>(items: &[T], id: impl Fn(&T) -> &str) -> Vec<&T> {
+    let mut position: HashMap<&str, usize> = HashMap::new();
+    let mut out: Vec<&T> = Vec::new();
+    for item in items {
+        match position.get(id(item)) {
+            Some(&i) => out[i] = item,
+            None => {
+                position.insert(id(item), out.len());
+                out.push(item);
+            }
+        }
+    }
+    out
+}
+
+fn owned_text(s: &str) -> String {
+    text(s).into_owned()
+}
+
+/// Builds the audit query for the filter's present conditions only (as the SQLite backend).
+fn audit_query(filter: &AuditFilter) -> (String, Vec<Box<dyn ToSql + Sync + Send>>) {
+    let mut conditions: Vec<String> = Vec::new();
+    let mut values: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+    if let Some(since) = filter.since {
+        values.push(Box::new(rows::to_db_bound(since)));
+        conditions.push(format!("time >= ${}", values.len()));
+    }
+    if let Some(until) = filter.until {
+        values.push(Box::new(rows::to_db_bound(until)));
+        conditions.push(format!("time < ${}", values.len()));
+    }
+    if let Some(user) = &filter.user {
+        values.push(Box::new(owned_text(user)));
+        let n = values.len();
+        conditions.push(format!(
+            "(lower(actor) = lower(${n}::text COLLATE \"C\") \
+             OR lower(target) = lower(${n}::text COLLATE \"C\"))"
+        ));
+    }
+    if let Some(activity) = &filter.activity {
+        values.push(Box::new(owned_text(activity)));
+        conditions.push(format!(
+            "strpos(lower(activity), lower(${}::text COLLATE \"C\")) > 0",
+            values.len()
+        ));
+    }
+    let limit = match filter.limit {
+        0 => AUDIT_DEFAULT_LIMIT,
+        n => n.min(AUDIT_MAX_LIMIT),
+    };
+    values.push(Box::new(i64::from(limit)));
+    let where_clause = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT {} FROM audit {where_clause} ORDER BY time DESC, id DESC LIMIT ${}",
+        rows::AUDIT_COLUMNS,
+        values.len()
+    );
+    (sql, values)
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn policy(&self) -> Result<TapPolicy, StoreError> {
+        let rows = self
+            .query("SELECT body FROM policy WHERE id = 1", &[])
+            .await?;
+        match rows.first() {
+            Some(row) => rows::from_json("policy", rows::col::<&str>(row, 0)?),
+            None => Ok(TapPolicy::default()),
+        }
+    }
+
+    async fn put_policy(
+        &self,
+        policy: &TapPolicy,
+        audit: &NewAuditEvent,
+    ) -> Result<(), StoreError> {
+        let body = rows::to_json(policy)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        tx_execute(&tx, &put_singleton_sql("policy"), &[&body]).await?;
+        tx_audit(&tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn user(&self, key: &str) -> Result<Option<User>, StoreError> {
+        let key = text(key);
+        // An id match wins, then a UPN match (unique in any sane directory), then username.
+        let sql = format!(
+            "SELECT {} FROM users u \
+             WHERE u.id = $1 OR lower(u.upn) = lower($1::text COLLATE \"C\") \
+             OR lower(u.username) = lower($1::text COLLATE \"C\") \
+             ORDER BY CASE WHEN u.id = $1 THEN 0 \
+             WHEN lower(u.upn) = lower($1::text COLLATE \"C\") THEN 1 ELSE 2 END, u.id LIMIT 1",
+            rows::USER_COLUMNS
+        );
+        let mut found = self.query_all(&sql, &[&key], rows::user).await?;
+        Ok(found.pop())
+    }
+
+    async fn users(&self, search: Option<&str>) -> Result<Vec<User>, StoreError> {
+        let order = "ORDER BY lower(u.username), u.username, u.id";
+        match search {
+            None => {
+                let sql = format!("SELECT {} FROM users u {order}", rows::USER_COLUMNS);
+                self.query_all(&sql, &[], rows::user).await
+            }
+            Some(needle) => {
+                let needle = text(needle);
+                let sql = format!(
+                    "SELECT {} FROM users u \
+                     WHERE strpos(lower(u.username), lower($1::text COLLATE \"C\")) > 0 \
+                     OR strpos(lower(u.upn), lower($1::text COLLATE \"C\")) > 0 \
+                     OR strpos(lower(u.display_name), lower($1::text COLLATE \"C\")) > 0 \
+                     OR strpos(lower(coalesce(u.mail, '')), lower($1::text COLLATE \"C\")) > 0 \
+                     {order}",
+                    rows::USER_COLUMNS
+                );
+                self.query_all(&sql, &[&needle], rows::user).await
+            }
+        }
+    }
+
+    async fn groups(&self) -> Result<Vec<Group>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM \"groups\" g ORDER BY lower(g.display_name), g.display_name, g.id",
+            rows::GROUP_COLUMNS
+        );
+        self.query_all(&sql, &[], rows::group).await
+    }
+
+    async fn groups_by_id(&self, ids: &[String]) -> Result<Vec<Group>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = ids.iter().map(|id| owned_text(id)).collect();
+        let sql = format!(
+            "SELECT {} FROM \"groups\" g WHERE g.id = ANY($1::text[]) \
+             ORDER BY lower(g.display_name), g.display_name, g.id",
+            rows::GROUP_COLUMNS
+        );
+        self.query_all(&sql, &[&ids], rows::group).await
+    }
+
+    async fn apply_sync(&self, plan: &SyncPlan, audit: &[NewAuditEvent]) -> Result<(), StoreError> {
+        // Each kind of change is one set-based statement over arrays, in the SQLite backend's
+        // order: groups, users and their memberships, deleted users, deleted groups, revoked
+        // TAPs, audit.
+        let groups = last_by_id(&plan.upsert_groups, |g| &g.id);
+        let group_ids: Vec<String> = groups.iter().map(|g| owned_text(&g.id)).collect();
+        let group_dns: Vec<String> = groups.iter().map(|g| owned_text(&g.dn)).collect();
+        let group_names: Vec<String> = groups.iter().map(|g| owned_text(&g.display_name)).collect();
+
+        let users = last_by_id(&plan.upsert_users, |u| &u.id);
+        let user_ids: Vec<String> = users.iter().map(|u| owned_text(&u.id)).collect();
+        let user_dns: Vec<String> = users.iter().map(|u| owned_text(&u.dn)).collect();
+        let usernames: Vec<String> = users.iter().map(|u| owned_text(&u.username)).collect();
+        let upns: Vec<String> = users
+            .iter()
+            .map(|u| owned_text(&u.user_principal_name))
+            .collect();
+        let display_names: Vec<String> =
+            users.iter().map(|u| owned_text(&u.display_name)).collect();
+        let mails: Vec<Option<String>> = users
+            .iter()
+            .map(|u| opt_text(&u.mail).map(Cow::into_owned))
+            .collect();
+        let enabled: Vec<bool> = users.iter().map(|u| u.account_enabled).collect();
+        let (member_users, member_groups): (Vec<String>, Vec<String>) = users
+            .iter()
+            .flat_map(|u| {
+                u.group_ids
+                    .iter()
+                    .map(|g| (owned_text(&u.id), owned_text(g)))
+            })
+            .unzip();
+
+        let delete_users: Vec<String> = plan
+            .delete_user_ids
+            .iter()
+            .map(|id| owned_text(id))
+            .collect();
+        let delete_groups: Vec<String> = plan
+            .delete_group_ids
+            .iter()
+            .map(|id| owned_text(id))
+            .collect();
+        let revoke: Vec<String> = plan
+            .revoke_tap_user_ids
+            .iter()
+            .map(|id| owned_text(id))
+            .collect();
+
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        if !group_ids.is_empty() {
+            tx_execute(
+                &tx,
+                "INSERT INTO \"groups\" (id, dn, display_name) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) \
+                 ON CONFLICT (id) DO UPDATE SET dn = excluded.dn, \
+                 display_name = excluded.display_name",
+                &[&group_ids, &group_dns, &group_names],
+            )
+            .await?;
+        }
+        if !user_ids.is_empty() {
+            // Updated in place (never delete + insert, which would cascade away the TAP and
+            // methods), memberships replaced.
+            tx_execute(
+                &tx,
+                "INSERT INTO users (id, dn, username, upn, display_name, mail, account_enabled) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
+                 $5::text[], $6::text[], $7::bool[]) \
+                 ON CONFLICT (id) DO UPDATE SET dn = excluded.dn, \
+                 username = excluded.username, upn = excluded.upn, \
+                 display_name = excluded.display_name, mail = excluded.mail, \
+                 account_enabled = excluded.account_enabled",
+                &[
+                    &user_ids,
+                    &user_dns,
+                    &usernames,
+                    &upns,
+                    &display_names,
+                    &mails,
+                    &enabled,
+                ],
+            )
+            .await?;
+            tx_execute(
+                &tx,
+                "DELETE FROM user_groups WHERE user_id = ANY($1::text[])",
+                &[&user_ids],
+            )
+            .await?;
+            if !member_users.is_empty() {
+                tx_execute(
+                    &tx,
+                    "INSERT INTO user_groups (user_id, group_id) \
+                     SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
+                    &[&member_users, &member_groups],
+                )
+                .await?;
+            }
+        }
+        if !delete_users.is_empty() {
+            // Memberships, TAP and methods go with the user (ON DELETE CASCADE).
+            tx_execute(
+                &tx,
+                "DELETE FROM users WHERE id = ANY($1::text[])",
+                &[&delete_users],
+            )
+            .await?;
+        }
+        if !delete_groups.is_empty() {
+            // Memberships stay as the users' group_ids say (as on SQLite).
+            tx_execute(
+                &tx,
+                "DELETE FROM \"groups\" WHERE id = ANY($1::text[])",
+                &[&delete_groups],
+            )
+            .await?;
+        }
+        if !revoke.is_empty() {
+            tx_execute(
+                &tx,
+                "DELETE FROM taps WHERE user_id = ANY($1::text[])",
+                &[&revoke],
+            )
+            .await?;
+        }
+        tx_audit(&tx, audit).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn sync_status(&self) -> Result<SyncStatus, StoreError> {
+        let rows = self
+            .query("SELECT body FROM sync_status WHERE id = 1", &[])
+            .await?;
+        match rows.first() {
+            Some(row) => rows::from_json("sync status", rows::col::<&str>(row, 0)?),
+            None => Ok(SyncStatus::default()),
+        }
+    }
+
+    async fn put_sync_status(&self, status: &SyncStatus) -> Result<(), StoreError> {
+        let body = rows::to_json(status)?;
+        self.execute(&put_singleton_sql("sync_status"), &[&body])
+            .await?;
+        Ok(())
+    }
+
+    /// A lease row, taken with one `INSERT … ON CONFLICT DO UPDATE … WHERE`: the row lock makes
+    /// concurrent askers queue, and each re-checks the condition against the row the one before
+    /// it left. A row (rather than a session advisory lock) survives a lost connection and lets
+    /// another node take over once it expires after its holder died.
+    async fn try_sync_lease(
+        &self,
+        node: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<SyncLeaseOutcome, StoreError> {
+        let node = owned_text(node);
+        let now = to_db_time(now);
+        let expires = chrono::Duration::from_std(ttl)
+            .ok()
+            .and_then(|ttl| now.checked_add_signed(ttl))
+            .map(to_db_time)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+        // A lease released between the two statements below is asked for once more.
+        for _ in 0..2 {
+            let granted = self
+                .query(
+                    "INSERT INTO sync_lease (id, holder, acquired, expires) \
+                     VALUES (1, $1, $2, $3) \
+                     ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, \
+                     acquired = CASE WHEN sync_lease.holder = excluded.holder \
+                     THEN sync_lease.acquired ELSE excluded.acquired END, \
+                     expires = excluded.expires \
+                     WHERE sync_lease.holder = excluded.holder OR sync_lease.expires <= $2 \
+                     RETURNING holder, expires",
+                    &[&node, &now, &expires],
+                )
+                .await?;
+            if let Some(row) = granted.first() {
+                return Ok(SyncLeaseOutcome::Granted(SyncLease {
+                    holder: rows::col(row, 0)?,
+                    expires: rows::col(row, 1)?,
+                }));
+            }
+            let held = self
+                .query("SELECT holder, expires FROM sync_lease WHERE id = 1", &[])
+                .await?;
+            if let Some(row) = held.first() {
+                return Ok(SyncLeaseOutcome::HeldElsewhere(SyncLease {
+                    holder: rows::col(row, 0)?,
+                    expires: rows::col(row, 1)?,
+                }));
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the directory sync lease changed hands too quickly; try again".to_owned(),
+        ))
+    }
+
+    async fn release_sync_lease(&self, node: &str) -> Result<(), StoreError> {
+        let node = text(node);
+        self.execute(
+            "DELETE FROM sync_lease WHERE id = 1 AND holder = $1",
+            &[&node],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn tap_for_user(&self, user_id: &str) -> Result<Option<StoredTap>, StoreError> {
+        let user_id = text(user_id);
+        let sql = format!("SELECT {} FROM taps WHERE user_id = $1", rows::TAP_COLUMNS);
+        let mut found = self.query_all(&sql, &[&user_id], rows::tap).await?;
+        Ok(found.pop())
+    }
+
+    async fn replace_tap(
+        &self,
+        tap: &StoredTap,
+        audit: &NewAuditEvent,
+    ) -> Result<Option<String>, StoreError> {
+        let (id, user_id, code_hash) = (text(&tap.id), text(&tap.user_id), text(&tap.code_hash));
+        let lifetime = i64::from(tap.lifetime_in_minutes);
+        let created = to_db_time(tap.created);
+        let start = to_db_time(tap.start);
+        let used_at = tap.used_at.map(to_db_time);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        // Two replacements for one user queue on the user's row, so the second one sees (and
+        // deletes) the TAP the first one inserted, as SQLite's serialised writers would.
+        tx_execute(
+            &tx,
+            "SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE",
+            &[&user_id],
+        )
+        .await?;
+        let statement = tx
+            .prepare_cached("DELETE FROM taps WHERE user_id = $1 RETURNING id")
+            .await
+            .map_err(map_err)?;
+        let replaced: Option<String> = match tx
+            .query(&statement, &[&user_id])
+            .await
+            .map_err(map_err)?
+            .first()
+        {
+            Some(row) => Some(rows::col(row, 0)?),
+            None => None,
+        };
+        tx_execute(
+            &tx,
+            "INSERT INTO taps (id, user_id, code_hash, created, start, lifetime_in_minutes, \
+             is_usable_once, used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &id,
+                &user_id,
+                &code_hash,
+                &created,
+                &start,
+                &lifetime,
+                &tap.is_usable_once,
+                &used_at,
+            ],
+        )
+        .await?;
+        tx_audit(&tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(replaced)
+    }
+
+    /// Records `audit` only when a TAP was deleted; the caller records a refusal itself.
+    async fn delete_tap(
+        &self,
+        user_id: &str,
+        tap_id: &str,
+        audit: &NewAuditEvent,
+    ) -> Result<bool, StoreError> {
+        let (user_id, tap_id) = (text(user_id), text(tap_id));
+        self.conditional_with_audit(
+            "DELETE FROM taps WHERE id = $1 AND user_id = $2 RETURNING 1",
+            &[&tap_id, &user_id],
+            audit,
+        )
+        .await
+    }
+
+    async fn consume_one_time_tap(
+        &self,
+        tap_id: &str,
+        now: Timestamp,
+        audit: &NewAuditEvent,
+    ) -> Result<bool, StoreError> {
+        let tap_id = text(tap_id);
+        let now = to_db_time(now);
+        // Under READ COMMITTED a second caller waits for the first one's row lock, then
+        // re-checks `used_at IS NULL` against the committed row: exactly one wins.
+        self.conditional_with_audit(
+            "UPDATE taps SET used_at = $1 \
+             WHERE id = $2 AND is_usable_once AND used_at IS NULL RETURNING 1",
+            &[&now, &tap_id],
+            audit,
+        )
+        .await
+    }
+
+    async fn methods(&self, user_id: &str) -> Result<Vec<RegisteredMethod>, StoreError> {
+        let user_id = text(user_id);
+        let sql = format!(
+            "SELECT {} FROM methods WHERE user_id = $1 ORDER BY created, id",
+            rows::METHOD_COLUMNS
+        );
+        self.query_all(&sql, &[&user_id], rows::method).await
+    }
+
+    async fn add_method(
+        &self,
+        method: &RegisteredMethod,
+        audit: &NewAuditEvent,
+    ) -> Result<(), StoreError> {
+        let (id, user_id) = (text(&method.id), text(&method.user_id));
+        let (display_name, data) = (text(&method.display_name), text(&method.data));
+        let created = to_db_time(method.created);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        tx_execute(
+            &tx,
+            "INSERT INTO methods (id, user_id, kind, display_name, created, data) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &id,
+                &user_id,
+                &method.kind.as_str(),
+                &display_name,
+                &created,
+                &data,
+            ],
+        )
+        .await?;
+        tx_audit(&tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn update_method_data(&self, method_id: &str, data: &str) -> Result<bool, StoreError> {
+        let (method_id, data) = (text(method_id), text(data));
+        let updated = self
+            .execute(
+                "UPDATE methods SET data = $1 WHERE id = $2",
+                &[&data, &method_id],
+            )
+            .await?;
+        Ok(updated == 1)
+    }
+
+    /// Records `audit` only when a method was deleted; the caller records a refusal itself.
+    async fn delete_method(
+        &self,
+        user_id: &str,
+        method_id: &str,
+        audit: &NewAuditEvent,
+    ) -> Result<bool, StoreError> {
+        let (user_id, method_id) = (text(user_id), text(method_id));
+        self.conditional_with_audit(
+            "DELETE FROM methods WHERE id = $1 AND user_id = $2 RETURNING 1",
+            &[&method_id, &user_id],
+            audit,
+        )
+        .await
+    }
+
+    async fn append_audit(&self, event: &NewAuditEvent) -> Result<(), StoreError> {
+        let columns = AuditColumns::of(std::slice::from_ref(event))?;
+        self.execute(&rows::insert_audit_sql(1, None), &columns.params())
+            .await?;
+        Ok(())
+    }
+
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        let (sql, values) = audit_query(filter);
+        let params: Vec<Param<'_>> = values.iter().map(|v| v.as_ref() as Param<'_>).collect();
+        self.query_all(&sql, &params, rows::audit_event).await
+    }
+}

@@ -1,0 +1,291 @@
+//! Conversions between domain types and PostgreSQL values: timestamps as `timestamptz` cut to
+//! the microsecond exactly as the SQLite backend cuts them, enums as their stable strings, JSON
+//! as text, and the one character PostgreSQL text can't hold (NUL).
+//!
+//! Anything the database holds that doesn't decode becomes [`StoreError::Corrupt`]; nothing here
+//! touches a connection beyond reading the row it is given.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, NaiveDate};
+use tokio_postgres::types::FromSql;
+use tokio_postgres::Row;
+
+use crate::model::{
+    AuditEvent, AuditResult, Channel, Group, MethodKind, NewAuditEvent, RegisteredMethod,
+    StoredTap, Timestamp, User,
+};
+use crate::store::StoreError;
+
+/// PostgreSQL text can't hold U+0000; the store keeps U+FFFD in its place. Applied to every
+/// string sent as a parameter, so a lookup with a NUL finds what a write with a NUL stored,
+/// and input with a NUL is never a database error (a 503 for bad input).
+pub(crate) fn text(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// [`text`] for an optional string.
+pub(crate) fn opt_text(s: &Option<String>) -> Option<Cow<'_, str>> {
+    s.as_deref().map(text)
+}
+
+/// A timestamp as stored: cut to the microsecond, rounding down (as `timestamp_micros` does
+/// for SQLite), so both backends give back the same instant.
+pub(crate) fn to_db_time(t: Timestamp) -> Timestamp {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+/// A bound for an audit filter, clamped into what `timestamptz` can hold (it starts in 4713
+/// BC; chrono goes further back). Every stored time is inside that range, so the clamp
+/// doesn't change which events match.
+pub(crate) fn to_db_bound(t: Timestamp) -> Timestamp {
+    let earliest = NaiveDate::from_ymd_opt(-4712, 1, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| d.and_utc());
+    match earliest {
+        Some(earliest) if t < earliest => earliest,
+        _ => to_db_time(t),
+    }
+}
+
+/// How an [`AuditResult`] is spelled in the `audit.result` column.
+pub(crate) fn result_str(result: AuditResult) -> &'static str {
+    match result {
+        AuditResult::Success => "success",
+        AuditResult::Failure => "failure",
+    }
+}
+
+fn parse_result(s: &str) -> Result<AuditResult, StoreError> {
+    match s {
+        "success" => Ok(AuditResult::Success),
+        "failure" => Ok(AuditResult::Failure),
+        other => Err(StoreError::Corrupt(format!(
+            "unknown audit result {other:?}"
+        ))),
+    }
+}
+
+fn parse_kind(s: &str) -> Result<MethodKind, StoreError> {
+    [MethodKind::Fido2, MethodKind::SoftwareOath]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown method kind {s:?}")))
+}
+
+/// Serializes a value for a JSON text column.
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    // JSON escapes NUL as \u0000, so the text itself never holds one.
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("encoding JSON: {e}")))
+}
+
+/// Parses a JSON text column.
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
+    what: &str,
+    text: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+/// One column, its decoding failure reported as corruption.
+pub(crate) fn col<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> Result<T, StoreError> {
+    row.try_get(index)
+        .map_err(|e| StoreError::Corrupt(format!("column {index}: {e}")))
+}
+
+fn minutes(row: &Row, index: usize) -> Result<u32, StoreError> {
+    let value: i64 = col(row, index)?;
+    u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("lifetime out of range: {value}")))
+}
+
+/// Columns a [`User`] is read from, in this order, followed by an array of group ids.
+pub(crate) const USER_COLUMNS: &str = "u.id, u.dn, u.username, u.upn, u.display_name, u.mail, \
+     u.account_enabled, \
+     ARRAY(SELECT ug.group_id FROM user_groups ug WHERE ug.user_id = u.id)";
+
+/// Reads a user selected with [`USER_COLUMNS`].
+pub(crate) fn user(row: &Row) -> Result<User, StoreError> {
+    let mut group_ids: Vec<String> = col(row, 7)?;
+    group_ids.sort();
+    group_ids.dedup();
+    Ok(User {
+        id: col(row, 0)?,
+        dn: col(row, 1)?,
+        username: col(row, 2)?,
+        user_principal_name: col(row, 3)?,
+        display_name: col(row, 4)?,
+        mail: col(row, 5)?,
+        account_enabled: col(row, 6)?,
+        group_ids,
+    })
+}
+
+/// Columns a [`Group`] is read from, in this order, followed by an array of member ids.
+pub(crate) const GROUP_COLUMNS: &str = "g.id, g.dn, g.display_name, \
+     ARRAY(SELECT ug.user_id FROM user_groups ug WHERE ug.group_id = g.id)";
+
+/// Reads a group selected with [`GROUP_COLUMNS`].
+pub(crate) fn group(row: &Row) -> Result<Group, StoreError> {
+    let mut member_user_ids: Vec<String> = col(row, 3)?;
+    member_user_ids.sort();
+    member_user_ids.dedup();
+    Ok(Group {
+        id: col(row, 0)?,
+        dn: col(row, 1)?,
+        display_name: col(row, 2)?,
+        member_user_ids,
+    })
+}
+
+/// Columns a [`StoredTap`] is read from, in this order.
+pub(crate) const TAP_COLUMNS: &str =
+    "id, user_id, code_hash, created, start, lifetime_in_minutes, is_usable_once, used_at";
+
+/// Reads a TAP selected with [`TAP_COLUMNS`].
+pub(crate) fn tap(row: &Row) -> Result<StoredTap, StoreError> {
+    Ok(StoredTap {
+        id: col(row, 0)?,
+        user_id: col(row, 1)?,
+        code_hash: col(row, 2)?,
+        created: col(row, 3)?,
+        start: col(row, 4)?,
+        lifetime_in_minutes: minutes(row, 5)?,
+        is_usable_once: col(row, 6)?,
+        used_at: col(row, 7)?,
+    })
+}
+
+/// Columns a [`RegisteredMethod`] is read from, in this order.
+pub(crate) const METHOD_COLUMNS: &str = "id, user_id, kind, display_name, created, data";
+
+/// Reads a method selected with [`METHOD_COLUMNS`].
+pub(crate) fn method(row: &Row) -> Result<RegisteredMethod, StoreError> {
+    let kind: String = col(row, 2)?;
+    Ok(RegisteredMethod {
+        id: col(row, 0)?,
+        user_id: col(row, 1)?,
+        kind: parse_kind(&kind)?,
+        display_name: col(row, 3)?,
+        created: col(row, 4)?,
+        data: col(row, 5)?,
+    })
+}
+
+/// Columns an [`AuditEvent`] is read from, in this order.
+pub(crate) const AUDIT_COLUMNS: &str = "id, time, actor, activity, target, result, reason_code, \
+     channel, source_address, details";
+
+/// Reads an audit event selected with [`AUDIT_COLUMNS`].
+pub(crate) fn audit_event(row: &Row) -> Result<AuditEvent, StoreError> {
+    let result: String = col(row, 5)?;
+    let channel: String = col(row, 7)?;
+    let details: String = col(row, 9)?;
+    Ok(AuditEvent {
+        id: col(row, 0)?,
+        event: NewAuditEvent {
+            time: col(row, 1)?,
+            actor: col(row, 2)?,
+            activity: col(row, 3)?,
+            target: col(row, 4)?,
+            result: parse_result(&result)?,
+            reason_code: col(row, 6)?,
+            channel: Channel::parse(&channel)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown channel {channel:?}")))?,
+            source_address: col(row, 8)?,
+            details: from_json("audit details", &details)?,
+        },
+    })
+}
+
+/// A batch of audit events as column arrays, for one `INSERT … SELECT FROM unnest(…)`.
+#[derive(Default)]
+pub(crate) struct AuditColumns {
+    time: Vec<Timestamp>,
+    actor: Vec<String>,
+    activity: Vec<String>,
+    target: Vec<Option<String>>,
+    result: Vec<&'static str>,
+    reason_code: Vec<Option<String>>,
+    channel: Vec<&'static str>,
+    source_address: Vec<Option<String>>,
+    details: Vec<String>,
+}
+
+impl AuditColumns {
+    /// The events' columns, in order.
+    pub(crate) fn of(events: &[NewAuditEvent]) -> Result<AuditColumns, StoreError> {
+        let mut columns = AuditColumns::default();
+        for event in events {
+            columns.time.push(to_db_time(event.time));
+            columns.actor.push(text(&event.actor).into_owned());
+            columns.activity.push(text(&event.activity).into_owned());
+            columns
+                .target
+                .push(opt_text(&event.target).map(Cow::into_owned));
+            columns.result.push(result_str(event.result));
+            columns
+                .reason_code
+                .push(opt_text(&event.reason_code).map(Cow::into_owned));
+            columns.channel.push(event.channel.as_str());
+            columns
+                .source_address
+                .push(opt_text(&event.source_address).map(Cow::into_owned));
+            columns.details.push(to_json(&event.details)?);
+        }
+        Ok(columns)
+    }
+
+    /// Whether there is nothing to insert.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.time.is_empty()
+    }
+
+    /// The parameters of [`insert_audit_sql`], in order.
+    pub(crate) fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 9] {
+        [
+            &self.time,
+            &self.actor,
+            &self.activity,
+            &self.target,
+            &self.result,
+            &self.reason_code,
+            &self.channel,
+            &self.source_address,
+            &self.details,
+        ]
+    }
+}
+
+/// An `INSERT` of the events of an [`AuditColumns`] bound at `$first`…`$first+8`, keeping
+/// their order (ids increase with it). With `only_if`, the events are inserted only when that
+/// CTE of the same statement returned a row (a conditional change and its audit in one
+/// statement).
+pub(crate) fn insert_audit_sql(first: usize, only_if: Option<&str>) -> String {
+    let p = |i: usize| format!("${}", first + i);
+    let gate = match only_if {
+        Some(cte) => format!("WHERE EXISTS (SELECT 1 FROM {cte}) "),
+        None => String::new(),
+    };
+    format!(
+        "INSERT INTO audit (time, actor, activity, target, result, reason_code, channel, \
+         source_address, details) \
+         SELECT time, actor, activity, target, result, reason_code, channel, source_address, \
+         details FROM unnest({}::timestamptz[], {}::text[], {}::text[], {}::text[], {}::text[], \
+         {}::text[], {}::text[], {}::text[], {}::text[]) WITH ORDINALITY \
+         AS e(time, actor, activity, target, result, reason_code, channel, source_address, \
+         details, n) {gate}ORDER BY n",
+        p(0),
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5),
+        p(6),
+        p(7),
+        p(8)
+    )
+}

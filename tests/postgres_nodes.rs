@@ -1,0 +1,472 @@
+//! tapd on PostgreSQL: TLS to the database as `sslmode` asks; a database outage (the store reports
+//! `Unavailable` and recovers by itself; the real `tapd` answers 503 on the admin API while
+//! PostgreSQL is down and serves again when it returns, with every acknowledged TAP still
+//! there), and sync leadership between two nodes (one syncs at a time; the other takes over
+//! once a dead holder's lease lapses).
+//!
+//! Every test starts its own throwaway PostgreSQL cluster (`tests/common/postgres.rs`) or a
+//! database in a shared one; the tests that stop the server own theirs.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "common/postgres.rs"]
+mod postgres_cluster;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::{Method, StatusCode};
+use serde_json::{json, Value};
+use tapd::admin::client::AdminClient;
+use tapd::clock::{Clock, ManualClock};
+use tapd::directory::ldif::LdifDirectory;
+use tapd::directory::sync::DeletionGuard;
+use tapd::model::{AuditResult, Channel, NewAuditEvent, SyncStatus};
+use tapd::store::postgres::{PostgresSettings, PostgresStore};
+use tapd::store::{Store, StoreError, SyncLeaseOutcome};
+use tapd::sync::{SyncError, SyncOptions, Syncer};
+
+use postgres_cluster::PostgresCluster;
+
+fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// Settings for a test: short timeouts, so an outage shows within a second or two.
+fn settings(url: &str) -> PostgresSettings {
+    PostgresSettings {
+        statement_timeout: Duration::from_secs(3),
+        connect_timeout: Duration::from_secs(2),
+        pool_size: 4,
+        ..PostgresSettings::new(url)
+    }
+}
+
+/// Retries `attempt` every 200 ms until it returns `Some`, for at most `limit`.
+async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = attempt().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn audit_event(activity: &str) -> NewAuditEvent {
+    NewAuditEvent {
+        time: chrono::Utc::now(),
+        actor: "test".to_owned(),
+        activity: activity.to_owned(),
+        target: None,
+        result: AuditResult::Success,
+        reason_code: None,
+        channel: Channel::Admin,
+        source_address: None,
+        details: json!({}),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The store through an outage
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_is_unavailable_while_postgres_is_down_then_recovers() {
+    let cluster = PostgresCluster::start();
+    let url = cluster.create_database().await;
+    let store = Arc::new(PostgresStore::open(&settings(&url)).await.unwrap());
+    store
+        .append_audit(&audit_event("before the outage"))
+        .await
+        .unwrap();
+    // Open every pooled connection, so that several die with the server.
+    let mut warm = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let store = store.clone();
+        warm.spawn(async move { store.audit(&Default::default()).await });
+    }
+    while let Some(done) = warm.join_next().await {
+        done.unwrap().unwrap();
+    }
+
+    cluster.stop();
+    for _ in 0..3 {
+        match store.append_audit(&audit_event("during the outage")).await {
+            Err(StoreError::Unavailable(message)) => {
+                assert!(message.contains("PostgreSQL"), "{message}")
+            }
+            other => panic!("expected Unavailable while PostgreSQL is down, got {other:?}"),
+        }
+    }
+    assert!(matches!(
+        store.policy().await,
+        Err(StoreError::Unavailable(_))
+    ));
+
+    cluster.restart();
+    // No restart of tapd's side: the pool drops the dead connections and opens new ones.
+    eventually(
+        Duration::from_secs(20),
+        "the store to answer again",
+        || async { store.policy().await.ok() },
+    )
+    .await;
+    for _ in 0..8 {
+        store
+            .append_audit(&audit_event("after the outage"))
+            .await
+            .unwrap();
+    }
+    let kept: Vec<String> = store
+        .audit(&Default::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event.activity)
+        .collect();
+    assert!(kept.contains(&"before the outage".to_owned()));
+    assert!(!kept.contains(&"during the outage".to_owned()));
+    assert_eq!(kept.iter().filter(|a| *a == "after the outage").count(), 8);
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS to the database
+
+/// Opens a store on `host` with `sslmode`, trusting `ca_file`: the TLS version the server sees
+/// (`None`: not encrypted), or why it could not open.
+async fn open_over(
+    cluster: &PostgresCluster,
+    db: &str,
+    host: &str,
+    sslmode: &str,
+    ca_file: Option<PathBuf>,
+) -> Result<Option<String>, String> {
+    let url = cluster.url_with(db, host, sslmode);
+    let store = PostgresStore::open(&PostgresSettings {
+        ca_file,
+        ..settings(&url)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(store.connection_tls().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_connects_over_tls_as_sslmode_asks() {
+    let cluster = PostgresCluster::start_with_tls();
+    let url = cluster.create_database().await;
+    let db = url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (ca, other) = (Some(cluster.ca_file()), Some(cluster.other_ca_file()));
+    let encrypted = |r: Result<Option<String>, String>| match r {
+        Ok(version) => version.is_some(),
+        Err(e) => panic!("expected to connect: {e}"),
+    };
+    let refused = |r: Result<Option<String>, String>| match r {
+        Ok(_) => panic!("expected the certificate to be refused"),
+        Err(e) => e,
+    };
+
+    // The server certificate names localhost and is signed by `ca`.
+    assert!(encrypted(
+        open_over(&cluster, &db, "localhost", "verify-full", ca.clone()).await
+    ));
+    // verify-full checks the name: 127.0.0.1 is not in the certificate.
+    let err = refused(open_over(&cluster, &db, "127.0.0.1", "verify-full", ca.clone()).await);
+    assert!(err.contains("PostgreSQL can't be reached"), "{err}");
+    // verify-ca checks the chain only; both modes refuse an unrelated CA.
+    assert!(encrypted(
+        open_over(&cluster, &db, "127.0.0.1", "verify-ca", ca.clone()).await
+    ));
+    refused(open_over(&cluster, &db, "localhost", "verify-ca", other.clone()).await);
+    refused(open_over(&cluster, &db, "localhost", "verify-full", other.clone()).await);
+    // With no CA file the system roots are used, which don't know the test CA.
+    refused(open_over(&cluster, &db, "localhost", "verify-full", None).await);
+    // require: encrypted, certificate unchecked; with a CA file it is checked (as libpq).
+    assert!(encrypted(
+        open_over(&cluster, &db, "127.0.0.1", "require", None).await
+    ));
+    refused(open_over(&cluster, &db, "localhost", "require", other).await);
+    // prefer encrypts when offered; disable never does.
+    assert!(encrypted(
+        open_over(&cluster, &db, "127.0.0.1", "prefer", None).await
+    ));
+    assert!(!encrypted(
+        open_over(&cluster, &db, "127.0.0.1", "disable", ca).await
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real daemon through an outage
+
+/// A `tapd` process on a PostgreSQL store, with the demo directory; stopped on drop, its log
+/// printed when the test failed.
+struct Tapd {
+    child: std::sync::Mutex<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Tapd {
+    fn start(store_url: &str) -> Tapd {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("tapd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[store]
+url = "{store_url}"
+statement_timeout = "3s"
+connect_timeout = "2s"
+pool_size = 4
+
+[directory]
+url = "file:{ldif}"
+preset = "openldap"
+base_dn = "dc=example,dc=org"
+sync_interval = "1h"
+
+[admin]
+socket = "{socket}"
+root_is_global_administrator = true
+
+[admin.roles]
+global_administrator = ["tap-global-admins"]
+
+[log]
+level = "info"
+"#,
+                ldif = repo_path("etc/tapd/demo-directory.ldif").display(),
+                socket = dir.path().join("admin.sock").display(),
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("tapd.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tapd"))
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .env_remove("JOURNAL_STREAM")
+            .spawn()
+            .unwrap();
+        Tapd {
+            child: std::sync::Mutex::new(child),
+            dir,
+        }
+    }
+
+    /// Panics with the log when tapd has exited (it should run until the test stops it).
+    fn assert_running(&self) {
+        let mut child = self.child.lock().unwrap();
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("tapd exited ({status}):\n{}", self.log());
+        }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("admin.sock")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tapd.log")).unwrap_or_default()
+    }
+
+    /// One request on a fresh connection (a connection may not outlive an outage's errors).
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut client = AdminClient::connect(&self.socket())
+            .await
+            .unwrap_or_else(|e| panic!("connecting to tapd: {e}\n{}", self.log()));
+        client
+            .raw(method, path, body.map(|b| b.to_string().into_bytes()))
+            .await
+            .unwrap_or_else(|e| panic!("admin request: {e}\n{}", self.log()))
+    }
+}
+
+impl Drop for Tapd {
+    fn drop(&mut self) {
+        let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- tapd log ---\n{}", self.log());
+        }
+    }
+}
+
+const TAPS: &str = "/v1/users/alice/authentication/temporaryAccessPassMethods";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_answers_503_while_postgres_is_down_and_recovers() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test acts as the break-glass administrator (uid 0) on the admin socket: \
+         run it as root, as scripts/test.sh does"
+    );
+    let cluster = PostgresCluster::start();
+    let url = cluster.create_database().await;
+    let tapd = Tapd::start(&url);
+
+    // Up once the socket answers and the first sync brought alice in.
+    eventually(Duration::from_secs(30), "tapd to serve alice", || async {
+        tapd.assert_running();
+        if !tapd.socket().exists() {
+            return None;
+        }
+        let (status, _) = tapd.request(Method::GET, "/v1/users/alice", None).await;
+        (status == StatusCode::OK).then_some(())
+    })
+    .await;
+    let (status, created) = tapd
+        .request(Method::POST, TAPS, Some(json!({ "isUsableOnce": true })))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let tap_id = created["id"].as_str().unwrap().to_owned();
+
+    cluster.stop();
+    // A few seconds of outage: reads and writes get a clear 503, and nothing hangs.
+    let outage = Instant::now();
+    let mut answered = 0;
+    while outage.elapsed() < Duration::from_secs(3) || answered < 3 {
+        for (method, body) in [(Method::GET, None), (Method::POST, Some(json!({})))] {
+            let (status, body) = tapd.request(method, TAPS, body).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+            assert_eq!(body["error"]["code"], "serviceUnavailable", "{body}");
+            let message = body["error"]["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("store unavailable") && message.contains("PostgreSQL"),
+                "{message}"
+            );
+        }
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    cluster.restart();
+    // tapd reconnects by itself; the TAP acknowledged before the outage is still there, and
+    // nothing refused during the outage was stored.
+    let listed = eventually(Duration::from_secs(30), "tapd to answer again", || async {
+        tapd.assert_running();
+        let (status, body) = tapd.request(Method::GET, TAPS, None).await;
+        (status == StatusCode::OK).then_some(body)
+    })
+    .await;
+    let ids: Vec<&str> = listed["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["id"].as_str())
+        .collect();
+    assert_eq!(ids, [tap_id.as_str()], "{listed}");
+    let (status, body) = tapd.request(Method::POST, TAPS, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sync leadership
+
+fn syncer(store: Arc<dyn Store>, clock: Arc<ManualClock>, node: &str) -> Syncer {
+    let directory = LdifDirectory::open(repo_path("etc/tapd/demo-directory.ldif"))
+        .unwrap()
+        .with_base_dn("dc=example,dc=org");
+    let clock: Arc<dyn Clock> = clock;
+    Syncer::new(
+        store,
+        Arc::new(directory),
+        clock,
+        SyncOptions {
+            interval: Duration::from_secs(30),
+            guard: DeletionGuard::default(),
+            node: node.to_owned(),
+        },
+        Arc::new(tapd::metrics::Metrics::new()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_syncs_at_a_time_and_another_takes_over() {
+    let cluster = PostgresCluster::shared();
+    let url = cluster.create_database().await;
+    let store_a: Arc<dyn Store> = Arc::new(PostgresStore::open(&settings(&url)).await.unwrap());
+    let store_b: Arc<dyn Store> = Arc::new(PostgresStore::open(&settings(&url)).await.unwrap());
+    let start = chrono::Utc::now();
+    let (clock_a, clock_b) = (
+        Arc::new(ManualClock::new(start)),
+        Arc::new(ManualClock::new(start)),
+    );
+    let node_a = syncer(store_a.clone(), clock_a.clone(), "node-a");
+    let node_b = syncer(store_b.clone(), clock_b.clone(), "node-b");
+
+    let at = |seconds: i64| start + chrono::Duration::seconds(seconds);
+
+    // A syncs (next run due at +30 s); the status says so, and B's scheduled run is not due.
+    let status = node_a.run(false, "tapd").await.unwrap();
+    assert_eq!(status.last_result.as_deref(), Some("success"));
+    assert_eq!(status.node.as_deref(), Some("node-a"));
+    assert!(store_b.user("alice").await.unwrap().is_some());
+    clock_b.set(at(10));
+    assert_eq!(node_b.run_scheduled().await.unwrap(), None);
+
+    // A "dies" in the middle of its next sync, at +20 s: it holds the lease (until +50 s) and
+    // never releases it. B is refused and told by whom, without touching the shared status.
+    let ttl = Duration::from_secs(30);
+    clock_a.set(at(20));
+    assert!(matches!(
+        store_a
+            .try_sync_lease("node-a", ttl, clock_a.now())
+            .await
+            .unwrap(),
+        SyncLeaseOutcome::Granted(_)
+    ));
+    clock_b.set(at(35));
+    assert!(matches!(
+        node_b.run_scheduled().await,
+        Err(SyncError::HeldElsewhere { .. })
+    ));
+    match node_b.run(false, "tapd").await {
+        Err(SyncError::HeldElsewhere { holder, .. }) => assert_eq!(holder, "node-a"),
+        other => panic!("expected HeldElsewhere, got {other:?}"),
+    }
+    let before: SyncStatus = store_b.sync_status().await.unwrap();
+    assert_eq!(before.node.as_deref(), Some("node-a"));
+
+    // Once A's lease has lapsed, B's scheduled run takes over: within two intervals of A's
+    // last run.
+    clock_b.set(at(50));
+    let taken = node_b.run_scheduled().await.unwrap().expect("B syncs");
+    assert_eq!(taken.node.as_deref(), Some("node-b"));
+    assert_eq!(taken.last_result.as_deref(), Some("success"));
+    // B released the lease after its run: a manual run on A goes ahead.
+    clock_a.set(at(60));
+    let again = node_a.run(false, "root (uid 0)").await.unwrap();
+    assert_eq!(again.node.as_deref(), Some("node-a"));
+}
