@@ -28,7 +28,7 @@ use crate::metrics::{Metrics, ReloadResult};
 use crate::model::SyncStatus;
 use crate::notify::{Notifier, NotifyError};
 use crate::policy::{AdminRole, RoleMapping};
-use crate::radius::{RadiusCounters, RadiusHandler, RadiusSettings, ReplyCacheConfig};
+use crate::radius::{RadiusHandler, RadiusSettings, ReplyCacheConfig};
 use crate::reload::{self, Reloader};
 use crate::service::{ServiceSettings, TapService};
 use crate::signin::{SignIn, SignInSettings};
@@ -236,8 +236,17 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
                 .context("metrics server failed")
         }));
     }
-    let front_ends =
-        Arc::new(start_front_ends(&config, signin, &mut tasks, &heartbeats, &shutdown).await?);
+    let front_ends = Arc::new(
+        start_front_ends(
+            &config,
+            signin,
+            &metrics,
+            &mut tasks,
+            &heartbeats,
+            &shutdown,
+        )
+        .await?,
+    );
     {
         let front_ends = front_ends.clone();
         reloader.register(reload::reloadable(
@@ -524,6 +533,7 @@ pub fn build_signin(
         directory,
         service.hasher().clone(),
         service.clock().clone(),
+        service.metrics().clone(),
         signin_settings(config),
     )
     .context("while preparing the sign-in service")?;
@@ -559,6 +569,7 @@ impl FrontEnds {
 async fn start_front_ends(
     config: &Config,
     signin: Arc<SignIn>,
+    metrics: &Arc<Metrics>,
     tasks: &mut JoinSet<anyhow::Result<()>>,
     heartbeats: &Arc<Heartbeats>,
     shutdown: &CancellationToken,
@@ -581,7 +592,7 @@ async fn start_front_ends(
             settings,
             signin.clone(),
             ReplyCacheConfig::default(),
-            Arc::new(RadiusCounters::default()),
+            metrics.clone(),
         ));
         front_ends.radius = Some(handler.clone());
         let shutdown = shutdown.clone();
@@ -624,6 +635,7 @@ async fn start_front_ends(
     let state = Arc::new(FederationState::new(
         signin,
         &config.federation.relying_parties,
+        metrics.clone(),
     ));
     front_ends.federation = Some(state.clone());
     let shutdown = shutdown.clone();

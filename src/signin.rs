@@ -19,17 +19,21 @@
 //!    `tap_not_supported_federation` with the DESIGN §2 message; else `invalid_credentials`.
 //!    Both count as a failure for throttling (the directory saw a failed bind either way).
 //!
+//! Metrics: every password check is timed into `tapd_ldap_bind_duration_seconds` (whatever
+//! the directory source), and every refused TAP counts in `tapd_tap_rejections_total` under
+//! its channel; the front ends count their own requests.
+//!
 //! Throttling and the rejection cache are per node, in memory: with several nodes a device
 //! can make `max_failures` attempts per node per window, and a restart forgets both. That is
 //! enough for their purpose, which is to keep a misbehaving device below the directory's own
 //! lockout threshold, not to be the lockout itself.
 //!
 //! May depend on: `model`, `policy` (messages), `store` and `directory` (traits), `tapcode`,
-//! `clock`, `audit`. Knows nothing about RADIUS packets or HTTP.
+//! `clock`, `audit`, `metrics`. Knows nothing about RADIUS packets or HTTP.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use rand::RngCore;
@@ -39,6 +43,7 @@ use zeroize::Zeroizing;
 
 use crate::clock::Clock;
 use crate::directory::{password_is_unusable, DirectoryError, DirectorySource, PasswordCheck};
+use crate::metrics::{LdapBindResult, Metrics, TapRejection};
 use crate::model::{AuditResult, Channel, Group, NewAuditEvent, Timestamp, User};
 use crate::policy::SignInFailure;
 use crate::store::Store;
@@ -117,6 +122,17 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    /// Every reason, for metric label sets.
+    pub const ALL: [RejectReason; 7] = [
+        RejectReason::UserNotFound,
+        RejectReason::AccountDisabled,
+        RejectReason::EmptyPassword,
+        RejectReason::Throttled,
+        RejectReason::InvalidCredentials,
+        RejectReason::TapNotSupported,
+        RejectReason::UnsupportedMethod,
+    ];
+
     /// Stable snake_case reason code; the TAP code depends on the channel.
     pub fn code(self, channel: SignInChannel) -> &'static str {
         match self {
@@ -143,6 +159,13 @@ pub enum UnavailableReason {
 }
 
 impl UnavailableReason {
+    /// Every reason, for metric label sets.
+    pub const ALL: [UnavailableReason; 3] = [
+        UnavailableReason::Directory,
+        UnavailableReason::Store,
+        UnavailableReason::Overloaded,
+    ];
+
     /// Stable snake_case reason code.
     pub fn code(self) -> &'static str {
         match self {
@@ -358,6 +381,7 @@ pub struct SignIn {
     directory: Arc<dyn DirectorySource>,
     hasher: Hasher,
     clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
     settings: RwLock<SignInSettings>,
     throttle: Mutex<FailureThrottle>,
     rejections: Mutex<RejectionCache>,
@@ -365,12 +389,14 @@ pub struct SignIn {
 }
 
 impl SignIn {
-    /// Builds the service over the store, directory, hashing pool and clock.
+    /// Builds the service over the store, directory, hashing pool and clock, recording into
+    /// `metrics`.
     pub fn new(
         store: Arc<dyn Store>,
         directory: Arc<dyn DirectorySource>,
         hasher: Hasher,
         clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
         settings: SignInSettings,
     ) -> Result<Self, SignInError> {
         settings.check()?;
@@ -381,6 +407,7 @@ impl SignIn {
             directory,
             hasher,
             clock,
+            metrics,
             settings: RwLock::new(settings),
             throttle: Mutex::new(FailureThrottle::default()),
             rejections: Mutex::new(RejectionCache::default()),
@@ -429,6 +456,7 @@ impl SignIn {
             } => "Temporary Access Pass",
             _ => "Password",
         };
+        self.count_tap_rejection(context, &outcome);
         self.audit(context, username, user.as_ref(), &outcome, method, cached)
             .await;
         outcome
@@ -447,9 +475,40 @@ impl SignIn {
             (reason == RejectReason::TapNotSupported).then(|| self.tap_message(context.channel));
         let outcome = SignInOutcome::Reject { reason, message };
         let user = self.find_user(username).await.ok().flatten();
+        self.count_tap_rejection(context, &outcome);
         self.audit(context, username, user.as_ref(), &outcome, method, false)
             .await;
         outcome
+    }
+
+    fn count_tap_rejection(&self, context: &AttemptContext, outcome: &SignInOutcome) {
+        if let SignInOutcome::Reject {
+            reason: RejectReason::TapNotSupported,
+            ..
+        } = outcome
+        {
+            let failure = context.channel.tap_failure();
+            self.metrics.tap_rejections.inc(TapRejection::of(&failure));
+        }
+    }
+
+    /// Asks the directory, timing the call into `tapd_ldap_bind_duration_seconds`.
+    async fn check_password(
+        &self,
+        user: &User,
+        credential: &str,
+    ) -> Result<PasswordCheck, DirectoryError> {
+        let started = Instant::now();
+        let checked = self.directory.check_password(user, credential).await;
+        let result = match &checked {
+            Ok(PasswordCheck::Valid) => LdapBindResult::Success,
+            Ok(PasswordCheck::Invalid) => LdapBindResult::InvalidCredentials,
+            Err(_) => LdapBindResult::Error,
+        };
+        self.metrics
+            .ldap_bind_duration
+            .observe(result, started.elapsed());
+        checked
     }
 
     async fn find_user(&self, username: &str) -> Result<Option<User>, crate::store::StoreError> {
@@ -525,7 +584,7 @@ impl SignIn {
             return (reject(RejectReason::Throttled), Some(user), false);
         }
 
-        match self.directory.check_password(&user, credential).await {
+        match self.check_password(&user, credential).await {
             Ok(PasswordCheck::Valid) => {
                 self.throttle
                     .lock()

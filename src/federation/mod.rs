@@ -10,10 +10,13 @@
 //!   wrong token · 400 malformed body · 413 too large · 503 directory unavailable.
 //! - `GET /federation/v1/metadata`: what the endpoint supports (password only; TAP not).
 //!
+//! Every authenticate request counts once in `tapd_federation_requests_total{result,reason}`
+//! (a refused TAP also counts in `tapd_tap_rejections_total`, through `signin`).
+//!
 //! [`router`] has no fallback so it can be merged into the web site's router; [`serve`]
 //! runs it on its own listener (plain HTTP, loopback or behind a TLS proxy) with JSON 404s.
 //!
-//! May depend on: `signin`, `config` (relying parties), `model`; axum.
+//! May depend on: `signin`, `config` (relying parties), `model`, `metrics`; axum.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -31,6 +34,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RelyingParty;
+use crate::metrics::{FederationOutcome, FederationRefusal, Metrics};
 use crate::signin::{AttemptContext, RejectReason, SignIn, SignInChannel, SignInOutcome};
 
 /// Path of the authenticate endpoint.
@@ -65,6 +69,7 @@ struct Party {
 pub struct FederationState {
     signin: Arc<SignIn>,
     parties: RwLock<Arc<Vec<Party>>>,
+    metrics: Arc<Metrics>,
 }
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
@@ -84,12 +89,22 @@ fn parties(relying_parties: &[RelyingParty]) -> Arc<Vec<Party>> {
 }
 
 impl FederationState {
-    /// State deciding with `signin` for the configured relying parties.
-    pub fn new(signin: Arc<SignIn>, relying_parties: &[RelyingParty]) -> Self {
+    /// State deciding with `signin` for the configured relying parties, counting requests
+    /// into `metrics`.
+    pub fn new(
+        signin: Arc<SignIn>,
+        relying_parties: &[RelyingParty],
+        metrics: Arc<Metrics>,
+    ) -> Self {
         FederationState {
             signin,
             parties: RwLock::new(parties(relying_parties)),
+            metrics,
         }
+    }
+
+    fn count(&self, outcome: FederationOutcome) {
+        self.metrics.federation_requests.inc(outcome);
     }
 
     /// Replaces the relying parties (SIGHUP).
@@ -214,31 +229,37 @@ async fn authenticate(State(state): State<Arc<FederationState>>, request: Reques
             "federation: refused a request from {source}: {} bearer token",
             if token.is_some() { "unknown" } else { "no" }
         );
+        state.count(FederationOutcome::Refused(FederationRefusal::InvalidToken));
         return unauthorized(token.is_some());
     };
     let body = match axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES).await {
         Ok(body) => body,
         Err(_) => {
+            state.count(FederationOutcome::Refused(
+                FederationRefusal::PayloadTooLarge,
+            ));
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 &format!("the body must be JSON of at most {MAX_BODY_BYTES} bytes"),
-            )
+            );
         }
     };
     let body: AuthenticateRequest = match serde_json::from_slice(&body) {
         Ok(body) => body,
         Err(e) => {
+            state.count(FederationOutcome::Refused(FederationRefusal::BadRequest));
             return error(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
                 &format!(
                     "the body must be {{\"userPrincipalName\": \"…\", \"credential\": \"…\", \"method\"?: \"password\"}}: {e}"
                 ),
-            )
+            );
         }
     };
     if body.user_principal_name.trim().is_empty() {
+        state.count(FederationOutcome::Refused(FederationRefusal::BadRequest));
         return error(
             StatusCode::BAD_REQUEST,
             "bad_request",
@@ -270,13 +291,19 @@ async fn authenticate(State(state): State<Arc<FederationState>>, request: Reques
                 .await
         }
         Some(other) => {
+            state.count(FederationOutcome::Reject(RejectReason::UnsupportedMethod));
             return error(
                 StatusCode::BAD_REQUEST,
                 "unsupported_method",
                 &format!("method {other:?} is not supported; use \"{PASSWORD_METHOD}\""),
-            )
+            );
         }
     };
+    state.count(match &outcome {
+        SignInOutcome::Accept { .. } => FederationOutcome::Accept,
+        SignInOutcome::Reject { reason, .. } => FederationOutcome::Reject(*reason),
+        SignInOutcome::Unavailable { reason } => FederationOutcome::Unavailable(*reason),
+    });
     outcome_response(outcome)
 }
 

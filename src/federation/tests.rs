@@ -17,6 +17,12 @@ use crate::tapcode::Hasher;
 const TOKEN: &str = "federation-test-token-0123456789";
 
 async fn app() -> Router {
+    app_with_metrics().await.0
+}
+
+/// The router and the registry it counts into.
+async fn app_with_metrics() -> (Router, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::new());
     let ldif =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/tapd/demo-directory.ldif");
     let directory = Arc::new(
@@ -38,6 +44,7 @@ async fn app() -> Router {
         directory,
         Hasher::new(1, 8).unwrap(),
         clock,
+        metrics.clone(),
         SignInSettings {
             public_url: "https://tap.example.org".into(),
             ..SignInSettings::default()
@@ -48,7 +55,8 @@ async fn app() -> Router {
         name: "adfs".into(),
         token: Secret::new(TOKEN),
     }];
-    router(Arc::new(FederationState::new(Arc::new(signin), &parties))).fallback(not_found)
+    let state = FederationState::new(Arc::new(signin), &parties, metrics.clone());
+    (router(Arc::new(state)).fallback(not_found), metrics)
 }
 
 async fn call(app: &Router, token: Option<&str>, body: &str) -> (StatusCode, HeaderMap, Value) {
@@ -72,7 +80,7 @@ async fn call(app: &Router, token: Option<&str>, body: &str) -> (StatusCode, Hea
 
 #[tokio::test]
 async fn tokens_are_required_and_challenged() {
-    let app = app().await;
+    let (app, metrics) = app_with_metrics().await;
     let body = r#"{"userPrincipalName":"alice@example.org","credential":"alice-demo-pw"}"#;
     let (status, headers, json) = call(&app, None, body).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -93,11 +101,17 @@ async fn tokens_are_required_and_challenged() {
         .unwrap()
         .iter()
         .any(|g| g["displayName"] == "tap-users"));
+    let invalid_token = FederationOutcome::Refused(FederationRefusal::InvalidToken);
+    assert_eq!(metrics.federation_requests.get(invalid_token), 2);
+    assert_eq!(
+        metrics.federation_requests.get(FederationOutcome::Accept),
+        1
+    );
 }
 
 #[tokio::test]
 async fn bodies_are_checked_strictly() {
-    let app = app().await;
+    let (app, metrics) = app_with_metrics().await;
     for body in [
         "",
         "not json",
@@ -123,11 +137,17 @@ async fn bodies_are_checked_strictly() {
     );
     let (status, _, _) = call(&app, Some(TOKEN), &big).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let count = |outcome| metrics.federation_requests.get(outcome);
+    let refused = FederationOutcome::Refused;
+    assert_eq!(count(refused(FederationRefusal::BadRequest)), 5);
+    assert_eq!(count(refused(FederationRefusal::PayloadTooLarge)), 1);
+    let unsupported = FederationOutcome::Reject(RejectReason::UnsupportedMethod);
+    assert_eq!(count(unsupported), 1);
 }
 
 #[tokio::test]
 async fn wrong_credentials_and_declared_taps() {
-    let app = app().await;
+    let (app, metrics) = app_with_metrics().await;
     let (status, _, json) = call(
         &app,
         Some(TOKEN),
@@ -148,6 +168,12 @@ async fn wrong_credentials_and_declared_taps() {
         json["error"]["message"],
         "A Temporary Access Pass can't be used with the federation (AD FS) adapter. Use it for web sign-in at https://tap.example.org."
     );
+    let count = |outcome| metrics.federation_requests.get(outcome);
+    let reject = FederationOutcome::Reject;
+    assert_eq!(count(reject(RejectReason::InvalidCredentials)), 1);
+    assert_eq!(count(reject(RejectReason::TapNotSupported)), 1);
+    let federation = crate::metrics::TapRejection::Federation;
+    assert_eq!(metrics.tap_rejections.get(federation), 1);
 }
 
 #[tokio::test]

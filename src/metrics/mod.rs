@@ -17,17 +17,20 @@
 //!
 //! | family | label enum | incremented by |
 //! | --- | --- | --- |
-//! | `tapd_radius_requests_total{result,reason}` | [`RadiusOutcome`] | RADIUS server loop |
-//! | `tapd_radius_dropped_total{cause}` | [`RadiusDropCause`] | RADIUS server loop |
+//! | `tapd_radius_requests_total{result,reason}` | [`RadiusOutcome`] | RADIUS handler |
+//! | `tapd_radius_dropped_total{cause}` | [`RadiusDropCause`] | RADIUS handler and socket loop |
+//! | `tapd_radius_datagrams_received_total` | – | RADIUS socket loop |
+//! | `tapd_radius_retransmissions_replayed_total` | – | RADIUS handler (reply cache hit) |
+//! | `tapd_federation_requests_total{result,reason}` | [`FederationOutcome`] | federation adapter |
 //! | `tapd_taps_issued_total{channel}` | [`TapIssueChannel`] | service (`create_tap`) |
 //! | `tapd_taps_used_total{channel}` | [`TapUseChannel`] | web sign-in |
-//! | `tapd_tap_rejections_total{channel,reason}` | [`TapRejection`] | RADIUS, federation, web |
+//! | `tapd_tap_rejections_total{channel,reason}` | [`TapRejection`] | `signin` (RADIUS, federation), web |
 //! | `tapd_web_sign_ins_total{method,result}` | [`WebSignIn`] | web sign-in |
 //! | `tapd_directory_sync_runs_total{result}` | [`SyncResult`] | `sync::Syncer` |
 //! | `tapd_directory_sync_errors_total{cause}` | [`SyncErrorCause`] | `sync::Syncer` |
 //! | `tapd_directory_sync_duration_seconds` | – | `sync::Syncer` |
 //! | `tapd_directory_sync_last_success_timestamp_seconds` | – | `sync::Syncer` |
-//! | `tapd_ldap_bind_duration_seconds{result}` | [`LdapBindResult`] | LDAP directory source |
+//! | `tapd_ldap_bind_duration_seconds{result}` | [`LdapBindResult`] | `signin` (every password check) |
 //! | `tapd_store_operation_duration_seconds{operation}` | [`StoreOperation`] | callers of the store |
 //! | `tapd_config_reloads_total{result}` | [`ReloadResult`] | daemon (SIGHUP) |
 //! | `tapd_build_info{version}`, `tapd_start_time_seconds` | – | daemon |
@@ -35,8 +38,8 @@
 //! To count a new outcome, add a variant to the label enum (with its label values) rather
 //! than a new family; never put a user name, address or client name in a label.
 //!
-//! May depend on: `policy` (to map sign-in failures to labels) and `radius` (drop reasons),
-//! both only for their label enums; the HTTP endpoint also uses the `store` trait for
+//! May depend on: `policy` (to map sign-in failures to labels), `radius` (drop reasons) and
+//! `signin` (reject and unavailable reasons), only for their label enums; the HTTP endpoint also uses the `store` trait for
 //! `/readyz`.
 
 mod exposition;
@@ -48,6 +51,7 @@ use std::time::Duration;
 
 use crate::policy::SignInFailure;
 use crate::radius::DropReason;
+use crate::signin::{RejectReason, SignInChannel, UnavailableReason};
 
 /// A set of label values for one metric family: a small enum whose every value is exported
 /// from the start. Implemented by the label enums below (mostly through `label_set!`).
@@ -88,23 +92,38 @@ macro_rules! label_set {
     };
 }
 
-label_set! {
-    /// How a RADIUS request was answered.
-    pub enum RadiusOutcome ["result", "reason"] {
-        /// Access-Accept: the directory password was right.
-        Accept => ["accept", "password"],
-        /// Access-Accept to a Status-Server (RFC 5997).
-        StatusServer => ["accept", "status_server"],
-        /// Access-Reject: the user's TAP was presented (`tap_not_supported_radius`).
-        TapRejected => ["reject", "tap_not_supported_radius"],
-        /// Access-Reject: wrong password or unknown user.
-        InvalidCredentials => ["reject", "invalid_credentials"],
-        /// Access-Reject: the directory account is disabled.
-        AccountDisabled => ["reject", "account_disabled"],
-        /// Access-Reject: the directory could not be reached (`directory_unavailable = "reject"`).
-        DirectoryUnavailable => ["reject", "directory_unavailable"],
-        /// Access-Reject: a credential kind other than PAP (CHAP, MS-CHAP, EAP).
-        UnsupportedMethod => ["reject", "unsupported_method"],
+/// How a RADIUS request was answered (replays from the reply cache are not counted here).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RadiusOutcome {
+    /// Access-Accept: the directory password was right (`accept`, `password`).
+    Accept,
+    /// Access-Accept to a Status-Server, RFC 5997 (`accept`, `status_server`).
+    StatusServer,
+    /// Access-Reject for a sign-in reason (`reject`, its RADIUS reason code, e.g.
+    /// `tap_not_supported_radius`, `invalid_credentials`, `throttled`).
+    Reject(RejectReason),
+    /// Access-Reject because nothing could decide, with `directory_unavailable = "reject"`
+    /// (`reject`, `directory_unavailable` / `store_unavailable` / `overloaded`).
+    Unavailable(UnavailableReason),
+}
+
+impl LabelSet for RadiusOutcome {
+    const NAMES: &'static [&'static str] = &["result", "reason"];
+
+    fn all() -> Vec<Self> {
+        let mut all = vec![Self::Accept, Self::StatusServer];
+        all.extend(RejectReason::ALL.map(Self::Reject));
+        all.extend(UnavailableReason::ALL.map(Self::Unavailable));
+        all
+    }
+
+    fn values(self) -> Vec<&'static str> {
+        match self {
+            Self::Accept => vec!["accept", "password"],
+            Self::StatusServer => vec!["accept", "status_server"],
+            Self::Reject(reason) => vec!["reject", reason.code(SignInChannel::Radius)],
+            Self::Unavailable(reason) => vec!["reject", reason.code()],
+        }
     }
 }
 
@@ -115,10 +134,32 @@ pub enum RadiusDropCause {
     UnknownClient,
     /// The packet failed validation (see [`DropReason`]).
     Invalid(DropReason),
+    /// A retransmission of a request still being processed (its reply will answer it).
+    DuplicateInFlight,
+    /// A Status-Server beyond the per-client rate limit (RFC 5997 §3).
+    StatusServerRateLimited,
     /// The directory could not be reached and `directory_unavailable = "drop"`.
     DirectoryUnavailable,
-    /// The password-check or hashing queue was full (load shedding).
+    /// The store could not be read and `directory_unavailable = "drop"`.
+    StoreUnavailable,
+    /// Load shedding: the request queue or the TAP hashing pool was full.
     Overloaded,
+    /// The reply could not be encoded (a bug or an oversized attribute set).
+    EncodeFailed,
+    /// The reply was decided (and counted in `tapd_radius_requests_total`) but the socket
+    /// refused to send it.
+    SendFailed,
+}
+
+impl RadiusDropCause {
+    /// The drop for a request nothing could decide (`directory_unavailable = "drop"`).
+    pub fn unavailable(reason: UnavailableReason) -> Self {
+        match reason {
+            UnavailableReason::Directory => Self::DirectoryUnavailable,
+            UnavailableReason::Store => Self::StoreUnavailable,
+            UnavailableReason::Overloaded => Self::Overloaded,
+        }
+    }
 }
 
 impl LabelSet for RadiusDropCause {
@@ -127,7 +168,15 @@ impl LabelSet for RadiusDropCause {
     fn all() -> Vec<Self> {
         let mut all = vec![Self::UnknownClient];
         all.extend(DropReason::ALL.iter().copied().map(Self::Invalid));
-        all.extend([Self::DirectoryUnavailable, Self::Overloaded]);
+        all.extend([
+            Self::DuplicateInFlight,
+            Self::StatusServerRateLimited,
+            Self::DirectoryUnavailable,
+            Self::StoreUnavailable,
+            Self::Overloaded,
+            Self::EncodeFailed,
+            Self::SendFailed,
+        ]);
         all
     }
 
@@ -135,9 +184,71 @@ impl LabelSet for RadiusDropCause {
         vec![match self {
             Self::UnknownClient => "unknown_client",
             Self::Invalid(reason) => reason.as_str(),
+            Self::DuplicateInFlight => "duplicate_in_flight",
+            Self::StatusServerRateLimited => "status_server_rate_limited",
             Self::DirectoryUnavailable => "directory_unavailable",
+            Self::StoreUnavailable => "store_unavailable",
             Self::Overloaded => "overloaded",
+            Self::EncodeFailed => "encode_failed",
+            Self::SendFailed => "send_failed",
         }]
+    }
+}
+
+/// How a federation authenticate request was answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FederationOutcome {
+    /// 200: the directory password was right (`accept`, `password`).
+    Accept,
+    /// 403 or 401: refused for a sign-in reason (`reject`, its federation reason code, e.g.
+    /// `tap_not_supported_federation`, `invalid_credentials`, `unsupported_method`).
+    Reject(RejectReason),
+    /// 503: nothing could decide (`unavailable`, `directory_unavailable` / …).
+    Unavailable(UnavailableReason),
+    /// Refused before any decision (`refused`, the reason below).
+    Refused(FederationRefusal),
+}
+
+/// Why a federation request was refused before any sign-in decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FederationRefusal {
+    /// 401: missing or unknown bearer token (`invalid_token`).
+    InvalidToken,
+    /// 400: the body is not the expected JSON (`bad_request`).
+    BadRequest,
+    /// 413: the body is too large (`payload_too_large`).
+    PayloadTooLarge,
+}
+
+impl LabelSet for FederationOutcome {
+    const NAMES: &'static [&'static str] = &["result", "reason"];
+
+    fn all() -> Vec<Self> {
+        let mut all = vec![Self::Accept];
+        all.extend(RejectReason::ALL.map(Self::Reject));
+        all.extend(UnavailableReason::ALL.map(Self::Unavailable));
+        all.extend(
+            [
+                FederationRefusal::InvalidToken,
+                FederationRefusal::BadRequest,
+                FederationRefusal::PayloadTooLarge,
+            ]
+            .map(Self::Refused),
+        );
+        all
+    }
+
+    fn values(self) -> Vec<&'static str> {
+        match self {
+            Self::Accept => vec!["accept", "password"],
+            Self::Reject(reason) => vec!["reject", reason.code(SignInChannel::Federation)],
+            Self::Unavailable(reason) => vec!["unavailable", reason.code()],
+            Self::Refused(FederationRefusal::InvalidToken) => vec!["refused", "invalid_token"],
+            Self::Refused(FederationRefusal::BadRequest) => vec!["refused", "bad_request"],
+            Self::Refused(FederationRefusal::PayloadTooLarge) => {
+                vec!["refused", "payload_too_large"]
+            }
+        }
     }
 }
 
@@ -448,6 +559,12 @@ pub struct Metrics {
     pub radius_requests: CounterVec<RadiusOutcome>,
     /// RADIUS datagrams dropped without an answer, by cause.
     pub radius_dropped: CounterVec<RadiusDropCause>,
+    /// RADIUS datagrams received on any listener.
+    pub radius_received: Counter,
+    /// RADIUS retransmissions answered from the reply cache (byte-identical reply).
+    pub radius_replayed: Counter,
+    /// Federation authenticate requests, by result and reason.
+    pub federation_requests: CounterVec<FederationOutcome>,
     /// TAPs issued, by channel.
     pub taps_issued: CounterVec<TapIssueChannel>,
     /// TAPs used to sign in, by channel.
@@ -486,6 +603,9 @@ impl Metrics {
         Metrics {
             radius_requests: CounterVec::default(),
             radius_dropped: CounterVec::default(),
+            radius_received: Counter::default(),
+            radius_replayed: Counter::default(),
+            federation_requests: CounterVec::default(),
             taps_issued: CounterVec::default(),
             taps_used: CounterVec::default(),
             tap_rejections: CounterVec::default(),
@@ -538,6 +658,24 @@ impl Metrics {
             "tapd_radius_dropped_total",
             "RADIUS datagrams dropped without an answer, by cause.",
             &self.radius_dropped,
+        );
+        exposition::counter(
+            &mut out,
+            "tapd_radius_datagrams_received_total",
+            "RADIUS datagrams received on any listener.",
+            &self.radius_received,
+        );
+        exposition::counter(
+            &mut out,
+            "tapd_radius_retransmissions_replayed_total",
+            "RADIUS retransmissions answered from the reply cache.",
+            &self.radius_replayed,
+        );
+        exposition::counter(
+            &mut out,
+            "tapd_federation_requests_total",
+            "Federation authenticate requests, by result and reason.",
+            &self.federation_requests,
         );
         exposition::counter(
             &mut out,

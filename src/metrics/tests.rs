@@ -144,3 +144,58 @@ async fn store_calls_are_timed() {
     assert_eq!(metrics.store_duration.count(StoreOperation::ApplySync), 1);
     assert_eq!(metrics.store_duration.count(StoreOperation::ReplaceTap), 0);
 }
+
+fn distinct_series<L: LabelSet>() {
+    let all: Vec<Vec<&str>> = L::all().into_iter().map(LabelSet::values).collect();
+    for (index, values) in all.iter().enumerate() {
+        assert_eq!(values.len(), L::NAMES.len(), "{values:?}");
+        assert!(
+            !all[..index].contains(values),
+            "duplicate series {values:?}"
+        );
+    }
+}
+
+#[test]
+fn no_family_exports_the_same_series_twice() {
+    distinct_series::<RadiusOutcome>();
+    distinct_series::<RadiusDropCause>();
+    distinct_series::<FederationOutcome>();
+    distinct_series::<TapRejection>();
+}
+
+#[test]
+fn radius_and_federation_reasons_are_the_sign_in_reason_codes() {
+    let text = Metrics::new().render();
+    for series in [
+        r#"tapd_radius_requests_total{result="reject",reason="invalid_credentials"}"#,
+        r#"tapd_radius_requests_total{result="reject",reason="user_not_found"}"#,
+        r#"tapd_radius_requests_total{result="reject",reason="throttled"}"#,
+        r#"tapd_radius_requests_total{result="reject",reason="unsupported_method"}"#,
+        r#"tapd_radius_requests_total{result="reject",reason="directory_unavailable"}"#,
+        r#"tapd_radius_requests_total{result="accept",reason="status_server"}"#,
+        r#"tapd_radius_dropped_total{cause="duplicate_in_flight"}"#,
+        r#"tapd_radius_dropped_total{cause="directory_unavailable"}"#,
+        r#"tapd_radius_dropped_total{cause="overloaded"}"#,
+        "tapd_radius_retransmissions_replayed_total",
+        "tapd_radius_datagrams_received_total",
+        r#"tapd_federation_requests_total{result="accept",reason="password"}"#,
+        r#"tapd_federation_requests_total{result="reject",reason="tap_not_supported_federation"}"#,
+        r#"tapd_federation_requests_total{result="unavailable",reason="directory_unavailable"}"#,
+        r#"tapd_federation_requests_total{result="refused",reason="invalid_token"}"#,
+    ] {
+        assert_eq!(value(&text, series), 0.0, "{series}");
+    }
+    let metrics = Metrics::new();
+    metrics
+        .radius_requests
+        .inc(RadiusOutcome::Reject(RejectReason::TapNotSupported));
+    let text = metrics.render();
+    assert_eq!(
+        value(
+            &text,
+            r#"tapd_radius_requests_total{result="reject",reason="tap_not_supported_radius"}"#
+        ),
+        1.0
+    );
+}

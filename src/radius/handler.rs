@@ -14,12 +14,16 @@
 //!   processed again;
 //! - CHAP, MS-CHAP, EAP or no credential → Access-Reject saying only PAP is supported.
 //!
+//! Every answer and every drop is counted in the shared [`Metrics`] registry:
+//! `tapd_radius_requests_total{result,reason}` (reason = the sign-in reason code),
+//! `tapd_radius_dropped_total{cause}`, `tapd_radius_retransmissions_replayed_total`.
+//!
 //! The reloadable part ([`RadiusSettings`]: clients, reply attributes, unavailable
 //! behaviour) sits behind a lock holding an `Arc`, swapped whole by
 //! [`RadiusHandler::update_settings`].
 //!
-//! May depend on: the RADIUS core (this module's siblings), `signin`, `model`, `config`
-//! (only to convert the validated `[radius]` section).
+//! May depend on: the RADIUS core (this module's siblings), `signin`, `model`, `metrics`,
+//! `config` (only to convert the validated `[radius]` section).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -28,13 +32,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::counters::{bump, RadiusCounters};
 use super::{
     encode_reply, find_client, parse_request, AuthKind, CacheKey, CacheLookup, Decision,
     DropReason, RadiusClient, RadiusError, ReplyAttribute, ReplyCache, ReplyCacheConfig, Request,
     RequestKind, SharedSecret,
 };
 use crate::config::{self, DirectoryUnavailable};
+use crate::metrics::{Metrics, NoLabels, RadiusDropCause, RadiusOutcome};
 use crate::model::Group;
 use crate::signin::{AttemptContext, RejectReason, SignIn, SignInChannel, SignInOutcome};
 
@@ -182,23 +186,26 @@ impl StatusServerLimiter {
     }
 }
 
+/// What a request gets: a reply decision with the series it counts in, or no reply and why.
+type Answer = Result<(Decision, RadiusOutcome), RadiusDropCause>;
+
 /// The handler; see the module documentation. Share it in an `Arc`.
 pub struct RadiusHandler {
     settings: RwLock<Arc<RadiusSettings>>,
     signin: Arc<SignIn>,
     cache: Mutex<ReplyCache>,
-    counters: Arc<RadiusCounters>,
+    metrics: Arc<Metrics>,
     log_limiter: Mutex<LogLimiter>,
     status_server: Mutex<StatusServerLimiter>,
 }
 
 impl RadiusHandler {
-    /// A handler over `settings`, deciding with `signin`, counting into `counters`.
+    /// A handler over `settings`, deciding with `signin`, counting into `metrics`.
     pub fn new(
         settings: RadiusSettings,
         signin: Arc<SignIn>,
         cache: ReplyCacheConfig,
-        counters: Arc<RadiusCounters>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         for client in settings.clients.iter() {
             warn_about_client(client);
@@ -207,7 +214,7 @@ impl RadiusHandler {
             settings: RwLock::new(Arc::new(settings)),
             signin,
             cache: Mutex::new(ReplyCache::new(cache)),
-            counters,
+            metrics,
             log_limiter: Mutex::new(LogLimiter {
                 period_start: None,
                 logged: 0,
@@ -225,9 +232,9 @@ impl RadiusHandler {
         *self.settings.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(settings);
     }
 
-    /// The counters.
-    pub fn counters(&self) -> &Arc<RadiusCounters> {
-        &self.counters
+    /// The registry this handler counts into (the socket loop counts there too).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     fn settings(&self) -> Arc<RadiusSettings> {
@@ -248,7 +255,9 @@ impl RadiusHandler {
     }
 
     fn unknown_client(&self, source: IpAddr, now: Instant) {
-        bump(&self.counters.unknown_client);
+        self.metrics
+            .radius_dropped
+            .inc(RadiusDropCause::UnknownClient);
         self.log_limited(now, || {
             format!(
                 "RADIUS: ignoring a packet from {source}: no [[radius.clients]] entry covers it"
@@ -289,7 +298,9 @@ impl RadiusHandler {
         let request = match parse_request(datagram, client) {
             Ok(request) => request,
             Err(reason) => {
-                self.counters.count_drop(reason);
+                self.metrics
+                    .radius_dropped
+                    .inc(RadiusDropCause::Invalid(reason));
                 self.log_drop(client, source, reason, now);
                 return None;
             }
@@ -302,11 +313,13 @@ impl RadiusHandler {
             .admit(&key, now);
         match lookup {
             CacheLookup::Replay(reply) => {
-                bump(&self.counters.duplicates_replayed);
+                self.metrics.radius_replayed.inc(NoLabels);
                 return Some(reply);
             }
             CacheLookup::InFlight => {
-                bump(&self.counters.duplicates_in_flight);
+                self.metrics
+                    .radius_dropped
+                    .inc(RadiusDropCause::DuplicateInFlight);
                 return None;
             }
             CacheLookup::Miss => {}
@@ -319,21 +332,20 @@ impl RadiusHandler {
                     .await
             }
         };
-        let Some(decision) = decision else {
-            self.cache
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .abandon(&key);
-            return None;
+        let (decision, outcome) = match decision {
+            Ok(answer) => answer,
+            Err(cause) => {
+                self.metrics.radius_dropped.inc(cause);
+                self.cache
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .abandon(&key);
+                return None;
+            }
         };
         match encode_reply(&request, &decision, &client.secret) {
             Ok(reply) => {
-                if request.code == RequestKind::AccessRequest {
-                    match decision {
-                        Decision::Accept { .. } => bump(&self.counters.access_accept),
-                        Decision::Reject { .. } => bump(&self.counters.access_reject),
-                    }
-                }
+                self.metrics.radius_requests.inc(outcome);
                 self.cache
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -341,7 +353,9 @@ impl RadiusHandler {
                 Some(reply)
             }
             Err(e) => {
-                bump(&self.counters.encode_errors);
+                self.metrics
+                    .radius_dropped
+                    .inc(RadiusDropCause::EncodeFailed);
                 log::error!(
                     "RADIUS: could not encode the reply to {source} (client {}): {e}",
                     client.name
@@ -355,21 +369,20 @@ impl RadiusHandler {
         }
     }
 
-    fn status_server(&self, client: &RadiusClient, now: Instant) -> Option<Decision> {
+    fn status_server(&self, client: &RadiusClient, now: Instant) -> Answer {
         let allowed = self
             .status_server
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .allow(&client.name, now);
         if !allowed {
-            bump(&self.counters.status_server_rate_limited);
-            return None;
+            return Err(RadiusDropCause::StatusServerRateLimited);
         }
-        bump(&self.counters.status_server);
         // encode_reply ignores the decision for Status-Server: a bare Access-Accept.
-        Some(Decision::Accept {
+        let decision = Decision::Accept {
             attributes: Vec::new(),
-        })
+        };
+        Ok((decision, RadiusOutcome::StatusServer))
     }
 
     async fn access_request(
@@ -379,7 +392,7 @@ impl RadiusHandler {
         source: SocketAddr,
         request: &Request,
         now: Instant,
-    ) -> Option<Decision> {
+    ) -> Answer {
         let context = attempt_context(client, source, request);
         let username = request.user_name.as_deref().unwrap_or_default();
         let outcome = match &request.auth {
@@ -408,26 +421,23 @@ impl RadiusHandler {
             }
         };
         match outcome {
-            SignInOutcome::Accept { groups, .. } => Some(Decision::Accept {
-                attributes: settings.attributes_for(&groups),
-            }),
+            SignInOutcome::Accept { groups, .. } => {
+                let decision = Decision::Accept {
+                    attributes: settings.attributes_for(&groups),
+                };
+                Ok((decision, RadiusOutcome::Accept))
+            }
             SignInOutcome::Reject { reason, message } => {
                 let reply_message = match reason {
-                    RejectReason::TapNotSupported => {
-                        bump(&self.counters.tap_rejected);
-                        message
-                    }
-                    RejectReason::UnsupportedMethod => {
-                        bump(&self.counters.unsupported_method);
-                        Some(PAP_ONLY_MESSAGE.to_owned())
-                    }
+                    RejectReason::TapNotSupported => message,
+                    RejectReason::UnsupportedMethod => Some(PAP_ONLY_MESSAGE.to_owned()),
                     _ => None,
                 };
-                Some(Decision::Reject { reply_message })
+                let decision = Decision::Reject { reply_message };
+                Ok((decision, RadiusOutcome::Reject(reason)))
             }
             SignInOutcome::Unavailable { reason } => match settings.directory_unavailable {
                 DirectoryUnavailable::Drop => {
-                    bump(&self.counters.unavailable_dropped);
                     self.log_limited(now, || {
                         format!(
                             "RADIUS: no reply to {source} (client {}): {}; the NAS may retry or fail over",
@@ -435,10 +445,9 @@ impl RadiusHandler {
                             reason.code()
                         )
                     });
-                    None
+                    Err(RadiusDropCause::unavailable(reason))
                 }
                 DirectoryUnavailable::Reject => {
-                    bump(&self.counters.unavailable_rejected);
                     self.log_limited(now, || {
                         format!(
                             "RADIUS: rejecting the request from {source} (client {}): {}",
@@ -446,9 +455,10 @@ impl RadiusHandler {
                             reason.code()
                         )
                     });
-                    Some(Decision::Reject {
+                    let decision = Decision::Reject {
                         reply_message: None,
-                    })
+                    };
+                    Ok((decision, RadiusOutcome::Unavailable(reason)))
                 }
             },
         }

@@ -5,8 +5,10 @@
 //!   [`ReplyCache`]. Depends on no other tapd module (see below);
 //! - [`handler`]: one datagram in, at most one reply out, deciding through
 //!   [`crate::signin`]; no socket;
-//! - [`server`]: the small UDP loop with bounded concurrency;
-//! - [`counters`]: what both count, for metrics.
+//! - [`server`]: the small UDP loop with bounded concurrency.
+//!
+//! Both count into the daemon's [`crate::metrics::Metrics`] registry (RFC 2865 §1.2: a
+//! silently discarded packet "SHOULD [be recorded] in a statistics counter").
 //!
 //! # The core
 //!
@@ -50,7 +52,6 @@
 
 mod cache;
 mod client;
-pub mod counters;
 mod crypto;
 pub mod handler;
 mod reply;
@@ -62,7 +63,6 @@ mod tests;
 
 pub use cache::{CacheKey, CacheLookup, ReplyCache, ReplyCacheConfig};
 pub use client::{find_client, parse_network, RadiusClient, SharedSecret};
-pub use counters::{CountersSnapshot, RadiusCounters};
 pub use handler::{RadiusHandler, RadiusSettings, ReplyAttributeRule, PAP_ONLY_MESSAGE};
 pub use ipnet::IpNet;
 pub use reply::{encode_reply, Decision, ReplyAttribute};

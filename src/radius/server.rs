@@ -3,7 +3,7 @@
 //! number of tasks (excess dropped and counted), send what it returns. Stops when the
 //! shutdown token fires, after the requests in progress finished.
 //!
-//! May depend on: `handler`, tokio, socket2 (binding), tokio-util (cancellation, tracking).
+//! May depend on: `handler`, `metrics` (what it counts), tokio, socket2 (binding), tokio-util (cancellation, tracking).
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,9 +16,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::counters::bump;
 use super::handler::RadiusHandler;
 use super::MAX_PACKET_LEN;
+use crate::metrics::{NoLabels, RadiusDropCause};
 
 /// Requests processed at once, across all listeners; more are dropped (and counted) so a
 /// flood can't queue unbounded work. The NAS retransmits.
@@ -106,13 +106,13 @@ async fn receive_loop(
                 continue;
             }
         };
-        let counters = handler.counters().clone();
-        bump(&counters.received);
+        let metrics = handler.metrics().clone();
+        metrics.radius_received.inc(NoLabels);
         if !handler.admits(source.ip(), Instant::now()) {
             continue;
         }
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            bump(&counters.dropped_overload);
+            metrics.radius_dropped.inc(RadiusDropCause::Overloaded);
             continue;
         };
         let datagram = buffer[..len].to_vec();
@@ -125,7 +125,7 @@ async fn receive_loop(
                 .await;
             if let Some(reply) = reply {
                 if let Err(e) = socket.send_to(&reply, source).await {
-                    bump(&counters.send_errors);
+                    metrics.radius_dropped.inc(RadiusDropCause::SendFailed);
                     log::warn!("RADIUS: could not send the reply to {source}: {e}");
                 }
             }

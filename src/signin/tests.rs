@@ -111,6 +111,7 @@ impl Fixture {
             directory.clone(),
             Hasher::new(1, 8).unwrap(),
             clock.clone(),
+            Arc::new(crate::metrics::Metrics::new()),
             SignInSettings {
                 public_url: PUBLIC_URL.into(),
                 max_failures: 3,

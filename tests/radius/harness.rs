@@ -1,11 +1,11 @@
 //! A real `tapd` on loopback for the RADIUS and federation tests: a temporary directory with
-//! a config (SQLite store, the LDIF demo directory, RADIUS and web on port 0, one RADIUS
-//! client and one relying party), the daemon started from the binary cargo built, its
+//! a config (SQLite store, the LDIF demo directory, RADIUS, web and metrics on port 0, one
+//! RADIUS client and one relying party), the daemon started from the binary cargo built, its
 //! listening addresses read from its `listening for … on …` log lines. Dropping the fixture
 //! kills the daemon and, when the test failed, prints its log.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -42,9 +42,12 @@ pub struct Tapd {
     pub radius: SocketAddr,
     /// The web listener (serving the federation endpoint).
     pub web: SocketAddr,
+    /// The metrics listener.
+    pub metrics: SocketAddr,
 }
 
-fn write_private(path: &Path, content: &str) {
+/// Writes a secret file (mode 0600), replacing what was there.
+pub fn write_private(path: &Path, content: &str) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, content).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -99,7 +102,7 @@ level = "info"
 format = "stderr"
 
 [metrics]
-enabled = false
+listen = "127.0.0.1:0"
 "#,
             ldif = ldif.display()
         );
@@ -132,9 +135,11 @@ enabled = false
             log,
             radius: "0.0.0.0:0".parse().unwrap(),
             web: "0.0.0.0:0".parse().unwrap(),
+            metrics: "0.0.0.0:0".parse().unwrap(),
         };
         tapd.radius = tapd.listening("RADIUS");
         tapd.web = tapd.listening("web");
+        tapd.metrics = tapd.listening("metrics");
         tapd.listening("admin");
         tapd.wait_for_log(|line| line.contains("directory sync from") && line.contains(" users, "));
         tapd
@@ -172,6 +177,47 @@ enabled = false
         address
             .parse()
             .unwrap_or_else(|_| "0.0.0.0:0".parse().unwrap())
+    }
+
+    /// The temporary directory holding `tapd.toml`, `radius.secret` and
+    /// `federation.token`.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the daemon is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Sends SIGHUP (reload the configuration).
+    pub fn hang_up(&self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    }
+
+    /// `GET /metrics`: the Prometheus text body.
+    pub fn scrape(&self) -> String {
+        let mut stream = TcpStream::connect(self.metrics).unwrap();
+        stream.set_read_timeout(Some(START_TIMEOUT)).unwrap();
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.metrics
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+            .unwrap_or_default()
     }
 
     /// The admin socket.
@@ -238,6 +284,16 @@ impl Drop for Tapd {
             let _ = writeln!(stderr, "---- end of tapd log ----");
         }
     }
+}
+
+/// The value of one series (`name{labels}` exactly as exported) in a scraped body.
+pub fn metric(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("series {series} missing from\n{body}"))
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// What `radclient` saw.

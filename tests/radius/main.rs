@@ -1,9 +1,12 @@
 //! The RADIUS and federation paths of the real `tapd`, driven by real clients: FreeRADIUS's
-//! `radclient`, `curl`, and a small UDP client for exact retransmissions. Every daemon runs
+//! `radclient`, `curl`, and a small UDP client for exact retransmissions; what `/metrics`
+//! says about them (`metrics`); SIGHUP reloads of secrets and tokens (`reload`). Every daemon runs
 //! on loopback ports chosen by the OS; nothing is sent anywhere else.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod harness;
+mod metrics;
+mod reload;
 
 use std::net::UdpSocket;
 use std::time::Duration;
@@ -11,7 +14,7 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
 
-use harness::{curl, radclient, Tapd, FEDERATION_TOKEN, PUBLIC_URL, RADIUS_SECRET};
+use harness::{curl, metric, radclient, Tapd, FEDERATION_TOKEN, PUBLIC_URL, RADIUS_SECRET};
 
 fn tap_radius_message() -> String {
     format!(
@@ -146,6 +149,12 @@ fn radius_drops_requests_without_a_valid_message_authenticator() {
     let log = tapd.log().join("\n");
     assert!(log.contains("[bad_message_authenticator]"), "{log}");
     assert!(log.contains("[missing_message_authenticator]"), "{log}");
+    // And counted, by cause.
+    let metrics = tapd.scrape();
+    for cause in ["bad_message_authenticator", "missing_message_authenticator"] {
+        let series = format!(r#"tapd_radius_dropped_total{{cause="{cause}"}}"#);
+        assert_eq!(metric(&metrics, &series), 1.0, "{metrics}");
+    }
 }
 
 #[test]
@@ -265,6 +274,11 @@ fn radius_answers_a_retransmission_from_the_cache_without_a_second_check() {
     let events = tapd.sign_ins("bob@example.org");
     assert_eq!(events.len(), 1, "{events:#?}");
     assert_eq!(events[0]["result"], "success");
+    let metrics = tapd.scrape();
+    let replayed = metric(&metrics, "tapd_radius_retransmissions_replayed_total");
+    assert_eq!(replayed, 1.0);
+    let accepted = r#"tapd_radius_requests_total{result="accept",reason="password"}"#;
+    assert_eq!(metric(&metrics, accepted), 1.0);
 }
 
 #[test]

@@ -7,10 +7,11 @@
 //! real addresses back from its `listening for …` lines, and on drop kills it and, if the
 //! test failed, prints everything it logged.
 //!
-//! Note for the RADIUS work: the "change a RADIUS client's secret file, SIGHUP, radclient
-//! succeeds with the new secret and gets no reply with the old one, pid unchanged" test
-//! belongs with the RADIUS server loop; it can reuse `Tapd` (add `[radius]` to the config)
-//! and `NotifyListener` from here.
+//! The RADIUS side of reload and metrics lives with the RADIUS tests: the "change a RADIUS
+//! client's secret file, SIGHUP, radclient succeeds with the new secret and gets no reply
+//! with the old one, pid unchanged; a broken config keeps the old one" test (plus federation
+//! tokens) is `tests/radius/reload.rs`, and the RADIUS/federation counters of `/metrics` are
+//! checked in `tests/radius/metrics.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod metrics;

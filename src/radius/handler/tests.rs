@@ -11,6 +11,7 @@ use super::*;
 use crate::clock::{Clock, SystemClock};
 use crate::directory::ldif::LdifDirectory;
 use crate::directory::{DirectoryContents, DirectoryError, DirectorySource, PasswordCheck};
+use crate::metrics::{LdapBindResult, TapRejection};
 use crate::model::{AuditFilter, AuditResult, Channel, NewAuditEvent, StoredTap, User};
 use crate::signin::{SignInSettings, SIGN_IN_ACTIVITY};
 use crate::store::sqlite::SqliteStore;
@@ -53,6 +54,7 @@ impl DirectorySource for CountingDirectory {
 
 struct Fixture {
     handler: RadiusHandler,
+    metrics: Arc<Metrics>,
     directory: Arc<CountingDirectory>,
     store: Arc<SqliteStore>,
 }
@@ -109,11 +111,13 @@ impl Fixture {
         };
         store.apply_sync(&plan, &[]).await.unwrap();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let metrics = Arc::new(Metrics::new());
         let signin = SignIn::new(
             store.clone(),
             directory.clone(),
             Hasher::new(1, 8).unwrap(),
             clock,
+            metrics.clone(),
             SignInSettings {
                 public_url: PUBLIC_URL.into(),
                 ..SignInSettings::default()
@@ -124,10 +128,11 @@ impl Fixture {
             settings(unavailable),
             Arc::new(signin),
             ReplyCacheConfig::default(),
-            Arc::new(RadiusCounters::default()),
+            metrics.clone(),
         );
         Fixture {
             handler,
+            metrics,
             directory,
             store,
         }
@@ -289,7 +294,9 @@ async fn the_password_is_accepted_with_group_reply_attributes() {
     let packet = pap(2, "alice", "alice-demo-pw");
     let (code, attributes) = open_reply(&f.send(&packet).await.unwrap(), &packet);
     assert_eq!((code, attributes), (2, vec![]));
-    assert_eq!(f.handler.counters().snapshot().access_accept, 2);
+    assert_eq!(f.metrics.radius_requests.get(RadiusOutcome::Accept), 2);
+    let ok = LdapBindResult::Success;
+    assert_eq!(f.metrics.ldap_bind_duration.count(ok), 2);
 }
 
 #[tokio::test]
@@ -313,12 +320,26 @@ async fn a_tap_is_rejected_with_the_documented_reply_message() {
             .used_at,
         None
     );
-    assert_eq!(f.handler.counters().snapshot().tap_rejected, 1);
+    let tap_rejected = RadiusOutcome::Reject(RejectReason::TapNotSupported);
+    assert_eq!(f.metrics.radius_requests.get(tap_rejected), 1);
+    assert_eq!(f.metrics.tap_rejections.get(TapRejection::Radius), 1);
+    assert_eq!(f.metrics.tap_rejections.get(TapRejection::Federation), 0);
 
     // A wrong password: a bare reject.
     let packet = pap(4, "alice", "not-it");
     let (code, attributes) = open_reply(&f.send(&packet).await.unwrap(), &packet);
     assert_eq!((code, attributes), (3, vec![]));
+    let invalid = RadiusOutcome::Reject(RejectReason::InvalidCredentials);
+    assert_eq!(f.metrics.radius_requests.get(invalid), 1);
+    let invalid = LdapBindResult::InvalidCredentials;
+    assert_eq!(f.metrics.ldap_bind_duration.count(invalid), 2);
+    // An unknown user: no directory check.
+    let packet = pap(5, "nobody", "whatever");
+    let (code, _) = open_reply(&f.send(&packet).await.unwrap(), &packet);
+    assert_eq!(code, 3);
+    let not_found = RadiusOutcome::Reject(RejectReason::UserNotFound);
+    assert_eq!(f.metrics.radius_requests.get(not_found), 1);
+    assert_eq!(f.metrics.ldap_bind_duration.count(invalid), 2);
 }
 
 #[tokio::test]
@@ -329,9 +350,8 @@ async fn a_retransmission_gets_the_identical_reply_without_a_second_check() {
     let second = f.send(&packet).await.unwrap();
     assert_eq!(first, second);
     assert_eq!(f.checks(), 1);
-    let counters = f.handler.counters().snapshot();
-    assert_eq!(counters.duplicates_replayed, 1);
-    assert_eq!(counters.access_accept, 1);
+    assert_eq!(f.metrics.radius_replayed.get(NoLabels), 1);
+    assert_eq!(f.metrics.radius_requests.get(RadiusOutcome::Accept), 1);
     let events = f
         .store
         .audit(&AuditFilter {
@@ -358,7 +378,8 @@ async fn chap_and_missing_credentials_get_the_pap_only_message() {
     assert_eq!(code, 3);
     assert_eq!(reply_message(&attributes), PAP_ONLY_MESSAGE);
     assert_eq!(f.checks(), 0);
-    assert_eq!(f.handler.counters().snapshot().unsupported_method, 2);
+    let unsupported = RadiusOutcome::Reject(RejectReason::UnsupportedMethod);
+    assert_eq!(f.metrics.radius_requests.get(unsupported), 2);
 }
 
 #[tokio::test]
@@ -367,7 +388,8 @@ async fn status_server_is_answered_with_a_bare_accept() {
     let packet = request(12, 8, [8; 16], &[]);
     let (code, attributes) = open_reply(&f.send(&packet).await.unwrap(), &packet);
     assert_eq!((code, attributes), (2, vec![]));
-    assert_eq!(f.handler.counters().snapshot().status_server, 1);
+    let status_server = RadiusOutcome::StatusServer;
+    assert_eq!(f.metrics.radius_requests.get(status_server), 1);
 }
 
 #[tokio::test]
@@ -393,10 +415,13 @@ async fn unknown_sources_bad_signatures_and_missing_ma_get_no_reply() {
     let len = bare.len() as u16;
     bare[2..4].copy_from_slice(&len.to_be_bytes());
     assert_eq!(f.send(&bare).await, None);
-    let counters = f.handler.counters();
-    assert_eq!(counters.snapshot().unknown_client, 1);
-    assert_eq!(counters.dropped(DropReason::BadMessageAuthenticator), 1);
-    assert_eq!(counters.dropped(DropReason::MissingMessageAuthenticator), 1);
+    let dropped = |cause| f.metrics.radius_dropped.get(cause);
+    assert_eq!(dropped(RadiusDropCause::UnknownClient), 1);
+    let bad_ma = DropReason::BadMessageAuthenticator;
+    assert_eq!(dropped(RadiusDropCause::Invalid(bad_ma)), 1);
+    let missing_ma = DropReason::MissingMessageAuthenticator;
+    assert_eq!(dropped(RadiusDropCause::Invalid(missing_ma)), 1);
+    assert_eq!(f.metrics.radius_requests.get(RadiusOutcome::Accept), 0);
     assert_eq!(f.checks(), 0);
 }
 
@@ -406,7 +431,10 @@ async fn an_unavailable_directory_means_no_reply_and_a_retry_is_processed_again(
     f.directory.down.store(true, Ordering::SeqCst);
     let packet = pap(11, "alice", "alice-demo-pw");
     assert_eq!(f.send(&packet).await, None);
-    assert_eq!(f.handler.counters().snapshot().unavailable_dropped, 1);
+    let drop_cause = RadiusDropCause::DirectoryUnavailable;
+    assert_eq!(f.metrics.radius_dropped.get(drop_cause), 1);
+    let error = LdapBindResult::Error;
+    assert_eq!(f.metrics.ldap_bind_duration.count(error), 1);
     f.directory.down.store(false, Ordering::SeqCst);
     let (code, _) = open_reply(&f.send(&packet).await.unwrap(), &packet);
     assert_eq!(code, 2);
@@ -416,7 +444,8 @@ async fn an_unavailable_directory_means_no_reply_and_a_retry_is_processed_again(
     f.directory.down.store(true, Ordering::SeqCst);
     let (code, attributes) = open_reply(&f.send(&packet).await.unwrap(), &packet);
     assert_eq!((code, attributes), (3, vec![]));
-    assert_eq!(f.handler.counters().snapshot().unavailable_rejected, 1);
+    let rejected = RadiusOutcome::Unavailable(crate::signin::UnavailableReason::Directory);
+    assert_eq!(f.metrics.radius_requests.get(rejected), 1);
 }
 
 #[test]
