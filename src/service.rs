@@ -23,7 +23,7 @@ use crate::directory::DirectorySource;
 use crate::metrics::{Metrics, StoreOperation, TapIssueChannel};
 use crate::model::{
     AuditEvent, AuditFilter, AuditResult, Channel, Group, NewAuditEvent, RegisteredMethod,
-    StoredTap, SyncStatus, TapPolicy, User,
+    StoredTap, SyncStatus, TapPolicy, Timestamp, User,
 };
 use crate::policy::roles::{authorize, Actor, AdminAction, AdminRole, RoleMapping, TargetUser};
 use crate::policy::{self, CreateTapRequest, PolicyPatch, UsabilityReason};
@@ -247,8 +247,17 @@ impl TapService {
     /// Roles a user holds through their effective groups.
     pub async fn roles_of(&self, user: &User) -> Result<(Vec<Group>, BTreeSet<AdminRole>)> {
         let groups = self.store.groups_by_id(&user.group_ids).await?;
-        let roles = self.settings().roles.roles_of(&groups);
+        let roles = self.roles_in(&groups);
         Ok((groups, roles))
+    }
+
+    /// Roles granted by these (a user's effective) groups.
+    fn roles_in(&self, groups: &[Group]) -> BTreeSet<AdminRole> {
+        self.settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .roles
+            .roles_of(groups)
     }
 
     /// Identifies the caller and returns a session that can act with the caller's roles.
@@ -267,11 +276,12 @@ impl TapService {
             .local_username
             .clone()
             .unwrap_or_else(|| format!("uid {}", caller.uid));
-        let user = match &caller.local_username {
-            Some(username) => self.store.user(username).await?,
+        let found = match &caller.local_username {
+            Some(username) => self.store.user_with_groups(username).await?,
             None => None,
         };
-        let Some(user) = user.filter(|u| u.username.eq_ignore_ascii_case(&name)) else {
+        let Some((user, groups)) = found.filter(|(u, _)| u.username.eq_ignore_ascii_case(&name))
+        else {
             let message = format!(
                 "local account {name} is not mapped to a directory user and may not use the admin API"
             );
@@ -279,7 +289,7 @@ impl TapService {
                 .await;
             return Err(ServiceError::Forbidden(message));
         };
-        let (_, roles) = self.roles_of(&user).await?;
+        let roles = self.roles_in(&groups);
         if roles.is_empty() || !user.account_enabled {
             let message = format!(
                 "{} holds no tapd administrator role",
@@ -347,14 +357,35 @@ impl TapService {
 
     /// The user's TAP with its usability evaluated now.
     pub async fn tap_details(&self, user: &User, tap: StoredTap) -> Result<TapDetails> {
-        let policy = self.store.policy().await?;
         let groups = self.store.groups_by_id(&user.group_ids).await?;
-        let (is_usable, reason) = policy::usability(&policy, user, &groups, &tap, self.clock.now());
-        Ok(TapDetails {
-            tap,
-            is_usable,
-            reason,
-        })
+        self.tap_details_in_groups(user, &groups, tap).await
+    }
+
+    /// [`Self::tap_details`] for a caller that already read the user's effective groups.
+    async fn tap_details_in_groups(
+        &self,
+        user: &User,
+        groups: &[Group],
+        tap: StoredTap,
+    ) -> Result<TapDetails> {
+        let policy = self.store.policy().await?;
+        Ok(evaluate_tap(&policy, user, groups, tap, self.clock.now()))
+    }
+}
+
+/// A TAP's usability under `policy` at `now`.
+fn evaluate_tap(
+    policy: &TapPolicy,
+    user: &User,
+    groups: &[Group],
+    tap: StoredTap,
+    now: Timestamp,
+) -> TapDetails {
+    let (is_usable, reason) = policy::usability(policy, user, groups, &tap, now);
+    TapDetails {
+        tap,
+        is_usable,
+        reason,
     }
 }
 
@@ -407,17 +438,38 @@ impl AdminSession {
         activity: &str,
         target: Option<&User>,
     ) -> Result<()> {
-        let target_roles = match target {
-            Some(user) => Some(self.service.roles_of(user).await?.1),
-            None => None,
-        };
-        let target_ref = match (target, &target_roles) {
-            (Some(user), Some(roles)) => Some(TargetUser {
-                user_id: &user.id,
-                roles,
-            }),
-            _ => None,
-        };
+        match target {
+            Some(user) => {
+                let groups = self.store().groups_by_id(&user.group_ids).await?;
+                self.check_target(action, activity, user, &groups).await
+            }
+            None => self.decide(action, activity, None).await,
+        }
+    }
+
+    /// Checks `action` on `target`, whose effective groups the caller already read.
+    async fn check_target(
+        &self,
+        action: AdminAction,
+        activity: &str,
+        target: &User,
+        groups: &[Group],
+    ) -> Result<()> {
+        let roles = self.service.roles_in(groups);
+        self.decide(action, activity, Some((target, &roles))).await
+    }
+
+    /// Applies the role matrix to `action` on a target with the given roles, auditing a refusal.
+    async fn decide(
+        &self,
+        action: AdminAction,
+        activity: &str,
+        target: Option<(&User, &BTreeSet<AdminRole>)>,
+    ) -> Result<()> {
+        let target_ref = target.map(|(user, roles)| TargetUser {
+            user_id: &user.id,
+            roles,
+        });
         if let Err(denied) = authorize(&self.actor, action, target_ref) {
             let message = denied.to_string();
             self.service
@@ -425,7 +477,7 @@ impl AdminSession {
                     &self.actor_name,
                     &self.source,
                     activity,
-                    target.map(|u| u.user_principal_name.as_str()),
+                    target.map(|(u, _)| u.user_principal_name.as_str()),
                     &message,
                 )
                 .await;
@@ -455,8 +507,9 @@ impl AdminSession {
         ServiceError::BadRequest(message)
     }
 
-    async fn find_user(&self, key: &str) -> Result<User> {
-        self.store().user(key).await?.ok_or_else(|| {
+    /// The user named by `key` and their effective groups, read together.
+    async fn find_user_with_groups(&self, key: &str) -> Result<(User, Vec<Group>)> {
+        self.store().user_with_groups(key).await?.ok_or_else(|| {
             ServiceError::NotFound(format!("user {key:?} was not found in the directory"))
         })
     }
@@ -526,9 +579,14 @@ impl AdminSession {
         user_key: &str,
         request: &CreateTapRequest,
     ) -> Result<CreatedTap> {
-        let user = self.find_user(user_key).await?;
-        self.check(AdminAction::CreateTap, activity::TAP_CREATED, Some(&user))
-            .await?;
+        let (user, groups) = self.find_user_with_groups(user_key).await?;
+        self.check_target(
+            AdminAction::CreateTap,
+            activity::TAP_CREATED,
+            &user,
+            &groups,
+        )
+        .await?;
         // Stores keep microseconds; cut here so the create response and later reads agree.
         let now = self.service.clock.now().trunc_subsecs(6);
         let current_policy = self.store().policy().await?;
@@ -574,7 +632,8 @@ impl AdminSession {
             .await?;
         self.service.metrics.taps_issued.inc(TapIssueChannel::Admin);
         crate::audit::log(&event);
-        let details = self.service.tap_details(&user, tap).await?;
+        // Usability under the policy the terms were computed from, at the creation instant.
+        let details = evaluate_tap(&current_policy, &user, &groups, tap, now);
         Ok(CreatedTap {
             details,
             code,
@@ -584,15 +643,20 @@ impl AdminSession {
 
     /// The user's TAP (0 or 1), never with a code.
     pub async fn taps(&self, user_key: &str) -> Result<Vec<TapDetails>> {
-        let user = self.find_user(user_key).await?;
-        self.check(
+        let (user, groups) = self.find_user_with_groups(user_key).await?;
+        self.check_target(
             AdminAction::ReadTap,
             "Read temporary access pass method",
-            Some(&user),
+            &user,
+            &groups,
         )
         .await?;
         match self.store().tap_for_user(&user.id).await? {
-            Some(tap) => Ok(vec![self.service.tap_details(&user, tap).await?]),
+            Some(tap) => Ok(vec![
+                self.service
+                    .tap_details_in_groups(&user, &groups, tap)
+                    .await?,
+            ]),
             None => Ok(Vec::new()),
         }
     }
@@ -612,9 +676,14 @@ impl AdminSession {
 
     /// Deletes the user's TAP.
     pub async fn delete_tap(&self, user_key: &str, tap_id: &str) -> Result<()> {
-        let user = self.find_user(user_key).await?;
-        self.check(AdminAction::DeleteTap, activity::TAP_DELETED, Some(&user))
-            .await?;
+        let (user, groups) = self.find_user_with_groups(user_key).await?;
+        self.check_target(
+            AdminAction::DeleteTap,
+            activity::TAP_DELETED,
+            &user,
+            &groups,
+        )
+        .await?;
         let event = self.event(
             activity::TAP_DELETED,
             Some(&user.user_principal_name),
@@ -633,16 +702,21 @@ impl AdminSession {
 
     /// The user's registered methods and TAP.
     pub async fn methods(&self, user_key: &str) -> Result<UserMethods> {
-        let user = self.find_user(user_key).await?;
-        self.check(
+        let (user, groups) = self.find_user_with_groups(user_key).await?;
+        self.check_target(
             AdminAction::ReadMethods,
             "Read authentication methods",
-            Some(&user),
+            &user,
+            &groups,
         )
         .await?;
         let registered = self.store().methods(&user.id).await?;
         let tap = match self.store().tap_for_user(&user.id).await? {
-            Some(tap) => Some(self.service.tap_details(&user, tap).await?),
+            Some(tap) => Some(
+                self.service
+                    .tap_details_in_groups(&user, &groups, tap)
+                    .await?,
+            ),
             None => None,
         };
         Ok(UserMethods {
@@ -654,7 +728,7 @@ impl AdminSession {
 
     /// Deletes a registered method (or, given the TAP's id, the TAP).
     pub async fn delete_method(&self, user_key: &str, method_id: &str) -> Result<()> {
-        let user = self.find_user(user_key).await?;
+        let (user, groups) = self.find_user_with_groups(user_key).await?;
         if method_id == crate::admin::graph::PASSWORD_METHOD_ID {
             return Err(ServiceError::BadRequest(
                 "the directory password can't be deleted here; change it in the directory".into(),
@@ -665,10 +739,11 @@ impl AdminSession {
                 return self.delete_tap(user_key, method_id).await;
             }
         }
-        self.check(
+        self.check_target(
             AdminAction::DeleteMethod,
             activity::METHOD_DELETED,
-            Some(&user),
+            &user,
+            &groups,
         )
         .await?;
         let event = self.event(
@@ -702,8 +777,8 @@ impl AdminSession {
     pub async fn user(&self, key: &str) -> Result<UserDetails> {
         self.check(AdminAction::ReadDirectory, "Read users", None)
             .await?;
-        let user = self.find_user(key).await?;
-        let (groups, roles) = self.service.roles_of(&user).await?;
+        let (user, groups) = self.find_user_with_groups(key).await?;
+        let roles = self.service.roles_in(&groups);
         let policy = self.store().policy().await?;
         let in_tap_scope = policy::in_scope(&policy, &user, &groups);
         Ok(UserDetails {

@@ -310,6 +310,18 @@ async fn user_lookup_by_id_upn_and_username(store: Arc<dyn Store>) {
     assert!(store.user("U-ALICE").await.unwrap().is_none());
     assert!(store.user("ali").await.unwrap().is_none());
     assert!(store.user("nobody").await.unwrap().is_none());
+
+    // The same lookup with the user's groups, as `user` + `groups_by_id` give them.
+    for key in ["u-alice", "ALICE@Example.ORG", "bob", "CAROL"] {
+        let (found, groups) = store.user_with_groups(key).await.unwrap().unwrap();
+        assert_eq!(Some(&found), store.user(key).await.unwrap().as_ref());
+        assert_eq!(groups, store.groups_by_id(&found.group_ids).await.unwrap());
+    }
+    let (_, alice_groups) = store.user_with_groups("alice").await.unwrap().unwrap();
+    let ids: Vec<_> = alice_groups.iter().map(|g| g.id.as_str()).collect();
+    assert_eq!(ids, ["g1", "g2"]);
+    assert!(store.user_with_groups("ali").await.unwrap().is_none());
+    assert!(store.user_with_groups("U-ALICE").await.unwrap().is_none());
 }
 
 async fn users_search_and_order(store: Arc<dyn Store>) {

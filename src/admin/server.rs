@@ -90,11 +90,15 @@ pub fn bind_socket(options: &SocketOptions) -> Result<UnixListener, SocketError>
     Ok(listener)
 }
 
-/// The peer of an admin connection.
+/// The peer of an admin connection, as SO_PEERCRED reported it when the connection was made.
 #[derive(Clone, Debug)]
 struct Peer {
     uid: Option<u32>,
     pid: Option<i32>,
+    /// The local account name of `uid`, looked up (getpwuid, possibly NSS) on the connection's
+    /// first request and reused for the rest of it: the credentials are fixed per connection,
+    /// and a keep-alive client then costs no lookup per request.
+    local_username: Arc<tokio::sync::OnceCell<Option<String>>>,
 }
 
 impl Connected<axum::serve::IncomingStream<'_, UnixListener>> for Peer {
@@ -103,12 +107,14 @@ impl Connected<axum::serve::IncomingStream<'_, UnixListener>> for Peer {
             Ok(cred) => Peer {
                 uid: Some(cred.uid()),
                 pid: cred.pid(),
+                local_username: Arc::default(),
             },
             Err(e) => {
                 log::warn!("admin socket: could not read peer credentials: {e}");
                 Peer {
                     uid: None,
                     pid: None,
+                    local_username: Arc::default(),
                 }
             }
         }
@@ -254,15 +260,22 @@ async fn session(service: &Arc<TapService>, peer: &Peer) -> ApiResult<AdminSessi
     let Some(uid) = peer.uid else {
         return Err(ServiceError::Forbidden("could not identify the caller".into()).into());
     };
-    let local_username = tokio::task::spawn_blocking(move || {
-        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-            .ok()
-            .flatten()
-            .map(|u| u.name)
-    })
-    .await
-    .ok()
-    .flatten();
+    // A failed lookup (NSS error) is not remembered: the next request tries again.
+    let local_username = peer
+        .local_username
+        .get_or_try_init(|| async move {
+            tokio::task::spawn_blocking(move || {
+                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                    .map(|user| user.map(|u| u.name))
+            })
+            .await
+            .map_err(|_| ())?
+            .map_err(|_| ())
+        })
+        .await
+        .ok()
+        .cloned()
+        .flatten();
     Ok(service
         .admin(Caller {
             uid,
@@ -287,9 +300,10 @@ impl axum::extract::FromRequestParts<Arc<TapService>> for Admin {
             .extensions
             .get::<ConnectInfo<Peer>>()
             .map(|ConnectInfo(peer)| peer.clone())
-            .unwrap_or(Peer {
+            .unwrap_or_else(|| Peer {
                 uid: None,
                 pid: None,
+                local_username: Arc::default(),
             });
         Ok(Admin(session(service, &peer).await?))
     }

@@ -111,6 +111,17 @@ pub trait Store: Send + Sync + 'static {
     /// Groups by id (the ones a user's `group_ids` name); unknown ids are skipped.
     async fn groups_by_id(&self, ids: &[String]) -> Result<Vec<Group>, StoreError>;
 
+    /// [`Store::user`] together with the groups its `group_ids` name ([`Store::groups_by_id`]),
+    /// which every admin action on a user and every sign-in needs. A backend that can read both
+    /// in one round trip and one snapshot should; this default reads them one after the other.
+    async fn user_with_groups(&self, key: &str) -> Result<Option<(User, Vec<Group>)>, StoreError> {
+        let Some(user) = self.user(key).await? else {
+            return Ok(None);
+        };
+        let groups = self.groups_by_id(&user.group_ids).await?;
+        Ok(Some((user, groups)))
+    }
+
     /// Applies a sync plan and its audit events in one transaction. A deleted user's TAP and
     /// registered methods are removed; a revoked user's TAP is removed.
     async fn apply_sync(&self, plan: &SyncPlan, audit: &[NewAuditEvent]) -> Result<(), StoreError>;

@@ -332,6 +332,34 @@ fn query_all<T>(
     Ok(out)
 }
 
+/// One user by id, then UPN, then username (see [`Store::user`]).
+fn user_by_key(conn: &Connection, key: &str) -> Result<Option<User>, StoreError> {
+    // An id match wins, then a UPN match (unique in any sane directory), then username.
+    let sql = format!(
+        "SELECT {} FROM users u \
+         WHERE u.id = ?1 OR lower(u.upn) = lower(?1) OR lower(u.username) = lower(?1) \
+         ORDER BY CASE WHEN u.id = ?1 THEN 0 WHEN lower(u.upn) = lower(?1) THEN 1 \
+         ELSE 2 END, u.id LIMIT 1",
+        rows::USER_COLUMNS
+    );
+    let mut found = query_all(conn, &sql, [key], rows::user)?;
+    Ok(found.pop())
+}
+
+/// The groups with these ids, sorted by display name; unknown ids are skipped.
+fn groups_by_ids(conn: &Connection, ids: &[String]) -> Result<Vec<Group>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = rows::to_json(&ids)?;
+    let sql = format!(
+        "SELECT {} FROM \"groups\" g WHERE g.id IN (SELECT value FROM json_each(?1)) \
+         ORDER BY lower(g.display_name), g.display_name, g.id",
+        rows::GROUP_COLUMNS
+    );
+    query_all(conn, &sql, [&ids], rows::group)
+}
+
 /// Inserts or updates a user in place (never `INSERT OR REPLACE`, which would delete the row
 /// and cascade away its TAP and methods) and replaces its effective memberships.
 fn upsert_user(tx: &Transaction<'_>, user: &User) -> Result<(), StoreError> {
@@ -438,17 +466,23 @@ impl Store for SqliteStore {
 
     async fn user(&self, key: &str) -> Result<Option<User>, StoreError> {
         let key = key.to_owned();
+        self.read(move |conn| user_by_key(conn, &key)).await
+    }
+
+    async fn user_with_groups(&self, key: &str) -> Result<Option<(User, Vec<Group>)>, StoreError> {
+        let key = key.to_owned();
         self.read(move |conn| {
-            // An id match wins, then a UPN match (unique in any sane directory), then username.
-            let sql = format!(
-                "SELECT {} FROM users u \
-                 WHERE u.id = ?1 OR lower(u.upn) = lower(?1) OR lower(u.username) = lower(?1) \
-                 ORDER BY CASE WHEN u.id = ?1 THEN 0 WHEN lower(u.upn) = lower(?1) THEN 1 \
-                 ELSE 2 END, u.id LIMIT 1",
-                rows::USER_COLUMNS
-            );
-            let mut found = query_all(conn, &sql, [&key], rows::user)?;
-            Ok(found.pop())
+            // Two statements, one snapshot: a sync between them can't split user and groups.
+            let tx = conn.unchecked_transaction().map_err(map_err)?;
+            let found = match user_by_key(&tx, &key)? {
+                Some(user) => {
+                    let groups = groups_by_ids(&tx, &user.group_ids)?;
+                    Some((user, groups))
+                }
+                None => None,
+            };
+            tx.commit().map_err(map_err)?;
+            Ok(found)
         })
         .await
     }
@@ -492,16 +526,8 @@ impl Store for SqliteStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let ids = rows::to_json(&ids)?;
-        self.read(move |conn| {
-            let sql = format!(
-                "SELECT {} FROM \"groups\" g WHERE g.id IN (SELECT value FROM json_each(?1)) \
-                 ORDER BY lower(g.display_name), g.display_name, g.id",
-                rows::GROUP_COLUMNS
-            );
-            query_all(conn, &sql, [&ids], rows::group)
-        })
-        .await
+        let ids = ids.to_vec();
+        self.read(move |conn| groups_by_ids(conn, &ids)).await
     }
 
     async fn apply_sync(&self, plan: &SyncPlan, audit: &[NewAuditEvent]) -> Result<(), StoreError> {
