@@ -25,6 +25,7 @@ use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 use crate::sync::{SyncOptions, Syncer};
 use crate::tapcode::Hasher;
+use crate::web;
 
 /// How long shutdown waits for in-flight work before giving up.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -121,7 +122,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = open_store(&config).await?;
     let directory = open_directory(&config)?;
-    let service = build_service(&config, store, directory, clock)?;
+    let service = build_service(&config, store, directory.clone(), clock)?;
 
     let shutdown = CancellationToken::new();
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
@@ -139,6 +140,27 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
             admin::serve(listener, service, shutdown)
                 .await
                 .context("admin API server failed")
+        });
+    }
+    if let Some(addr) = config.web.listen {
+        let settings = web::WebSettings::from_config(&config.web)?;
+        let state = web::WebState::new(service.clone(), directory.clone(), settings)
+            .context("while setting up the web site")?;
+        let tls = match &config.web.tls {
+            Some(files) => Some(web::load_tls(files).context("while loading the web TLS files")?),
+            None => None,
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("while binding the web listener on {addr}"))?;
+        log::info!("listening for web on {}", listener.local_addr()?);
+        // The federation adapter merges into this router when [federation] listen is unset.
+        let router = web::router(state);
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            web::serve(listener, tls, router, shutdown)
+                .await
+                .context("web server failed")
         });
     }
     {

@@ -9,6 +9,7 @@
 //! - `service`: the TAP/admin service every front end calls;
 //! - `admin`: the HTTP admin API on a Unix socket, and its client used by `tapctl`;
 //! - `radius`: the sans-io RADIUS protocol core (validation, replies, reply cache);
+//! - `web`: the web registration site (TAP sign-in, passkeys, authenticator apps);
 //! - `config`: file + environment configuration, validated once;
 //! - `daemon`: wiring, signals, shutdown.
 #![forbid(unsafe_code)]
@@ -28,3 +29,4 @@ pub mod store;
 pub mod sync;
 pub mod tapcode;
 pub mod tapctl;
+pub mod web;
