@@ -5,9 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in passwd; do
+# libssl-dev, pkg-config: webauthn-rs links OpenSSL. chromium: the web end-to-end test.
+for pkg in passwd libssl-dev pkg-config chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
+command -v node >/dev/null 2>&1 || need+=(nodejs npm)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing packages: ${need[*]} (run as root, or install them first)" >&2
@@ -16,6 +18,11 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need[@]}"
+fi
+
+# playwright-core drives Chromium in the web end-to-end test (tests/e2e, locked versions).
+if [ ! -d tests/e2e/node_modules/playwright-core ]; then
+  npm ci --prefix tests/e2e --no-audit --no-fund
 fi
 
 cargo fmt --check

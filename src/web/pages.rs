@@ -58,7 +58,9 @@ fn layout(frame: Frame<'_>, body: Markup) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 meta name="color-scheme" content="light";
-                meta name="csrf-token" content=(frame.csrf);
+                @if !frame.csrf.is_empty() {
+                    meta name="csrf-token" content=(frame.csrf);
+                }
                 title { (frame.title) " · " (PRODUCT_NAME) }
                 link rel="stylesheet" href="/assets/tapd.css";
                 @if frame.script {
@@ -129,9 +131,14 @@ pub fn sign_in(csrf: &str, note: Option<&Notice>) -> Markup {
 }
 
 fn who_line(username: &str) -> Markup {
+    let initial: String = username
+        .chars()
+        .find(|c| c.is_alphanumeric())
+        .map(|c| c.to_uppercase().collect())
+        .unwrap_or_default();
     html! {
         p.identity {
-            span.avatar aria-hidden="true" { "👤" }
+            span.avatar aria-hidden="true" { (initial) }
             span { (username) }
             a href="/" { "Not you?" }
         }

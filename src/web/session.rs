@@ -134,20 +134,26 @@ pub fn clear_cookie(name: &str, secure: bool) -> String {
 
 /// Whether a state-changing request may come from where it says it comes from: a present
 /// `Origin` must be the site's origin; without one, `Sec-Fetch-Site` (when sent) must be
-/// `same-origin` or `none`. Requests with neither (non-browser clients) pass here and still
-/// need their CSRF token.
+/// `same-origin` or `none`; `Origin: null` passes only with `Sec-Fetch-Site: same-origin`.
+/// Requests with neither header (non-browser clients) pass here and still need their CSRF
+/// token.
 pub fn origin_allowed(headers: &HeaderMap, public_url: &PublicUrl) -> bool {
-    if let Some(origin) = headers.get(ORIGIN) {
-        return origin
-            .to_str()
-            .is_ok_and(|o| o.eq_ignore_ascii_case(public_url.as_str()));
-    }
-    match headers.get("sec-fetch-site").map(|v| v.to_str()) {
-        None => true,
-        Some(Ok(site)) => {
-            site.eq_ignore_ascii_case("same-origin") || site.eq_ignore_ascii_case("none")
+    let fetch_site = headers.get("sec-fetch-site").map(|v| v.to_str());
+    match headers.get(ORIGIN).map(|v| v.to_str()) {
+        // Browsers send `Origin: null` under some referrer policies and for opaque origins;
+        // then only Fetch Metadata can say the request comes from our own page.
+        Some(Ok("null")) => {
+            matches!(fetch_site, Some(Ok(site)) if site.eq_ignore_ascii_case("same-origin"))
         }
+        Some(Ok(origin)) => origin.eq_ignore_ascii_case(public_url.as_str()),
         Some(Err(_)) => false,
+        None => match fetch_site {
+            None => true,
+            Some(Ok(site)) => {
+                site.eq_ignore_ascii_case("same-origin") || site.eq_ignore_ascii_case("none")
+            }
+            Some(Err(_)) => false,
+        },
     }
 }
 
@@ -222,6 +228,14 @@ mod tests {
         assert!(with(&[("origin", "https://tap.example.org")]));
         assert!(!with(&[("origin", "https://evil.example")]));
         assert!(!with(&[("origin", "null")]));
+        assert!(!with(&[
+            ("origin", "null"),
+            ("sec-fetch-site", "cross-site")
+        ]));
+        assert!(with(&[
+            ("origin", "null"),
+            ("sec-fetch-site", "same-origin")
+        ]));
         assert!(with(&[("sec-fetch-site", "same-origin")]));
         assert!(!with(&[("sec-fetch-site", "cross-site")]));
         assert!(!with(&[("sec-fetch-site", "same-site")]));
