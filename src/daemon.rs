@@ -30,8 +30,11 @@ use crate::web;
 /// How long shutdown waits for in-flight work before giving up.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// How many argon2 verifications may wait per running one before new ones are shed.
-const ARGON2_QUEUE_PER_WORKER: usize = 8;
+/// How many argon2 verifications may wait per running one before new ones are shed. A waiting
+/// verification is only a parked future (memory is bounded by the running ones), so 16 per
+/// worker lets a burst of sign-ins (20 at once on 2 cores) queue instead of being refused,
+/// while a flood is still shed, and the sign-in throttle stops guessing before any hashing.
+pub const ARGON2_QUEUE_PER_WORKER: usize = 16;
 
 /// Opens the configured store.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {

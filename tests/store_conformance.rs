@@ -1044,7 +1044,15 @@ fn ceremony(id: &str, session: Option<&str>, expires: Timestamp) -> WebCeremony 
 async fn web_sessions_roundtrip_update_delete(store: Arc<dyn Store>) {
     seed(&store).await;
     let mut s = web_session("h1", "u-alice", t(60));
-    store.create_web_session(&s, t(0)).await.unwrap();
+    store
+        .create_web_session(&s, Some(&event("User sign-in", "alice", None, t(0))), t(0))
+        .await
+        .unwrap();
+    assert_eq!(
+        audit_all(&store).await,
+        ["User sign-in"],
+        "the sign-in's audit goes with it"
+    );
     assert_eq!(store.web_session("h1").await.unwrap(), Some(s.clone()));
     assert_eq!(store.web_session("h2").await.unwrap(), None);
 
@@ -1078,16 +1086,16 @@ async fn web_sessions_roundtrip_update_delete(store: Arc<dyn Store>) {
 async fn web_sessions_expired_are_purged_and_follow_their_user(store: Arc<dyn Store>) {
     seed(&store).await;
     store
-        .create_web_session(&web_session("old", "u-alice", t(10)), t(0))
+        .create_web_session(&web_session("old", "u-alice", t(10)), None, t(0))
         .await
         .unwrap();
     store
-        .create_web_session(&web_session("bob", "u-bob", t(100)), t(0))
+        .create_web_session(&web_session("bob", "u-bob", t(100)), None, t(0))
         .await
         .unwrap();
     // Creating a session at t(10) purges the one that expired exactly then, not the live one.
     store
-        .create_web_session(&web_session("new", "u-alice", t(100)), t(10))
+        .create_web_session(&web_session("new", "u-alice", t(100)), None, t(10))
         .await
         .unwrap();
     assert_eq!(store.web_session("old").await.unwrap(), None);
@@ -1106,7 +1114,7 @@ async fn web_sessions_expired_are_purged_and_follow_their_user(store: Arc<dyn St
 async fn web_ceremonies_are_taken_exactly_once(store: Arc<dyn Store>) {
     seed(&store).await;
     store
-        .create_web_session(&web_session("h1", "u-alice", t(60)), t(0))
+        .create_web_session(&web_session("h1", "u-alice", t(60)), None, t(0))
         .await
         .unwrap();
     let c = ceremony("c1", Some("h1"), t(5));

@@ -169,11 +169,13 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- web sessions and ceremonies ----
 
-    /// Stores a new web session, first removing every session (and its ceremonies) that has
-    /// expired at `now`, so the table stays bounded by the live sessions.
+    /// Stores a new web session and records `audit` (the sign-in it results from) in the same
+    /// transaction, first removing every session (and its ceremonies) that has expired at
+    /// `now`, so the table stays bounded by the live sessions.
     async fn create_web_session(
         &self,
         session: &WebSession,
+        audit: Option<&NewAuditEvent>,
         now: Timestamp,
     ) -> Result<(), StoreError>;
 

@@ -349,7 +349,9 @@ impl Web {
                 "TemporaryAccessPass.AccessPassUsage": if tap.is_usable_once { "Once" } else { "Multiple" },
             }),
         );
-        if tap.is_usable_once {
+        // A one-time TAP's success is recorded with its consumption, a multi-use one's with
+        // the session: either way in the same transaction as the change it belongs to.
+        let session_audit = if tap.is_usable_once {
             if !store.consume_one_time_tap(&tap.id, now, &success).await? {
                 // Another sign-in consumed it between our read and now.
                 return self
@@ -361,20 +363,23 @@ impl Web {
                     )
                     .await;
             }
+            None
         } else {
-            store.append_audit(&success).await?;
-        }
-        crate::audit::log(&success);
-        self.throttle.record_success(&key);
-        Ok(self
+            Some(&success)
+        };
+        let signed_in = self
             .open_session(
                 &user,
                 WebAuthMethod::TemporaryAccessPass,
                 Some(&tap),
                 &groups,
+                session_audit,
                 now,
             )
-            .await?)
+            .await?;
+        crate::audit::log(&success);
+        self.throttle.record_success(&key);
+        Ok(signed_in)
     }
 
     /// Signs in with the directory password. A user who already has registered methods gets
@@ -440,10 +445,12 @@ impl Web {
                 "secondFactorRequired": has_methods,
             }),
         );
-        self.service.store().append_audit(&event).await?;
-        crate::audit::log(&event);
         let (_, groups) = self.scope_of(&user).await?;
-        Ok(self.open_session(&user, method, None, &groups, now).await?)
+        let signed_in = self
+            .open_session(&user, method, None, &groups, Some(&event), now)
+            .await?;
+        crate::audit::log(&event);
+        Ok(signed_in)
     }
 
     /// The second factor after the password: a code from a registered authenticator app.
@@ -531,29 +538,33 @@ impl Web {
             source,
             json!({ "authenticationMethod": second_factor, "afterPassword": true }),
         );
-        let store = self.service.store();
-        store.append_audit(&event).await?;
-        crate::audit::log(&event);
-        store.delete_web_session(&current.session.id_hash).await?;
+        self.service
+            .store()
+            .delete_web_session(&current.session.id_hash)
+            .await?;
         let (_, groups) = self.scope_of(&current.user).await?;
-        Ok(self
+        let signed_in = self
             .open_session(
                 &current.user,
                 WebAuthMethod::PasswordAndSecondFactor,
                 None,
                 &groups,
+                Some(&event),
                 now,
             )
-            .await?)
+            .await?;
+        crate::audit::log(&event);
+        Ok(signed_in)
     }
 
-    /// Opens a session for `user` (module doc for its limits).
+    /// Opens a session for `user` (module doc for its limits), recording `audit` with it.
     pub(crate) async fn open_session(
         &self,
         user: &User,
         method: WebAuthMethod,
         tap: Option<&StoredTap>,
         groups: &[Group],
+        audit: Option<&NewAuditEvent>,
         now: Timestamp,
     ) -> Result<SignedIn, Failure> {
         let session_id = random_token();
@@ -582,7 +593,7 @@ impl Web {
         };
         self.service
             .store()
-            .create_web_session(&session, now)
+            .create_web_session(&session, audit, now)
             .await?;
         Ok(SignedIn {
             session_id,
@@ -833,12 +844,19 @@ impl Web {
             source,
             json!({ "authenticationMethod": method_name::PASSKEY, "methodId": method.id }),
         );
-        store.append_audit(&event).await?;
-        crate::audit::log(&event);
         let (_, groups) = self.scope_of(&user).await?;
-        Ok(self
-            .open_session(&user, WebAuthMethod::Passkey, None, &groups, now)
-            .await?)
+        let signed_in = self
+            .open_session(
+                &user,
+                WebAuthMethod::Passkey,
+                None,
+                &groups,
+                Some(&event),
+                now,
+            )
+            .await?;
+        crate::audit::log(&event);
+        Ok(signed_in)
     }
 
     async fn finish_second_factor_passkey(

@@ -757,9 +757,10 @@ impl Store for SqliteStore {
     async fn create_web_session(
         &self,
         session: &WebSession,
+        audit: Option<&NewAuditEvent>,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let session = session.clone();
+        let (session, audit) = (session.clone(), audit.cloned());
         self.write(move |tx| {
             // Ceremonies of the expired sessions go with them (ON DELETE CASCADE).
             tx.prepare_cached("DELETE FROM web_sessions WHERE expires <= ?1")
@@ -785,7 +786,10 @@ impl Store for SqliteStore {
                 ])
             })
             .map_err(map_err)?;
-            Ok(())
+            match &audit {
+                Some(event) => insert_audit(tx, event),
+                None => Ok(()),
+            }
         })
         .await
     }
