@@ -112,9 +112,13 @@ impl Web {
         Self::require_full(current)?;
         let store = self.service.store();
         let methods = store.methods(&current.user.id).await?;
-        let tap = match store.tap_for_user(&current.user.id).await? {
-            Some(tap) => Some(self.service.tap_details(&current.user, tap).await?),
-            None => None,
+        // A TAP session already looked its TAP up for this request.
+        let tap = match &current.tap {
+            Some(details) => Some(details.clone()),
+            None => match store.tap_for_user(&current.user.id).await? {
+                Some(tap) => Some(self.service.tap_details(&current.user, tap).await?),
+                None => None,
+            },
         };
         Ok(SecurityInfo {
             methods,
@@ -132,7 +136,7 @@ impl Web {
     ) -> Result<WebSession, Failure> {
         Self::require_full(current)?;
         let mut session = current.session.clone();
-        let one_time = current.tap.as_ref().is_some_and(|t| t.is_usable_once);
+        let one_time = current.tap.as_ref().is_some_and(|t| t.tap.is_usable_once);
         if one_time {
             if session
                 .registration_deadline
@@ -152,7 +156,7 @@ impl Web {
     /// Checks that a registration may finish now.
     fn check_registration_open(current: &Current, now: Timestamp) -> Result<(), Failure> {
         Self::require_full(current)?;
-        let one_time = current.tap.as_ref().is_some_and(|t| t.is_usable_once);
+        let one_time = current.tap.as_ref().is_some_and(|t| t.tap.is_usable_once);
         match current.session.registration_deadline {
             Some(deadline) if now >= deadline => Err(Failure::Forbidden(if one_time {
                 WINDOW_CLOSED.to_owned()

@@ -40,6 +40,7 @@ use crate::model::{
     StoredTap, Timestamp, User, WebAuthMethod, WebCeremony, WebSession,
 };
 use crate::policy::{self, SignInFailure, UsabilityReason};
+use crate::service::TapDetails;
 use crate::tapcode::MAX_CREDENTIAL_BYTES;
 
 /// Longest user name looked up; longer input is treated as unknown.
@@ -61,8 +62,8 @@ pub struct Current {
     pub session: WebSession,
     /// Its user.
     pub user: User,
-    /// The TAP the session began with, when it did.
-    pub tap: Option<StoredTap>,
+    /// The TAP the session began with, when it did, with its usability at the request.
+    pub tap: Option<TapDetails>,
 }
 
 impl Current {
@@ -623,18 +624,26 @@ impl Web {
                     .tap_for_user(&user.id)
                     .await?
                     .filter(|t| &t.id == tap_id);
-                let ok = match &tap {
+                let details = match tap {
                     Some(tap) => {
                         let (policy, groups) = self.scope_of(user).await?;
-                        let (_, reason) = policy::usability(&policy, user, &groups, tap, now);
-                        matches!(
+                        let (is_usable, reason) =
+                            policy::usability(&policy, user, &groups, &tap, now);
+                        Some(TapDetails {
+                            tap,
+                            is_usable,
                             reason,
-                            UsabilityReason::EnabledByPolicy | UsabilityReason::OneTimeUsed
-                        )
+                        })
                     }
-                    None => false,
+                    None => None,
                 };
-                (tap, ok)
+                let ok = details.as_ref().is_some_and(|d| {
+                    matches!(
+                        d.reason,
+                        UsabilityReason::EnabledByPolicy | UsabilityReason::OneTimeUsed
+                    )
+                });
+                (details, ok)
             }
             (None, _) => (None, true),
             (Some(_), None) => (None, false),
