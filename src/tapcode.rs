@@ -5,11 +5,10 @@
 //! §5.1.2.2 asks for a salted, slow KDF rather than a fast hash: argon2id at the OWASP
 //! parameters (m = 19 MiB, t = 2, p = 1). Each verification costs tens of milliseconds of CPU
 //! and 19 MiB of memory, so [`Hasher`] bounds how many run at once and how many may wait; a
-//! flood is shed with [`HashError::Overloaded`] instead of queueing without bound. It also
-//! keeps one argon2 work area per running verification and reuses it: a fresh 19 MiB
-//! allocation on a blocking thread is served by `mmap` and page-faulted in on every call,
-//! which cost as much as the hash itself (about 11 ms on top of 17 ms, measured for
-//! BENCHMARKS.md).
+//! flood is shed with [`HashError::Overloaded`] instead of queueing without bound. Its threads
+//! are dedicated and each reuses one argon2 work area: a fresh 19 MiB allocation on a pooled
+//! thread is served by `mmap` and page-faulted in on every call, which cost nearly as much as
+//! the hash itself (about 11 ms on top of 17 ms, measured for BENCHMARKS.md).
 //!
 //! May depend on: nothing in this crate.
 
@@ -20,7 +19,6 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand::Rng;
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
 /// Characters a code is drawn from: letters and digits without the easily confused
@@ -138,75 +136,88 @@ pub fn verify_with_memory(
     Ok(expected.as_bytes().ct_eq(&output).into())
 }
 
-/// Argon2 work areas of finished verifications, taken by the next ones. At most as many as
-/// run at once exist, so the memory bound stays `max_concurrent` × 19 MiB.
-#[derive(Debug, Default)]
-struct WorkAreas(std::sync::Mutex<Vec<Vec<Block>>>);
+/// A unit of argon2 work, run on a worker thread with that thread's work area.
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 
-impl WorkAreas {
-    fn take(&self) -> Vec<Block> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop()
-            .unwrap_or_default()
-    }
-
-    fn put_back(&self, area: Vec<Block>) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(area);
-    }
-}
-
-/// Runs argon2 work on tokio's blocking threads, at most `max_concurrent` at a time and with
-/// at most `max_queued` callers waiting; cheap to clone.
+/// Runs argon2 work on `max_concurrent` dedicated threads, with at most `max_queued` jobs
+/// waiting; cheap to clone. Each thread keeps its own argon2 work area, so memory stays at
+/// `max_concurrent` × 19 MiB, and goes from one job to the next without waiting to be
+/// scheduled again (a busy pool keeps its cores). The threads end when the last clone is
+/// dropped.
 #[derive(Clone, Debug)]
 pub struct Hasher {
-    running: Arc<Semaphore>,
-    admission: Arc<Semaphore>,
+    jobs: std::sync::mpsc::SyncSender<Job>,
+    /// One permit per job running or waiting: `max_concurrent + max_queued`.
+    admission: Arc<tokio::sync::Semaphore>,
     /// A hash of a random code, verified against when there is no TAP so that "no such TAP"
     /// costs the same time as "wrong code".
     decoy: Arc<str>,
-    /// Reusable argon2 work areas.
-    areas: Arc<WorkAreas>,
 }
 
 impl Hasher {
     /// A pool running at most `max_concurrent` hashes with at most `max_queued` waiting.
     pub fn new(max_concurrent: usize, max_queued: usize) -> Result<Self, HashError> {
         let max_concurrent = max_concurrent.max(1);
+        let admitted = max_concurrent + max_queued;
+        // Admission is counted by the semaphore, so the channel never refuses a job itself.
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(admitted);
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for index in 0..max_concurrent {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{index}"))
+                .spawn(move || {
+                    let mut area = Vec::new();
+                    loop {
+                        // One idle thread waits on the queue, the others on the lock.
+                        let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        match job {
+                            Ok(job) => job(&mut area),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .map_err(|e| HashError::Internal(format!("starting an argon2 thread: {e}")))?;
+        }
         let decoy = hash_blocking(&generate(16))?;
         Ok(Hasher {
-            running: Arc::new(Semaphore::new(max_concurrent)),
-            admission: Arc::new(Semaphore::new(max_concurrent + max_queued)),
+            jobs,
+            admission: Arc::new(tokio::sync::Semaphore::new(admitted)),
             decoy: decoy.into(),
-            areas: Arc::new(WorkAreas::default()),
         })
     }
 
     async fn run<T, F>(&self, work: F) -> Result<T, HashError>
     where
-        F: FnOnce() -> Result<T, HashError> + Send + 'static,
+        F: FnOnce(&mut Vec<Block>) -> Result<T, HashError> + Send + 'static,
         T: Send + 'static,
     {
-        let _admitted = self
+        let admitted = self
             .admission
             .clone()
             .try_acquire_owned()
             .map_err(|_| HashError::Overloaded)?;
-        let _running = self
-            .running
-            .clone()
-            .acquire_owned()
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |area| {
+            let result = work(area);
+            drop(admitted);
+            // The caller may have gone away; the work is done either way.
+            let _ = reply.send(result);
+        });
+        self.jobs.try_send(job).map_err(|e| match e {
+            std::sync::mpsc::TrySendError::Full(_) => HashError::Overloaded,
+            std::sync::mpsc::TrySendError::Disconnected(_) => {
+                HashError::Internal("the argon2 threads have stopped".to_owned())
+            }
+        })?;
+        answer
             .await
-            .map_err(|e| HashError::Internal(e.to_string()))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| HashError::Internal(e.to_string()))?
+            .map_err(|_| HashError::Internal("an argon2 thread dropped its job".to_owned()))?
     }
 
     /// Hashes a new code.
     pub async fn hash(&self, code: Zeroizing<String>) -> Result<String, HashError> {
-        self.run(move || hash_blocking(&code)).await
+        self.run(move |_| hash_blocking(&code)).await
     }
 
     /// Verifies `credential` against `phc`; with `None` it verifies against a decoy hash and
@@ -217,15 +228,9 @@ impl Hasher {
         phc: Option<String>,
     ) -> Result<bool, HashError> {
         let decoy = self.decoy.clone();
-        let areas = self.areas.clone();
-        self.run(move || {
-            let mut area = areas.take();
-            let result = match phc {
-                Some(phc) => verify_with_memory(&credential, &phc, &mut area),
-                None => verify_with_memory(&credential, &decoy, &mut area).map(|_| false),
-            };
-            areas.put_back(area);
-            result
+        self.run(move |area| match phc {
+            Some(phc) => verify_with_memory(&credential, &phc, area),
+            None => verify_with_memory(&credential, &decoy, area).map(|_| false),
         })
         .await
     }
