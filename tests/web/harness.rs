@@ -433,8 +433,8 @@ format = "stderr"
                 .lines()
                 .find_map(|l| l.split("listening for web on ").nth(1))
                 .map(|a| a.trim().parse::<SocketAddr>().unwrap());
-            let synced = text.contains("users,");
-            if let (Some(addr), true) = (web, synced && tapd.socket.exists()) {
+            // Ready once the first directory sync has brought the demo users in.
+            if let Some(addr) = web.filter(|_| tapd.socket.exists() && tapd.has_user("alice")) {
                 tapd.web_addr = addr;
                 return tapd;
             }
@@ -444,6 +444,16 @@ format = "stderr"
             assert!(Instant::now() < deadline, "tapd did not start:\n{text}");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Whether the daemon knows `user` yet.
+    fn has_user(&self, user: &str) -> bool {
+        Command::new(binary("tapctl", env!("CARGO_BIN_EXE_tapctl")))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(["--json", "user", "show", user])
+            .output()
+            .is_ok_and(|o| o.status.success())
     }
 
     /// Runs `tapctl ARGS…` against this daemon and returns stdout; panics on failure.
