@@ -10,9 +10,11 @@ need=()
 # systemd: systemd-analyze for the unit checks; man-db: `man -w` after installing the .deb.
 # postgresql (+ openssl for test certificates): the throwaway clusters of the store
 # conformance suite and tests/postgres_nodes.rs.
-for pkg in passwd freeradius-utils curl systemd man-db postgresql openssl; do
+# libssl-dev, pkg-config: webauthn-rs links OpenSSL. chromium: the web end-to-end test.
+for pkg in passwd freeradius-utils curl systemd man-db postgresql openssl libssl-dev pkg-config chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
+command -v node >/dev/null 2>&1 || need+=(nodejs npm)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing packages: ${need[*]} (run as root, or install them first)" >&2
@@ -28,6 +30,11 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
   apt-get update -qq
   apt-get install -y -qq "${need[@]}"
+fi
+
+# playwright-core drives Chromium in the web end-to-end test (tests/e2e, locked versions).
+if [ ! -d tests/e2e/node_modules/playwright-core ]; then
+  npm ci --prefix tests/e2e --no-audit --no-fund
 fi
 
 cargo fmt --check

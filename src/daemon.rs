@@ -38,12 +38,16 @@ use crate::store::Store;
 use crate::sync::{SyncError, SyncOptions, Syncer};
 use crate::tapcode::Hasher;
 use crate::watchdog::Heartbeats;
+use crate::web;
 
 /// How long shutdown waits for in-flight work before giving up.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// How many argon2 verifications may wait per running one before new ones are shed.
-const ARGON2_QUEUE_PER_WORKER: usize = 8;
+/// How many argon2 verifications may wait per running one before new ones are shed. A waiting
+/// verification is only a parked future (memory is bounded by the running ones), so 16 per
+/// worker lets a burst of sign-ins (20 at once on 2 cores) queue instead of being refused,
+/// while a flood is still shed, and the sign-in throttle stops guessing before any hashing.
+pub const ARGON2_QUEUE_PER_WORKER: usize = 16;
 
 /// Opens the configured store.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
@@ -187,7 +191,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     let directory = open_directory(&config)?;
     let service = build_service(&config, store.clone(), directory.clone(), clock.clone())?;
-    let signin = build_signin(&config, &service, directory)?;
+    let signin = build_signin(&config, &service, directory.clone())?;
     let metrics = service.metrics().clone();
     metrics
         .start_time
@@ -239,11 +243,15 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let front_ends = Arc::new(
         start_front_ends(
             &config,
+            &service,
+            directory.clone(),
             signin,
             &metrics,
-            &mut tasks,
-            &heartbeats,
-            &shutdown,
+            &mut Loops {
+                tasks: &mut tasks,
+                heartbeats: &heartbeats,
+                shutdown: &shutdown,
+            },
         )
         .await?,
     );
@@ -568,11 +576,11 @@ impl FrontEnds {
 /// spawns their loops into `tasks`.
 async fn start_front_ends(
     config: &Config,
+    service: &Arc<TapService>,
+    directory: Arc<dyn DirectorySource>,
     signin: Arc<SignIn>,
     metrics: &Arc<Metrics>,
-    tasks: &mut JoinSet<anyhow::Result<()>>,
-    heartbeats: &Arc<Heartbeats>,
-    shutdown: &CancellationToken,
+    loops: &mut Loops<'_>,
 ) -> anyhow::Result<FrontEnds> {
     let mut front_ends = FrontEnds {
         signin: signin.clone(),
@@ -595,31 +603,61 @@ async fn start_front_ends(
             metrics.clone(),
         ));
         front_ends.radius = Some(handler.clone());
-        let shutdown = shutdown.clone();
-        tasks.spawn(heartbeats.supervise("RADIUS", async move {
-            crate::radius::server::serve(handler, sockets, shutdown)
-                .await
-                .context("RADIUS server failed")
-        }));
+        let shutdown = loops.shutdown.clone();
+        loops
+            .tasks
+            .spawn(loops.heartbeats.supervise("RADIUS", async move {
+                crate::radius::server::serve(handler, sockets, shutdown)
+                    .await
+                    .context("RADIUS server failed")
+            }));
     }
 
-    // The federation endpoint has its own listener, or else shares the web listener. Until
-    // the web site (with HTTPS) lands, it is served as plain HTTP, and only where that is
-    // allowed: loopback, no TLS configured, or a TLS proxy in front.
-    let (addr, what) = match (config.federation.listen, config.web.listen) {
-        (Some(addr), _) => (addr, "federation"),
-        (None, Some(addr)) => (addr, "web"),
-        (None, None) => return Ok(front_ends),
-    };
-    let plain_allowed = config.web.tls.is_none()
-        || config.web.behind_tls_proxy
-        || (what == "federation" && addr.ip().is_loopback());
-    if !plain_allowed {
-        log::warn!(
-            "the federation endpoint is not served on {addr}: HTTPS listeners are not part of this build yet"
-        );
+    // The federation endpoint has its own listener when `[federation] listen` is set, or else
+    // shares the web listener (and its HTTPS). Both are served by `web::serve`.
+    if config.federation.listen.is_none() && config.web.listen.is_none() {
         return Ok(front_ends);
     }
+    if config.federation.relying_parties.is_empty() {
+        log::warn!(
+            "no [[federation.relying_parties]] configured: every federation request is refused"
+        );
+    }
+    let federation_state = Arc::new(FederationState::new(
+        signin,
+        &config.federation.relying_parties,
+        metrics.clone(),
+    ));
+    front_ends.federation = Some(federation_state.clone());
+    let tls = match &config.web.tls {
+        Some(files) => Some(web::load_tls(files).context("while loading the web TLS files")?),
+        None => None,
+    };
+    if let Some(addr) = config.federation.listen {
+        let router = federation::router(federation_state.clone());
+        spawn_http("federation", addr, tls.clone(), router, loops).await?;
+    }
+    if let Some(addr) = config.web.listen {
+        let settings = web::WebSettings::from_config(&config.web)?;
+        let state = web::WebState::new(service.clone(), directory, settings)
+            .context("while setting up the web site")?;
+        let mut router = web::router(state);
+        if config.federation.listen.is_none() {
+            router = router.merge(federation::router(federation_state));
+        }
+        spawn_http("web", addr, tls, router, loops).await?;
+    }
+    Ok(front_ends)
+}
+
+/// Binds an HTTP(S) listener, logs `listening for WHAT on ADDR` and serves `router` on it.
+async fn spawn_http(
+    what: &'static str,
+    addr: std::net::SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    router: axum::Router,
+    loops: &mut Loops<'_>,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("while binding the {what} listener {addr}"))?;
@@ -627,22 +665,21 @@ async fn start_front_ends(
         .local_addr()
         .with_context(|| format!("while reading the address of the {what} listener"))?;
     log::info!("listening for {what} on {local}");
-    if config.federation.relying_parties.is_empty() {
-        log::warn!(
-            "no [[federation.relying_parties]] configured: every federation request is refused"
-        );
-    }
-    let state = Arc::new(FederationState::new(
-        signin,
-        &config.federation.relying_parties,
-        metrics.clone(),
-    ));
-    front_ends.federation = Some(state.clone());
-    let shutdown = shutdown.clone();
-    tasks.spawn(heartbeats.supervise("federation", async move {
-        federation::serve(listener, state, shutdown)
-            .await
-            .context("federation server failed")
-    }));
-    Ok(front_ends)
+    let shutdown = loops.shutdown.clone();
+    loops
+        .tasks
+        .spawn(loops.heartbeats.supervise(what, async move {
+            web::serve(listener, tls, router, shutdown)
+                .await
+                .with_context(|| format!("{what} server failed"))
+        }));
+    Ok(())
+}
+
+/// Where long-running loops go: the daemon's `JoinSet`, watched by the watchdog, stopped by
+/// the shutdown token.
+struct Loops<'a> {
+    tasks: &'a mut JoinSet<anyhow::Result<()>>,
+    heartbeats: &'a Arc<Heartbeats>,
+    shutdown: &'a CancellationToken,
 }

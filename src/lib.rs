@@ -13,6 +13,8 @@
 //! - `radius`: the sans-io RADIUS protocol core (validation, replies, reply cache), the
 //!   request handler and the UDP loop;
 //! - `federation`: the federation-adapter HTTP endpoint;
+//! - `radius`: the sans-io RADIUS protocol core (validation, replies, reply cache);
+//! - `web`: the web registration site (TAP sign-in, passkeys, authenticator apps);
 //! - `config`: file + environment configuration, validated once;
 //! - `metrics`: Prometheus counters every front end increments, `/metrics`, `/readyz`;
 //! - `notify`, `watchdog`, `reload`: systemd notify protocol, loop liveness, SIGHUP reload;
@@ -41,3 +43,4 @@ pub mod sync;
 pub mod tapcode;
 pub mod tapctl;
 pub mod watchdog;
+pub mod web;

@@ -356,3 +356,135 @@ pub struct SyncStatus {
     #[serde(default)]
     pub node: Option<String>,
 }
+
+/// How a web session was signed in; decides what the session may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum WebAuthMethod {
+    /// Signed in with a Temporary Access Pass: may register and manage methods (bounded by the
+    /// TAP's expiry and the registration window).
+    TemporaryAccessPass,
+    /// Signed in with the directory password by a user who had no registered method yet: may
+    /// register a first method.
+    Password,
+    /// The directory password was right, but the user has registered methods and must present
+    /// one of them before anything else.
+    PasswordPendingSecondFactor,
+    /// The directory password and a registered method (passkey or authenticator app).
+    PasswordAndSecondFactor,
+    /// A registered passkey on its own (user verification makes it multi-factor).
+    Passkey,
+}
+
+impl WebAuthMethod {
+    /// Every variant, for parsing.
+    pub const ALL: [WebAuthMethod; 5] = [
+        WebAuthMethod::TemporaryAccessPass,
+        WebAuthMethod::Password,
+        WebAuthMethod::PasswordPendingSecondFactor,
+        WebAuthMethod::PasswordAndSecondFactor,
+        WebAuthMethod::Passkey,
+    ];
+
+    /// The stable string used in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebAuthMethod::TemporaryAccessPass => "temporaryAccessPass",
+            WebAuthMethod::Password => "password",
+            WebAuthMethod::PasswordPendingSecondFactor => "passwordPendingSecondFactor",
+            WebAuthMethod::PasswordAndSecondFactor => "passwordAndSecondFactor",
+            WebAuthMethod::Passkey => "passkey",
+        }
+    }
+
+    /// Parses what `as_str` produced.
+    pub fn parse(s: &str) -> Option<WebAuthMethod> {
+        WebAuthMethod::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+/// A signed-in browser on the web registration page. The browser holds a random 256-bit id in
+/// a cookie; the store keeps only its SHA-256, so a copy of the database can't be replayed as
+/// cookies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebSession {
+    /// Lower-case hex SHA-256 of the session id the browser holds.
+    pub id_hash: String,
+    /// The signed-in user's stable id.
+    pub user_id: String,
+    /// When the session began.
+    pub created: Timestamp,
+    /// The first instant at which the session is no longer valid.
+    pub expires: Timestamp,
+    /// How the user signed in.
+    pub auth_method: WebAuthMethod,
+    /// The TAP the session began with, if it did; the session ends when that TAP is gone.
+    pub tap_id: Option<String>,
+    /// That TAP's expiry: the session never outlives it.
+    pub tap_expires: Option<Timestamp>,
+    /// Registrations must finish before this instant (10 minutes after a one-time TAP sign-in;
+    /// restarted at each new registration with a multi-use TAP); `None`: no window applies.
+    pub registration_deadline: Option<Timestamp>,
+    /// The user is in a registration-interrupt group and signed in with a TAP: only the
+    /// registration wizard is offered.
+    pub interrupt_mode: bool,
+    /// The token every form and script request of this session must carry.
+    pub csrf_token: String,
+}
+
+/// What a pending WebAuthn or authenticator-app ceremony is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CeremonyKind {
+    /// Registering a passkey or security key.
+    PasskeyRegistration,
+    /// Presenting a passkey of a known user (second factor after the password).
+    PasskeyAuthentication,
+    /// Signing in with a discoverable passkey, user not yet known.
+    DiscoverableAuthentication,
+    /// Adding an authenticator app: the secret shown, waiting for a first valid code.
+    TotpEnrolment,
+}
+
+impl CeremonyKind {
+    /// Every variant, for parsing.
+    pub const ALL: [CeremonyKind; 4] = [
+        CeremonyKind::PasskeyRegistration,
+        CeremonyKind::PasskeyAuthentication,
+        CeremonyKind::DiscoverableAuthentication,
+        CeremonyKind::TotpEnrolment,
+    ];
+
+    /// The stable string used in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CeremonyKind::PasskeyRegistration => "passkeyRegistration",
+            CeremonyKind::PasskeyAuthentication => "passkeyAuthentication",
+            CeremonyKind::DiscoverableAuthentication => "discoverableAuthentication",
+            CeremonyKind::TotpEnrolment => "totpEnrolment",
+        }
+    }
+
+    /// Parses what `as_str` produced.
+    pub fn parse(s: &str) -> Option<CeremonyKind> {
+        CeremonyKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// Server-side state of a ceremony in progress (WebAuthn challenge state, a TOTP secret not
+/// yet confirmed). Kept in the store, never in the browser, and taken exactly once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebCeremony {
+    /// Random id the browser echoes back.
+    pub id: String,
+    /// What it is.
+    pub kind: CeremonyKind,
+    /// The session it belongs to (`None` for a sign-in ceremony before any session exists).
+    pub session_id_hash: Option<String>,
+    /// Opaque serialized state.
+    pub state: String,
+    /// When it was started.
+    pub created: Timestamp,
+    /// The first instant at which it can no longer be finished.
+    pub expires: Timestamp,
+}

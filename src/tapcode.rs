@@ -5,7 +5,10 @@
 //! §5.1.2.2 asks for a salted, slow KDF rather than a fast hash: argon2id at the OWASP
 //! parameters (m = 19 MiB, t = 2, p = 1). Each verification costs tens of milliseconds of CPU
 //! and 19 MiB of memory, so [`Hasher`] bounds how many run at once and how many may wait; a
-//! flood is shed with [`HashError::Overloaded`] instead of queueing without bound.
+//! flood is shed with [`HashError::Overloaded`] instead of queueing without bound. Its threads
+//! are dedicated and each reuses one argon2 work area: a fresh 19 MiB allocation on a pooled
+//! thread is served by `mmap` and page-faulted in on every call, which cost nearly as much as
+//! the hash itself (about 11 ms on top of 17 ms, measured for BENCHMARKS.md).
 //!
 //! May depend on: nothing in this crate.
 
@@ -13,9 +16,9 @@ use std::sync::Arc;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand::Rng;
-use tokio::sync::Semaphore;
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 /// Characters a code is drawn from: letters and digits without the easily confused
@@ -79,12 +82,73 @@ pub fn verify_blocking(code: &str, phc: &str) -> Result<bool, HashError> {
     }
 }
 
-/// Runs argon2 work on tokio's blocking threads, at most `max_concurrent` at a time and with
-/// at most `max_queued` callers waiting; cheap to clone.
+/// The largest argon2 work area kept for reuse: twice tapd's own (a stored hash with bigger
+/// parameters still verifies, with a one-off allocation).
+const MAX_REUSED_BLOCKS: usize = 2 * 19_456;
+
+/// Verifies `code` against a PHC hash using `memory` as the argon2 work area (grown when the
+/// hash's parameters need more). Same result as [`verify_blocking`]; the comparison is
+/// constant-time.
+pub fn verify_with_memory(
+    code: &str,
+    phc: &str,
+    memory: &mut Vec<Block>,
+) -> Result<bool, HashError> {
+    if code.len() > MAX_CREDENTIAL_BYTES {
+        return Ok(false);
+    }
+    let bad = |e: argon2::password_hash::Error| HashError::BadHash(e.to_string());
+    let parsed = PasswordHash::new(phc).map_err(bad)?;
+    if parsed.algorithm != argon2::ARGON2ID_IDENT {
+        return Err(HashError::BadHash(format!(
+            "algorithm {} is not argon2id",
+            parsed.algorithm
+        )));
+    }
+    let params = Params::try_from(&parsed).map_err(bad)?;
+    let version = match parsed.version {
+        Some(v) => Version::try_from(v).map_err(|e| HashError::BadHash(e.to_string()))?,
+        None => Version::V0x13,
+    };
+    let salt = parsed
+        .salt
+        .ok_or_else(|| HashError::BadHash("no salt".to_owned()))?;
+    let mut salt_buffer = [0u8; 64];
+    let salt = salt.decode_b64(&mut salt_buffer).map_err(bad)?;
+    let expected = parsed
+        .hash
+        .ok_or_else(|| HashError::BadHash("no hash".to_owned()))?;
+    let blocks = params.block_count();
+    let mut once = Vec::new();
+    let area = if blocks <= MAX_REUSED_BLOCKS {
+        if memory.len() < blocks {
+            memory.resize(blocks, Block::default());
+        }
+        &mut memory[..blocks]
+    } else {
+        once.resize(blocks, Block::default());
+        &mut once[..]
+    };
+    let mut output = Zeroizing::new(vec![0u8; expected.len()]);
+    Argon2::new(Algorithm::Argon2id, version, params)
+        .hash_password_into_with_memory(code.as_bytes(), salt, &mut output, area)
+        .map_err(|e| HashError::BadHash(e.to_string()))?;
+    Ok(expected.as_bytes().ct_eq(&output).into())
+}
+
+/// A unit of argon2 work, run on a worker thread with that thread's work area.
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
+/// Runs argon2 work on `max_concurrent` dedicated threads, with at most `max_queued` jobs
+/// waiting; cheap to clone. Each thread keeps its own argon2 work area, so memory stays at
+/// `max_concurrent` × 19 MiB, and goes from one job to the next without waiting to be
+/// scheduled again (a busy pool keeps its cores). The threads end when the last clone is
+/// dropped.
 #[derive(Clone, Debug)]
 pub struct Hasher {
-    running: Arc<Semaphore>,
-    admission: Arc<Semaphore>,
+    jobs: std::sync::mpsc::SyncSender<Job>,
+    /// One permit per job running or waiting: `max_concurrent + max_queued`.
+    admission: Arc<tokio::sync::Semaphore>,
     /// A hash of a random code, verified against when there is no TAP so that "no such TAP"
     /// costs the same time as "wrong code".
     decoy: Arc<str>,
@@ -94,38 +158,66 @@ impl Hasher {
     /// A pool running at most `max_concurrent` hashes with at most `max_queued` waiting.
     pub fn new(max_concurrent: usize, max_queued: usize) -> Result<Self, HashError> {
         let max_concurrent = max_concurrent.max(1);
+        let admitted = max_concurrent + max_queued;
+        // Admission is counted by the semaphore, so the channel never refuses a job itself.
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(admitted);
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for index in 0..max_concurrent {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{index}"))
+                .spawn(move || {
+                    let mut area = Vec::new();
+                    loop {
+                        // One idle thread waits on the queue, the others on the lock.
+                        let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        match job {
+                            Ok(job) => job(&mut area),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .map_err(|e| HashError::Internal(format!("starting an argon2 thread: {e}")))?;
+        }
         let decoy = hash_blocking(&generate(16))?;
         Ok(Hasher {
-            running: Arc::new(Semaphore::new(max_concurrent)),
-            admission: Arc::new(Semaphore::new(max_concurrent + max_queued)),
+            jobs,
+            admission: Arc::new(tokio::sync::Semaphore::new(admitted)),
             decoy: decoy.into(),
         })
     }
 
     async fn run<T, F>(&self, work: F) -> Result<T, HashError>
     where
-        F: FnOnce() -> Result<T, HashError> + Send + 'static,
+        F: FnOnce(&mut Vec<Block>) -> Result<T, HashError> + Send + 'static,
         T: Send + 'static,
     {
-        let _admitted = self
+        let admitted = self
             .admission
             .clone()
             .try_acquire_owned()
             .map_err(|_| HashError::Overloaded)?;
-        let _running = self
-            .running
-            .clone()
-            .acquire_owned()
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |area| {
+            let result = work(area);
+            drop(admitted);
+            // The caller may have gone away; the work is done either way.
+            let _ = reply.send(result);
+        });
+        self.jobs.try_send(job).map_err(|e| match e {
+            std::sync::mpsc::TrySendError::Full(_) => HashError::Overloaded,
+            std::sync::mpsc::TrySendError::Disconnected(_) => {
+                HashError::Internal("the argon2 threads have stopped".to_owned())
+            }
+        })?;
+        answer
             .await
-            .map_err(|e| HashError::Internal(e.to_string()))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| HashError::Internal(e.to_string()))?
+            .map_err(|_| HashError::Internal("an argon2 thread dropped its job".to_owned()))?
     }
 
     /// Hashes a new code.
     pub async fn hash(&self, code: Zeroizing<String>) -> Result<String, HashError> {
-        self.run(move || hash_blocking(&code)).await
+        self.run(move |_| hash_blocking(&code)).await
     }
 
     /// Verifies `credential` against `phc`; with `None` it verifies against a decoy hash and
@@ -136,9 +228,9 @@ impl Hasher {
         phc: Option<String>,
     ) -> Result<bool, HashError> {
         let decoy = self.decoy.clone();
-        self.run(move || match phc {
-            Some(phc) => verify_blocking(&credential, &phc),
-            None => verify_blocking(&credential, &decoy).map(|_| false),
+        self.run(move |area| match phc {
+            Some(phc) => verify_with_memory(&credential, &phc, area),
+            None => verify_with_memory(&credential, &decoy, area).map(|_| false),
         })
         .await
     }
@@ -167,6 +259,18 @@ mod tests {
         assert!(!verify_blocking("s3cret+Codf", &phc).unwrap());
         assert!(!verify_blocking(&"x".repeat(MAX_CREDENTIAL_BYTES + 1), &phc).unwrap());
         assert!(verify_blocking("x", "not a hash").is_err());
+        // The reusable-memory path agrees, on a fresh and on a used work area.
+        let mut area = Vec::new();
+        assert!(verify_with_memory("s3cret+Code", &phc, &mut area).unwrap());
+        assert!(!verify_with_memory("s3cret+Codf", &phc, &mut area).unwrap());
+        assert!(verify_with_memory("s3cret+Code", &phc, &mut area).unwrap());
+        assert_eq!(area.len(), 19_456);
+        assert!(
+            !verify_with_memory(&"x".repeat(MAX_CREDENTIAL_BYTES + 1), &phc, &mut area).unwrap()
+        );
+        assert!(verify_with_memory("x", "not a hash", &mut area).is_err());
+        let argon2i = "$argon2i$v=19$m=16,t=2,p=1$c2FsdHNhbHQ$dGVzdHRlc3R0ZXN0dGVzdA";
+        assert!(verify_with_memory("x", argon2i, &mut area).is_err());
     }
 
     #[tokio::test]

@@ -247,6 +247,9 @@ global_administrator = ["tap-global-admins"]
 
 [log]
 level = "info"
+
+[metrics]
+enabled = false
 "#,
                 ldif = repo_path("etc/tapd/demo-directory.ldif").display(),
                 socket = dir.path().join("admin.sock").display(),

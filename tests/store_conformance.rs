@@ -18,9 +18,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
 use tapd::model::{
-    AuditFilter, AuditResult, Channel, ExcludeTarget, Group, IncludeTarget, MethodKind,
-    NewAuditEvent, PolicyState, RegisteredMethod, StoredTap, SyncStatus, TapPolicy, TargetType,
-    Timestamp, User,
+    AuditFilter, AuditResult, CeremonyKind, Channel, ExcludeTarget, Group, IncludeTarget,
+    MethodKind, NewAuditEvent, PolicyState, RegisteredMethod, StoredTap, SyncStatus, TapPolicy,
+    TargetType, Timestamp, User, WebAuthMethod, WebCeremony, WebSession,
 };
 use tapd::store::postgres::{PostgresSettings, PostgresStore};
 use tapd::store::sqlite::{SqliteStore, DEFAULT_BUSY_TIMEOUT};
@@ -113,6 +113,10 @@ macro_rules! conformance {
                 sync_lease_granted_and_renewed,
                 names_fold_ascii_only,
                 nul_characters_are_harmless,
+                method_lookup_and_swap_data_once,
+                web_sessions_roundtrip_update_delete,
+                web_sessions_expired_are_purged_and_follow_their_user,
+                web_ceremonies_are_taken_exactly_once,
             );
             conformance!(@backend $factory; data_survives_reopen);
         }
@@ -1368,7 +1372,13 @@ async fn postgres_nodes_migrate_one_at_a_time() {
         .await
         .unwrap();
     let applied: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    assert_eq!(applied, [(1, "0001_initial".to_owned())]);
+    assert_eq!(
+        applied,
+        [
+            (1, "0001_initial".to_owned()),
+            (2, "0002_web_sessions".to_owned())
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1383,12 +1393,12 @@ async fn postgres_refuses_a_newer_or_foreign_schema() {
         .unwrap();
     tokio::spawn(connection);
     client
-        .batch_execute("INSERT INTO schema_migrations (version, name) VALUES (2, '0002_future')")
+        .batch_execute("INSERT INTO schema_migrations (version, name) VALUES (3, '0003_future')")
         .await
         .unwrap();
     match PostgresStore::open(&PostgresSettings::new(url.clone())).await {
         Err(StoreError::SchemaTooNew { found, supported }) => {
-            assert_eq!((found, supported), (2, 1));
+            assert_eq!((found, supported), (3, 2));
         }
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
@@ -1410,4 +1420,166 @@ async fn postgres_refuses_a_newer_or_foreign_schema() {
         Err(StoreError::Corrupt(message)) => assert!(message.contains("not a tapd database")),
         other => panic!("expected Corrupt, got {other:?}"),
     }
+}
+
+async fn method_lookup_and_swap_data_once(store: Arc<dyn Store>) {
+    seed(&store).await;
+    let m = method("m-1", "u-alice", t(1));
+    store
+        .add_method(&m, &event("add", "alice", None, t(1)))
+        .await
+        .unwrap();
+    assert_eq!(store.method("m-1").await.unwrap(), Some(m.clone()));
+    assert_eq!(store.method("m-404").await.unwrap(), None);
+
+    // Of many concurrent swaps from the same expected value, exactly one wins.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let (store, expected) = (store.clone(), m.data.clone());
+        tasks.spawn(async move {
+            store
+                .swap_method_data("m-1", &expected, &format!("{{\"step\":{i}}}"))
+                .await
+                .unwrap()
+        });
+    }
+    let mut winners = 0;
+    while let Some(won) = tasks.join_next().await {
+        winners += usize::from(won.unwrap());
+    }
+    assert_eq!(winners, 1);
+    let now = store.method("m-1").await.unwrap().unwrap().data;
+    assert!(now.starts_with("{\"step\":"), "{now}");
+    assert!(!store.swap_method_data("m-404", "x", "y").await.unwrap());
+}
+
+fn web_session(id_hash: &str, user_id: &str, expires: Timestamp) -> WebSession {
+    WebSession {
+        id_hash: id_hash.to_owned(),
+        user_id: user_id.to_owned(),
+        created: t(0),
+        expires,
+        auth_method: WebAuthMethod::TemporaryAccessPass,
+        tap_id: Some("tap-1".to_owned()),
+        tap_expires: Some(t(60)),
+        registration_deadline: Some(t(10)),
+        interrupt_mode: false,
+        csrf_token: format!("csrf-{id_hash}"),
+    }
+}
+
+fn ceremony(id: &str, session: Option<&str>, expires: Timestamp) -> WebCeremony {
+    WebCeremony {
+        id: id.to_owned(),
+        kind: CeremonyKind::PasskeyRegistration,
+        session_id_hash: session.map(str::to_owned),
+        state: format!("{{\"challenge\":\"{id}\"}}"),
+        created: t(0),
+        expires,
+    }
+}
+
+async fn web_sessions_roundtrip_update_delete(store: Arc<dyn Store>) {
+    seed(&store).await;
+    let mut s = web_session("h1", "u-alice", t(60));
+    store
+        .create_web_session(&s, Some(&event("User sign-in", "alice", None, t(0))), t(0))
+        .await
+        .unwrap();
+    assert_eq!(
+        audit_all(&store).await,
+        ["User sign-in"],
+        "the sign-in's audit goes with it"
+    );
+    assert_eq!(store.web_session("h1").await.unwrap(), Some(s.clone()));
+    assert_eq!(store.web_session("h2").await.unwrap(), None);
+
+    s.auth_method = WebAuthMethod::PasswordAndSecondFactor;
+    s.tap_id = None;
+    s.tap_expires = None;
+    s.registration_deadline = None;
+    s.interrupt_mode = true;
+    s.expires = t(30);
+    assert!(store.update_web_session(&s).await.unwrap());
+    assert_eq!(store.web_session("h1").await.unwrap(), Some(s.clone()));
+    assert!(!store
+        .update_web_session(&web_session("h-404", "u-alice", t(1)))
+        .await
+        .unwrap());
+
+    store
+        .put_web_ceremony(&ceremony("c1", Some("h1"), t(5)), t(0))
+        .await
+        .unwrap();
+    assert!(store.delete_web_session("h1").await.unwrap());
+    assert!(!store.delete_web_session("h1").await.unwrap());
+    assert_eq!(store.web_session("h1").await.unwrap(), None);
+    assert_eq!(
+        store.take_web_ceremony("c1").await.unwrap(),
+        None,
+        "a session's ceremonies go with it"
+    );
+}
+
+async fn web_sessions_expired_are_purged_and_follow_their_user(store: Arc<dyn Store>) {
+    seed(&store).await;
+    store
+        .create_web_session(&web_session("old", "u-alice", t(10)), None, t(0))
+        .await
+        .unwrap();
+    store
+        .create_web_session(&web_session("bob", "u-bob", t(100)), None, t(0))
+        .await
+        .unwrap();
+    // Creating a session at t(10) purges the one that expired exactly then, not the live one.
+    store
+        .create_web_session(&web_session("new", "u-alice", t(100)), None, t(10))
+        .await
+        .unwrap();
+    assert_eq!(store.web_session("old").await.unwrap(), None);
+    assert!(store.web_session("new").await.unwrap().is_some());
+
+    // A user deleted by a sync takes their sessions along.
+    let plan = SyncPlan {
+        delete_user_ids: vec!["u-bob".to_owned()],
+        ..SyncPlan::default()
+    };
+    store.apply_sync(&plan, &[]).await.unwrap();
+    assert_eq!(store.web_session("bob").await.unwrap(), None);
+    assert!(store.web_session("new").await.unwrap().is_some());
+}
+
+async fn web_ceremonies_are_taken_exactly_once(store: Arc<dyn Store>) {
+    seed(&store).await;
+    store
+        .create_web_session(&web_session("h1", "u-alice", t(60)), None, t(0))
+        .await
+        .unwrap();
+    let c = ceremony("c1", Some("h1"), t(5));
+    store.put_web_ceremony(&c, t(0)).await.unwrap();
+    let mut sign_in = ceremony("c2", None, t(5));
+    sign_in.kind = CeremonyKind::DiscoverableAuthentication;
+    store.put_web_ceremony(&sign_in, t(0)).await.unwrap();
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let store = store.clone();
+        tasks.spawn(async move { store.take_web_ceremony("c1").await.unwrap() });
+    }
+    let mut taken = Vec::new();
+    while let Some(got) = tasks.join_next().await {
+        taken.extend(got.unwrap());
+    }
+    assert_eq!(taken, [c]);
+
+    // Putting another ceremony at t(5) purges the one expired exactly then.
+    store
+        .put_web_ceremony(&ceremony("c3", None, t(20)), t(5))
+        .await
+        .unwrap();
+    assert_eq!(store.take_web_ceremony("c2").await.unwrap(), None);
+    assert_eq!(
+        store.take_web_ceremony("c3").await.unwrap().map(|c| c.id),
+        Some("c3".to_owned())
+    );
 }

@@ -1,5 +1,5 @@
 //! Persistence for everything tapd owns: synced users and groups, the TAP policy, TAPs (hashed),
-//! registered methods, audit events and sync status.
+//! registered methods, web sessions and ceremony state, audit events and sync status.
 //!
 //! The service layer sees only the [`Store`] trait; `sqlite` is the embedded default and
 //! `postgres` implements the same trait for several nodes sharing one store. Every
@@ -17,7 +17,7 @@ use async_trait::async_trait;
 
 use crate::model::{
     AuditEvent, AuditFilter, Group, NewAuditEvent, RegisteredMethod, StoredTap, SyncStatus,
-    TapPolicy, Timestamp, User,
+    TapPolicy, Timestamp, User, WebCeremony, WebSession,
 };
 
 /// Errors a store backend reports.
@@ -200,6 +200,52 @@ pub trait Store: Send + Sync + 'static {
         method_id: &str,
         audit: &NewAuditEvent,
     ) -> Result<bool, StoreError>;
+
+    /// One method by id, whoever owns it.
+    async fn method(&self, method_id: &str) -> Result<Option<RegisteredMethod>, StoreError>;
+
+    /// Replaces a method's data with `data` only if it still equals `expected`: a single
+    /// conditional update, so of concurrent callers holding the same `expected` exactly one gets
+    /// `true` (a TOTP code is accepted once; a WebAuthn counter only moves forward).
+    async fn swap_method_data(
+        &self,
+        method_id: &str,
+        expected: &str,
+        data: &str,
+    ) -> Result<bool, StoreError>;
+
+    // ---- web sessions and ceremonies ----
+
+    /// Stores a new web session and records `audit` (the sign-in it results from) in the same
+    /// transaction, first removing every session (and its ceremonies) that has expired at
+    /// `now`, so the table stays bounded by the live sessions.
+    async fn create_web_session(
+        &self,
+        session: &WebSession,
+        audit: Option<&NewAuditEvent>,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// The session whose id hashes to `id_hash`, expired or not (the caller checks).
+    async fn web_session(&self, id_hash: &str) -> Result<Option<WebSession>, StoreError>;
+
+    /// Replaces the stored fields of the session with `session.id_hash`; false when gone.
+    async fn update_web_session(&self, session: &WebSession) -> Result<bool, StoreError>;
+
+    /// Deletes a session and its ceremonies (sign-out); false when there was none.
+    async fn delete_web_session(&self, id_hash: &str) -> Result<bool, StoreError>;
+
+    /// Stores a ceremony, first removing every ceremony that has expired at `now`.
+    async fn put_web_ceremony(
+        &self,
+        ceremony: &WebCeremony,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Removes and returns the ceremony with this id: a single conditional delete, so of
+    /// concurrent callers exactly one gets it (a challenge is answered once). Expired ones are
+    /// returned too; the caller checks.
+    async fn take_web_ceremony(&self, id: &str) -> Result<Option<WebCeremony>, StoreError>;
 
     // ---- audit ----
 

@@ -24,6 +24,7 @@ mod schema;
 #[cfg(test)]
 mod tests;
 
+use crate::model::{WebCeremony, WebSession};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -768,6 +769,172 @@ impl Store for PostgresStore {
             audit,
         )
         .await
+    }
+
+    async fn method(&self, method_id: &str) -> Result<Option<RegisteredMethod>, StoreError> {
+        let method_id = text(method_id);
+        let sql = format!("SELECT {} FROM methods WHERE id = $1", rows::METHOD_COLUMNS);
+        Ok(self
+            .query_all(&sql, &[&method_id], rows::method)
+            .await?
+            .pop())
+    }
+
+    async fn swap_method_data(
+        &self,
+        method_id: &str,
+        expected: &str,
+        data: &str,
+    ) -> Result<bool, StoreError> {
+        let (method_id, expected, data) = (text(method_id), text(expected), text(data));
+        let updated = self
+            .execute(
+                "UPDATE methods SET data = $1 WHERE id = $2 AND data = $3",
+                &[&data, &method_id, &expected],
+            )
+            .await?;
+        Ok(updated == 1)
+    }
+
+    async fn create_web_session(
+        &self,
+        session: &WebSession,
+        audit: Option<&NewAuditEvent>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        // Ceremonies of the expired sessions go with them (ON DELETE CASCADE).
+        tx_execute(
+            &tx,
+            "DELETE FROM web_sessions WHERE expires <= $1",
+            &[&to_db_time(now)],
+        )
+        .await?;
+        let (id_hash, user_id, csrf) = (
+            text(&session.id_hash),
+            text(&session.user_id),
+            text(&session.csrf_token),
+        );
+        let tap_id = session.tap_id.as_deref().map(text);
+        tx_execute(
+            &tx,
+            "INSERT INTO web_sessions (id_hash, user_id, created, expires, auth_method, \
+             tap_id, tap_expires, registration_deadline, interrupt_mode, csrf_token) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            &[
+                &id_hash,
+                &user_id,
+                &to_db_time(session.created),
+                &to_db_time(session.expires),
+                &session.auth_method.as_str(),
+                &tap_id,
+                &session.tap_expires.map(to_db_time),
+                &session.registration_deadline.map(to_db_time),
+                &session.interrupt_mode,
+                &csrf,
+            ],
+        )
+        .await?;
+        if let Some(event) = audit {
+            tx_audit(&tx, std::slice::from_ref(event)).await?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn web_session(&self, id_hash: &str) -> Result<Option<WebSession>, StoreError> {
+        let id_hash = text(id_hash);
+        let sql = format!(
+            "SELECT {} FROM web_sessions WHERE id_hash = $1",
+            rows::WEB_SESSION_COLUMNS
+        );
+        Ok(self
+            .query_all(&sql, &[&id_hash], rows::web_session)
+            .await?
+            .pop())
+    }
+
+    async fn update_web_session(&self, session: &WebSession) -> Result<bool, StoreError> {
+        let (id_hash, user_id, csrf) = (
+            text(&session.id_hash),
+            text(&session.user_id),
+            text(&session.csrf_token),
+        );
+        let tap_id = session.tap_id.as_deref().map(text);
+        let updated = self
+            .execute(
+                "UPDATE web_sessions SET user_id = $2, created = $3, expires = $4, \
+                 auth_method = $5, tap_id = $6, tap_expires = $7, \
+                 registration_deadline = $8, interrupt_mode = $9, csrf_token = $10 \
+                 WHERE id_hash = $1",
+                &[
+                    &id_hash,
+                    &user_id,
+                    &to_db_time(session.created),
+                    &to_db_time(session.expires),
+                    &session.auth_method.as_str(),
+                    &tap_id,
+                    &session.tap_expires.map(to_db_time),
+                    &session.registration_deadline.map(to_db_time),
+                    &session.interrupt_mode,
+                    &csrf,
+                ],
+            )
+            .await?;
+        Ok(updated == 1)
+    }
+
+    async fn delete_web_session(&self, id_hash: &str) -> Result<bool, StoreError> {
+        let id_hash = text(id_hash);
+        let deleted = self
+            .execute("DELETE FROM web_sessions WHERE id_hash = $1", &[&id_hash])
+            .await?;
+        Ok(deleted == 1)
+    }
+
+    async fn put_web_ceremony(
+        &self,
+        ceremony: &WebCeremony,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        tx_execute(
+            &tx,
+            "DELETE FROM web_ceremonies WHERE expires <= $1",
+            &[&to_db_time(now)],
+        )
+        .await?;
+        let (id, state) = (text(&ceremony.id), text(&ceremony.state));
+        let session = ceremony.session_id_hash.as_deref().map(text);
+        tx_execute(
+            &tx,
+            "INSERT INTO web_ceremonies (id, kind, session_id_hash, state, created, expires) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &id,
+                &ceremony.kind.as_str(),
+                &session,
+                &state,
+                &to_db_time(ceremony.created),
+                &to_db_time(ceremony.expires),
+            ],
+        )
+        .await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn take_web_ceremony(&self, id: &str) -> Result<Option<WebCeremony>, StoreError> {
+        // One statement: of concurrent takers (on any node) exactly one gets the row.
+        let id = text(id);
+        let sql = format!(
+            "DELETE FROM web_ceremonies WHERE id = $1 RETURNING {}",
+            rows::WEB_CEREMONY_COLUMNS
+        );
+        Ok(self
+            .query_all(&sql, &[&id], rows::web_ceremony)
+            .await?
+            .pop())
     }
 
     async fn append_audit(&self, event: &NewAuditEvent) -> Result<(), StoreError> {

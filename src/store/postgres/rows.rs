@@ -5,6 +5,7 @@
 //! Anything the database holds that doesn't decode becomes [`StoreError::Corrupt`]; nothing here
 //! touches a connection beyond reading the row it is given.
 
+use crate::model::{CeremonyKind, WebAuthMethod, WebCeremony, WebSession};
 use std::borrow::Cow;
 
 use chrono::{DateTime, NaiveDate};
@@ -288,4 +289,43 @@ pub(crate) fn insert_audit_sql(first: usize, only_if: Option<&str>) -> String {
         p(7),
         p(8)
     )
+}
+
+/// Columns a [`WebSession`] is read from, in this order.
+pub(crate) const WEB_SESSION_COLUMNS: &str = "id_hash, user_id, created, expires, auth_method, \
+     tap_id, tap_expires, registration_deadline, interrupt_mode, csrf_token";
+
+/// Reads a session selected with [`WEB_SESSION_COLUMNS`].
+pub(crate) fn web_session(row: &Row) -> Result<WebSession, StoreError> {
+    let method: String = col(row, 4)?;
+    Ok(WebSession {
+        id_hash: col(row, 0)?,
+        user_id: col(row, 1)?,
+        created: col(row, 2)?,
+        expires: col(row, 3)?,
+        auth_method: WebAuthMethod::parse(&method)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown web auth method {method:?}")))?,
+        tap_id: col(row, 5)?,
+        tap_expires: col(row, 6)?,
+        registration_deadline: col(row, 7)?,
+        interrupt_mode: col(row, 8)?,
+        csrf_token: col(row, 9)?,
+    })
+}
+
+/// Columns a [`WebCeremony`] is read from, in this order.
+pub(crate) const WEB_CEREMONY_COLUMNS: &str = "id, kind, session_id_hash, state, created, expires";
+
+/// Reads a ceremony selected with [`WEB_CEREMONY_COLUMNS`].
+pub(crate) fn web_ceremony(row: &Row) -> Result<WebCeremony, StoreError> {
+    let kind: String = col(row, 1)?;
+    Ok(WebCeremony {
+        id: col(row, 0)?,
+        kind: CeremonyKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown ceremony kind {kind:?}")))?,
+        session_id_hash: col(row, 2)?,
+        state: col(row, 3)?,
+        created: col(row, 4)?,
+        expires: col(row, 5)?,
+    })
 }

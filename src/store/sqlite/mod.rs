@@ -31,7 +31,7 @@ use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 
 use crate::model::{
     AuditEvent, AuditFilter, Group, NewAuditEvent, RegisteredMethod, StoredTap, SyncStatus,
-    TapPolicy, Timestamp, User,
+    TapPolicy, Timestamp, User, WebCeremony, WebSession,
 };
 use crate::store::{Store, StoreError, SyncLease, SyncLeaseOutcome, SyncPlan};
 
@@ -771,6 +771,174 @@ impl Store for SqliteStore {
                 insert_audit(tx, &audit)?;
             }
             Ok(deleted == 1)
+        })
+        .await
+    }
+
+    async fn method(&self, method_id: &str) -> Result<Option<RegisteredMethod>, StoreError> {
+        let method_id = method_id.to_owned();
+        self.read(move |conn| {
+            let sql = format!("SELECT {} FROM methods WHERE id = ?1", rows::METHOD_COLUMNS);
+            Ok(query_all(conn, &sql, [&method_id], rows::method)?.pop())
+        })
+        .await
+    }
+
+    async fn swap_method_data(
+        &self,
+        method_id: &str,
+        expected: &str,
+        data: &str,
+    ) -> Result<bool, StoreError> {
+        let (method_id, expected, data) =
+            (method_id.to_owned(), expected.to_owned(), data.to_owned());
+        self.write(move |tx| {
+            let updated = tx
+                .prepare_cached("UPDATE methods SET data = ?1 WHERE id = ?2 AND data = ?3")
+                .and_then(|mut stmt| stmt.execute([&data, &method_id, &expected]))
+                .map_err(map_err)?;
+            Ok(updated == 1)
+        })
+        .await
+    }
+
+    async fn create_web_session(
+        &self,
+        session: &WebSession,
+        audit: Option<&NewAuditEvent>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let (session, audit) = (session.clone(), audit.cloned());
+        self.write(move |tx| {
+            // Ceremonies of the expired sessions go with them (ON DELETE CASCADE).
+            tx.prepare_cached("DELETE FROM web_sessions WHERE expires <= ?1")
+                .and_then(|mut stmt| stmt.execute([rows::to_micros(now)]))
+                .map_err(map_err)?;
+            tx.prepare_cached(
+                "INSERT INTO web_sessions (id_hash, user_id, created, expires, auth_method, \
+                 tap_id, tap_expires, registration_deadline, interrupt_mode, csrf_token) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    session.id_hash,
+                    session.user_id,
+                    rows::to_micros(session.created),
+                    rows::to_micros(session.expires),
+                    session.auth_method.as_str(),
+                    session.tap_id,
+                    session.tap_expires.map(rows::to_micros),
+                    session.registration_deadline.map(rows::to_micros),
+                    session.interrupt_mode,
+                    session.csrf_token,
+                ])
+            })
+            .map_err(map_err)?;
+            match &audit {
+                Some(event) => insert_audit(tx, event),
+                None => Ok(()),
+            }
+        })
+        .await
+    }
+
+    async fn web_session(&self, id_hash: &str) -> Result<Option<WebSession>, StoreError> {
+        let id_hash = id_hash.to_owned();
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {} FROM web_sessions WHERE id_hash = ?1",
+                rows::WEB_SESSION_COLUMNS
+            );
+            Ok(query_all(conn, &sql, [&id_hash], rows::web_session)?.pop())
+        })
+        .await
+    }
+
+    async fn update_web_session(&self, session: &WebSession) -> Result<bool, StoreError> {
+        let session = session.clone();
+        self.write(move |tx| {
+            let updated = tx
+                .prepare_cached(
+                    "UPDATE web_sessions SET user_id = ?2, created = ?3, expires = ?4, \
+                     auth_method = ?5, tap_id = ?6, tap_expires = ?7, \
+                     registration_deadline = ?8, interrupt_mode = ?9, csrf_token = ?10 \
+                     WHERE id_hash = ?1",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        session.id_hash,
+                        session.user_id,
+                        rows::to_micros(session.created),
+                        rows::to_micros(session.expires),
+                        session.auth_method.as_str(),
+                        session.tap_id,
+                        session.tap_expires.map(rows::to_micros),
+                        session.registration_deadline.map(rows::to_micros),
+                        session.interrupt_mode,
+                        session.csrf_token,
+                    ])
+                })
+                .map_err(map_err)?;
+            Ok(updated == 1)
+        })
+        .await
+    }
+
+    async fn delete_web_session(&self, id_hash: &str) -> Result<bool, StoreError> {
+        let id_hash = id_hash.to_owned();
+        self.write(move |tx| {
+            let deleted = tx
+                .prepare_cached("DELETE FROM web_sessions WHERE id_hash = ?1")
+                .and_then(|mut stmt| stmt.execute([&id_hash]))
+                .map_err(map_err)?;
+            Ok(deleted == 1)
+        })
+        .await
+    }
+
+    async fn put_web_ceremony(
+        &self,
+        ceremony: &WebCeremony,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let ceremony = ceremony.clone();
+        self.write(move |tx| {
+            tx.prepare_cached("DELETE FROM web_ceremonies WHERE expires <= ?1")
+                .and_then(|mut stmt| stmt.execute([rows::to_micros(now)]))
+                .map_err(map_err)?;
+            tx.prepare_cached(
+                "INSERT INTO web_ceremonies (id, kind, session_id_hash, state, created, expires) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    ceremony.id,
+                    ceremony.kind.as_str(),
+                    ceremony.session_id_hash,
+                    ceremony.state,
+                    rows::to_micros(ceremony.created),
+                    rows::to_micros(ceremony.expires),
+                ])
+            })
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_web_ceremony(&self, id: &str) -> Result<Option<WebCeremony>, StoreError> {
+        let id = id.to_owned();
+        self.write(move |tx| {
+            let sql = format!(
+                "DELETE FROM web_ceremonies WHERE id = ?1 RETURNING {}",
+                rows::WEB_CEREMONY_COLUMNS
+            );
+            let mut stmt = tx.prepare_cached(&sql).map_err(map_err)?;
+            let mut found = stmt.query([&id]).map_err(map_err)?;
+            match found.next().map_err(map_err)? {
+                Some(row) => Ok(Some(rows::web_ceremony(row)?)),
+                None => Ok(None),
+            }
         })
         .await
     }

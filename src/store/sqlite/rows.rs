@@ -8,8 +8,8 @@ use chrono::DateTime;
 use rusqlite::Row;
 
 use crate::model::{
-    AuditEvent, AuditResult, Channel, Group, MethodKind, NewAuditEvent, RegisteredMethod,
-    StoredTap, Timestamp, User,
+    AuditEvent, AuditResult, CeremonyKind, Channel, Group, MethodKind, NewAuditEvent,
+    RegisteredMethod, StoredTap, Timestamp, User, WebAuthMethod, WebCeremony, WebSession,
 };
 use crate::store::StoreError;
 
@@ -171,5 +171,44 @@ pub(crate) fn audit_event(row: &Row<'_>) -> Result<AuditEvent, StoreError> {
             source_address: col(row, 8)?,
             details: from_json("audit details", &details)?,
         },
+    })
+}
+
+/// Columns a [`WebSession`] is read from, in this order.
+pub(crate) const WEB_SESSION_COLUMNS: &str = "id_hash, user_id, created, expires, auth_method, \
+     tap_id, tap_expires, registration_deadline, interrupt_mode, csrf_token";
+
+/// Reads a session selected with [`WEB_SESSION_COLUMNS`].
+pub(crate) fn web_session(row: &Row<'_>) -> Result<WebSession, StoreError> {
+    let method: String = col(row, 4)?;
+    Ok(WebSession {
+        id_hash: col(row, 0)?,
+        user_id: col(row, 1)?,
+        created: from_micros(col(row, 2)?)?,
+        expires: from_micros(col(row, 3)?)?,
+        auth_method: WebAuthMethod::parse(&method)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown web auth method {method:?}")))?,
+        tap_id: col(row, 5)?,
+        tap_expires: opt_from_micros(col(row, 6)?)?,
+        registration_deadline: opt_from_micros(col(row, 7)?)?,
+        interrupt_mode: col(row, 8)?,
+        csrf_token: col(row, 9)?,
+    })
+}
+
+/// Columns a [`WebCeremony`] is read from, in this order.
+pub(crate) const WEB_CEREMONY_COLUMNS: &str = "id, kind, session_id_hash, state, created, expires";
+
+/// Reads a ceremony selected with [`WEB_CEREMONY_COLUMNS`].
+pub(crate) fn web_ceremony(row: &Row<'_>) -> Result<WebCeremony, StoreError> {
+    let kind: String = col(row, 1)?;
+    Ok(WebCeremony {
+        id: col(row, 0)?,
+        kind: CeremonyKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown ceremony kind {kind:?}")))?,
+        session_id_hash: col(row, 2)?,
+        state: col(row, 3)?,
+        created: from_micros(col(row, 4)?)?,
+        expires: from_micros(col(row, 5)?)?,
     })
 }

@@ -13,7 +13,10 @@ use crate::store::StoreError;
 
 /// Migration `n` (1-based) brings the schema from version `n - 1` to `n`. Append only: a
 /// released migration is never edited.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_web_sessions.sql"),
+];
 
 /// The schema version this binary writes and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

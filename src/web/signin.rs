@@ -1,0 +1,932 @@
+//! Signing in on the web page, without HTTP: which prompt a name gets, the TAP rules of
+//! DESIGN §2, the directory password, the second factor a user with registered methods must
+//! present after the password, passkey sign-in, and the sessions that result.
+//!
+//! Rules, in order of a TAP sign-in:
+//! 1. the throttle is asked first (no hashing for a locked-out name or address);
+//! 2. the typed code is verified against the user's TAP hash, or against a decoy when there is
+//!    no such user or TAP, so every path costs one argon2 verification;
+//! 3. `policy::web_sign_in_check` decides, with its reason codes and DESIGN's messages;
+//! 4. a one-time TAP is consumed with `Store::consume_one_time_tap` (its success audit in the
+//!    same transaction): of N concurrent sign-ins exactly one gets a session;
+//! 5. the session never outlives the TAP; after a one-time TAP the registration window is
+//!    10 minutes; users in a registration-interrupt group get interrupt mode.
+//!
+//! Every attempt is audited (activity [`activity::SIGN_IN`], `details.authenticationMethod`,
+//! reason codes on failure). A name that doesn't exist gets the same prompt, message and cost
+//! as a wrong password or code.
+//!
+//! May depend on: `service`, `store`, `policy`, `directory`, `model`, and the sibling building
+//! blocks.
+
+use serde_json::json;
+use webauthn_rs::prelude::{
+    DiscoverableAuthentication, Passkey, PasskeyAuthentication, PublicKeyCredential,
+    RequestChallengeResponse,
+};
+use zeroize::Zeroizing;
+
+use super::passkeys::{method_id_for_credential, user_handle};
+use super::session::{
+    hash_id, is_token, random_token, CEREMONY_LIFETIME, REGISTRATION_WINDOW, SECOND_FACTOR_WINDOW,
+    SESSION_LIFETIME,
+};
+use super::throttle::Throttled;
+use super::totp::{self, StoredTotp};
+use super::{activity, method_name, Failure, Source, Web};
+use crate::directory::PasswordCheck;
+use crate::model::{
+    AuditResult, CeremonyKind, Channel, Group, MethodKind, NewAuditEvent, RegisteredMethod,
+    StoredTap, Timestamp, User, WebAuthMethod, WebCeremony, WebSession,
+};
+use crate::policy::{self, SignInFailure, UsabilityReason};
+use crate::service::TapDetails;
+use crate::tapcode::MAX_CREDENTIAL_BYTES;
+
+/// Longest user name looked up; longer input is treated as unknown.
+const MAX_NAME_BYTES: usize = 256;
+
+/// What the page asks for after the user gave their name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prompt {
+    /// The user is in the TAP policy's scope and holds a TAP.
+    TemporaryAccessPass,
+    /// Everyone else (including names that don't exist): the directory password.
+    Password,
+}
+
+/// A valid session and its user, as found from the request's cookie.
+#[derive(Clone, Debug)]
+pub struct Current {
+    /// The session.
+    pub session: WebSession,
+    /// Its user.
+    pub user: User,
+    /// The TAP the session began with, when it did, with its usability at the request.
+    pub tap: Option<TapDetails>,
+}
+
+impl Current {
+    /// Whether the user still has to present a second factor.
+    pub fn is_pending(&self) -> bool {
+        self.session.auth_method == WebAuthMethod::PasswordPendingSecondFactor
+    }
+}
+
+/// A new session; the id goes into the cookie and nowhere else.
+#[derive(Clone, Debug)]
+pub struct SignedIn {
+    /// The session id for the cookie.
+    pub session_id: String,
+    /// The stored session.
+    pub session: WebSession,
+    /// Its user.
+    pub user: User,
+}
+
+/// Why a sign-in was refused; shown to the user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// A TAP refusal with its DESIGN §2 reason code and message.
+    Tap(SignInFailure),
+    /// Unknown name, wrong password or disabled account (one message for all).
+    InvalidPassword,
+    /// The authenticator-app code did not verify (or was used already).
+    InvalidCode,
+    /// The passkey's answer did not verify, or the passkey is unknown.
+    PasskeyRefused,
+    /// Too many failures: wait.
+    Throttled(Throttled),
+}
+
+impl Refusal {
+    /// The stable reason code for audit and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::Tap(failure) => failure.code(),
+            Refusal::InvalidPassword => "invalid_password",
+            Refusal::InvalidCode => "invalid_code",
+            Refusal::PasskeyRefused => "passkey_refused",
+            Refusal::Throttled(_) => "throttled",
+        }
+    }
+
+    /// What the user reads.
+    pub fn message(&self, public_url: &str) -> String {
+        match self {
+            Refusal::Tap(failure) => failure.message(public_url),
+            Refusal::InvalidPassword => "Your account or password is incorrect.".to_owned(),
+            Refusal::InvalidCode => {
+                "That code didn't work. Check the code in your authenticator app and try again."
+                    .to_owned()
+            }
+            Refusal::PasskeyRefused => {
+                "That passkey could not be verified. Try again, or sign in another way.".to_owned()
+            }
+            Refusal::Throttled(t) => format!(
+                "Too many failed sign-in attempts. Try again in {} seconds.",
+                t.retry_after.num_seconds().max(1)
+            ),
+        }
+    }
+}
+
+/// A refused sign-in, or a failure to decide.
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    /// Refused, with a message for the user.
+    #[error("sign-in refused: {}", .0.code())]
+    Refused(Refusal),
+    /// Could not decide (store down, hashing overloaded…).
+    #[error(transparent)]
+    Failed(#[from] Failure),
+}
+
+impl From<crate::store::StoreError> for SignInError {
+    fn from(e: crate::store::StoreError) -> Self {
+        SignInError::Failed(e.into())
+    }
+}
+
+/// A ceremony id and the options the browser passes to `navigator.credentials`.
+#[derive(Debug)]
+pub struct PasskeyChallenge {
+    /// The server-side ceremony the answer must name.
+    pub ceremony_id: String,
+    /// `navigator.credentials.get` options.
+    pub options: RequestChallengeResponse,
+}
+
+impl Web {
+    pub(crate) fn now(&self) -> Timestamp {
+        self.service.clock().now()
+    }
+
+    /// A sign-in audit event on the web channel.
+    pub(crate) fn web_event(
+        &self,
+        activity: &str,
+        actor: &str,
+        result: AuditResult,
+        reason: Option<&str>,
+        source: &Source,
+        details: serde_json::Value,
+    ) -> NewAuditEvent {
+        NewAuditEvent {
+            time: self.now(),
+            actor: actor.to_owned(),
+            activity: activity.to_owned(),
+            target: Some(actor.to_owned()),
+            result,
+            reason_code: reason.map(str::to_owned),
+            channel: Channel::Web,
+            source_address: Some(source.text.clone()),
+            details,
+        }
+    }
+
+    /// Records a refused sign-in (store and journal); a store failure is logged, not raised,
+    /// so the user still gets the refusal.
+    async fn audit_refusal(&self, actor: &str, method: &str, refusal: &Refusal, source: &Source) {
+        let event = self.web_event(
+            activity::SIGN_IN,
+            actor,
+            AuditResult::Failure,
+            Some(refusal.code()),
+            source,
+            json!({ "authenticationMethod": method }),
+        );
+        crate::audit::log(&event);
+        if let Err(e) = self.service.store().append_audit(&event).await {
+            log::error!("could not record a refused web sign-in: {e}");
+        }
+    }
+
+    async fn refuse<T>(
+        &self,
+        actor: &str,
+        method: &str,
+        refusal: Refusal,
+        source: &Source,
+    ) -> Result<T, SignInError> {
+        self.audit_refusal(actor, method, &refusal, source).await;
+        Err(SignInError::Refused(refusal))
+    }
+
+    /// The user a typed name stands for (userPrincipalName, username or id).
+    async fn find_user(&self, name: &str) -> Result<Option<User>, Failure> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > MAX_NAME_BYTES {
+            return Ok(None);
+        }
+        Ok(self.service.store().user(name).await?)
+    }
+
+    /// The throttle key of a sign-in: the user's stable id when the name is known (so UPN and
+    /// username share one counter), else the typed name.
+    fn throttle_key(name: &str, user: Option<&User>) -> String {
+        match user {
+            Some(user) => format!("id:{}", user.id),
+            None => format!("name:{}", name.trim()),
+        }
+    }
+
+    /// Refuses (and audits) an attempt the throttle does not allow now.
+    async fn check_throttle(
+        &self,
+        key: &str,
+        actor: &str,
+        method: &str,
+        source: &Source,
+    ) -> Result<(), SignInError> {
+        match self.throttle.check(key, source.ip, self.now()) {
+            Ok(()) => Ok(()),
+            Err(throttled) => {
+                self.refuse(actor, method, Refusal::Throttled(throttled), source)
+                    .await
+            }
+        }
+    }
+
+    /// The user's effective groups and the policy.
+    async fn scope_of(
+        &self,
+        user: &User,
+    ) -> Result<(crate::model::TapPolicy, Vec<Group>), Failure> {
+        let store = self.service.store();
+        Ok((
+            store.policy().await?,
+            store.groups_by_id(&user.group_ids).await?,
+        ))
+    }
+
+    /// Whether any of `groups` is a configured registration-interrupt group.
+    fn in_interrupt_scope(&self, groups: &[Group]) -> bool {
+        groups.iter().any(|g| {
+            self.settings
+                .registration_interrupt_groups
+                .iter()
+                .any(|name| g.is_named_by(name))
+        })
+    }
+
+    /// Which prompt a typed name gets: the TAP prompt when the user is in the policy's scope
+    /// and holds a TAP (usable or not: its refusal then says why), else the password prompt.
+    pub async fn prompt_for(&self, name: &str) -> Result<Prompt, Failure> {
+        let Some(user) = self.find_user(name).await? else {
+            return Ok(Prompt::Password);
+        };
+        if self.service.store().tap_for_user(&user.id).await?.is_none() {
+            return Ok(Prompt::Password);
+        }
+        let (policy, groups) = self.scope_of(&user).await?;
+        Ok(if policy::in_scope(&policy, &user, &groups) {
+            Prompt::TemporaryAccessPass
+        } else {
+            Prompt::Password
+        })
+    }
+
+    /// Signs in with a Temporary Access Pass (module doc for the order of checks).
+    pub async fn sign_in_with_tap(
+        &self,
+        name: &str,
+        code: Zeroizing<String>,
+        source: &Source,
+    ) -> Result<SignedIn, SignInError> {
+        let user = self.find_user(name).await?;
+        let actor = user
+            .as_ref()
+            .map_or_else(|| name.trim().to_owned(), |u| u.user_principal_name.clone());
+        let key = Self::throttle_key(name, user.as_ref());
+        self.check_throttle(&key, &actor, method_name::TAP, source)
+            .await?;
+        let store = self.service.store();
+        let tap = match &user {
+            Some(user) => store.tap_for_user(&user.id).await?,
+            None => None,
+        };
+        let code_matches = self
+            .service
+            .hasher()
+            .verify(code, tap.as_ref().map(|t| t.code_hash.clone()))
+            .await
+            .map_err(Failure::from)?;
+        let now = self.now();
+        if !code_matches {
+            self.throttle.record_failure(&key, source.ip, now);
+        }
+        let Some(user) = user else {
+            return self
+                .refuse(
+                    &actor,
+                    method_name::TAP,
+                    Refusal::Tap(SignInFailure::TapNotFound),
+                    source,
+                )
+                .await;
+        };
+        let (policy, groups) = self.scope_of(&user).await?;
+        if let Err(failure) =
+            policy::web_sign_in_check(&policy, &user, &groups, tap.as_ref(), code_matches, now)
+        {
+            return self
+                .refuse(&actor, method_name::TAP, Refusal::Tap(failure), source)
+                .await;
+        }
+        let Some(tap) = tap else {
+            // web_sign_in_check refuses a missing TAP; nothing to sign in with.
+            return Err(Failure::Internal("TAP vanished after its check".to_owned()).into());
+        };
+        let success = self.web_event(
+            activity::SIGN_IN,
+            &actor,
+            AuditResult::Success,
+            None,
+            source,
+            json!({
+                "authenticationMethod": method_name::TAP,
+                "TemporaryAccessPass.Id": tap.id,
+                "TemporaryAccessPass.AccessPassUsage": if tap.is_usable_once { "Once" } else { "Multiple" },
+            }),
+        );
+        // A one-time TAP's success is recorded with its consumption, a multi-use one's with
+        // the session: either way in the same transaction as the change it belongs to.
+        let session_audit = if tap.is_usable_once {
+            if !store.consume_one_time_tap(&tap.id, now, &success).await? {
+                // Another sign-in consumed it between our read and now.
+                return self
+                    .refuse(
+                        &actor,
+                        method_name::TAP,
+                        Refusal::Tap(SignInFailure::TapBlockedByPolicy),
+                        source,
+                    )
+                    .await;
+            }
+            None
+        } else {
+            Some(&success)
+        };
+        let signed_in = self
+            .open_session(
+                &user,
+                WebAuthMethod::TemporaryAccessPass,
+                Some(&tap),
+                &groups,
+                session_audit,
+                now,
+            )
+            .await?;
+        crate::audit::log(&success);
+        self.throttle.record_success(&key);
+        Ok(signed_in)
+    }
+
+    /// Signs in with the directory password. A user who already has registered methods gets
+    /// a session that can only present one of them next.
+    pub async fn sign_in_with_password(
+        &self,
+        name: &str,
+        password: Zeroizing<String>,
+        source: &Source,
+    ) -> Result<SignedIn, SignInError> {
+        let user = self.find_user(name).await?;
+        let actor = user
+            .as_ref()
+            .map_or_else(|| name.trim().to_owned(), |u| u.user_principal_name.clone());
+        let key = Self::throttle_key(name, user.as_ref());
+        self.check_throttle(&key, &actor, method_name::PASSWORD, source)
+            .await?;
+        let valid = match &user {
+            Some(user) if user.account_enabled && password.len() <= MAX_CREDENTIAL_BYTES => {
+                match self.directory.check_password(user, &password).await {
+                    Ok(PasswordCheck::Valid) => true,
+                    Ok(PasswordCheck::Invalid) => false,
+                    Err(e) => return Err(Failure::Unavailable(e.to_string()).into()),
+                }
+            }
+            _ => {
+                // Spend what a real check would, so timing does not tell names apart.
+                self.service
+                    .hasher()
+                    .verify(password, None)
+                    .await
+                    .map_err(Failure::from)?;
+                false
+            }
+        };
+        let now = self.now();
+        let Some(user) = user.filter(|_| valid) else {
+            self.throttle.record_failure(&key, source.ip, now);
+            return self
+                .refuse(
+                    &actor,
+                    method_name::PASSWORD,
+                    Refusal::InvalidPassword,
+                    source,
+                )
+                .await;
+        };
+        self.throttle.record_success(&key);
+        let has_methods = !self.service.store().methods(&user.id).await?.is_empty();
+        let method = if has_methods {
+            WebAuthMethod::PasswordPendingSecondFactor
+        } else {
+            WebAuthMethod::Password
+        };
+        let event = self.web_event(
+            activity::SIGN_IN,
+            &actor,
+            AuditResult::Success,
+            None,
+            source,
+            json!({
+                "authenticationMethod": method_name::PASSWORD,
+                "secondFactorRequired": has_methods,
+            }),
+        );
+        let (_, groups) = self.scope_of(&user).await?;
+        let signed_in = self
+            .open_session(&user, method, None, &groups, Some(&event), now)
+            .await?;
+        crate::audit::log(&event);
+        Ok(signed_in)
+    }
+
+    /// The second factor after the password: a code from a registered authenticator app.
+    /// Each code is accepted once (the accepted step is swapped in atomically).
+    pub async fn verify_app_code(
+        &self,
+        current: &Current,
+        code: &str,
+        source: &Source,
+    ) -> Result<SignedIn, SignInError> {
+        if !current.is_pending() {
+            return Err(Failure::Forbidden("You are already signed in.".to_owned()).into());
+        }
+        let user = &current.user;
+        let key = Self::throttle_key("", Some(user));
+        let actor = user.user_principal_name.clone();
+        self.check_throttle(&key, &actor, method_name::AUTHENTICATOR_APP, source)
+            .await?;
+        let now = self.now();
+        if self.accept_app_code(user, code, now).await? {
+            self.throttle.record_success(&key);
+            return self
+                .upgrade(current, method_name::AUTHENTICATOR_APP, source, now)
+                .await;
+        }
+        self.throttle.record_failure(&key, source.ip, now);
+        self.refuse(
+            &actor,
+            method_name::AUTHENTICATOR_APP,
+            Refusal::InvalidCode,
+            source,
+        )
+        .await
+    }
+
+    /// Whether `code` is a fresh code of one of the user's authenticator apps; marks it used.
+    async fn accept_app_code(
+        &self,
+        user: &User,
+        code: &str,
+        now: Timestamp,
+    ) -> Result<bool, Failure> {
+        let store = self.service.store();
+        for method in store.methods(&user.id).await? {
+            if method.kind != MethodKind::SoftwareOath {
+                continue;
+            }
+            let Ok(mut stored) = serde_json::from_str::<StoredTotp>(&method.data) else {
+                log::error!(
+                    "authenticator app {} of {} is unreadable",
+                    method.id,
+                    user.id
+                );
+                continue;
+            };
+            let secret = stored
+                .secret_bytes()
+                .map_err(|e| Failure::Internal(e.to_string()))?;
+            if let Some(step) = totp::verify(&secret, code, now, stored.last_used_step) {
+                stored.last_used_step = Some(step);
+                let updated =
+                    serde_json::to_string(&stored).map_err(|e| Failure::Internal(e.to_string()))?;
+                // Only one of two concurrent uses of the same code wins the swap.
+                return Ok(store
+                    .swap_method_data(&method.id, &method.data, &updated)
+                    .await?);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Replaces a pending session by a full one (a new id: privileges changed).
+    async fn upgrade(
+        &self,
+        current: &Current,
+        second_factor: &str,
+        source: &Source,
+        now: Timestamp,
+    ) -> Result<SignedIn, SignInError> {
+        let event = self.web_event(
+            activity::SIGN_IN,
+            &current.user.user_principal_name,
+            AuditResult::Success,
+            None,
+            source,
+            json!({ "authenticationMethod": second_factor, "afterPassword": true }),
+        );
+        self.service
+            .store()
+            .delete_web_session(&current.session.id_hash)
+            .await?;
+        let (_, groups) = self.scope_of(&current.user).await?;
+        let signed_in = self
+            .open_session(
+                &current.user,
+                WebAuthMethod::PasswordAndSecondFactor,
+                None,
+                &groups,
+                Some(&event),
+                now,
+            )
+            .await?;
+        crate::audit::log(&event);
+        Ok(signed_in)
+    }
+
+    /// Opens a session for `user` (module doc for its limits), recording `audit` with it.
+    pub(crate) async fn open_session(
+        &self,
+        user: &User,
+        method: WebAuthMethod,
+        tap: Option<&StoredTap>,
+        groups: &[Group],
+        audit: Option<&NewAuditEvent>,
+        now: Timestamp,
+    ) -> Result<SignedIn, Failure> {
+        let session_id = random_token();
+        let lifetime = if method == WebAuthMethod::PasswordPendingSecondFactor {
+            SECOND_FACTOR_WINDOW
+        } else {
+            SESSION_LIFETIME
+        };
+        let mut expires = now + lifetime;
+        if let Some(tap) = tap {
+            expires = expires.min(tap.expires());
+        }
+        let session = WebSession {
+            id_hash: hash_id(&session_id),
+            user_id: user.id.clone(),
+            created: now,
+            expires,
+            auth_method: method,
+            tap_id: tap.map(|t| t.id.clone()),
+            tap_expires: tap.map(StoredTap::expires),
+            registration_deadline: tap
+                .filter(|t| t.is_usable_once)
+                .map(|_| now + REGISTRATION_WINDOW),
+            interrupt_mode: tap.is_some() && self.in_interrupt_scope(groups),
+            csrf_token: random_token(),
+        };
+        self.service
+            .store()
+            .create_web_session(&session, audit, now)
+            .await?;
+        Ok(SignedIn {
+            session_id,
+            session,
+            user: user.clone(),
+        })
+    }
+
+    /// The valid session the cookie value names, if any. A session that is over (expired, its
+    /// user gone or disabled, its TAP deleted, expired or out of policy) is deleted here.
+    pub async fn current(&self, session_id: Option<&str>) -> Result<Option<Current>, Failure> {
+        let Some(session_id) = session_id.filter(|id| is_token(id)) else {
+            return Ok(None);
+        };
+        let store = self.service.store();
+        let Some(session) = store.web_session(&hash_id(session_id)).await? else {
+            return Ok(None);
+        };
+        let now = self.now();
+        let user = store
+            .user(&session.user_id)
+            .await?
+            .filter(|u| u.id == session.user_id && u.account_enabled);
+        let (tap, tap_ok) = match (&session.tap_id, &user) {
+            (Some(tap_id), Some(user)) => {
+                let tap = store
+                    .tap_for_user(&user.id)
+                    .await?
+                    .filter(|t| &t.id == tap_id);
+                let details = match tap {
+                    Some(tap) => {
+                        let (policy, groups) = self.scope_of(user).await?;
+                        let (is_usable, reason) =
+                            policy::usability(&policy, user, &groups, &tap, now);
+                        Some(TapDetails {
+                            tap,
+                            is_usable,
+                            reason,
+                        })
+                    }
+                    None => None,
+                };
+                let ok = details.as_ref().is_some_and(|d| {
+                    matches!(
+                        d.reason,
+                        UsabilityReason::EnabledByPolicy | UsabilityReason::OneTimeUsed
+                    )
+                });
+                (details, ok)
+            }
+            (None, _) => (None, true),
+            (Some(_), None) => (None, false),
+        };
+        match user {
+            Some(user) if now < session.expires && tap_ok => {
+                Ok(Some(Current { session, user, tap }))
+            }
+            _ => {
+                store.delete_web_session(&session.id_hash).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Starts a passkey sign-in: for a user who still owes a second factor, with their own
+    /// passkeys; otherwise a discoverable one (the authenticator names the user).
+    pub async fn start_passkey_sign_in(
+        &self,
+        current: Option<&Current>,
+        source: &Source,
+    ) -> Result<PasskeyChallenge, Failure> {
+        if let Err(throttled) = self.throttle.check_address(source.ip, self.now()) {
+            return Err(Failure::Forbidden(
+                Refusal::Throttled(throttled).message(""),
+            ));
+        }
+        let now = self.now();
+        let (kind, session_id_hash, options, state) = match current {
+            Some(current) if current.is_pending() => {
+                let passkeys = self.passkeys_of(&current.user).await?;
+                if passkeys.is_empty() {
+                    return Err(Failure::BadRequest(
+                        "You have no passkey registered. Use your authenticator app.".to_owned(),
+                    ));
+                }
+                let (options, state) = self
+                    .passkeys
+                    .start_authentication(&passkeys)
+                    .map_err(|e| Failure::Internal(e.to_string()))?;
+                let state =
+                    serde_json::to_string(&state).map_err(|e| Failure::Internal(e.to_string()))?;
+                (
+                    CeremonyKind::PasskeyAuthentication,
+                    Some(current.session.id_hash.clone()),
+                    options,
+                    state,
+                )
+            }
+            Some(_) => return Err(Failure::Forbidden("You are already signed in.".to_owned())),
+            None => {
+                let (options, state) = self
+                    .passkeys
+                    .start_discoverable()
+                    .map_err(|e| Failure::Internal(e.to_string()))?;
+                let state =
+                    serde_json::to_string(&state).map_err(|e| Failure::Internal(e.to_string()))?;
+                (
+                    CeremonyKind::DiscoverableAuthentication,
+                    None,
+                    options,
+                    state,
+                )
+            }
+        };
+        let ceremony = WebCeremony {
+            id: random_token(),
+            kind,
+            session_id_hash,
+            state,
+            created: now,
+            expires: now + CEREMONY_LIFETIME,
+        };
+        self.service
+            .store()
+            .put_web_ceremony(&ceremony, now)
+            .await?;
+        Ok(PasskeyChallenge {
+            ceremony_id: ceremony.id,
+            options,
+        })
+    }
+
+    /// The user's registered passkeys, decoded.
+    pub(crate) async fn passkeys_of(&self, user: &User) -> Result<Vec<Passkey>, Failure> {
+        let methods = self.service.store().methods(&user.id).await?;
+        Ok(methods
+            .iter()
+            .filter(|m| m.kind == MethodKind::Fido2)
+            .filter_map(|m| match serde_json::from_str::<Passkey>(&m.data) {
+                Ok(passkey) => Some(passkey),
+                Err(e) => {
+                    log::error!("passkey {} of {} is unreadable: {e}", m.id, user.id);
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// Finishes a passkey sign-in started by [`Web::start_passkey_sign_in`].
+    pub async fn finish_passkey_sign_in(
+        &self,
+        current: Option<&Current>,
+        ceremony_id: &str,
+        response: &PublicKeyCredential,
+        source: &Source,
+    ) -> Result<SignedIn, SignInError> {
+        let store = self.service.store();
+        let now = self.now();
+        let ceremony = store
+            .take_web_ceremony(ceremony_id)
+            .await?
+            .filter(|c| now < c.expires);
+        match (ceremony, current) {
+            (Some(c), None) if c.kind == CeremonyKind::DiscoverableAuthentication => {
+                self.finish_discoverable(&c, response, source, now).await
+            }
+            (Some(c), Some(current))
+                if c.kind == CeremonyKind::PasskeyAuthentication
+                    && current.is_pending()
+                    && c.session_id_hash.as_deref() == Some(current.session.id_hash.as_str()) =>
+            {
+                self.finish_second_factor_passkey(&c, current, response, source, now)
+                    .await
+            }
+            (_, current) => {
+                let actor = current.map_or("unknown", |c| c.user.user_principal_name.as_str());
+                self.throttle.record_address_failure(source.ip, now);
+                self.refuse(actor, method_name::PASSKEY, Refusal::PasskeyRefused, source)
+                    .await
+            }
+        }
+    }
+
+    async fn finish_discoverable(
+        &self,
+        ceremony: &WebCeremony,
+        response: &PublicKeyCredential,
+        source: &Source,
+        now: Timestamp,
+    ) -> Result<SignedIn, SignInError> {
+        let store = self.service.store();
+        let state: DiscoverableAuthentication = serde_json::from_str(&ceremony.state)
+            .map_err(|e| Failure::Internal(format!("ceremony state: {e}")))?;
+        let claimed = self
+            .passkeys
+            .identify_discoverable(response)
+            .ok()
+            .map(|(handle, credential_id)| (handle, method_id_for_credential(credential_id)));
+        let method = match &claimed {
+            Some((_, method_id)) => store.method(method_id).await?,
+            None => None,
+        };
+        let found = match (claimed, method) {
+            (Some((handle, _)), Some(method))
+                if method.kind == MethodKind::Fido2 && user_handle(&method.user_id) == handle =>
+            {
+                store
+                    .user(&method.user_id)
+                    .await?
+                    .filter(|u| u.id == method.user_id && u.account_enabled)
+                    .map(|user| (user, method))
+            }
+            _ => None,
+        };
+        let Some((user, method)) = found else {
+            self.throttle.record_address_failure(source.ip, now);
+            return self
+                .refuse(
+                    "unknown",
+                    method_name::PASSKEY,
+                    Refusal::PasskeyRefused,
+                    source,
+                )
+                .await;
+        };
+        let key = Self::throttle_key("", Some(&user));
+        let actor = user.user_principal_name.clone();
+        self.check_throttle(&key, &actor, method_name::PASSKEY, source)
+            .await?;
+        let verified = serde_json::from_str::<Passkey>(&method.data)
+            .ok()
+            .and_then(|passkey| {
+                self.passkeys
+                    .finish_discoverable(response, state, &passkey)
+                    .ok()
+                    .map(|result| (passkey, result))
+            });
+        let Some((mut passkey, result)) = verified else {
+            self.throttle.record_failure(&key, source.ip, now);
+            return self
+                .refuse(
+                    &actor,
+                    method_name::PASSKEY,
+                    Refusal::PasskeyRefused,
+                    source,
+                )
+                .await;
+        };
+        self.store_counter(&method, &mut passkey, &result).await?;
+        self.throttle.record_success(&key);
+        let event = self.web_event(
+            activity::SIGN_IN,
+            &actor,
+            AuditResult::Success,
+            None,
+            source,
+            json!({ "authenticationMethod": method_name::PASSKEY, "methodId": method.id }),
+        );
+        let (_, groups) = self.scope_of(&user).await?;
+        let signed_in = self
+            .open_session(
+                &user,
+                WebAuthMethod::Passkey,
+                None,
+                &groups,
+                Some(&event),
+                now,
+            )
+            .await?;
+        crate::audit::log(&event);
+        Ok(signed_in)
+    }
+
+    async fn finish_second_factor_passkey(
+        &self,
+        ceremony: &WebCeremony,
+        current: &Current,
+        response: &PublicKeyCredential,
+        source: &Source,
+        now: Timestamp,
+    ) -> Result<SignedIn, SignInError> {
+        let user = &current.user;
+        let key = Self::throttle_key("", Some(user));
+        let actor = user.user_principal_name.clone();
+        self.check_throttle(&key, &actor, method_name::PASSKEY, source)
+            .await?;
+        let state: PasskeyAuthentication = serde_json::from_str(&ceremony.state)
+            .map_err(|e| Failure::Internal(format!("ceremony state: {e}")))?;
+        let Ok(result) = self.passkeys.finish_authentication(response, &state) else {
+            self.throttle.record_failure(&key, source.ip, now);
+            return self
+                .refuse(
+                    &actor,
+                    method_name::PASSKEY,
+                    Refusal::PasskeyRefused,
+                    source,
+                )
+                .await;
+        };
+        let method_id = method_id_for_credential(result.cred_id());
+        if let Some(method) = self
+            .service
+            .store()
+            .method(&method_id)
+            .await?
+            .filter(|m| m.user_id == user.id)
+        {
+            if let Ok(mut passkey) = serde_json::from_str::<Passkey>(&method.data) {
+                self.store_counter(&method, &mut passkey, &result).await?;
+            }
+        }
+        self.throttle.record_success(&key);
+        self.upgrade(current, method_name::PASSKEY, source, now)
+            .await
+    }
+
+    /// Saves a passkey's moved signature counter / backup state after an assertion.
+    async fn store_counter(
+        &self,
+        method: &RegisteredMethod,
+        passkey: &mut Passkey,
+        result: &webauthn_rs::prelude::AuthenticationResult,
+    ) -> Result<(), Failure> {
+        if passkey.update_credential(result) == Some(true) {
+            let updated =
+                serde_json::to_string(passkey).map_err(|e| Failure::Internal(e.to_string()))?;
+            // Losing this race to a concurrent sign-in only loses one counter step.
+            self.service
+                .store()
+                .swap_method_data(&method.id, &method.data, &updated)
+                .await?;
+        }
+        Ok(())
+    }
+}

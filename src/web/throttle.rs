@@ -1,0 +1,366 @@
+//! Guessing resistance for the sign-in page: consecutive failures per account name and per
+//! source address, growing delays, then lockouts that grow each time.
+//!
+//! Per account (OWASP: "the counter of failed logins should be associated with the account
+//! itself"): the first [`ThrottleSettings::free_failures`] failures cost nothing; each further
+//! one makes the account wait 1 s, 2 s, 4 s … (at most [`ThrottleSettings::max_delay`]) before
+//! the next attempt; the [`ThrottleSettings::lockout_threshold`]-th failure in a row locks it
+//! for [`ThrottleSettings::lockout`], and every failure after that locks it again for twice as
+//! long as the time before, up to [`ThrottleSettings::max_lockout`] (Entra's smart lockout:
+//! threshold 10, 60 s, "If an account locks repeatedly, this duration increases"). A success
+//! resets the account. Names are counted whether or not the account exists, so the throttle
+//! tells nothing about which accounts do.
+//!
+//! Per address: only lockouts, at a higher threshold, so many users behind one NAT are not
+//! slowed by one person's typos while one address can't sweep many accounts.
+//!
+//! Attempts are refused *before* any hashing, so a locked-out flood costs no argon2 time. The
+//! state is in memory, per node, bounded in size; time is a parameter.
+//!
+//! May depend on: `model` (timestamps) only.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use chrono::Duration;
+
+use crate::model::Timestamp;
+
+/// How the throttle counts and waits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThrottleSettings {
+    /// Failures in a row an account may have without any wait.
+    pub free_failures: u32,
+    /// The failure in a row that locks the account.
+    pub lockout_threshold: u32,
+    /// The first lockout.
+    pub lockout: Duration,
+    /// The longest lockout (and the longest address lockout).
+    pub max_lockout: Duration,
+    /// The longest wait before the lockout threshold.
+    pub max_delay: Duration,
+    /// Failures in a row from one address that lock the address.
+    pub address_lockout_threshold: u32,
+    /// Entries idle this long are forgotten.
+    pub forget_after: Duration,
+    /// At most this many accounts and this many addresses are tracked.
+    pub max_entries: usize,
+}
+
+impl Default for ThrottleSettings {
+    /// 3 free failures, then 1 s, 2 s, 4 s … up to 8 s; the 10th failure locks for 60 s, doubling
+    /// up to an hour; an address locks after 50 failures; entries forgotten after a day idle.
+    fn default() -> Self {
+        ThrottleSettings {
+            free_failures: 3,
+            lockout_threshold: 10,
+            lockout: Duration::seconds(60),
+            max_lockout: Duration::hours(1),
+            max_delay: Duration::seconds(8),
+            address_lockout_threshold: 50,
+            forget_after: Duration::hours(24),
+            max_entries: 100_000,
+        }
+    }
+}
+
+/// An attempt refused because of earlier failures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("too many failed sign-in attempts; try again in {} seconds", .retry_after.num_seconds().max(1))]
+pub struct Throttled {
+    /// How long until the next attempt is allowed.
+    pub retry_after: Duration,
+    /// Whether it is a lockout (threshold reached), not just a growing delay.
+    pub locked_out: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    failures: u32,
+    blocked_until: Option<Timestamp>,
+    locked: bool,
+    last_lockout: Option<Duration>,
+    last_seen: Timestamp,
+}
+
+impl Entry {
+    fn new(now: Timestamp) -> Self {
+        Entry {
+            failures: 0,
+            blocked_until: None,
+            locked: false,
+            last_lockout: None,
+            last_seen: now,
+        }
+    }
+}
+
+/// A bounded map of counters.
+#[derive(Debug)]
+struct Counters<K> {
+    entries: Mutex<HashMap<K, Entry>>,
+}
+
+impl<K: Eq + Hash + Clone> Counters<K> {
+    fn new() -> Self {
+        Counters {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn check(&self, key: &K, now: Timestamp) -> Result<(), Throttled> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        match entries
+            .get(key)
+            .and_then(|e| e.blocked_until.map(|b| (b, e.locked)))
+        {
+            Some((until, locked)) if now < until => Err(Throttled {
+                retry_after: until - now,
+                locked_out: locked,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a failure; `schedule` turns the entry (with its failure count already raised)
+    /// into the wait before the next attempt and whether it is a lockout.
+    fn fail(
+        &self,
+        key: &K,
+        now: Timestamp,
+        settings: &ThrottleSettings,
+        schedule: impl Fn(&Entry) -> Option<(Duration, bool)>,
+    ) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if !entries.contains_key(key) && entries.len() >= settings.max_entries {
+            let forget_before = now - settings.forget_after;
+            entries.retain(|_, e| {
+                e.last_seen > forget_before || e.blocked_until.is_some_and(|b| b > now)
+            });
+            if entries.len() >= settings.max_entries {
+                // Still full of live entries: drop the ones that are not blocked right now
+                // rather than grow without bound.
+                entries.retain(|_, e| e.blocked_until.is_some_and(|b| b > now));
+            }
+        }
+        let entry = entries
+            .entry(key.clone())
+            .or_insert_with(|| Entry::new(now));
+        if now - entry.last_seen > settings.forget_after {
+            *entry = Entry::new(now);
+        }
+        entry.failures = entry.failures.saturating_add(1);
+        entry.last_seen = now;
+        if let Some((wait, locked)) = schedule(entry) {
+            entry.blocked_until = Some(now + wait);
+            entry.locked = locked;
+            if locked {
+                entry.last_lockout = Some(wait);
+            }
+        }
+    }
+
+    fn succeed(&self, key: &K) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+
+    fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// The next lockout: the first one, then double the previous, capped.
+fn next_lockout(entry: &Entry, settings: &ThrottleSettings) -> Duration {
+    match entry.last_lockout {
+        None => settings.lockout,
+        Some(previous) => (previous * 2).min(settings.max_lockout),
+    }
+}
+
+/// Failure counters per account name and per source address.
+#[derive(Debug)]
+pub struct Throttle {
+    settings: ThrottleSettings,
+    accounts: Counters<String>,
+    addresses: Counters<IpAddr>,
+}
+
+impl Throttle {
+    /// An empty throttle.
+    pub fn new(settings: ThrottleSettings) -> Self {
+        Throttle {
+            settings,
+            accounts: Counters::new(),
+            addresses: Counters::new(),
+        }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &ThrottleSettings {
+        &self.settings
+    }
+
+    /// The key an account name is counted under: trimmed and lower-cased, so `Alice` and
+    /// `alice ` share one counter.
+    pub fn account_key(name: &str) -> String {
+        name.trim().to_lowercase()
+    }
+
+    /// Whether an attempt for `account` from `address` may be made at `now`; the longer wait
+    /// wins when both are blocked.
+    pub fn check(&self, account: &str, address: IpAddr, now: Timestamp) -> Result<(), Throttled> {
+        let by_account = self.accounts.check(&Self::account_key(account), now);
+        let by_address = self.addresses.check(&address, now);
+        match (by_account, by_address) {
+            (Err(a), Err(b)) => Err(if a.retry_after >= b.retry_after { a } else { b }),
+            (Err(a), Ok(())) => Err(a),
+            (Ok(()), Err(b)) => Err(b),
+            (Ok(()), Ok(())) => Ok(()),
+        }
+    }
+
+    /// Whether an attempt that names no account yet (a discoverable passkey) may be made.
+    pub fn check_address(&self, address: IpAddr, now: Timestamp) -> Result<(), Throttled> {
+        self.addresses.check(&address, now)
+    }
+
+    /// Records a failed attempt that named no known account.
+    pub fn record_address_failure(&self, address: IpAddr, now: Timestamp) {
+        let s = &self.settings;
+        self.addresses.fail(&address, now, s, |entry| {
+            (entry.failures >= s.address_lockout_threshold).then(|| (next_lockout(entry, s), true))
+        });
+    }
+
+    /// Records a failed attempt (a credential that did not verify).
+    pub fn record_failure(&self, account: &str, address: IpAddr, now: Timestamp) {
+        let s = &self.settings;
+        self.accounts
+            .fail(&Self::account_key(account), now, s, |entry| {
+                if entry.failures >= s.lockout_threshold {
+                    Some((next_lockout(entry, s), true))
+                } else if entry.failures > s.free_failures {
+                    let exponent = (entry.failures - s.free_failures - 1).min(20);
+                    let delay = Duration::seconds(1i64 << exponent).min(s.max_delay);
+                    Some((delay, false))
+                } else {
+                    None
+                }
+            });
+        self.record_address_failure(address, now);
+    }
+
+    /// Records a successful sign-in: the account's counter starts again. The address keeps its
+    /// count (a success on one's own account must not reset a sweep over others).
+    pub fn record_success(&self, account: &str) {
+        self.accounts.succeed(&Self::account_key(account));
+    }
+
+    /// Accounts and addresses currently tracked.
+    pub fn tracked(&self) -> (usize, usize) {
+        (self.accounts.len(), self.addresses.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn t0() -> Timestamp {
+        "2026-11-27T09:00:00Z".parse().unwrap()
+    }
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([127, 0, 0, last])
+    }
+
+    #[test]
+    fn delays_grow_then_the_tenth_failure_locks_for_sixty_seconds() {
+        let throttle = Throttle::new(ThrottleSettings::default());
+        let mut now = t0();
+        let mut waits = Vec::new();
+        for _ in 0..10 {
+            throttle.check("Alice", ip(1), now).unwrap();
+            throttle.record_failure("alice", ip(1), now);
+            match throttle.check("ALICE ", ip(1), now) {
+                Ok(()) => waits.push(0),
+                Err(t) => {
+                    waits.push(t.retry_after.num_seconds());
+                    now += t.retry_after;
+                }
+            }
+        }
+        assert_eq!(waits, [0, 0, 0, 1, 2, 4, 8, 8, 8, 60]);
+        // The 11th attempt, 59 s into the lockout, is refused; at 60 s it is allowed.
+        let locked = throttle.check("alice", ip(1), now - Duration::seconds(1));
+        assert!(locked.unwrap_err().locked_out);
+        throttle.check("alice", ip(1), now).unwrap();
+        // Each further failure locks again, twice as long.
+        throttle.record_failure("alice", ip(1), now);
+        let again = throttle.check("alice", ip(1), now).unwrap_err();
+        assert_eq!(again.retry_after, Duration::seconds(120));
+        // A success resets the account.
+        throttle.record_success("Alice");
+        throttle.check("alice", ip(1), now).unwrap();
+    }
+
+    #[test]
+    fn lockouts_are_capped() {
+        let settings = ThrottleSettings::default();
+        let throttle = Throttle::new(settings.clone());
+        let mut now = t0();
+        let mut last = Duration::zero();
+        for _ in 0..30 {
+            throttle.record_failure("bob", ip(2), now);
+            if let Err(t) = throttle.check("bob", ip(2), now) {
+                last = t.retry_after;
+                now += t.retry_after;
+            }
+        }
+        assert_eq!(last, settings.max_lockout);
+    }
+
+    #[test]
+    fn unknown_and_known_names_are_counted_alike_and_addresses_lock_at_their_threshold() {
+        let throttle = Throttle::new(ThrottleSettings::default());
+        let now = t0();
+        // 49 failures over many names from one address: the address is not locked yet.
+        for i in 0..49 {
+            throttle.record_failure(&format!("user{i}"), ip(3), now);
+        }
+        throttle.check("someone-else", ip(3), now).unwrap();
+        throttle.record_failure("user49", ip(3), now);
+        let refused = throttle.check("someone-else", ip(3), now).unwrap_err();
+        assert!(refused.locked_out);
+        assert_eq!(refused.retry_after, Duration::seconds(60));
+        // Another address is unaffected.
+        throttle.check("someone-else", ip(4), now).unwrap();
+    }
+
+    #[test]
+    fn memory_stays_bounded() {
+        let throttle = Throttle::new(ThrottleSettings {
+            max_entries: 100,
+            ..ThrottleSettings::default()
+        });
+        let now = t0();
+        for i in 0..1000 {
+            throttle.record_failure(
+                &format!("u{i}"),
+                IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]),
+                now,
+            );
+        }
+        let (accounts, addresses) = throttle.tracked();
+        assert!(
+            accounts <= 100 && addresses <= 100,
+            "{accounts} {addresses}"
+        );
+    }
+}
