@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, SocketOptions};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, DirectorySource as DirectoryConfig, StoreUrl};
+use crate::directory::ldap::{LdapDirectory, LdapSettings};
 use crate::directory::ldif::LdifDirectory;
 use crate::directory::sync::DeletionGuard;
 use crate::directory::DirectorySource;
@@ -60,9 +61,13 @@ pub fn open_directory(config: &Config) -> anyhow::Result<Arc<dyn DirectorySource
             }
             Ok(Arc::new(source))
         }
-        DirectoryConfig::Ldap { url, .. } => bail!(
-            "directory.url {url:?}: the LDAP directory source is not part of this build yet; use file:PATH.ldif"
-        ),
+        DirectoryConfig::Ldap { url, .. } => {
+            let settings = LdapSettings::from_config(&config.directory)
+                .context("directory: LDAP settings missing")?;
+            let source = LdapDirectory::new(settings)
+                .with_context(|| format!("while preparing the LDAP directory {}", url.url))?;
+            Ok(Arc::new(source))
+        }
     }
 }
 
@@ -144,8 +149,9 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     {
         let syncer = service.syncer().clone();
         let shutdown = shutdown.clone();
+        let incremental = config.directory.incremental_interval;
         tasks.spawn(async move {
-            sync_loop(syncer, shutdown).await;
+            sync_loop(syncer, incremental, shutdown).await;
             Ok(())
         });
     }
@@ -208,25 +214,55 @@ fn reload(config_path: &Path, service: &TapService) {
     }
 }
 
-/// Runs a full sync at start and then every interval, until shutdown.
-async fn sync_loop(syncer: Arc<Syncer>, shutdown: CancellationToken) {
-    log::info!(
-        "directory sync from {} every {:?}",
-        syncer.describe_directory(),
-        syncer.interval()
-    );
+/// Runs a full sync at start and then every interval, with incremental syncs every
+/// `incremental` in between (when set), until shutdown.
+async fn sync_loop(
+    syncer: Arc<Syncer>,
+    incremental: Option<Duration>,
+    shutdown: CancellationToken,
+) {
+    let interval = syncer.interval();
+    match incremental {
+        Some(every) if every < interval => log::info!(
+            "directory sync from {}: full every {interval:?}, changes every {every:?}",
+            syncer.describe_directory()
+        ),
+        _ => log::info!(
+            "directory sync from {} every {interval:?}",
+            syncer.describe_directory()
+        ),
+    }
+    let mut last_full: Option<std::time::Instant> = None;
     loop {
+        let full_due = last_full.is_none_or(|started| started.elapsed() >= interval);
+        if full_due {
+            last_full = Some(std::time::Instant::now());
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            result = syncer.run(false, "tapd") => {
+            result = async {
+                if full_due {
+                    syncer.run(false, "tapd").await
+                } else {
+                    syncer.run_incremental("tapd").await
+                }
+            } => {
                 if let Err(e) = result {
                     log::warn!("scheduled directory sync did not run: {e}");
                 }
             }
         }
+        let until_full = last_full
+            .map(|started| interval.saturating_sub(started.elapsed()))
+            .unwrap_or(interval);
+        let wait = match incremental {
+            Some(every) => every.min(until_full),
+            None => until_full,
+        }
+        .max(Duration::from_secs(1));
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(syncer.interval()) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

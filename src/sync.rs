@@ -93,6 +93,22 @@ impl Syncer {
     /// Runs one full sync. Directory failures and guard refusals are not errors here: they are
     /// recorded in the returned (and stored) status. `actor` names who asked (audit).
     pub async fn run(&self, allow_deletes: bool, actor: &str) -> Result<SyncStatus, SyncError> {
+        self.run_read(false, allow_deletes, actor).await
+    }
+
+    /// Runs one incremental sync: only entries changed since the last read are fetched, then
+    /// planned and applied like a full sync (which still catches deletions). Falls back to a
+    /// full read when the directory can't read incrementally. The deletion guard applies.
+    pub async fn run_incremental(&self, actor: &str) -> Result<SyncStatus, SyncError> {
+        self.run_read(true, false, actor).await
+    }
+
+    async fn run_read(
+        &self,
+        incremental: bool,
+        allow_deletes: bool,
+        actor: &str,
+    ) -> Result<SyncStatus, SyncError> {
         let _guard = self
             .running
             .try_lock()
@@ -102,7 +118,15 @@ impl Syncer {
         let mut status = self.store.sync_status().await?;
         status.last_run_started = Some(started);
 
-        let outcome = self.directory.read_all().await;
+        let (kind, outcome) = if incremental {
+            match self.directory.read_changes().await {
+                Ok(Some(contents)) => ("incremental", Ok(contents)),
+                Ok(None) => ("full", self.directory.read_all().await),
+                Err(e) => ("incremental", Err(e)),
+            }
+        } else {
+            ("full", self.directory.read_all().await)
+        };
         let finish = |status: &mut SyncStatus, result: &str| {
             status.last_run_finished = Some(self.clock.now());
             status.last_run_duration_ms = Some(timer.elapsed().as_millis() as u64);
@@ -116,7 +140,7 @@ impl Syncer {
             Err(e) => {
                 let message = e.to_string();
                 log::error!(
-                    "directory sync from {} failed: {message}",
+                    "{kind} directory sync from {} failed: {message}",
                     self.directory.describe()
                 );
                 status.last_error = Some(message.clone());
@@ -220,7 +244,7 @@ impl Syncer {
         status.last_success = status.last_run_finished;
         self.store.put_sync_status(&status).await?;
         log::info!(
-            "directory sync from {}: {} users, {} groups; {} added, {} updated, {} deleted in {} ms",
+            "{kind} directory sync from {}: {} users, {} groups; {} added, {} updated, {} deleted in {} ms",
             self.directory.describe(),
             fresh.users.len(),
             fresh.groups.len(),
