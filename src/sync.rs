@@ -15,8 +15,8 @@ use serde_json::json;
 use tokio::sync::Mutex;
 
 use crate::clock::Clock;
-use crate::directory::sync::{plan_sync, DeletionGuard};
-use crate::directory::DirectorySource;
+use crate::directory::sync::{plan_sync_owned, DeletionGuard};
+use crate::directory::{DirectoryChanges, DirectoryContents, DirectorySource};
 use crate::model::{AuditResult, Channel, NewAuditEvent, SyncStatus};
 use crate::store::{Store, StoreError};
 
@@ -52,6 +52,14 @@ pub enum SyncError {
     /// The store failed while reading or applying.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What one read returned.
+enum Fresh {
+    /// Everything (full read).
+    Full(DirectoryContents),
+    /// Only what changed (incremental read).
+    Changes(DirectoryChanges),
 }
 
 /// Runs syncs for one node.
@@ -96,9 +104,10 @@ impl Syncer {
         self.run_read(false, allow_deletes, actor).await
     }
 
-    /// Runs one incremental sync: only entries changed since the last read are fetched, then
-    /// planned and applied like a full sync (which still catches deletions). Falls back to a
-    /// full read when the directory can't read incrementally. The deletion guard applies.
+    /// Runs one incremental sync: only entries changed since the last read are fetched and
+    /// compared with what the store holds for them, then applied like a full sync; deletions
+    /// wait for the next full sync. Falls back to a full sync when the directory can't read
+    /// incrementally.
     pub async fn run_incremental(&self, actor: &str) -> Result<SyncStatus, SyncError> {
         self.run_read(true, false, actor).await
     }
@@ -120,12 +129,12 @@ impl Syncer {
 
         let (kind, outcome) = if incremental {
             match self.directory.read_changes().await {
-                Ok(Some(contents)) => ("incremental", Ok(contents)),
-                Ok(None) => ("full", self.directory.read_all().await),
+                Ok(Some(changes)) => ("incremental", Ok(Fresh::Changes(changes))),
+                Ok(None) => ("full", self.directory.read_all().await.map(Fresh::Full)),
                 Err(e) => ("incremental", Err(e)),
             }
         } else {
-            ("full", self.directory.read_all().await)
+            ("full", self.directory.read_all().await.map(Fresh::Full))
         };
         let finish = |status: &mut SyncStatus, result: &str| {
             status.last_run_finished = Some(self.clock.now());
@@ -160,9 +169,43 @@ impl Syncer {
             }
         };
 
-        let current_users = self.store.users(None).await?;
-        let current_groups = self.store.groups().await?;
-        let plan = plan_sync(&current_users, &current_groups, &fresh);
+        let (current_users, plan, users_seen, groups_seen) = match fresh {
+            Fresh::Full(contents) => {
+                let current_users = self.store.users(None).await?;
+                let current_groups = self.store.groups().await?;
+                let seen = (contents.users.len(), contents.groups.len());
+                let plan = plan_sync_owned(&current_users, &current_groups, contents);
+                (current_users, plan, seen.0, seen.1)
+            }
+            Fresh::Changes(changes) => {
+                // Compare only the changed entries with what the store holds for them: no
+                // full store read, and no deletions (the next full sync finds those).
+                let mut current_users = Vec::with_capacity(changes.users.len());
+                for user in &changes.users {
+                    if let Some(known) = self.store.user(&user.id).await? {
+                        if known.id == user.id {
+                            current_users.push(known);
+                        }
+                    }
+                }
+                let group_ids: Vec<String> = changes.groups.iter().map(|g| g.id.clone()).collect();
+                let current_groups = self.store.groups_by_id(&group_ids).await?;
+                let plan = plan_sync_owned(
+                    &current_users,
+                    &current_groups,
+                    DirectoryContents {
+                        users: changes.users,
+                        groups: changes.groups,
+                    },
+                );
+                (
+                    current_users,
+                    plan,
+                    changes.total_users,
+                    changes.total_groups,
+                )
+            }
+        };
         if !allow_deletes {
             if let Err(tripped) = self.options.guard.check(current_users.len(), &plan) {
                 let message = tripped.to_string();
@@ -233,8 +276,8 @@ impl Syncer {
         for event in &events {
             crate::audit::log(event);
         }
-        status.users_seen = fresh.users.len() as u64;
-        status.groups_seen = fresh.groups.len() as u64;
+        status.users_seen = users_seen as u64;
+        status.groups_seen = groups_seen as u64;
         status.users_added = counts.added;
         status.users_updated = counts.updated;
         status.users_deleted = counts.deleted;
@@ -246,8 +289,8 @@ impl Syncer {
         log::info!(
             "{kind} directory sync from {}: {} users, {} groups; {} added, {} updated, {} deleted in {} ms",
             self.directory.describe(),
-            fresh.users.len(),
-            fresh.groups.len(),
+            users_seen,
+            groups_seen,
             counts.added,
             counts.updated,
             counts.deleted,

@@ -29,6 +29,20 @@ pub struct DirectoryContents {
     pub groups: Vec<Group>,
 }
 
+/// What changed in a directory since the previous read, found by an incremental read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DirectoryChanges {
+    /// New users and users whose attributes or effective groups changed; each with its
+    /// effective (transitive) group ids, sorted.
+    pub users: Vec<User>,
+    /// New groups and groups whose attributes or transitive members changed.
+    pub groups: Vec<Group>,
+    /// Users the directory holds now, as far as the source knows (for the sync status).
+    pub total_users: usize,
+    /// Groups the directory holds now.
+    pub total_groups: usize,
+}
+
 /// The outcome of checking a directory password.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PasswordCheck {
@@ -61,12 +75,12 @@ pub trait DirectorySource: Send + Sync + 'static {
     /// Reads every user and group, with memberships resolved transitively.
     async fn read_all(&self) -> Result<DirectoryContents, DirectoryError>;
 
-    /// Reads only what changed since the previous read and returns the whole directory as
-    /// now known (earlier reads merged with the changes, memberships resolved again).
+    /// Reads only what changed since the previous read (full or incremental): the users and
+    /// groups that are new or different, memberships resolved against everything known.
     /// Deletions need not be visible; the next [`read_all`](Self::read_all) catches them.
     /// `Ok(None)`: this source can't read incrementally now (no earlier read, or not supported);
     /// the caller does a full read instead.
-    async fn read_changes(&self) -> Result<Option<DirectoryContents>, DirectoryError> {
+    async fn read_changes(&self) -> Result<Option<DirectoryChanges>, DirectoryError> {
         Ok(None)
     }
 

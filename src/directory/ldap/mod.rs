@@ -12,9 +12,11 @@
 //! watermark: the largest `modifyTimestamp` seen minus the read's duration and a second
 //! (OpenLDAP, 389-DS; server time, one-second resolution, so nothing changed during the read is
 //! missed), or Active Directory's `highestCommittedUSN` read before the search. `read_changes`
-//! then asks only for entries changed since the watermark, merges them in and returns the whole
-//! picture again, re-resolved. Deletions and entries that stopped matching the filters are not
-//! visible this way; the next full read catches them. RFC 4533 content sync is not used.
+//! then asks only for entries changed since the watermark, merges them in, resolves the
+//! memberships again and returns only the users and groups that differ (a changed group can
+//! move the effective groups of many users). Deletions and entries that stopped matching the
+//! filters are not visible this way; the next full read catches them. RFC 4533 content sync is
+//! not used.
 //!
 //! May depend on: `config` (validated directory settings), `model`, `directory` (trait, groups),
 //! `ldap3`, `rustls`.
@@ -25,7 +27,7 @@ pub mod entry;
 pub mod escape;
 pub mod schema;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -38,9 +40,10 @@ use self::bind_pool::BindPool;
 use self::connection::{Connector, TlsOptions};
 use self::entry::LdapEntry;
 use self::schema::{ChangeMarker, GroupRecord, Schema};
-use super::groups::{resolve, RawUser};
+use super::groups::{resolve, RawGroup, RawUser, Resolved};
 use super::{
-    password_is_unusable, DirectoryContents, DirectoryError, DirectorySource, PasswordCheck,
+    password_is_unusable, DirectoryChanges, DirectoryContents, DirectoryError, DirectorySource,
+    PasswordCheck,
 };
 use crate::config::{
     DirectoryAttributes, DirectoryConfig, DirectoryPreset, DirectorySource as SourceConfig,
@@ -214,7 +217,8 @@ impl LdapDirectory {
     }
 
     /// Reads users and groups matching the configured filters, each further restricted by
-    /// `changed_since` (an extra filter term) when given.
+    /// `changed_since` (an extra filter term) when given. Users first, then groups: running the
+    /// two searches at once on two connections was measured four times slower against slapd.
     async fn read_batch(
         &self,
         ldap: &mut Ldap,
@@ -225,18 +229,7 @@ impl LdapDirectory {
             None => filter.to_owned(),
         };
         let marker = self.schema.change_marker;
-        let mut batch = Batch::default();
-        let mut ids: HashMap<String, String> = HashMap::new();
-        let mut note_id = |id: &str, dn: &str| -> Result<(), DirectoryError> {
-            match ids.insert(id.to_owned(), dn.to_owned()) {
-                Some(other) => Err(DirectoryError::Invalid(format!(
-                    "{dn} has the same id {id} as {other}"
-                ))),
-                None => Ok(()),
-            }
-        };
-        let mut newest: Option<NaiveDateTime> = None;
-        let mut note_marker = |entry: &LdapEntry| {
+        let newest_of = |entry: &LdapEntry, newest: &mut Option<NaiveDateTime>| {
             if marker == ChangeMarker::ModifyTimestamp {
                 if let Some(time) = entry
                     .first_text(marker.attribute())
@@ -244,62 +237,99 @@ impl LdapDirectory {
                     .flatten()
                     .and_then(|text| parse_generalized_time(&text))
                 {
-                    newest = Some(newest.map_or(time, |n| n.max(time)));
+                    *newest = Some(newest.map_or(time, |n| n.max(time)));
                 }
             }
         };
-
         let user_filter = restrict(&self.settings.user_filter);
-        let users = &mut batch.users;
-        self.connector
-            .paged_search(
-                ldap,
-                &self.settings.user_base,
-                &user_filter,
-                &self.schema.user_attributes,
-                self.settings.page_size,
-                |entry| {
-                    note_marker(&entry);
-                    if let Some(user) = self.schema.user(&entry).map_err(DirectoryError::Invalid)? {
-                        note_id(&user.id, &user.dn)?;
-                        users.push(user);
-                    }
-                    Ok(())
-                },
-            )
-            .await?;
-
         let group_filter = restrict(&self.settings.group_filter);
         let member = self.schema.member_attribute().to_ascii_lowercase();
-        let groups = &mut batch.groups;
-        let mut ranged: Vec<(usize, u64)> = Vec::new();
-        self.connector
-            .paged_search(
-                ldap,
-                &self.settings.group_base,
-                &group_filter,
-                &self.schema.group_attributes,
-                self.settings.page_size,
-                |entry| {
-                    note_marker(&entry);
-                    let mut group = self.schema.group(&entry).map_err(DirectoryError::Invalid)?;
-                    note_id(&group.raw.id, &group.raw.dn)?;
-                    if let Some(next) = take_ranged_values(&entry, &member, &mut group)? {
-                        ranged.push((groups.len(), next));
+
+        let users = async {
+            let mut users = Vec::new();
+            let mut newest = None;
+            self.connector
+                .paged_search(
+                    ldap,
+                    &self.settings.user_base,
+                    &user_filter,
+                    &self.schema.user_attributes,
+                    self.settings.page_size,
+                    |entry| {
+                        newest_of(&entry, &mut newest);
+                        if let Some(user) =
+                            self.schema.user(&entry).map_err(DirectoryError::Invalid)?
+                        {
+                            users.push(user);
+                        }
+                        Ok(())
+                    },
+                )
+                .await?;
+            Ok::<_, DirectoryError>((users, newest))
+        }
+        .await?;
+        let groups = async {
+            let mut groups: Vec<GroupRecord> = Vec::new();
+            let mut ranged: Vec<(usize, u64)> = Vec::new();
+            let mut newest = None;
+            let searched = self
+                .connector
+                .paged_search(
+                    ldap,
+                    &self.settings.group_base,
+                    &group_filter,
+                    &self.schema.group_attributes,
+                    self.settings.page_size,
+                    |entry| {
+                        newest_of(&entry, &mut newest);
+                        let mut group =
+                            self.schema.group(&entry).map_err(DirectoryError::Invalid)?;
+                        if let Some(next) = take_ranged_values(&entry, &member, &mut group)? {
+                            ranged.push((groups.len(), next));
+                        }
+                        groups.push(group);
+                        Ok(())
+                    },
+                )
+                .await;
+            let ranges = async {
+                searched?;
+                for (index, start) in ranged {
+                    if let Some(group) = groups.get_mut(index) {
+                        self.fetch_remaining_members(ldap, group, &member, start)
+                            .await?;
                     }
-                    groups.push(group);
-                    Ok(())
-                },
-            )
-            .await?;
-        for (index, start) in ranged {
-            if let Some(group) = batch.groups.get_mut(index) {
-                self.fetch_remaining_members(ldap, group, &member, start)
-                    .await?;
+                }
+                Ok::<_, DirectoryError>(())
+            }
+            .await;
+            ranges?;
+            Ok::<_, DirectoryError>((groups, newest))
+        }
+        .await?;
+        let (users, users_newest) = users;
+        let (groups, groups_newest) = groups;
+
+        let mut ids: HashMap<&str, &str> = HashMap::with_capacity(users.len() + groups.len());
+        let entries = users.iter().map(|u| (u.id.as_str(), u.dn.as_str())).chain(
+            groups
+                .iter()
+                .map(|g| (g.raw.id.as_str(), g.raw.dn.as_str())),
+        );
+        for (id, dn) in entries {
+            if let Some(other) = ids.insert(id, dn) {
+                return Err(DirectoryError::Invalid(format!(
+                    "{dn} has the same id {id} as {other}"
+                )));
             }
         }
-        batch.newest_timestamp = newest;
-        Ok(batch)
+        drop(ids);
+        Ok(Batch {
+            users,
+            groups,
+            newest_timestamp: users_newest.max(groups_newest),
+        })
     }
 
     /// Active Directory returns at most 1,500 (MaxValRange) values of a multi-valued attribute
@@ -394,7 +424,7 @@ impl LdapDirectory {
     }
 
     /// An incremental read; `None` without a snapshot or watermark to start from.
-    async fn incremental_read(&self) -> Result<Option<DirectoryContents>, DirectoryError> {
+    async fn incremental_read(&self) -> Result<Option<DirectoryChanges>, DirectoryError> {
         let mut guard = self.snapshot.lock().await;
         let Some(snapshot) = guard.as_mut() else {
             return Ok(None);
@@ -427,31 +457,26 @@ impl LdapDirectory {
         .await;
         let _ = ldap.unbind().await;
         let (usn, batch) = result?;
-        let changed = batch.users.len() + batch.groups.len();
-        // Ids must stay unique across the merged picture: a changed entry may only replace
-        // the entry with its own id, never take another entry's DN-level place.
-        for user in batch.users {
-            snapshot.users.insert(user.id.clone(), user);
-        }
-        for group in batch.groups {
-            snapshot.groups.insert(group.raw.id.clone(), group);
-        }
-        snapshot.watermark = match (usn, batch.newest_timestamp) {
-            (Some(usn), _) => Some(Watermark::Usn(usn)),
+        let new_watermark = match (usn, batch.newest_timestamp) {
+            (Some(usn), _) => Watermark::Usn(usn),
             (None, Some(newest)) => {
                 let candidate = safe_timestamp(newest, started.elapsed());
                 match watermark {
-                    Watermark::Timestamp(old) => Some(Watermark::Timestamp(old.max(candidate))),
-                    Watermark::Usn(_) => Some(Watermark::Timestamp(candidate)),
+                    Watermark::Timestamp(old) => Watermark::Timestamp(old.max(candidate)),
+                    Watermark::Usn(_) => Watermark::Timestamp(candidate),
                 }
             }
-            (None, None) => Some(watermark),
+            (None, None) => watermark,
         };
+        let changes = snapshot.merge(batch);
+        snapshot.watermark = Some(new_watermark);
         log::debug!(
-            "incremental read of {}: {changed} changed entries",
-            self.settings.url
+            "incremental read of {}: {} users and {} groups changed",
+            self.settings.url,
+            changes.users.len(),
+            changes.groups.len()
         );
-        Ok(Some(snapshot.contents()))
+        Ok(Some(changes))
     }
 }
 
@@ -498,9 +523,9 @@ fn parse_generalized_time(text: &str) -> Option<NaiveDateTime> {
 }
 
 impl Snapshot {
-    /// Users and groups with memberships resolved, sorted by id.
-    fn contents(&self) -> DirectoryContents {
-        let mut users: Vec<User> = self.users.values().cloned().collect();
+    /// Users sorted by id, and their memberships resolved.
+    fn resolve(&self) -> (Vec<&User>, Vec<&GroupRecord>, Resolved) {
+        let mut users: Vec<&User> = self.users.values().collect();
         users.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         let mut records: Vec<&GroupRecord> = self.groups.values().collect();
         records.sort_unstable_by(|a, b| a.raw.id.cmp(&b.raw.id));
@@ -512,22 +537,122 @@ impl Snapshot {
                 username: u.username.clone(),
             })
             .collect();
-        let raw_groups: Vec<_> = records.iter().map(|g| g.raw.clone()).collect();
+        let raw_groups: Vec<RawGroup> = records.iter().map(|g| g.raw.clone()).collect();
         let resolved = resolve(&raw_users, &raw_groups);
-        for (user, group_ids) in users.iter_mut().zip(resolved.user_group_ids) {
-            user.group_ids = group_ids;
-        }
+        (users, records, resolved)
+    }
+
+    /// Users and groups with memberships resolved, sorted by id.
+    fn contents(&self) -> DirectoryContents {
+        let (users, records, resolved) = self.resolve();
+        let users = users
+            .into_iter()
+            .zip(resolved.user_group_ids)
+            .map(|(user, group_ids)| User {
+                group_ids,
+                ..user.clone()
+            })
+            .collect();
         let groups = records
             .into_iter()
             .zip(resolved.group_member_user_ids)
-            .map(|(record, member_user_ids)| Group {
-                id: record.raw.id.clone(),
-                dn: record.raw.dn.clone(),
-                display_name: record.display_name.clone(),
-                member_user_ids,
-            })
+            .map(|(record, member_user_ids)| group_of(record, member_user_ids))
             .collect();
         DirectoryContents { users, groups }
+    }
+
+    /// Merges an incremental batch and returns what differs from before: changed or new
+    /// entries, and entries whose resolved memberships moved because of them.
+    fn merge(&mut self, batch: Batch) -> DirectoryChanges {
+        let changed_users: Vec<User> = batch
+            .users
+            .into_iter()
+            .filter(|user| self.users.get(&user.id) != Some(user))
+            .collect();
+        let changed_groups: Vec<GroupRecord> = batch
+            .groups
+            .into_iter()
+            .filter(|group| self.groups.get(&group.raw.id) != Some(group))
+            .collect();
+        // Memberships can only move when a group changed or a user appeared, was renamed or
+        // changed username (member DNs and memberUid values point at those). Otherwise one
+        // resolution after the merge gives the changed users their (unchanged) groups.
+        let memberships_may_move = !changed_groups.is_empty()
+            || changed_users
+                .iter()
+                .any(|user| match self.users.get(&user.id) {
+                    None => true,
+                    Some(old) => old.dn != user.dn || old.username != user.username,
+                });
+        let before = if memberships_may_move {
+            Some(self.memberships())
+        } else {
+            None
+        };
+        let touched_users: HashSet<String> = changed_users.iter().map(|u| u.id.clone()).collect();
+        let touched_groups: HashSet<String> =
+            changed_groups.iter().map(|g| g.raw.id.clone()).collect();
+        for user in changed_users {
+            self.users.insert(user.id.clone(), user);
+        }
+        for group in changed_groups {
+            self.groups.insert(group.raw.id.clone(), group);
+        }
+        let mut changes = DirectoryChanges {
+            total_users: self.users.len(),
+            total_groups: self.groups.len(),
+            ..DirectoryChanges::default()
+        };
+        if touched_users.is_empty() && touched_groups.is_empty() {
+            return changes;
+        }
+        let (users, records, resolved) = self.resolve();
+        for (user, group_ids) in users.into_iter().zip(resolved.user_group_ids) {
+            let moved = before
+                .as_ref()
+                .is_some_and(|(old, _)| old.get(&user.id) != Some(&group_ids));
+            if moved || touched_users.contains(&user.id) {
+                changes.users.push(User {
+                    group_ids,
+                    ..user.clone()
+                });
+            }
+        }
+        for (record, members) in records.into_iter().zip(resolved.group_member_user_ids) {
+            let moved = before
+                .as_ref()
+                .is_some_and(|(_, old)| old.get(&record.raw.id) != Some(&members));
+            if moved || touched_groups.contains(&record.raw.id) {
+                changes.groups.push(group_of(record, members));
+            }
+        }
+        changes
+    }
+
+    /// Each user's group ids and each group's member ids, by id.
+    #[allow(clippy::type_complexity)]
+    fn memberships(&self) -> (HashMap<String, Vec<String>>, HashMap<String, Vec<String>>) {
+        let (users, records, resolved) = self.resolve();
+        let users = users
+            .into_iter()
+            .map(|u| u.id.clone())
+            .zip(resolved.user_group_ids)
+            .collect();
+        let groups = records
+            .into_iter()
+            .map(|g| g.raw.id.clone())
+            .zip(resolved.group_member_user_ids)
+            .collect();
+        (users, groups)
+    }
+}
+
+fn group_of(record: &GroupRecord, member_user_ids: Vec<String>) -> Group {
+    Group {
+        id: record.raw.id.clone(),
+        dn: record.raw.dn.clone(),
+        display_name: record.display_name.clone(),
+        member_user_ids,
     }
 }
 
@@ -537,7 +662,7 @@ impl DirectorySource for LdapDirectory {
         self.full_read().await
     }
 
-    async fn read_changes(&self) -> Result<Option<DirectoryContents>, DirectoryError> {
+    async fn read_changes(&self) -> Result<Option<DirectoryChanges>, DirectoryError> {
         self.incremental_read().await
     }
 
@@ -636,6 +761,60 @@ mod tests {
         assert_eq!(contents.users[0].id, "u1");
         assert_eq!(contents.users[1].group_ids, vec!["g1", "g2"]);
         assert_eq!(contents.groups[0].member_user_ids, vec!["u2"]);
+    }
+
+    #[test]
+    fn merge_reports_changed_entries_and_moved_memberships() {
+        let group = |id: &str, cn: &str, dns: &[String]| GroupRecord {
+            raw: crate::directory::groups::RawGroup {
+                dn: format!("cn={cn},ou=groups,dc=example,dc=org"),
+                id: id.to_owned(),
+                cn: cn.to_owned(),
+                member_dns: dns.to_vec(),
+                member_uids: Vec::new(),
+            },
+            display_name: cn.to_owned(),
+        };
+        let mut snapshot = Snapshot::default();
+        for (id, name) in [("u1", "alice"), ("u2", "bob"), ("u3", "carol")] {
+            snapshot.users.insert(id.to_owned(), user(id, name));
+        }
+        let alice_dn = user("u1", "alice").dn;
+        let bob_dn = user("u2", "bob").dn;
+        snapshot.groups.insert(
+            "g1".to_owned(),
+            group("g1", "staff", std::slice::from_ref(&alice_dn)),
+        );
+
+        // Nothing new: nothing reported.
+        let unchanged = snapshot.merge(Batch {
+            users: vec![user("u3", "carol")],
+            ..Batch::default()
+        });
+        assert!(unchanged.users.is_empty() && unchanged.groups.is_empty());
+        assert_eq!(unchanged.total_users, 3);
+
+        // An attribute change: just that user, with its groups.
+        let mut renamed = user("u1", "alice");
+        renamed.display_name = "Alice L.".to_owned();
+        let changes = snapshot.merge(Batch {
+            users: vec![renamed],
+            ..Batch::default()
+        });
+        assert_eq!(changes.users.len(), 1);
+        assert_eq!(changes.users[0].group_ids, vec!["g1"]);
+        assert!(changes.groups.is_empty());
+
+        // bob joins the group: the group and bob change, alice does not.
+        let changes = snapshot.merge(Batch {
+            groups: vec![group("g1", "staff", &[alice_dn, bob_dn])],
+            ..Batch::default()
+        });
+        let ids: Vec<&str> = changes.users.iter().map(|u| u.id.as_str()).collect();
+        assert_eq!(ids, vec!["u2"]);
+        assert_eq!(changes.users[0].group_ids, vec!["g1"]);
+        assert_eq!(changes.groups.len(), 1);
+        assert_eq!(changes.groups[0].member_user_ids, vec!["u1", "u2"]);
     }
 
     #[test]
