@@ -15,8 +15,10 @@
 //! then asks only for entries changed since the watermark, merges them in, resolves the
 //! memberships again and returns only the users and groups that differ (a changed group can
 //! move the effective groups of many users). Deletions and entries that stopped matching the
-//! filters are not visible this way; the next full read catches them. RFC 4533 content sync is
-//! not used.
+//! filters are not visible this way; the next full read catches them. The margin means that
+//! entries stamped within a read's duration of the newest change are read again by every
+//! incremental read until something newer changes (harmless: unchanged entries are dropped
+//! before the store is touched). RFC 4533 content sync is not used.
 //!
 //! May depend on: `config` (validated directory settings), `model`, `directory` (trait, groups),
 //! `ldap3`, `rustls`.
