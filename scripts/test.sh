@@ -11,7 +11,8 @@ need=()
 # postgresql (+ openssl for test certificates): the throwaway clusters of the store
 # conformance suite and tests/postgres_nodes.rs.
 # libssl-dev, pkg-config: webauthn-rs links OpenSSL. chromium: the web end-to-end test.
-for pkg in passwd freeradius-utils curl systemd man-db postgresql openssl libssl-dev pkg-config chromium; do
+# slapd + ldap-utils: the throwaway OpenLDAP server of tests/ldap (and the LDAP benchmark).
+for pkg in passwd slapd ldap-utils freeradius-utils curl systemd man-db postgresql openssl libssl-dev pkg-config chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 command -v node >/dev/null 2>&1 || need+=(nodejs npm)
@@ -23,13 +24,19 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   # Installing must not start the packages' own services (PostgreSQL's main cluster…):
   # tests start their own servers on private ports.
+  # An existing policy-rc.d (a container image's) is left as it is.
+  created_policy=""
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-    chmod +x /usr/sbin/policy-rc.d
-    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    chmod 755 /usr/sbin/policy-rc.d
+    created_policy=1
   fi
+  trap 'if [ -n "$created_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi' EXIT
   apt-get update -qq
   apt-get install -y -qq "${need[@]}"
+  if [ -n "$created_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
+  created_policy=""
+  trap - EXIT
 fi
 
 # playwright-core drives Chromium in the web end-to-end test (tests/e2e, locked versions).

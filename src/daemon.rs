@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, SocketOptions};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, DirectorySource as DirectoryConfig, LogFormat, StoreUrl};
+use crate::directory::ldap::{LdapDirectory, LdapSettings};
 use crate::directory::ldif::LdifDirectory;
 use crate::directory::sync::DeletionGuard;
 use crate::directory::DirectorySource;
@@ -111,9 +112,13 @@ pub fn open_directory(config: &Config) -> anyhow::Result<Arc<dyn DirectorySource
             }
             Ok(Arc::new(source))
         }
-        DirectoryConfig::Ldap { url, .. } => bail!(
-            "directory.url {url:?}: the LDAP directory source is not part of this build yet; use file:PATH.ldif"
-        ),
+        DirectoryConfig::Ldap { url, .. } => {
+            let settings = LdapSettings::from_config(&config.directory)
+                .context("directory: LDAP settings missing")?;
+            let source = LdapDirectory::new(settings)
+                .with_context(|| format!("while preparing the LDAP directory {}", url.url))?;
+            Ok(Arc::new(source))
+        }
     }
 }
 
@@ -272,8 +277,9 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         let syncer = service.syncer().clone();
         let shutdown = shutdown.clone();
         let notifier = notifier.clone();
+        let incremental = config.directory.incremental_interval;
         tasks.spawn(heartbeats.supervise("directory sync", async move {
-            sync_loop(syncer, notifier, shutdown).await;
+            sync_loop(syncer, incremental, notifier, shutdown).await;
             Ok(())
         }));
     }
@@ -439,24 +445,44 @@ fn reload(config_path: &Path, reloader: &Reloader, metrics: &Metrics) -> String 
     }
 }
 
-/// Runs a full sync at start and then every interval, until shutdown; the outcome goes into
+/// Runs a full sync at start and then every interval, with incremental syncs every
+/// `incremental` in between (when set and shorter), until shutdown; the outcome goes into
 /// systemd's STATUS line.
-async fn sync_loop(syncer: Arc<Syncer>, notifier: Notifier, shutdown: CancellationToken) {
-    log::info!(
-        "directory sync from {} every {:?} (node {})",
-        syncer.describe_directory(),
-        syncer.interval(),
-        syncer.node()
-    );
+async fn sync_loop(
+    syncer: Arc<Syncer>,
+    incremental: Option<Duration>,
+    notifier: Notifier,
+    shutdown: CancellationToken,
+) {
+    let interval = syncer.interval();
+    match incremental {
+        Some(every) if every < interval => log::info!(
+            "directory sync from {} (node {}): full every {interval:?}, changes every {every:?}",
+            syncer.describe_directory(),
+            syncer.node()
+        ),
+        _ => log::info!(
+            "directory sync from {} every {interval:?} (node {})",
+            syncer.describe_directory(),
+            syncer.node()
+        ),
+    }
     let mut first = true;
+    let mut last_full: Option<std::time::Instant> = None;
     loop {
+        let full_due = last_full.is_none_or(|started| started.elapsed() >= interval);
+        if full_due {
+            last_full = Some(std::time::Instant::now());
+        }
         // The first run at start always tries (another node may still hold the lease); later
-        // ones only when no other node synced within the interval.
+        // full ones only when no other node synced within the interval.
         let run = async {
             if std::mem::take(&mut first) {
                 syncer.run(false, "tapd").await.map(Some)
-            } else {
+            } else if full_due {
                 syncer.run_scheduled().await
+            } else {
+                syncer.run_incremental("tapd").await.map(Some)
             }
         };
         tokio::select! {
@@ -479,9 +505,17 @@ async fn sync_loop(syncer: Arc<Syncer>, notifier: Notifier, shutdown: Cancellati
                 }
             }
         }
+        let until_full = last_full
+            .map(|started| interval.saturating_sub(started.elapsed()))
+            .unwrap_or(interval);
+        let wait = match incremental {
+            Some(every) => every.min(until_full),
+            None => until_full,
+        }
+        .max(Duration::from_secs(1));
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(syncer.interval()) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

@@ -23,8 +23,8 @@ use serde_json::json;
 use tokio::sync::Mutex;
 
 use crate::clock::Clock;
-use crate::directory::sync::{plan_sync, DeletionGuard};
-use crate::directory::DirectorySource;
+use crate::directory::sync::{plan_sync_owned, DeletionGuard};
+use crate::directory::{DirectoryChanges, DirectoryContents, DirectorySource};
 use crate::metrics::{Metrics, NoLabels, StoreOperation, SyncErrorCause, SyncResult};
 use crate::model::{AuditResult, Channel, NewAuditEvent, SyncStatus, Timestamp};
 use crate::store::{Store, StoreError, SyncLeaseOutcome};
@@ -88,6 +88,14 @@ pub enum SyncError {
     /// The store failed while reading or applying.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What one read returned.
+enum Fresh {
+    /// Everything (full read).
+    Full(DirectoryContents),
+    /// Only what changed (incremental read).
+    Changes(DirectoryChanges),
 }
 
 /// Runs syncs for one node.
@@ -157,12 +165,29 @@ impl Syncer {
     /// Runs one full sync. Directory failures and guard refusals are not errors here: they are
     /// recorded in the returned (and stored) status. `actor` names who asked (audit).
     pub async fn run(&self, allow_deletes: bool, actor: &str) -> Result<SyncStatus, SyncError> {
+        self.run_read(false, allow_deletes, actor).await
+    }
+
+    /// Runs one incremental sync: only entries changed since the last read are fetched and
+    /// compared with what the store holds for them, then applied like a full sync; deletions
+    /// wait for the next full sync. Falls back to a full sync when the directory can't read
+    /// incrementally.
+    pub async fn run_incremental(&self, actor: &str) -> Result<SyncStatus, SyncError> {
+        self.run_read(true, false, actor).await
+    }
+
+    async fn run_read(
+        &self,
+        incremental: bool,
+        allow_deletes: bool,
+        actor: &str,
+    ) -> Result<SyncStatus, SyncError> {
         let _guard = self
             .running
             .try_lock()
             .map_err(|_| SyncError::AlreadyRunning)?;
         let timer = Instant::now();
-        let outcome = self.run_with_lease(allow_deletes, actor).await;
+        let outcome = self.run_with_lease(incremental, allow_deletes, actor).await;
         self.metrics
             .sync_duration
             .observe(NoLabels, timer.elapsed());
@@ -196,6 +221,7 @@ impl Syncer {
     /// Takes the sync lease (one node at a time), renews it while the run lasts and releases it.
     async fn run_with_lease(
         &self,
+        incremental: bool,
         allow_deletes: bool,
         actor: &str,
     ) -> Result<SyncStatus, SyncError> {
@@ -219,7 +245,7 @@ impl Syncer {
                 });
             }
         }
-        let work = self.run_leased(allow_deletes, actor);
+        let work = self.run_leased(incremental, allow_deletes, actor);
         tokio::pin!(work);
         let mut renew = tokio::time::interval(ttl / 3);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -248,14 +274,27 @@ impl Syncer {
     }
 
     /// The body of [`Syncer::run`], while this node holds the lease.
-    async fn run_leased(&self, allow_deletes: bool, actor: &str) -> Result<SyncStatus, SyncError> {
+    async fn run_leased(
+        &self,
+        incremental: bool,
+        allow_deletes: bool,
+        actor: &str,
+    ) -> Result<SyncStatus, SyncError> {
         let started = self.clock.now();
         let timer = Instant::now();
         let mut status = self.store.sync_status().await?;
         status.last_run_started = Some(started);
         status.node = Some(self.options.node.clone());
 
-        let outcome = self.directory.read_all().await;
+        let (kind, outcome) = if incremental {
+            match self.directory.read_changes().await {
+                Ok(Some(changes)) => ("incremental", Ok(Fresh::Changes(changes))),
+                Ok(None) => ("full", self.directory.read_all().await.map(Fresh::Full)),
+                Err(e) => ("incremental", Err(e)),
+            }
+        } else {
+            ("full", self.directory.read_all().await.map(Fresh::Full))
+        };
         let finish = |status: &mut SyncStatus, result: &str| {
             status.last_run_finished = Some(self.clock.now());
             status.last_run_duration_ms = Some(timer.elapsed().as_millis() as u64);
@@ -269,7 +308,7 @@ impl Syncer {
             Err(e) => {
                 let message = e.to_string();
                 log::error!(
-                    "directory sync from {} failed: {message}",
+                    "{kind} directory sync from {} failed: {message}",
                     self.directory.describe()
                 );
                 status.last_error = Some(message.clone());
@@ -289,9 +328,43 @@ impl Syncer {
             }
         };
 
-        let current_users = self.store.users(None).await?;
-        let current_groups = self.store.groups().await?;
-        let plan = plan_sync(&current_users, &current_groups, &fresh);
+        let (current_users, plan, users_seen, groups_seen) = match fresh {
+            Fresh::Full(contents) => {
+                let current_users = self.store.users(None).await?;
+                let current_groups = self.store.groups().await?;
+                let seen = (contents.users.len(), contents.groups.len());
+                let plan = plan_sync_owned(&current_users, &current_groups, contents);
+                (current_users, plan, seen.0, seen.1)
+            }
+            Fresh::Changes(changes) => {
+                // Compare only the changed entries with what the store holds for them: no
+                // full store read, and no deletions (the next full sync finds those).
+                let mut current_users = Vec::with_capacity(changes.users.len());
+                for user in &changes.users {
+                    if let Some(known) = self.store.user(&user.id).await? {
+                        if known.id == user.id {
+                            current_users.push(known);
+                        }
+                    }
+                }
+                let group_ids: Vec<String> = changes.groups.iter().map(|g| g.id.clone()).collect();
+                let current_groups = self.store.groups_by_id(&group_ids).await?;
+                let plan = plan_sync_owned(
+                    &current_users,
+                    &current_groups,
+                    DirectoryContents {
+                        users: changes.users,
+                        groups: changes.groups,
+                    },
+                );
+                (
+                    current_users,
+                    plan,
+                    changes.total_users,
+                    changes.total_groups,
+                )
+            }
+        };
         if !allow_deletes {
             if let Err(tripped) = self.options.guard.check(current_users.len(), &plan) {
                 let message = tripped.to_string();
@@ -356,8 +429,8 @@ impl Syncer {
         for event in &events {
             crate::audit::log(event);
         }
-        status.users_seen = fresh.users.len() as u64;
-        status.groups_seen = fresh.groups.len() as u64;
+        status.users_seen = users_seen as u64;
+        status.groups_seen = groups_seen as u64;
         status.users_added = counts.added;
         status.users_updated = counts.updated;
         status.users_deleted = counts.deleted;
@@ -367,10 +440,10 @@ impl Syncer {
         status.last_success = status.last_run_finished;
         self.store.put_sync_status(&status).await?;
         log::info!(
-            "directory sync from {}: {} users, {} groups; {} added, {} updated, {} deleted in {} ms",
+            "{kind} directory sync from {}: {} users, {} groups; {} added, {} updated, {} deleted in {} ms",
             self.directory.describe(),
-            fresh.users.len(),
-            fresh.groups.len(),
+            users_seen,
+            groups_seen,
             counts.added,
             counts.updated,
             counts.deleted,

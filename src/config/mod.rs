@@ -117,6 +117,8 @@ pub struct DirectoryConfig {
     pub operation_timeout: Duration,
     /// Interval between syncs (at least 30 s).
     pub sync_interval: Duration,
+    /// Interval between incremental syncs (changes only); `None`: off.
+    pub incremental_interval: Option<Duration>,
     /// Search base for users (defaults to `base_dn`).
     pub user_base: String,
     /// Search base for groups (defaults to `base_dn`).
@@ -228,7 +230,9 @@ impl DirectoryPreset {
     /// The preset's group filter.
     pub fn group_filter(self) -> &'static str {
         match self {
-            Self::OpenLdap | Self::Ds389 => "(objectClass=groupOfNames)",
+            Self::OpenLdap | Self::Ds389 => {
+                "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=posixGroup))"
+            }
             Self::ActiveDirectory => "(objectClass=group)",
         }
     }

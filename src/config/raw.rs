@@ -96,6 +96,9 @@ pub struct RawDirectory {
     pub operation_timeout: String,
     /// How often the directory is synced. Default `5m`; at least `30s`.
     pub sync_interval: String,
+    /// How often only the changes are read between full syncs (LDAP: `modifyTimestamp` or
+    /// `uSNChanged`). Default `1m`; `0s` turns incremental syncs off. At least `5s`.
+    pub incremental_interval: String,
     /// Search base for users; default `base_dn`.
     pub user_base: Option<String>,
     /// Search base for groups; default `base_dn`.
@@ -130,6 +133,7 @@ impl Default for RawDirectory {
             connect_timeout: "5s".into(),
             operation_timeout: "10s".into(),
             sync_interval: "5m".into(),
+            incremental_interval: "1m".into(),
             user_base: None,
             group_base: None,
             user_filter: None,

@@ -1119,3 +1119,48 @@ statement_timeout = "0s"
         .iter()
         .any(|w| w.contains("PostgreSQL only")));
 }
+
+#[test]
+fn incremental_interval_defaults_turns_off_and_has_a_minimum() {
+    let dir = Dir::new();
+    let config = dir.load(MINIMAL).unwrap().config;
+    assert_eq!(
+        config.directory.incremental_interval,
+        Some(Duration::from_secs(60))
+    );
+    let off = dir
+        .load(&format!("{MINIMAL}incremental_interval = \"0s\"\n"))
+        .unwrap()
+        .config;
+    assert_eq!(off.directory.incremental_interval, None);
+    let too_often = problems(dir.load(&format!("{MINIMAL}incremental_interval = \"2s\"\n")));
+    assert!(
+        has(
+            &too_often,
+            "directory.incremental_interval:",
+            "minimum of 5s"
+        ),
+        "{too_often:?}"
+    );
+    let pointless = dir
+        .load(&format!(
+            "{MINIMAL}incremental_interval = \"10m\"\nsync_interval = \"5m\"\n"
+        ))
+        .unwrap();
+    assert!(pointless
+        .warnings
+        .iter()
+        .any(|w| w.contains("directory.incremental_interval")));
+}
+
+#[test]
+fn openldap_group_filter_covers_every_group_class() {
+    let config = Dir::new().load(MINIMAL).unwrap().config;
+    for class in ["groupOfNames", "groupOfUniqueNames", "posixGroup"] {
+        assert!(
+            config.directory.group_filter.contains(class),
+            "{}",
+            config.directory.group_filter
+        );
+    }
+}

@@ -28,6 +28,9 @@ use super::{
 
 /// Shortest accepted sync interval: more often would hammer the directory.
 const MIN_SYNC_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Shortest accepted incremental sync interval.
+const MIN_INCREMENTAL_INTERVAL: Duration = Duration::from_secs(5);
 /// Minimum federation token length.
 const MIN_TOKEN_LEN: usize = 16;
 /// RFC 2865 §3: the shared secret should be at least 16 octets.
@@ -348,6 +351,27 @@ fn directory(report: &mut Report<'_>, raw: &RawDirectory) -> DirectoryConfig {
         );
     }
 
+    let incremental_interval =
+        report.duration("directory.incremental_interval", &raw.incremental_interval);
+    if !incremental_interval.is_zero() && incremental_interval < MIN_INCREMENTAL_INTERVAL {
+        report.problem(
+            "directory.incremental_interval",
+            format!(
+                "{:?} is below the minimum of 5s (use \"0s\" to turn incremental syncs off)",
+                raw.incremental_interval
+            ),
+        );
+    } else if !incremental_interval.is_zero()
+        && !sync_interval.is_zero()
+        && incremental_interval >= sync_interval
+    {
+        report.warn(
+            "directory.incremental_interval",
+            "not shorter than sync_interval: only full syncs will run",
+        );
+    }
+    let incremental_interval = (!incremental_interval.is_zero()).then_some(incremental_interval);
+
     let user_filter = raw
         .user_filter
         .clone()
@@ -444,6 +468,7 @@ fn directory(report: &mut Report<'_>, raw: &RawDirectory) -> DirectoryConfig {
         connect_timeout,
         operation_timeout,
         sync_interval,
+        incremental_interval,
         user_filter,
         group_filter,
         page_size: raw.page_size,

@@ -53,25 +53,44 @@ pub struct Resolved {
 }
 
 /// Normalises a DN for comparison: lower case, no whitespace around the `,`, `=` and `+`
-/// separators nor at either end. Escaped characters (`\,`, `\ `) are kept as written, so an
-/// escaped comma or a significant escaped space survives. Hex escapes (`\2C`) are not unified
-/// with their character form; directories emit one form consistently.
+/// separators nor at either end, and one spelling for escaped characters. Hex escapes are
+/// decoded (`\2C` and `\,` are the same comma; `\c3\bc` is `ü`): servers return their own
+/// spelling of an entry's DN (OpenLDAP writes `uid=a\2Cb`) while member values keep whatever the
+/// writer used (`uid=a\,b`). Characters that must stay escaped inside a value (`,` `+` `"` `\`
+/// `<` `>` `;`) and escaped spaces come out as a backslash and the character; every other
+/// escaped character comes out plain.
 pub fn normalize_dn(dn: &str) -> String {
     let mut out = String::with_capacity(dn.len());
     // Length of `out` that trimming must not cut into (after an escape or separator).
     let mut protected = 0;
     let mut after_separator = true;
+    // Hex-escaped octets not yet decoded (a UTF-8 character spans several `\xx`).
+    let mut octets: Vec<u8> = Vec::new();
     let mut chars = dn.chars();
     while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                out.push('\\');
-                if let Some(escaped) = chars.next() {
-                    out.extend(escaped.to_lowercase());
+        if c == '\\' {
+            let mut ahead = chars.clone();
+            if let (Some(high), Some(low)) = (ahead.next(), ahead.next()) {
+                if let (Some(high), Some(low)) = (high.to_digit(16), low.to_digit(16)) {
+                    octets.push((high * 16 + low) as u8);
+                    chars = ahead;
+                    continue;
                 }
-                protected = out.len();
-                after_separator = false;
             }
+            flush_octets(&mut out, &mut octets);
+            if let Some(escaped) = chars.next() {
+                push_escaped(&mut out, escaped);
+            }
+            protected = out.len();
+            after_separator = false;
+            continue;
+        }
+        if !octets.is_empty() {
+            flush_octets(&mut out, &mut octets);
+            protected = out.len();
+            after_separator = false;
+        }
+        match c {
             ',' | '=' | '+' => {
                 trim_end_to(&mut out, protected);
                 out.push(c);
@@ -85,8 +104,34 @@ pub fn normalize_dn(dn: &str) -> String {
             }
         }
     }
+    flush_octets(&mut out, &mut octets);
+    if out.ends_with("\\ ") {
+        protected = out.len();
+    }
     trim_end_to(&mut out, protected);
     out
+}
+
+/// Appends a character that was escaped in the input, in its one normal spelling.
+fn push_escaped(out: &mut String, c: char) {
+    match c {
+        ',' | '+' | '"' | '\\' | '<' | '>' | ';' | ' ' => {
+            out.push('\\');
+            out.push(c);
+        }
+        c => out.extend(c.to_lowercase()),
+    }
+}
+
+/// Decodes pending hex-escaped octets (invalid UTF-8 becomes U+FFFD) and appends them.
+fn flush_octets(out: &mut String, octets: &mut Vec<u8>) {
+    if octets.is_empty() {
+        return;
+    }
+    for c in String::from_utf8_lossy(octets).chars() {
+        push_escaped(out, c);
+    }
+    octets.clear();
 }
 
 /// Drops trailing whitespace from `out`, but never below `floor` bytes.
@@ -295,6 +340,32 @@ mod tests {
             "cn=trailing\\ ,dc=org"
         );
         assert_eq!(normalize_dn("cn=Two Words,dc=org"), "cn=two words,dc=org");
+    }
+
+    #[test]
+    fn hex_and_character_escapes_normalise_alike() {
+        let plain = normalize_dn("uid=a\\,b,ou=people,dc=example,dc=org");
+        assert_eq!(plain, "uid=a\\,b,ou=people,dc=example,dc=org");
+        assert_eq!(
+            normalize_dn("UID=a\\2Cb,ou=people,dc=example,dc=org"),
+            plain
+        );
+        assert_eq!(
+            normalize_dn("uid=a\\2cb, ou=People,dc=example,dc=org"),
+            plain
+        );
+        // Multi-octet UTF-8 written as hex pairs.
+        assert_eq!(
+            normalize_dn("uid=J\\C3\\BCrgen,dc=org"),
+            normalize_dn("uid=jürgen,dc=org")
+        );
+        // Escaped characters that need no escaping come out plain.
+        assert_eq!(normalize_dn("uid=\\#x\\=y,dc=org"), "uid=#x=y,dc=org");
+        assert_eq!(normalize_dn("uid=\\23x,dc=org"), "uid=#x,dc=org");
+        assert_eq!(normalize_dn("cn=a\\2Bb\\5C,dc=org"), "cn=a\\+b\\\\,dc=org");
+        // An escaped space at the end of a value survives, hex or not.
+        assert_eq!(normalize_dn("cn=x\\20,dc=org"), "cn=x\\ ,dc=org");
+        assert_eq!(normalize_dn("cn=x\\20"), "cn=x\\ ");
     }
 
     #[test]

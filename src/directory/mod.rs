@@ -2,8 +2,8 @@
 //! user's directory password.
 //!
 //! The rest of tapd sees only the [`DirectorySource`] trait. [`ldif::LdifDirectory`] reads an
-//! LDIF file (the embedded demo default and offline installations); an LDAP source implements
-//! the same trait. Every source returns users and groups with memberships already resolved
+//! LDIF file (the embedded demo default and offline installations); [`ldap::LdapDirectory`]
+//! reads an LDAP server and checks passwords by bind. Every source returns users and groups with memberships already resolved
 //! transitively ([`groups`]), and the sync turns what a source returned into a pure plan
 //! ([`sync`]) that the store applies.
 //!
@@ -11,6 +11,7 @@
 //! policy rules, HTTP, RADIUS or the clock.
 
 pub mod groups;
+pub mod ldap;
 pub mod ldif;
 pub mod password;
 pub mod sync;
@@ -26,6 +27,20 @@ pub struct DirectoryContents {
     pub users: Vec<User>,
     /// Groups; each group's `member_user_ids` are its transitive member user ids, sorted.
     pub groups: Vec<Group>,
+}
+
+/// What changed in a directory since the previous read, found by an incremental read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DirectoryChanges {
+    /// New users and users whose attributes or effective groups changed; each with its
+    /// effective (transitive) group ids, sorted.
+    pub users: Vec<User>,
+    /// New groups and groups whose attributes or transitive members changed.
+    pub groups: Vec<Group>,
+    /// Users the directory holds now, as far as the source knows (for the sync status).
+    pub total_users: usize,
+    /// Groups the directory holds now.
+    pub total_groups: usize,
 }
 
 /// The outcome of checking a directory password.
@@ -59,6 +74,15 @@ pub enum DirectoryError {
 pub trait DirectorySource: Send + Sync + 'static {
     /// Reads every user and group, with memberships resolved transitively.
     async fn read_all(&self) -> Result<DirectoryContents, DirectoryError>;
+
+    /// Reads only what changed since the previous read (full or incremental): the users and
+    /// groups that are new or different, memberships resolved against everything known.
+    /// Deletions need not be visible; the next [`read_all`](Self::read_all) catches them.
+    /// `Ok(None)`: this source can't read incrementally now (no earlier read, or not supported);
+    /// the caller does a full read instead.
+    async fn read_changes(&self) -> Result<Option<DirectoryChanges>, DirectoryError> {
+        Ok(None)
+    }
 
     /// Checks `password` against the directory for `user` (found by its stable id).
     ///

@@ -26,48 +26,61 @@ pub fn plan_sync(
     current_groups: &[Group],
     fresh: &DirectoryContents,
 ) -> SyncPlan {
+    plan_sync_owned(current_users, current_groups, fresh.clone())
+}
+
+/// [`plan_sync`] taking the directory's answer by value, so that the users and groups of a
+/// large directory move into the plan instead of being copied (a full sync of 100,000 users
+/// into an empty store upserts every one of them).
+pub fn plan_sync_owned(
+    current_users: &[User],
+    current_groups: &[Group],
+    fresh: DirectoryContents,
+) -> SyncPlan {
     let known_users: HashMap<&str, &User> =
         current_users.iter().map(|u| (u.id.as_str(), u)).collect();
-    let mut fresh_user_ids: HashSet<&str> = HashSet::with_capacity(fresh.users.len());
+    let mut fresh_user_ids: HashSet<String> = HashSet::with_capacity(fresh.users.len());
     let mut upsert_users = Vec::new();
     let mut revoke_tap_user_ids = Vec::new();
-    for user in &fresh.users {
-        if !fresh_user_ids.insert(user.id.as_str()) {
+    for user in fresh.users {
+        if fresh_user_ids.contains(&user.id) {
             continue;
         }
+        fresh_user_ids.insert(user.id.clone());
         match known_users.get(user.id.as_str()) {
-            None => upsert_users.push(user.clone()),
+            None => upsert_users.push(user),
             Some(known) => {
-                if *known != user {
-                    upsert_users.push(user.clone());
-                }
                 if known.account_enabled && !user.account_enabled {
                     revoke_tap_user_ids.push(user.id.clone());
+                }
+                if **known != user {
+                    upsert_users.push(user);
                 }
             }
         }
     }
     let mut delete_user_ids: Vec<String> = current_users
         .iter()
-        .filter(|u| !fresh_user_ids.contains(u.id.as_str()))
+        .filter(|u| !fresh_user_ids.contains(&u.id))
         .map(|u| u.id.clone())
         .collect();
 
     let known_groups: HashMap<&str, &Group> =
         current_groups.iter().map(|g| (g.id.as_str(), g)).collect();
-    let mut fresh_group_ids: HashSet<&str> = HashSet::with_capacity(fresh.groups.len());
+    let mut fresh_group_ids: HashSet<String> = HashSet::with_capacity(fresh.groups.len());
     let mut upsert_groups = Vec::new();
-    for group in &fresh.groups {
-        if !fresh_group_ids.insert(group.id.as_str()) {
+    for group in fresh.groups {
+        if fresh_group_ids.contains(&group.id) {
             continue;
         }
-        if known_groups.get(group.id.as_str()) != Some(&group) {
-            upsert_groups.push(group.clone());
+        fresh_group_ids.insert(group.id.clone());
+        if known_groups.get(group.id.as_str()) != Some(&&group) {
+            upsert_groups.push(group);
         }
     }
     let mut delete_group_ids: Vec<String> = current_groups
         .iter()
-        .filter(|g| !fresh_group_ids.contains(g.id.as_str()))
+        .filter(|g| !fresh_group_ids.contains(&g.id))
         .map(|g| g.id.clone())
         .collect();
 

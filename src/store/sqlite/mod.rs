@@ -531,7 +531,24 @@ impl Store for SqliteStore {
     }
 
     async fn apply_sync(&self, plan: &SyncPlan, audit: &[NewAuditEvent]) -> Result<(), StoreError> {
-        let plan = plan.clone();
+        // Copied for the blocking writer thread; group member lists are left out (memberships
+        // are written from the users' group ids), which keeps a 100,000-user first sync lean.
+        let plan = SyncPlan {
+            upsert_users: plan.upsert_users.clone(),
+            delete_user_ids: plan.delete_user_ids.clone(),
+            upsert_groups: plan
+                .upsert_groups
+                .iter()
+                .map(|group| Group {
+                    id: group.id.clone(),
+                    dn: group.dn.clone(),
+                    display_name: group.display_name.clone(),
+                    member_user_ids: Vec::new(),
+                })
+                .collect(),
+            delete_group_ids: plan.delete_group_ids.clone(),
+            revoke_tap_user_ids: plan.revoke_tap_user_ids.clone(),
+        };
         let audit = audit.to_vec();
         self.write(move |tx| {
             let mut upsert_group = tx

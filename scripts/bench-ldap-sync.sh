@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# LDAP sync benchmark (issue 3): loads USERS users and GROUPS groups into a throwaway slapd,
+# times `ldapsearch` dumping the same entries with the same attributes and page size, then a
+# full tapd sync into a fresh SQLite store (with its peak RSS from /usr/bin/time -v), then one
+# changed user and an incremental sync. Needs slapd, ldap-utils and time (Debian packages;
+# scripts/test.sh installs the first two). Prints a Markdown block for BENCHMARKS.md.
+#
+#   scripts/bench-ldap-sync.sh [USERS] [GROUPS]      (defaults 100000 10000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NUSERS=${1:-100000}
+NGROUPS=${2:-10000}
+PAGE=1000
+for tool in slapd slapadd ldapsearch; do
+  command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || { echo "$tool missing: run scripts/test.sh" >&2; exit 1; }
+done
+[ -x /usr/bin/time ] || { echo "/usr/bin/time missing: apt-get install time" >&2; exit 1; }
+export PATH=/usr/sbin:$PATH
+calc() { python3 -c "print(round($1, 3))"; }
+
+work=$(mktemp -d)
+slapd_pid=""
+cleanup() {
+  if [ -n "$slapd_pid" ]; then kill "$slapd_pid" 2>/dev/null || true; wait "$slapd_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "generating $NUSERS users and $NGROUPS groups..." >&2
+python3 - "$NUSERS" "$NGROUPS" > "$work/data.ldif" <<'PY'
+import sys
+users, groups = int(sys.argv[1]), int(sys.argv[2])
+base = "dc=example,dc=org"
+out = sys.stdout
+out.write(f"dn: {base}\nobjectClass: dcObject\nobjectClass: organization\no: Example\ndc: example\n\n")
+for ou in ("people", "groups", "services"):
+    out.write(f"dn: ou={ou},{base}\nobjectClass: organizationalUnit\nou: {ou}\n\n")
+out.write(f"dn: cn=tapd,ou=services,{base}\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\ncn: tapd\nuserPassword: tapd-service-pw\n\n")
+for i in range(users):
+    out.write(f"dn: uid=user{i:06d},ou=people,{base}\nobjectClass: inetOrgPerson\nuid: user{i:06d}\n"
+              f"cn: Bench User {i}\nsn: User\nmail: user{i:06d}@example.org\nuserPassword: user{i:06d}-pw\n\n")
+per_group = max(1, users // groups)
+for g in range(groups):
+    out.write(f"dn: cn=group{g:05d},ou=groups,{base}\nobjectClass: groupOfNames\ncn: group{g:05d}\n")
+    for k in range(per_group):
+        out.write(f"member: uid=user{(g * per_group + k) % users:06d},ou=people,{base}\n")
+    # Chains of ten nested groups.
+    if g % 10 != 9 and g + 1 < groups:
+        out.write(f"member: cn=group{g + 1:05d},ou=groups,{base}\n")
+    out.write("\n")
+PY
+
+mkdir "$work/db"
+modules=/usr/lib/ldap
+cat > "$work/slapd.conf" <<CONF
+include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+include /etc/ldap/schema/inetorgperson.schema
+include /etc/ldap/schema/nis.schema
+modulepath $modules
+moduleload back_mdb
+pidfile $work/slapd.pid
+argsfile $work/slapd.args
+sizelimit size.soft=500 size.hard=500 size.prtotal=unlimited
+database mdb
+maxsize 4294967296
+suffix "dc=example,dc=org"
+rootdn "cn=admin,dc=example,dc=org"
+rootpw bench-root
+directory $work/db
+index objectClass eq
+access to attrs=userPassword by self read by anonymous auth by * none
+access to * by * read
+CONF
+
+echo "slapadd..." >&2
+start=$(date +%s.%N)
+slapadd -q -f "$work/slapd.conf" -l "$work/data.ldif"
+load_seconds=$(calc "$(date +%s.%N) - $start")
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+url="ldap://127.0.0.1:$port"
+slapd -f "$work/slapd.conf" -h "$url/" -d 0 2>"$work/slapd.log" &
+slapd_pid=$!
+for _ in $(seq 100); do
+  ldapsearch -x -H "$url" -b "" -s base >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+bind=(-x -H "$url" -D "cn=tapd,ou=services,dc=example,dc=org" -w tapd-service-pw)
+user_attrs="entryUUID uid mail displayName cn pwdAccountLockedTime nsAccountLock modifyTimestamp"
+group_attrs="entryUUID cn member modifyTimestamp uniqueMember memberUid"
+dump() {
+  ldapsearch "${bind[@]}" -E "pr=$PAGE/noprompt" -b "dc=example,dc=org" \
+    "(objectClass=inetOrgPerson)" $user_attrs > "$work/users.out"
+  ldapsearch "${bind[@]}" -E "pr=$PAGE/noprompt" -b "dc=example,dc=org" \
+    "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=posixGroup))" $group_attrs > "$work/groups.out"
+}
+echo "warming up and timing ldapsearch..." >&2
+dump
+best=""
+for _ in 1 2 3; do
+  start=$(date +%s.%N)
+  dump
+  t=$(calc "$(date +%s.%N) - $start")
+  if [ -z "$best" ] || [ "$(calc "int($t < $best)")" = 1 ]; then best=$t; fi
+done
+dumped=$(grep -c '^dn:' "$work/users.out" "$work/groups.out" | awk -F: '{s+=$2} END {print s}')
+
+# slapadd stamped every entry within a second or two. An incremental read starts at the newest
+# modifyTimestamp minus the read time and a second, so it would read the whole bulk load again;
+# a live directory's newest change is recent. Make it so: one unrelated change, later.
+sleep 5
+printf 'dn: uid=user000000,ou=people,dc=example,dc=org\nchangetype: modify\nreplace: description\ndescription: touched by the benchmark\n' |
+  ldapmodify -x -H "$url" -D "cn=admin,dc=example,dc=org" -w bench-root >/dev/null
+
+echo "building the benchmark driver..." >&2
+cargo build --release --quiet --example ldap_sync_bench
+bench=${CARGO_TARGET_DIR:-target}/release/examples/ldap_sync_bench
+runs=()
+for run in 1 2 3; do
+  /usr/bin/time -v "$bench" --url "$url" --bind-dn "cn=tapd,ou=services,dc=example,dc=org" \
+    --bind-password tapd-service-pw --db "$work/tapd-$run.db" --page-size "$PAGE" \
+    --modify-dn "uid=user000042,ou=people,dc=example,dc=org" --root-password bench-root \
+    > "$work/bench-$run.out" 2> "$work/time-$run.out"
+  runs+=("$run")
+done
+best_run=$(for run in "${runs[@]}"; do
+  echo "$(grep full_sync_seconds "$work/bench-$run.out" | cut -d= -f2) $run"; done | sort -n | head -1 | cut -d' ' -f2)
+full=$(grep full_sync_seconds "$work/bench-$best_run.out" | cut -d= -f2)
+incremental=$(grep incremental_sync_seconds "$work/bench-$best_run.out" | cut -d= -f2)
+counts=$(grep '^users=' "$work/bench-$best_run.out")
+rss_kb=$(grep 'Maximum resident set size' "$work/time-$best_run.out" | awk '{print $NF}')
+all_full=$(for run in "${runs[@]}"; do grep full_sync_seconds "$work/bench-$run.out" | cut -d= -f2; done | paste -sd' ')
+ratio=$(python3 -c "print(round($full / $best, 2))")
+
+cat <<MD
+### Run of $(date -u +%Y-%m-%d) on $(nproc) cores, $(grep MemTotal /proc/meminfo | awk '{printf "%.0f GiB", $2/1048576}'), $(slapd -VV 2>&1 | head -1 | sed 's/.*slapd \([^ ]*\).*/OpenLDAP slapd \1/')
+
+| what | result | target |
+| --- | --- | --- |
+| entries | $NUSERS users, $NGROUPS groups ($counts; $dumped dumped by ldapsearch) | |
+| slapadd load | ${load_seconds} s | |
+| \`ldapsearch\` dump, same attributes, pages of $PAGE (best of 3) | ${best} s | |
+| full tapd sync into a fresh SQLite store (best of 3: $all_full s) | ${full} s = ${ratio} × ldapsearch | ≤ 1.5 × |
+| peak RSS of the sync process | $((rss_kb / 1024)) MB | ≤ 300 MB |
+| incremental sync after one changed user | ${incremental} s | ≤ 1 s |
+MD

@@ -1,0 +1,425 @@
+//! Opening LDAP connections (plain loopback, StartTLS, LDAPS) with bounded waits, and the
+//! paged search every sync uses.
+//!
+//! TLS uses rustls with the ring provider chosen explicitly (not the process default), the
+//! configured CA file or else the system roots, and certificate plus host-name verification
+//! unless `tls_verify = false` was configured. Every wait is bounded: the connect timeout covers
+//! TCP, the StartTLS exchange and the TLS handshake; the operation timeout covers each bind and
+//! each entry or result of a search.
+//!
+//! Paging (RFC 2696) is driven here rather than through `ldap3`'s adapter so that every page's
+//! result code is checked: a size or time limit, a busy server or a lost connection on any page
+//! makes the whole search fail, never return a silently shortened list.
+//!
+//! May depend on: `ldap3`, `rustls`, `directory` (errors), `entry`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ldap3::controls::{Control, ControlType, PagedResults, RawControl};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, LdapResult, Scope};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use super::entry::{decode_entry, LdapEntry};
+use crate::directory::DirectoryError;
+
+/// LDAP result codes tapd tells apart (RFC 4511 appendix A).
+pub mod rc {
+    /// success
+    pub const SUCCESS: u32 = 0;
+    /// timeLimitExceeded
+    pub const TIME_LIMIT_EXCEEDED: u32 = 3;
+    /// sizeLimitExceeded
+    pub const SIZE_LIMIT_EXCEEDED: u32 = 4;
+    /// adminLimitExceeded
+    pub const ADMIN_LIMIT_EXCEEDED: u32 = 11;
+    /// noSuchObject
+    pub const NO_SUCH_OBJECT: u32 = 32;
+    /// invalidCredentials
+    pub const INVALID_CREDENTIALS: u32 = 49;
+    /// busy
+    pub const BUSY: u32 = 51;
+    /// unavailable
+    pub const UNAVAILABLE: u32 = 52;
+    /// other
+    pub const OTHER: u32 = 80;
+}
+
+/// How to reach the server.
+#[derive(Clone)]
+pub struct Connector {
+    url: String,
+    starttls: bool,
+    tls: Option<Arc<ClientConfig>>,
+    connect_timeout: Duration,
+    operation_timeout: Duration,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector")
+            .field("url", &self.url)
+            .field("starttls", &self.starttls)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// TLS settings for a connector.
+#[derive(Clone, Debug)]
+pub struct TlsOptions<'a> {
+    /// Whether TLS is used at all (LDAPS or StartTLS).
+    pub enabled: bool,
+    /// Upgrade a plain `ldap://` connection with StartTLS.
+    pub starttls: bool,
+    /// Extra trusted CAs (PEM); `None`: system roots.
+    pub ca_file: Option<&'a Path>,
+    /// Verify certificate and host name.
+    pub verify: bool,
+}
+
+impl Connector {
+    /// A connector for `url`.
+    pub fn new(
+        url: &str,
+        tls: &TlsOptions<'_>,
+        connect_timeout: Duration,
+        operation_timeout: Duration,
+    ) -> Result<Self, DirectoryError> {
+        let config = if tls.enabled {
+            Some(Arc::new(client_config(tls.ca_file, tls.verify)?))
+        } else {
+            None
+        };
+        Ok(Connector {
+            url: url.to_owned(),
+            starttls: tls.starttls,
+            tls: config,
+            connect_timeout,
+            operation_timeout,
+        })
+    }
+
+    /// The bound on each operation.
+    pub fn operation_timeout(&self) -> Duration {
+        self.operation_timeout
+    }
+
+    /// The server URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Opens a connection (TCP, then StartTLS or TLS when configured). The connection's I/O
+    /// runs on a spawned task that ends when the returned handle and its clones are dropped
+    /// or the server closes the connection.
+    pub async fn connect(&self) -> Result<Ldap, DirectoryError> {
+        let mut settings = LdapConnSettings::new()
+            .set_conn_timeout(self.connect_timeout)
+            .set_starttls(self.starttls);
+        if let Some(config) = &self.tls {
+            settings = settings.set_config(config.clone());
+        }
+        let (connection, ldap) = LdapConnAsync::with_settings(settings, &self.url)
+            .await
+            .map_err(|e| {
+                DirectoryError::Unavailable(format!(
+                    "cannot connect to {}: {}",
+                    self.url,
+                    describe(&e)
+                ))
+            })?;
+        let url = self.url.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.drive().await {
+                log::debug!("LDAP connection to {url} ended: {e}");
+            }
+        });
+        Ok(ldap)
+    }
+
+    /// Binds `ldap` as the service account; a refusal is [`DirectoryError::Unavailable`]
+    /// (nothing can be read without it).
+    pub async fn service_bind(
+        &self,
+        ldap: &mut Ldap,
+        dn: &str,
+        password: &str,
+    ) -> Result<(), DirectoryError> {
+        let result = ldap
+            .with_timeout(self.operation_timeout)
+            .simple_bind(dn, password)
+            .await
+            .map_err(|e| self.transport_error("binding as the service account", &e))?;
+        if result.rc == rc::SUCCESS {
+            Ok(())
+        } else {
+            Err(DirectoryError::Unavailable(format!(
+                "{} refused the service account bind as {dn}: {}",
+                self.url,
+                describe_result(&result)
+            )))
+        }
+    }
+
+    /// Maps a transport-level failure (timeout, connection lost) while doing `what`.
+    pub fn transport_error(&self, what: &str, error: &LdapError) -> DirectoryError {
+        DirectoryError::Unavailable(format!("{} while {what}: {}", self.url, describe(error)))
+    }
+
+    /// Runs a subtree search with paged results, calling `on_entry` for every entry. Returns
+    /// the number of pages read. Any page that does not end in success fails the whole search.
+    pub async fn paged_search(
+        &self,
+        ldap: &mut Ldap,
+        base: &str,
+        filter: &str,
+        attributes: &[String],
+        page_size: u32,
+        mut on_entry: impl FnMut(LdapEntry) -> Result<(), DirectoryError>,
+    ) -> Result<usize, DirectoryError> {
+        let what = format!("searching {base} for {filter}");
+        let size = i32::try_from(page_size).unwrap_or(i32::MAX);
+        let mut cookie = Vec::new();
+        let mut pages = 0;
+        loop {
+            let control: RawControl = PagedResults { size, cookie }.into();
+            ldap.with_controls(control)
+                .with_timeout(self.operation_timeout);
+            let mut stream = ldap
+                .streaming_search(base, Scope::Subtree, filter, attributes)
+                .await
+                .map_err(|e| self.transport_error(&what, &e))?;
+            loop {
+                let item = match stream.next().await {
+                    Ok(Some(item)) => item,
+                    Ok(None) => break,
+                    Err(e) => {
+                        let _ = stream.finish().await;
+                        return Err(self.transport_error(&what, &e));
+                    }
+                };
+                if item.is_ref() || item.is_intermediate() {
+                    log::debug!("{what}: ignoring a referral or intermediate response");
+                    continue;
+                }
+                let entry = decode_entry(item.0).map_err(|e| {
+                    DirectoryError::Invalid(format!("{} returned a bad entry: {e}", self.url))
+                })?;
+                on_entry(entry)?;
+            }
+            let result = stream.finish().await;
+            pages += 1;
+            check_search_result(&self.url, &what, &result, pages)?;
+            cookie = next_cookie(&result);
+            if cookie.is_empty() {
+                return Ok(pages);
+            }
+        }
+    }
+
+    /// Reads one entry (base scope) with `attributes`; `None` if it does not exist.
+    pub async fn read_entry(
+        &self,
+        ldap: &mut Ldap,
+        dn: &str,
+        attributes: &[String],
+    ) -> Result<Option<LdapEntry>, DirectoryError> {
+        let what = format!("reading {dn}");
+        let result = ldap
+            .with_timeout(self.operation_timeout)
+            .search(dn, Scope::Base, "(objectClass=*)", attributes)
+            .await
+            .map_err(|e| self.transport_error(&what, &e))?;
+        let (entries, done) = (result.0, result.1);
+        if done.rc == rc::NO_SUCH_OBJECT {
+            return Ok(None);
+        }
+        check_search_result(&self.url, &what, &done, 1)?;
+        match entries
+            .into_iter()
+            .find(|e| !e.is_ref() && !e.is_intermediate())
+        {
+            Some(entry) => decode_entry(entry.0).map(Some).map_err(|e| {
+                DirectoryError::Invalid(format!("{} returned a bad entry: {e}", self.url))
+            }),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Classifies a search's final result.
+fn check_search_result(
+    url: &str,
+    what: &str,
+    result: &LdapResult,
+    page: usize,
+) -> Result<(), DirectoryError> {
+    let detail = || {
+        format!(
+            "{url} while {what} (page {page}): {}",
+            describe_result(result)
+        )
+    };
+    match result.rc {
+        rc::SUCCESS => Ok(()),
+        rc::SIZE_LIMIT_EXCEEDED | rc::TIME_LIMIT_EXCEEDED | rc::ADMIN_LIMIT_EXCEEDED => {
+            Err(DirectoryError::Incomplete(detail()))
+        }
+        rc::NO_SUCH_OBJECT => Err(DirectoryError::Invalid(format!(
+            "{}; check the search base",
+            detail()
+        ))),
+        _ => Err(DirectoryError::Unavailable(detail())),
+    }
+}
+
+/// The paging cookie of a result; empty when the search is complete.
+fn next_cookie(result: &LdapResult) -> Vec<u8> {
+    result
+        .ctrls
+        .iter()
+        .find_map(|Control(kind, raw)| match kind {
+            Some(ControlType::PagedResults) => Some(raw.parse::<PagedResults>().cookie),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// One line for an `ldap3` error, without the noise of nested debug output.
+pub fn describe(error: &LdapError) -> String {
+    match error {
+        LdapError::Timeout { .. } => "timed out".to_owned(),
+        LdapError::LdapResult { result } => describe_result(result),
+        other => other.to_string(),
+    }
+}
+
+/// `rc 49 (invalidCredentials): text`.
+pub fn describe_result(result: &LdapResult) -> String {
+    let name = match result.rc {
+        0 => "success",
+        1 => "operationsError",
+        2 => "protocolError",
+        3 => "timeLimitExceeded",
+        4 => "sizeLimitExceeded",
+        8 => "strongerAuthRequired",
+        11 => "adminLimitExceeded",
+        12 => "unavailableCriticalExtension",
+        13 => "confidentialityRequired",
+        32 => "noSuchObject",
+        34 => "invalidDNSyntax",
+        48 => "inappropriateAuthentication",
+        49 => "invalidCredentials",
+        50 => "insufficientAccessRights",
+        51 => "busy",
+        52 => "unavailable",
+        53 => "unwillingToPerform",
+        80 => "other",
+        _ => "",
+    };
+    let mut line = format!("result code {}", result.rc);
+    if !name.is_empty() {
+        line.push_str(&format!(" ({name})"));
+    }
+    if !result.text.is_empty() {
+        line.push_str(": ");
+        line.push_str(result.text.trim());
+    }
+    line
+}
+
+/// Builds the rustls client configuration.
+fn client_config(ca_file: Option<&Path>, verify: bool) -> Result<ClientConfig, DirectoryError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| DirectoryError::Unavailable(format!("TLS setup failed: {e}")))?;
+    if !verify {
+        return Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+            .with_no_client_auth());
+    }
+    let mut roots = RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certificates = CertificateDer::pem_file_iter(path)
+                .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| {
+                    DirectoryError::Unavailable(format!(
+                        "cannot read the directory CA file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+            let (added, _) = roots.add_parsable_certificates(certificates);
+            if added == 0 {
+                return Err(DirectoryError::Unavailable(format!(
+                    "the directory CA file {} holds no usable certificate",
+                    path.display()
+                )));
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for error in &found.errors {
+                log::warn!("while loading the system CA certificates: {error}");
+            }
+            roots.add_parsable_certificates(found.certs);
+        }
+    }
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// `tls_verify = false`: accepts any certificate, still checks handshake signatures.
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,202 @@
+//! The real `tapd` binary synced from slapd, driven with the real `tapctl` over the admin
+//! socket: sync status, transitive groups and roles, and a sync while slapd is down.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::fixtures;
+use super::harness::{Slapd, BASE_DN, SERVICE_DN, SERVICE_PASSWORD};
+
+/// A running tapd with its temp dir; killed on drop (its log printed if the test fails).
+struct Tapd {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Tapd {
+    fn start(slapd: &Slapd) -> Tapd {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("ldap.secret");
+        std::fs::write(&secret, SERVICE_PASSWORD).unwrap();
+        let mut permissions = std::fs::metadata(&secret).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o600);
+        std::fs::set_permissions(&secret, permissions).unwrap();
+        let config = dir.path().join("tapd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[store]
+url = "sqlite:{db}"
+
+[directory]
+url = "{url}"
+preset = "openldap"
+base_dn = "{BASE_DN}"
+bind_dn = "{SERVICE_DN}"
+bind_password_file = "{secret}"
+connect_timeout = "2s"
+operation_timeout = "2s"
+sync_interval = "1h"
+incremental_interval = "0s"
+
+[admin]
+socket = "{socket}"
+
+[admin.roles]
+global_administrator = ["tap-admins"]
+
+[log]
+level = "info"
+format = "stderr"
+"#,
+                db = dir.path().join("tapd.db").display(),
+                url = slapd.url(),
+                secret = secret.display(),
+                socket = dir.path().join("admin.sock").display(),
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("tapd.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tapd"))
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut tapd = Tapd { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !tapd.socket().exists() {
+            if let Ok(Some(status)) = tapd.child.try_wait() {
+                panic!("tapd exited ({status}):\n{}", tapd.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no admin socket:\n{}",
+                tapd.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        tapd
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("admin.sock")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tapd.log")).unwrap_or_default()
+    }
+
+    fn tapctl(&self, args: &[&str]) -> Output {
+        tapctl(&self.socket(), args)
+    }
+
+    /// Waits until the log holds `needle`.
+    fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "tapd never logged {needle:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tapd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- tapd log ---\n{}", self.log());
+        }
+    }
+}
+
+fn tapctl(socket: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tapctl"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{}",
+            stdout(output),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+#[test]
+fn tapd_syncs_from_slapd_and_reports_a_down_directory() {
+    if !nix_is_root() {
+        panic!("this test talks to tapd as uid 0 (break-glass admin): run it as root, as scripts/test.sh does");
+    }
+    let mut slapd = Slapd::start(&fixtures::directory());
+    let tapd = Tapd::start(&slapd);
+    tapd.wait_for_log("full directory sync from LDAP directory");
+
+    let status = json(&tapd.tapctl(&["--json", "sync", "status"]));
+    assert_eq!(status["lastResult"], "success", "{status}");
+    assert_eq!(
+        status["usersSeen"],
+        fixtures::user_count() as u64,
+        "{status}"
+    );
+
+    // Transitive groups and the role on `user show`.
+    let erin = tapd.tapctl(&["user", "show", "erin"]);
+    assert!(erin.status.success(), "{erin:?}");
+    let text = stdout(&erin);
+    for group in ["tap-users", "staff", "engineering"] {
+        assert!(text.contains(group), "{group} missing from:\n{text}");
+    }
+    let gadmin = stdout(&tapd.tapctl(&["user", "show", "gadmin"]));
+    assert!(
+        gadmin.contains("global_administrator") || gadmin.contains("globalAdministrator"),
+        "{gadmin}"
+    );
+
+    // slapd down: the run reports failure, the status names the error, users stay.
+    slapd.stop();
+    let run = tapd.tapctl(&["--json", "sync", "run"]);
+    let failed = json(&run);
+    assert_eq!(failed["lastResult"], "failed", "{failed}");
+    let status = json(&tapd.tapctl(&["--json", "sync", "status"]));
+    let error = status["lastError"].as_str().unwrap_or_default().to_owned();
+    assert!(error.contains("directory unavailable"), "{status}");
+    assert!(error.contains(&slapd.url()), "{status}");
+    let human = stdout(&tapd.tapctl(&["sync", "status"]));
+    assert!(human.contains("directory unavailable"), "{human}");
+    let users = json(&tapd.tapctl(&["--json", "user", "list"]));
+    let count = users
+        .as_array()
+        .map(Vec::len)
+        .or_else(|| users["value"].as_array().map(Vec::len))
+        .unwrap_or_default();
+    assert_eq!(count, fixtures::user_count(), "users kept");
+
+    // Back up: the next sync succeeds.
+    slapd.start_again();
+    let run = json(&tapd.tapctl(&["--json", "sync", "run"]));
+    assert_eq!(run["lastResult"], "success", "{run}");
+}
+
+fn nix_is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
