@@ -355,6 +355,63 @@ async fn sign_in_with_tap(
     .await
 }
 
+/// POSTs a form with a session, its CSRF token and the shared public origin.
+async fn post_with_session(
+    addr: SocketAddr,
+    public_url: &str,
+    path: &str,
+    session: &str,
+    csrf: &str,
+    pairs: &[(&str, &str)],
+) -> Answer {
+    let mut all = vec![("csrf", csrf)];
+    all.extend_from_slice(pairs);
+    http(
+        addr,
+        Request::post(path)
+            .header("host", public_url.trim_start_matches("http://"))
+            .header("origin", public_url)
+            .header("cookie", format!("tapd-session={session}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(form_encode(&all))))
+            .unwrap(),
+    )
+    .await
+}
+
+/// The value of the hidden input `name` on a page.
+fn hidden_field(body: &str, name: &str) -> String {
+    let marker = format!(r#"name="{name}" value=""#);
+    let start = body
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+        + marker.len();
+    let end = body[start..].find('"').unwrap();
+    body[start..start + end].to_owned()
+}
+
+/// The authenticator-app code for the secret shown on an enrolment page, now.
+fn current_code(body: &str) -> String {
+    let marker = r#"<code id="totp-secret">"#;
+    let start = body.find(marker).unwrap() + marker.len();
+    let end = body[start..].find('<').unwrap();
+    let secret = tapd::web::totp::base32_decode(&body[start..start + end]).unwrap();
+    tapd::web::totp::code_at_step(&secret, tapd::web::totp::step_at(chrono::Utc::now()))
+}
+
+/// The ids of `user`'s authentication methods, sorted, as `node` lists them.
+fn method_ids(node: &Node, user: &str) -> Vec<String> {
+    let listed = node.tapctl(&["methods", "list", user]);
+    let mut ids: Vec<String> = listed["value"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{listed}"))
+        .iter()
+        .filter_map(|m| m["id"].as_str().map(str::to_owned))
+        .collect();
+    ids.sort();
+    ids
+}
+
 async fn get_with_session(addr: SocketAddr, host: &str, path: &str, session: &str) -> Answer {
     http(
         addr,
@@ -451,6 +508,41 @@ async fn two_nodes_share_one_postgres_database() {
         assert!(page.body.contains("alice"), "{}", page.body);
     }
 
+    // An authenticator app registered across the nodes: enrolment on one, confirmation on the
+    // other (the ceremony lives in the shared database). Signed in, the CSRF token is the
+    // session's, from its pages.
+    let page = get_with_session(started_on, host, "/security-info", &session).await;
+    let csrf = hidden_field(&page.body, "csrf");
+    let enrolment = post_with_session(
+        started_on,
+        public_url,
+        "/security-info/authenticator-app",
+        &session,
+        &csrf,
+        &[],
+    )
+    .await;
+    assert_eq!(enrolment.status, 200, "{}", enrolment.body);
+    let confirmed = post_with_session(
+        other,
+        public_url,
+        "/security-info/authenticator-app/confirm",
+        &session,
+        &csrf,
+        &[
+            ("ceremony", &hidden_field(&enrolment.body, "ceremony")),
+            ("code", &current_code(&enrolment.body)),
+        ],
+    )
+    .await;
+    assert_eq!(confirmed.status, 303, "{}", confirmed.body);
+    let methods_before = method_ids(&a, "alice");
+    assert!(
+        methods_before.len() >= 2,
+        "password and app: {methods_before:?}"
+    );
+    assert_eq!(method_ids(&b, "alice"), methods_before);
+
     // (3) Both nodes answer RADIUS.
     for node in [&a, &b] {
         assert_eq!(
@@ -464,7 +556,7 @@ async fn two_nodes_share_one_postgres_database() {
     // (5) PostgreSQL down for a few seconds, under light load.
     let (tap_a, _) = create_tap(&a, "bob", false);
     let (tap_b, erin_code) = create_tap(&b, "erin", false);
-    let csrf = csrf_token(a.web, host).await;
+    let fresh_csrf = csrf_token(a.web, host).await;
     cluster.stop();
     let outage = Instant::now();
     let mut rounds = 0;
@@ -476,7 +568,8 @@ async fn two_nodes_share_one_postgres_database() {
                 "no RADIUS reply while the store is down (node {})",
                 node.name
             );
-            let page = sign_in_with_tap(node.web, public_url, &csrf, "erin", &erin_code).await;
+            let page =
+                sign_in_with_tap(node.web, public_url, &fresh_csrf, "erin", &erin_code).await;
             assert_eq!(page.status, 503, "node {}: {}", node.name, page.body);
             assert!(
                 page.body.contains("unavailable"),
