@@ -499,6 +499,21 @@ async fn two_nodes_share_one_postgres_database() {
         "one one-time TAP, one session: {sessions:?}"
     );
 
+    // The shared audit log agrees: 40 attempts, one success.
+    let audit = b.tapctl(&["audit", "--limit", "500"]);
+    let events: Vec<&Value> = audit["value"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{audit}"))
+        .iter()
+        .filter(|e| e["activityDisplayName"] == "User sign-in")
+        .collect();
+    assert_eq!(events.len(), 40, "{audit}");
+    let successes = events
+        .iter()
+        .filter(|e| e["result"].as_str() == Some("success"))
+        .count();
+    assert_eq!(successes, 1, "{audit}");
+
     // (2) The session continues on the other node.
     let (started_on, session) = sessions.pop().unwrap();
     let other = if started_on == a.web { b.web } else { a.web };
