@@ -640,6 +640,35 @@ async fn two_nodes_share_one_postgres_database() {
         );
     }
 
+    // (4) Manual syncs started on both nodes at once: each either runs or is refused because
+    // the other node holds the sync lease, naming it; never two at once.
+    let mut refused = 0;
+    for _ in 0..5 {
+        let outcomes = std::thread::scope(|scope| {
+            let runs: Vec<_> = [&a, &b]
+                .into_iter()
+                .map(|node| scope.spawn(move || (node, node.tapctl_output(&["sync", "run"]))))
+                .collect();
+            runs.into_iter()
+                .map(|run| run.join().unwrap())
+                .collect::<Vec<_>>()
+        });
+        for (node, output) in outcomes {
+            if output.status.success() {
+                continue;
+            }
+            let other = if node.identity == a.identity { &b } else { &a };
+            let said = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                said.contains(&format!("running on node {}", other.identity)),
+                "node {}: {said}",
+                node.name
+            );
+            refused += 1;
+        }
+    }
+    eprintln!("concurrent manual syncs: {refused} of 10 refused by the lease");
+
     // (4) kill -9 of the node that synced last: the survivor keeps serving and syncs.
     let status = a.tapctl(&["sync", "status"]);
     let holder = status["node"].as_str().unwrap_or_default().to_owned();
