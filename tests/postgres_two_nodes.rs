@@ -1,16 +1,19 @@
 //! Two real `tapd` processes on one PostgreSQL database (issue 6): a one-time TAP gives exactly
 //! one web session however many sign-ins race for it on both nodes; a session started on one
-//! node continues on the other; both answer RADIUS; after `kill -9` of the node that last synced
-//! the survivor keeps serving and syncs; and through a few seconds of PostgreSQL outage RADIUS
-//! sends no reply, the web answers 503 with a clear page, the admin API 503, and both nodes
-//! reconnect by themselves with every acknowledged TAP still there.
+//! node continues on the other (an authenticator app enrolled on one is confirmed on the
+//! other); both answer RADIUS; through a few seconds of PostgreSQL outage RADIUS sends no reply,
+//! the web answers 503 with a clear page, the admin API 503, and both nodes reconnect by
+//! themselves with every acknowledged TAP and method still there; manual syncs started on both
+//! at once are serialised by the sync lease; after `kill -9` of the node that last synced the
+//! survivor keeps serving and syncs.
 //!
 //! Both nodes share one `public_url` (as nodes behind one load balancer do): the web checks the
 //! `Origin` header against it, not the port a request arrived on, so the test sends the same
 //! `Origin` to either node's listener. The lease that keeps a second node from syncing while
 //! one does, and the takeover once a dead holder's lease lapses, are tested with a manual clock
 //! in `tests/postgres_nodes.rs` (the sync interval is at least 30 s); here the process-level
-//! check is that the survivor of a `kill -9` runs `tapctl sync run` and the status names it.
+//! checks are the refusals of concurrent manual runs and that the survivor of a `kill -9` runs
+//! `tapctl sync run` and the status names it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "common/postgres.rs"]
@@ -424,7 +427,7 @@ async fn get_with_session(addr: SocketAddr, host: &str, path: &str, session: &st
     .await
 }
 
-/// Enables the policy for `tap-users` (once) and creates a TAP for `user` on `node`.
+/// Creates a TAP for `user` on `node`: its id and code.
 fn create_tap(node: &Node, user: &str, one_time: bool) -> (String, String) {
     let once = if one_time {
         "--one-time"
