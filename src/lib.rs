@@ -42,5 +42,6 @@ pub mod store;
 pub mod sync;
 pub mod tapcode;
 pub mod tapctl;
+pub mod tls;
 pub mod watchdog;
 pub mod web;

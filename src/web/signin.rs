@@ -19,6 +19,7 @@
 //! May depend on: `service`, `store`, `policy`, `directory`, `model`, and the sibling building
 //! blocks.
 
+use crate::metrics::{TapRejection, TapUseChannel, WebSignIn};
 use serde_json::json;
 use webauthn_rs::prelude::{
     DiscoverableAuthentication, Passkey, PasskeyAuthentication, PublicKeyCredential,
@@ -197,8 +198,23 @@ impl Web {
             json!({ "authenticationMethod": method }),
         );
         crate::audit::log(&event);
+        self.count_refusal(method, refusal);
         if let Err(e) = self.service.store().append_audit(&event).await {
             log::error!("could not record a refused web sign-in: {e}");
+        }
+    }
+
+    /// Counts a refused sign-in in `/metrics` (method and result; TAP refusals by reason).
+    fn count_refusal(&self, method: &str, refusal: &Refusal) {
+        let metrics = self.service.metrics();
+        let series = match method {
+            method_name::TAP => WebSignIn::TapFailure,
+            method_name::PASSKEY => WebSignIn::PasskeyFailure,
+            _ => WebSignIn::PasswordFailure,
+        };
+        metrics.web_sign_ins.inc(series);
+        if let Refusal::Tap(failure) = refusal {
+            metrics.tap_rejections.inc(TapRejection::of(failure));
         }
     }
 
@@ -379,6 +395,11 @@ impl Web {
             )
             .await?;
         crate::audit::log(&success);
+        self.service
+            .metrics()
+            .web_sign_ins
+            .inc(WebSignIn::TapSuccess);
+        self.service.metrics().taps_used.inc(TapUseChannel::Web);
         self.throttle.record_success(&key);
         Ok(signed_in)
     }
@@ -451,6 +472,10 @@ impl Web {
             .open_session(&user, method, None, &groups, Some(&event), now)
             .await?;
         crate::audit::log(&event);
+        self.service
+            .metrics()
+            .web_sign_ins
+            .inc(WebSignIn::PasswordSuccess);
         Ok(signed_in)
     }
 
@@ -865,6 +890,10 @@ impl Web {
             )
             .await?;
         crate::audit::log(&event);
+        self.service
+            .metrics()
+            .web_sign_ins
+            .inc(WebSignIn::PasskeySuccess);
         Ok(signed_in)
     }
 

@@ -334,3 +334,37 @@ async fn a_tap_session_ends_when_the_policy_no_longer_covers_the_user() {
         .unwrap()
         .is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_sign_ins_and_tap_refusals_are_counted_in_metrics() {
+    use tapd::metrics::{TapRejection, TapUseChannel, WebSignIn};
+    let site = Site::new().await;
+    let metrics = site.service.metrics().clone();
+    let start = site.now() + Duration::hours(1);
+    let code = site.create_tap("alice", false, Some(start), Some(60)).await;
+
+    refusal(tap_sign_in(&site, "alice", &code).await);
+    assert_eq!(metrics.web_sign_ins.get(WebSignIn::TapFailure), 1);
+    assert_eq!(metrics.tap_rejections.get(TapRejection::WebNotYetValid), 1);
+    assert_eq!(metrics.taps_used.get(TapUseChannel::Web), 0);
+
+    site.clock.set(start);
+    tap_sign_in(&site, "alice", &code).await.unwrap();
+    assert_eq!(metrics.web_sign_ins.get(WebSignIn::TapSuccess), 1);
+    assert_eq!(metrics.taps_used.get(TapUseChannel::Web), 1);
+
+    let wrong = site
+        .state
+        .sign_in_with_password("bob", Zeroizing::new("not-bobs-password".into()), &source())
+        .await;
+    assert!(matches!(
+        wrong,
+        Err(SignInError::Refused(Refusal::InvalidPassword))
+    ));
+    assert_eq!(metrics.web_sign_ins.get(WebSignIn::PasswordFailure), 1);
+    site.state
+        .sign_in_with_password("bob", Zeroizing::new("bob-demo-pw".into()), &source())
+        .await
+        .unwrap();
+    assert_eq!(metrics.web_sign_ins.get(WebSignIn::PasswordSuccess), 1);
+}

@@ -27,12 +27,10 @@ use std::time::Duration;
 use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
-use rustls_pki_types::pem::PemObject;
 use tokio_postgres::config::SslMode as DriverSslMode;
 use zeroize::Zeroizing;
 
@@ -287,7 +285,7 @@ fn tls_config(mode: SslMode, ca_file: Option<&Path>) -> Result<ClientConfig, Sto
         (SslMode::VerifyFull, _) => Some(true),
     };
     let verifier: Arc<dyn ServerCertVerifier> = match verify {
-        None => Arc::new(AnyCertificate(provider)),
+        None => Arc::new(crate::tls::AcceptAnyCertificate(provider)),
         Some(check_name) => {
             let roots = Arc::new(root_store(ca_file)?);
             let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
@@ -311,85 +309,7 @@ fn tls_config(mode: SslMode, ca_file: Option<&Path>) -> Result<ClientConfig, Sto
 
 /// The CA certificates to trust: the configured file, or the system's.
 fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, StoreError> {
-    let mut roots = RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| {
-                    StoreError::Unavailable(format!(
-                        "reading the PostgreSQL CA file {}: {e}",
-                        path.display()
-                    ))
-                })?;
-            let (added, _) = roots.add_parsable_certificates(certs);
-            if added == 0 {
-                return Err(StoreError::Unavailable(format!(
-                    "the PostgreSQL CA file {} holds no usable certificate",
-                    path.display()
-                )));
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            for err in &found.errors {
-                log::warn!("while loading the system CA certificates: {err}");
-            }
-            roots.add_parsable_certificates(found.certs);
-        }
-    }
-    Ok(roots)
-}
-
-/// `sslmode=prefer` / `require` without a CA: encrypt, but accept any certificate (libpq's
-/// behaviour). Handshake signatures are still checked, so the session is bound to the key
-/// of the certificate presented.
-#[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    crate::tls::root_store(ca_file, "PostgreSQL").map_err(StoreError::Unavailable)
 }
 
 /// `sslmode=verify-ca`: the chain must verify, the host name is not compared.
