@@ -10,6 +10,7 @@
 # slapd, ldap-utils, freeradius, freeradius-ldap (installed with apt-get when missing).
 #
 #   scripts/bench-radius.sh [USERS] [SECONDS_PER_RUN]      (defaults 10000 10)
+#   PERF_OUT=/tmp/tapd.perf scripts/bench-radius.sh        (also profiles tapd's accept path)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NUSERS=${1:-10000}
@@ -252,10 +253,16 @@ measure() { # name server concurrency credentials [extra-cmd-in-background]
   [ "$server" = freeradius ] && target=127.0.0.1:$fr_port
   local s0 t0 f0 s1 t1 f1
   s0=$(cpu_ticks "$slapd_pid"); t0=$(cpu_ticks "$tapd_pid"); f0=$(cpu_ticks "$fr_pid")
-  local report
+  local report perf_pid=""
+  # PERF_OUT=FILE: profile tapd with `perf record -g` during its right-password run at 32.
+  if [ -n "${PERF_OUT:-}" ] && [ "$name/$server/$concurrency" = right/tapd/32 ]; then
+    perf record -q -F 499 -g -p "$tapd_pid" -o "$PERF_OUT" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   report=$("$load" --target "$target" --secret-file "$work/radius.secret" --credentials "$credentials" \
     --concurrency "$concurrency" --duration "$SECONDS_PER_RUN" --timeout-ms 2000)
   s1=$(cpu_ticks "$slapd_pid"); t1=$(cpu_ticks "$tapd_pid"); f1=$(cpu_ticks "$fr_pid")
+  if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
   local rss; rss=$(awk '/VmRSS/ {print $2}' "/proc/$tapd_pid/status")
   echo "{\"name\":\"$name\",\"server\":\"$server\",\"report\":$report,\"cpu_ticks\":{\"slapd\":$((s1 - s0)),\"tapd\":$((t1 - t0)),\"freeradius\":$((f1 - f0))},\"tapd_rss_kb\":$rss}" >> "$results"
   echo "  $name: $report" >&2
@@ -295,8 +302,8 @@ echo "  flood: $(cat "$work/flood.json")" >&2
 load_after=$(cut -d" " -f1 /proc/loadavg)
 peak_rss=$(awk '/VmHWM/ {print $2}' "/proc/$tapd_pid/status")
 
-slapd_version=$(slapd -VV 2>&1 | head -1 | sed 's/.*slapd \([^ ]*\).*/\1/')
-fr_version=$(freeradius -v 2>/dev/null | head -1 | sed 's/.*Version \([^,]*\).*/\1/')
+slapd_version=$(slapd -VV 2>&1 | sed -n '1s/.*slapd \([^ ]*\).*/\1/p')
+fr_version=$(freeradius -v 2>/dev/null | sed -n '1s/.*Version \([^,]*\).*/\1/p')
 tapd_version=$(git describe --always --dirty 2>/dev/null || echo unknown)
 python3 - "$results" "$work/flood.json" "$(getconf CLK_TCK)" "$peak_rss" "$cores" \
   "$slapd_version" "$fr_version" "$tapd_version" "$NUSERS" "$SECONDS_PER_RUN" "$load_before" "$load_after" <<'PY'
