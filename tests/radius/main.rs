@@ -5,6 +5,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod harness;
+mod load;
+/// The load generator's engine, shared with `examples/radius_load` (see `load`).
+#[allow(dead_code)]
+#[path = "../../examples/radius_load/load.rs"]
+mod load_engine;
 mod metrics;
 mod reload;
 

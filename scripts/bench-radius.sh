@@ -1,0 +1,347 @@
+#!/usr/bin/env bash
+# RADIUS benchmark (issue 8): tapd side by side with FreeRADIUS 3.2 (rlm_ldap, bind
+# authentication) on the same throwaway slapd holding USERS users. In one run it measures
+# the raw LDAP bind rate slapd sustains (and slapd's CPU per bind), then drives both RADIUS
+# servers with examples/radius_load at concurrency 32 and 256 with right passwords and wrong
+# passwords, tapd also with users presenting their TAP and with right passwords during a
+# concurrent TAP flood; it records CPU seconds per 1,000 requests per process (utime+stime
+# deltas from /proc/PID/stat) and tapd's RSS, prints a Markdown section for BENCHMARKS.md and
+# tears everything down. Only loopback traffic. Needs root (FreeRADIUS, tapctl break-glass),
+# slapd, ldap-utils, freeradius, freeradius-ldap (installed with apt-get when missing).
+#
+#   scripts/bench-radius.sh [USERS] [SECONDS_PER_RUN]      (defaults 10000 10)
+#   PERF_OUT=/tmp/tapd.perf scripts/bench-radius.sh        (also profiles tapd's accept path)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NUSERS=${1:-10000}
+SECONDS_PER_RUN=${2:-10}
+NTAPS=100
+SECRET=bench-radius-secret-0123456789
+export PATH=/usr/sbin:$PATH
+[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
+
+missing=()
+for pair in slapd:slapd ldapsearch:ldap-utils freeradius:freeradius; do
+  command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+done
+[ -e /usr/lib/freeradius/rlm_ldap.so ] || missing+=(freeradius-ldap)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}..." >&2
+  # Keep apt from starting the packaged services.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM if "'"${1:-tcp}"'"=="udp" else socket.SOCK_STREAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+echo "building tapd, tapctl and the load generators..." >&2
+cargo build --release --quiet --bins --example radius_load --example ldap_bind_load
+bin=${CARGO_TARGET_DIR:-target}/release
+load=$bin/examples/radius_load
+
+# --- slapd with NUSERS users (100 groups; group00000 and its nested chain hold the TAP users)
+echo "generating and loading $NUSERS users..." >&2
+python3 scripts/gen-bench-ldif.py "$NUSERS" 100 > "$work/data.ldif"
+mkdir "$work/db"
+cat > "$work/slapd.conf" <<CONF
+include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+include /etc/ldap/schema/inetorgperson.schema
+include /etc/ldap/schema/nis.schema
+modulepath /usr/lib/ldap
+moduleload back_mdb
+pidfile $work/slapd.pid
+argsfile $work/slapd.args
+sizelimit size.soft=500 size.hard=500 size.prtotal=unlimited
+database mdb
+maxsize 4294967296
+suffix "dc=example,dc=org"
+rootdn "cn=admin,dc=example,dc=org"
+rootpw bench-root
+directory $work/db
+index objectClass eq
+index uid eq
+access to attrs=userPassword by self read by anonymous auth by * none
+access to * by * read
+CONF
+slapadd -q -f "$work/slapd.conf" -l "$work/data.ldif"
+ldap_port=$(free_port)
+ldap_url="ldap://127.0.0.1:$ldap_port"
+slapd -f "$work/slapd.conf" -h "$ldap_url/" -d 0 2>"$work/slapd.log" &
+slapd_pid=$!; pids+=("$slapd_pid")
+for _ in $(seq 100); do ldapsearch -x -H "$ldap_url" -b "" -s base >/dev/null 2>&1 && break; sleep 0.1; done
+
+python3 - "$NUSERS" "$work" <<'PY'
+import sys
+n, work = int(sys.argv[1]), sys.argv[2]
+with open(f"{work}/right.txt", "w") as right, open(f"{work}/wrong.txt", "w") as wrong:
+    for i in range(n):
+        right.write(f"user{i:06d} user{i:06d}-pw\n")
+        wrong.write(f"user{i:06d} not-the-password-{i}\n")
+PY
+printf '%s' "$SECRET" > "$work/radius.secret"; chmod 600 "$work/radius.secret"
+printf '%s' tapd-service-pw > "$work/ldap.secret"; chmod 600 "$work/ldap.secret"
+
+# --- tapd
+tapd_port=$(free_port udp)
+mkdir "$work/tapd"
+cat > "$work/tapd/tapd.toml" <<TOML
+[store]
+url = "sqlite:$work/tapd/tapd.db"
+
+[directory]
+url = "$ldap_url"
+preset = "openldap"
+base_dn = "dc=example,dc=org"
+bind_dn = "cn=tapd,ou=services,dc=example,dc=org"
+bind_password_file = "$work/ldap.secret"
+sync_interval = "1h"
+incremental_interval = "0s"
+
+[admin]
+socket = "$work/tapd/admin.sock"
+
+[radius]
+listen = ["127.0.0.1:$tapd_port"]
+
+[[radius.clients]]
+name = "bench"
+address = "127.0.0.1"
+secret_file = "$work/radius.secret"
+
+[log]
+level = "info"
+format = "stderr"
+TOML
+"$bin/tapd" --config "$work/tapd/tapd.toml" 2>"$work/tapd.log" </dev/null >/dev/null &
+tapd_pid=$!; pids+=("$tapd_pid")
+for _ in $(seq 600); do grep -q "directory sync from.* users, " "$work/tapd.log" && break; sleep 0.1; done
+grep -q "directory sync from.* users, " "$work/tapd.log" || { cat "$work/tapd.log" >&2; echo "tapd did not sync" >&2; exit 1; }
+tapctl() { "$bin/tapctl" --socket "$work/tapd/admin.sock" --json "$@"; }
+echo "creating $NTAPS TAPs..." >&2
+tapctl policy set --state enabled --include-groups group00000 >/dev/null
+: > "$work/tap.txt"
+for i in $(seq 0 $((NTAPS - 1))); do
+  user=$(printf 'user%06d' "$i")
+  code=$(tapctl tap create "$user" | python3 -c 'import json,sys; print(json.load(sys.stdin)["temporaryAccessPass"])')
+  echo "$user $code" >> "$work/tap.txt"
+done
+
+# --- FreeRADIUS 3.2 with rlm_ldap, bind authentication, same slapd
+fr_port=$(free_port udp)
+fr=$work/freeradius
+mkdir -p "$fr/run" "$fr/log"
+cat > "$fr/radiusd.conf" <<CONF
+prefix = /usr
+exec_prefix = /usr
+sysconfdir = /etc
+localstatedir = $fr
+sbindir = /usr/sbin
+logdir = $fr/log
+raddbdir = $fr
+radacctdir = $fr/log
+name = freeradius
+confdir = $fr
+modconfdir = $fr
+run_dir = $fr/run
+db_dir = $fr
+libdir = /usr/lib/freeradius
+pidfile = $fr/run/freeradius.pid
+max_request_time = 30
+cleanup_delay = 5
+max_requests = 65536
+hostname_lookups = no
+log {
+  destination = files
+  file = $fr/log/radius.log
+  auth = no
+}
+security {
+  allow_core_dumps = no
+  max_attributes = 200
+  # Debian's default is 1 s; 0 so that wrong-password runs measure work, not sleeping.
+  reject_delay = 0
+  status_server = yes
+}
+# Debian's defaults, except max_servers raised to 64.
+thread pool {
+  start_servers = 5
+  max_servers = 64
+  min_spare_servers = 3
+  max_spare_servers = 10
+  max_requests_per_server = 0
+  auto_limit_acct = no
+}
+client bench {
+  ipaddr = 127.0.0.1
+  secret = $SECRET
+  require_message_authenticator = yes
+}
+modules {
+  ldap {
+    server = '127.0.0.1'
+    port = $ldap_port
+    identity = 'cn=tapd,ou=services,dc=example,dc=org'
+    password = tapd-service-pw
+    base_dn = 'dc=example,dc=org'
+    user {
+      base_dn = "ou=people,dc=example,dc=org"
+      filter = "(uid=%{%{Stripped-User-Name}:-%{User-Name}})"
+      scope = 'sub'
+    }
+    options {
+      chase_referrals = no
+      res_timeout = 10
+      srv_timelimit = 3
+      net_timeout = 1
+    }
+    pool {
+      start = 16
+      min = 16
+      max = 64
+      spare = 16
+      uses = 0
+      retry_delay = 1
+      lifetime = 0
+      idle_timeout = 0
+    }
+  }
+}
+server default {
+  listen {
+    type = auth
+    ipaddr = 127.0.0.1
+    port = $fr_port
+  }
+  authorize {
+    ldap
+    if ((ok || updated) && User-Password) {
+      update control {
+        Auth-Type := ldap
+      }
+    }
+  }
+  authenticate {
+    Auth-Type ldap {
+      ldap
+    }
+  }
+}
+CONF
+freeradius -C -d "$fr" >"$fr/check.log" 2>&1 || { cat "$fr/check.log" >&2; exit 1; }
+freeradius -f -d "$fr" </dev/null >"$fr/stdout.log" 2>&1 &
+fr_pid=$!; pids+=("$fr_pid")
+for _ in $(seq 100); do grep -q "Ready to process requests" "$fr/log/radius.log" 2>/dev/null && break; sleep 0.1; done
+grep -q "Ready to process requests" "$fr/log/radius.log" || { cat "$fr/log/radius.log" "$fr/stdout.log" >&2; exit 1; }
+
+# --- measurements: one JSON line per run in results.jsonl
+results=$work/results.jsonl
+: > "$results"
+measure() { # name server concurrency credentials [extra-cmd-in-background]
+  local name=$1 server=$2 concurrency=$3 credentials=$4
+  local target=127.0.0.1:$tapd_port
+  [ "$server" = freeradius ] && target=127.0.0.1:$fr_port
+  local s0 t0 f0 s1 t1 f1
+  s0=$(cpu_ticks "$slapd_pid"); t0=$(cpu_ticks "$tapd_pid"); f0=$(cpu_ticks "$fr_pid")
+  local report perf_pid=""
+  # PERF_OUT=FILE: profile tapd with `perf record -g` during its right-password run at 32.
+  if [ -n "${PERF_OUT:-}" ] && [ "$name/$server/$concurrency" = right/tapd/32 ]; then
+    perf record -q -F 499 -g -p "$tapd_pid" -o "$PERF_OUT" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
+  report=$("$load" --target "$target" --secret-file "$work/radius.secret" --credentials "$credentials" \
+    --concurrency "$concurrency" --duration "$SECONDS_PER_RUN" --timeout-ms 2000)
+  s1=$(cpu_ticks "$slapd_pid"); t1=$(cpu_ticks "$tapd_pid"); f1=$(cpu_ticks "$fr_pid")
+  if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
+  local rss; rss=$(awk '/VmRSS/ {print $2}' "/proc/$tapd_pid/status")
+  echo "{\"name\":\"$name\",\"server\":\"$server\",\"report\":$report,\"cpu_ticks\":{\"slapd\":$((s1 - s0)),\"tapd\":$((t1 - t0)),\"freeradius\":$((f1 - f0))},\"tapd_rss_kb\":$rss}" >> "$results"
+  echo "  $name: $report" >&2
+}
+
+load_before=$(cut -d" " -f1 /proc/loadavg)
+echo "raw LDAP binds..." >&2
+for c in 32 256; do
+  s0=$(cpu_ticks "$slapd_pid")
+  bind_report=$("$bin/examples/ldap_bind_load" --url "$ldap_url" --credentials "$work/right.txt" --concurrency "$c" --duration "$SECONDS_PER_RUN")
+  s1=$(cpu_ticks "$slapd_pid")
+  echo "{\"name\":\"ldap-bind\",\"server\":\"slapd\",\"report\":{\"concurrency\":$c},\"bind\":$bind_report,\"cpu_ticks\":{\"slapd\":$((s1 - s0)),\"tapd\":0,\"freeradius\":0},\"tapd_rss_kb\":0}" >> "$results"
+  echo "  ldap binds c=$c: $bind_report" >&2
+done
+
+# Warm both servers once (connection pools, caches).
+"$load" --target 127.0.0.1:$tapd_port --secret-file "$work/radius.secret" --credentials "$work/right.txt" --concurrency 8 --duration 2 >/dev/null
+"$load" --target 127.0.0.1:$fr_port --secret-file "$work/radius.secret" --credentials "$work/right.txt" --concurrency 8 --duration 2 >/dev/null
+
+for c in 32 256; do
+  echo "concurrency $c..." >&2
+  measure right tapd "$c" "$work/right.txt"
+  measure right freeradius "$c" "$work/right.txt"
+  measure wrong tapd "$c" "$work/wrong.txt"
+  measure wrong freeradius "$c" "$work/wrong.txt"
+  measure tap tapd "$c" "$work/tap.txt"
+done
+cores=$(nproc)
+echo "TAP rejections at concurrency $cores, and right passwords during a TAP flood..." >&2
+measure tap-at-cores tapd "$cores" "$work/tap.txt"
+"$load" --target 127.0.0.1:$tapd_port --secret-file "$work/radius.secret" --credentials "$work/tap.txt" \
+  --concurrency 32 --duration "$SECONDS_PER_RUN" --timeout-ms 2000 > "$work/flood.json" &
+flood_pid=$!
+measure right-during-tap-flood tapd 32 "$work/right.txt"
+wait "$flood_pid"
+echo "  flood: $(cat "$work/flood.json")" >&2
+load_after=$(cut -d" " -f1 /proc/loadavg)
+peak_rss=$(awk '/VmHWM/ {print $2}' "/proc/$tapd_pid/status")
+
+slapd_version=$(slapd -VV 2>&1 | sed -n '1s/.*slapd \([^ ]*\).*/\1/p')
+fr_version=$(freeradius -v 2>/dev/null | sed -n '1s/.*Version \([^,]*\).*/\1/p')
+tapd_version=$(git describe --always --dirty 2>/dev/null || echo unknown)
+python3 - "$results" "$work/flood.json" "$(getconf CLK_TCK)" "$peak_rss" "$cores" \
+  "$slapd_version" "$fr_version" "$tapd_version" "$NUSERS" "$SECONDS_PER_RUN" "$load_before" "$load_after" <<'PY'
+import json, sys, datetime, platform
+results, flood_path, hz, peak_rss, cores, slapd_v, fr_v, tapd_v, nusers, secs, load_before, load_after = sys.argv[1:]
+hz = int(hz)
+rows = [json.loads(l) for l in open(results)]
+flood = json.load(open(flood_path))
+mem = next(l for l in open("/proc/meminfo") if l.startswith("MemTotal")).split()[1]
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
+print(f"### Run of {datetime.date.today()} on {cores} cores ({cpu}), {int(mem)//1048576} GiB")
+print()
+print(f"{nusers} users in OpenLDAP slapd {slapd_v} (back_mdb, uid indexed); FreeRADIUS {fr_v} (rlm_ldap: "
+      f"search as the service account, then bind as the user; `reject_delay = 0`, 64 threads, 16–64 LDAP "
+      f"connections); tapd {tapd_v} (release build, default `bind_pool_size = 4`, log level info). "
+      f"{secs} s per run, one load generator process (`examples/radius_load`, one tokio thread) on the "
+      f"same 2 cores as the servers, so absolute rates are lower than on a separate client machine. "
+      f"CPU is utime+stime from /proc/PID/stat over the run, per 1,000 answered requests.")
+print()
+print("| run | server | conc. | sent | accepts | rejects | timeouts | answered/s | p50 ms | p99 ms | p99.9 ms | server CPU s/1k | slapd CPU s/1k |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+def per_k(ticks, n):
+    return f"{ticks / hz / n * 1000:.3f}" if n else "–"
+for r in rows:
+    rep, cpu_t = r["report"], r["cpu_ticks"]
+    if r["name"] == "ldap-bind":
+        b = r["bind"]
+        print(f"| raw LDAP simple binds | slapd | {b['concurrency']} | {b['binds'] + b['failures']} | {b['binds']} | {b['failures']} | – | "
+              f"{b['binds_per_second']:.0f} | {b['latency_ms']['p50']:.2f} | {b['latency_ms']['p99']:.2f} | {b['latency_ms']['p99_9']:.2f} | – | {per_k(cpu_t['slapd'], b['binds'])} |")
+        continue
+    n = rep["accepts"] + rep["rejects"]
+    own = cpu_t[r["server"]]
+    lat = rep["latency_ms"]
+    print(f"| {r['name']} | {r['server']} | {rep['concurrency']} | {rep['sent']} | {rep['accepts']} | {rep['rejects']} | {rep['timeouts']} | "
+          f"{rep['requests_per_second']:.0f} | {lat['p50']:.2f} | {lat['p99']:.2f} | {lat['p99_9']:.2f} | {per_k(own, n)} | {per_k(cpu_t['slapd'], n)} |")
+fl = flood
+print(f"| (the concurrent TAP flood) | tapd | {fl['concurrency']} | {fl['sent']} | {fl['accepts']} | {fl['rejects']} | {fl['timeouts']} | "
+      f"{fl['requests_per_second']:.0f} | {fl['latency_ms']['p50']:.2f} | {fl['latency_ms']['p99']:.2f} | {fl['latency_ms']['p99_9']:.2f} | | |")
+print()
+print(f"tapd peak RSS (VmHWM) over the whole run: {int(peak_rss)//1024} MB. 1-minute load average before the runs {load_before}, after {load_after}.")
+PY
