@@ -8,6 +8,7 @@
 //!
 //! May depend on: `model`. Nothing here knows about HTTP, RADIUS or the policy rules.
 
+mod codec;
 pub mod postgres;
 pub mod sqlite;
 

@@ -13,8 +13,7 @@ use tokio_postgres::types::FromSql;
 use tokio_postgres::Row;
 
 use crate::model::{
-    AuditEvent, AuditResult, Channel, Group, MethodKind, NewAuditEvent, RegisteredMethod,
-    StoredTap, Timestamp, User,
+    AuditEvent, Channel, Group, NewAuditEvent, RegisteredMethod, StoredTap, Timestamp, User,
 };
 use crate::store::StoreError;
 
@@ -53,44 +52,7 @@ pub(crate) fn to_db_bound(t: Timestamp) -> Timestamp {
     }
 }
 
-/// How an [`AuditResult`] is spelled in the `audit.result` column.
-pub(crate) fn result_str(result: AuditResult) -> &'static str {
-    match result {
-        AuditResult::Success => "success",
-        AuditResult::Failure => "failure",
-    }
-}
-
-fn parse_result(s: &str) -> Result<AuditResult, StoreError> {
-    match s {
-        "success" => Ok(AuditResult::Success),
-        "failure" => Ok(AuditResult::Failure),
-        other => Err(StoreError::Corrupt(format!(
-            "unknown audit result {other:?}"
-        ))),
-    }
-}
-
-fn parse_kind(s: &str) -> Result<MethodKind, StoreError> {
-    [MethodKind::Fido2, MethodKind::SoftwareOath]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown method kind {s:?}")))
-}
-
-/// Serializes a value for a JSON text column.
-pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    // JSON escapes NUL as \u0000, so the text itself never holds one.
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("encoding JSON: {e}")))
-}
-
-/// Parses a JSON text column.
-pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
-    what: &str,
-    text: &str,
-) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
-}
+pub(crate) use crate::store::codec::{from_json, parse_kind, parse_result, result_str, to_json};
 
 /// One column, its decoding failure reported as corruption.
 pub(crate) fn col<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> Result<T, StoreError> {

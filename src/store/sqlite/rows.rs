@@ -8,8 +8,8 @@ use chrono::DateTime;
 use rusqlite::Row;
 
 use crate::model::{
-    AuditEvent, AuditResult, CeremonyKind, Channel, Group, MethodKind, NewAuditEvent,
-    RegisteredMethod, StoredTap, Timestamp, User, WebAuthMethod, WebCeremony, WebSession,
+    AuditEvent, CeremonyKind, Channel, Group, NewAuditEvent, RegisteredMethod, StoredTap,
+    Timestamp, User, WebAuthMethod, WebCeremony, WebSession,
 };
 use crate::store::StoreError;
 
@@ -29,44 +29,7 @@ fn opt_from_micros(micros: Option<i64>) -> Result<Option<Timestamp>, StoreError>
     micros.map(from_micros).transpose()
 }
 
-/// How an [`AuditResult`] is spelled in the `audit.result` column.
-pub(crate) fn result_str(result: AuditResult) -> &'static str {
-    match result {
-        AuditResult::Success => "success",
-        AuditResult::Failure => "failure",
-    }
-}
-
-fn parse_result(s: &str) -> Result<AuditResult, StoreError> {
-    match s {
-        "success" => Ok(AuditResult::Success),
-        "failure" => Ok(AuditResult::Failure),
-        other => Err(StoreError::Corrupt(format!(
-            "unknown audit result {other:?}"
-        ))),
-    }
-}
-
-fn parse_kind(s: &str) -> Result<MethodKind, StoreError> {
-    [MethodKind::Fido2, MethodKind::SoftwareOath]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown method kind {s:?}")))
-}
-
-/// Serializes a value for a JSON column.
-pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    // Serializing our own model types can't fail (string keys only); say so if it ever does.
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("encoding JSON: {e}")))
-}
-
-/// Parses a JSON column.
-pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
-    what: &str,
-    text: &str,
-) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
-}
+pub(crate) use crate::store::codec::{from_json, parse_kind, parse_result, result_str, to_json};
 
 /// Decodes a `rusqlite` column failure as corruption.
 fn col<T: rusqlite::types::FromSql>(row: &Row<'_>, index: usize) -> Result<T, StoreError> {
