@@ -201,6 +201,28 @@ impl SqliteStore {
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer; commits when it returns
     /// `Ok`, rolls back otherwise.
+    /// Runs one statement that changes at most one row and, in the same transaction, records
+    /// `audit` only if it did: true when it did (the caller audits a refusal itself).
+    async fn conditional_with_audit(
+        &self,
+        sql: &'static str,
+        params: Vec<rusqlite::types::Value>,
+        audit: &NewAuditEvent,
+    ) -> Result<bool, StoreError> {
+        let audit = audit.clone();
+        self.write(move |tx| {
+            let changed = tx
+                .prepare_cached(sql)
+                .and_then(|mut stmt| stmt.execute(rusqlite::params_from_iter(params)))
+                .map_err(map_err)?;
+            if changed == 1 {
+                insert_audit(tx, &audit)?;
+            }
+            Ok(changed == 1)
+        })
+        .await
+    }
+
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -683,17 +705,11 @@ impl Store for SqliteStore {
         tap_id: &str,
         audit: &NewAuditEvent,
     ) -> Result<bool, StoreError> {
-        let (user_id, tap_id, audit) = (user_id.to_owned(), tap_id.to_owned(), audit.clone());
-        self.write(move |tx| {
-            let deleted = tx
-                .prepare_cached("DELETE FROM taps WHERE id = ?1 AND user_id = ?2")
-                .and_then(|mut stmt| stmt.execute([&tap_id, &user_id]))
-                .map_err(map_err)?;
-            if deleted == 1 {
-                insert_audit(tx, &audit)?;
-            }
-            Ok(deleted == 1)
-        })
+        self.conditional_with_audit(
+            "DELETE FROM taps WHERE id = ?1 AND user_id = ?2",
+            vec![tap_id.to_owned().into(), user_id.to_owned().into()],
+            audit,
+        )
         .await
     }
 
@@ -703,20 +719,12 @@ impl Store for SqliteStore {
         now: Timestamp,
         audit: &NewAuditEvent,
     ) -> Result<bool, StoreError> {
-        let (tap_id, audit) = (tap_id.to_owned(), audit.clone());
-        self.write(move |tx| {
-            let updated = tx
-                .prepare_cached(
-                    "UPDATE taps SET used_at = ?1 \
-                     WHERE id = ?2 AND is_usable_once = 1 AND used_at IS NULL",
-                )
-                .and_then(|mut stmt| stmt.execute(params![rows::to_micros(now), tap_id]))
-                .map_err(map_err)?;
-            if updated == 1 {
-                insert_audit(tx, &audit)?;
-            }
-            Ok(updated == 1)
-        })
+        self.conditional_with_audit(
+            "UPDATE taps SET used_at = ?1 \
+             WHERE id = ?2 AND is_usable_once = 1 AND used_at IS NULL",
+            vec![rows::to_micros(now).into(), tap_id.to_owned().into()],
+            audit,
+        )
         .await
     }
 
@@ -778,17 +786,11 @@ impl Store for SqliteStore {
         method_id: &str,
         audit: &NewAuditEvent,
     ) -> Result<bool, StoreError> {
-        let (user_id, method_id, audit) = (user_id.to_owned(), method_id.to_owned(), audit.clone());
-        self.write(move |tx| {
-            let deleted = tx
-                .prepare_cached("DELETE FROM methods WHERE id = ?1 AND user_id = ?2")
-                .and_then(|mut stmt| stmt.execute([&method_id, &user_id]))
-                .map_err(map_err)?;
-            if deleted == 1 {
-                insert_audit(tx, &audit)?;
-            }
-            Ok(deleted == 1)
-        })
+        self.conditional_with_audit(
+            "DELETE FROM methods WHERE id = ?1 AND user_id = ?2",
+            vec![method_id.to_owned().into(), user_id.to_owned().into()],
+            audit,
+        )
         .await
     }
 
