@@ -8,9 +8,90 @@
 //! client's configured name is taken from the event's details under
 //! [`RADIUS_CLIENT_DETAIL`], so the RADIUS path only has to put it there.
 //!
-//! May depend on: `model`.
+//! [`AuditWriter`] stores the sign-in events of the RADIUS and federation paths by group
+//! commit: each caller waits until its event is durable, but the events that arrive while one
+//! commit is in progress go to the store together in the next, so a busy server pays one
+//! fsync per batch instead of one per request.
+//!
+//! May depend on: `model`, `store`, tokio.
+
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::{mpsc, oneshot};
 
 use crate::model::{AuditResult, NewAuditEvent};
+use crate::store::{Store, StoreError};
+
+/// Most events one group commit writes; more wait for the next.
+const MAX_BATCH: usize = 512;
+/// Events waiting for a commit at most; a caller beyond that waits for room.
+const QUEUE_DEPTH: usize = 4096;
+
+type Pending = (NewAuditEvent, oneshot::Sender<Result<(), StoreError>>);
+
+/// Stores audit events through one background task that commits whatever has queued up as one
+/// transaction ([`Store::append_audits`]). Started on first use, inside the runtime of the
+/// caller; ends when the writer is dropped.
+pub struct AuditWriter {
+    store: Arc<dyn Store>,
+    queue: OnceLock<mpsc::Sender<Pending>>,
+}
+
+impl std::fmt::Debug for AuditWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditWriter").finish_non_exhaustive()
+    }
+}
+
+impl AuditWriter {
+    /// A writer into `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        AuditWriter {
+            store,
+            queue: OnceLock::new(),
+        }
+    }
+
+    /// Stores `event`; returns once it is committed (or the commit failed).
+    pub async fn record(&self, event: NewAuditEvent) -> Result<(), StoreError> {
+        let queue = self.queue.get_or_init(|| {
+            let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
+            tokio::spawn(commit_batches(self.store.clone(), receiver));
+            sender
+        });
+        let (done, committed) = oneshot::channel();
+        if let Err(mpsc::error::SendError((event, _))) = queue.send((event, done)).await {
+            // The task is gone (its runtime shut down): write this one directly.
+            return self.store.append_audit(&event).await;
+        }
+        match committed.await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(
+                "the audit writer stopped before committing".to_owned(),
+            )),
+        }
+    }
+}
+
+/// The writer task: take what has queued (up to [`MAX_BATCH`]), commit it in one
+/// transaction, tell every waiting caller, repeat until all senders are gone.
+async fn commit_batches(store: Arc<dyn Store>, mut queue: mpsc::Receiver<Pending>) {
+    let mut events = Vec::with_capacity(MAX_BATCH);
+    let mut waiters = Vec::with_capacity(MAX_BATCH);
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        for (event, done) in batch.drain(..) {
+            events.push(event);
+            waiters.push(done);
+        }
+        let result = store.append_audits(&events).await;
+        for done in waiters.drain(..) {
+            // A caller that stopped waiting doesn't need the answer.
+            let _ = done.send(result.clone());
+        }
+        events.clear();
+    }
+}
 
 /// Key in [`NewAuditEvent::details`] holding the configured name of the RADIUS client a
 /// request came from; logged as the `RADIUS_CLIENT` journal field.
@@ -160,5 +241,44 @@ mod tests {
         let web = journal_fields(&captured[1].1);
         assert_eq!(web["CHANNEL"], "web");
         assert!(!web.contains_key("RADIUS_CLIENT"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writer_stores_every_event_before_answering() {
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::sqlite::SqliteStore::open_in_memory().await.unwrap());
+        let writer = Arc::new(AuditWriter::new(store.clone()));
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..300 {
+            let writer = writer.clone();
+            let store = store.clone();
+            tasks.spawn(async move {
+                let mut e = event(Channel::Radius, json!({}));
+                e.actor = format!("writer-test-{i}");
+                writer.record(e).await.unwrap();
+                // Answered means committed: the event is already readable.
+                let found = store
+                    .audit(&crate::model::AuditFilter {
+                        limit: 1000,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                assert!(found
+                    .iter()
+                    .any(|f| f.event.actor == format!("writer-test-{i}")));
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+        let all = store
+            .audit(&crate::model::AuditFilter {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 300);
     }
 }

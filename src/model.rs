@@ -50,10 +50,43 @@ impl Group {
     /// Whether `reference` names this group: its id, its DN (case-insensitive) or its cn
     /// (case-insensitive). Policy targets and role mappings use any of the three.
     pub fn is_named_by(&self, reference: &str) -> bool {
-        self.id == reference
-            || self.dn.eq_ignore_ascii_case(reference)
-            || self.display_name.eq_ignore_ascii_case(reference)
+        names(&self.id, &self.dn, &self.display_name, reference)
     }
+}
+
+/// A group as a sign-in needs it: which group it is, not who else is in it. Loading the member
+/// lists of every group of a user on each RADIUS accept was most of the accept path's cost.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRef {
+    /// Stable directory id.
+    pub id: String,
+    /// Current distinguished name.
+    pub dn: String,
+    /// `cn` of the group.
+    pub display_name: String,
+}
+
+impl GroupRef {
+    /// Whether `reference` names this group, as [`Group::is_named_by`].
+    pub fn is_named_by(&self, reference: &str) -> bool {
+        names(&self.id, &self.dn, &self.display_name, reference)
+    }
+}
+
+impl From<&Group> for GroupRef {
+    fn from(group: &Group) -> Self {
+        GroupRef {
+            id: group.id.clone(),
+            dn: group.dn.clone(),
+            display_name: group.display_name.clone(),
+        }
+    }
+}
+
+fn names(id: &str, dn: &str, display_name: &str, reference: &str) -> bool {
+    id == reference
+        || dn.eq_ignore_ascii_case(reference)
+        || display_name.eq_ignore_ascii_case(reference)
 }
 
 /// Whether the TAP method is switched on for the installation.

@@ -41,10 +41,11 @@ use serde_json::json;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use crate::audit::AuditWriter;
 use crate::clock::Clock;
 use crate::directory::{password_is_unusable, DirectoryError, DirectorySource, PasswordCheck};
 use crate::metrics::{LdapBindResult, Metrics, TapRejection};
-use crate::model::{AuditResult, Channel, Group, NewAuditEvent, Timestamp, User};
+use crate::model::{AuditResult, Channel, GroupRef, NewAuditEvent, Timestamp, User};
 use crate::policy::SignInFailure;
 use crate::store::Store;
 use crate::tapcode::{HashError, Hasher};
@@ -184,7 +185,7 @@ pub enum SignInOutcome {
         /// The user.
         user: User,
         /// The user's effective groups (nested resolved), for reply attributes and claims.
-        groups: Vec<Group>,
+        groups: Vec<GroupRef>,
     },
     /// Refused.
     Reject {
@@ -386,6 +387,7 @@ pub struct SignIn {
     throttle: Mutex<FailureThrottle>,
     rejections: Mutex<RejectionCache>,
     cache_key: Zeroizing<[u8; 32]>,
+    audit_writer: AuditWriter,
 }
 
 impl SignIn {
@@ -403,6 +405,7 @@ impl SignIn {
         let mut cache_key = Zeroizing::new([0u8; 32]);
         rand::rngs::OsRng.fill_bytes(cache_key.as_mut());
         Ok(SignIn {
+            audit_writer: AuditWriter::new(store.clone()),
             store,
             directory,
             hasher,
@@ -474,7 +477,12 @@ impl SignIn {
         let message =
             (reason == RejectReason::TapNotSupported).then(|| self.tap_message(context.channel));
         let outcome = SignInOutcome::Reject { reason, message };
-        let user = self.find_user(username).await.ok().flatten();
+        let user = self
+            .find_user(username)
+            .await
+            .ok()
+            .flatten()
+            .map(|(user, _)| user);
         self.count_tap_rejection(context, &outcome);
         self.audit(context, username, user.as_ref(), &outcome, method, false)
             .await;
@@ -511,10 +519,15 @@ impl SignIn {
         checked
     }
 
-    async fn find_user(&self, username: &str) -> Result<Option<User>, crate::store::StoreError> {
-        let user = self.store.user(username).await?;
+    /// The user a sign-in names and the groups it is in (for an accept's reply attributes and
+    /// claims), read together in one store round trip.
+    async fn find_user(
+        &self,
+        username: &str,
+    ) -> Result<Option<(User, Vec<GroupRef>)>, crate::store::StoreError> {
+        let found = self.store.user_with_group_refs(username).await?;
         // The store also matches stable ids; a sign-in names a user by login name or UPN.
-        Ok(user.filter(|u| {
+        Ok(found.filter(|(u, _)| {
             u.username.eq_ignore_ascii_case(username)
                 || u.user_principal_name.eq_ignore_ascii_case(username)
         }))
@@ -541,8 +554,8 @@ impl SignIn {
             reason,
             message: None,
         };
-        let user = match self.find_user(username).await {
-            Ok(Some(user)) => user,
+        let (user, groups) = match self.find_user(username).await {
+            Ok(Some(found)) => found,
             Ok(None) => return (reject(RejectReason::UserNotFound), None, false),
             Err(e) => {
                 log::error!("sign-in: the store could not be read: {e}");
@@ -590,23 +603,11 @@ impl SignIn {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .record_success(&user.id);
-                return match self.store.groups_by_id(&user.group_ids).await {
-                    Ok(groups) => (
-                        SignInOutcome::Accept {
-                            user: user.clone(),
-                            groups,
-                        },
-                        Some(user),
-                        false,
-                    ),
-                    Err(e) => {
-                        log::error!("sign-in: the store could not be read: {e}");
-                        let outcome = SignInOutcome::Unavailable {
-                            reason: UnavailableReason::Store,
-                        };
-                        (outcome, Some(user), false)
-                    }
+                let outcome = SignInOutcome::Accept {
+                    user: user.clone(),
+                    groups,
                 };
+                return (outcome, Some(user), false);
             }
             Ok(PasswordCheck::Invalid) => {}
             Err(e) => {
@@ -714,7 +715,7 @@ impl SignIn {
             details: serde_json::Value::Object(details),
         };
         crate::audit::log(&event);
-        if let Err(e) = self.store.append_audit(&event).await {
+        if let Err(e) = self.audit_writer.record(event).await {
             log::error!("could not record the sign-in audit event: {e}");
         }
     }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
 use tapd::model::{
-    AuditFilter, AuditResult, CeremonyKind, Channel, ExcludeTarget, Group, IncludeTarget,
+    AuditFilter, AuditResult, CeremonyKind, Channel, ExcludeTarget, Group, GroupRef, IncludeTarget,
     MethodKind, NewAuditEvent, PolicyState, RegisteredMethod, StoredTap, SyncStatus, TapPolicy,
     TargetType, Timestamp, User, WebAuthMethod, WebCeremony, WebSession,
 };
@@ -100,6 +100,8 @@ macro_rules! conformance {
                 user_lookup_by_id_upn_and_username,
                 users_search_and_order,
                 groups_and_groups_by_id,
+                user_with_group_refs_matches_groups_by_id,
+                append_audits_stores_a_batch_in_order,
                 apply_sync_add_change_delete,
                 apply_sync_revokes_taps,
                 replace_tap_returns_old_id,
@@ -380,6 +382,51 @@ async fn groups_and_groups_by_id(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .is_empty());
+}
+
+async fn user_with_group_refs_matches_groups_by_id(store: Arc<dyn Store>) {
+    seed(&store).await;
+    for key in ["u-alice", "ALICE", "alice@example.org", "bob", "carol"] {
+        let (user, refs) = store
+            .user_with_group_refs(key)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{key} not found"));
+        assert_eq!(
+            Some(&user),
+            store.user(key).await.unwrap().as_ref(),
+            "{key}"
+        );
+        let full = store.groups_by_id(&user.group_ids).await.unwrap();
+        let expected: Vec<GroupRef> = full.iter().map(GroupRef::from).collect();
+        assert_eq!(refs, expected, "{key}: same groups in the same order");
+    }
+    let (_, alice) = store.user_with_group_refs("alice").await.unwrap().unwrap();
+    let names: Vec<_> = alice.iter().map(|g| g.display_name.as_str()).collect();
+    assert_eq!(names, ["Admins", "staff"]);
+    assert!(store
+        .user_with_group_refs("nobody")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn append_audits_stores_a_batch_in_order(store: Arc<dyn Store>) {
+    let e = |name: &str| event(name, "vpn", Some("alice@example.org"), t(1));
+    store.append_audits(&[]).await.unwrap();
+    store
+        .append_audits(&[e("first"), e("second"), e("third")])
+        .await
+        .unwrap();
+    let mut recorded = audit_all(&store).await;
+    recorded.reverse();
+    assert_eq!(recorded, ["first", "second", "third"]);
+
+    // A NUL in a batch is as harmless as in one event (see nul_characters_are_harmless).
+    let mut nul = e("fourth\0");
+    nul.actor = "nul\0actor".to_owned();
+    store.append_audits(&[nul, e("fifth")]).await.unwrap();
+    assert_eq!(audit_all(&store).await.len(), 5);
 }
 
 async fn apply_sync_add_change_delete(store: Arc<dyn Store>) {
@@ -1155,6 +1202,11 @@ async fn names_fold_ascii_only(store: Arc<dyn Store>) {
 async fn nul_characters_are_harmless(store: Arc<dyn Store>) {
     seed(&store).await;
     assert!(store.user("alice\0").await.unwrap().is_none());
+    assert!(store
+        .user_with_group_refs("alice\0")
+        .await
+        .unwrap()
+        .is_none());
     assert!(store.users(Some("\0")).await.unwrap().is_empty());
     assert!(store.tap_for_user("u-alice\0").await.unwrap().is_none());
     assert!(store.methods("\0").await.unwrap().is_empty());

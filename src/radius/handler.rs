@@ -39,7 +39,7 @@ use super::{
 };
 use crate::config::{self, DirectoryUnavailable};
 use crate::metrics::{Metrics, NoLabels, RadiusDropCause, RadiusOutcome};
-use crate::model::Group;
+use crate::model::GroupRef;
 use crate::signin::{AttemptContext, RejectReason, SignIn, SignInChannel, SignInOutcome};
 
 /// The Reply-Message of an Access-Reject for CHAP, MS-CHAP, EAP or a missing credential.
@@ -113,7 +113,7 @@ impl RadiusSettings {
     }
 
     /// The reply attributes for a user in `groups`, in rule order.
-    pub fn attributes_for(&self, groups: &[Group]) -> Vec<ReplyAttribute> {
+    pub fn attributes_for(&self, groups: &[GroupRef]) -> Vec<ReplyAttribute> {
         let mut attributes = Vec::new();
         for rule in &self.reply_attributes {
             if !groups.iter().any(|g| g.is_named_by(&rule.group)) {

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use super::*;
 use crate::clock::ManualClock;
 use crate::directory::DirectoryContents;
-use crate::model::{AuditFilter, StoredTap};
+use crate::model::{AuditFilter, Group, StoredTap};
 use crate::store::sqlite::SqliteStore;
 use crate::store::SyncPlan;
 

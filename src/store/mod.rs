@@ -17,12 +17,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::model::{
-    AuditEvent, AuditFilter, Group, NewAuditEvent, RegisteredMethod, StoredTap, SyncStatus,
-    TapPolicy, Timestamp, User, WebCeremony, WebSession,
+    AuditEvent, AuditFilter, Group, GroupRef, NewAuditEvent, RegisteredMethod, StoredTap,
+    SyncStatus, TapPolicy, Timestamp, User, WebCeremony, WebSession,
 };
 
 /// Errors a store backend reports.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database can't be reached or is locked beyond the busy timeout; retrying may work.
     #[error("store unavailable: {0}")]
@@ -121,6 +121,20 @@ pub trait Store: Send + Sync + 'static {
         };
         let groups = self.groups_by_id(&user.group_ids).await?;
         Ok(Some((user, groups)))
+    }
+
+    /// [`Store::user`] together with references to the groups its `group_ids` name (no member
+    /// lists), sorted like [`Store::groups_by_id`]: what a sign-in needs, in one round trip and
+    /// one snapshot where the backend can. This default derives it from
+    /// [`Store::user_with_groups`].
+    async fn user_with_group_refs(
+        &self,
+        key: &str,
+    ) -> Result<Option<(User, Vec<GroupRef>)>, StoreError> {
+        Ok(self
+            .user_with_groups(key)
+            .await?
+            .map(|(user, groups)| (user, groups.iter().map(GroupRef::from).collect())))
     }
 
     /// Applies a sync plan and its audit events in one transaction. A deleted user's TAP and
@@ -252,6 +266,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records an event that goes with no other change (a refused action, a failed sign-in).
     async fn append_audit(&self, event: &NewAuditEvent) -> Result<(), StoreError>;
+
+    /// Records several such events in one transaction: all or none. Sign-in decisions are
+    /// written this way in batches (group commit, see `crate::audit::AuditWriter`), so that a
+    /// busy RADIUS server pays one durable commit per batch rather than per request.
+    async fn append_audits(&self, events: &[NewAuditEvent]) -> Result<(), StoreError>;
 
     /// Events matching `filter`, newest first.
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;

@@ -36,8 +36,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use crate::model::{
-    AuditEvent, AuditFilter, Group, NewAuditEvent, RegisteredMethod, StoredTap, SyncStatus,
-    TapPolicy, Timestamp, User,
+    AuditEvent, AuditFilter, Group, GroupRef, NewAuditEvent, RegisteredMethod, StoredTap,
+    SyncStatus, TapPolicy, Timestamp, User,
 };
 use crate::store::{Store, StoreError, SyncLease, SyncLeaseOutcome, SyncPlan};
 use rows::{opt_text, text, to_db_time, AuditColumns};
@@ -353,6 +353,34 @@ impl Store for PostgresStore {
             rows::USER_COLUMNS
         );
         let mut found = self.query_all(&sql, &[&key], rows::user).await?;
+        Ok(found.pop())
+    }
+
+    async fn user_with_group_refs(
+        &self,
+        key: &str,
+    ) -> Result<Option<(User, Vec<GroupRef>)>, StoreError> {
+        let key = text(key);
+        // One statement, one snapshot: the user as `user` finds it and its groups' names.
+        let sql = format!(
+            "SELECT {}, \
+             ARRAY(SELECT g.id FROM \"groups\" g JOIN user_groups ug ON ug.group_id = g.id \
+                   WHERE ug.user_id = u.id ORDER BY lower(g.display_name), g.display_name, g.id), \
+             ARRAY(SELECT g.dn FROM \"groups\" g JOIN user_groups ug ON ug.group_id = g.id \
+                   WHERE ug.user_id = u.id ORDER BY lower(g.display_name), g.display_name, g.id), \
+             ARRAY(SELECT g.display_name FROM \"groups\" g JOIN user_groups ug \
+                   ON ug.group_id = g.id WHERE ug.user_id = u.id \
+                   ORDER BY lower(g.display_name), g.display_name, g.id) \
+             FROM users u \
+             WHERE u.id = $1 OR lower(u.upn) = lower($1::text COLLATE \"C\") \
+             OR lower(u.username) = lower($1::text COLLATE \"C\") \
+             ORDER BY CASE WHEN u.id = $1 THEN 0 \
+             WHEN lower(u.upn) = lower($1::text COLLATE \"C\") THEN 1 ELSE 2 END, u.id LIMIT 1",
+            rows::USER_COLUMNS
+        );
+        let mut found = self
+            .query_all(&sql, &[&key], rows::user_with_group_refs)
+            .await?;
         Ok(found.pop())
     }
 
@@ -939,6 +967,16 @@ impl Store for PostgresStore {
 
     async fn append_audit(&self, event: &NewAuditEvent) -> Result<(), StoreError> {
         let columns = AuditColumns::of(std::slice::from_ref(event))?;
+        self.execute(&rows::insert_audit_sql(1, None), &columns.params())
+            .await?;
+        Ok(())
+    }
+
+    async fn append_audits(&self, events: &[NewAuditEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let columns = AuditColumns::of(events)?;
         self.execute(&rows::insert_audit_sql(1, None), &columns.params())
             .await?;
         Ok(())

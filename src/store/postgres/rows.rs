@@ -13,7 +13,8 @@ use tokio_postgres::types::FromSql;
 use tokio_postgres::Row;
 
 use crate::model::{
-    AuditEvent, Channel, Group, NewAuditEvent, RegisteredMethod, StoredTap, Timestamp, User,
+    AuditEvent, Channel, Group, GroupRef, NewAuditEvent, RegisteredMethod, StoredTap, Timestamp,
+    User,
 };
 use crate::store::StoreError;
 
@@ -85,6 +86,32 @@ pub(crate) fn user(row: &Row) -> Result<User, StoreError> {
         account_enabled: col(row, 6)?,
         group_ids,
     })
+}
+
+/// Reads a user selected with [`USER_COLUMNS`] followed by three arrays of the same length:
+/// its groups' ids, DNs and display names.
+pub(crate) fn user_with_group_refs(row: &Row) -> Result<(User, Vec<GroupRef>), StoreError> {
+    let user = user(row)?;
+    let ids: Vec<String> = col(row, 8)?;
+    let dns: Vec<String> = col(row, 9)?;
+    let names: Vec<String> = col(row, 10)?;
+    if ids.len() != dns.len() || ids.len() != names.len() {
+        return Err(StoreError::Corrupt(format!(
+            "the group columns of user {} have different lengths",
+            user.id
+        )));
+    }
+    let groups = ids
+        .into_iter()
+        .zip(dns)
+        .zip(names)
+        .map(|((id, dn), display_name)| GroupRef {
+            id,
+            dn,
+            display_name,
+        })
+        .collect();
+    Ok((user, groups))
 }
 
 /// Columns a [`Group`] is read from, in this order, followed by an array of member ids.

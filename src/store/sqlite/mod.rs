@@ -30,8 +30,8 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Tran
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 
 use crate::model::{
-    AuditEvent, AuditFilter, Group, NewAuditEvent, RegisteredMethod, StoredTap, SyncStatus,
-    TapPolicy, Timestamp, User, WebCeremony, WebSession,
+    AuditEvent, AuditFilter, Group, GroupRef, NewAuditEvent, RegisteredMethod, StoredTap,
+    SyncStatus, TapPolicy, Timestamp, User, WebCeremony, WebSession,
 };
 use crate::store::{Store, StoreError, SyncLease, SyncLeaseOutcome, SyncPlan};
 
@@ -382,6 +382,22 @@ fn groups_by_ids(conn: &Connection, ids: &[String]) -> Result<Vec<Group>, StoreE
     query_all(conn, &sql, [&ids], rows::group)
 }
 
+/// References to the groups with these ids (no member lists), in [`groups_by_ids`]' order.
+fn group_refs_by_ids(conn: &Connection, ids: &[String]) -> Result<Vec<GroupRef>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = rows::to_json(&ids)?;
+    query_all(
+        conn,
+        "SELECT g.id, g.dn, g.display_name FROM \"groups\" g \
+         WHERE g.id IN (SELECT value FROM json_each(?1)) \
+         ORDER BY lower(g.display_name), g.display_name, g.id",
+        [&ids],
+        rows::group_ref,
+    )
+}
+
 /// Inserts or updates a user in place (never `INSERT OR REPLACE`, which would delete the row
 /// and cascade away its TAP and methods) and replaces its effective memberships.
 fn upsert_user(tx: &Transaction<'_>, user: &User) -> Result<(), StoreError> {
@@ -499,6 +515,26 @@ impl Store for SqliteStore {
             let found = match user_by_key(&tx, &key)? {
                 Some(user) => {
                     let groups = groups_by_ids(&tx, &user.group_ids)?;
+                    Some((user, groups))
+                }
+                None => None,
+            };
+            tx.commit().map_err(map_err)?;
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn user_with_group_refs(
+        &self,
+        key: &str,
+    ) -> Result<Option<(User, Vec<GroupRef>)>, StoreError> {
+        let key = key.to_owned();
+        self.read(move |conn| {
+            let tx = conn.unchecked_transaction().map_err(map_err)?;
+            let found = match user_by_key(&tx, &key)? {
+                Some(user) => {
+                    let groups = group_refs_by_ids(&tx, &user.group_ids)?;
                     Some((user, groups))
                 }
                 None => None,
@@ -965,6 +1001,15 @@ impl Store for SqliteStore {
     async fn append_audit(&self, event: &NewAuditEvent) -> Result<(), StoreError> {
         let event = event.clone();
         self.write(move |tx| insert_audit(tx, &event)).await
+    }
+
+    async fn append_audits(&self, events: &[NewAuditEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let events = events.to_vec();
+        self.write(move |tx| events.iter().try_for_each(|event| insert_audit(tx, event)))
+            .await
     }
 
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {

@@ -8,7 +8,7 @@ use chrono::DateTime;
 use rusqlite::Row;
 
 use crate::model::{
-    AuditEvent, CeremonyKind, Channel, Group, NewAuditEvent, RegisteredMethod, StoredTap,
+    AuditEvent, CeremonyKind, Channel, Group, GroupRef, NewAuditEvent, RegisteredMethod, StoredTap,
     Timestamp, User, WebAuthMethod, WebCeremony, WebSession,
 };
 use crate::store::StoreError;
@@ -74,6 +74,15 @@ pub(crate) fn group(row: &Row<'_>) -> Result<Group, StoreError> {
         dn: col(row, 1)?,
         display_name: col(row, 2)?,
         member_user_ids,
+    })
+}
+
+/// Reads `id, dn, display_name` of a group.
+pub(crate) fn group_ref(row: &Row<'_>) -> Result<GroupRef, StoreError> {
+    Ok(GroupRef {
+        id: col(row, 0)?,
+        dn: col(row, 1)?,
+        display_name: col(row, 2)?,
     })
 }
 
