@@ -46,6 +46,12 @@ cleanup() {
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM if "'"${1:-tcp}"'"=="udp" else socket.SOCK_STREAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# "BINDS SEARCHES" completed by slapd so far, from cn=Monitor.
+ldap_ops() {
+  ldapsearch -x -LLL -H "$ldap_url" -D cn=monitor -w bench-monitor -b cn=Operations,cn=Monitor \
+    '(|(cn=Bind)(cn=Search))' cn monitorOpCompleted \
+    | awk '/^cn: / {cn=$2} /^monitorOpCompleted: / {n[cn]=$2} END {print n["Bind"]+0, n["Search"]+0}'
+}
 
 echo "building tapd, tapctl and the load generators..." >&2
 cargo build --release --quiet --bins --example radius_load --example ldap_bind_load
@@ -76,6 +82,11 @@ index objectClass eq
 index uid eq
 access to attrs=userPassword by self read by anonymous auth by * none
 access to * by * read
+# Operation counters (cn=Monitor), read before and after each run: how many binds and
+# searches each RADIUS request cost the directory.
+database monitor
+rootdn "cn=monitor"
+rootpw bench-monitor
 CONF
 slapadd -q -f "$work/slapd.conf" -l "$work/data.ldif"
 ldap_port=$(free_port)
@@ -130,6 +141,8 @@ TOML
 tapd_pid=$!; pids+=("$tapd_pid")
 for _ in $(seq 600); do grep -q "directory sync from.* users, " "$work/tapd.log" && break; sleep 0.1; done
 grep -q "directory sync from.* users, " "$work/tapd.log" || { cat "$work/tapd.log" >&2; echo "tapd did not sync" >&2; exit 1; }
+rss_mb() { awk '/VmRSS/ {printf "%d", $2 / 1024}' "/proc/$tapd_pid/status"; }
+echo "tapd RSS after the first sync: $(rss_mb) MB" >&2
 tapctl() { "$bin/tapctl" --socket "$work/tapd/admin.sock" --json "$@"; }
 echo "creating $NTAPS TAPs..." >&2
 tapctl policy set --state enabled --include-groups group00000 >/dev/null
@@ -139,6 +152,8 @@ for i in $(seq 0 $((NTAPS - 1))); do
   code=$(tapctl tap create "$user" | python3 -c 'import json,sys; print(json.load(sys.stdin)["temporaryAccessPass"])')
   echo "$user $code" >> "$work/tap.txt"
 done
+
+echo "tapd RSS after creating the TAPs: $(rss_mb) MB" >&2
 
 # --- FreeRADIUS 3.2 with rlm_ldap, bind authentication, same slapd
 fr_port=$(free_port udp)
@@ -257,25 +272,29 @@ measure() { # name server concurrency credentials [extra-cmd-in-background]
   local target=127.0.0.1:$tapd_port
   [ "$server" = freeradius ] && target=127.0.0.1:$fr_port
   local s0 t0 f0 s1 t1 f1
+  local ops0 ops1
+  ops0=$(ldap_ops)
   s0=$(cpu_ticks "$slapd_pid"); t0=$(cpu_ticks "$tapd_pid"); f0=$(cpu_ticks "$fr_pid")
   local report perf_pid=""
   # PERF_OUT=FILE: profile tapd with `perf record -g` during its right-password run at 32.
   if [ -n "${PERF_OUT:-}" ] && [ "$name/$server/$concurrency" = right/tapd/32 ]; then
-    perf record -q -F 499 -g -p "$tapd_pid" -o "$PERF_OUT" >/dev/null 2>&1 &
+    perf record -q -F 499 --call-graph "${PERF_CALL_GRAPH:-fp}" -p "$tapd_pid" -o "$PERF_OUT" >/dev/null 2>&1 &
     perf_pid=$!
   fi
   report=$("$load" --target "$target" --secret-file "$work/radius.secret" --credentials "$credentials" \
     --concurrency "$concurrency" --duration "$SECONDS_PER_RUN" --timeout-ms 2000)
   s1=$(cpu_ticks "$slapd_pid"); t1=$(cpu_ticks "$tapd_pid"); f1=$(cpu_ticks "$fr_pid")
+  ops1=$(ldap_ops)
   if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
   local rss; rss=$(awk '/VmRSS/ {print $2}' "/proc/$tapd_pid/status")
-  echo "{\"name\":\"$name\",\"server\":\"$server\",\"report\":$report,\"cpu_ticks\":{\"slapd\":$((s1 - s0)),\"tapd\":$((t1 - t0)),\"freeradius\":$((f1 - f0))},\"tapd_rss_kb\":$rss}" >> "$results"
-  echo "  $name: $report" >&2
+  echo "{\"name\":\"$name\",\"server\":\"$server\",\"report\":$report,\"cpu_ticks\":{\"slapd\":$((s1 - s0)),\"tapd\":$((t1 - t0)),\"freeradius\":$((f1 - f0))},\"tapd_rss_kb\":$rss,\"ldap_ops\":[$(( ${ops1% *} - ${ops0% *} )),$(( ${ops1#* } - ${ops0#* } ))]}" >> "$results"
+  echo "  $name: $report (tapd RSS $((rss / 1024)) MB)" >&2
 }
 
 load_before=$(cut -d" " -f1 /proc/loadavg)
 echo "raw LDAP binds..." >&2
-for c in 32 256; do
+# 4 = tapd's default bind_pool_size: the same number of connections tapd binds on.
+for c in 4 32 256; do
   wanted "ldap-bind/slapd/$c" || continue
   s0=$(cpu_ticks "$slapd_pid")
   bind_report=$("$bin/examples/ldap_bind_load" --url "$ldap_url" --credentials "$work/right.txt" --concurrency "$c" --duration "$SECONDS_PER_RUN")
@@ -334,8 +353,12 @@ print(f"{nusers} users in OpenLDAP slapd {slapd_v} (back_mdb, uid indexed); Free
       f"same 2 cores as the servers, so absolute rates are lower than on a separate client machine. "
       f"CPU is utime+stime from /proc/PID/stat over the run, per 1,000 answered requests.")
 print()
-print("| run | server | conc. | sent | accepts | rejects | timeouts | answered/s | p50 ms | p99 ms | p99.9 ms | server CPU s/1k | slapd CPU s/1k |")
-print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+print("| run | server | conc. | sent | accepts | rejects | timeouts | answered/s | p50 ms | p99 ms | p99.9 ms | server CPU s/1k | slapd CPU s/1k | LDAP binds + searches per request |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+def ops(r, n):
+    binds, searches = r.get("ldap_ops", [0, 0])
+    # The TAP flood running beside a measured run adds its own (few) operations.
+    return f"{binds / n:.2f} + {searches / n:.2f}" if n else "–"
 def per_k(ticks, n):
     return f"{ticks / hz / n * 1000:.3f}" if n else "–"
 for r in rows:
@@ -343,16 +366,16 @@ for r in rows:
     if r["name"] == "ldap-bind":
         b = r["bind"]
         print(f"| raw LDAP simple binds | slapd | {b['concurrency']} | {b['binds'] + b['failures']} | {b['binds']} | {b['failures']} | – | "
-              f"{b['binds_per_second']:.0f} | {b['latency_ms']['p50']:.2f} | {b['latency_ms']['p99']:.2f} | {b['latency_ms']['p99_9']:.2f} | – | {per_k(cpu_t['slapd'], b['binds'])} |")
+              f"{b['binds_per_second']:.0f} | {b['latency_ms']['p50']:.2f} | {b['latency_ms']['p99']:.2f} | {b['latency_ms']['p99_9']:.2f} | – | {per_k(cpu_t['slapd'], b['binds'])} | 1 + 0 |")
         continue
     n = rep["accepts"] + rep["rejects"]
     own = cpu_t[r["server"]]
     lat = rep["latency_ms"]
     print(f"| {r['name']} | {r['server']} | {rep['concurrency']} | {rep['sent']} | {rep['accepts']} | {rep['rejects']} | {rep['timeouts']} | "
-          f"{rep['requests_per_second']:.0f} | {lat['p50']:.2f} | {lat['p99']:.2f} | {lat['p99_9']:.2f} | {per_k(own, n)} | {per_k(cpu_t['slapd'], n)} |")
+          f"{rep['requests_per_second']:.0f} | {lat['p50']:.2f} | {lat['p99']:.2f} | {lat['p99_9']:.2f} | {per_k(own, n)} | {per_k(cpu_t['slapd'], n)} | {ops(r, n)} |")
 fl = flood
 if fl: print(f"| (the concurrent TAP flood) | tapd | {fl['concurrency']} | {fl['sent']} | {fl['accepts']} | {fl['rejects']} | {fl['timeouts']} | "
-      f"{fl['requests_per_second']:.0f} | {fl['latency_ms']['p50']:.2f} | {fl['latency_ms']['p99']:.2f} | {fl['latency_ms']['p99_9']:.2f} | | |")
+      f"{fl['requests_per_second']:.0f} | {fl['latency_ms']['p50']:.2f} | {fl['latency_ms']['p99']:.2f} | {fl['latency_ms']['p99_9']:.2f} | | | |")
 print()
 print(f"tapd peak RSS (VmHWM) over the whole run: {int(peak_rss)//1024} MB. 1-minute load average before the runs {load_before}, after {load_after}.")
 PY

@@ -245,8 +245,11 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writer_stores_every_event_before_answering() {
-        let store: Arc<dyn Store> =
-            Arc::new(crate::store::sqlite::SqliteStore::open_in_memory().await.unwrap());
+        let store: Arc<dyn Store> = Arc::new(
+            crate::store::sqlite::SqliteStore::open_in_memory()
+                .await
+                .unwrap(),
+        );
         let writer = Arc::new(AuditWriter::new(store.clone()));
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..300 {
