@@ -63,6 +63,9 @@ cleanup() {
 }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM if "'"${1:-tcp}"'"=="udp" else socket.SOCK_STREAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Busy ticks of the whole machine (all cores, everything but idle and iowait) and the time.
+machine() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+now() { date +%s.%N; }
 cpu_ticks() { local total=0 pid t; for pid in "$@"; do t=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0); total=$((total + t)); done; echo "$total"; }
 
 echo "building tapd, tapctl and the load generators..." >&2
@@ -184,8 +187,8 @@ pg_url="postgres://postgres@127.0.0.1:$pg_port/tapd?sslmode=disable"
 
 results=$work/results.jsonl
 : > "$results"
-record() { # setup kind concurrency report-json cpu-tapd cpu-pg cpu-slapd
-  echo "{\"setup\":\"$1\",\"kind\":\"$2\",\"concurrency\":$3,\"report\":$4,\"cpu\":{\"tapd\":$5,\"postgres\":$6,\"slapd\":$7}}" >> "$results"
+record() { # setup kind concurrency report-json cpu-tapd cpu-pg cpu-slapd machine-busy seconds
+  echo "{\"setup\":\"$1\",\"kind\":\"$2\",\"concurrency\":$3,\"report\":$4,\"cpu\":{\"tapd\":$5,\"postgres\":$6,\"slapd\":$7,\"machine\":$8},\"seconds\":$9}" >> "$results"
 }
 
 measure_web() { # setup users-file
@@ -194,11 +197,11 @@ measure_web() { # setup users-file
   admin=$work/${node_names%% *}/admin.sock
   echo "  creating $(wc -l < "$users") one-time TAPs..." >&2
   "$web_load" create --admin-socket "$admin" --users "$users" > "$work/codes-$setup.txt"
-  local t0 p0 s0 t1 p1 s1 report
-  t0=$(cpu_ticks $tapd_pids); p0=$(cpu_ticks $(pg_pids)); s0=$(cpu_ticks "$slapd_pid")
+  local t0 p0 s0 m0 w0 t1 p1 s1 m1 w1 report
+  t0=$(cpu_ticks $tapd_pids); p0=$(cpu_ticks $(pg_pids)); s0=$(cpu_ticks "$slapd_pid"); m0=$(machine); w0=$(now)
   report=$("$web_load" run "${webs[@]}" --public-url "$PUBLIC_URL" --codes "$work/codes-$setup.txt" --concurrency 16)
-  t1=$(cpu_ticks $tapd_pids); p1=$(cpu_ticks $(pg_pids)); s1=$(cpu_ticks "$slapd_pid")
-  record "$setup" web 16 "$report" $((t1 - t0)) $((p1 - p0)) $((s1 - s0))
+  t1=$(cpu_ticks $tapd_pids); p1=$(cpu_ticks $(pg_pids)); s1=$(cpu_ticks "$slapd_pid"); m1=$(machine); w1=$(now)
+  record "$setup" web 16 "$report" $((t1 - t0)) $((p1 - p0)) $((s1 - s0)) $((m1 - m0)) "$(python3 -c "print($w1 - $w0)")"
   echo "  web sign-ins: $report" >&2
 }
 
@@ -206,8 +209,8 @@ measure_radius() { # setup concurrency
   local setup=$1 concurrency=$2 node i=0 out=()
   local nodes; nodes=$(echo $node_names | wc -w)
   local each=$((concurrency / nodes))
-  local t0 p0 s0 t1 p1 s1 lpids=()
-  t0=$(cpu_ticks $tapd_pids); p0=$(cpu_ticks $(pg_pids)); s0=$(cpu_ticks "$slapd_pid")
+  local t0 p0 s0 m0 w0 t1 p1 s1 m1 w1 lpids=()
+  t0=$(cpu_ticks $tapd_pids); p0=$(cpu_ticks $(pg_pids)); s0=$(cpu_ticks "$slapd_pid"); m0=$(machine); w0=$(now)
   for node in $node_names; do
     "$radius_load" --target "$(cat "$work/$node/radius")" --secret-file "$work/radius.secret" \
       --credentials "$work/right.txt" --concurrency "$each" --duration "$SECONDS_PER_RUN" \
@@ -215,10 +218,10 @@ measure_radius() { # setup concurrency
     lpids+=($!); out+=("$work/radius-$setup-$concurrency-$i.json"); i=$((i + 1))
   done
   for pid in "${lpids[@]}"; do wait "$pid"; done
-  t1=$(cpu_ticks $tapd_pids); p1=$(cpu_ticks $(pg_pids)); s1=$(cpu_ticks "$slapd_pid")
+  t1=$(cpu_ticks $tapd_pids); p1=$(cpu_ticks $(pg_pids)); s1=$(cpu_ticks "$slapd_pid"); m1=$(machine); w1=$(now)
   local report
   report=$(python3 -c 'import json,sys; print(json.dumps([json.load(open(p)) for p in sys.argv[1:]]))' "${out[@]}")
-  record "$setup" radius "$concurrency" "$report" $((t1 - t0)) $((p1 - p0)) $((s1 - s0))
+  record "$setup" radius "$concurrency" "$report" $((t1 - t0)) $((p1 - p0)) $((s1 - s0)) $((m1 - m0)) "$(python3 -c "print($w1 - $w0)")"
   echo "  RADIUS c=$concurrency: $report" >&2
 }
 
@@ -284,9 +287,11 @@ print(f"tapd {tapd_v} (release build, rustc {rustc_v}, default `pool_size = 16`,
       f"settings: fsync and synchronous_commit on); OpenLDAP slapd {slapd_v} with {nusers} users. "
       f"Load generators on the same {cores} cores. 1-minute load average {load_before} before, {load_after} after.")
 print()
-print("| setup | measure | conc. | ok | failed / timeouts | per second | p50 ms | p99 ms | tapd CPU s/1k | PostgreSQL CPU s/1k | slapd CPU s/1k |")
-print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+print("| setup | measure | conc. | ok | failed / timeouts | per second | p50 ms | p99 ms | tapd CPU s/1k | PostgreSQL CPU s/1k | slapd CPU s/1k | machine busy | of it tapd+PG+slapd |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 setups = {"sqlite": "1 node, SQLite (baseline)", "pg1": "1 node, PostgreSQL", "pg2": "2 nodes, one PostgreSQL"}
+def share(ticks, seconds):
+    return f"{100 * ticks / hz / (seconds * int(cores)):.0f} %"
 def per_k(ticks, n):
     return f"{ticks / hz / n * 1000:.2f}" if n else "–"
 for r in rows:
@@ -308,8 +313,12 @@ for r in rows:
         what = "RADIUS accepts (right password)" + (f", {' + '.join(str(x['concurrency']) for x in reps)} per node" if nodes > 1 else "")
     pg_cpu = per_k(cpu_t['postgres'], ok) if setup != "sqlite" else "–"
     print(f"| {setups[setup]} | {what} | {r['concurrency']} | {ok} | {bad} | {rate:.1f} | {p50:.1f} | {p99:.1f} | "
-          f"{per_k(cpu_t['tapd'], ok)} | {pg_cpu} | {per_k(cpu_t['slapd'], ok)} |")
+          f"{per_k(cpu_t['tapd'], ok)} | {pg_cpu} | {per_k(cpu_t['slapd'], ok)} | "
+          f"{share(cpu_t['machine'], r['seconds'])} | {share(cpu_t['tapd'] + cpu_t['postgres'] + cpu_t['slapd'], r['seconds'])} |")
 print()
 print(f"{nsignins} sign-ins per web run (16 browsers), {secs} s per RADIUS run; with two nodes the p50/p99 "
-      f"shown for RADIUS is the higher of the two load generators'.")
+      f"shown for RADIUS is the higher of the two load generators'. CPU columns: utime+stime per 1,000 "
+      f"successful requests. *Machine busy*: all {cores} cores' non-idle time during the run (load "
+      f"generators and other work on the machine included); *of it tapd+PG+slapd*: the servers' share "
+      f"of the machine.")
 PY
