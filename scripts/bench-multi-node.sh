@@ -91,6 +91,13 @@ pg_started=yes
 pg_pid=$(head -1 "$work/pg/data/postmaster.pid")
 "$pgbin/psql" -q -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres -c "CREATE DATABASE tapd" >/dev/null
 pg_pids() { echo "$pg_pid" $(pgrep -P "$pg_pid" || true); }
+# Transactions committed in the tapd database so far. Backends report their statistics at most
+# once a second, so this waits two seconds first: called before and after each run.
+pg_commits() {
+  sleep 2
+  "$pgbin/psql" -qAt -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres \
+    -c "SELECT xact_commit FROM pg_stat_database WHERE datname = 'tapd'"
+}
 
 # --- slapd with NUSERS users (as scripts/bench-radius.sh)
 echo "generating and loading $NUSERS users..." >&2
@@ -192,8 +199,8 @@ pg_url="postgres://postgres@127.0.0.1:$pg_port/tapd?sslmode=disable"
 
 results=$work/results.jsonl
 : > "$results"
-record() { # setup kind concurrency report-json cpu-tapd cpu-pg cpu-slapd machine-busy seconds
-  echo "{\"setup\":\"$1\",\"kind\":\"$2\",\"concurrency\":$3,\"report\":$4,\"cpu\":{\"tapd\":$5,\"postgres\":$6,\"slapd\":$7,\"machine\":$8},\"seconds\":$9}" >> "$results"
+record() { # setup kind concurrency report-json cpu-tapd cpu-pg cpu-slapd machine-busy seconds commits
+  echo "{\"setup\":\"$1\",\"kind\":\"$2\",\"concurrency\":$3,\"report\":$4,\"cpu\":{\"tapd\":$5,\"postgres\":$6,\"slapd\":$7,\"machine\":$8},\"seconds\":$9,\"commits\":${10}}" >> "$results"
 }
 
 measure_web() { # setup users-file
@@ -202,11 +209,13 @@ measure_web() { # setup users-file
   admin=$work/${node_names%% *}/admin.sock
   echo "  creating $(wc -l < "$users") one-time TAPs..." >&2
   "$web_load" create --admin-socket "$admin" --users "$users" > "$work/codes-$setup.txt"
-  local t0 p0 s0 m0 w0 t1 p1 s1 m1 w1 report
+  local t0 p0 s0 m0 w0 c0 t1 p1 s1 m1 w1 c1 report
+  c0=$(pg_commits)
   t0=$(cpu_ticks $tapd_pids); p0=$(cpu_ticks $(pg_pids)); s0=$(cpu_ticks "$slapd_pid"); m0=$(machine); w0=$(now)
   report=$("$web_load" run "${webs[@]}" --public-url "$PUBLIC_URL" --codes "$work/codes-$setup.txt" --concurrency 16)
   t1=$(cpu_ticks $tapd_pids); p1=$(cpu_ticks $(pg_pids)); s1=$(cpu_ticks "$slapd_pid"); m1=$(machine); w1=$(now)
-  record "$setup" web 16 "$report" $((t1 - t0)) $((p1 - p0)) $((s1 - s0)) $((m1 - m0)) "$(python3 -c "print($w1 - $w0)")"
+  c1=$(pg_commits)
+  record "$setup" web 16 "$report" $((t1 - t0)) $((p1 - p0)) $((s1 - s0)) $((m1 - m0)) "$(python3 -c "print($w1 - $w0)")" $((c1 - c0))
   echo "  web sign-ins: $report" >&2
 }
 
@@ -214,7 +223,8 @@ measure_radius() { # setup concurrency
   local setup=$1 concurrency=$2 node i=0 out=()
   local nodes; nodes=$(echo $node_names | wc -w)
   local each=$((concurrency / nodes))
-  local t0 p0 s0 m0 w0 t1 p1 s1 m1 w1 lpids=()
+  local t0 p0 s0 m0 w0 c0 t1 p1 s1 m1 w1 c1 lpids=()
+  c0=$(pg_commits)
   t0=$(cpu_ticks $tapd_pids); p0=$(cpu_ticks $(pg_pids)); s0=$(cpu_ticks "$slapd_pid"); m0=$(machine); w0=$(now)
   for node in $node_names; do
     "$radius_load" --target "$(cat "$work/$node/radius")" --secret-file "$work/radius.secret" \
@@ -226,7 +236,8 @@ measure_radius() { # setup concurrency
   t1=$(cpu_ticks $tapd_pids); p1=$(cpu_ticks $(pg_pids)); s1=$(cpu_ticks "$slapd_pid"); m1=$(machine); w1=$(now)
   local report
   report=$(python3 -c 'import json,sys; print(json.dumps([json.load(open(p)) for p in sys.argv[1:]]))' "${out[@]}")
-  record "$setup" radius "$concurrency" "$report" $((t1 - t0)) $((p1 - p0)) $((s1 - s0)) $((m1 - m0)) "$(python3 -c "print($w1 - $w0)")"
+  c1=$(pg_commits)
+  record "$setup" radius "$concurrency" "$report" $((t1 - t0)) $((p1 - p0)) $((s1 - s0)) $((m1 - m0)) "$(python3 -c "print($w1 - $w0)")" $((c1 - c0))
   echo "  RADIUS c=$concurrency: $report" >&2
 }
 
@@ -292,8 +303,8 @@ print(f"tapd {tapd_v} (release build, rustc {rustc_v}, default `pool_size = 16`,
       f"settings: fsync and synchronous_commit on); OpenLDAP slapd {slapd_v} with {nusers} users. "
       f"Load generators on the same {cores} cores. 1-minute load average {load_before} before, {load_after} after.")
 print()
-print("| setup | measure | conc. | ok | failed / timeouts | per second | p50 ms | p99 ms | tapd CPU s/1k | PostgreSQL CPU s/1k | slapd CPU s/1k | machine busy | of it tapd+PG+slapd |")
-print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+print("| setup | measure | conc. | ok | failed / timeouts | per second | p50 ms | p99 ms | tapd CPU s/1k | PostgreSQL CPU s/1k | PostgreSQL commits per request | slapd CPU s/1k | machine busy | of it tapd+PG+slapd |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 setups = {"sqlite": "1 node, SQLite (baseline)", "pg1": "1 node, PostgreSQL", "pg2": "2 nodes, one PostgreSQL"}
 def share(ticks, seconds):
     return f"{100 * ticks / hz / (seconds * int(cores)):.0f} %"
@@ -317,13 +328,15 @@ for r in rows:
         p99 = max(x["latency_ms"]["p99"] for x in reps)
         what = "RADIUS accepts (right password)" + (f", {' + '.join(str(x['concurrency']) for x in reps)} per node" if nodes > 1 else "")
     pg_cpu = per_k(cpu_t['postgres'], ok) if setup != "sqlite" else "–"
+    commits = f"{r['commits'] / ok:.2f}" if setup != "sqlite" and ok else "–"
     print(f"| {setups[setup]} | {what} | {r['concurrency']} | {ok} | {bad} | {rate:.1f} | {p50:.1f} | {p99:.1f} | "
-          f"{per_k(cpu_t['tapd'], ok)} | {pg_cpu} | {per_k(cpu_t['slapd'], ok)} | "
+          f"{per_k(cpu_t['tapd'], ok)} | {pg_cpu} | {commits} | {per_k(cpu_t['slapd'], ok)} | "
           f"{share(cpu_t['machine'], r['seconds'])} | {share(cpu_t['tapd'] + cpu_t['postgres'] + cpu_t['slapd'], r['seconds'])} |")
 print()
 print(f"{nsignins} sign-ins per web run (16 browsers), {secs} s per RADIUS run; with two nodes the p50/p99 "
       f"shown for RADIUS is the higher of the two load generators'. CPU columns: utime+stime per 1,000 "
-      f"successful requests. *Machine busy*: all {cores} cores' non-idle time during the run (load "
+      f"successful requests. *Commits per request*: transactions committed in the tapd database "
+      f"(`pg_stat_database.xact_commit`, read-only ones included) per successful request. *Machine busy*: all {cores} cores' non-idle time during the run (load "
       f"generators and other work on the machine included); *of it tapd+PG+slapd*: the servers' share "
       f"of the machine.")
 PY
