@@ -11,21 +11,22 @@
 //! Run with `cargo bench --bench web_sign_in`; under `cargo test` it only says so.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper::Request;
-use hyper_util::rt::TokioIo;
 use tapd::clock::SystemClock;
 use tapd::model::{AuditResult, Channel, MethodKind, NewAuditEvent, RegisteredMethod};
 use tapd::policy::{CreateTapRequest, PolicyPatch};
 use tapd::service::Caller;
 use tapd::web::{self, WebSettings, WebState};
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
+
+#[path = "../examples/web_sign_in_load/client.rs"]
+mod client;
+use client::Client;
+
+/// The site's public URL: the `Host` and `Origin` the client sends.
+const PUBLIC_URL: &str = "http://localhost:8080";
 
 const USERS: usize = 20;
 const LATENCY_SIGN_INS: usize = 200;
@@ -51,108 +52,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
-
-/// A browser-like client on one keep-alive connection.
-struct Client {
-    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    cookies: Vec<(String, String)>,
-}
-
-impl Client {
-    async fn connect(addr: SocketAddr) -> Client {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        tcp.set_nodelay(true).unwrap();
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        let mut client = Client {
-            sender,
-            cookies: Vec::new(),
-        };
-        let (status, _) = client.send("GET", "/", None).await;
-        assert_eq!(status, 200);
-        client
-    }
-
-    fn cookie(&self, name: &str) -> String {
-        self.cookies
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-            .unwrap()
-    }
-
-    /// Sends a request; returns the status and the body (the `Location` for a redirect).
-    async fn send(&mut self, method: &str, path: &str, form: Option<String>) -> (u16, String) {
-        let cookie = self
-            .cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ");
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "localhost:8080")
-            .header("origin", "http://localhost:8080");
-        if !cookie.is_empty() {
-            builder = builder.header("cookie", cookie);
-        }
-        let body = match form {
-            Some(form) => {
-                builder = builder.header("content-type", "application/x-www-form-urlencoded");
-                Full::new(Bytes::from(form))
-            }
-            None => Full::default(),
-        };
-        self.sender.ready().await.unwrap();
-        let response = self
-            .sender
-            .send_request(builder.body(body).unwrap())
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        for value in response.headers().get_all("set-cookie") {
-            let text = value.to_str().unwrap();
-            let (name, rest) = text.split_once('=').unwrap();
-            let value = rest.split(';').next().unwrap().to_owned();
-            self.cookies.retain(|(n, _)| n != name);
-            self.cookies.push((name.to_owned(), value));
-        }
-        let location = response
-            .headers()
-            .get("location")
-            .map(|l| l.to_str().unwrap().to_owned());
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        match location {
-            Some(location) => (status, location),
-            None => (status, String::from_utf8_lossy(&body).into_owned()),
-        }
-    }
-
-    /// One TAP sign-in as a browser that is not signed in yet; true when it led to the
-    /// Security info page.
-    async fn sign_in(&mut self, user: &str, code: &str) -> bool {
-        self.cookies.retain(|(n, _)| n != "tapd-session");
-        let csrf = self.cookie("tapd-csrf");
-        let form = format!("csrf={csrf}&username={user}&code={}", encode(code));
-        let (status, location) = self.send("POST", "/sign-in/tap", Some(form)).await;
-        status == 303 && location == "/security-info"
-    }
-}
-
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 fn directory_ldif() -> String {
@@ -277,14 +176,14 @@ async fn run() {
 
     // 2. One user signing in again and again.
     let (user, code) = codes[0].clone();
-    let mut client = Client::connect(addr).await;
+    let mut client = Client::connect(addr, PUBLIC_URL).await.unwrap();
     for _ in 0..5 {
-        assert!(client.sign_in(&user, &code).await);
+        assert!(client.sign_in(&user, &code).await.unwrap());
     }
     let mut latencies = Vec::with_capacity(LATENCY_SIGN_INS);
     for _ in 0..LATENCY_SIGN_INS {
         let start = Instant::now();
-        let signed_in = client.sign_in(&user, &code).await;
+        let signed_in = client.sign_in(&user, &code).await.unwrap();
         latencies.push(start.elapsed());
         assert!(signed_in);
     }
@@ -293,7 +192,11 @@ async fn run() {
     // 3. Twenty users at once.
     let mut clients = Vec::new();
     for (user, code) in &codes {
-        clients.push((Client::connect(addr).await, user.clone(), code.clone()));
+        clients.push((
+            Client::connect(addr, PUBLIC_URL).await.unwrap(),
+            user.clone(),
+            code.clone(),
+        ));
     }
     let barrier = Arc::new(tokio::sync::Barrier::new(USERS + 1));
     let mut tasks = tokio::task::JoinSet::new();
@@ -303,7 +206,7 @@ async fn run() {
             barrier.wait().await;
             let mut refused = 0;
             for _ in 0..SIGN_INS_PER_CONCURRENT_USER {
-                if !client.sign_in(&user, &code).await {
+                if !client.sign_in(&user, &code).await.unwrap() {
                     refused += 1;
                 }
             }
@@ -349,14 +252,14 @@ async fn run() {
         service.store().add_method(&method, &event).await.unwrap();
     }
     for _ in 0..20 {
-        let (status, body) = client.send("GET", "/security-info", None).await;
+        let (status, body) = client.send("GET", "/security-info", None).await.unwrap();
         assert_eq!(status, 200);
         assert!(body.contains("Work laptop") && body.contains("Phone"));
     }
     let mut renders = Vec::with_capacity(PAGE_RENDERS);
     for _ in 0..PAGE_RENDERS {
         let start = Instant::now();
-        let (status, _) = client.send("GET", "/security-info", None).await;
+        let (status, _) = client.send("GET", "/security-info", None).await.unwrap();
         renders.push(start.elapsed());
         assert_eq!(status, 200);
     }

@@ -388,6 +388,10 @@ pub struct SyncStatus {
     /// The tapd node that ran the last sync (several nodes may share one store).
     #[serde(default)]
     pub node: Option<String>,
+    /// Who started the last sync: `tapd` for the daemon's own runs (at start and on
+    /// schedule), the administrator for `tapctl sync run`.
+    #[serde(default)]
+    pub initiated_by: Option<String>,
 }
 
 /// How a web session was signed in; decides what the session may do.

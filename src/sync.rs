@@ -285,6 +285,7 @@ impl Syncer {
         let mut status = self.store.sync_status().await?;
         status.last_run_started = Some(started);
         status.node = Some(self.options.node.clone());
+        status.initiated_by = Some(actor.to_owned());
 
         let (kind, outcome) = if incremental {
             match self.directory.read_changes().await {

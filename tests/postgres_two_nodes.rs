@@ -7,13 +7,16 @@
 //! at once are serialised by the sync lease; after `kill -9` of the node that last synced the
 //! survivor keeps serving and syncs.
 //!
+//! A second test shows the automatic takeover at the shortest sync interval (30 s): the node
+//! doing the scheduled syncs is killed mid-sync, holding the lease with its changes written but
+//! not committed; the store keeps no part of them, and the other node's own schedule completes
+//! the sync within two sync intervals of the kill (`tapctl sync status` names the node, and
+//! `initiatedBy` is `tapd`, not an administrator). It takes about a minute.
+//!
 //! Both nodes share one `public_url` (as nodes behind one load balancer do): the web checks the
 //! `Origin` header against it, not the port a request arrived on, so the test sends the same
-//! `Origin` to either node's listener. The lease that keeps a second node from syncing while
-//! one does, and the takeover once a dead holder's lease lapses, are tested with a manual clock
-//! in `tests/postgres_nodes.rs` (the sync interval is at least 30 s); here the process-level
-//! checks are the refusals of concurrent manual runs and that the survivor of a `kill -9` runs
-//! `tapctl sync run` and the status names it.
+//! `Origin` to either node's listener. The lease rules themselves (one holder, renewal, lapse)
+//! are also tested with a manual clock in `tests/postgres_nodes.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "common/postgres.rs"]
@@ -63,8 +66,35 @@ struct Node {
     identity: String,
 }
 
+/// What differs between the nodes of the two tests.
+struct Setup {
+    /// The directory (an LDIF file; both nodes read the same one, as nodes share a directory).
+    ldif: PathBuf,
+    /// `[directory] sync_interval`.
+    sync_interval: &'static str,
+    /// `[directory] incremental_interval`.
+    incremental_interval: &'static str,
+    /// `[store] statement_timeout`.
+    statement_timeout: &'static str,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            ldif: repo_path("etc/tapd/demo-directory.ldif"),
+            sync_interval: "1h",
+            incremental_interval: "1m",
+            statement_timeout: "3s",
+        }
+    }
+}
+
 impl Node {
     fn start(name: &'static str, store_url: &str, public_url: &str) -> Node {
+        Node::start_with(name, store_url, public_url, &Setup::default())
+    }
+
+    fn start_with(name: &'static str, store_url: &str, public_url: &str, setup: &Setup) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("radius.secret");
         std::fs::write(&secret, RADIUS_SECRET).unwrap();
@@ -73,7 +103,7 @@ impl Node {
             r#"
 [store]
 url = "{store_url}"
-statement_timeout = "3s"
+statement_timeout = "{statement_timeout}"
 connect_timeout = "2s"
 pool_size = 8
 
@@ -81,7 +111,8 @@ pool_size = 8
 url = "file:{ldif}"
 preset = "openldap"
 base_dn = "dc=example,dc=org"
-sync_interval = "1h"
+sync_interval = "{sync_interval}"
+incremental_interval = "{incremental_interval}"
 
 [admin]
 socket = "{socket}"
@@ -109,7 +140,10 @@ format = "stderr"
 [metrics]
 enabled = false
 "#,
-            ldif = repo_path("etc/tapd/demo-directory.ldif").display(),
+            ldif = setup.ldif.display(),
+            sync_interval = setup.sync_interval,
+            incremental_interval = setup.incremental_interval,
+            statement_timeout = setup.statement_timeout,
             socket = dir.path().join("admin.sock").display(),
             secret = secret.display(),
         );
@@ -696,4 +730,274 @@ async fn two_nodes_share_one_postgres_database() {
     );
     let page = get_with_session(survivor.web, host, "/security-info", &session).await;
     assert_eq!(page.status, 200, "{}", page.body);
+}
+
+/// The shortest `[directory] sync_interval` the configuration accepts, used as is.
+const SYNC_INTERVAL: Duration = Duration::from_secs(30);
+
+/// A user the directory gains, and a display name it changes, while node A syncs.
+const NEW_USER_LDIF: &str = "
+dn: uid=frank,ou=people,dc=example,dc=org
+objectClass: top
+objectClass: person
+objectClass: organizationalPerson
+objectClass: inetOrgPerson
+entryUUID: 7c1e5a10-0001-4b6e-9a11-0000000000f0
+uid: frank
+cn: Frank Takeover
+sn: Takeover
+displayName: Frank Takeover
+mail: frank@example.org
+";
+
+/// Replaces `path` with `text` in one rename, so a node never reads half a file.
+fn write_atomically(path: &Path, text: &str) {
+    let staged = path.with_extension("staged");
+    std::fs::write(&staged, text).unwrap();
+    std::fs::rename(&staged, path).unwrap();
+}
+
+/// `tapctl --json sync status` on `node`.
+fn sync_status(node: &Node) -> Value {
+    node.tapctl(&["sync", "status"])
+}
+
+/// A time field of a JSON answer.
+fn time_field(value: &Value, field: &str) -> chrono::DateTime<chrono::Utc> {
+    let text = value[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {field} in {value}"));
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|e| panic!("{field} {text:?}: {e}"))
+        .with_timezone(&chrono::Utc)
+}
+
+/// The `Directory sync applied changes` audit events, newest first.
+fn applied_syncs(node: &Node) -> Vec<Value> {
+    let audit = node.tapctl(&["audit", "--activity", "Directory sync applied changes"]);
+    audit["value"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{audit}"))
+        .clone()
+}
+
+/// `(holder, expires)` of the sync lease row, read straight from the database.
+async fn lease_row(db: &tokio_postgres::Client) -> Option<(String, chrono::DateTime<chrono::Utc>)> {
+    db.query_opt("SELECT holder, expires FROM sync_lease WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .map(|row| (row.get(0), row.get(1)))
+}
+
+/// Automatic takeover at process level, at the shortest sync interval the configuration
+/// accepts (30 s; the lease lasts as long). Node A runs alone and does the scheduled syncs.
+/// The directory gains a user and changes another; the test holds a lock on the audit table,
+/// so A's next scheduled sync stops at its last statement: every change is written inside its
+/// transaction, nothing committed, A holding the sync lease. Node B starts meanwhile (its sync
+/// at start is refused: A holds the lease). `kill -9` of A then leaves no partial sync, and B
+/// completes a scheduled sync on its own (no `tapctl sync run` anywhere) within two sync
+/// intervals of the kill, applying exactly the changes A never committed. About a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survivor_takes_over_scheduled_syncs_after_kill_mid_sync() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test administers tapd as root (the break-glass administrator): run it as root, \
+         as scripts/test.sh does"
+    );
+    let cluster = PostgresCluster::start();
+    let url = cluster.create_database().await;
+    let connect = || async {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+    };
+    let observer = connect().await;
+    let mut locker = connect().await;
+
+    let directory = tempfile::tempdir().unwrap();
+    let ldif = directory.path().join("directory.ldif");
+    let original = std::fs::read_to_string(repo_path("etc/tapd/demo-directory.ldif")).unwrap();
+    write_atomically(&ldif, &original);
+    let setup = Setup {
+        ldif: ldif.clone(),
+        sync_interval: "30s",
+        incremental_interval: "0s",
+        // Long enough for A's stalled statement to outlast B's start (it is killed first).
+        statement_timeout: "30s",
+    };
+    let public_url = "http://localhost:8080";
+
+    // A alone: its sync at start fills the store.
+    let mut a = Node::start_with("A", &url, public_url, &setup);
+    let first = sync_status(&a);
+    assert_eq!(first["node"].as_str(), Some(a.identity.as_str()), "{first}");
+    assert_eq!(first["initiatedBy"].as_str(), Some("tapd"), "{first}");
+    assert_eq!(first["lastResult"].as_str(), Some("success"), "{first}");
+    let bob_before = a.tapctl(&["user", "show", "bob"])["displayName"].clone();
+    assert_eq!(bob_before.as_str(), Some("Bob Builder"));
+
+    // The directory changes; A's next scheduled sync will stall on its audit insert, the last
+    // statement of its transaction.
+    let changed = format!(
+        "{}{NEW_USER_LDIF}",
+        original.replace("displayName: Bob Builder", "displayName: Bob Rebuilt")
+    );
+    write_atomically(&ldif, &changed);
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE audit IN EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + SYNC_INTERVAL + Duration::from_secs(20);
+    let stalled_pid: i32 = loop {
+        let waiting = observer
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+                 AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO audit%'",
+                &[],
+            )
+            .await
+            .unwrap();
+        if let Some(row) = waiting {
+            break row.get(0);
+        }
+        a.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "A's scheduled sync did not reach its audit insert:\n{}",
+            a.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (holder, expires) = lease_row(&observer).await.expect("A holds the sync lease");
+    assert_eq!(holder, a.identity, "the stalled sync is A's");
+
+    // A fails: frozen first (SIGSTOP), so that it can't renew its lease while B starts, then
+    // killed. Were it still renewing, whether a renewal fell between B's first look at the
+    // lease and the kill would decide whether B's first or second scheduled run takes over
+    // (both within two intervals, but the test would not know which to expect).
+    let a_pid = nix::unistd::Pid::from_raw(a.child.id() as i32);
+    nix::sys::signal::kill(a_pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let stopped_at = chrono::Utc::now();
+
+    // B starts while A is frozen mid-sync: its sync at start finds the lease held by A.
+    let b = Node::start_with("B", &url, public_url, &setup);
+    let refused = format!(
+        "directory sync skipped: node {} holds the sync lease",
+        a.identity
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !b.log().contains(&refused) {
+        assert!(
+            Instant::now() < deadline,
+            "B's sync at start was not refused:\n{}",
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // kill -9 of A, mid-sync and holding the lease.
+    a.assert_running();
+    a.child.kill().unwrap();
+    let killed_at = chrono::Utc::now();
+    a.child.wait().unwrap();
+    assert_eq!(
+        lease_row(&observer).await,
+        Some((a.identity.clone(), expires)),
+        "the dead node's lease, not renewed since it froze"
+    );
+    eprintln!(
+        "A frozen mid-sync, killed {:.1} s later; its lease ran {:.1} s more",
+        (killed_at - stopped_at).num_milliseconds() as f64 / 1000.0,
+        (expires - killed_at).num_milliseconds() as f64 / 1000.0
+    );
+    lock.rollback().await.unwrap();
+    // A's stalled connection goes once PostgreSQL finds its client gone; its transaction,
+    // never committed, goes with it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while observer
+        .query_opt(
+            "SELECT 1 FROM pg_stat_activity WHERE pid = $1",
+            &[&stalled_pid],
+        )
+        .await
+        .unwrap()
+        .is_some()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "A's stalled backend is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // No partial sync: none of A's changes, no status or audit of its run.
+    let output = b.tapctl_output(&["user", "show", "frank"]);
+    assert!(
+        !output.status.success(),
+        "frank must not be there yet: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert_eq!(
+        b.tapctl(&["user", "show", "bob"])["displayName"],
+        bob_before
+    );
+    assert_eq!(sync_status(&b)["lastRunStarted"], first["lastRunStarted"]);
+    assert_eq!(applied_syncs(&b).len(), 1, "only A's sync at start");
+
+    // B's own schedule takes over: no one asks it to sync.
+    let deadline = Instant::now() + 2 * SYNC_INTERVAL + Duration::from_secs(15);
+    let status = loop {
+        let status = sync_status(&b);
+        if status["node"].as_str() == Some(b.identity.as_str()) {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B did not take over the directory sync: {status}\n{}",
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let takeover = time_field(&status, "lastRunStarted");
+    let after_kill = takeover - killed_at;
+    eprintln!(
+        "B's scheduled sync started {:.1} s after kill -9 of A, {:.1} s after A froze \
+         (at most {} s)",
+        after_kill.num_milliseconds() as f64 / 1000.0,
+        (takeover - stopped_at).num_milliseconds() as f64 / 1000.0,
+        2 * SYNC_INTERVAL.as_secs()
+    );
+    assert!(
+        takeover >= expires,
+        "B ran before A's lease lapsed: {status}"
+    );
+    assert!(
+        after_kill <= chrono::Duration::from_std(2 * SYNC_INTERVAL).unwrap(),
+        "takeover later than two sync intervals after the kill: {status}"
+    );
+    assert_eq!(status["initiatedBy"].as_str(), Some("tapd"), "{status}");
+    assert_eq!(status["lastResult"].as_str(), Some("success"), "{status}");
+    // Exactly the changes A had written and never committed.
+    assert_eq!(status["usersAdded"], 1, "{status}");
+    assert_eq!(status["usersUpdated"], 1, "{status}");
+    assert_eq!(
+        b.tapctl(&["user", "show", "frank"])["displayName"],
+        "Frank Takeover"
+    );
+    assert_eq!(
+        b.tapctl(&["user", "show", "bob"])["displayName"],
+        "Bob Rebuilt"
+    );
+    let applied = applied_syncs(&b);
+    assert_eq!(applied.len(), 2, "A's at start and B's: {applied:?}");
+    assert_eq!(applied[0]["initiatedBy"], "tapd", "{applied:?}");
+    assert_eq!(
+        applied[0]["additionalDetails"]["usersAdded"], 1,
+        "{applied:?}"
+    );
+    let requested = b.tapctl(&["audit", "--activity", "Admin started directory sync"]);
+    assert_eq!(requested["value"], Value::Array(Vec::new()), "{requested}");
+    assert!(lease_row(&observer).await.is_none(), "B released the lease");
 }

@@ -1036,6 +1036,7 @@ async fn sync_status_roundtrip(store: Arc<dyn Store>) {
         deletions_refused: 480,
         next_run: Some(t(5)),
         node: Some("tap1.example.org/4242/9f3c2a".to_owned()),
+        initiated_by: Some("tapd".to_owned()),
     };
     store.put_sync_status(&status).await.unwrap();
     assert_eq!(store.sync_status().await.unwrap(), status);

@@ -153,6 +153,7 @@ pub fn sync_status(s: &SyncStatus) -> Value {
         "deletionsRefused": s.deletions_refused,
         "nextRun": opt_time(&s.next_run),
         "node": s.node,
+        "initiatedBy": s.initiated_by,
     })
 }
 
