@@ -66,6 +66,15 @@ const REJECTION_CACHE_TTL: Duration = Duration::from_secs(120);
 const REJECTION_CACHE_ENTRIES: usize = 10_000;
 
 /// Quoted in TAP rejections when no `web.public_url` is configured.
+/// Repeats of a recently rejected (name, credential) pair decided at once; more are shed
+/// (see [`SignIn::authenticate`]). Small: a repeat is answered from the rejection cache, so
+/// a handful in flight keep up with any honest device, while a flood of them can't take the
+/// server's time from other users' sign-ins.
+const MAX_REPEATS_IN_FLIGHT: usize = 4;
+
+/// At most one "shedding" log line per this interval.
+const SHED_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 const UNKNOWN_PUBLIC_URL: &str = "the web registration page";
 
 /// Errors of this module's setup (decisions themselves never fail: they are outcomes).
@@ -388,6 +397,10 @@ pub struct SignIn {
     rejections: Mutex<RejectionCache>,
     cache_key: Zeroizing<[u8; 32]>,
     audit_writer: AuditWriter,
+    /// Rejected (presented name, credential) pairs: recognises a repeat before any store read.
+    rejected_names: Mutex<RejectionCache>,
+    repeats: Arc<tokio::sync::Semaphore>,
+    shed_logged: Mutex<Option<Instant>>,
 }
 
 impl SignIn {
@@ -406,6 +419,9 @@ impl SignIn {
         rand::rngs::OsRng.fill_bytes(cache_key.as_mut());
         Ok(SignIn {
             audit_writer: AuditWriter::new(store.clone()),
+            rejected_names: Mutex::new(RejectionCache::default()),
+            repeats: Arc::new(tokio::sync::Semaphore::new(MAX_REPEATS_IN_FLIGHT)),
+            shed_logged: Mutex::new(None),
             store,
             directory,
             hasher,
@@ -445,12 +461,41 @@ impl SignIn {
     }
 
     /// Decides on `credential` presented for `username`; audits the decision.
+    ///
+    /// A repeat of a (name, credential) pair rejected within the rejection cache's lifetime is
+    /// recognised before any store read, and at most [`MAX_REPEATS_IN_FLIGHT`] of them are
+    /// decided at once: beyond that the attempt is shed as
+    /// [`UnavailableReason::Overloaded`] without a decision, so without an audit event (as
+    /// the RADIUS server drops datagrams beyond its in-flight limit), and counted by the
+    /// front end. A device repeating a TAP or a wrong password in a tight loop then costs
+    /// the server next to nothing, and other users' sign-ins keep their share of it.
     pub async fn authenticate(
         &self,
         context: &AttemptContext,
         username: &str,
         credential: &str,
     ) -> SignInOutcome {
+        let name_key = self.cache_key_for(&username.to_lowercase(), credential);
+        let now = self.clock.now();
+        let repeat = self
+            .rejected_names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .lookup(&name_key, now)
+            .is_some();
+        let _repeat_permit = if repeat {
+            match self.repeats.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    self.log_shedding(username);
+                    return SignInOutcome::Unavailable {
+                        reason: UnavailableReason::Overloaded,
+                    };
+                }
+            }
+        } else {
+            None
+        };
         let (outcome, user, cached) = self.decide(context.channel, username, credential).await;
         let method = match &outcome {
             SignInOutcome::Reject {
@@ -460,9 +505,34 @@ impl SignIn {
             _ => "Password",
         };
         self.count_tap_rejection(context, &outcome);
+        if let SignInOutcome::Reject { reason, .. } = &outcome {
+            if matches!(
+                reason,
+                RejectReason::TapNotSupported | RejectReason::InvalidCredentials
+            ) {
+                self.rejected_names
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(name_key, *reason, self.clock.now());
+            }
+        }
         self.audit(context, username, user.as_ref(), &outcome, method, cached)
             .await;
         outcome
+    }
+
+    fn log_shedding(&self, username: &str) {
+        let now = Instant::now();
+        let mut last = self.shed_logged.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| now.duration_since(at) < SHED_LOG_INTERVAL) {
+            return;
+        }
+        *last = Some(now);
+        log::warn!(
+            "sign-in: shedding repeated attempts with a credential just rejected (e.g. for {}); \
+             more than {MAX_REPEATS_IN_FLIGHT} were in progress at once",
+            printable(username)
+        );
     }
 
     /// Rejects an attempt without checking anything (an unsupported method, a credential

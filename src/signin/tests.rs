@@ -323,6 +323,50 @@ async fn a_wrong_password_is_rejected_and_repeats_are_not_checked_again() {
 }
 
 #[tokio::test]
+async fn repeats_of_a_rejected_credential_beyond_the_in_flight_limit_are_shed_unaudited() {
+    let f = Fixture::new().await;
+    assert_eq!(
+        f.radius("bob", "old-password").await,
+        rejected(RejectReason::InvalidCredentials)
+    );
+    let audited = f.sign_in_events().await.len();
+    // As if MAX_REPEATS_IN_FLIGHT repeats were being decided right now.
+    let busy = f
+        .signin
+        .repeats
+        .clone()
+        .try_acquire_many_owned(MAX_REPEATS_IN_FLIGHT as u32)
+        .unwrap();
+    // The same name (in any case) with the same credential is shed: no decision, no audit.
+    for name in ["bob", "BOB"] {
+        assert_eq!(
+            f.radius(name, "old-password").await,
+            SignInOutcome::Unavailable {
+                reason: UnavailableReason::Overloaded
+            }
+        );
+    }
+    assert_eq!(f.sign_in_events().await.len(), audited);
+    // Anything else is decided as usual: another credential, another user.
+    assert!(matches!(
+        f.radius("bob", "bob-pw").await,
+        SignInOutcome::Accept { .. }
+    ));
+    assert!(matches!(
+        f.radius("alice", "old-password").await,
+        SignInOutcome::Reject { .. }
+    ));
+    drop(busy);
+    // With room again, the repeat is answered from the rejection cache and audited.
+    assert_eq!(
+        f.radius("bob", "old-password").await,
+        rejected(RejectReason::InvalidCredentials)
+    );
+    assert_eq!(f.sign_in_events().await.len(), audited + 3);
+    assert_eq!(f.checks(), 3, "old-password for bob was checked once");
+}
+
+#[tokio::test]
 async fn repeated_failures_throttle_the_user_without_binding_until_the_cooldown_ends() {
     let f = Fixture::new().await;
     for attempt in 0..3 {
