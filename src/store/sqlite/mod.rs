@@ -668,6 +668,52 @@ impl Store for SqliteStore {
         self.write(move |tx| write_plan(tx, &plan, &audit)).await
     }
 
+    /// Holds the write transaction open while batches arrive, on a blocking thread of its own,
+    /// so the directory read and the writes overlap. The writer lock is taken only once there
+    /// is something to write: a sync that changes nothing leaves sign-ins free to write while
+    /// the directory is read. Dropping `end` rolls back.
+    async fn apply_sync_streamed(
+        &self,
+        mut upserts: tokio::sync::mpsc::Receiver<Vec<User>>,
+        end: tokio::sync::oneshot::Receiver<crate::store::SyncPlanEnd>,
+    ) -> Result<bool, StoreError> {
+        if self.readers.is_none() {
+            // In memory, reads share the writer connection, and the sync reads (TAPs of the
+            // users it revokes) before it commits.
+            return crate::store::apply_sync_collected(self, upserts, end).await;
+        }
+        let Some(first) = upserts.recv().await else {
+            return match end.await {
+                Ok(end) => self.apply_sync(&end.plan, &end.audit).await.map(|()| true),
+                Err(_) => Ok(false),
+            };
+        };
+        let mut conn = self.writer.clone().lock_owned().await;
+        tokio::task::spawn_blocking(move || {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            for user in &first {
+                upsert_user(&tx, user)?;
+            }
+            drop(first);
+            while let Some(batch) = upserts.blocking_recv() {
+                for user in &batch {
+                    upsert_user(&tx, user)?;
+                }
+            }
+            // Dropping `tx` without a commit rolls back.
+            let Ok(end) = end.blocking_recv() else {
+                return Ok(false);
+            };
+            write_plan(&tx, &end.plan, &end.audit)?;
+            tx.commit().map_err(map_err)?;
+            Ok(true)
+        })
+        .await
+        .map_err(join_err)?
+    }
+
     async fn sync_status(&self) -> Result<SyncStatus, StoreError> {
         self.read(|conn| match singleton(conn, "sync_status")? {
             Some(body) => rows::from_json("sync status", &body),
