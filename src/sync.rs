@@ -8,6 +8,11 @@
 //! over. Scheduled runs also skip while another node's last run is not yet due again, so the
 //! nodes together sync about once per interval.
 //!
+//! A full sync overlaps its three parts: the directory hands users over page by page, each is
+//! planned as it arrives, and the store writes the upserts into a transaction it holds open
+//! while later pages are read; deletions, the guard and the audit are settled after the last
+//! page, before the commit.
+//!
 //! A directory that can't be read, times out or returns an incomplete result leaves the store
 //! untouched; the error goes into the sync status. A plan that would delete more users than
 //! the guard allows is refused (and audited) until an administrator confirms with

@@ -327,11 +327,16 @@ impl GroupResolver {
         if self.group_by_dn.contains_key(&dn) {
             self.exact = false;
         }
-        let name = username.to_lowercase();
-        let by_uid = self.by_uid.get(&name);
-        if by_uid.is_some() && !self.claimed_uids.insert(name) {
-            self.exact = false;
-        }
+        let by_uid = if self.by_uid.is_empty() {
+            None
+        } else {
+            let name = username.to_lowercase();
+            let groups = self.by_uid.get(&name);
+            if groups.is_some() && !self.claimed_uids.insert(name) {
+                self.exact = false;
+            }
+            groups
+        };
         let direct = self
             .by_dn
             .get(&dn)

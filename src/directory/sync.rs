@@ -63,8 +63,8 @@ pub fn plan_sync_owned(
 pub struct UserPlanner<'a> {
     current_users: &'a [User],
     known: HashMap<&'a str, &'a User>,
-    seen: HashSet<String>,
-    upserted: HashSet<String>,
+    /// Ids seen so far, and whether each was upserted.
+    seen: HashMap<String, bool>,
     revoke_tap_user_ids: Vec<String>,
     counts: SyncCounts,
 }
@@ -88,8 +88,7 @@ impl<'a> UserPlanner<'a> {
         UserPlanner {
             current_users,
             known: current_users.iter().map(|u| (u.id.as_str(), u)).collect(),
-            seen: HashSet::new(),
-            upserted: HashSet::new(),
+            seen: HashMap::new(),
             revoke_tap_user_ids: Vec::new(),
             counts: SyncCounts::default(),
         }
@@ -98,7 +97,7 @@ impl<'a> UserPlanner<'a> {
     /// The upsert the directory's `user` calls for: `None` when the store already holds it as
     /// it is, or when an earlier user had the same id (the first one wins).
     pub fn plan(&mut self, user: User) -> Option<User> {
-        if !self.seen.insert(user.id.clone()) {
+        if self.seen.contains_key(&user.id) {
             return None;
         }
         self.plan_seen(user)
@@ -108,29 +107,37 @@ impl<'a> UserPlanner<'a> {
     /// its memberships had been resolved too early: an upsert whenever it differs from the store
     /// or was upserted before (the earlier upsert must be overwritten).
     pub fn replan(&mut self, user: User) -> Option<User> {
-        if !self.seen.insert(user.id.clone()) && self.upserted.contains(&user.id) {
-            return Some(user);
+        match self.seen.get(&user.id) {
+            Some(true) => Some(user),
+            Some(false) => {
+                self.seen.remove(&user.id);
+                self.plan_seen(user)
+            }
+            None => self.plan_seen(user),
         }
-        self.plan_seen(user)
     }
 
+    /// Plans a user whose id was not seen before.
     fn plan_seen(&mut self, user: User) -> Option<User> {
-        match self.known.get(user.id.as_str()) {
+        let upsert = match self.known.get(user.id.as_str()) {
             None => {
                 self.counts.added += 1;
+                true
             }
             Some(known) => {
+                // A replanned user may come twice; `finish` removes the duplicate.
                 if known.account_enabled && !user.account_enabled {
                     self.revoke_tap_user_ids.push(user.id.clone());
                 }
-                if **known == user {
-                    return None;
+                let changed = **known != user;
+                if changed {
+                    self.counts.updated += 1;
                 }
-                self.counts.updated += 1;
+                changed
             }
-        }
-        self.upserted.insert(user.id.clone());
-        Some(user)
+        };
+        self.seen.insert(user.id.clone(), upsert);
+        upsert.then_some(user)
     }
 
     /// The deletions (stored users the directory did not return) and what was counted.
@@ -138,7 +145,7 @@ impl<'a> UserPlanner<'a> {
         let mut delete_user_ids: Vec<String> = self
             .current_users
             .iter()
-            .filter(|u| !self.seen.contains(&u.id))
+            .filter(|u| !self.seen.contains_key(&u.id))
             .map(|u| u.id.clone())
             .collect();
         delete_user_ids.sort();

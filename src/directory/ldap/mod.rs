@@ -8,6 +8,10 @@
 //! store untouched. Password checks bind as the user's stored DN on a separate bounded pool
 //! ([`bind_pool`]).
 //!
+//! `read_all_streamed`, what the syncer's full syncs use, reads the groups first, resolves
+//! their nesting ([`GroupResolver`]) and then hands the users over page by page, each with its
+//! effective groups, so that the store can write them while later pages are still on the wire.
+//!
 //! Incremental reads: after a full read the directory keeps the raw entries it saw and a
 //! watermark: the largest `modifyTimestamp` seen minus the read's duration and a second
 //! (OpenLDAP, 389-DS; server time, one-second resolution, so nothing changed during the read is
@@ -439,7 +443,8 @@ impl Inner {
             let mut page = 0;
             loop {
                 page += 1;
-                let mut resolved: Vec<User> = Vec::new();
+                let mut resolved: Vec<User> =
+                    Vec::with_capacity(usize::try_from(self.settings.page_size).unwrap_or(0));
                 cookie = self
                     .connector
                     .search_page(
