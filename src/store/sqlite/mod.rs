@@ -40,6 +40,10 @@ pub use schema::SCHEMA_VERSION;
 /// Read connections opened next to the writer. Two cores serve reads comfortably with four.
 const READ_POOL_SIZE: usize = 4;
 
+/// SQLite's default `wal_autocheckpoint`: a commit that leaves more WAL pages than this
+/// copies them into the database.
+const AUTOCHECKPOINT_PAGES: i64 = 1000;
+
 /// `audit()` returns this many events when the filter's limit is 0.
 pub const AUDIT_DEFAULT_LIMIT: u32 = 100;
 /// `audit()` never returns more than this many events.
@@ -102,6 +106,7 @@ impl Drop for PooledReader {
 }
 
 /// Read connections, handed out one caller at a time.
+#[derive(Clone)]
 struct ReadPool {
     idle: Arc<StdMutex<Vec<Connection>>>,
     permits: Arc<Semaphore>,
@@ -221,6 +226,30 @@ impl SqliteStore {
             Ok(changed == 1)
         })
         .await
+    }
+
+    /// Copies the WAL into the database file on a read connection: a passive checkpoint takes
+    /// no write lock, so writes go on meanwhile (a commit whose automatic checkpoint finds this
+    /// one running skips its own). Used after a streamed sync, whose commit skipped it.
+    fn checkpoint_in_background(&self) {
+        let Some(pool) = self.readers.clone() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let Ok(mut reader) = pool.acquire().await else {
+                return;
+            };
+            let done = tokio::task::spawn_blocking(move || match reader.conn.as_mut() {
+                Some(conn) => conn
+                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    .map_err(map_err),
+                None => Ok(()),
+            })
+            .await;
+            if !matches!(done, Ok(Ok(()))) {
+                log::warn!("background checkpoint of the store failed: {done:?}");
+            }
+        });
     }
 
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -431,34 +460,56 @@ fn write_plan(
 /// and cascade away its TAP and methods) with its effective group ids, and brings the
 /// `group_members` index in line by the difference between the stored and the new ids.
 fn upsert_user(tx: &Transaction<'_>, user: &User) -> Result<(), StoreError> {
-    let stored: Option<String> = tx
-        .prepare_cached("SELECT group_ids FROM users WHERE id = ?1")
-        .and_then(|mut stmt| stmt.query_row([&user.id], |row| row.get(0)).optional())
-        .map_err(map_err)?;
     let mut group_ids: Vec<&str> = user.group_ids.iter().map(String::as_str).collect();
     group_ids.sort_unstable();
     group_ids.dedup();
     let list = rows::to_json(&group_ids)?;
-    tx.prepare_cached(
-        "INSERT INTO users (id, dn, username, upn, display_name, mail, account_enabled, \
-         group_ids) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-         ON CONFLICT (id) DO UPDATE SET dn = excluded.dn, username = excluded.username, \
-         upn = excluded.upn, display_name = excluded.display_name, mail = excluded.mail, \
-         account_enabled = excluded.account_enabled, group_ids = excluded.group_ids",
-    )
-    .and_then(|mut stmt| {
-        stmt.execute(params![
-            user.id,
-            user.dn,
-            user.username,
-            user.user_principal_name,
-            user.display_name,
-            user.mail,
-            user.account_enabled,
-            list,
-        ])
-    })
-    .map_err(map_err)?;
+    // A new user (every user of a first sync) is one insert and its memberships; only an
+    // existing one needs its stored list read and the difference written.
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO users (id, dn, username, upn, display_name, mail, account_enabled, \
+             group_ids) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO NOTHING",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                user.id,
+                user.dn,
+                user.username,
+                user.user_principal_name,
+                user.display_name,
+                user.mail,
+                user.account_enabled,
+                list,
+            ])
+        })
+        .map_err(map_err)?;
+    let stored: Option<String> = if inserted == 1 {
+        None
+    } else {
+        let stored = tx
+            .prepare_cached("SELECT group_ids FROM users WHERE id = ?1")
+            .and_then(|mut stmt| stmt.query_row([&user.id], |row| row.get(0)).optional())
+            .map_err(map_err)?;
+        tx.prepare_cached(
+            "UPDATE users SET dn = ?2, username = ?3, upn = ?4, display_name = ?5, mail = ?6, \
+             account_enabled = ?7, group_ids = ?8 WHERE id = ?1",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                user.id,
+                user.dn,
+                user.username,
+                user.user_principal_name,
+                user.display_name,
+                user.mail,
+                user.account_enabled,
+                list,
+            ])
+        })
+        .map_err(map_err)?;
+        stored
+    };
     if stored.as_deref() == Some(list.as_str()) {
         return Ok(());
     }
@@ -689,29 +740,44 @@ impl Store for SqliteStore {
             };
         };
         let mut conn = self.writer.clone().lock_owned().await;
-        tokio::task::spawn_blocking(move || {
-            let tx = conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        let committed = tokio::task::spawn_blocking(move || {
+            // A full first sync leaves about 100 MB in the WAL; the commit's automatic
+            // checkpoint would copy it into the database file (and fsync that) before the sync
+            // could finish. The commit is durable without it (the WAL is synced); the copy is
+            // made by a passive checkpoint in the background ([`checkpoint_in_background`]).
+            conn.pragma_update(None, "wal_autocheckpoint", 0)
                 .map_err(map_err)?;
-            for user in &first {
-                upsert_user(&tx, user)?;
-            }
-            drop(first);
-            while let Some(batch) = upserts.blocking_recv() {
-                for user in &batch {
+            let outcome = (|| {
+                let tx = conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .map_err(map_err)?;
+                for user in &first {
                     upsert_user(&tx, user)?;
                 }
-            }
-            // Dropping `tx` without a commit rolls back.
-            let Ok(end) = end.blocking_recv() else {
-                return Ok(false);
-            };
-            write_plan(&tx, &end.plan, &end.audit)?;
-            tx.commit().map_err(map_err)?;
-            Ok(true)
+                drop(first);
+                while let Some(batch) = upserts.blocking_recv() {
+                    for user in &batch {
+                        upsert_user(&tx, user)?;
+                    }
+                }
+                // Dropping `tx` without a commit rolls back.
+                let Ok(end) = end.blocking_recv() else {
+                    return Ok(false);
+                };
+                write_plan(&tx, &end.plan, &end.audit)?;
+                tx.commit().map_err(map_err)?;
+                Ok(true)
+            })();
+            conn.pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_PAGES)
+                .map_err(map_err)?;
+            outcome
         })
         .await
-        .map_err(join_err)?
+        .map_err(join_err)??;
+        if committed {
+            self.checkpoint_in_background();
+        }
+        Ok(committed)
     }
 
     async fn sync_status(&self) -> Result<SyncStatus, StoreError> {
