@@ -40,10 +40,6 @@ pub use schema::SCHEMA_VERSION;
 /// Read connections opened next to the writer. Two cores serve reads comfortably with four.
 const READ_POOL_SIZE: usize = 4;
 
-/// SQLite's default `wal_autocheckpoint`: a commit that leaves more WAL pages than this
-/// copies them into the database.
-const AUTOCHECKPOINT_PAGES: i64 = 1000;
-
 /// `audit()` returns this many events when the filter's limit is 0.
 pub const AUDIT_DEFAULT_LIMIT: u32 = 100;
 /// `audit()` never returns more than this many events.
@@ -106,7 +102,6 @@ impl Drop for PooledReader {
 }
 
 /// Read connections, handed out one caller at a time.
-#[derive(Clone)]
 struct ReadPool {
     idle: Arc<StdMutex<Vec<Connection>>>,
     permits: Arc<Semaphore>,
@@ -226,30 +221,6 @@ impl SqliteStore {
             Ok(changed == 1)
         })
         .await
-    }
-
-    /// Copies the WAL into the database file on a read connection: a passive checkpoint takes
-    /// no write lock, so writes go on meanwhile (a commit whose automatic checkpoint finds this
-    /// one running skips its own). Used after a streamed sync, whose commit skipped it.
-    fn checkpoint_in_background(&self) {
-        let Some(pool) = self.readers.clone() else {
-            return;
-        };
-        tokio::spawn(async move {
-            let Ok(mut reader) = pool.acquire().await else {
-                return;
-            };
-            let done = tokio::task::spawn_blocking(move || match reader.conn.as_mut() {
-                Some(conn) => conn
-                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    .map_err(map_err),
-                None => Ok(()),
-            })
-            .await;
-            if !matches!(done, Ok(Ok(()))) {
-                log::warn!("background checkpoint of the store failed: {done:?}");
-            }
-        });
     }
 
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -740,44 +711,29 @@ impl Store for SqliteStore {
             };
         };
         let mut conn = self.writer.clone().lock_owned().await;
-        let committed = tokio::task::spawn_blocking(move || {
-            // A full first sync leaves about 100 MB in the WAL; the commit's automatic
-            // checkpoint would copy it into the database file (and fsync that) before the sync
-            // could finish. The commit is durable without it (the WAL is synced); the copy is
-            // made by a passive checkpoint in the background ([`checkpoint_in_background`]).
-            conn.pragma_update(None, "wal_autocheckpoint", 0)
+        tokio::task::spawn_blocking(move || {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(map_err)?;
-            let outcome = (|| {
-                let tx = conn
-                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                    .map_err(map_err)?;
-                for user in &first {
+            for user in &first {
+                upsert_user(&tx, user)?;
+            }
+            drop(first);
+            while let Some(batch) = upserts.blocking_recv() {
+                for user in &batch {
                     upsert_user(&tx, user)?;
                 }
-                drop(first);
-                while let Some(batch) = upserts.blocking_recv() {
-                    for user in &batch {
-                        upsert_user(&tx, user)?;
-                    }
-                }
-                // Dropping `tx` without a commit rolls back.
-                let Ok(end) = end.blocking_recv() else {
-                    return Ok(false);
-                };
-                write_plan(&tx, &end.plan, &end.audit)?;
-                tx.commit().map_err(map_err)?;
-                Ok(true)
-            })();
-            conn.pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_PAGES)
-                .map_err(map_err)?;
-            outcome
+            }
+            // Dropping `tx` without a commit rolls back.
+            let Ok(end) = end.blocking_recv() else {
+                return Ok(false);
+            };
+            write_plan(&tx, &end.plan, &end.audit)?;
+            tx.commit().map_err(map_err)?;
+            Ok(true)
         })
         .await
-        .map_err(join_err)??;
-        if committed {
-            self.checkpoint_in_background();
-        }
-        Ok(committed)
+        .map_err(join_err)?
     }
 
     async fn sync_status(&self) -> Result<SyncStatus, StoreError> {
