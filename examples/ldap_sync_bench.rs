@@ -9,6 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+
+/// The allocator `tapd` runs on (see `src/bin/tapd.rs`), so the benchmark measures what the
+/// daemon does.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use tapd::clock::SystemClock;
 use tapd::config::{DirectoryPreset, LdapTransport, Secret};
 use tapd::directory::ldap::{LdapDirectory, LdapSettings};

@@ -97,11 +97,15 @@ echo "building the benchmark driver..." >&2
 cargo build --release --quiet --example ldap_sync_bench
 bench=${CARGO_TARGET_DIR:-target}/release/examples/ldap_sync_bench
 runs=()
+slapd_cpu() { awk '{print $14 + $15}' "/proc/$slapd_pid/stat"; }
 for run in 1 2 3; do
+  cut -d' ' -f1 /proc/loadavg > "$work/load-$run.out"
+  slapd_before=$(slapd_cpu)
   /usr/bin/time -v "$bench" --url "$url" --bind-dn "cn=tapd,ou=services,dc=example,dc=org" \
     --bind-password tapd-service-pw --db "$work/tapd-$run.db" --page-size "$PAGE" \
     --modify-dn "uid=user000042,ou=people,dc=example,dc=org" --root-password bench-root \
     > "$work/bench-$run.out" 2> "$work/time-$run.out"
+  calc "($(slapd_cpu) - $slapd_before) / 100" > "$work/slapd-$run.out"
   runs+=("$run")
 done
 best_run=$(for run in "${runs[@]}"; do
@@ -111,6 +115,12 @@ incremental=$(grep incremental_sync_seconds "$work/bench-$best_run.out" | cut -d
 counts=$(grep '^users=' "$work/bench-$best_run.out")
 rss_kb=$(grep 'Maximum resident set size' "$work/time-$best_run.out" | awk '{print $NF}')
 all_full=$(for run in "${runs[@]}"; do grep full_sync_seconds "$work/bench-$run.out" | cut -d= -f2; done | paste -sd' ')
+# CPU seconds of each run (full and incremental sync together): tapd user+system, slapd.
+all_cpu=$(for run in "${runs[@]}"; do
+  user=$(grep 'User time' "$work/time-$run.out" | awk '{print $NF}')
+  sys=$(grep 'System time' "$work/time-$run.out" | awk '{print $NF}')
+  echo "$user+$sys / $(cat "$work/slapd-$run.out")"; done | paste -sd';' | sed 's/;/; /g')
+all_load=$(for run in "${runs[@]}"; do cat "$work/load-$run.out"; done | paste -sd' ')
 ratio=$(python3 -c "print(round($full / $best, 2))")
 
 cat <<MD
@@ -124,4 +134,6 @@ cat <<MD
 | full tapd sync into a fresh SQLite store (best of 3: $all_full s) | ${full} s = ${ratio} × ldapsearch | ≤ 1.5 × |
 | peak RSS of the sync process | $((rss_kb / 1024)) MB | ≤ 300 MB |
 | incremental sync after one changed user | ${incremental} s | ≤ 1 s |
+| CPU s per run, tapd user+system / slapd (runs 1-3, full and incremental sync) | $all_cpu | |
+| load average (1 min) when each run started | $all_load | |
 MD

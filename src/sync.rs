@@ -8,6 +8,11 @@
 //! over. Scheduled runs also skip while another node's last run is not yet due again, so the
 //! nodes together sync about once per interval.
 //!
+//! A full sync overlaps its three parts: the directory hands users over page by page, each is
+//! planned as it arrives, and the store writes the upserts into a transaction it holds open
+//! while later pages are read; deletions, the guard and the audit are settled after the last
+//! page, before the commit.
+//!
 //! A directory that can't be read, times out or returns an incomplete result leaves the store
 //! untouched; the error goes into the sync status. A plan that would delete more users than
 //! the guard allows is refused (and audited) until an administrator confirms with
@@ -20,14 +25,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::clock::Clock;
-use crate::directory::sync::{plan_sync_owned, DeletionGuard};
-use crate::directory::{DirectoryChanges, DirectoryContents, DirectorySource};
+use crate::directory::sync::{
+    plan_groups, plan_sync_owned, DeletionGuard, GuardTripped, SyncCounts, UserPlanner,
+};
+use crate::directory::{DirectoryChanges, DirectoryContents, DirectoryError, DirectorySource};
 use crate::metrics::{Metrics, NoLabels, StoreOperation, SyncErrorCause, SyncResult};
-use crate::model::{AuditResult, Channel, NewAuditEvent, SyncStatus, Timestamp};
-use crate::store::{Store, StoreError, SyncLeaseOutcome};
+use crate::model::{AuditResult, Channel, NewAuditEvent, SyncStatus, Timestamp, User};
+use crate::store::{Store, StoreError, SyncLeaseOutcome, SyncPlan, SyncPlanEnd};
 
 /// Activity names of sync-related audit events.
 pub mod activity {
@@ -90,12 +97,38 @@ pub enum SyncError {
     Store(#[from] StoreError),
 }
 
-/// What one read returned.
-enum Fresh {
-    /// Everything (full read).
-    Full(DirectoryContents),
-    /// Only what changed (incremental read).
-    Changes(DirectoryChanges),
+/// Batches of users in flight between the directory reader, the planner and the store.
+const STREAM_BATCHES: usize = 4;
+
+/// How one run ended, before its status is recorded.
+enum Outcome {
+    /// The directory could not be read completely; nothing was changed.
+    Failed {
+        /// "full" or "incremental".
+        kind: &'static str,
+        /// Why.
+        error: DirectoryError,
+    },
+    /// The deletion guard refused the plan; nothing was changed.
+    Refused {
+        /// What the guard said.
+        tripped: GuardTripped,
+        /// Users the store held.
+        current_users: usize,
+    },
+    /// The plan was committed.
+    Applied {
+        /// "full" or "incremental".
+        kind: &'static str,
+        /// Users added, updated, deleted.
+        counts: SyncCounts,
+        /// Users the directory holds.
+        users_seen: usize,
+        /// Groups the directory holds.
+        groups_seen: usize,
+        /// Audit events recorded with the plan (logged after the commit).
+        events: Vec<NewAuditEvent>,
+    },
 }
 
 /// Runs syncs for one node.
@@ -287,34 +320,33 @@ impl Syncer {
         status.node = Some(self.options.node.clone());
         status.initiated_by = Some(actor.to_owned());
 
-        let (kind, outcome) = if incremental {
+        let outcome = if incremental {
             match self.directory.read_changes().await {
-                Ok(Some(changes)) => ("incremental", Ok(Fresh::Changes(changes))),
-                Ok(None) => ("full", self.directory.read_all().await.map(Fresh::Full)),
-                Err(e) => ("incremental", Err(e)),
+                Ok(Some(changes)) => self.incremental(changes, allow_deletes, actor).await?,
+                Ok(None) => self.full_streamed(allow_deletes, actor).await?,
+                Err(e) => Outcome::Failed {
+                    kind: "incremental",
+                    error: e,
+                },
             }
         } else {
-            ("full", self.directory.read_all().await.map(Fresh::Full))
+            self.full_streamed(allow_deletes, actor).await?
         };
-        let finish = |status: &mut SyncStatus, result: &str| {
-            status.last_run_finished = Some(self.clock.now());
-            status.last_run_duration_ms = Some(timer.elapsed().as_millis() as u64);
-            status.last_result = Some(result.to_owned());
-            status.next_run = chrono::Duration::from_std(self.options.interval)
-                .ok()
-                .map(|d| started + d);
-        };
-        let fresh = match outcome {
-            Ok(fresh) => fresh,
-            Err(e) => {
-                let message = e.to_string();
+        status.last_run_finished = Some(self.clock.now());
+        status.last_run_duration_ms = Some(timer.elapsed().as_millis() as u64);
+        status.next_run = chrono::Duration::from_std(self.options.interval)
+            .ok()
+            .map(|d| started + d);
+        match outcome {
+            Outcome::Failed { kind, error } => {
+                let message = error.to_string();
                 log::error!(
                     "{kind} directory sync from {} failed: {message}",
                     self.directory.describe()
                 );
                 status.last_error = Some(message.clone());
                 status.deletions_refused = 0;
-                finish(&mut status, "failed");
+                status.last_result = Some("failed".to_owned());
                 self.store.put_sync_status(&status).await?;
                 self.audit(
                     actor,
@@ -325,54 +357,16 @@ impl Syncer {
                     json!({ "error": message }),
                 )
                 .await;
-                return Ok(status);
             }
-        };
-
-        let (current_users, plan, users_seen, groups_seen) = match fresh {
-            Fresh::Full(contents) => {
-                let current_users = self.store.users(None).await?;
-                let current_groups = self.store.groups().await?;
-                let seen = (contents.users.len(), contents.groups.len());
-                let plan = plan_sync_owned(&current_users, &current_groups, contents);
-                (current_users, plan, seen.0, seen.1)
-            }
-            Fresh::Changes(changes) => {
-                // Compare only the changed entries with what the store holds for them: no
-                // full store read, and no deletions (the next full sync finds those).
-                let mut current_users = Vec::with_capacity(changes.users.len());
-                for user in &changes.users {
-                    if let Some(known) = self.store.user(&user.id).await? {
-                        if known.id == user.id {
-                            current_users.push(known);
-                        }
-                    }
-                }
-                let group_ids: Vec<String> = changes.groups.iter().map(|g| g.id.clone()).collect();
-                let current_groups = self.store.groups_by_id(&group_ids).await?;
-                let plan = plan_sync_owned(
-                    &current_users,
-                    &current_groups,
-                    DirectoryContents {
-                        users: changes.users,
-                        groups: changes.groups,
-                    },
-                );
-                (
-                    current_users,
-                    plan,
-                    changes.total_users,
-                    changes.total_groups,
-                )
-            }
-        };
-        if !allow_deletes {
-            if let Err(tripped) = self.options.guard.check(current_users.len(), &plan) {
+            Outcome::Refused {
+                tripped,
+                current_users,
+            } => {
                 let message = tripped.to_string();
                 log::warn!("directory sync refused: {message}");
                 status.last_error = Some(message.clone());
-                status.deletions_refused = plan.delete_user_ids.len() as u64;
-                finish(&mut status, "deletionsRefused");
+                status.deletions_refused = tripped.would_delete;
+                status.last_result = Some("deletionsRefused".to_owned());
                 self.store.put_sync_status(&status).await?;
                 self.audit(
                     actor,
@@ -380,13 +374,213 @@ impl Syncer {
                     None,
                     AuditResult::Failure,
                     Some("deletion_guard"),
-                    json!({ "wouldDelete": plan.delete_user_ids.len(), "users": current_users.len(), "message": message }),
+                    json!({ "wouldDelete": tripped.would_delete, "users": current_users, "message": message }),
                 )
                 .await;
-                return Ok(status);
+            }
+            Outcome::Applied {
+                kind,
+                counts,
+                users_seen,
+                groups_seen,
+                events,
+            } => {
+                for event in &events {
+                    crate::audit::log(event);
+                }
+                status.users_seen = users_seen as u64;
+                status.groups_seen = groups_seen as u64;
+                status.users_added = counts.added;
+                status.users_updated = counts.updated;
+                status.users_deleted = counts.deleted;
+                status.deletions_refused = 0;
+                status.last_error = None;
+                status.last_result = Some("success".to_owned());
+                status.last_success = status.last_run_finished;
+                self.store.put_sync_status(&status).await?;
+                log::info!(
+                    "{kind} directory sync from {}: {} users, {} groups; {} added, {} updated, {} deleted in {} ms",
+                    self.directory.describe(),
+                    users_seen,
+                    groups_seen,
+                    counts.added,
+                    counts.updated,
+                    counts.deleted,
+                    status.last_run_duration_ms.unwrap_or(0)
+                );
             }
         }
+        Ok(status)
+    }
 
+    /// An incremental sync: only the changed entries are compared with what the store holds
+    /// for them (no full store read, and no deletions: the next full sync finds those), then
+    /// applied in one transaction.
+    async fn incremental(
+        &self,
+        changes: DirectoryChanges,
+        allow_deletes: bool,
+        actor: &str,
+    ) -> Result<Outcome, SyncError> {
+        let mut current_users = Vec::with_capacity(changes.users.len());
+        for user in &changes.users {
+            if let Some(known) = self.store.user(&user.id).await? {
+                if known.id == user.id {
+                    current_users.push(known);
+                }
+            }
+        }
+        let group_ids: Vec<String> = changes.groups.iter().map(|g| g.id.clone()).collect();
+        let current_groups = self.store.groups_by_id(&group_ids).await?;
+        let plan = plan_sync_owned(
+            &current_users,
+            &current_groups,
+            DirectoryContents {
+                users: changes.users,
+                groups: changes.groups,
+            },
+        );
+        if !allow_deletes {
+            if let Err(tripped) = self.options.guard.check(current_users.len(), &plan) {
+                return Ok(Outcome::Refused {
+                    tripped,
+                    current_users: current_users.len(),
+                });
+            }
+        }
+        let counts = SyncCounts::of(&current_users, &plan);
+        let events = self
+            .apply_events(&current_users, &plan, counts, actor)
+            .await?;
+        self.metrics
+            .time_store(
+                StoreOperation::ApplySync,
+                self.store.apply_sync(&plan, &events),
+            )
+            .await?;
+        Ok(Outcome::Applied {
+            kind: "incremental",
+            counts,
+            users_seen: changes.total_users,
+            groups_seen: changes.total_groups,
+            events,
+        })
+    }
+
+    /// A full sync with the directory read, the plan and the store's transaction overlapping:
+    /// users are planned one by one as the directory hands them over
+    /// ([`DirectorySource::read_all_streamed`], [`UserPlanner`]) and their upserts go into the
+    /// store's open transaction ([`Store::apply_sync_streamed`]) while later pages are still
+    /// being read. What needs every entry (deletions, the deletion guard, groups, revocations
+    /// and their audit) is decided after the last user, before the commit; a failed read, a
+    /// tripped guard or any error drops the transaction, so the store is left as it was.
+    async fn full_streamed(&self, allow_deletes: bool, actor: &str) -> Result<Outcome, SyncError> {
+        let (users_tx, mut users_rx) = mpsc::channel::<Vec<User>>(STREAM_BATCHES);
+        let (upserts_tx, upserts_rx) = mpsc::channel::<Vec<User>>(STREAM_BATCHES);
+        let (end_tx, end_rx) = oneshot::channel::<SyncPlanEnd>();
+        let (read_tx, read_rx) = oneshot::channel();
+        let read = async {
+            let result = self.directory.read_all_streamed(users_tx).await;
+            let _ = read_tx.send(result);
+        };
+        let plan = async {
+            // The store is read while the directory is being read.
+            let current_users = self.store.users(None).await?;
+            let current_groups = self.store.groups().await?;
+            let mut planner = UserPlanner::new(&current_users);
+            while let Some(batch) = users_rx.recv().await {
+                let upserts: Vec<User> =
+                    batch.into_iter().filter_map(|u| planner.plan(u)).collect();
+                if !upserts.is_empty() && upserts_tx.send(upserts).await.is_err() {
+                    // The store gave up; its error is what the run reports.
+                    break;
+                }
+            }
+            // Ends a read still sending (it fails); after a complete read, nothing.
+            drop(users_rx);
+            let fresh = match read_rx.await {
+                Ok(Ok(fresh)) => fresh,
+                Ok(Err(error)) => {
+                    return Ok(Outcome::Failed {
+                        kind: "full",
+                        error,
+                    });
+                }
+                Err(_) => {
+                    return Ok(Outcome::Failed {
+                        kind: "full",
+                        error: DirectoryError::Unavailable("the directory read stopped".to_owned()),
+                    })
+                }
+            };
+            let mut late_upserts: Vec<User> = fresh
+                .replanned_users
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|u| planner.replan(u))
+                .collect();
+            late_upserts.sort_by(|a, b| a.id.cmp(&b.id));
+            drop(upserts_tx);
+            let groups_seen = fresh.groups.len();
+            let (upsert_groups, delete_group_ids) = plan_groups(&current_groups, fresh.groups);
+            let users = planner.finish();
+            let plan = SyncPlan {
+                upsert_users: late_upserts,
+                delete_user_ids: users.delete_user_ids,
+                upsert_groups,
+                delete_group_ids,
+                revoke_tap_user_ids: users.revoke_tap_user_ids,
+            };
+            if !allow_deletes {
+                if let Err(tripped) = self.options.guard.check(current_users.len(), &plan) {
+                    return Ok(Outcome::Refused {
+                        tripped,
+                        current_users: current_users.len(),
+                    });
+                }
+            }
+            let changed = users.counts.added + users.counts.updated > 0 || !plan.is_empty();
+            let events = if changed {
+                self.apply_events(&current_users, &plan, users.counts, actor)
+                    .await?
+            } else {
+                Vec::new()
+            };
+            let _ = end_tx.send(SyncPlanEnd {
+                plan,
+                audit: events.clone(),
+            });
+            Ok::<_, SyncError>(Outcome::Applied {
+                kind: "full",
+                counts: users.counts,
+                users_seen: users.users_seen,
+                groups_seen,
+                events,
+            })
+        };
+        // Not timed as ApplySync: the transaction is open for the whole read.
+        let apply = self.store.apply_sync_streamed(upserts_rx, end_rx);
+        let ((), outcome, committed) = tokio::join!(read, plan, apply);
+        let committed = committed?;
+        let outcome = outcome?;
+        if matches!(outcome, Outcome::Applied { .. }) && !committed {
+            return Err(SyncError::Store(StoreError::Unavailable(
+                "the store did not commit the sync".to_owned(),
+            )));
+        }
+        Ok(outcome)
+    }
+
+    /// The audit events applying `plan` records: a revoked TAP for every deleted or disabled
+    /// user that holds one, and a summary when the plan changes anything (`counts` include
+    /// upserts already streamed).
+    async fn apply_events(
+        &self,
+        current_users: &[crate::model::User],
+        plan: &SyncPlan,
+        counts: SyncCounts,
+        actor: &str,
+    ) -> Result<Vec<NewAuditEvent>, SyncError> {
         let now = self.clock.now();
         let mut events = Vec::new();
         let by_id: std::collections::HashMap<&str, &crate::model::User> =
@@ -408,8 +602,7 @@ impl Syncer {
                 events.push(self.event(now, actor, activity, upn, json!({ "userId": id })));
             }
         }
-        let counts = crate::directory::sync::SyncCounts::of(&current_users, &plan);
-        if !plan.is_empty() {
+        if counts.added + counts.updated > 0 || !plan.is_empty() {
             events.push(self.event(
                 now,
                 actor,
@@ -421,36 +614,7 @@ impl Syncer {
                 }),
             ));
         }
-        self.metrics
-            .time_store(
-                StoreOperation::ApplySync,
-                self.store.apply_sync(&plan, &events),
-            )
-            .await?;
-        for event in &events {
-            crate::audit::log(event);
-        }
-        status.users_seen = users_seen as u64;
-        status.groups_seen = groups_seen as u64;
-        status.users_added = counts.added;
-        status.users_updated = counts.updated;
-        status.users_deleted = counts.deleted;
-        status.deletions_refused = 0;
-        status.last_error = None;
-        finish(&mut status, "success");
-        status.last_success = status.last_run_finished;
-        self.store.put_sync_status(&status).await?;
-        log::info!(
-            "{kind} directory sync from {}: {} users, {} groups; {} added, {} updated, {} deleted in {} ms",
-            self.directory.describe(),
-            users_seen,
-            groups_seen,
-            counts.added,
-            counts.updated,
-            counts.deleted,
-            status.last_run_duration_ms.unwrap_or(0)
-        );
-        Ok(status)
+        Ok(events)
     }
 
     fn event(

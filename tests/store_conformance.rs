@@ -24,7 +24,7 @@ use tapd::model::{
 };
 use tapd::store::postgres::{PostgresSettings, PostgresStore};
 use tapd::store::sqlite::{SqliteStore, DEFAULT_BUSY_TIMEOUT};
-use tapd::store::{Store, StoreError, SyncLease, SyncLeaseOutcome, SyncPlan};
+use tapd::store::{Store, StoreError, SyncLease, SyncLeaseOutcome, SyncPlan, SyncPlanEnd};
 
 use postgres_cluster::PostgresCluster;
 
@@ -104,6 +104,7 @@ macro_rules! conformance {
                 append_audits_stores_a_batch_in_order,
                 apply_sync_add_change_delete,
                 apply_sync_revokes_taps,
+                apply_sync_streamed_commits_only_with_its_end,
                 replace_tap_returns_old_id,
                 delete_tap_only_for_its_owner,
                 consume_one_time_tap_exactly_once,
@@ -525,6 +526,90 @@ async fn apply_sync_add_change_delete(store: Arc<dyn Store>) {
     // An empty plan with no events changes nothing.
     store.apply_sync(&SyncPlan::default(), &[]).await.unwrap();
     assert_eq!(store.users(None).await.unwrap().len(), 3);
+}
+
+async fn apply_sync_streamed_commits_only_with_its_end(store: Arc<dyn Store>) {
+    seed(&store).await;
+    let before = store.users(None).await.unwrap();
+
+    // Batches arrive, then the end is dropped (a failed read, a refused plan): nothing changes.
+    let (batches, upserts) = tokio::sync::mpsc::channel(2);
+    let (end_tx, end) = tokio::sync::oneshot::channel::<SyncPlanEnd>();
+    let feed = async move {
+        batches
+            .send(vec![user("u-erin", "erin", "erin@example.org", &["g1"])])
+            .await
+            .unwrap();
+        drop(batches);
+        drop(end_tx);
+    };
+    let (committed, ()) = tokio::join!(store.apply_sync_streamed(upserts, end), feed);
+    assert!(!committed.unwrap());
+    assert_eq!(store.users(None).await.unwrap(), before);
+
+    // Batches and an end: one transaction, later upserts of an id win, groups follow users.
+    let (batches, upserts) = tokio::sync::mpsc::channel(2);
+    let (end_tx, end) = tokio::sync::oneshot::channel();
+    let feed = async move {
+        batches
+            .send(vec![
+                user("u-erin", "erin", "erin@example.org", &["g1"]),
+                user("u-bob", "Bob", "bob.b@example.org", &["g1", "g2"]),
+            ])
+            .await
+            .unwrap();
+        batches
+            .send(vec![user("u-frank", "frank", "frank@example.org", &[])])
+            .await
+            .unwrap();
+        drop(batches);
+        end_tx
+            .send(SyncPlanEnd {
+                plan: SyncPlan {
+                    upsert_users: vec![user("u-erin", "erin", "erin@example.org", &["g2"])],
+                    delete_user_ids: vec!["u-carol".to_owned()],
+                    ..SyncPlan::default()
+                },
+                audit: vec![event("Sync streamed", "tapd", None, t(1))],
+            })
+            .unwrap();
+    };
+    let (committed, ()) = tokio::join!(store.apply_sync_streamed(upserts, end), feed);
+    assert!(committed.unwrap());
+    let users: Vec<(String, Vec<String>)> = store
+        .users(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| (u.id, u.group_ids))
+        .collect();
+    let owned = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        users,
+        [
+            ("u-alice".to_owned(), owned(&["g1", "g2"])),
+            ("u-bob".to_owned(), owned(&["g1", "g2"])),
+            ("u-erin".to_owned(), owned(&["g2"])),
+            ("u-frank".to_owned(), owned(&[])),
+        ]
+    );
+    let members: Vec<(String, Vec<String>)> = store
+        .groups()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| (g.id, g.member_user_ids))
+        .collect();
+    assert_eq!(
+        members,
+        [
+            ("g1".to_owned(), owned(&["u-alice", "u-bob"])),
+            ("g2".to_owned(), owned(&["u-alice", "u-bob", "u-erin"])),
+        ]
+    );
+    assert!(audit_all(&store)
+        .await
+        .contains(&"Sync streamed".to_owned()));
 }
 
 async fn apply_sync_revokes_taps(store: Arc<dyn Store>) {

@@ -237,6 +237,165 @@ pub fn resolve(users: &[RawUser], groups: &[RawGroup]) -> Resolved {
     }
 }
 
+/// Group-first resolution, for a read that hands users over while it is still reading: built
+/// from the groups alone, it answers one user at a time with the effective group ids
+/// [`resolve`] would give that user, and at the end each group's transitive members.
+///
+/// The answers equal [`resolve`]'s unless a user read later changes what an earlier entry
+/// meant, which [`GroupResolver::is_exact`] reports: a user whose DN is also a group's (then
+/// `member` values naming that DN mean the user, not the group), or two users with the same
+/// username named by a `memberUid` (then only the first by id is the member). A caller that
+/// finds it not exact resolves everything again with [`resolve`].
+///
+/// Cost per user: one DN normalisation, two hash lookups and a walk up the nesting from its
+/// direct groups, each group visited once (cycles included).
+#[derive(Debug)]
+pub struct GroupResolver {
+    ids: Vec<String>,
+    /// Each group's position in id order, so group ids come out sorted without string compares.
+    rank: Vec<usize>,
+    /// For each group, the groups that list it as a member.
+    parents: Vec<Vec<usize>>,
+    group_by_dn: HashMap<String, usize>,
+    /// Normalised member DNs that are no group's, and the groups that list them.
+    by_dn: HashMap<String, Vec<usize>>,
+    /// Lower-cased `memberUid` values, and the groups that list them.
+    by_uid: HashMap<String, Vec<usize>>,
+    /// Usernames that matched a `memberUid` so far (lower case).
+    claimed_uids: std::collections::HashSet<String>,
+    /// For each group, the users (by the order they were resolved in) that are in it.
+    members: Vec<Vec<u32>>,
+    stamp: Vec<u32>,
+    resolved_users: u32,
+    exact: bool,
+}
+
+impl GroupResolver {
+    /// Prepares the resolution of users against `groups`.
+    pub fn new<'g>(groups: impl IntoIterator<Item = &'g RawGroup>) -> Self {
+        let groups: Vec<&RawGroup> = groups.into_iter().collect();
+        let mut group_by_dn: HashMap<String, usize> = HashMap::with_capacity(groups.len());
+        for (j, group) in groups.iter().enumerate() {
+            group_by_dn.entry(normalize_dn(&group.dn)).or_insert(j);
+        }
+        let mut parents: Vec<Vec<usize>> = vec![Vec::new(); groups.len()];
+        let mut by_dn: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_uid: HashMap<String, Vec<usize>> = HashMap::new();
+        for (j, group) in groups.iter().enumerate() {
+            for dn in &group.member_dns {
+                let key = normalize_dn(dn);
+                match group_by_dn.get(&key) {
+                    Some(&g) if g != j => parents[g].push(j),
+                    Some(_) => {}
+                    None => by_dn.entry(key).or_default().push(j),
+                }
+            }
+            for name in &group.member_uids {
+                by_uid
+                    .entry(name.trim().to_lowercase())
+                    .or_default()
+                    .push(j);
+            }
+        }
+        let mut order: Vec<usize> = (0..groups.len()).collect();
+        order.sort_unstable_by(|&a, &b| groups[a].id.cmp(&groups[b].id));
+        let mut rank = vec![0; groups.len()];
+        for (position, &g) in order.iter().enumerate() {
+            rank[g] = position;
+        }
+        GroupResolver {
+            ids: groups.iter().map(|g| g.id.clone()).collect(),
+            rank,
+            parents,
+            group_by_dn,
+            by_dn,
+            by_uid,
+            claimed_uids: std::collections::HashSet::new(),
+            members: vec![Vec::new(); groups.len()],
+            stamp: vec![u32::MAX; groups.len()],
+            resolved_users: 0,
+            exact: true,
+        }
+    }
+
+    /// The effective group ids (sorted, unique) of the user with this DN and username. Users
+    /// must be resolved in the order [`GroupResolver::group_member_ids`] is given their ids.
+    pub fn user_group_ids(&mut self, dn: &str, username: &str) -> Vec<String> {
+        let user = self.resolved_users;
+        self.resolved_users = self.resolved_users.saturating_add(1);
+        let dn = normalize_dn(dn);
+        if self.group_by_dn.contains_key(&dn) {
+            self.exact = false;
+        }
+        let by_uid = if self.by_uid.is_empty() {
+            None
+        } else {
+            let name = username.to_lowercase();
+            let groups = self.by_uid.get(&name);
+            if groups.is_some() && !self.claimed_uids.insert(name) {
+                self.exact = false;
+            }
+            groups
+        };
+        let direct = self
+            .by_dn
+            .get(&dn)
+            .into_iter()
+            .chain(by_uid)
+            .flatten()
+            .copied();
+        let mut found: Vec<usize> = Vec::new();
+        for g in direct {
+            if self.stamp[g] != user {
+                self.stamp[g] = user;
+                found.push(g);
+            }
+        }
+        let mut next = 0;
+        while let Some(&g) = found.get(next) {
+            next += 1;
+            for &p in &self.parents[g] {
+                if self.stamp[p] != user {
+                    self.stamp[p] = user;
+                    found.push(p);
+                }
+            }
+        }
+        found.sort_unstable_by_key(|&g| self.rank[g]);
+        let mut ids: Vec<String> = Vec::with_capacity(found.len());
+        for &g in &found {
+            self.members[g].push(user);
+            if ids.last() != Some(&self.ids[g]) {
+                ids.push(self.ids[g].clone());
+            }
+        }
+        ids
+    }
+
+    /// False when a later user changed what an earlier entry meant (see the type's doc): the
+    /// answers so far may differ from [`resolve`]'s.
+    pub fn is_exact(&self) -> bool {
+        self.exact
+    }
+
+    /// Each group's transitive member ids (sorted, unique), index-aligned with the groups
+    /// given to [`GroupResolver::new`]; `user_ids` are the ids of the users resolved, in order.
+    pub fn group_member_ids(self, user_ids: &[&str]) -> Vec<Vec<String>> {
+        self.members
+            .into_iter()
+            .map(|members| {
+                let mut ids: Vec<String> = members
+                    .into_iter()
+                    .filter_map(|u| user_ids.get(u as usize).map(|id| (*id).to_owned()))
+                    .collect();
+                ids.sort_unstable();
+                ids.dedup();
+                ids
+            })
+            .collect()
+    }
+}
+
 /// Tarjan's algorithm without recursion. Returns each node's component index and the
 /// components in completion order (a component appears after every component it reaches).
 fn strongly_connected_components(edges: &[Vec<usize>]) -> (Vec<usize>, Vec<Vec<usize>>) {
@@ -457,6 +616,81 @@ mod tests {
         assert_eq!(r.group_member_user_ids[1], ids(&["u-alice", "u-bob"]));
         assert_eq!(r.user_group_ids[0], ids(&["g-mixed", "g-posix"]));
         assert_eq!(r.user_group_ids[1], ids(&["g-mixed"]));
+    }
+
+    /// Resolves `users` one by one with [`GroupResolver`] and checks the answers against
+    /// [`resolve`]; returns whether the resolver called itself exact.
+    fn streamed_matches_resolve(users: &[RawUser], groups: &[RawGroup]) -> bool {
+        let expected = resolve(users, groups);
+        let mut resolver = GroupResolver::new(groups);
+        let got: Vec<Vec<String>> = users
+            .iter()
+            .map(|u| resolver.user_group_ids(&u.dn, &u.username))
+            .collect();
+        let exact = resolver.is_exact();
+        let ids: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
+        let members = resolver.group_member_ids(&ids);
+        if exact {
+            assert_eq!(got, expected.user_group_ids);
+            assert_eq!(members, expected.group_member_user_ids);
+        }
+        exact
+    }
+
+    #[test]
+    fn streamed_resolution_equals_resolve() {
+        let users = vec![user("alice"), user("erin"), user("bob")];
+        let groups = vec![
+            group(
+                "tap-users",
+                &[
+                    "uid=alice,ou=people,dc=example,dc=org",
+                    "cn=staff,ou=groups,dc=example,dc=org",
+                ],
+                &[],
+            ),
+            group(
+                "staff",
+                &["CN=Engineering, ou=groups,dc=example,dc=org"],
+                &["BOB"],
+            ),
+            group(
+                "engineering",
+                &[
+                    "uid=erin,ou=people,dc=example,dc=org",
+                    "uid=erin,ou=people,dc=example,dc=org",
+                    "cn=tap-users,ou=groups,dc=example,dc=org",
+                ],
+                &[],
+            ),
+            group("self", &["cn=self,ou=groups,dc=example,dc=org"], &["alice"]),
+            group("empty", &[], &[]),
+        ];
+        assert!(streamed_matches_resolve(&users, &groups));
+        assert!(streamed_matches_resolve(&users, &[]));
+        assert!(streamed_matches_resolve(&[], &groups));
+    }
+
+    #[test]
+    fn streamed_resolution_reports_when_it_is_not_exact() {
+        // A user entry that is also a group entry.
+        let mut both = user("both");
+        both.dn = "cn=staff,ou=groups,dc=example,dc=org".to_owned();
+        let groups = vec![
+            group("outer", &["cn=staff,ou=groups,dc=example,dc=org"], &[]),
+            group("staff", &[], &["x"]),
+        ];
+        assert!(!streamed_matches_resolve(&[user("a"), both], &groups));
+        // Two users with one memberUid-named username: only the first by id is a member.
+        let mut twin = user("twin");
+        twin.id = "u-another".to_owned();
+        let groups = vec![group("posix", &[], &["twin"])];
+        assert!(!streamed_matches_resolve(
+            &[user("twin"), twin.clone()],
+            &groups
+        ));
+        // The same username not named by any memberUid is harmless.
+        assert!(streamed_matches_resolve(&[user("twin"), twin], &[]));
     }
 
     #[test]

@@ -43,6 +43,16 @@ pub struct DirectoryChanges {
     pub total_groups: usize,
 }
 
+/// What [`DirectorySource::read_all_streamed`] returns after the last user.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamedContents {
+    /// Groups; each group's `member_user_ids` are its transitive member user ids, sorted.
+    pub groups: Vec<Group>,
+    /// `Some` when users were handed over with memberships that a later entry changed: every
+    /// user again, with its final effective group ids, to be planned again.
+    pub replanned_users: Option<Vec<User>>,
+}
+
 /// The outcome of checking a directory password.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PasswordCheck {
@@ -74,6 +84,29 @@ pub enum DirectoryError {
 pub trait DirectorySource: Send + Sync + 'static {
     /// Reads every user and group, with memberships resolved transitively.
     async fn read_all(&self) -> Result<DirectoryContents, DirectoryError>;
+
+    /// A full read that hands the users over in batches while it is still reading, so that the
+    /// caller can plan and store them meanwhile: every user goes to `users` once, with its
+    /// effective group ids. Returns the groups once every user was sent. When the source found
+    /// only at the end that memberships handed over earlier were resolved too early (see
+    /// [`groups::GroupResolver`]), `replanned_users` holds every user again with its final
+    /// memberships. The default reads everything with [`read_all`](Self::read_all) and sends
+    /// it as one batch.
+    async fn read_all_streamed(
+        &self,
+        users: tokio::sync::mpsc::Sender<Vec<User>>,
+    ) -> Result<StreamedContents, DirectoryError> {
+        let contents = self.read_all().await?;
+        if users.send(contents.users).await.is_err() {
+            return Err(DirectoryError::Unavailable(
+                "the sync stopped taking users".to_owned(),
+            ));
+        }
+        Ok(StreamedContents {
+            groups: contents.groups,
+            replanned_users: None,
+        })
+    }
 
     /// Reads only what changed since the previous read (full or incremental): the users and
     /// groups that are new or different, memberships resolved against everything known.

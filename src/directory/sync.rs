@@ -37,39 +37,142 @@ pub fn plan_sync_owned(
     current_groups: &[Group],
     fresh: DirectoryContents,
 ) -> SyncPlan {
-    let known_users: HashMap<&str, &User> =
-        current_users.iter().map(|u| (u.id.as_str(), u)).collect();
-    let mut fresh_user_ids: HashSet<String> = HashSet::with_capacity(fresh.users.len());
-    let mut upsert_users = Vec::new();
-    let mut revoke_tap_user_ids = Vec::new();
-    for user in fresh.users {
-        if fresh_user_ids.contains(&user.id) {
-            continue;
-        }
-        fresh_user_ids.insert(user.id.clone());
-        match known_users.get(user.id.as_str()) {
-            None => upsert_users.push(user),
-            Some(known) => {
-                if known.account_enabled && !user.account_enabled {
-                    revoke_tap_user_ids.push(user.id.clone());
-                }
-                if **known != user {
-                    upsert_users.push(user);
-                }
-            }
+    let mut planner = UserPlanner::new(current_users);
+    let mut upsert_users: Vec<User> = fresh
+        .users
+        .into_iter()
+        .filter_map(|user| planner.plan(user))
+        .collect();
+    let (upsert_groups, delete_group_ids) = plan_groups(current_groups, fresh.groups);
+    let users = planner.finish();
+    upsert_users.sort_by(|a, b| a.id.cmp(&b.id));
+    SyncPlan {
+        upsert_users,
+        delete_user_ids: users.delete_user_ids,
+        upsert_groups,
+        delete_group_ids,
+        revoke_tap_user_ids: users.revoke_tap_user_ids,
+    }
+}
+
+/// The user half of [`plan_sync`], one directory user at a time, so that a sync can plan (and
+/// store) users while the directory is still being read. Each answer is a pure function of the
+/// directory's user and the stored one; deletions are known only at the end
+/// ([`UserPlanner::finish`]).
+#[derive(Debug)]
+pub struct UserPlanner<'a> {
+    current_users: &'a [User],
+    known: HashMap<&'a str, &'a User>,
+    /// Ids seen so far, and whether each was upserted.
+    seen: HashMap<String, bool>,
+    revoke_tap_user_ids: Vec<String>,
+    counts: SyncCounts,
+}
+
+/// What [`UserPlanner::finish`] adds up.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserPlanEnd {
+    /// Stored users the directory no longer has, sorted.
+    pub delete_user_ids: Vec<String>,
+    /// Users that went from enabled to disabled, sorted.
+    pub revoke_tap_user_ids: Vec<String>,
+    /// Users added, updated and deleted.
+    pub counts: SyncCounts,
+    /// Distinct users the directory returned.
+    pub users_seen: usize,
+}
+
+impl<'a> UserPlanner<'a> {
+    /// A planner against the users the store holds now.
+    pub fn new(current_users: &'a [User]) -> Self {
+        UserPlanner {
+            current_users,
+            known: current_users.iter().map(|u| (u.id.as_str(), u)).collect(),
+            seen: HashMap::new(),
+            revoke_tap_user_ids: Vec::new(),
+            counts: SyncCounts::default(),
         }
     }
-    let mut delete_user_ids: Vec<String> = current_users
-        .iter()
-        .filter(|u| !fresh_user_ids.contains(&u.id))
-        .map(|u| u.id.clone())
-        .collect();
 
+    /// The upsert the directory's `user` calls for: `None` when the store already holds it as
+    /// it is, or when an earlier user had the same id (the first one wins).
+    pub fn plan(&mut self, user: User) -> Option<User> {
+        if self.seen.contains_key(&user.id) {
+            return None;
+        }
+        self.plan_seen(user)
+    }
+
+    /// Plans `user` again with its final value when a read found, after handing it over, that
+    /// its memberships had been resolved too early: an upsert whenever it differs from the store
+    /// or was upserted before (the earlier upsert must be overwritten).
+    pub fn replan(&mut self, user: User) -> Option<User> {
+        match self.seen.get(&user.id) {
+            Some(true) => Some(user),
+            Some(false) => {
+                self.seen.remove(&user.id);
+                self.plan_seen(user)
+            }
+            None => self.plan_seen(user),
+        }
+    }
+
+    /// Plans a user whose id was not seen before.
+    fn plan_seen(&mut self, user: User) -> Option<User> {
+        let upsert = match self.known.get(user.id.as_str()) {
+            None => {
+                self.counts.added += 1;
+                true
+            }
+            Some(known) => {
+                // A replanned user may come twice; `finish` removes the duplicate.
+                if known.account_enabled && !user.account_enabled {
+                    self.revoke_tap_user_ids.push(user.id.clone());
+                }
+                let changed = **known != user;
+                if changed {
+                    self.counts.updated += 1;
+                }
+                changed
+            }
+        };
+        self.seen.insert(user.id.clone(), upsert);
+        upsert.then_some(user)
+    }
+
+    /// The deletions (stored users the directory did not return) and what was counted.
+    pub fn finish(self) -> UserPlanEnd {
+        let mut delete_user_ids: Vec<String> = self
+            .current_users
+            .iter()
+            .filter(|u| !self.seen.contains_key(&u.id))
+            .map(|u| u.id.clone())
+            .collect();
+        delete_user_ids.sort();
+        delete_user_ids.dedup();
+        let mut revoke_tap_user_ids = self.revoke_tap_user_ids;
+        revoke_tap_user_ids.sort();
+        revoke_tap_user_ids.dedup();
+        UserPlanEnd {
+            counts: SyncCounts {
+                deleted: to_u64(delete_user_ids.len()),
+                ..self.counts
+            },
+            delete_user_ids,
+            revoke_tap_user_ids,
+            users_seen: self.seen.len(),
+        }
+    }
+}
+
+/// The group half of [`plan_sync`]: groups to upsert (new or different, sorted by id; the
+/// first of a duplicated id wins) and ids of stored groups the directory no longer has.
+pub fn plan_groups(current_groups: &[Group], fresh: Vec<Group>) -> (Vec<Group>, Vec<String>) {
     let known_groups: HashMap<&str, &Group> =
         current_groups.iter().map(|g| (g.id.as_str(), g)).collect();
-    let mut fresh_group_ids: HashSet<String> = HashSet::with_capacity(fresh.groups.len());
+    let mut fresh_group_ids: HashSet<String> = HashSet::with_capacity(fresh.len());
     let mut upsert_groups = Vec::new();
-    for group in fresh.groups {
+    for group in fresh {
         if fresh_group_ids.contains(&group.id) {
             continue;
         }
@@ -83,21 +186,10 @@ pub fn plan_sync_owned(
         .filter(|g| !fresh_group_ids.contains(&g.id))
         .map(|g| g.id.clone())
         .collect();
-
-    upsert_users.sort_by(|a, b| a.id.cmp(&b.id));
     upsert_groups.sort_by(|a, b| a.id.cmp(&b.id));
-    delete_user_ids.sort();
-    delete_user_ids.dedup();
     delete_group_ids.sort();
     delete_group_ids.dedup();
-    revoke_tap_user_ids.sort();
-    SyncPlan {
-        upsert_users,
-        delete_user_ids,
-        upsert_groups,
-        delete_group_ids,
-        revoke_tap_user_ids,
-    }
+    (upsert_groups, delete_group_ids)
 }
 
 /// How many users a plan adds, updates and deletes, for the sync status and the audit.
@@ -338,6 +430,53 @@ mod tests {
         );
         assert_eq!(plan.upsert_users, vec![user("alice")]);
         assert!(plan.revoke_tap_user_ids.is_empty());
+    }
+
+    #[test]
+    fn planning_one_user_at_a_time_equals_the_whole_plan() {
+        let current = vec![user("alice"), user("bob"), user("carol")];
+        let mut bob = user("bob");
+        bob.account_enabled = false;
+        let fresh = vec![user("alice"), bob.clone(), user("dave"), user("dave")];
+        let whole = plan_sync(
+            &current,
+            &[],
+            &DirectoryContents {
+                users: fresh.clone(),
+                groups: vec![],
+            },
+        );
+        let mut planner = UserPlanner::new(&current);
+        let upserts: Vec<User> = fresh.into_iter().filter_map(|u| planner.plan(u)).collect();
+        let end = planner.finish();
+        assert_eq!(upserts, whole.upsert_users);
+        assert_eq!(end.delete_user_ids, whole.delete_user_ids);
+        assert_eq!(end.revoke_tap_user_ids, whole.revoke_tap_user_ids);
+        assert_eq!(end.counts, SyncCounts::of(&current, &whole));
+        assert_eq!(end.users_seen, 3);
+    }
+
+    #[test]
+    fn replanning_overwrites_an_earlier_upsert_and_counts_once() {
+        let current = vec![user("alice"), user("bob")];
+        let mut planner = UserPlanner::new(&current);
+        let mut early = user("alice");
+        early.group_ids = vec!["id-wrong".to_owned()];
+        assert_eq!(
+            planner.plan(early),
+            Some(user("alice")).map(|mut u| {
+                u.group_ids = vec!["id-wrong".to_owned()];
+                u
+            })
+        );
+        assert_eq!(planner.plan(user("bob")), None);
+        // The final alice equals the stored one, but the wrong upsert must be overwritten.
+        assert_eq!(planner.replan(user("alice")), Some(user("alice")));
+        // bob was never upserted: replanning him unchanged is nothing.
+        assert_eq!(planner.replan(user("bob")), None);
+        let end = planner.finish();
+        assert_eq!(end.counts.updated, 1);
+        assert!(end.delete_user_ids.is_empty());
     }
 
     fn plan_deleting(n: usize) -> SyncPlan {

@@ -67,6 +67,37 @@ impl SyncPlan {
     }
 }
 
+/// The end of a streamed sync ([`Store::apply_sync_streamed`]): the rest of the plan (its
+/// `upsert_users` are applied after every streamed batch) and the audit events to record with it.
+#[derive(Clone, Debug, Default)]
+pub struct SyncPlanEnd {
+    /// Everything not streamed: deletions, groups, revocations, late upserts.
+    pub plan: SyncPlan,
+    /// Recorded in the same transaction.
+    pub audit: Vec<NewAuditEvent>,
+}
+
+/// [`Store::apply_sync_streamed`] by collecting every batch and the end, then one
+/// [`Store::apply_sync`]: for backends (or configurations) that can't hold a transaction open
+/// while batches arrive.
+pub async fn apply_sync_collected<S: Store + ?Sized>(
+    store: &S,
+    mut upserts: tokio::sync::mpsc::Receiver<Vec<User>>,
+    end: tokio::sync::oneshot::Receiver<SyncPlanEnd>,
+) -> Result<bool, StoreError> {
+    let mut users = Vec::new();
+    while let Some(mut batch) = upserts.recv().await {
+        users.append(&mut batch);
+    }
+    let Ok(mut end) = end.await else {
+        return Ok(false);
+    };
+    users.append(&mut end.plan.upsert_users);
+    end.plan.upsert_users = users;
+    store.apply_sync(&end.plan, &end.audit).await?;
+    Ok(true)
+}
+
 /// Who may run directory syncs, and until when (see [`Store::try_sync_lease`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyncLease {
@@ -140,6 +171,24 @@ pub trait Store: Send + Sync + 'static {
     /// Applies a sync plan and its audit events in one transaction. A deleted user's TAP and
     /// registered methods are removed; a revoked user's TAP is removed.
     async fn apply_sync(&self, plan: &SyncPlan, audit: &[NewAuditEvent]) -> Result<(), StoreError>;
+
+    /// Applies a sync plan whose user upserts arrive in batches while the directory is still
+    /// being read, so that writing overlaps reading: the batches from `upserts` and then, once
+    /// `upserts` is closed, the rest of the plan from `end`, all in one transaction, as
+    /// [`Store::apply_sync`] would apply them together (a later upsert of the same id wins).
+    /// Commits only when `end` delivers; when `end` is dropped instead (the read failed, the
+    /// deletion guard refused, the run was cancelled) nothing is changed and the answer is
+    /// `Ok(false)`.
+    ///
+    /// This default collects everything and calls [`Store::apply_sync`]; a backend that can
+    /// keep a transaction open while batches arrive should.
+    async fn apply_sync_streamed(
+        &self,
+        upserts: tokio::sync::mpsc::Receiver<Vec<User>>,
+        end: tokio::sync::oneshot::Receiver<SyncPlanEnd>,
+    ) -> Result<bool, StoreError> {
+        apply_sync_collected(self, upserts, end).await
+    }
 
     /// The last sync status (default when none ran).
     async fn sync_status(&self) -> Result<SyncStatus, StoreError>;

@@ -179,44 +179,72 @@ impl Connector {
         page_size: u32,
         mut on_entry: impl FnMut(LdapEntry) -> Result<(), DirectoryError>,
     ) -> Result<usize, DirectoryError> {
-        let what = format!("searching {base} for {filter}");
-        let size = i32::try_from(page_size).unwrap_or(i32::MAX);
         let mut cookie = Vec::new();
         let mut pages = 0;
         loop {
-            let control: RawControl = PagedResults { size, cookie }.into();
-            ldap.with_controls(control)
-                .with_timeout(self.operation_timeout);
-            let mut stream = ldap
-                .streaming_search(base, Scope::Subtree, filter, attributes)
-                .await
-                .map_err(|e| self.transport_error(&what, &e))?;
-            loop {
-                let item = match stream.next().await {
-                    Ok(Some(item)) => item,
-                    Ok(None) => break,
-                    Err(e) => {
-                        let _ = stream.finish().await;
-                        return Err(self.transport_error(&what, &e));
-                    }
-                };
-                if item.is_ref() || item.is_intermediate() {
-                    log::debug!("{what}: ignoring a referral or intermediate response");
-                    continue;
-                }
-                let entry = decode_entry(item.0).map_err(|e| {
-                    DirectoryError::Invalid(format!("{} returned a bad entry: {e}", self.url))
-                })?;
-                on_entry(entry)?;
-            }
-            let result = stream.finish().await;
             pages += 1;
-            check_search_result(&self.url, &what, &result, pages)?;
-            cookie = next_cookie(&result);
+            cookie = self
+                .search_page(
+                    ldap,
+                    base,
+                    filter,
+                    attributes,
+                    page_size,
+                    (cookie, pages),
+                    &mut on_entry,
+                )
+                .await?;
             if cookie.is_empty() {
                 return Ok(pages);
             }
         }
+    }
+
+    /// Reads one page of a paged subtree search, calling `on_entry` for every entry, and
+    /// returns the cookie that asks for the next page (empty when the search is complete).
+    /// `(cookie, page)`: the previous page's cookie (empty for the first page) and this page's
+    /// number, for messages. A page that does not end in success is an error.
+    #[allow(clippy::too_many_arguments)] // One search request's fields, each needed.
+    pub async fn search_page(
+        &self,
+        ldap: &mut Ldap,
+        base: &str,
+        filter: &str,
+        attributes: &[String],
+        page_size: u32,
+        (cookie, page): (Vec<u8>, usize),
+        mut on_entry: impl FnMut(LdapEntry) -> Result<(), DirectoryError>,
+    ) -> Result<Vec<u8>, DirectoryError> {
+        let what = format!("searching {base} for {filter}");
+        let size = i32::try_from(page_size).unwrap_or(i32::MAX);
+        let control: RawControl = PagedResults { size, cookie }.into();
+        ldap.with_controls(control)
+            .with_timeout(self.operation_timeout);
+        let mut stream = ldap
+            .streaming_search(base, Scope::Subtree, filter, attributes)
+            .await
+            .map_err(|e| self.transport_error(&what, &e))?;
+        loop {
+            let item = match stream.next().await {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = stream.finish().await;
+                    return Err(self.transport_error(&what, &e));
+                }
+            };
+            if item.is_ref() || item.is_intermediate() {
+                log::debug!("{what}: ignoring a referral or intermediate response");
+                continue;
+            }
+            let entry = decode_entry(item.0).map_err(|e| {
+                DirectoryError::Invalid(format!("{} returned a bad entry: {e}", self.url))
+            })?;
+            on_entry(entry)?;
+        }
+        let result = stream.finish().await;
+        check_search_result(&self.url, &what, &result, page)?;
+        Ok(next_cookie(&result))
     }
 
     /// Reads one entry (base scope) with `attributes`; `None` if it does not exist.

@@ -8,6 +8,10 @@
 //! store untouched. Password checks bind as the user's stored DN on a separate bounded pool
 //! ([`bind_pool`]).
 //!
+//! `read_all_streamed`, what the syncer's full syncs use, reads the groups first, resolves
+//! their nesting ([`GroupResolver`]) and then hands the users over page by page, each with its
+//! effective groups, so that the store can write them while later pages are still on the wire.
+//!
 //! Incremental reads: after a full read the directory keeps the raw entries it saw and a
 //! watermark: the largest `modifyTimestamp` seen minus the read's duration and a second
 //! (OpenLDAP, 389-DS; server time, one-second resolution, so nothing changed during the read is
@@ -37,16 +41,16 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::NaiveDateTime;
 use ldap3::Ldap;
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, Mutex};
 
 use self::bind_pool::BindPool;
 use self::connection::{Connector, TlsOptions};
 use self::entry::LdapEntry;
 use self::schema::{ChangeMarker, GroupRecord, Schema};
-use super::groups::{resolve, RawGroup, RawUser, Resolved};
+use super::groups::{resolve, GroupResolver, RawGroup, RawUser, Resolved};
 use super::{
     password_is_unusable, DirectoryChanges, DirectoryContents, DirectoryError, DirectorySource,
-    PasswordCheck,
+    PasswordCheck, StreamedContents,
 };
 use crate::config::{
     DirectoryAttributes, DirectoryConfig, DirectoryPreset, DirectorySource as SourceConfig,
@@ -212,6 +216,70 @@ impl LdapDirectory {
     }
 }
 
+impl LdapDirectory {
+    /// A full read that hands users to `out` page by page ([`Inner::streamed_batch`]), on the
+    /// same kind of reader thread as [`LdapDirectory::full_read`]. The snapshot for incremental
+    /// reads is replaced only when the read succeeded.
+    async fn full_read_streamed(
+        &self,
+        out: mpsc::Sender<Vec<User>>,
+    ) -> Result<StreamedContents, DirectoryError> {
+        let inner = self.inner.clone();
+        let (batch, watermark, members) = tokio::task::spawn_blocking(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| {
+                    DirectoryError::Unavailable(format!("cannot start the directory reader: {e}"))
+                })?;
+            runtime.block_on(inner.streamed_batch(&out))
+        })
+        .await
+        .map_err(|e| DirectoryError::Unavailable(format!("the directory reader failed: {e}")))??;
+        let streamed = match members {
+            Some(members) => StreamedContents {
+                groups: batch
+                    .groups
+                    .iter()
+                    .zip(members)
+                    .map(|(record, members)| group_of(record, members))
+                    .collect(),
+                replanned_users: None,
+            },
+            None => {
+                // A later entry changed what an earlier one meant: resolve it all again, and
+                // have every user planned again with its final memberships.
+                log::info!(
+                    "{}: a user entry is also a group, or a memberUid names several users; \
+                     memberships resolved again after the read",
+                    self.inner.settings.url
+                );
+                let contents =
+                    snapshot_of(batch.users.clone(), batch.groups.clone(), None).contents();
+                StreamedContents {
+                    groups: contents.groups,
+                    replanned_users: Some(contents.users),
+                }
+            }
+        };
+        *self.inner.snapshot.lock().await = Some(snapshot_of(batch.users, batch.groups, watermark));
+        Ok(streamed)
+    }
+}
+
+/// A snapshot holding `users` and `groups` by id.
+fn snapshot_of(
+    users: Vec<User>,
+    groups: Vec<GroupRecord>,
+    watermark: Option<Watermark>,
+) -> Snapshot {
+    Snapshot {
+        users: users.into_iter().map(|u| (u.id.clone(), u)).collect(),
+        groups: groups.into_iter().map(|g| (g.raw.id.clone(), g)).collect(),
+        watermark,
+    }
+}
+
 impl Inner {
     fn new(settings: LdapSettings) -> Result<Self, DirectoryError> {
         let tls = TlsOptions {
@@ -267,108 +335,172 @@ impl Inner {
             Some(term) => format!("(&{filter}{term})"),
             None => filter.to_owned(),
         };
-        let marker = self.schema.change_marker;
-        let newest_of = |entry: &LdapEntry, newest: &mut Option<NaiveDateTime>| {
-            if marker == ChangeMarker::ModifyTimestamp {
-                if let Some(time) = entry
-                    .first_text(marker.attribute())
-                    .ok()
-                    .flatten()
-                    .and_then(|text| parse_generalized_time(&text))
-                {
-                    *newest = Some(newest.map_or(time, |n| n.max(time)));
-                }
-            }
-        };
         let user_filter = restrict(&self.settings.user_filter);
         let group_filter = restrict(&self.settings.group_filter);
-        let member = self.schema.member_attribute().to_ascii_lowercase();
-
-        let users = async {
-            let mut users = Vec::new();
-            let mut newest = None;
-            self.connector
-                .paged_search(
-                    ldap,
-                    &self.settings.user_base,
-                    &user_filter,
-                    &self.schema.user_attributes,
-                    self.settings.page_size,
-                    |entry| {
-                        newest_of(&entry, &mut newest);
-                        if let Some(user) =
-                            self.schema.user(&entry).map_err(DirectoryError::Invalid)?
-                        {
-                            users.push(user);
-                        }
-                        Ok(())
-                    },
-                )
-                .await?;
-            Ok::<_, DirectoryError>((users, newest))
-        }
-        .await?;
-        let groups = async {
-            let mut groups: Vec<GroupRecord> = Vec::new();
-            let mut ranged: Vec<(usize, u64)> = Vec::new();
-            let mut newest = None;
-            let searched = self
-                .connector
-                .paged_search(
-                    ldap,
-                    &self.settings.group_base,
-                    &group_filter,
-                    &self.schema.group_attributes,
-                    self.settings.page_size,
-                    |entry| {
-                        newest_of(&entry, &mut newest);
-                        let mut group =
-                            self.schema.group(&entry).map_err(DirectoryError::Invalid)?;
-                        if let Some(next) = take_ranged_values(&entry, &member, &mut group)? {
-                            ranged.push((groups.len(), next));
-                        }
-                        groups.push(group);
-                        Ok(())
-                    },
-                )
-                .await;
-            let ranges = async {
-                searched?;
-                for (index, start) in ranged {
-                    if let Some(group) = groups.get_mut(index) {
-                        self.fetch_remaining_members(ldap, group, &member, start)
-                            .await?;
+        let mut users = Vec::new();
+        let mut users_newest = None;
+        self.connector
+            .paged_search(
+                ldap,
+                &self.settings.user_base,
+                &user_filter,
+                &self.schema.user_attributes,
+                self.settings.page_size,
+                |entry| {
+                    self.newest_of(&entry, &mut users_newest);
+                    if let Some(user) = self.schema.user(&entry).map_err(DirectoryError::Invalid)? {
+                        users.push(user);
                     }
-                }
-                Ok::<_, DirectoryError>(())
-            }
-            .await;
-            ranges?;
-            Ok::<_, DirectoryError>((groups, newest))
-        }
-        .await?;
-        let (users, users_newest) = users;
-        let (groups, groups_newest) = groups;
-
-        let mut ids: HashMap<&str, &str> = HashMap::with_capacity(users.len() + groups.len());
-        let entries = users.iter().map(|u| (u.id.as_str(), u.dn.as_str())).chain(
-            groups
-                .iter()
-                .map(|g| (g.raw.id.as_str(), g.raw.dn.as_str())),
-        );
-        for (id, dn) in entries {
-            if let Some(other) = ids.insert(id, dn) {
-                return Err(DirectoryError::Invalid(format!(
-                    "{dn} has the same id {id} as {other}"
-                )));
-            }
-        }
-        drop(ids);
+                    Ok(())
+                },
+            )
+            .await?;
+        let (groups, groups_newest) = self.read_groups(ldap, &group_filter).await?;
+        check_unique_ids(&users, &groups)?;
         Ok(Batch {
             users,
             groups,
             newest_timestamp: users_newest.max(groups_newest),
         })
+    }
+
+    /// Keeps in `newest` the latest `modifyTimestamp` seen (OpenLDAP, 389-DS).
+    fn newest_of(&self, entry: &LdapEntry, newest: &mut Option<NaiveDateTime>) {
+        let marker = self.schema.change_marker;
+        if marker == ChangeMarker::ModifyTimestamp {
+            if let Some(time) = entry
+                .first_text(marker.attribute())
+                .ok()
+                .flatten()
+                .and_then(|text| parse_generalized_time(&text))
+            {
+                *newest = Some(newest.map_or(time, |n| n.max(time)));
+            }
+        }
+    }
+
+    /// Reads the groups matching `filter`, with every chunk of an Active Directory ranged
+    /// member attribute, and the newest `modifyTimestamp` among them.
+    async fn read_groups(
+        &self,
+        ldap: &mut Ldap,
+        filter: &str,
+    ) -> Result<(Vec<GroupRecord>, Option<NaiveDateTime>), DirectoryError> {
+        let member = self.schema.member_attribute().to_ascii_lowercase();
+        let mut groups: Vec<GroupRecord> = Vec::new();
+        let mut ranged: Vec<(usize, u64)> = Vec::new();
+        let mut newest = None;
+        self.connector
+            .paged_search(
+                ldap,
+                &self.settings.group_base,
+                filter,
+                &self.schema.group_attributes,
+                self.settings.page_size,
+                |entry| {
+                    self.newest_of(&entry, &mut newest);
+                    let mut group = self.schema.group(&entry).map_err(DirectoryError::Invalid)?;
+                    if let Some(next) = take_ranged_values(&entry, &member, &mut group)? {
+                        ranged.push((groups.len(), next));
+                    }
+                    groups.push(group);
+                    Ok(())
+                },
+            )
+            .await?;
+        for (index, start) in ranged {
+            if let Some(group) = groups.get_mut(index) {
+                self.fetch_remaining_members(ldap, group, &member, start)
+                    .await?;
+            }
+        }
+        Ok((groups, newest))
+    }
+
+    /// The searches of a full read whose users are handed to `out` page by page, each with its
+    /// effective groups: groups first (there are far fewer), their nesting resolved, then the
+    /// users ([`GroupResolver`]). Returns the batch for the snapshot, and each group's
+    /// transitive members (index-aligned with the batch's groups) when the early resolution
+    /// proved exact.
+    async fn streamed_batch(
+        &self,
+        out: &mpsc::Sender<Vec<User>>,
+    ) -> Result<(Batch, Option<Watermark>, Option<Vec<Vec<String>>>), DirectoryError> {
+        let started = Instant::now();
+        let mut ldap = self.open().await?;
+        let result = async {
+            let usn = match self.schema.change_marker {
+                ChangeMarker::UsnChanged => Some(self.highest_committed_usn(&mut ldap).await?),
+                ChangeMarker::ModifyTimestamp => None,
+            };
+            let (groups, groups_newest) = self
+                .read_groups(&mut ldap, &self.settings.group_filter)
+                .await?;
+            let mut resolver = GroupResolver::new(groups.iter().map(|g| &g.raw));
+            let mut users: Vec<User> = Vec::new();
+            let mut users_newest = None;
+            let mut cookie = Vec::new();
+            let mut page = 0;
+            loop {
+                page += 1;
+                let mut resolved: Vec<User> =
+                    Vec::with_capacity(usize::try_from(self.settings.page_size).unwrap_or(0));
+                cookie = self
+                    .connector
+                    .search_page(
+                        &mut ldap,
+                        &self.settings.user_base,
+                        &self.settings.user_filter,
+                        &self.schema.user_attributes,
+                        self.settings.page_size,
+                        (cookie, page),
+                        |entry| {
+                            self.newest_of(&entry, &mut users_newest);
+                            if let Some(user) =
+                                self.schema.user(&entry).map_err(DirectoryError::Invalid)?
+                            {
+                                let group_ids = resolver.user_group_ids(&user.dn, &user.username);
+                                resolved.push(User {
+                                    group_ids,
+                                    ..user.clone()
+                                });
+                                users.push(user);
+                            }
+                            Ok(())
+                        },
+                    )
+                    .await?;
+                if !resolved.is_empty() && out.send(resolved).await.is_err() {
+                    return Err(DirectoryError::Unavailable(
+                        "the sync stopped taking users".to_owned(),
+                    ));
+                }
+                if cookie.is_empty() {
+                    break;
+                }
+            }
+            check_unique_ids(&users, &groups)?;
+            let members = resolver.is_exact().then(|| {
+                let ids: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
+                resolver.group_member_ids(&ids)
+            });
+            let batch = Batch {
+                users,
+                groups,
+                newest_timestamp: users_newest.max(groups_newest),
+            };
+            Ok::<_, DirectoryError>((usn, batch, members))
+        }
+        .await;
+        let _ = ldap.unbind().await;
+        let (usn, batch, members) = result?;
+        let watermark = match usn {
+            Some(usn) => Some(Watermark::Usn(usn)),
+            None => batch
+                .newest_timestamp
+                .map(|newest| Watermark::Timestamp(safe_timestamp(newest, started.elapsed()))),
+        };
+        Ok((batch, watermark, members))
     }
 
     /// Active Directory returns at most 1,500 (MaxValRange) values of a multi-valued attribute
@@ -454,15 +586,7 @@ impl Inner {
 
     /// Replaces the snapshot with a full read's entries and returns them resolved.
     async fn install(&self, batch: Batch, watermark: Option<Watermark>) -> DirectoryContents {
-        let snapshot = Snapshot {
-            users: batch.users.into_iter().map(|u| (u.id.clone(), u)).collect(),
-            groups: batch
-                .groups
-                .into_iter()
-                .map(|g| (g.raw.id.clone(), g))
-                .collect(),
-            watermark,
-        };
+        let snapshot = snapshot_of(batch.users, batch.groups, watermark);
         let contents = snapshot.contents();
         *self.snapshot.lock().await = Some(snapshot);
         contents
@@ -523,6 +647,24 @@ impl Inner {
         );
         Ok(Some(changes))
     }
+}
+
+/// Refuses a read in which two entries (users or groups) share a stable id.
+fn check_unique_ids(users: &[User], groups: &[GroupRecord]) -> Result<(), DirectoryError> {
+    let mut ids: HashMap<&str, &str> = HashMap::with_capacity(users.len() + groups.len());
+    let entries = users.iter().map(|u| (u.id.as_str(), u.dn.as_str())).chain(
+        groups
+            .iter()
+            .map(|g| (g.raw.id.as_str(), g.raw.dn.as_str())),
+    );
+    for (id, dn) in entries {
+        if let Some(other) = ids.insert(id, dn) {
+            return Err(DirectoryError::Invalid(format!(
+                "{dn} has the same id {id} as {other}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Moves the values of a ranged member attribute (`member;range=0-1499`) into `group` and
@@ -705,6 +847,13 @@ fn group_of(record: &GroupRecord, member_user_ids: Vec<String>) -> Group {
 impl DirectorySource for LdapDirectory {
     async fn read_all(&self) -> Result<DirectoryContents, DirectoryError> {
         self.full_read().await
+    }
+
+    async fn read_all_streamed(
+        &self,
+        users: mpsc::Sender<Vec<User>>,
+    ) -> Result<StreamedContents, DirectoryError> {
+        self.full_read_streamed(users).await
     }
 
     async fn read_changes(&self) -> Result<Option<DirectoryChanges>, DirectoryError> {

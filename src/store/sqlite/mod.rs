@@ -398,36 +398,151 @@ fn group_refs_by_ids(conn: &Connection, ids: &[String]) -> Result<Vec<GroupRef>,
     )
 }
 
+/// Writes a sync plan (group member lists are not read: memberships are written from the
+/// users' group ids) and its audit events inside a write transaction.
+fn write_plan(
+    tx: &Transaction<'_>,
+    plan: &SyncPlan,
+    audit: &[NewAuditEvent],
+) -> Result<(), StoreError> {
+    let mut upsert_group = tx
+        .prepare_cached(
+            "INSERT INTO \"groups\" (id, dn, display_name) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (id) DO UPDATE SET dn = excluded.dn, \
+             display_name = excluded.display_name",
+        )
+        .map_err(map_err)?;
+    for group in &plan.upsert_groups {
+        upsert_group
+            .execute([&group.id, &group.dn, &group.display_name])
+            .map_err(map_err)?;
+    }
+    for user in &plan.upsert_users {
+        upsert_user(tx, user)?;
+    }
+    for id in &plan.delete_user_ids {
+        delete_user(tx, id)?;
+    }
+    let mut delete_group = tx
+        .prepare_cached("DELETE FROM \"groups\" WHERE id = ?1")
+        .map_err(map_err)?;
+    // Memberships stay as the users' group ids say (a group can leave the synced scope
+    // while users stay members); `groups_by_id` skips the unknown id.
+    for id in &plan.delete_group_ids {
+        delete_group.execute([id]).map_err(map_err)?;
+    }
+    let mut revoke = tx
+        .prepare_cached("DELETE FROM taps WHERE user_id = ?1")
+        .map_err(map_err)?;
+    for id in &plan.revoke_tap_user_ids {
+        revoke.execute([id]).map_err(map_err)?;
+    }
+    for event in audit {
+        insert_audit(tx, event)?;
+    }
+    Ok(())
+}
+
 /// Inserts or updates a user in place (never `INSERT OR REPLACE`, which would delete the row
-/// and cascade away its TAP and methods) and replaces its effective memberships.
+/// and cascade away its TAP and methods) with its effective group ids, and brings the
+/// `group_members` index in line by the difference between the stored and the new ids.
 fn upsert_user(tx: &Transaction<'_>, user: &User) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "INSERT INTO users (id, dn, username, upn, display_name, mail, account_enabled) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-         ON CONFLICT (id) DO UPDATE SET dn = excluded.dn, username = excluded.username, \
-         upn = excluded.upn, display_name = excluded.display_name, mail = excluded.mail, \
-         account_enabled = excluded.account_enabled",
-    )
-    .and_then(|mut stmt| {
-        stmt.execute(params![
-            user.id,
-            user.dn,
-            user.username,
-            user.user_principal_name,
-            user.display_name,
-            user.mail,
-            user.account_enabled,
-        ])
-    })
-    .map_err(map_err)?;
-    tx.prepare_cached("DELETE FROM user_groups WHERE user_id = ?1")
-        .and_then(|mut stmt| stmt.execute([&user.id]))
+    let mut group_ids: Vec<&str> = user.group_ids.iter().map(String::as_str).collect();
+    group_ids.sort_unstable();
+    group_ids.dedup();
+    let list = rows::to_json(&group_ids)?;
+    // A new user (every user of a first sync) is one insert and its memberships; only an
+    // existing one needs its stored list read and the difference written.
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO users (id, dn, username, upn, display_name, mail, account_enabled, \
+             group_ids) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO NOTHING",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                user.id,
+                user.dn,
+                user.username,
+                user.user_principal_name,
+                user.display_name,
+                user.mail,
+                user.account_enabled,
+                list,
+            ])
+        })
         .map_err(map_err)?;
-    let mut insert = tx
-        .prepare_cached("INSERT OR IGNORE INTO user_groups (user_id, group_id) VALUES (?1, ?2)")
+    let stored: Option<String> = if inserted == 1 {
+        None
+    } else {
+        let stored = tx
+            .prepare_cached("SELECT group_ids FROM users WHERE id = ?1")
+            .and_then(|mut stmt| stmt.query_row([&user.id], |row| row.get(0)).optional())
+            .map_err(map_err)?;
+        tx.prepare_cached(
+            "UPDATE users SET dn = ?2, username = ?3, upn = ?4, display_name = ?5, mail = ?6, \
+             account_enabled = ?7, group_ids = ?8 WHERE id = ?1",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                user.id,
+                user.dn,
+                user.username,
+                user.user_principal_name,
+                user.display_name,
+                user.mail,
+                user.account_enabled,
+                list,
+            ])
+        })
         .map_err(map_err)?;
-    for group_id in &user.group_ids {
-        insert.execute([&user.id, group_id]).map_err(map_err)?;
+        stored
+    };
+    if stored.as_deref() == Some(list.as_str()) {
+        return Ok(());
+    }
+    let mut old: Vec<String> = match &stored {
+        Some(text) => rows::from_json("user group ids", text)?,
+        None => Vec::new(),
+    };
+    old.sort_unstable();
+    old.dedup();
+    let mut remove = tx
+        .prepare_cached("DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2")
+        .map_err(map_err)?;
+    for gone in old
+        .iter()
+        .filter(|g| group_ids.binary_search(&g.as_str()).is_err())
+    {
+        remove.execute([gone, &user.id]).map_err(map_err)?;
+    }
+    let mut add = tx
+        .prepare_cached("INSERT OR IGNORE INTO group_members (group_id, user_id) VALUES (?1, ?2)")
+        .map_err(map_err)?;
+    for new in group_ids
+        .iter()
+        .filter(|g| old.binary_search_by(|o| o.as_str().cmp(g)).is_err())
+    {
+        add.execute([new, &user.id.as_str()]).map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// Deletes a user and its `group_members` rows; its TAP, methods and web sessions go with it
+/// (ON DELETE CASCADE).
+fn delete_user(tx: &Transaction<'_>, id: &str) -> Result<(), StoreError> {
+    let stored: Option<String> = tx
+        .prepare_cached("DELETE FROM users WHERE id = ?1 RETURNING group_ids")
+        .and_then(|mut stmt| stmt.query_row([id], |row| row.get(0)).optional())
+        .map_err(map_err)?;
+    let Some(stored) = stored else {
+        return Ok(());
+    };
+    let group_ids: Vec<String> = rows::from_json("user group ids", &stored)?;
+    let mut remove = tx
+        .prepare_cached("DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2")
+        .map_err(map_err)?;
+    for group_id in &group_ids {
+        remove.execute([group_id, id]).map_err(map_err)?;
     }
     Ok(())
 }
@@ -608,49 +723,53 @@ impl Store for SqliteStore {
             revoke_tap_user_ids: plan.revoke_tap_user_ids.clone(),
         };
         let audit = audit.to_vec();
-        self.write(move |tx| {
-            let mut upsert_group = tx
-                .prepare_cached(
-                    "INSERT INTO \"groups\" (id, dn, display_name) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (id) DO UPDATE SET dn = excluded.dn, \
-                     display_name = excluded.display_name",
-                )
+        self.write(move |tx| write_plan(tx, &plan, &audit)).await
+    }
+
+    /// Holds the write transaction open while batches arrive, on a blocking thread of its own,
+    /// so the directory read and the writes overlap. The writer lock is taken only once there
+    /// is something to write: a sync that changes nothing leaves sign-ins free to write while
+    /// the directory is read. Dropping `end` rolls back.
+    async fn apply_sync_streamed(
+        &self,
+        mut upserts: tokio::sync::mpsc::Receiver<Vec<User>>,
+        end: tokio::sync::oneshot::Receiver<crate::store::SyncPlanEnd>,
+    ) -> Result<bool, StoreError> {
+        if self.readers.is_none() {
+            // In memory, reads share the writer connection, and the sync reads (TAPs of the
+            // users it revokes) before it commits.
+            return crate::store::apply_sync_collected(self, upserts, end).await;
+        }
+        let Some(first) = upserts.recv().await else {
+            return match end.await {
+                Ok(end) => self.apply_sync(&end.plan, &end.audit).await.map(|()| true),
+                Err(_) => Ok(false),
+            };
+        };
+        let mut conn = self.writer.clone().lock_owned().await;
+        tokio::task::spawn_blocking(move || {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(map_err)?;
-            for group in &plan.upsert_groups {
-                upsert_group
-                    .execute([&group.id, &group.dn, &group.display_name])
-                    .map_err(map_err)?;
+            for user in &first {
+                upsert_user(&tx, user)?;
             }
-            for user in &plan.upsert_users {
-                upsert_user(tx, user)?;
+            drop(first);
+            while let Some(batch) = upserts.blocking_recv() {
+                for user in &batch {
+                    upsert_user(&tx, user)?;
+                }
             }
-            // Memberships, TAP and methods go with the user (ON DELETE CASCADE).
-            let mut delete_user = tx
-                .prepare_cached("DELETE FROM users WHERE id = ?1")
-                .map_err(map_err)?;
-            for id in &plan.delete_user_ids {
-                delete_user.execute([id]).map_err(map_err)?;
-            }
-            let mut delete_group = tx
-                .prepare_cached("DELETE FROM \"groups\" WHERE id = ?1")
-                .map_err(map_err)?;
-            // Memberships stay as the users' group_ids say (a group can leave the synced scope
-            // while users stay members); `groups_by_id` skips the unknown id.
-            for id in &plan.delete_group_ids {
-                delete_group.execute([id]).map_err(map_err)?;
-            }
-            let mut revoke = tx
-                .prepare_cached("DELETE FROM taps WHERE user_id = ?1")
-                .map_err(map_err)?;
-            for id in &plan.revoke_tap_user_ids {
-                revoke.execute([id]).map_err(map_err)?;
-            }
-            for event in &audit {
-                insert_audit(tx, event)?;
-            }
-            Ok(())
+            // Dropping `tx` without a commit rolls back.
+            let Ok(end) = end.blocking_recv() else {
+                return Ok(false);
+            };
+            write_plan(&tx, &end.plan, &end.audit)?;
+            tx.commit().map_err(map_err)?;
+            Ok(true)
         })
         .await
+        .map_err(join_err)?
     }
 
     async fn sync_status(&self) -> Result<SyncStatus, StoreError> {

@@ -36,10 +36,9 @@ fn col<T: rusqlite::types::FromSql>(row: &Row<'_>, index: usize) -> Result<T, St
     row.get(index).map_err(super::map_err)
 }
 
-/// Columns a [`User`] is read from, in this order, followed by a JSON array of group ids.
+/// Columns a [`User`] is read from, in this order, the last a JSON array of group ids.
 pub(crate) const USER_COLUMNS: &str = "u.id, u.dn, u.username, u.upn, u.display_name, u.mail, \
-     u.account_enabled, \
-     (SELECT json_group_array(ug.group_id) FROM user_groups ug WHERE ug.user_id = u.id)";
+     u.account_enabled, u.group_ids";
 
 /// Reads a user selected with [`USER_COLUMNS`].
 pub(crate) fn user(row: &Row<'_>) -> Result<User, StoreError> {
@@ -61,7 +60,7 @@ pub(crate) fn user(row: &Row<'_>) -> Result<User, StoreError> {
 
 /// Columns a [`Group`] is read from, in this order, followed by a JSON array of member ids.
 pub(crate) const GROUP_COLUMNS: &str = "g.id, g.dn, g.display_name, \
-     (SELECT json_group_array(ug.user_id) FROM user_groups ug WHERE ug.group_id = g.id)";
+     (SELECT json_group_array(gm.user_id) FROM group_members gm WHERE gm.group_id = g.id)";
 
 /// Reads a group selected with [`GROUP_COLUMNS`].
 pub(crate) fn group(row: &Row<'_>) -> Result<Group, StoreError> {

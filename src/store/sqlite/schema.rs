@@ -16,6 +16,7 @@ use crate::store::StoreError;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_web_sessions.sql"),
+    include_str!("migrations/0003_membership_lists.sql"),
 ];
 
 /// The schema version this binary writes and understands.

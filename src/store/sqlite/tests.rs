@@ -41,7 +41,7 @@ async fn migrates_an_empty_file_and_sets_durable_pragmas() {
         let tables: i64 = writer
             .query_row(
                 "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN \
-                 ('users', 'groups', 'user_groups', 'policy', 'taps', 'methods', 'audit', \
+                 ('users', 'groups', 'group_members', 'policy', 'taps', 'methods', 'audit', \
                  'sync_status')",
                 [],
                 |row| row.get(0),
@@ -164,4 +164,82 @@ fn audit_limit_defaults_and_caps() {
         ..AuditFilter::default()
     });
     assert_eq!(values.last(), Some(&rusqlite::types::Value::Integer(1000)));
+}
+
+#[tokio::test]
+async fn version_3_carries_version_2_memberships_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(include_str!("migrations/0001_initial.sql"))
+            .unwrap();
+        conn.execute_batch(include_str!("migrations/0002_web_sessions.sql"))
+            .unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute_batch(
+            "INSERT INTO users (id, dn, username, upn, display_name, mail, account_enabled) VALUES \
+               ('u-a', 'uid=a', 'a', 'a@x', 'A', NULL, 1), \
+               ('u-b', 'uid=b', 'b', 'b@x', 'B', NULL, 1), \
+               ('u-c', 'uid=c', 'c', 'c@x', 'C', NULL, 0); \
+             INSERT INTO \"groups\" (id, dn, display_name) VALUES ('g1', 'cn=g1', 'G1'), \
+               ('g2', 'cn=g2', 'G2'); \
+             INSERT INTO user_groups (user_id, group_id) VALUES ('u-a', 'g2'), ('u-a', 'g1'), \
+               ('u-b', 'g2'), ('u-b', 'outside-scope');",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path, DEFAULT_BUSY_TIMEOUT)
+        .await
+        .unwrap();
+    let groups_of = |u: Option<User>| u.unwrap().group_ids;
+    assert_eq!(groups_of(store.user("u-a").await.unwrap()), ["g1", "g2"]);
+    assert_eq!(
+        groups_of(store.user("u-b").await.unwrap()),
+        ["g2", "outside-scope"]
+    );
+    assert!(groups_of(store.user("u-c").await.unwrap()).is_empty());
+    let members: Vec<(String, Vec<String>)> = store
+        .groups()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| (g.id, g.member_user_ids))
+        .collect();
+    assert_eq!(
+        members,
+        [
+            ("g1".to_owned(), vec!["u-a".to_owned()]),
+            ("g2".to_owned(), vec!["u-a".to_owned(), "u-b".to_owned()]),
+        ]
+    );
+
+    // Later syncs keep list and index in line: b leaves g2, a is deleted.
+    let mut b = store.user("u-b").await.unwrap().unwrap();
+    b.group_ids = vec!["g1".to_owned()];
+    let plan = SyncPlan {
+        upsert_users: vec![b],
+        delete_user_ids: vec!["u-a".to_owned()],
+        ..SyncPlan::default()
+    };
+    store.apply_sync(&plan, &[]).await.unwrap();
+    let members: Vec<(String, Vec<String>)> = store
+        .groups()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| (g.id, g.member_user_ids))
+        .collect();
+    assert_eq!(
+        members,
+        [
+            ("g1".to_owned(), vec!["u-b".to_owned()]),
+            ("g2".to_owned(), vec![]),
+        ]
+    );
+    let writer = store.writer.lock().await;
+    let rows: i64 = writer
+        .query_row("SELECT count(*) FROM group_members", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(rows, 1, "no membership rows left behind");
 }
