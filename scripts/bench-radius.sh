@@ -377,5 +377,8 @@ fl = flood
 if fl: print(f"| (the concurrent TAP flood) | tapd | {fl['concurrency']} | {fl['sent']} | {fl['accepts']} | {fl['rejects']} | {fl['timeouts']} | "
       f"{fl['requests_per_second']:.0f} | {fl['latency_ms']['p50']:.2f} | {fl['latency_ms']['p99']:.2f} | {fl['latency_ms']['p99_9']:.2f} | | | |")
 print()
-print(f"tapd peak RSS (VmHWM) over the whole run: {int(peak_rss)//1024} MB. 1-minute load average before the runs {load_before}, after {load_after}.")
+load_rss = max((r["tapd_rss_kb"] for r in rows if r["server"] == "tapd"), default=0)
+print(f"tapd RSS (VmRSS) at the end of each load run: at most {load_rss // 1024} MB. "
+      f"Peak (VmHWM) over the whole run, including the first sync of {nusers} users and issuing the TAPs: {int(peak_rss)//1024} MB.")
+print(f" 1-minute load average before the runs {load_before}, after {load_after}.")
 PY

@@ -139,7 +139,7 @@ struct Inner {
     connector: Connector,
     schema: Schema,
     pool: BindPool,
-    snapshot: Mutex<Option<Snapshot>>,
+    snapshot: Arc<Mutex<Option<Snapshot>>>,
 }
 
 impl std::fmt::Debug for LdapDirectory {
@@ -262,7 +262,12 @@ impl LdapDirectory {
                 }
             }
         };
-        *self.inner.snapshot.lock().await = Some(snapshot_of(batch.users, batch.groups, watermark));
+        // Indexing 100,000 entries for the next incremental read is off the sync's critical
+        // path: the lock is taken now, so an incremental read waits for the new snapshot.
+        let mut snapshot = self.inner.snapshot.clone().lock_owned().await;
+        tokio::task::spawn_blocking(move || {
+            *snapshot = Some(snapshot_of(batch.users, batch.groups, watermark));
+        });
         Ok(streamed)
     }
 }
@@ -308,7 +313,7 @@ impl Inner {
             connector,
             schema,
             pool,
-            snapshot: Mutex::new(None),
+            snapshot: Arc::new(Mutex::new(None)),
         })
     }
 
