@@ -50,16 +50,10 @@ pub(crate) fn configure_writer(
     Ok(())
 }
 
-/// How much of the database file a read connection maps into memory (address space, not RSS:
-/// only pages read count, and they are the kernel's page cache, shared by all connections).
-const READER_MMAP_BYTES: i64 = 256 << 20;
-
 /// Pragmas for a read connection: it may never write (`query_only`), and it waits for the
-/// writer's checkpoints no longer than the busy timeout. It reads pages through `mmap`: every
-/// commit (one per batch of sign-in audit events) makes each reader drop its page cache at
-/// its next read, and re-reading a user lookup's dozen pages with `pread` was a fifth of a
-/// RADIUS accept's CPU. tapd never truncates the file under a reader (no `VACUUM`), the case
-/// where SQLite's documentation warns that a mapped read can fault.
+/// writer's checkpoints no longer than the busy timeout. (Reading through `mmap` was tried for
+/// the RADIUS accept path and dropped: the audit log grows the file steadily, and every growth
+/// remapped each reader's view, with TLB shootdowns costing about what the `pread`s had.)
 pub(crate) fn configure_reader(
     conn: &Connection,
     busy_timeout: Duration,
@@ -68,8 +62,6 @@ pub(crate) fn configure_reader(
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(map_err)?;
     conn.pragma_update(None, "query_only", "ON")
-        .map_err(map_err)?;
-    conn.pragma_update(None, "mmap_size", READER_MMAP_BYTES)
         .map_err(map_err)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
