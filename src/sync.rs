@@ -558,8 +558,12 @@ impl Syncer {
                 events,
             })
         };
-        // Not timed as ApplySync: the transaction is open for the whole read.
-        let apply = self.store.apply_sync_streamed(upserts_rx, end_rx);
+        // Timed as ApplySync like any apply; for a streamed full sync that is how long its
+        // transaction is open, which includes the directory read.
+        let apply = self.metrics.time_store(
+            StoreOperation::ApplySync,
+            self.store.apply_sync_streamed(upserts_rx, end_rx),
+        );
         let ((), outcome, committed) = tokio::join!(read, plan, apply);
         let committed = committed?;
         let outcome = outcome?;
