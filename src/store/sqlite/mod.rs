@@ -382,6 +382,26 @@ fn groups_by_ids(conn: &Connection, ids: &[String]) -> Result<Vec<Group>, StoreE
     query_all(conn, &sql, [&ids], rows::group)
 }
 
+/// The user `key` names and its groups as `groups` reads them (full or references only), in
+/// one read transaction: two statements, one snapshot, so a sync between them can't split
+/// user and groups.
+fn user_and_groups<G>(
+    conn: &Connection,
+    key: &str,
+    groups: fn(&Connection, &[String]) -> Result<Vec<G>, StoreError>,
+) -> Result<Option<(User, Vec<G>)>, StoreError> {
+    let tx = conn.unchecked_transaction().map_err(map_err)?;
+    let found = match user_by_key(&tx, key)? {
+        Some(user) => {
+            let groups = groups(&tx, &user.group_ids)?;
+            Some((user, groups))
+        }
+        None => None,
+    };
+    tx.commit().map_err(map_err)?;
+    Ok(found)
+}
+
 /// References to the groups with these ids (no member lists), in [`groups_by_ids`]' order.
 fn group_refs_by_ids(conn: &Connection, ids: &[String]) -> Result<Vec<GroupRef>, StoreError> {
     if ids.is_empty() {
@@ -624,20 +644,8 @@ impl Store for SqliteStore {
 
     async fn user_with_groups(&self, key: &str) -> Result<Option<(User, Vec<Group>)>, StoreError> {
         let key = key.to_owned();
-        self.read(move |conn| {
-            // Two statements, one snapshot: a sync between them can't split user and groups.
-            let tx = conn.unchecked_transaction().map_err(map_err)?;
-            let found = match user_by_key(&tx, &key)? {
-                Some(user) => {
-                    let groups = groups_by_ids(&tx, &user.group_ids)?;
-                    Some((user, groups))
-                }
-                None => None,
-            };
-            tx.commit().map_err(map_err)?;
-            Ok(found)
-        })
-        .await
+        self.read(move |conn| user_and_groups(conn, &key, groups_by_ids))
+            .await
     }
 
     async fn user_with_group_refs(
@@ -645,19 +653,8 @@ impl Store for SqliteStore {
         key: &str,
     ) -> Result<Option<(User, Vec<GroupRef>)>, StoreError> {
         let key = key.to_owned();
-        self.read(move |conn| {
-            let tx = conn.unchecked_transaction().map_err(map_err)?;
-            let found = match user_by_key(&tx, &key)? {
-                Some(user) => {
-                    let groups = group_refs_by_ids(&tx, &user.group_ids)?;
-                    Some((user, groups))
-                }
-                None => None,
-            };
-            tx.commit().map_err(map_err)?;
-            Ok(found)
-        })
-        .await
+        self.read(move |conn| user_and_groups(conn, &key, group_refs_by_ids))
+            .await
     }
 
     async fn users(&self, search: Option<&str>) -> Result<Vec<User>, StoreError> {
