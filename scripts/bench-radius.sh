@@ -288,7 +288,7 @@ measure() { # name server concurrency credentials [extra-cmd-in-background]
   if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
   local rss; rss=$(awk '/VmRSS/ {print $2}' "/proc/$tapd_pid/status")
   echo "{\"name\":\"$name\",\"server\":\"$server\",\"report\":$report,\"cpu_ticks\":{\"slapd\":$((s1 - s0)),\"tapd\":$((t1 - t0)),\"freeradius\":$((f1 - f0))},\"tapd_rss_kb\":$rss,\"ldap_ops\":[$(( ${ops1% *} - ${ops0% *} )),$(( ${ops1#* } - ${ops0#* } ))]}" >> "$results"
-  echo "  $name: $report (tapd RSS $((rss / 1024)) MB)" >&2
+  echo "  $name: $report (tapd RSS $((rss / 1024)) MB: $(awk '/RssAnon|RssFile/ {printf "%s %d MB ", $1, $2 / 1024}' "/proc/$tapd_pid/status"))" >&2
 }
 
 load_before=$(cut -d" " -f1 /proc/loadavg)
