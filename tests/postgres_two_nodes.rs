@@ -829,9 +829,23 @@ async fn survivor_takes_over_scheduled_syncs_after_kill_mid_sync() {
     };
     let public_url = "http://localhost:8080";
 
-    // A alone: its sync at start fills the store.
+    // A alone: its sync at start fills the store. Its listeners come up before that sync
+    // has finished, so wait for the status to show a result.
     let mut a = Node::start_with("A", &url, public_url, &setup);
-    let first = sync_status(&a);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        let status = sync_status(&a);
+        if !status["lastResult"].is_null() {
+            break status;
+        }
+        a.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "A's sync at start did not finish: {status}\n{}",
+            a.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(first["node"].as_str(), Some(a.identity.as_str()), "{first}");
     assert_eq!(first["initiatedBy"].as_str(), Some("tapd"), "{first}");
     assert_eq!(first["lastResult"].as_str(), Some("success"), "{first}");
