@@ -40,7 +40,7 @@ use crate::model::{
     SyncStatus, TapPolicy, Timestamp, User,
 };
 use crate::store::{Store, StoreError, SyncLease, SyncLeaseOutcome, SyncPlan};
-use rows::{opt_text, text, to_db_time, AuditColumns};
+use rows::{opt_text, text, to_db_time, AuditColumns, WebSessionColumns};
 
 pub use connect::{
     PostgresSettings, PostgresUrl, SslMode, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE,
@@ -363,15 +363,15 @@ impl Store for PostgresStore {
         let key = text(key);
         // One statement, one snapshot: the user as `user` finds it and its groups' names.
         let sql = format!(
-            "SELECT {}, \
-             ARRAY(SELECT g.id FROM \"groups\" g JOIN user_groups ug ON ug.group_id = g.id \
-                   WHERE ug.user_id = u.id ORDER BY lower(g.display_name), g.display_name, g.id), \
-             ARRAY(SELECT g.dn FROM \"groups\" g JOIN user_groups ug ON ug.group_id = g.id \
-                   WHERE ug.user_id = u.id ORDER BY lower(g.display_name), g.display_name, g.id), \
-             ARRAY(SELECT g.display_name FROM \"groups\" g JOIN user_groups ug \
-                   ON ug.group_id = g.id WHERE ug.user_id = u.id \
-                   ORDER BY lower(g.display_name), g.display_name, g.id) \
-             FROM users u \
+            "SELECT {}, coalesce(gr.ids, '{{}}'), coalesce(gr.dns, '{{}}'), \
+             coalesce(gr.names, '{{}}') \
+             FROM users u LEFT JOIN LATERAL (\
+               SELECT array_agg(g.id ORDER BY lower(g.display_name), g.display_name, g.id) ids, \
+                      array_agg(g.dn ORDER BY lower(g.display_name), g.display_name, g.id) dns, \
+                      array_agg(g.display_name \
+                                ORDER BY lower(g.display_name), g.display_name, g.id) names \
+               FROM user_groups ug JOIN \"groups\" g ON g.id = ug.group_id \
+               WHERE ug.user_id = u.id) gr ON true \
              WHERE u.id = $1 OR lower(u.upn) = lower($1::text COLLATE \"C\") \
              OR lower(u.username) = lower($1::text COLLATE \"C\") \
              ORDER BY CASE WHEN u.id = $1 THEN 0 \
@@ -839,29 +839,13 @@ impl Store for PostgresStore {
             &[&to_db_time(now)],
         )
         .await?;
-        let (id_hash, user_id, csrf) = (
-            text(&session.id_hash),
-            text(&session.user_id),
-            text(&session.csrf_token),
-        );
-        let tap_id = session.tap_id.as_deref().map(text);
+        let columns = WebSessionColumns::of(session);
         tx_execute(
             &tx,
             "INSERT INTO web_sessions (id_hash, user_id, created, expires, auth_method, \
              tap_id, tap_expires, registration_deadline, interrupt_mode, csrf_token) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            &[
-                &id_hash,
-                &user_id,
-                &to_db_time(session.created),
-                &to_db_time(session.expires),
-                &session.auth_method.as_str(),
-                &tap_id,
-                &session.tap_expires.map(to_db_time),
-                &session.registration_deadline.map(to_db_time),
-                &session.interrupt_mode,
-                &csrf,
-            ],
+            &columns.params(),
         )
         .await?;
         if let Some(event) = audit {
@@ -883,30 +867,14 @@ impl Store for PostgresStore {
     }
 
     async fn update_web_session(&self, session: &WebSession) -> Result<bool, StoreError> {
-        let (id_hash, user_id, csrf) = (
-            text(&session.id_hash),
-            text(&session.user_id),
-            text(&session.csrf_token),
-        );
-        let tap_id = session.tap_id.as_deref().map(text);
+        let columns = WebSessionColumns::of(session);
         let updated = self
             .execute(
                 "UPDATE web_sessions SET user_id = $2, created = $3, expires = $4, \
                  auth_method = $5, tap_id = $6, tap_expires = $7, \
                  registration_deadline = $8, interrupt_mode = $9, csrf_token = $10 \
                  WHERE id_hash = $1",
-                &[
-                    &id_hash,
-                    &user_id,
-                    &to_db_time(session.created),
-                    &to_db_time(session.expires),
-                    &session.auth_method.as_str(),
-                    &tap_id,
-                    &session.tap_expires.map(to_db_time),
-                    &session.registration_deadline.map(to_db_time),
-                    &session.interrupt_mode,
-                    &csrf,
-                ],
+                &columns.params(),
             )
             .await?;
         Ok(updated == 1)

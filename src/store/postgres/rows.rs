@@ -191,6 +191,55 @@ pub(crate) fn audit_event(row: &Row) -> Result<AuditEvent, StoreError> {
     })
 }
 
+/// A web session's values in the column order both `INSERT` and `UPDATE` bind them:
+/// `id_hash, user_id, created, expires, auth_method, tap_id, tap_expires,
+/// registration_deadline, interrupt_mode, csrf_token`.
+pub(crate) struct WebSessionColumns<'a> {
+    id_hash: Cow<'a, str>,
+    user_id: Cow<'a, str>,
+    created: Timestamp,
+    expires: Timestamp,
+    auth_method: &'static str,
+    tap_id: Option<Cow<'a, str>>,
+    tap_expires: Option<Timestamp>,
+    registration_deadline: Option<Timestamp>,
+    interrupt_mode: bool,
+    csrf_token: Cow<'a, str>,
+}
+
+impl<'a> WebSessionColumns<'a> {
+    pub(crate) fn of(session: &'a WebSession) -> Self {
+        WebSessionColumns {
+            id_hash: text(&session.id_hash),
+            user_id: text(&session.user_id),
+            created: to_db_time(session.created),
+            expires: to_db_time(session.expires),
+            auth_method: session.auth_method.as_str(),
+            tap_id: opt_text(&session.tap_id),
+            tap_expires: session.tap_expires.map(to_db_time),
+            registration_deadline: session.registration_deadline.map(to_db_time),
+            interrupt_mode: session.interrupt_mode,
+            csrf_token: text(&session.csrf_token),
+        }
+    }
+
+    /// The values as `$1`…`$10`.
+    pub(crate) fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 10] {
+        [
+            &self.id_hash,
+            &self.user_id,
+            &self.created,
+            &self.expires,
+            &self.auth_method,
+            &self.tap_id,
+            &self.tap_expires,
+            &self.registration_deadline,
+            &self.interrupt_mode,
+            &self.csrf_token,
+        ]
+    }
+}
+
 /// A batch of audit events as column arrays, for one `INSERT … SELECT FROM unnest(…)`.
 #[derive(Default)]
 pub(crate) struct AuditColumns {

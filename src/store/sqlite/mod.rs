@@ -320,6 +320,32 @@ fn insert_audit(tx: &Transaction<'_>, event: &NewAuditEvent) -> Result<(), Store
     Ok(())
 }
 
+/// Runs `sql` with a web session's values bound as `?1`…`?10`: `id_hash, user_id, created,
+/// expires, auth_method, tap_id, tap_expires, registration_deadline, interrupt_mode,
+/// csrf_token` (the order both the `INSERT` and the `UPDATE` use).
+fn execute_with_session(
+    tx: &Transaction<'_>,
+    sql: &str,
+    session: &WebSession,
+) -> Result<usize, StoreError> {
+    tx.prepare_cached(sql)
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                session.id_hash,
+                session.user_id,
+                rows::to_micros(session.created),
+                rows::to_micros(session.expires),
+                session.auth_method.as_str(),
+                session.tap_id,
+                session.tap_expires.map(rows::to_micros),
+                session.registration_deadline.map(rows::to_micros),
+                session.interrupt_mode,
+                session.csrf_token,
+            ])
+        })
+        .map_err(map_err)
+}
+
 /// Writes a single-row JSON table (`policy`, `sync_status`).
 fn put_singleton(tx: &Transaction<'_>, table: &str, body: &str) -> Result<(), StoreError> {
     tx.prepare_cached(&format!(
@@ -985,26 +1011,13 @@ impl Store for SqliteStore {
             tx.prepare_cached("DELETE FROM web_sessions WHERE expires <= ?1")
                 .and_then(|mut stmt| stmt.execute([rows::to_micros(now)]))
                 .map_err(map_err)?;
-            tx.prepare_cached(
+            execute_with_session(
+                tx,
                 "INSERT INTO web_sessions (id_hash, user_id, created, expires, auth_method, \
                  tap_id, tap_expires, registration_deadline, interrupt_mode, csrf_token) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    session.id_hash,
-                    session.user_id,
-                    rows::to_micros(session.created),
-                    rows::to_micros(session.expires),
-                    session.auth_method.as_str(),
-                    session.tap_id,
-                    session.tap_expires.map(rows::to_micros),
-                    session.registration_deadline.map(rows::to_micros),
-                    session.interrupt_mode,
-                    session.csrf_token,
-                ])
-            })
-            .map_err(map_err)?;
+                &session,
+            )?;
             match &audit {
                 Some(event) => insert_audit(tx, event),
                 None => Ok(()),
@@ -1028,28 +1041,14 @@ impl Store for SqliteStore {
     async fn update_web_session(&self, session: &WebSession) -> Result<bool, StoreError> {
         let session = session.clone();
         self.write(move |tx| {
-            let updated = tx
-                .prepare_cached(
-                    "UPDATE web_sessions SET user_id = ?2, created = ?3, expires = ?4, \
-                     auth_method = ?5, tap_id = ?6, tap_expires = ?7, \
-                     registration_deadline = ?8, interrupt_mode = ?9, csrf_token = ?10 \
-                     WHERE id_hash = ?1",
-                )
-                .and_then(|mut stmt| {
-                    stmt.execute(params![
-                        session.id_hash,
-                        session.user_id,
-                        rows::to_micros(session.created),
-                        rows::to_micros(session.expires),
-                        session.auth_method.as_str(),
-                        session.tap_id,
-                        session.tap_expires.map(rows::to_micros),
-                        session.registration_deadline.map(rows::to_micros),
-                        session.interrupt_mode,
-                        session.csrf_token,
-                    ])
-                })
-                .map_err(map_err)?;
+            let updated = execute_with_session(
+                tx,
+                "UPDATE web_sessions SET user_id = ?2, created = ?3, expires = ?4, \
+                 auth_method = ?5, tap_id = ?6, tap_expires = ?7, \
+                 registration_deadline = ?8, interrupt_mode = ?9, csrf_token = ?10 \
+                 WHERE id_hash = ?1",
+                &session,
+            )?;
             Ok(updated == 1)
         })
         .await
