@@ -60,6 +60,16 @@ pub struct Resolved {
 /// `<` `>` `;`) and escaped spaces come out as a backslash and the character; every other
 /// escaped character comes out plain.
 pub fn normalize_dn(dn: &str) -> String {
+    // The usual spelling, printable ASCII with no escape and no space, only needs lower case:
+    // a sync normalises every member value and every user DN, 200,000 of them at design size.
+    if dn.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') {
+        return dn.to_ascii_lowercase();
+    }
+    normalize_dn_in_full(dn)
+}
+
+/// [`normalize_dn`] for any spelling.
+fn normalize_dn_in_full(dn: &str) -> String {
     let mut out = String::with_capacity(dn.len());
     // Length of `out` that trimming must not cut into (after an escape or separator).
     let mut protected = 0;
@@ -499,6 +509,38 @@ mod tests {
             "cn=trailing\\ ,dc=org"
         );
         assert_eq!(normalize_dn("cn=Two Words,dc=org"), "cn=two words,dc=org");
+    }
+
+    #[test]
+    fn the_ascii_shortcut_agrees_with_the_full_normalisation() {
+        let pieces = [
+            "UID",
+            "=",
+            ",",
+            "+",
+            "\"",
+            "#",
+            ";",
+            "<",
+            "Ab",
+            "ou=People",
+            "DC=org",
+        ];
+        let mut checked = 0;
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    let dn = format!("{a}{b}{c}");
+                    assert_eq!(normalize_dn(&dn), normalize_dn_in_full(&dn), "{dn}");
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, pieces.len().pow(3));
+        // Anything else takes the full path.
+        assert_eq!(normalize_dn("uid=A b,dc=org"), "uid=a b,dc=org");
+        assert_eq!(normalize_dn(r"uid=\41,dc=org"), "uid=a,dc=org");
+        assert_eq!(normalize_dn("uid=ÄB,dc=org"), "uid=äb,dc=org");
     }
 
     #[test]

@@ -46,7 +46,8 @@ pub struct DirectoryChanges {
 /// What [`DirectorySource::read_all_streamed`] returns after the last user.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StreamedContents {
-    /// Groups; each group's `member_user_ids` are its transitive member user ids, sorted.
+    /// Groups. Member lists may be left empty: the planner compares a group's own attributes
+    /// ([`sync::plan_groups`]), and the stores derive members from the users' group ids.
     pub groups: Vec<Group>,
     /// `Some` when users were handed over with memberships that a later entry changed: every
     /// user again, with its final effective group ids, to be planned again.

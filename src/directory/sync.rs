@@ -165,8 +165,11 @@ impl<'a> UserPlanner<'a> {
     }
 }
 
-/// The group half of [`plan_sync`]: groups to upsert (new or different, sorted by id; the
-/// first of a duplicated id wins) and ids of stored groups the directory no longer has.
+/// The group half of [`plan_sync`]: groups to upsert (new, or with a different DN or name,
+/// sorted by id; the first of a duplicated id wins) and ids of stored groups the directory no
+/// longer has. Member lists are not compared: a group's members are the users whose effective
+/// group ids name it, so a membership change is an update of those users, and the stores
+/// write a group's row alone.
 pub fn plan_groups(current_groups: &[Group], fresh: Vec<Group>) -> (Vec<Group>, Vec<String>) {
     let known_groups: HashMap<&str, &Group> =
         current_groups.iter().map(|g| (g.id.as_str(), g)).collect();
@@ -177,7 +180,10 @@ pub fn plan_groups(current_groups: &[Group], fresh: Vec<Group>) -> (Vec<Group>, 
             continue;
         }
         fresh_group_ids.insert(group.id.clone());
-        if known_groups.get(group.id.as_str()) != Some(&&group) {
+        let unchanged = known_groups
+            .get(group.id.as_str())
+            .is_some_and(|known| known.dn == group.dn && known.display_name == group.display_name);
+        if !unchanged {
             upsert_groups.push(group);
         }
     }
@@ -346,10 +352,8 @@ mod tests {
         let plan = plan_sync(&current_users, &current_groups, &fresh);
         assert_eq!(plan.upsert_users, vec![bob, user("dave")]);
         assert_eq!(plan.delete_user_ids, ids(&["carol"]));
-        assert_eq!(
-            plan.upsert_groups,
-            vec![group("new", &[]), group("staff", &["alice", "bob", "dave"])]
-        );
+        // staff's members changed, which the users' group ids carry; its row did not.
+        assert_eq!(plan.upsert_groups, vec![group("new", &[])]);
         assert_eq!(plan.delete_group_ids, ids(&["old"]));
         assert!(plan.revoke_tap_user_ids.is_empty());
         assert_eq!(
@@ -360,6 +364,20 @@ mod tests {
                 deleted: 1
             }
         );
+    }
+
+    #[test]
+    fn a_group_row_is_upserted_when_its_dn_or_name_changes() {
+        let current = vec![group("staff", &["alice"]), group("ops", &[])];
+        let mut renamed = group("staff", &["alice"]);
+        renamed.display_name = "Staff".to_owned();
+        let mut moved = group("ops", &[]);
+        moved.dn = "cn=ops,ou=teams,dc=example,dc=org".to_owned();
+        let (upserts, deletes) = plan_groups(&current, vec![renamed.clone(), moved.clone()]);
+        assert_eq!(upserts, vec![moved, renamed]);
+        assert!(deletes.is_empty());
+        let (upserts, _) = plan_groups(&current, vec![group("staff", &["bob"]), group("ops", &[])]);
+        assert!(upserts.is_empty(), "{upserts:?}");
     }
 
     #[test]

@@ -225,7 +225,7 @@ impl LdapDirectory {
         out: mpsc::Sender<Vec<User>>,
     ) -> Result<StreamedContents, DirectoryError> {
         let inner = self.inner.clone();
-        let (batch, watermark, members) = tokio::task::spawn_blocking(move || {
+        let (batch, watermark, exact) = tokio::task::spawn_blocking(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -236,30 +236,29 @@ impl LdapDirectory {
         })
         .await
         .map_err(|e| DirectoryError::Unavailable(format!("the directory reader failed: {e}")))??;
-        let streamed = match members {
-            Some(members) => StreamedContents {
+        let streamed = if exact {
+            // No member lists: the planner compares a group's own attributes, and the store
+            // derives its members from the users' group ids.
+            StreamedContents {
                 groups: batch
                     .groups
                     .iter()
-                    .zip(members)
-                    .map(|(record, members)| group_of(record, members))
+                    .map(|record| group_of(record, Vec::new()))
                     .collect(),
                 replanned_users: None,
-            },
-            None => {
-                // A later entry changed what an earlier one meant: resolve it all again, and
-                // have every user planned again with its final memberships.
-                log::info!(
-                    "{}: a user entry is also a group, or a memberUid names several users; \
+            }
+        } else {
+            // A later entry changed what an earlier one meant: resolve it all again, and
+            // have every user planned again with its final memberships.
+            log::info!(
+                "{}: a user entry is also a group, or a memberUid names several users; \
                      memberships resolved again after the read",
-                    self.inner.settings.url
-                );
-                let contents =
-                    snapshot_of(batch.users.clone(), batch.groups.clone(), None).contents();
-                StreamedContents {
-                    groups: contents.groups,
-                    replanned_users: Some(contents.users),
-                }
+                self.inner.settings.url
+            );
+            let contents = snapshot_of(batch.users.clone(), batch.groups.clone(), None).contents();
+            StreamedContents {
+                groups: contents.groups,
+                replanned_users: Some(contents.users),
             }
         };
         // Indexing 100,000 entries for the next incremental read is off the sync's critical
@@ -430,7 +429,7 @@ impl Inner {
     async fn streamed_batch(
         &self,
         out: &mpsc::Sender<Vec<User>>,
-    ) -> Result<(Batch, Option<Watermark>, Option<Vec<Vec<String>>>), DirectoryError> {
+    ) -> Result<(Batch, Option<Watermark>, bool), DirectoryError> {
         let started = Instant::now();
         let mut ldap = self.open().await?;
         let result = async {
@@ -485,27 +484,24 @@ impl Inner {
                 }
             }
             check_unique_ids(&users, &groups)?;
-            let members = resolver.is_exact().then(|| {
-                let ids: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
-                resolver.group_member_ids(&ids)
-            });
+            let exact = resolver.is_exact();
             let batch = Batch {
                 users,
                 groups,
                 newest_timestamp: users_newest.max(groups_newest),
             };
-            Ok::<_, DirectoryError>((usn, batch, members))
+            Ok::<_, DirectoryError>((usn, batch, exact))
         }
         .await;
         let _ = ldap.unbind().await;
-        let (usn, batch, members) = result?;
+        let (usn, batch, exact) = result?;
         let watermark = match usn {
             Some(usn) => Some(Watermark::Usn(usn)),
             None => batch
                 .newest_timestamp
                 .map(|newest| Watermark::Timestamp(safe_timestamp(newest, started.elapsed()))),
         };
-        Ok((batch, watermark, members))
+        Ok((batch, watermark, exact))
     }
 
     /// Active Directory returns at most 1,500 (MaxValRange) values of a multi-valued attribute
@@ -711,7 +707,25 @@ fn safe_timestamp(newest: NaiveDateTime, elapsed: Duration) -> NaiveDateTime {
 fn parse_generalized_time(text: &str) -> Option<NaiveDateTime> {
     let text = text.trim().strip_suffix('Z')?;
     let whole = text.split(['.', ',']).next()?;
-    NaiveDateTime::parse_from_str(whole, "%Y%m%d%H%M%S").ok()
+    // By hand rather than with a chrono format string: a full sync reads one timestamp per
+    // entry, and the general-purpose parser cost as much as decoding the rest of the entry.
+    let digits: [u8; 14] = whole.as_bytes().try_into().ok()?;
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let number = |from: usize, to: usize| {
+        digits
+            .iter()
+            .take(to)
+            .skip(from)
+            .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'))
+    };
+    chrono::NaiveDate::from_ymd_opt(
+        i32::try_from(number(0, 4)).ok()?,
+        number(4, 6),
+        number(6, 8),
+    )?
+    .and_hms_opt(number(8, 10), number(10, 12), number(12, 14))
 }
 
 impl Snapshot {
@@ -907,6 +921,13 @@ mod tests {
         assert_eq!(parse_generalized_time("20240102030405.0Z"), Some(t));
         assert_eq!(parse_generalized_time("20240102030405"), None);
         assert_eq!(parse_generalized_time("garbage"), None);
+        assert_eq!(parse_generalized_time("20241302030405Z"), None);
+        assert_eq!(parse_generalized_time("2024010203040Z"), None);
+        assert_eq!(parse_generalized_time("2024010203040xZ"), None);
+        assert_eq!(
+            parse_generalized_time(" 19991231235959.123Z ").map(|t| t.to_string()),
+            Some("1999-12-31 23:59:59".to_owned())
+        );
     }
 
     #[test]
