@@ -6,6 +6,8 @@
 //! write lock up front, so it never fails with `SQLITE_BUSY` half-way through) that carries its
 //! audit event; the writer runs with `synchronous=FULL`, so a write that returned `Ok` survives
 //! `kill -9` and power loss.
+//! Copying the log back into the database (the WAL checkpoint) is left to a thread of its own
+//! (`checkpoint`), so no commit waits for it.
 //!
 //! Names are compared ASCII-case-insensitively (SQLite's `lower()`), the same rule as
 //! [`crate::model::Group::is_named_by`]. Timestamps are kept to the microsecond.
@@ -13,6 +15,7 @@
 //! May depend on: `model`, `store`. The schema and its migrations live in `schema`, row
 //! decoding in `rows`.
 
+mod checkpoint;
 mod rows;
 mod schema;
 #[cfg(test)]
@@ -135,6 +138,9 @@ pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
     /// `None` for an in-memory database, whose reads share the writer connection.
     readers: Option<ReadPool>,
+    /// Wakes the checkpointer after each commit; `None` when the writer checkpoints itself
+    /// (in memory, or when the checkpointer thread could not start).
+    checkpoint: Option<checkpoint::Nudge>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -154,7 +160,7 @@ impl SqliteStore {
     /// Fails with [`StoreError::SchemaTooNew`] when a newer tapd wrote the file.
     pub async fn open(path: &Path, busy_timeout: Duration) -> Result<SqliteStore, StoreError> {
         let path = path.to_path_buf();
-        let (writer, readers) = tokio::task::spawn_blocking(move || {
+        let (writer, readers, checkpoint) = tokio::task::spawn_blocking(move || {
             prepare_file(&path)?;
             let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_CREATE
@@ -162,14 +168,31 @@ impl SqliteStore {
             let mut writer = Connection::open_with_flags(&path, flags).map_err(map_err)?;
             schema::configure_writer(&writer, busy_timeout)?;
             schema::migrate(&mut writer)?;
+            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
             let mut readers = Vec::with_capacity(READ_POOL_SIZE);
             for _ in 0..READ_POOL_SIZE {
-                let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
                 let reader = Connection::open_with_flags(&path, flags).map_err(map_err)?;
                 schema::configure_reader(&reader, busy_timeout)?;
                 readers.push(reader);
             }
-            Ok::<_, StoreError>((writer, readers))
+            let checkpointer = Connection::open_with_flags(&path, flags).map_err(map_err)?;
+            checkpointer.busy_timeout(busy_timeout).map_err(map_err)?;
+            let checkpoint = match checkpoint::start(checkpointer) {
+                Ok(nudge) => {
+                    writer
+                        .pragma_update(None, "wal_autocheckpoint", 0)
+                        .map_err(map_err)?;
+                    Some(nudge)
+                }
+                Err(e) => {
+                    log::warn!(
+                        "cannot start the SQLite checkpoint thread ({e}); \
+                         commits will checkpoint the log themselves"
+                    );
+                    None
+                }
+            };
+            Ok::<_, StoreError>((writer, readers, checkpoint))
         })
         .await
         .map_err(join_err)??;
@@ -179,6 +202,7 @@ impl SqliteStore {
                 idle: Arc::new(StdMutex::new(readers)),
                 permits: Arc::new(Semaphore::new(READ_POOL_SIZE)),
             }),
+            checkpoint,
         })
     }
 
@@ -196,6 +220,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: Arc::new(Mutex::new(writer)),
             readers: None,
+            checkpoint: None,
         })
     }
 
@@ -229,12 +254,16 @@ impl SqliteStore {
         F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let mut conn = self.writer.clone().lock_owned().await;
+        let checkpoint = self.checkpoint.clone();
         tokio::task::spawn_blocking(move || {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(map_err)?;
             let out = f(&tx)?;
             tx.commit().map_err(map_err)?;
+            if let Some(checkpoint) = checkpoint {
+                checkpoint.committed();
+            }
             Ok(out)
         })
         .await
@@ -463,9 +492,11 @@ fn write_plan(
             .execute([&group.id, &group.dn, &group.display_name])
             .map_err(map_err)?;
     }
+    let mut writer = UserWriter::new(tx)?;
     for user in &plan.upsert_users {
-        upsert_user(tx, user)?;
+        writer.upsert(user)?;
     }
+    drop(writer);
     for id in &plan.delete_user_ids {
         delete_user(tx, id)?;
     }
@@ -489,23 +520,48 @@ fn write_plan(
     Ok(())
 }
 
-/// Inserts or updates a user in place (never `INSERT OR REPLACE`, which would delete the row
-/// and cascade away its TAP and methods) with its effective group ids, and brings the
-/// `group_members` index in line by the difference between the stored and the new ids.
-fn upsert_user(tx: &Transaction<'_>, user: &User) -> Result<(), StoreError> {
-    let mut group_ids: Vec<&str> = user.group_ids.iter().map(String::as_str).collect();
-    group_ids.sort_unstable();
-    group_ids.dedup();
-    let list = rows::to_json(&group_ids)?;
-    // A new user (every user of a first sync) is one insert and its memberships; only an
-    // existing one needs its stored list read and the difference written.
-    let inserted = tx
-        .prepare_cached(
-            "INSERT INTO users (id, dn, username, upn, display_name, mail, account_enabled, \
-             group_ids) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO NOTHING",
-        )
-        .and_then(|mut stmt| {
-            stmt.execute(params![
+/// Writes users one after another with the statements every new user needs prepared once:
+/// a first sync runs them 100,000 times.
+struct UserWriter<'c> {
+    conn: &'c Connection,
+    insert: rusqlite::CachedStatement<'c>,
+    insert_members: rusqlite::CachedStatement<'c>,
+}
+
+impl<'c> UserWriter<'c> {
+    fn new(conn: &'c Connection) -> Result<Self, StoreError> {
+        Ok(UserWriter {
+            conn,
+            insert: conn
+                .prepare_cached(
+                    "INSERT INTO users (id, dn, username, upn, display_name, mail, \
+                     account_enabled, group_ids) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .map_err(map_err)?,
+            insert_members: conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO group_members (group_id, user_id) \
+                     SELECT value, ?2 FROM json_each(?1)",
+                )
+                .map_err(map_err)?,
+        })
+    }
+
+    /// Inserts or updates a user in place (never `INSERT OR REPLACE`, which would delete the row
+    /// and cascade away its TAP and methods) with its effective group ids, and brings the
+    /// `group_members` index in line by the difference between the stored and the new ids.
+    fn upsert(&mut self, user: &User) -> Result<(), StoreError> {
+        let tx = self.conn;
+        let mut group_ids: Vec<&str> = user.group_ids.iter().map(String::as_str).collect();
+        group_ids.sort_unstable();
+        group_ids.dedup();
+        let list = rows::to_json(&group_ids)?;
+        // A new user (every user of a first sync) is one insert and its memberships; only an
+        // existing one needs its stored list read and the difference written.
+        let inserted = self
+            .insert
+            .execute(params![
                 user.id,
                 user.dn,
                 user.username,
@@ -515,62 +571,68 @@ fn upsert_user(tx: &Transaction<'_>, user: &User) -> Result<(), StoreError> {
                 user.account_enabled,
                 list,
             ])
-        })
-        .map_err(map_err)?;
-    let stored: Option<String> = if inserted == 1 {
-        None
-    } else {
-        let stored = tx
-            .prepare_cached("SELECT group_ids FROM users WHERE id = ?1")
-            .and_then(|mut stmt| stmt.query_row([&user.id], |row| row.get(0)).optional())
             .map_err(map_err)?;
-        tx.prepare_cached(
-            "UPDATE users SET dn = ?2, username = ?3, upn = ?4, display_name = ?5, mail = ?6, \
+        let stored: Option<String> = if inserted == 1 {
+            None
+        } else {
+            let stored = tx
+                .prepare_cached("SELECT group_ids FROM users WHERE id = ?1")
+                .and_then(|mut stmt| stmt.query_row([&user.id], |row| row.get(0)).optional())
+                .map_err(map_err)?;
+            tx.prepare_cached(
+                "UPDATE users SET dn = ?2, username = ?3, upn = ?4, display_name = ?5, mail = ?6, \
              account_enabled = ?7, group_ids = ?8 WHERE id = ?1",
-        )
-        .and_then(|mut stmt| {
-            stmt.execute(params![
-                user.id,
-                user.dn,
-                user.username,
-                user.user_principal_name,
-                user.display_name,
-                user.mail,
-                user.account_enabled,
-                list,
-            ])
-        })
-        .map_err(map_err)?;
-        stored
-    };
-    if stored.as_deref() == Some(list.as_str()) {
-        return Ok(());
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    user.id,
+                    user.dn,
+                    user.username,
+                    user.user_principal_name,
+                    user.display_name,
+                    user.mail,
+                    user.account_enabled,
+                    list,
+                ])
+            })
+            .map_err(map_err)?;
+            stored
+        };
+        if stored.as_deref() == Some(list.as_str()) {
+            return Ok(());
+        }
+        let Some(stored) = stored else {
+            // A new user: all its memberships in one statement.
+            self.insert_members
+                .execute(params![list, user.id])
+                .map_err(map_err)?;
+            return Ok(());
+        };
+        let mut old: Vec<String> = rows::from_json("user group ids", &stored)?;
+        old.sort_unstable();
+        old.dedup();
+        let mut remove = tx
+            .prepare_cached("DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2")
+            .map_err(map_err)?;
+        for gone in old
+            .iter()
+            .filter(|g| group_ids.binary_search(&g.as_str()).is_err())
+        {
+            remove.execute([gone, &user.id]).map_err(map_err)?;
+        }
+        let mut add = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO group_members (group_id, user_id) VALUES (?1, ?2)",
+            )
+            .map_err(map_err)?;
+        for new in group_ids
+            .iter()
+            .filter(|g| old.binary_search_by(|o| o.as_str().cmp(g)).is_err())
+        {
+            add.execute([new, &user.id.as_str()]).map_err(map_err)?;
+        }
+        Ok(())
     }
-    let mut old: Vec<String> = match &stored {
-        Some(text) => rows::from_json("user group ids", text)?,
-        None => Vec::new(),
-    };
-    old.sort_unstable();
-    old.dedup();
-    let mut remove = tx
-        .prepare_cached("DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2")
-        .map_err(map_err)?;
-    for gone in old
-        .iter()
-        .filter(|g| group_ids.binary_search(&g.as_str()).is_err())
-    {
-        remove.execute([gone, &user.id]).map_err(map_err)?;
-    }
-    let mut add = tx
-        .prepare_cached("INSERT OR IGNORE INTO group_members (group_id, user_id) VALUES (?1, ?2)")
-        .map_err(map_err)?;
-    for new in group_ids
-        .iter()
-        .filter(|g| old.binary_search_by(|o| o.as_str().cmp(g)).is_err())
-    {
-        add.execute([new, &user.id.as_str()]).map_err(map_err)?;
-    }
-    Ok(())
 }
 
 /// Deletes a user and its `group_members` rows; its TAP, methods and web sessions go with it
@@ -770,25 +832,31 @@ impl Store for SqliteStore {
             };
         };
         let mut conn = self.writer.clone().lock_owned().await;
+        let checkpoint = self.checkpoint.clone();
         tokio::task::spawn_blocking(move || {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(map_err)?;
+            let mut writer = UserWriter::new(&tx)?;
             for user in &first {
-                upsert_user(&tx, user)?;
+                writer.upsert(user)?;
             }
             drop(first);
             while let Some(batch) = upserts.blocking_recv() {
                 for user in &batch {
-                    upsert_user(&tx, user)?;
+                    writer.upsert(user)?;
                 }
             }
+            drop(writer);
             // Dropping `tx` without a commit rolls back.
             let Ok(end) = end.blocking_recv() else {
                 return Ok(false);
             };
             write_plan(&tx, &end.plan, &end.audit)?;
             tx.commit().map_err(map_err)?;
+            if let Some(checkpoint) = checkpoint {
+                checkpoint.committed();
+            }
             Ok(true)
         })
         .await
