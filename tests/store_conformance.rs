@@ -101,6 +101,7 @@ macro_rules! conformance {
                 users_search_and_order,
                 groups_and_groups_by_id,
                 user_with_group_refs_matches_groups_by_id,
+                user_with_group_refs_follows_every_sync,
                 append_audits_stores_a_batch_in_order,
                 apply_sync_add_change_delete,
                 apply_sync_revokes_taps,
@@ -410,6 +411,85 @@ async fn user_with_group_refs_matches_groups_by_id(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .is_none());
+}
+
+/// A backend may answer sign-in reads from memory, but never across a sync: each read after a
+/// sync (plain or streamed) sees what it wrote, names that came or went included.
+async fn user_with_group_refs_follows_every_sync(store: Arc<dyn Store>) {
+    seed(&store).await;
+    let refs = |found: Option<(User, Vec<GroupRef>)>| {
+        found.map(|(user, refs)| {
+            let names: Vec<String> = refs.into_iter().map(|g| g.display_name).collect();
+            (user.display_name, user.account_enabled, names)
+        })
+    };
+    // Read twice, so a cached answer is there to go stale.
+    for _ in 0..2 {
+        assert_eq!(
+            refs(store.user_with_group_refs("alice").await.unwrap()),
+            Some((
+                "alice display".to_owned(),
+                true,
+                vec!["Admins".to_owned(), "staff".to_owned()]
+            ))
+        );
+        assert!(store.user_with_group_refs("erin").await.unwrap().is_none());
+    }
+
+    let mut alice = user("u-alice", "alice", "alice@example.org", &["g2"]);
+    alice.display_name = "Alice Liddell".to_owned();
+    alice.account_enabled = false;
+    let plan = SyncPlan {
+        upsert_users: vec![alice, user("u-erin", "erin", "erin@example.org", &["g1"])],
+        upsert_groups: vec![group("g2", "Staff (all)")],
+        ..SyncPlan::default()
+    };
+    store.apply_sync(&plan, &[]).await.unwrap();
+    assert_eq!(
+        refs(store.user_with_group_refs("alice").await.unwrap()),
+        Some((
+            "Alice Liddell".to_owned(),
+            false,
+            vec!["Staff (all)".to_owned()]
+        ))
+    );
+    assert_eq!(
+        refs(store.user_with_group_refs("erin").await.unwrap()),
+        Some(("erin display".to_owned(), true, vec!["Admins".to_owned()]))
+    );
+
+    // A streamed sync that deletes erin and renames alice's group.
+    let (batches, upserts) = tokio::sync::mpsc::channel(2);
+    let (end_tx, end) = tokio::sync::oneshot::channel();
+    let feed = async move {
+        batches
+            .send(vec![user("u-bob", "Bob", "bob.b@example.org", &["g2"])])
+            .await
+            .unwrap();
+        drop(batches);
+        let end = SyncPlanEnd {
+            plan: SyncPlan {
+                delete_user_ids: vec!["u-erin".to_owned()],
+                upsert_groups: vec![group("g2", "everyone")],
+                ..SyncPlan::default()
+            },
+            audit: Vec::new(),
+        };
+        end_tx
+            .send(end)
+            .unwrap_or_else(|_| panic!("the store stopped listening"));
+    };
+    let (committed, ()) = tokio::join!(store.apply_sync_streamed(upserts, end), feed);
+    assert!(committed.unwrap());
+    assert!(store.user_with_group_refs("erin").await.unwrap().is_none());
+    assert_eq!(
+        refs(store.user_with_group_refs("alice").await.unwrap()),
+        Some((
+            "Alice Liddell".to_owned(),
+            false,
+            vec!["everyone".to_owned()]
+        ))
+    );
 }
 
 async fn append_audits_stores_a_batch_in_order(store: Arc<dyn Store>) {

@@ -6,8 +6,12 @@
 //! write lock up front, so it never fails with `SQLITE_BUSY` half-way through) that carries its
 //! audit event; the writer runs with `synchronous=FULL`, so a write that returned `Ok` survives
 //! `kill -9` and power loss.
+//!
 //! Copying the log back into the database (the WAL checkpoint) is left to a thread of its own
-//! (`checkpoint`), so no commit waits for it.
+//! (`checkpoint`), so no commit waits for it. The read every sign-in makes, a user and its
+//! groups' names, is answered from memory until the next sync writes (`sign_in_cache`): this
+//! backend's file belongs to one tapd process, so every change to users and groups is made,
+//! and seen, in that process.
 //!
 //! Names are compared ASCII-case-insensitively (SQLite's `lower()`), the same rule as
 //! [`crate::model::Group::is_named_by`]. Timestamps are kept to the microsecond.
@@ -18,6 +22,7 @@
 mod checkpoint;
 mod rows;
 mod schema;
+mod sign_in_cache;
 #[cfg(test)]
 mod tests;
 
@@ -141,6 +146,8 @@ pub struct SqliteStore {
     /// Wakes the checkpointer after each commit; `None` when the writer checkpoints itself
     /// (in memory, or when the checkpointer thread could not start).
     checkpoint: Option<checkpoint::Nudge>,
+    /// `user_with_group_refs` answers, valid until the next sync writes.
+    sign_ins: Arc<sign_in_cache::SignInCache>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -203,6 +210,7 @@ impl SqliteStore {
                 permits: Arc::new(Semaphore::new(READ_POOL_SIZE)),
             }),
             checkpoint,
+            sign_ins: Arc::default(),
         })
     }
 
@@ -221,6 +229,7 @@ impl SqliteStore {
             writer: Arc::new(Mutex::new(writer)),
             readers: None,
             checkpoint: None,
+            sign_ins: Arc::default(),
         })
     }
 
@@ -740,9 +749,16 @@ impl Store for SqliteStore {
         &self,
         key: &str,
     ) -> Result<Option<(User, Vec<GroupRef>)>, StoreError> {
-        let key = key.to_owned();
-        self.read(move |conn| user_and_groups(conn, &key, group_refs_by_ids))
-            .await
+        if let Some(answer) = self.sign_ins.get(key) {
+            return Ok(answer);
+        }
+        let generation = self.sign_ins.generation();
+        let owned = key.to_owned();
+        let answer = self
+            .read(move |conn| user_and_groups(conn, &owned, group_refs_by_ids))
+            .await?;
+        self.sign_ins.put(key, generation, &answer);
+        Ok(answer)
     }
 
     async fn users(&self, search: Option<&str>) -> Result<Vec<User>, StoreError> {
@@ -808,7 +824,9 @@ impl Store for SqliteStore {
             revoke_tap_user_ids: plan.revoke_tap_user_ids.clone(),
         };
         let audit = audit.to_vec();
-        self.write(move |tx| write_plan(tx, &plan, &audit)).await
+        let written = self.write(move |tx| write_plan(tx, &plan, &audit)).await;
+        self.sign_ins.invalidate();
+        written
     }
 
     /// Holds the write transaction open while batches arrive, on a blocking thread of its own,
@@ -833,7 +851,7 @@ impl Store for SqliteStore {
         };
         let mut conn = self.writer.clone().lock_owned().await;
         let checkpoint = self.checkpoint.clone();
-        tokio::task::spawn_blocking(move || {
+        let written = tokio::task::spawn_blocking(move || {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(map_err)?;
@@ -860,7 +878,9 @@ impl Store for SqliteStore {
             Ok(true)
         })
         .await
-        .map_err(join_err)?
+        .map_err(join_err)?;
+        self.sign_ins.invalidate();
+        written
     }
 
     async fn sync_status(&self) -> Result<SyncStatus, StoreError> {
