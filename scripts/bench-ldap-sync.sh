@@ -99,6 +99,9 @@ bench=${CARGO_TARGET_DIR:-target}/release/examples/ldap_sync_bench
 runs=()
 slapd_cpu() { awk '{print $14 + $15}' "/proc/$slapd_pid/stat"; }
 for run in 1 2 3; do
+  # The previous run left ~200 MB of database and log pages for the kernel to write back;
+  # flush them now, or that writeback lands inside this run's fsyncs.
+  sync
   cut -d' ' -f1 /proc/loadavg > "$work/load-$run.out"
   slapd_before=$(slapd_cpu)
   /usr/bin/time -v "$bench" --url "$url" --bind-dn "cn=tapd,ou=services,dc=example,dc=org" \
