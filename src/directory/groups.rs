@@ -249,7 +249,8 @@ pub fn resolve(users: &[RawUser], groups: &[RawGroup]) -> Resolved {
 
 /// Group-first resolution, for a read that hands users over while it is still reading: built
 /// from the groups alone, it answers one user at a time with the effective group ids
-/// [`resolve`] would give that user, and at the end each group's transitive members.
+/// [`resolve`] would give that user. (Group member lists are not kept: the stores derive them
+/// from the users' group ids.)
 ///
 /// The answers equal [`resolve`]'s unless a user read later changes what an earlier entry
 /// meant, which [`GroupResolver::is_exact`] reports: a user whose DN is also a group's (then
@@ -273,8 +274,6 @@ pub struct GroupResolver {
     by_uid: HashMap<String, Vec<usize>>,
     /// Usernames that matched a `memberUid` so far (lower case).
     claimed_uids: std::collections::HashSet<String>,
-    /// For each group, the users (by the order they were resolved in) that are in it.
-    members: Vec<Vec<u32>>,
     stamp: Vec<u32>,
     resolved_users: u32,
     exact: bool,
@@ -321,15 +320,13 @@ impl GroupResolver {
             by_dn,
             by_uid,
             claimed_uids: std::collections::HashSet::new(),
-            members: vec![Vec::new(); groups.len()],
             stamp: vec![u32::MAX; groups.len()],
             resolved_users: 0,
             exact: true,
         }
     }
 
-    /// The effective group ids (sorted, unique) of the user with this DN and username. Users
-    /// must be resolved in the order [`GroupResolver::group_member_ids`] is given their ids.
+    /// The effective group ids (sorted, unique) of the user with this DN and username.
     pub fn user_group_ids(&mut self, dn: &str, username: &str) -> Vec<String> {
         let user = self.resolved_users;
         self.resolved_users = self.resolved_users.saturating_add(1);
@@ -374,7 +371,6 @@ impl GroupResolver {
         found.sort_unstable_by_key(|&g| self.rank[g]);
         let mut ids: Vec<String> = Vec::with_capacity(found.len());
         for &g in &found {
-            self.members[g].push(user);
             if ids.last() != Some(&self.ids[g]) {
                 ids.push(self.ids[g].clone());
             }
@@ -386,23 +382,6 @@ impl GroupResolver {
     /// answers so far may differ from [`resolve`]'s.
     pub fn is_exact(&self) -> bool {
         self.exact
-    }
-
-    /// Each group's transitive member ids (sorted, unique), index-aligned with the groups
-    /// given to [`GroupResolver::new`]; `user_ids` are the ids of the users resolved, in order.
-    pub fn group_member_ids(self, user_ids: &[&str]) -> Vec<Vec<String>> {
-        self.members
-            .into_iter()
-            .map(|members| {
-                let mut ids: Vec<String> = members
-                    .into_iter()
-                    .filter_map(|u| user_ids.get(u as usize).map(|id| (*id).to_owned()))
-                    .collect();
-                ids.sort_unstable();
-                ids.dedup();
-                ids
-            })
-            .collect()
     }
 }
 
@@ -670,11 +649,8 @@ mod tests {
             .map(|u| resolver.user_group_ids(&u.dn, &u.username))
             .collect();
         let exact = resolver.is_exact();
-        let ids: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
-        let members = resolver.group_member_ids(&ids);
         if exact {
             assert_eq!(got, expected.user_group_ids);
-            assert_eq!(members, expected.group_member_user_ids);
         }
         exact
     }

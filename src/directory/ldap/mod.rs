@@ -252,7 +252,7 @@ impl LdapDirectory {
             // have every user planned again with its final memberships.
             log::info!(
                 "{}: a user entry is also a group, or a memberUid names several users; \
-                     memberships resolved again after the read",
+                 memberships resolved again after the read",
                 self.inner.settings.url
             );
             let contents = snapshot_of(batch.users.clone(), batch.groups.clone(), None).contents();
