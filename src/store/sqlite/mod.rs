@@ -529,6 +529,22 @@ fn write_plan(
     Ok(())
 }
 
+/// A user's row as `users`' INSERT and UPDATE bind it (`?1` to `?8`), with `group_ids` as
+/// their JSON list (a `String`: a `str` can't stand behind a `dyn ToSql`).
+#[allow(clippy::ptr_arg)]
+fn user_row<'a>(user: &'a User, group_ids: &'a String) -> [&'a dyn rusqlite::ToSql; 8] {
+    [
+        &user.id,
+        &user.dn,
+        &user.username,
+        &user.user_principal_name,
+        &user.display_name,
+        &user.mail,
+        &user.account_enabled,
+        group_ids,
+    ]
+}
+
 /// Writes users one after another with the statements every new user needs prepared once:
 /// a first sync runs them 100,000 times.
 struct UserWriter<'c> {
@@ -570,16 +586,7 @@ impl<'c> UserWriter<'c> {
         // existing one needs its stored list read and the difference written.
         let inserted = self
             .insert
-            .execute(params![
-                user.id,
-                user.dn,
-                user.username,
-                user.user_principal_name,
-                user.display_name,
-                user.mail,
-                user.account_enabled,
-                list,
-            ])
+            .execute(&user_row(user, &list)[..])
             .map_err(map_err)?;
         let stored: Option<String> = if inserted == 1 {
             None
@@ -589,21 +596,10 @@ impl<'c> UserWriter<'c> {
                 .and_then(|mut stmt| stmt.query_row([&user.id], |row| row.get(0)).optional())
                 .map_err(map_err)?;
             tx.prepare_cached(
-                "UPDATE users SET dn = ?2, username = ?3, upn = ?4, display_name = ?5, mail = ?6, \
-             account_enabled = ?7, group_ids = ?8 WHERE id = ?1",
+                "UPDATE users SET dn = ?2, username = ?3, upn = ?4, display_name = ?5, \
+                 mail = ?6, account_enabled = ?7, group_ids = ?8 WHERE id = ?1",
             )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    user.id,
-                    user.dn,
-                    user.username,
-                    user.user_principal_name,
-                    user.display_name,
-                    user.mail,
-                    user.account_enabled,
-                    list,
-                ])
-            })
+            .and_then(|mut stmt| stmt.execute(&user_row(user, &list)[..]))
             .map_err(map_err)?;
             stored
         };
