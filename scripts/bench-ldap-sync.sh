@@ -8,6 +8,7 @@
 #   scripts/bench-ldap-sync.sh [USERS] [GROUPS]      (defaults 100000 10000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib-bench.sh
 NUSERS=${1:-100000}
 NGROUPS=${2:-10000}
 PAGE=1000
@@ -30,41 +31,15 @@ echo "generating $NUSERS users and $NGROUPS groups..." >&2
 python3 scripts/gen-bench-ldif.py "$NUSERS" "$NGROUPS" > "$work/data.ldif"
 
 mkdir "$work/db"
-modules=/usr/lib/ldap
-cat > "$work/slapd.conf" <<CONF
-include /etc/ldap/schema/core.schema
-include /etc/ldap/schema/cosine.schema
-include /etc/ldap/schema/inetorgperson.schema
-include /etc/ldap/schema/nis.schema
-modulepath $modules
-moduleload back_mdb
-pidfile $work/slapd.pid
-argsfile $work/slapd.args
-sizelimit size.soft=500 size.hard=500 size.prtotal=unlimited
-database mdb
-maxsize 4294967296
-suffix "dc=example,dc=org"
-rootdn "cn=admin,dc=example,dc=org"
-rootpw bench-root
-directory $work/db
-index objectClass eq
-access to attrs=userPassword by self read by anonymous auth by * none
-access to * by * read
-CONF
+bench_slapd_conf "$work" > "$work/slapd.conf"
 
 echo "slapadd..." >&2
 start=$(date +%s.%N)
 slapadd -q -f "$work/slapd.conf" -l "$work/data.ldif"
 load_seconds=$(calc "$(date +%s.%N) - $start")
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-url="ldap://127.0.0.1:$port"
-slapd -f "$work/slapd.conf" -h "$url/" -d 0 2>"$work/slapd.log" &
-slapd_pid=$!
-for _ in $(seq 100); do
-  ldapsearch -x -H "$url" -b "" -s base >/dev/null 2>&1 && break
-  sleep 0.1
-done
+start_bench_slapd "$work"
+url=$ldap_url
 
 bind=(-x -H "$url" -D "cn=tapd,ou=services,dc=example,dc=org" -w tapd-service-pw)
 user_attrs="entryUUID uid mail displayName cn pwdAccountLockedTime nsAccountLock modifyTimestamp"

@@ -26,6 +26,7 @@
 #   PostgreSQL postmaster and its backends; slapd), per 1,000 successful requests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib-bench.sh
 NUSERS=${1:-10000}
 NSIGNINS=${2:-600}
 SECONDS_PER_RUN=${3:-10}
@@ -67,7 +68,6 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM if "'"${1:-tcp}"'"=="udp" else socket.SOCK_STREAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # Busy ticks of the whole machine (all cores, everything but idle and iowait) and the time.
 machine() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 now() { date +%s.%N; }
@@ -103,33 +103,9 @@ pg_commits() {
 echo "generating and loading $NUSERS users..." >&2
 python3 scripts/gen-bench-ldif.py "$NUSERS" 100 > "$work/data.ldif"
 mkdir "$work/db"
-cat > "$work/slapd.conf" <<CONF
-include /etc/ldap/schema/core.schema
-include /etc/ldap/schema/cosine.schema
-include /etc/ldap/schema/inetorgperson.schema
-include /etc/ldap/schema/nis.schema
-modulepath /usr/lib/ldap
-moduleload back_mdb
-pidfile $work/slapd.pid
-argsfile $work/slapd.args
-sizelimit size.soft=500 size.hard=500 size.prtotal=unlimited
-database mdb
-maxsize 4294967296
-suffix "dc=example,dc=org"
-rootdn "cn=admin,dc=example,dc=org"
-rootpw bench-root
-directory $work/db
-index objectClass eq
-index uid eq
-access to attrs=userPassword by self read by anonymous auth by * none
-access to * by * read
-CONF
+{ bench_slapd_conf "$work"; echo "index uid eq"; } > "$work/slapd.conf"
 slapadd -q -f "$work/slapd.conf" -l "$work/data.ldif"
-ldap_port=$(free_port)
-ldap_url="ldap://127.0.0.1:$ldap_port"
-slapd -f "$work/slapd.conf" -h "$ldap_url/" -d 0 2>"$work/slapd.log" &
-slapd_pid=$!; pids+=("$slapd_pid")
-for _ in $(seq 100); do ldapsearch -x -H "$ldap_url" -b "" -s base >/dev/null 2>&1 && break; sleep 0.1; done
+start_bench_slapd "$work"; pids+=("$slapd_pid")
 
 # SIGN_INS users sign in on each setup (different users each time); RADIUS uses the rest.
 python3 - "$NUSERS" "$NSIGNINS" "$work" <<'PY'

@@ -16,6 +16,7 @@
 #   the raw binds; the published table comes from a full run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib-bench.sh
 NUSERS=${1:-10000}
 SECONDS_PER_RUN=${2:-10}
 NTAPS=100
@@ -44,7 +45,6 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM if "'"${1:-tcp}"'"=="udp" else socket.SOCK_STREAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # "BINDS SEARCHES" completed by slapd so far, from cn=Monitor.
 ldap_ops() {
@@ -62,38 +62,19 @@ load=$bin/examples/radius_load
 echo "generating and loading $NUSERS users..." >&2
 python3 scripts/gen-bench-ldif.py "$NUSERS" 100 > "$work/data.ldif"
 mkdir "$work/db"
-cat > "$work/slapd.conf" <<CONF
-include /etc/ldap/schema/core.schema
-include /etc/ldap/schema/cosine.schema
-include /etc/ldap/schema/inetorgperson.schema
-include /etc/ldap/schema/nis.schema
-modulepath /usr/lib/ldap
-moduleload back_mdb
-pidfile $work/slapd.pid
-argsfile $work/slapd.args
-sizelimit size.soft=500 size.hard=500 size.prtotal=unlimited
-database mdb
-maxsize 4294967296
-suffix "dc=example,dc=org"
-rootdn "cn=admin,dc=example,dc=org"
-rootpw bench-root
-directory $work/db
-index objectClass eq
+{
+  bench_slapd_conf "$work"
+  cat <<CONF
 index uid eq
-access to attrs=userPassword by self read by anonymous auth by * none
-access to * by * read
 # Operation counters (cn=Monitor), read before and after each run: how many binds and
 # searches each RADIUS request cost the directory.
 database monitor
 rootdn "cn=monitor"
 rootpw bench-monitor
 CONF
+} > "$work/slapd.conf"
 slapadd -q -f "$work/slapd.conf" -l "$work/data.ldif"
-ldap_port=$(free_port)
-ldap_url="ldap://127.0.0.1:$ldap_port"
-slapd -f "$work/slapd.conf" -h "$ldap_url/" -d 0 2>"$work/slapd.log" &
-slapd_pid=$!; pids+=("$slapd_pid")
-for _ in $(seq 100); do ldapsearch -x -H "$ldap_url" -b "" -s base >/dev/null 2>&1 && break; sleep 0.1; done
+start_bench_slapd "$work"; pids+=("$slapd_pid")
 
 python3 - "$NUSERS" "$work" <<'PY'
 import sys
