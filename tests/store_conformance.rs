@@ -243,6 +243,15 @@ async fn seed(store: &Arc<dyn Store>) {
     store.apply_sync(&plan, &[]).await.unwrap();
 }
 
+/// Each group's id and transitive member ids, as `groups()` returns them.
+async fn members_by_group(store: &Arc<dyn Store>) -> Vec<(String, Vec<String>)> {
+    let groups = store.groups().await.unwrap();
+    groups
+        .into_iter()
+        .map(|g| (g.id, g.member_user_ids))
+        .collect()
+}
+
 async fn audit_all(store: &Arc<dyn Store>) -> Vec<String> {
     store
         .audit(&AuditFilter {
@@ -584,13 +593,7 @@ async fn apply_sync_add_change_delete(store: Arc<dyn Store>) {
         .unwrap();
     assert!(!consumed, "a deleted user's TAP is gone");
 
-    let groups: Vec<_> = store
-        .groups()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|g| (g.id, g.member_user_ids))
-        .collect();
+    let groups = members_by_group(&store).await;
     assert_eq!(
         groups,
         [
@@ -673,13 +676,7 @@ async fn apply_sync_streamed_commits_only_with_its_end(store: Arc<dyn Store>) {
             ("u-frank".to_owned(), owned(&[])),
         ]
     );
-    let members: Vec<(String, Vec<String>)> = store
-        .groups()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|g| (g.id, g.member_user_ids))
-        .collect();
+    let members = members_by_group(&store).await;
     assert_eq!(
         members,
         [

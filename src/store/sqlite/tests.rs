@@ -6,6 +6,15 @@ use std::os::unix::fs::PermissionsExt;
 
 use super::*;
 
+/// Each group's id and transitive member ids, as `groups()` returns them.
+async fn members_by_group(store: &SqliteStore) -> Vec<(String, Vec<String>)> {
+    let groups = store.groups().await.unwrap();
+    groups
+        .into_iter()
+        .map(|g| (g.id, g.member_user_ids))
+        .collect()
+}
+
 fn pragma(conn: &Connection, name: &str) -> String {
     conn.query_row(&format!("PRAGMA {name}"), [], |row| {
         let v: rusqlite::types::Value = row.get(0)?;
@@ -199,13 +208,7 @@ async fn version_3_carries_version_2_memberships_over() {
         ["g2", "outside-scope"]
     );
     assert!(groups_of(store.user("u-c").await.unwrap()).is_empty());
-    let members: Vec<(String, Vec<String>)> = store
-        .groups()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|g| (g.id, g.member_user_ids))
-        .collect();
+    let members = members_by_group(&store).await;
     assert_eq!(
         members,
         [
@@ -223,13 +226,7 @@ async fn version_3_carries_version_2_memberships_over() {
         ..SyncPlan::default()
     };
     store.apply_sync(&plan, &[]).await.unwrap();
-    let members: Vec<(String, Vec<String>)> = store
-        .groups()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|g| (g.id, g.member_user_ids))
-        .collect();
+    let members = members_by_group(&store).await;
     assert_eq!(
         members,
         [
