@@ -1,6 +1,6 @@
 //! Benchmark driver for `scripts/bench-ldap-sync.sh`: one full directory sync from an LDAP
-//! server into a fresh SQLite store, then (optionally) one changed user and an incremental
-//! sync, printing `key=value` timings. Not a test; run it under `/usr/bin/time -v` for the
+//! server into a fresh SQLite store, then (optionally) a first incremental sync, one changed
+//! user and another incremental sync, printing `key=value` timings. Not a test; run it under `/usr/bin/time -v` for the
 //! peak RSS.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -54,6 +54,10 @@ struct Args {
     /// Before the sync, time a bare directory read (for profiling; raises the peak RSS).
     #[arg(long)]
     breakdown: bool,
+    /// Before the change, run one incremental sync and time it: with RFC 4533 content sync
+    /// that is the first refresh, which has no cookie yet and reads every entry.
+    #[arg(long)]
+    refresh_first: bool,
 }
 
 #[tokio::main]
@@ -146,6 +150,16 @@ async fn main() {
     assert_eq!(status.last_result.as_deref(), Some("success"), "{status:?}");
     println!("full_sync_seconds={:.3}", full.as_secs_f64());
     println!("users={} groups={}", status.users_seen, status.groups_seen);
+
+    if args.refresh_first {
+        let started = Instant::now();
+        let status = syncer.run_incremental("bench").await.expect("incremental");
+        assert_eq!(status.last_result.as_deref(), Some("success"), "{status:?}");
+        println!(
+            "first_incremental_seconds={:.3}",
+            started.elapsed().as_secs_f64()
+        );
+    }
 
     if let Some(dn) = &args.modify_dn {
         let (connection, mut ldap) = ldap3::LdapConnAsync::new(&args.url).await.expect("connect");

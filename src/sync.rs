@@ -202,9 +202,10 @@ impl Syncer {
     }
 
     /// Runs one incremental sync: only entries changed since the last read are fetched and
-    /// compared with what the store holds for them, then applied like a full sync; deletions
-    /// wait for the next full sync. Falls back to a full sync when the directory can't read
-    /// incrementally.
+    /// compared with what the store holds for them, then applied like a full sync. Deletions
+    /// are applied when the directory reports them (RFC 4533 content sync), under the deletion
+    /// guard; otherwise they wait for the next full sync. Falls back to a full sync when the
+    /// directory can't read incrementally.
     pub async fn run_incremental(&self, actor: &str) -> Result<SyncStatus, SyncError> {
         self.run_read(true, false, actor).await
     }
@@ -413,25 +414,39 @@ impl Syncer {
         Ok(status)
     }
 
-    /// An incremental sync: only the changed entries are compared with what the store holds
-    /// for them (no full store read, and no deletions: the next full sync finds those), then
-    /// applied in one transaction.
+    /// An incremental sync: only the changed and deleted entries are compared with what the
+    /// store holds for them (no full store read), then applied in one transaction. Deletions
+    /// come only from sources that see them between full syncs (RFC 4533 content sync); they
+    /// go through the same deletion guard, revocations and audit as a full sync's.
     async fn incremental(
         &self,
         changes: DirectoryChanges,
         allow_deletes: bool,
         actor: &str,
     ) -> Result<Outcome, SyncError> {
-        let mut current_users = Vec::with_capacity(changes.users.len());
-        for user in &changes.users {
-            if let Some(known) = self.store.user(&user.id).await? {
-                if known.id == user.id {
+        let mut current_users =
+            Vec::with_capacity(changes.users.len() + changes.deleted_user_ids.len());
+        let touched = changes
+            .users
+            .iter()
+            .map(|user| &user.id)
+            .chain(&changes.deleted_user_ids);
+        for id in touched {
+            if let Some(known) = self.store.user(id).await? {
+                if known.id == *id {
                     current_users.push(known);
                 }
             }
         }
-        let group_ids: Vec<String> = changes.groups.iter().map(|g| g.id.clone()).collect();
+        let group_ids: Vec<String> = changes
+            .groups
+            .iter()
+            .map(|g| g.id.clone())
+            .chain(changes.deleted_group_ids.iter().cloned())
+            .collect();
         let current_groups = self.store.groups_by_id(&group_ids).await?;
+        // The guard weighs deletions against every user, not just the ones read here.
+        let users_before = changes.total_users + changes.deleted_user_ids.len();
         let plan = plan_sync_owned(
             &current_users,
             &current_groups,
@@ -441,10 +456,10 @@ impl Syncer {
             },
         );
         if !allow_deletes {
-            if let Err(tripped) = self.options.guard.check(current_users.len(), &plan) {
+            if let Err(tripped) = self.options.guard.check(users_before, &plan) {
                 return Ok(Outcome::Refused {
                     tripped,
-                    current_users: current_users.len(),
+                    current_users: users_before,
                 });
             }
         }

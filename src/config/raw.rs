@@ -96,8 +96,9 @@ pub struct RawDirectory {
     pub operation_timeout: String,
     /// How often the directory is synced. Default `5m`; at least `30s`.
     pub sync_interval: String,
-    /// How often only the changes are read between full syncs (LDAP: `modifyTimestamp` or
-    /// `uSNChanged`). Default `1m`; `0s` turns incremental syncs off. At least `5s`.
+    /// How often only the changes are read between full syncs (LDAP: RFC 4533 content sync
+    /// where offered, else `modifyTimestamp` or `uSNChanged`). Default `1m`; `0s` turns
+    /// incremental syncs off. At least `5s`.
     pub incremental_interval: String,
     /// Search base for users; default `base_dn`.
     pub user_base: Option<String>,

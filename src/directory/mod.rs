@@ -37,6 +37,11 @@ pub struct DirectoryChanges {
     pub users: Vec<User>,
     /// New groups and groups whose attributes or transitive members changed.
     pub groups: Vec<Group>,
+    /// Users found deleted (or no longer matching the user filter); only sources that can see
+    /// deletions between full reads (RFC 4533 content sync) report any.
+    pub deleted_user_ids: Vec<String>,
+    /// Groups found deleted (or no longer matching the group filter).
+    pub deleted_group_ids: Vec<String>,
     /// Users the directory holds now, as far as the source knows (for the sync status).
     pub total_users: usize,
     /// Groups the directory holds now.
@@ -110,8 +115,9 @@ pub trait DirectorySource: Send + Sync + 'static {
     }
 
     /// Reads only what changed since the previous read (full or incremental): the users and
-    /// groups that are new or different, memberships resolved against everything known.
-    /// Deletions need not be visible; the next [`read_all`](Self::read_all) catches them.
+    /// groups that are new or different, memberships resolved against everything known, and
+    /// those found deleted. Deletions need not be visible; the next
+    /// [`read_all`](Self::read_all) catches them.
     /// `Ok(None)`: this source can't read incrementally now (no earlier read, or not supported);
     /// the caller does a full read instead.
     async fn read_changes(&self) -> Result<Option<DirectoryChanges>, DirectoryError> {

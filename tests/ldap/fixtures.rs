@@ -17,7 +17,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use tapd::directory::ldap::escape::escape_dn_value;
 
-use super::harness::{BASE_DN, LIMITED_DN, SERVICE_DN, SERVICE_PASSWORD};
+use super::harness::{BASE_DN, LIMITED_DN, SERVICE_DN, SERVICE_PASSWORD, SYNC_DN};
 
 /// Number of bulk users.
 pub const BULK_USERS: usize = 1_550;
@@ -124,7 +124,7 @@ pub fn skeleton(ldif: &mut Ldif) {
             .attr("objectClass", "organizationalUnit")
             .attr("ou", ou);
     }
-    for dn in [SERVICE_DN, LIMITED_DN] {
+    for dn in [SERVICE_DN, LIMITED_DN, SYNC_DN] {
         let cn = dn
             .trim_start_matches("cn=")
             .split(',')

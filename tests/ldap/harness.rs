@@ -3,6 +3,9 @@
 //! `slapd` listening on a free loopback port. Dropping it kills slapd and, when a test is
 //! failing, prints the end of slapd's log.
 //!
+//! The database has the syncprov overlay with a session log, so RFC 4533 content sync is
+//! offered; only [`SYNC_DN`] may read every entry in one search, as its refresh needs.
+//!
 //! slapd runs with `-d 256` (connection and operation statistics on stderr, kept in
 //! `slapd.log`), so tests can see which binds reached the server.
 
@@ -27,6 +30,9 @@ pub const SERVICE_DN: &str = "cn=tapd,ou=services,dc=example,dc=org";
 pub const SERVICE_PASSWORD: &str = "tapd-service-pw";
 /// An account whose paged searches stop after 600 entries (`size.prtotal=600`).
 pub const LIMITED_DN: &str = "cn=limited,ou=services,dc=example,dc=org";
+/// A service account without a size limit, as RFC 4533 content sync needs (its refresh is one
+/// unpaged search); password [`SERVICE_PASSWORD`].
+pub const SYNC_DN: &str = "cn=tapd-sync,ou=services,dc=example,dc=org";
 
 const SCHEMAS: [&str; 4] = ["core", "cosine", "inetorgperson", "nis"];
 
@@ -275,6 +281,8 @@ fn slapd_conf(dir: &Path, map_bytes: u64) -> String {
 moduleload back_mdb
 # Defines pwdAccountLockedTime (the disabled fixture account); no policy is enforced.
 moduleload ppolicy
+# RFC 4533 content sync for incremental syncs.
+moduleload syncprov
 pidfile {d}/slapd.pid
 argsfile {d}/slapd.args
 # Paging is exercised: no single answer holds more than 500 entries.
@@ -289,10 +297,17 @@ rootdn \"{ROOT_DN}\"
 rootpw {ROOT_PASSWORD}
 directory {d}/db
 overlay ppolicy
+overlay syncprov
+# A session log of only 100 operations: a few changes are refreshed with a delete phase, a
+# mass deletion overflows it into a present phase.
+syncprov-checkpoint 100 10
+syncprov-sessionlog 100
 limits dn.exact=\"{LIMITED_DN}\" size.soft=500 size.hard=500 size.prtotal=600
+limits dn.exact=\"{SYNC_DN}\" size=unlimited
 index objectClass eq
 index uid eq
 index entryUUID eq
+index entryCSN eq
 access to attrs=userPassword by self read by anonymous auth by * none
 access to * by * read
 ",

@@ -32,7 +32,7 @@ use tapd::sync::SyncOptions;
 use tapd::tapcode::Hasher;
 
 use fixtures::{group_dn, password_of, user_dn};
-use harness::{Slapd, BASE_DN, LIMITED_DN, SERVICE_DN, SERVICE_PASSWORD};
+use harness::{Slapd, BASE_DN, LIMITED_DN, SERVICE_DN, SERVICE_PASSWORD, SYNC_DN};
 
 /// Settings for the OpenLDAP preset against `slapd`, plain loopback, pages of 200.
 fn settings(slapd: &Slapd) -> LdapSettings {
@@ -54,6 +54,15 @@ fn settings(slapd: &Slapd) -> LdapSettings {
         bind_pool_size: 2,
         preset,
         attributes: preset.attributes(),
+    }
+}
+
+/// [`settings`] binding as the account without a size limit, so that incremental syncs use
+/// RFC 4533 content sync.
+fn content_sync_settings(slapd: &Slapd) -> LdapSettings {
+    LdapSettings {
+        bind: Some((SYNC_DN.to_owned(), Secret::new(SERVICE_PASSWORD))),
+        ..settings(slapd)
     }
 }
 
@@ -594,6 +603,8 @@ async fn starttls_verifies_the_server_certificate() {
     assert!(directory.read_all().await.is_err());
 }
 
+/// Without content sync (here: the service account's size limit of 500 rules out the unpaged
+/// refresh, so tapd falls back to `modifyTimestamp`), deletions wait for the next full sync.
 #[tokio::test]
 async fn incremental_sync_applies_changes_and_leaves_deletions_to_full_syncs() {
     let slapd = Slapd::start(&fixtures::directory());
@@ -636,4 +647,168 @@ async fn incremental_sync_applies_changes_and_leaves_deletions_to_full_syncs() {
     let full = node.sync().await;
     assert_eq!(full.users_deleted, 1);
     assert!(node.store().user("user0009").await.unwrap().is_none());
+}
+
+async fn revocations_for_deleted_accounts(node: &Node) -> Vec<tapd::model::AuditEvent> {
+    node.store()
+        .audit(&AuditFilter {
+            activity: Some("revoked: account deleted".to_owned()),
+            limit: 10,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap()
+}
+
+/// RFC 4533 content sync (slapd's syncprov) between full syncs: changes, additions and
+/// deletions (listed from slapd's session log: a delete phase) reach the store without a full
+/// sync, a deleted user's TAP is revoked with an audit entry, and the cookie outlives a slapd
+/// restart.
+#[tokio::test]
+async fn content_sync_applies_changes_and_deletions_between_full_syncs() {
+    let mut slapd = Slapd::start(&fixtures::directory());
+    let node = Node::new(content_sync_settings(&slapd)).await;
+    node.sync().await;
+    let syncer = node.service.syncer();
+    // The first refresh has no cookie: every entry once, and nothing differs.
+    let first = syncer.run_incremental("test").await.unwrap();
+    assert_eq!(first.last_result.as_deref(), Some("success"), "{first:?}");
+    assert_eq!(
+        (first.users_added, first.users_updated, first.users_deleted),
+        (0, 0, 0)
+    );
+
+    let dave_tap = node
+        .root()
+        .await
+        .create_tap("dave", &Default::default())
+        .await
+        .unwrap();
+    let bulk_member = node.user("user0050").await;
+    assert!(group_names(&node, "user0050").await.contains("bulk01"));
+    let mut admin = slapd.admin().await;
+    admin
+        .modify(
+            &user_dn("user0007"),
+            vec![Mod::Replace("cn", ["Renamed Display"].into())],
+        )
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    admin
+        .modify(
+            &group_dn("tap-excluded"),
+            vec![Mod::Add("member", [user_dn("erin").as_str()].into())],
+        )
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    admin
+        .add(
+            &user_dn("newcomer"),
+            vec![
+                ("objectClass", ["inetOrgPerson"].into()),
+                ("uid", ["newcomer"].into()),
+                ("cn", ["New Comer"].into()),
+                ("sn", ["Test"].into()),
+            ],
+        )
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    for dn in [user_dn("dave"), group_dn("bulk01")] {
+        admin.delete(&dn).await.unwrap().success().unwrap();
+    }
+
+    let status = syncer.run_incremental("test").await.unwrap();
+    assert_eq!(status.last_result.as_deref(), Some("success"), "{status:?}");
+    assert_eq!(status.users_added, 1, "{status:?}");
+    assert_eq!(status.users_deleted, 1, "{status:?}");
+    assert_eq!(node.user("user0007").await.display_name, "Renamed Display");
+    assert!(!scoped(&node, "erin").await, "erin is now excluded");
+    assert_eq!(node.user("newcomer").await.dn, user_dn("newcomer"));
+    assert!(node.store().user("dave").await.unwrap().is_none());
+    assert!(node
+        .store()
+        .tap_for_user(&dave_tap.details.tap.user_id)
+        .await
+        .unwrap()
+        .is_none());
+    let revoked = revocations_for_deleted_accounts(&node).await;
+    assert_eq!(revoked.len(), 1, "{revoked:?}");
+    assert_eq!(revoked[0].event.target.as_deref(), Some("dave@example.org"));
+    let groups = node.store().groups().await.unwrap();
+    assert!(!groups.iter().any(|g| g.display_name == "bulk01"));
+    assert_eq!(node.user("user0050").await.id, bulk_member.id);
+    assert!(!group_names(&node, "user0050").await.contains("bulk01"));
+
+    // Nothing changed since: nothing to do.
+    let quiet = syncer.run_incremental("test").await.unwrap();
+    assert_eq!(
+        (quiet.users_added, quiet.users_updated, quiet.users_deleted),
+        (0, 0, 0),
+        "{quiet:?}"
+    );
+
+    // The cookie outlives a slapd restart.
+    slapd.stop();
+    slapd.start_again();
+    let mut admin = slapd.admin().await;
+    admin
+        .delete(&user_dn("user0010"))
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    let after_restart = syncer.run_incremental("test").await.unwrap();
+    assert_eq!(
+        after_restart.last_result.as_deref(),
+        Some("success"),
+        "{after_restart:?}"
+    );
+    assert_eq!(after_restart.users_deleted, 1, "{after_restart:?}");
+    assert!(node.store().user("user0010").await.unwrap().is_none());
+    assert!(
+        !slapd.log().contains("modifyTimestamp>="),
+        "every incremental read used content sync"
+    );
+}
+
+/// Deletions found by content sync meet the same deletion guard as a full sync's. The 471
+/// deletions overflow slapd's session log of 100 operations, so this refresh is a present
+/// phase: slapd lists the entries still there, and every other one is gone.
+#[tokio::test]
+async fn content_sync_deletions_trip_the_guard_until_confirmed() {
+    let slapd = Slapd::start(&fixtures::directory());
+    let node = Node::new(content_sync_settings(&slapd)).await;
+    node.sync().await;
+    let syncer = node.service.syncer();
+    syncer.run_incremental("test").await.unwrap();
+    let before = node.user_count().await;
+    let doomed = before * 30 / 100;
+    let mut admin = slapd.admin().await;
+    for i in 0..doomed {
+        admin
+            .delete(&user_dn(&format!("user{i:04}")))
+            .await
+            .unwrap()
+            .success()
+            .unwrap();
+    }
+    let status = syncer.run_incremental("test").await.unwrap();
+    assert_eq!(
+        status.last_result.as_deref(),
+        Some("deletionsRefused"),
+        "{status:?}"
+    );
+    assert_eq!(status.deletions_refused as usize, doomed);
+    assert_eq!(node.user_count().await, before, "nothing deleted");
+
+    let confirmed = syncer.run(true, "test").await.unwrap();
+    assert_eq!(confirmed.last_result.as_deref(), Some("success"));
+    assert_eq!(confirmed.users_deleted as usize, doomed);
+    assert_eq!(node.user_count().await, before - doomed);
 }

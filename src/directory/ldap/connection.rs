@@ -21,6 +21,7 @@ use ldap3::controls::{Control, ControlType, PagedResults, RawControl};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, LdapResult, Scope};
 use rustls::ClientConfig;
 
+use super::content_sync::{self, Refresh, SyncUuid};
 use super::entry::{decode_entry, LdapEntry};
 use crate::directory::DirectoryError;
 
@@ -34,6 +35,8 @@ pub mod rc {
     pub const SIZE_LIMIT_EXCEEDED: u32 = 4;
     /// adminLimitExceeded
     pub const ADMIN_LIMIT_EXCEEDED: u32 = 11;
+    /// unavailableCriticalExtension
+    pub const UNAVAILABLE_CRITICAL_EXTENSION: u32 = 12;
     /// noSuchObject
     pub const NO_SUCH_OBJECT: u32 = 32;
     /// invalidCredentials
@@ -42,6 +45,8 @@ pub mod rc {
     pub const BUSY: u32 = 51;
     /// unavailable
     pub const UNAVAILABLE: u32 = 52;
+    /// unwillingToPerform
+    pub const UNWILLING_TO_PERFORM: u32 = 53;
     /// other
     pub const OTHER: u32 = 80;
 }
@@ -247,6 +252,103 @@ impl Connector {
         Ok(next_cookie(&result))
     }
 
+    /// Runs an RFC 4533 refreshOnly search from `cookie` (`None`: from nothing, so every entry
+    /// comes back), calling `on_entry` for every entry sent in full, with its sync UUID, and
+    /// gathering what the refresh says about the others ([`Refresh`]). Not paged: slapd's
+    /// syncprov ends a paged refresh after its first page as if it were complete, so the
+    /// service account needs a size limit that covers the entries (OpenLDAP: `limits`).
+    #[allow(clippy::too_many_arguments)] // One search request's fields, each needed.
+    pub async fn refresh(
+        &self,
+        ldap: &mut Ldap,
+        base: &str,
+        filter: &str,
+        attributes: &[String],
+        cookie: Option<Vec<u8>>,
+        mut on_entry: impl FnMut(LdapEntry, SyncUuid) -> Result<(), RefreshError>,
+    ) -> Result<Refresh, RefreshError> {
+        let what = format!("refreshing {base} for {filter} (RFC 4533 content sync)");
+        let mut refresh = Refresh::new(cookie.as_deref());
+        ldap.with_controls(content_sync::request(cookie))
+            .with_timeout(self.operation_timeout);
+        let mut stream = ldap
+            .streaming_search(base, Scope::Subtree, filter, attributes)
+            .await
+            .map_err(|e| RefreshError::Directory(self.transport_error(&what, &e)))?;
+        loop {
+            let item = match stream.next().await {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = stream.finish().await;
+                    return Err(RefreshError::Directory(self.transport_error(&what, &e)));
+                }
+            };
+            if item.is_ref() {
+                continue;
+            }
+            if item.is_intermediate() {
+                match content_sync::parse_intermediate(item.0) {
+                    Ok(Some(info)) => refresh.info(info),
+                    Ok(None) => log::debug!("{what}: ignoring an intermediate response"),
+                    Err(e) => return Err(RefreshError::Unusable(e)),
+                }
+                continue;
+            }
+            let state = item
+                .1
+                .iter()
+                .find(|control| control.1.ctype == content_sync::SYNC_STATE_OID)
+                .and_then(|control| control.1.val.as_deref())
+                .ok_or_else(|| {
+                    RefreshError::Unusable("an entry came without a Sync State control".to_owned())
+                })
+                .and_then(|value| {
+                    content_sync::parse_state(value).map_err(RefreshError::Unusable)
+                })?;
+            let (changed, uuid) = (
+                matches!(
+                    state.state,
+                    content_sync::EntryState::Add | content_sync::EntryState::Modify
+                ),
+                state.uuid,
+            );
+            refresh.state(state);
+            if changed {
+                let entry = decode_entry(item.0).map_err(|e| {
+                    RefreshError::Directory(DirectoryError::Invalid(format!(
+                        "{} returned a bad entry: {e}",
+                        self.url
+                    )))
+                })?;
+                on_entry(entry, uuid)?;
+            }
+        }
+        let result = stream.finish().await;
+        match result.rc {
+            content_sync::E_SYNC_REFRESH_REQUIRED => return Err(RefreshError::CookieRejected),
+            rc::SIZE_LIMIT_EXCEEDED
+            | rc::ADMIN_LIMIT_EXCEEDED
+            | rc::UNAVAILABLE_CRITICAL_EXTENSION
+            | rc::UNWILLING_TO_PERFORM => {
+                return Err(RefreshError::Unusable(describe_result(&result)));
+            }
+            _ => check_search_result(&self.url, &what, &result, 1)
+                .map_err(RefreshError::Directory)?,
+        }
+        let done = result
+            .ctrls
+            .iter()
+            .find(|control| control.1.ctype == content_sync::SYNC_DONE_OID)
+            .ok_or_else(|| {
+                RefreshError::Unusable("the result came without a Sync Done control".to_owned())
+            })?;
+        let done = content_sync::parse_done(done.1.val.as_deref().unwrap_or_default())
+            .map_err(RefreshError::Unusable)?;
+        refresh.done(done);
+        Ok(refresh)
+    }
+
     /// Reads one entry (base scope) with `attributes`; `None` if it does not exist.
     pub async fn read_entry(
         &self,
@@ -275,6 +377,18 @@ impl Connector {
             None => Ok(None),
         }
     }
+}
+
+/// Why a content-sync refresh ([`Connector::refresh`]) gave no answer.
+#[derive(Debug)]
+pub enum RefreshError {
+    /// The directory failed as it can for any search (down, timed out, returned bad data).
+    Directory(DirectoryError),
+    /// e-syncRefreshRequired: the server can't refresh from this cookie; start without one.
+    CookieRejected,
+    /// Content sync can't be used with this server or account now: a size limit, the control
+    /// refused, or a malformed answer. The caller reads by timestamp instead.
+    Unusable(String),
 }
 
 /// Classifies a search's final result.

@@ -12,23 +12,33 @@
 //! their nesting ([`GroupResolver`]) and then hands the users over page by page, each with its
 //! effective groups, so that the store can write them while later pages are still on the wire.
 //!
-//! Incremental reads: after a full read the directory keeps the raw entries it saw and a
-//! watermark: the largest `modifyTimestamp` seen minus the read's duration and a second
-//! (OpenLDAP, 389-DS; server time, one-second resolution, so nothing changed during the read is
-//! missed), or Active Directory's `highestCommittedUSN` read before the search. `read_changes`
-//! then asks only for entries changed since the watermark, merges them in, resolves the
-//! memberships again and returns only the users and groups that differ (a changed group can
-//! move the effective groups of many users). Deletions and entries that stopped matching the
-//! filters are not visible this way; the next full read catches them. The margin means that
-//! entries stamped within a read's duration of the newest change are read again by every
-//! incremental read until something newer changes (harmless: unchanged entries are dropped
-//! before the store is touched). RFC 4533 content sync is not used.
+//! Incremental reads: after a full read the directory keeps the raw entries it saw. Where the
+//! server offers RFC 4533 content sync (its root DSE lists the Sync Request control; slapd's
+//! syncprov overlay, 389-DS's content synchronisation plugin), `read_changes` runs a
+//! refreshOnly search for users and one for groups ([`content_sync`],
+//! [`connection::Connector::refresh`]): the first one after start has no cookie and returns
+//! every entry once, later ones only what changed since their cookie, with deletions listed or
+//! implied by the entries listed as present. Deletions then reach the store at once, under the
+//! deletion guard. Without content sync, or when it fails (a size limit on the unpaged refresh,
+//! a refused control, a malformed answer, an id attribute that is not the sync UUID), the read
+//! falls back until the next full read to a watermark: the largest `modifyTimestamp` seen minus
+//! the read's duration and a second (OpenLDAP, 389-DS; server time, one-second resolution, so
+//! nothing changed during the read is missed), or Active Directory's `highestCommittedUSN` read
+//! before the search; only entries changed since the watermark are asked for. Deletions and
+//! entries that stopped matching the filters are not visible that way; the next full read
+//! catches them. The margin means that entries stamped within a read's duration of the newest
+//! change are read again by every incremental read until something newer changes (harmless:
+//! unchanged entries are dropped before the store is touched). Either way the changed entries
+//! are merged into the kept ones, memberships are resolved again, and only the users and
+//! groups that differ are returned (a changed group can move the effective groups of many
+//! users).
 //!
 //! May depend on: `config` (validated directory settings), `model`, `directory` (trait, groups),
 //! `ldap3`, `rustls`.
 
 pub mod bind_pool;
 pub mod connection;
+pub mod content_sync;
 pub mod entry;
 pub mod escape;
 pub mod schema;
@@ -44,7 +54,7 @@ use ldap3::Ldap;
 use tokio::sync::{mpsc, Mutex};
 
 use self::bind_pool::BindPool;
-use self::connection::{Connector, TlsOptions};
+use self::connection::{Connector, RefreshError, TlsOptions};
 use self::entry::LdapEntry;
 use self::schema::{ChangeMarker, GroupRecord, Schema};
 use super::groups::{resolve, GroupResolver, RawGroup, RawUser, Resolved};
@@ -159,6 +169,45 @@ struct Snapshot {
     groups: HashMap<String, GroupRecord>,
     /// Entries changed at or after this point have not been seen yet.
     watermark: Option<Watermark>,
+    /// Whether incremental reads use RFC 4533 content sync, and where they resume.
+    content_sync: ContentSync,
+}
+
+/// Whether incremental reads use RFC 4533 content sync.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+enum ContentSync {
+    /// Not known yet: the next incremental read asks the root DSE.
+    #[default]
+    Untried,
+    /// The server offers it; where each search resumes.
+    Offered(Cookies),
+    /// Not offered, or it failed; timestamps until the next full read tries again.
+    Unusable,
+}
+
+impl ContentSync {
+    /// What a full read leaves: cookies stay valid (a refresh from an older cookie only repeats
+    /// changes the full read already saw), and a failure is tried again.
+    fn after_full_read(previous: Option<&Snapshot>) -> ContentSync {
+        match previous.map(|snapshot| &snapshot.content_sync) {
+            Some(ContentSync::Offered(cookies)) => ContentSync::Offered(cookies.clone()),
+            _ => ContentSync::Untried,
+        }
+    }
+}
+
+/// The content-sync cookies of the user and the group search; `None` before the first refresh.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Cookies {
+    users: Option<Vec<u8>>,
+    groups: Option<Vec<u8>>,
+}
+
+/// Ids of users and groups an incremental read found deleted (or no longer matching).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Removed {
+    users: Vec<String>,
+    groups: Vec<String>,
 }
 
 /// Where the next incremental read starts.
@@ -265,7 +314,11 @@ impl LdapDirectory {
         // path: the lock is taken now, so an incremental read waits for the new snapshot.
         let mut snapshot = self.inner.snapshot.clone().lock_owned().await;
         tokio::task::spawn_blocking(move || {
-            *snapshot = Some(snapshot_of(batch.users, batch.groups, watermark));
+            let content_sync = ContentSync::after_full_read(snapshot.as_ref());
+            *snapshot = Some(Snapshot {
+                content_sync,
+                ..snapshot_of(batch.users, batch.groups, watermark)
+            });
         });
         Ok(streamed)
     }
@@ -281,6 +334,7 @@ fn snapshot_of(
         users: users.into_iter().map(|u| (u.id.clone(), u)).collect(),
         groups: groups.into_iter().map(|g| (g.raw.id.clone(), g)).collect(),
         watermark,
+        content_sync: ContentSync::Untried,
     }
 }
 
@@ -587,18 +641,48 @@ impl Inner {
 
     /// Replaces the snapshot with a full read's entries and returns them resolved.
     async fn install(&self, batch: Batch, watermark: Option<Watermark>) -> DirectoryContents {
-        let snapshot = snapshot_of(batch.users, batch.groups, watermark);
+        let mut snapshot = snapshot_of(batch.users, batch.groups, watermark);
         let contents = snapshot.contents();
-        *self.snapshot.lock().await = Some(snapshot);
+        let mut current = self.snapshot.lock().await;
+        snapshot.content_sync = ContentSync::after_full_read(current.as_ref());
+        *current = Some(snapshot);
         contents
     }
 
-    /// An incremental read; `None` without a snapshot or watermark to start from.
+    /// An incremental read: by RFC 4533 content sync where the server offers it
+    /// ([`Inner::refresh_read`]), else by `modifyTimestamp` / `uSNChanged`
+    /// ([`Inner::timestamp_read`]). `None` without a snapshot, or without a watermark when
+    /// content sync can't be used.
     async fn incremental_read(&self) -> Result<Option<DirectoryChanges>, DirectoryError> {
         let mut guard = self.snapshot.lock().await;
         let Some(snapshot) = guard.as_mut() else {
             return Ok(None);
         };
+        let (batch, removed) = match self.refresh_read(snapshot).await? {
+            Some(refreshed) => refreshed,
+            None => match self.timestamp_read(snapshot).await? {
+                Some(batch) => (batch, Removed::default()),
+                None => return Ok(None),
+            },
+        };
+        let changes = snapshot.merge(batch, removed);
+        log::debug!(
+            "incremental read of {}: {} users and {} groups changed, {} users and {} groups gone",
+            self.settings.url,
+            changes.users.len(),
+            changes.groups.len(),
+            changes.deleted_user_ids.len(),
+            changes.deleted_group_ids.len()
+        );
+        Ok(Some(changes))
+    }
+
+    /// Reads the entries changed since the snapshot's watermark, and moves the watermark on.
+    /// `None` without a watermark.
+    async fn timestamp_read(
+        &self,
+        snapshot: &mut Snapshot,
+    ) -> Result<Option<Batch>, DirectoryError> {
         let Some(watermark) = snapshot.watermark else {
             return Ok(None);
         };
@@ -627,27 +711,229 @@ impl Inner {
         .await;
         let _ = ldap.unbind().await;
         let (usn, batch) = result?;
-        let new_watermark = match (usn, batch.newest_timestamp) {
-            (Some(usn), _) => Watermark::Usn(usn),
-            (None, Some(newest)) => {
-                let candidate = safe_timestamp(newest, started.elapsed());
-                match watermark {
-                    Watermark::Timestamp(old) => Watermark::Timestamp(old.max(candidate)),
-                    Watermark::Usn(_) => Watermark::Timestamp(candidate),
-                }
-            }
-            (None, None) => watermark,
-        };
-        let changes = snapshot.merge(batch);
-        snapshot.watermark = Some(new_watermark);
-        log::debug!(
-            "incremental read of {}: {} users and {} groups changed",
-            self.settings.url,
-            changes.users.len(),
-            changes.groups.len()
-        );
-        Ok(Some(changes))
+        snapshot.watermark = Some(match usn {
+            Some(usn) => Watermark::Usn(usn),
+            None => later_watermark(Some(watermark), batch.newest_timestamp, started.elapsed())
+                .map_or(watermark, Watermark::Timestamp),
+        });
+        Ok(Some(batch))
     }
+
+    /// Reads what changed by RFC 4533 content sync (refreshOnly), when the server offers it:
+    /// the changed entries and the ids of entries that are gone. `None` when it is not offered
+    /// or can't be used now; the caller then reads by timestamp, and the next full read tries
+    /// content sync again.
+    ///
+    /// The first refresh after tapd starts has no cookie, so the server sends every entry once
+    /// (and the service account needs a size limit that allows it); later ones send only what
+    /// changed since the cookie, and deletions either listed (a delete phase, from slapd's
+    /// session log) or implied by the entries listed as present (a present phase).
+    async fn refresh_read(
+        &self,
+        snapshot: &mut Snapshot,
+    ) -> Result<Option<(Batch, Removed)>, DirectoryError> {
+        let url = &self.settings.url;
+        let marker = self.schema.change_marker.attribute();
+        let cookies = match &snapshot.content_sync {
+            ContentSync::Unusable => return Ok(None),
+            ContentSync::Offered(cookies) => cookies.clone(),
+            ContentSync::Untried => {
+                // Active Directory has DirSync instead, which tapd does not use.
+                if self.schema.change_marker == ChangeMarker::UsnChanged
+                    || !self.offers_content_sync().await?
+                {
+                    log::info!(
+                        "{url} does not offer RFC 4533 content sync; incremental syncs read {marker}"
+                    );
+                    snapshot.content_sync = ContentSync::Unusable;
+                    return Ok(None);
+                }
+                Cookies::default()
+            }
+        };
+        let started = Instant::now();
+        let mut attempt = self.refresh_all(&cookies, snapshot).await;
+        if matches!(attempt, Err(RefreshError::CookieRejected)) && cookies != Cookies::default() {
+            log::info!("{url} can no longer refresh from tapd's content sync cookie; reading every entry once");
+            attempt = self.refresh_all(&Cookies::default(), snapshot).await;
+        }
+        match attempt {
+            Ok((batch, removed, cookies)) => {
+                snapshot.content_sync = ContentSync::Offered(cookies);
+                // Kept moving, for when content sync stops being usable.
+                if let Some(newer) = later_watermark(
+                    snapshot.watermark,
+                    batch.newest_timestamp,
+                    started.elapsed(),
+                ) {
+                    snapshot.watermark = Some(Watermark::Timestamp(newer));
+                }
+                Ok(Some((batch, removed)))
+            }
+            Err(RefreshError::Directory(e)) => Err(e),
+            Err(RefreshError::CookieRejected) => {
+                log::warn!("{url} rejected a content sync refresh without a cookie; incremental syncs read {marker} until the next full sync");
+                snapshot.content_sync = ContentSync::Unusable;
+                Ok(None)
+            }
+            Err(RefreshError::Unusable(reason)) => {
+                log::warn!(
+                    "RFC 4533 content sync with {url} can't be used ({reason}); incremental syncs \
+                     read {marker} until the next full sync tries again. A size limit means the \
+                     service account must be allowed to read every user or group in one search \
+                     (OpenLDAP: limits dn.exact=\"<bind_dn>\" size=unlimited)"
+                );
+                snapshot.content_sync = ContentSync::Unusable;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Whether the root DSE lists the Sync Request control.
+    async fn offers_content_sync(&self) -> Result<bool, DirectoryError> {
+        let mut ldap = self.open().await?;
+        let root = self
+            .connector
+            .read_entry(&mut ldap, "", &["supportedControl".to_owned()])
+            .await;
+        let _ = ldap.unbind().await;
+        Ok(root?.is_some_and(|root| {
+            root.values("supportedControl")
+                .any(|oid| oid == content_sync::SYNC_REQUEST_OID.as_bytes())
+        }))
+    }
+
+    /// Refreshes the users and then the groups from `cookies`, on a connection of its own (a
+    /// refresh abandoned half-way leaves its messages on it): the changed entries, the ids in
+    /// `snapshot` that are gone, and the cookies to continue from.
+    async fn refresh_all(
+        &self,
+        cookies: &Cookies,
+        snapshot: &Snapshot,
+    ) -> Result<(Batch, Removed, Cookies), RefreshError> {
+        let mut ldap = self.open().await.map_err(RefreshError::Directory)?;
+        let result = self.refresh_on(&mut ldap, cookies, snapshot).await;
+        let _ = ldap.unbind().await;
+        result
+    }
+
+    async fn refresh_on(
+        &self,
+        ldap: &mut Ldap,
+        cookies: &Cookies,
+        snapshot: &Snapshot,
+    ) -> Result<(Batch, Removed, Cookies), RefreshError> {
+        let invalid = |e: String| RefreshError::Directory(DirectoryError::Invalid(e));
+        let mut users = Vec::new();
+        let mut skipped_users = HashSet::new();
+        let mut users_newest = None;
+        let user_refresh = self
+            .connector
+            .refresh(
+                ldap,
+                &self.settings.user_base,
+                &self.settings.user_filter,
+                &self.schema.user_attributes,
+                cookies.users.clone(),
+                |entry, uuid| {
+                    self.newest_of(&entry, &mut users_newest);
+                    match self.schema.user(&entry).map_err(invalid)? {
+                        Some(user) => {
+                            self.check_sync_uuid(&user.id, &entry.dn, uuid)?;
+                            users.push(user);
+                        }
+                        // No longer a usable user: gone, as a full read would find.
+                        None => {
+                            skipped_users.insert(uuid);
+                        }
+                    }
+                    Ok(())
+                },
+            )
+            .await?;
+        let mut groups = Vec::new();
+        let mut groups_newest = None;
+        let group_refresh = self
+            .connector
+            .refresh(
+                ldap,
+                &self.settings.group_base,
+                &self.settings.group_filter,
+                &self.schema.group_attributes,
+                cookies.groups.clone(),
+                |entry, uuid| {
+                    self.newest_of(&entry, &mut groups_newest);
+                    let group = self.schema.group(&entry).map_err(invalid)?;
+                    self.check_sync_uuid(&group.raw.id, &entry.dn, uuid)?;
+                    groups.push(group);
+                    Ok(())
+                },
+            )
+            .await?;
+        check_unique_ids(&users, &groups).map_err(RefreshError::Directory)?;
+        let gone = |id: &String, refresh: &content_sync::Refresh, skipped: &HashSet<_>| {
+            content_sync::uuid_of_id(id)
+                .is_some_and(|uuid| refresh.removes(&uuid) || skipped.contains(&uuid))
+        };
+        let removed = Removed {
+            users: snapshot
+                .users
+                .keys()
+                .filter(|id| gone(id, &user_refresh, &skipped_users))
+                .cloned()
+                .collect(),
+            groups: snapshot
+                .groups
+                .keys()
+                .filter(|id| gone(id, &group_refresh, &HashSet::new()))
+                .cloned()
+                .collect(),
+        };
+        let cookies = Cookies {
+            users: user_refresh.cookie.or_else(|| cookies.users.clone()),
+            groups: group_refresh.cookie.or_else(|| cookies.groups.clone()),
+        };
+        Ok((
+            Batch {
+                users,
+                groups,
+                newest_timestamp: users_newest.max(groups_newest),
+            },
+            removed,
+            cookies,
+        ))
+    }
+
+    /// Refuses content sync when the entry's id is not the sync UUID the server names it by:
+    /// deletions would then be matched to the wrong ids.
+    fn check_sync_uuid(
+        &self,
+        id: &str,
+        dn: &str,
+        uuid: content_sync::SyncUuid,
+    ) -> Result<(), RefreshError> {
+        if content_sync::uuid_of_id(id) == Some(uuid) {
+            return Ok(());
+        }
+        Err(RefreshError::Unusable(format!(
+            "{dn}: its id {id} is not the sync UUID the server sends; content sync needs the \
+             id attribute to be entryUUID (OpenLDAP) or nsUniqueId (389-DS)"
+        )))
+    }
+}
+
+/// The watermark after a read that took `elapsed` and saw `newest` as its newest
+/// `modifyTimestamp`: never earlier than `previous`.
+fn later_watermark(
+    previous: Option<Watermark>,
+    newest: Option<NaiveDateTime>,
+    elapsed: Duration,
+) -> Option<NaiveDateTime> {
+    let candidate = safe_timestamp(newest?, elapsed);
+    Some(match previous {
+        Some(Watermark::Timestamp(old)) => old.max(candidate),
+        _ => candidate,
+    })
 }
 
 /// Refuses a read in which two entries (users or groups) share a stable id.
@@ -767,9 +1053,20 @@ impl Snapshot {
         DirectoryContents { users, groups }
     }
 
-    /// Merges an incremental batch and returns what differs from before: changed or new
-    /// entries, and entries whose resolved memberships moved because of them.
-    fn merge(&mut self, batch: Batch) -> DirectoryChanges {
+    /// Merges an incremental batch and the ids found gone, and returns what differs from
+    /// before: changed, new or gone entries, and entries whose resolved memberships moved
+    /// because of them.
+    fn merge(&mut self, batch: Batch, removed: Removed) -> DirectoryChanges {
+        let removed_users: Vec<String> = removed
+            .users
+            .into_iter()
+            .filter(|id| self.users.contains_key(id))
+            .collect();
+        let removed_groups: Vec<String> = removed
+            .groups
+            .into_iter()
+            .filter(|id| self.groups.contains_key(id))
+            .collect();
         let changed_users: Vec<User> = batch
             .users
             .into_iter()
@@ -780,10 +1077,13 @@ impl Snapshot {
             .into_iter()
             .filter(|group| self.groups.get(&group.raw.id) != Some(group))
             .collect();
-        // Memberships can only move when a group changed or a user appeared, was renamed or
-        // changed username (member DNs and memberUid values point at those). Otherwise one
-        // resolution after the merge gives the changed users their (unchanged) groups.
+        // Memberships can only move when a group changed or went, or a user appeared, went,
+        // was renamed or changed username (member DNs and memberUid values point at those).
+        // Otherwise one resolution after the merge gives the changed users their (unchanged)
+        // groups.
         let memberships_may_move = !changed_groups.is_empty()
+            || !removed_groups.is_empty()
+            || !removed_users.is_empty()
             || changed_users
                 .iter()
                 .any(|user| match self.users.get(&user.id) {
@@ -798,6 +1098,12 @@ impl Snapshot {
         let touched_users: HashSet<String> = changed_users.iter().map(|u| u.id.clone()).collect();
         let touched_groups: HashSet<String> =
             changed_groups.iter().map(|g| g.raw.id.clone()).collect();
+        for id in &removed_users {
+            self.users.remove(id);
+        }
+        for id in &removed_groups {
+            self.groups.remove(id);
+        }
         for user in changed_users {
             self.users.insert(user.id.clone(), user);
         }
@@ -807,9 +1113,11 @@ impl Snapshot {
         let mut changes = DirectoryChanges {
             total_users: self.users.len(),
             total_groups: self.groups.len(),
+            deleted_user_ids: removed_users,
+            deleted_group_ids: removed_groups,
             ..DirectoryChanges::default()
         };
-        if touched_users.is_empty() && touched_groups.is_empty() {
+        if !memberships_may_move && touched_users.is_empty() && touched_groups.is_empty() {
             return changes;
         }
         let (users, records, resolved) = self.resolve();
@@ -1008,29 +1316,38 @@ mod tests {
         );
 
         // Nothing new: nothing reported.
-        let unchanged = snapshot.merge(Batch {
-            users: vec![user("u3", "carol")],
-            ..Batch::default()
-        });
+        let unchanged = snapshot.merge(
+            Batch {
+                users: vec![user("u3", "carol")],
+                ..Batch::default()
+            },
+            Removed::default(),
+        );
         assert!(unchanged.users.is_empty() && unchanged.groups.is_empty());
         assert_eq!(unchanged.total_users, 3);
 
         // An attribute change: just that user, with its groups.
         let mut renamed = user("u1", "alice");
         renamed.display_name = "Alice L.".to_owned();
-        let changes = snapshot.merge(Batch {
-            users: vec![renamed],
-            ..Batch::default()
-        });
+        let changes = snapshot.merge(
+            Batch {
+                users: vec![renamed],
+                ..Batch::default()
+            },
+            Removed::default(),
+        );
         assert_eq!(changes.users.len(), 1);
         assert_eq!(changes.users[0].group_ids, vec!["g1"]);
         assert!(changes.groups.is_empty());
 
         // bob joins the group: the group and bob change, alice does not.
-        let changes = snapshot.merge(Batch {
-            groups: vec![group("g1", "staff", &[alice_dn, bob_dn])],
-            ..Batch::default()
-        });
+        let changes = snapshot.merge(
+            Batch {
+                groups: vec![group("g1", "staff", &[alice_dn, bob_dn])],
+                ..Batch::default()
+            },
+            Removed::default(),
+        );
         let ids: Vec<&str> = changes.users.iter().map(|u| u.id.as_str()).collect();
         assert_eq!(ids, vec!["u2"]);
         assert_eq!(changes.users[0].group_ids, vec!["g1"]);
