@@ -88,6 +88,13 @@ impl Ldif {
         self
     }
 
+    /// Adds `name:: base64` for a binary value.
+    pub fn attr_bytes(&mut self, name: &str, value: &[u8]) -> &mut Self {
+        self.0
+            .push_str(&format!("{name}:: {}\n", STANDARD.encode(value)));
+        self
+    }
+
     /// The text.
     pub fn finish(self) -> String {
         self.0

@@ -97,13 +97,44 @@ impl Slapd {
 
     /// Like [`start`](Self::start) with an mdb map of `map_bytes`.
     pub fn start_sized(ldif: &str, map_bytes: u64) -> Slapd {
+        Self::start_configured(ldif, map_bytes, None)
+    }
+
+    /// Like [`start`](Self::start), as a stand-in for Active Directory: AD's attribute types
+    /// and classes as a test schema ([`AD_SCHEMA`]) and `root_dse` (LDIF of `dn:` plus
+    /// attributes such as `highestCommittedUSN`, `dnsHostName`, `dsServiceName`) added to the
+    /// root DSE. slapd maintains neither `uSNChanged` nor `highestCommittedUSN`: a test writes
+    /// both ([`set_root_dse`](Self::set_root_dse), then a restart).
+    pub fn start_active_directory(ldif: &str, root_dse: &str) -> Slapd {
+        Self::start_configured(ldif, 64 * 1024 * 1024, Some(root_dse))
+    }
+
+    /// Replaces the Active Directory stand-in's root DSE attributes; slapd reads them when it
+    /// (re)starts.
+    pub fn set_root_dse(&self, root_dse: &str) {
+        fs::write(self.dir.path().join("rootdse.ldif"), root_dse).expect("write rootdse.ldif");
+    }
+
+    fn start_configured(ldif: &str, map_bytes: u64, root_dse: Option<&str>) -> Slapd {
         let slapd = tool("slapd");
         let slapadd = tool("slapadd");
         let dir = tempfile::tempdir().expect("temp dir");
         fs::create_dir(dir.path().join("db")).expect("db dir");
         let (ca_file, untrusted_ca_file) = write_certificates(dir.path());
+        let mut conf_text = slapd_conf(dir.path(), map_bytes);
+        if let Some(root_dse) = root_dse {
+            fs::write(dir.path().join("ad.schema"), AD_SCHEMA).expect("write ad.schema");
+            fs::write(dir.path().join("rootdse.ldif"), root_dse).expect("write rootdse.ldif");
+            let d = dir.path().display();
+            // After the standard schema (it uses `cn` and `member`), before the database.
+            conf_text = conf_text.replacen(
+                "modulepath ",
+                &format!("include {d}/ad.schema\nrootDSE {d}/rootdse.ldif\nmodulepath "),
+                1,
+            );
+        }
         let conf = dir.path().join("slapd.conf");
-        fs::write(&conf, slapd_conf(dir.path(), map_bytes)).expect("write slapd.conf");
+        fs::write(&conf, conf_text).expect("write slapd.conf");
         let data = dir.path().join("data.ldif");
         fs::write(&data, ldif).expect("write fixture");
         let output = Command::new(slapadd)
@@ -265,6 +296,26 @@ impl Drop for Slapd {
         }
     }
 }
+
+/// Active Directory's attribute types and classes that tapd's `active_directory` preset
+/// reads, under a private OID arc (a UUID-based `2.25` OID; AD's own OIDs are not needed).
+/// `objectCategory` is plain text here (a DN in AD, where `(objectCategory=person)` matches
+/// by AD's shorthand).
+pub const AD_SCHEMA: &str = "\
+attributetype ( 2.25.229548716532913476958220390143745321.1.1 NAME 'objectGUID' EQUALITY octetStringMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.40 SINGLE-VALUE )
+attributetype ( 2.25.229548716532913476958220390143745321.1.2 NAME 'sAMAccountName' EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+attributetype ( 2.25.229548716532913476958220390143745321.1.3 NAME 'userPrincipalName' EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+attributetype ( 2.25.229548716532913476958220390143745321.1.4 NAME 'userAccountControl' EQUALITY integerMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
+attributetype ( 2.25.229548716532913476958220390143745321.1.5 NAME 'uSNChanged' EQUALITY integerMatch ORDERING integerOrderingMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
+attributetype ( 2.25.229548716532913476958220390143745321.1.6 NAME 'objectCategory' EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+attributetype ( 2.25.229548716532913476958220390143745321.1.7 NAME 'highestCommittedUSN' EQUALITY integerMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
+attributetype ( 2.25.229548716532913476958220390143745321.1.8 NAME 'dnsHostName' EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+attributetype ( 2.25.229548716532913476958220390143745321.1.9 NAME 'dsServiceName' EQUALITY distinguishedNameMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.12 SINGLE-VALUE )
+attributetype ( 2.25.229548716532913476958220390143745321.1.10 NAME 'invocationId' EQUALITY octetStringMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.40 SINGLE-VALUE )
+objectclass ( 2.25.229548716532913476958220390143745321.2.1 NAME 'user' SUP top AUXILIARY MAY ( objectGUID $ sAMAccountName $ userPrincipalName $ userAccountControl $ uSNChanged $ objectCategory ) )
+objectclass ( 2.25.229548716532913476958220390143745321.2.2 NAME 'group' SUP top STRUCTURAL MUST cn MAY ( member $ objectGUID $ uSNChanged $ sAMAccountName ) )
+objectclass ( 2.25.229548716532913476958220390143745321.2.3 NAME 'nTDSDSA' SUP top STRUCTURAL MUST cn MAY invocationId )
+";
 
 fn slapd_conf(dir: &Path, map_bytes: u64) -> String {
     let schema_dir = schema_dir();

@@ -7,6 +7,7 @@
 //! `daemon.rs` drives the real `tapd` and `tapctl` binaries against slapd.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod active_directory;
 mod daemon;
 mod fixtures;
 mod harness;

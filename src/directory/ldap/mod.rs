@@ -24,7 +24,9 @@
 //! falls back until the next full read to a watermark: the largest `modifyTimestamp` seen minus
 //! the read's duration and a second (OpenLDAP, 389-DS; server time, one-second resolution, so
 //! nothing changed during the read is missed), or Active Directory's `highestCommittedUSN` read
-//! before the search; only entries changed since the watermark are asked for. Deletions and
+//! before the search, kept with the domain controller's `dnsHostName` and `invocationId` (a
+//! read from another DC, or from one restored from a backup, is a full read instead); only
+//! entries changed since the watermark are asked for. Deletions and
 //! entries that stopped matching the filters are not visible that way; the next full read
 //! catches them. The margin means that entries stamped within a read's duration of the newest
 //! change are read again by every incremental read until something newer changes (harmless:
@@ -211,12 +213,33 @@ struct Removed {
 }
 
 /// Where the next incremental read starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Watermark {
     /// `modifyTimestamp >= this` (server time).
     Timestamp(NaiveDateTime),
-    /// `uSNChanged > this`.
-    Usn(u64),
+    /// `uSNChanged >` this position's USN, on the same domain controller.
+    Usn(UsnPosition),
+}
+
+/// Active Directory's `highestCommittedUSN` and the domain controller it was read from. USNs
+/// are counted per domain controller and per restore of its database, so an incremental read
+/// is only valid on the same one (Microsoft's "Polling for Changes Using the USNChanged
+/// Attribute": the DC's DNS name and `invocationId` are kept with the USN, and a change of
+/// either means a full sync).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct UsnPosition {
+    usn: u64,
+    /// The DC's `dnsHostName`.
+    host: String,
+    /// The `invocationId` of the DC's NTDS Settings object (`dsServiceName`).
+    invocation_id: Vec<u8>,
+}
+
+impl UsnPosition {
+    /// Whether an incremental read from `self` is valid where `now` was read.
+    fn same_database(&self, now: &UsnPosition) -> bool {
+        self.host.eq_ignore_ascii_case(&now.host) && self.invocation_id == now.invocation_id
+    }
 }
 
 /// Entries read by one pass (full or incremental), before they are merged.
@@ -488,7 +511,7 @@ impl Inner {
         let mut ldap = self.open().await?;
         let result = async {
             let usn = match self.schema.change_marker {
-                ChangeMarker::UsnChanged => Some(self.highest_committed_usn(&mut ldap).await?),
+                ChangeMarker::UsnChanged => Some(self.usn_position(&mut ldap).await?),
                 ChangeMarker::ModifyTimestamp => None,
             };
             let (groups, groups_newest) = self
@@ -550,7 +573,7 @@ impl Inner {
         let _ = ldap.unbind().await;
         let (usn, batch, exact) = result?;
         let watermark = match usn {
-            Some(usn) => Some(Watermark::Usn(usn)),
+            Some(position) => Some(Watermark::Usn(position)),
             None => batch
                 .newest_timestamp
                 .map(|newest| Watermark::Timestamp(safe_timestamp(newest, started.elapsed()))),
@@ -597,21 +620,42 @@ impl Inner {
         )))
     }
 
-    /// Active Directory's `highestCommittedUSN` from the root DSE.
-    async fn highest_committed_usn(&self, ldap: &mut Ldap) -> Result<u64, DirectoryError> {
-        let entry = self
+    /// Active Directory's `highestCommittedUSN` from the root DSE, with the domain controller
+    /// that answered: its `dnsHostName`, and the `invocationId` of its `dsServiceName` entry.
+    async fn usn_position(&self, ldap: &mut Ldap) -> Result<UsnPosition, DirectoryError> {
+        let url = &self.settings.url;
+        let missing = |what: &str| {
+            DirectoryError::Invalid(format!(
+                "{url} has no {what} in its root DSE (is it Active Directory?)"
+            ))
+        };
+        let names = ["highestCommittedUSN", "dnsHostName", "dsServiceName"].map(str::to_owned);
+        let root = self
             .connector
-            .read_entry(ldap, "", &["highestCommittedUSN".to_owned()])
-            .await?;
-        entry
-            .and_then(|e| e.first_text("highestCommittedUSN").ok().flatten())
-            .and_then(|text| text.parse().ok())
+            .read_entry(ldap, "", &names)
+            .await?
+            .ok_or_else(|| missing("highestCommittedUSN"))?;
+        let text = |name: &str| root.first_text(name).ok().flatten();
+        let usn = text("highestCommittedUSN")
+            .and_then(|usn| usn.trim().parse().ok())
+            .ok_or_else(|| missing("highestCommittedUSN"))?;
+        let host = text("dnsHostName").ok_or_else(|| missing("dnsHostName"))?;
+        let service = text("dsServiceName").ok_or_else(|| missing("dsServiceName"))?;
+        let invocation_id = self
+            .connector
+            .read_entry(ldap, &service, &["invocationId".to_owned()])
+            .await?
+            .and_then(|entry| entry.values("invocationId").next().map(<[u8]>::to_vec))
             .ok_or_else(|| {
                 DirectoryError::Invalid(format!(
-                    "{} has no highestCommittedUSN in its root DSE (is it Active Directory?)",
-                    self.settings.url
+                    "{url}: the domain controller's {service} has no invocationId"
                 ))
-            })
+            })?;
+        Ok(UsnPosition {
+            usn,
+            host,
+            invocation_id,
+        })
     }
 
     /// The searches of a full read: every user and group, and where the next incremental
@@ -621,7 +665,7 @@ impl Inner {
         let mut ldap = self.open().await?;
         let result = async {
             let usn = match self.schema.change_marker {
-                ChangeMarker::UsnChanged => Some(self.highest_committed_usn(&mut ldap).await?),
+                ChangeMarker::UsnChanged => Some(self.usn_position(&mut ldap).await?),
                 ChangeMarker::ModifyTimestamp => None,
             };
             let batch = self.read_batch(&mut ldap, None).await?;
@@ -631,7 +675,7 @@ impl Inner {
         let _ = ldap.unbind().await;
         let (usn, batch) = result?;
         let watermark = match usn {
-            Some(usn) => Some(Watermark::Usn(usn)),
+            Some(position) => Some(Watermark::Usn(position)),
             None => batch
                 .newest_timestamp
                 .map(|newest| Watermark::Timestamp(safe_timestamp(newest, started.elapsed()))),
@@ -678,18 +722,20 @@ impl Inner {
     }
 
     /// Reads the entries changed since the snapshot's watermark, and moves the watermark on.
-    /// `None` without a watermark.
+    /// `None` without a watermark, or when Active Directory's USNs can't be compared with it
+    /// (another domain controller answered, or the same one restored from a backup): a full
+    /// read is due.
     async fn timestamp_read(
         &self,
         snapshot: &mut Snapshot,
     ) -> Result<Option<Batch>, DirectoryError> {
-        let Some(watermark) = snapshot.watermark else {
+        let Some(watermark) = snapshot.watermark.clone() else {
             return Ok(None);
         };
         let started = Instant::now();
         let mut ldap = self.open().await?;
         let result = async {
-            let (term, usn) = match watermark {
+            let (term, position) = match &watermark {
                 Watermark::Timestamp(since) => (
                     format!(
                         "(modifyTimestamp>={})",
@@ -697,23 +743,38 @@ impl Inner {
                     ),
                     None,
                 ),
-                Watermark::Usn(usn) => {
-                    let now = self.highest_committed_usn(&mut ldap).await?;
+                Watermark::Usn(last) => {
+                    let now = self.usn_position(&mut ldap).await?;
+                    if !last.same_database(&now) {
+                        log::info!(
+                            "{}: the last read was on domain controller {} (invocationId {}), \
+                             this one is {} (invocationId {}); its USNs can't be compared, so a \
+                             full sync runs instead",
+                            self.settings.url,
+                            last.host,
+                            hex(&last.invocation_id),
+                            now.host,
+                            hex(&now.invocation_id)
+                        );
+                        return Ok(None);
+                    }
                     (
-                        format!("(uSNChanged>={})", usn.saturating_add(1)),
+                        format!("(uSNChanged>={})", last.usn.saturating_add(1)),
                         Some(now),
                     )
                 }
             };
             let batch = self.read_batch(&mut ldap, Some(&term)).await?;
-            Ok::<_, DirectoryError>((usn, batch))
+            Ok::<_, DirectoryError>(Some((position, batch)))
         }
         .await;
         let _ = ldap.unbind().await;
-        let (usn, batch) = result?;
-        snapshot.watermark = Some(match usn {
-            Some(usn) => Watermark::Usn(usn),
-            None => later_watermark(Some(watermark), batch.newest_timestamp, started.elapsed())
+        let Some((position, batch)) = result? else {
+            return Ok(None);
+        };
+        snapshot.watermark = Some(match position {
+            Some(position) => Watermark::Usn(position),
+            None => later_watermark(Some(&watermark), batch.newest_timestamp, started.elapsed())
                 .map_or(watermark, Watermark::Timestamp),
         });
         Ok(Some(batch))
@@ -762,7 +823,7 @@ impl Inner {
                 snapshot.content_sync = ContentSync::Offered(cookies);
                 // Kept moving, for when content sync stops being usable.
                 if let Some(newer) = later_watermark(
-                    snapshot.watermark,
+                    snapshot.watermark.as_ref(),
                     batch.newest_timestamp,
                     started.elapsed(),
                 ) {
@@ -925,13 +986,13 @@ impl Inner {
 /// The watermark after a read that took `elapsed` and saw `newest` as its newest
 /// `modifyTimestamp`: never earlier than `previous`.
 fn later_watermark(
-    previous: Option<Watermark>,
+    previous: Option<&Watermark>,
     newest: Option<NaiveDateTime>,
     elapsed: Duration,
 ) -> Option<NaiveDateTime> {
     let candidate = safe_timestamp(newest?, elapsed);
     Some(match previous {
-        Some(Watermark::Timestamp(old)) => old.max(candidate),
+        Some(Watermark::Timestamp(old)) => (*old).max(candidate),
         _ => candidate,
     })
 }
@@ -978,6 +1039,11 @@ fn take_ranged_values(
         next = high.map(|high| high.saturating_add(1));
     }
     Ok(next)
+}
+
+/// Octets as lower-case hex, for messages.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A watermark no later than the server's time when a read that took `elapsed` started, given
