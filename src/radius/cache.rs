@@ -41,10 +41,6 @@ impl CacheKey {
             authenticator: request.authenticator,
         }
     }
-
-    fn slot(&self) -> SlotKey {
-        (self.receiver, self.source, self.identifier)
-    }
 }
 
 /// Limits of the cache.
@@ -81,12 +77,19 @@ pub enum CacheLookup {
     Miss,
 }
 
-type SlotKey = (SocketAddr, SocketAddr, u8);
-
-#[derive(Debug)]
-enum SlotState {
-    InFlight,
-    Answered(Vec<u8>),
+/// What a slot is keyed by: the source address and port, the receiving socket (as an index
+/// into [`ReplyCache::receivers`]) and the Identifier. Packed: at high concurrency the cache
+/// holds one slot per (client port, Identifier), 65,536 for 256 clients, and two
+/// `SocketAddr`s (32 bytes each) per key and per order record were most of its memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct SlotKey {
+    /// IPv4 addresses as IPv4-mapped IPv6.
+    source_ip: [u8; 16],
+    /// IPv6 scope id (link-local sources on different interfaces are different clients).
+    source_scope: u32,
+    source_port: u16,
+    receiver: u16,
+    identifier: u8,
 }
 
 #[derive(Debug)]
@@ -94,7 +97,14 @@ struct Slot {
     authenticator: [u8; DIGEST_LEN],
     generation: u64,
     expires_at: Instant,
-    state: SlotState,
+    /// The reply sent; `None` while the request is in flight.
+    reply: Option<Box<[u8]>>,
+}
+
+impl Slot {
+    fn is_answered(&self) -> bool {
+        self.reply.is_some()
+    }
 }
 
 /// The reply cache; see the module documentation.
@@ -107,6 +117,8 @@ pub struct ReplyCache {
     /// Answered entries in `complete` order (same TTL for all, so also expiry order).
     answered_order: VecDeque<(SlotKey, u64)>,
     next_generation: u64,
+    /// The receiving sockets seen, indexed by [`SlotKey::receiver`] (a daemon has a few).
+    receivers: Vec<SocketAddr>,
 }
 
 impl ReplyCache {
@@ -121,7 +133,32 @@ impl ReplyCache {
             in_flight_order: VecDeque::new(),
             answered_order: VecDeque::new(),
             next_generation: 0,
+            receivers: Vec::new(),
         }
+    }
+
+    /// The slot key of `key`; `None` when its receiving socket is new and `register` is
+    /// false (nothing can be cached for it yet).
+    fn slot_key(&mut self, key: &CacheKey, register: bool) -> Option<SlotKey> {
+        let receiver = match self.receivers.iter().position(|r| *r == key.receiver) {
+            Some(index) => index,
+            None if register && self.receivers.len() <= usize::from(u16::MAX) => {
+                self.receivers.push(key.receiver);
+                self.receivers.len() - 1
+            }
+            None => return None,
+        };
+        let (source_ip, source_scope) = match key.source {
+            SocketAddr::V4(v4) => (v4.ip().to_ipv6_mapped().octets(), 0),
+            SocketAddr::V6(v6) => (v6.ip().octets(), v6.scope_id()),
+        };
+        Some(SlotKey {
+            source_ip,
+            source_scope,
+            source_port: key.source.port(),
+            receiver: u16::try_from(receiver).ok()?,
+            identifier: key.identifier,
+        })
     }
 
     /// Number of live entries (answered or in flight), expired ones possibly included
@@ -139,7 +176,9 @@ impl ReplyCache {
     /// different authenticator is purged (RFC 5080) and the result is `Miss`.
     pub fn lookup(&mut self, key: &CacheKey, now: Instant) -> CacheLookup {
         self.purge_expired(now);
-        let slot_key = key.slot();
+        let Some(slot_key) = self.slot_key(key, false) else {
+            return CacheLookup::Miss;
+        };
         let Some(slot) = self.slots.get(&slot_key) else {
             return CacheLookup::Miss;
         };
@@ -147,9 +186,9 @@ impl ReplyCache {
             self.slots.remove(&slot_key);
             return CacheLookup::Miss;
         }
-        match &slot.state {
-            SlotState::InFlight => CacheLookup::InFlight,
-            SlotState::Answered(reply) => CacheLookup::Replay(reply.clone()),
+        match &slot.reply {
+            None => CacheLookup::InFlight,
+            Some(reply) => CacheLookup::Replay(reply.to_vec()),
         }
     }
 
@@ -157,7 +196,9 @@ impl ReplyCache {
     /// Identifier.
     pub fn begin(&mut self, key: &CacheKey, now: Instant) {
         self.purge_expired(now);
-        let slot_key = key.slot();
+        let Some(slot_key) = self.slot_key(key, true) else {
+            return;
+        };
         if !self.slots.contains_key(&slot_key) {
             while self.slots.len() >= self.config.max_entries {
                 if !self.evict_oldest() {
@@ -173,7 +214,7 @@ impl ReplyCache {
                 authenticator: key.authenticator,
                 generation,
                 expires_at: now + self.config.in_flight_timeout,
-                state: SlotState::InFlight,
+                reply: None,
             },
         );
         self.in_flight_order.push_back((slot_key, generation));
@@ -193,14 +234,16 @@ impl ReplyCache {
     /// Stores the reply sent for `key`, kept for the TTL from `now`. Ignored when the entry
     /// is no longer in flight (expired, evicted, or replaced by a newer request).
     pub fn complete(&mut self, key: &CacheKey, reply: Vec<u8>, now: Instant) {
-        let slot_key = key.slot();
+        let Some(slot_key) = self.slot_key(key, false) else {
+            return;
+        };
         let Some(slot) = self.slots.get_mut(&slot_key) else {
             return;
         };
-        if slot.authenticator != key.authenticator || !matches!(slot.state, SlotState::InFlight) {
+        if slot.authenticator != key.authenticator || slot.is_answered() {
             return;
         }
-        slot.state = SlotState::Answered(reply);
+        slot.reply = Some(reply.into_boxed_slice());
         slot.expires_at = now + self.config.ttl;
         self.answered_order.push_back((slot_key, slot.generation));
         self.compact();
@@ -209,10 +252,13 @@ impl ReplyCache {
     /// Forgets an in-flight `key` that got no reply (e.g. the directory is down), so that a
     /// retransmission is processed again.
     pub fn abandon(&mut self, key: &CacheKey) {
-        let slot_key = key.slot();
-        let in_flight = self.slots.get(&slot_key).is_some_and(|slot| {
-            slot.authenticator == key.authenticator && matches!(slot.state, SlotState::InFlight)
-        });
+        let Some(slot_key) = self.slot_key(key, false) else {
+            return;
+        };
+        let in_flight = self
+            .slots
+            .get(&slot_key)
+            .is_some_and(|slot| slot.authenticator == key.authenticator && !slot.is_answered());
         if in_flight {
             self.slots.remove(&slot_key);
         }
@@ -225,9 +271,9 @@ impl ReplyCache {
     }
 
     fn is_live(slots: &HashMap<SlotKey, Slot>, entry: &(SlotKey, u64), answered: bool) -> bool {
-        slots.get(&entry.0).is_some_and(|slot| {
-            slot.generation == entry.1 && matches!(slot.state, SlotState::Answered(_)) == answered
-        })
+        slots
+            .get(&entry.0)
+            .is_some_and(|slot| slot.generation == entry.1 && slot.is_answered() == answered)
     }
 
     fn purge_queue(

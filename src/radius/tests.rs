@@ -802,6 +802,42 @@ fn cache_replays_answered_and_drops_in_flight_duplicates() {
 }
 
 #[test]
+fn cache_tells_receiving_sockets_and_ipv6_scopes_apart() {
+    let t0 = Instant::now();
+    let mut cache = ReplyCache::new(ReplyCacheConfig::default());
+    let first = key(5000, 1, 1);
+    let other_socket = CacheKey {
+        receiver: "127.0.0.1:1813".parse().unwrap(),
+        ..first
+    };
+    assert_eq!(cache.admit(&first, t0), CacheLookup::Miss);
+    assert_eq!(cache.lookup(&other_socket, t0), CacheLookup::Miss);
+    assert_eq!(cache.admit(&other_socket, t0), CacheLookup::Miss);
+    cache.complete(&other_socket, b"other".to_vec(), t0);
+    assert_eq!(cache.lookup(&first, t0), CacheLookup::InFlight);
+
+    let link_local = |scope: u32| {
+        let mut key = first;
+        key.source = SocketAddr::V6(std::net::SocketAddrV6::new(
+            "fe80::1".parse().unwrap(),
+            5000,
+            0,
+            scope,
+        ));
+        key
+    };
+    assert_eq!(cache.admit(&link_local(2), t0), CacheLookup::Miss);
+    assert_eq!(cache.admit(&link_local(3), t0), CacheLookup::Miss);
+    cache.complete(&link_local(2), b"eth0".to_vec(), t0);
+    assert_eq!(cache.lookup(&link_local(3), t0), CacheLookup::InFlight);
+    assert_eq!(
+        cache.lookup(&link_local(2), t0),
+        CacheLookup::Replay(b"eth0".to_vec())
+    );
+    assert_eq!(cache.len(), 4);
+}
+
+#[test]
 fn cache_new_authenticator_purges_and_late_completion_is_ignored() {
     let t0 = Instant::now();
     let mut cache = ReplyCache::new(ReplyCacheConfig::default());
