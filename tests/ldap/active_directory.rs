@@ -10,12 +10,12 @@
 //! does not implement.
 
 use ldap3::Mod;
-use tapd::config::{DirectoryPreset, LdapTransport, Secret};
+use tapd::config::DirectoryPreset;
 use tapd::directory::ldap::entry::format_object_guid;
 use tapd::directory::ldap::LdapSettings;
 
 use super::fixtures::{group_dn, skeleton, user_dn, Ldif};
-use super::harness::{Slapd, BASE_DN, SERVICE_DN, SERVICE_PASSWORD};
+use super::harness::Slapd;
 use super::{group_names, scoped, Node};
 
 const NTDS_SETTINGS: &str = "cn=NTDS Settings,ou=services,dc=example,dc=org";
@@ -78,22 +78,11 @@ fn directory() -> String {
 fn settings(slapd: &Slapd) -> LdapSettings {
     let preset = DirectoryPreset::ActiveDirectory;
     LdapSettings {
-        url: slapd.url(),
-        transport: LdapTransport::Plain,
-        bind: Some((SERVICE_DN.to_owned(), Secret::new(SERVICE_PASSWORD))),
-        ca_file: None,
-        tls_verify: true,
-        connect_timeout: std::time::Duration::from_secs(2),
-        operation_timeout: std::time::Duration::from_secs(3),
-        base_dn: BASE_DN.to_owned(),
-        user_base: format!("ou=people,{BASE_DN}"),
-        group_base: format!("ou=groups,{BASE_DN}"),
         user_filter: preset.user_filter().to_owned(),
         group_filter: preset.group_filter().to_owned(),
-        page_size: 200,
-        bind_pool_size: 1,
         preset,
         attributes: preset.attributes(),
+        ..super::settings(slapd)
     }
 }
 

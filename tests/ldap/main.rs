@@ -604,14 +604,8 @@ async fn starttls_verifies_the_server_certificate() {
     assert!(directory.read_all().await.is_err());
 }
 
-/// Without content sync (here: the service account's size limit of 500 rules out the unpaged
-/// refresh, so tapd falls back to `modifyTimestamp`), deletions wait for the next full sync.
-#[tokio::test]
-async fn incremental_sync_applies_changes_and_leaves_deletions_to_full_syncs() {
-    let slapd = Slapd::start(&fixtures::directory());
-    let node = Node::new(settings(&slapd)).await;
-    node.sync().await;
-    let mut admin = slapd.admin().await;
+/// Two changes the incremental tests make: `user0007`'s cn, and `erin` into `tap-excluded`.
+async fn rename_user0007_and_exclude_erin(admin: &mut ldap3::Ldap) {
     admin
         .modify(
             &user_dn("user0007"),
@@ -630,6 +624,23 @@ async fn incremental_sync_applies_changes_and_leaves_deletions_to_full_syncs() {
         .unwrap()
         .success()
         .unwrap();
+}
+
+/// The store holds both changes of [`rename_user0007_and_exclude_erin`].
+async fn assert_renamed_and_excluded(node: &Node) {
+    assert_eq!(node.user("user0007").await.display_name, "Renamed Display");
+    assert!(!scoped(node, "erin").await, "erin is now excluded");
+}
+
+/// Without content sync (here: the service account's size limit of 500 rules out the unpaged
+/// refresh, so tapd falls back to `modifyTimestamp`), deletions wait for the next full sync.
+#[tokio::test]
+async fn incremental_sync_applies_changes_and_leaves_deletions_to_full_syncs() {
+    let slapd = Slapd::start(&fixtures::directory());
+    let node = Node::new(settings(&slapd)).await;
+    node.sync().await;
+    let mut admin = slapd.admin().await;
+    rename_user0007_and_exclude_erin(&mut admin).await;
     admin
         .delete(&user_dn("user0009"))
         .await
@@ -639,8 +650,7 @@ async fn incremental_sync_applies_changes_and_leaves_deletions_to_full_syncs() {
 
     let status = node.service.syncer().run_incremental("test").await.unwrap();
     assert_eq!(status.last_result.as_deref(), Some("success"), "{status:?}");
-    assert_eq!(node.user("user0007").await.display_name, "Renamed Display");
-    assert!(!scoped(&node, "erin").await, "erin is now excluded");
+    assert_renamed_and_excluded(&node).await;
     assert!(
         node.store().user("user0009").await.unwrap().is_some(),
         "an incremental sync does not see deletions"
@@ -688,24 +698,7 @@ async fn content_sync_applies_changes_and_deletions_between_full_syncs() {
     let bulk_member = node.user("user0050").await;
     assert!(group_names(&node, "user0050").await.contains("bulk01"));
     let mut admin = slapd.admin().await;
-    admin
-        .modify(
-            &user_dn("user0007"),
-            vec![Mod::Replace("cn", ["Renamed Display"].into())],
-        )
-        .await
-        .unwrap()
-        .success()
-        .unwrap();
-    admin
-        .modify(
-            &group_dn("tap-excluded"),
-            vec![Mod::Add("member", [user_dn("erin").as_str()].into())],
-        )
-        .await
-        .unwrap()
-        .success()
-        .unwrap();
+    rename_user0007_and_exclude_erin(&mut admin).await;
     admin
         .add(
             &user_dn("newcomer"),
@@ -728,8 +721,7 @@ async fn content_sync_applies_changes_and_deletions_between_full_syncs() {
     assert_eq!(status.last_result.as_deref(), Some("success"), "{status:?}");
     assert_eq!(status.users_added, 1, "{status:?}");
     assert_eq!(status.users_deleted, 1, "{status:?}");
-    assert_eq!(node.user("user0007").await.display_name, "Renamed Display");
-    assert!(!scoped(&node, "erin").await, "erin is now excluded");
+    assert_renamed_and_excluded(&node).await;
     assert_eq!(node.user("newcomer").await.dn, user_dn("newcomer"));
     assert!(node.store().user("dave").await.unwrap().is_none());
     assert!(node

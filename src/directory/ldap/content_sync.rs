@@ -147,13 +147,7 @@ pub fn parse_state(value: &[u8]) -> Result<StateControl, String> {
 /// `SEQUENCE { cookie OCTET STRING OPTIONAL, refreshDeletes BOOLEAN DEFAULT FALSE }`.
 pub fn parse_done(value: &[u8]) -> Result<DoneControl, String> {
     let mut parts = sequence(value, "Sync Done control")?.into_iter().peekable();
-    let cookie = match parts.peek() {
-        Some(tag) if is_universal(tag, Types::OctetString) => parts
-            .next()
-            .map(|tag| primitive(tag, "cookie"))
-            .transpose()?,
-        _ => None,
-    };
+    let cookie = optional_cookie(&mut parts, "Sync Done control")?;
     let refresh_deletes = match parts.next() {
         None => false,
         Some(tag) if is_universal(&tag, Types::Boolean) => boolean(tag, "refreshDeletes")?,
@@ -226,13 +220,7 @@ fn parse_info_value(value: &[u8]) -> Result<SyncInfo, String> {
         }
         3 => {
             let mut parts = constructed(tag, "syncIdSet")?.into_iter().peekable();
-            let cookie = match parts.peek() {
-                Some(tag) if is_universal(tag, Types::OctetString) => parts
-                    .next()
-                    .map(|tag| primitive(tag, "cookie"))
-                    .transpose()?,
-                _ => None,
-            };
+            let cookie = optional_cookie(&mut parts, "syncIdSet")?;
             let refresh_deletes = match parts.peek() {
                 Some(tag) if is_universal(tag, Types::Boolean) => match parts.next() {
                     Some(tag) => boolean(tag, "refreshDeletes")?,

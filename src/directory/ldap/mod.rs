@@ -152,6 +152,9 @@ struct Inner {
     schema: Schema,
     pool: BindPool,
     snapshot: Arc<Mutex<Option<Snapshot>>>,
+    /// Why content sync was last found unusable, so that the same reason is logged as a
+    /// warning once, not at every full sync that tries again.
+    content_sync_refusal: std::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for LdapDirectory {
@@ -203,6 +206,13 @@ impl ContentSync {
 struct Cookies {
     users: Option<Vec<u8>>,
     groups: Option<Vec<u8>>,
+}
+
+/// One of the two configured searches.
+#[derive(Clone, Copy, Debug)]
+enum Search {
+    Users,
+    Groups,
 }
 
 /// Ids of users and groups an incremental read found deleted (or no longer matching).
@@ -390,6 +400,7 @@ impl Inner {
             schema,
             pool,
             snapshot: Arc::new(Mutex::new(None)),
+            content_sync_refusal: std::sync::Mutex::new(None),
         })
     }
 
@@ -833,20 +844,37 @@ impl Inner {
             }
             Err(RefreshError::Directory(e)) => Err(e),
             Err(RefreshError::CookieRejected) => {
-                log::warn!("{url} rejected a content sync refresh without a cookie; incremental syncs read {marker} until the next full sync");
-                snapshot.content_sync = ContentSync::Unusable;
+                self.refuse_content_sync(snapshot, "a refresh without a cookie was rejected");
                 Ok(None)
             }
             Err(RefreshError::Unusable(reason)) => {
-                log::warn!(
-                    "RFC 4533 content sync with {url} can't be used ({reason}); incremental syncs \
-                     read {marker} until the next full sync tries again. A size limit means the \
-                     service account must be allowed to read every user or group in one search \
-                     (OpenLDAP: limits dn.exact=\"<bind_dn>\" size=unlimited)"
-                );
-                snapshot.content_sync = ContentSync::Unusable;
+                self.refuse_content_sync(snapshot, &reason);
                 Ok(None)
             }
+        }
+    }
+
+    /// Falls back to timestamps until the next full read, saying why: as a warning the first
+    /// time a reason comes up, then at info level (every full sync tries again).
+    fn refuse_content_sync(&self, snapshot: &mut Snapshot, reason: &str) {
+        snapshot.content_sync = ContentSync::Unusable;
+        let url = &self.settings.url;
+        let marker = self.schema.change_marker.attribute();
+        let message = format!(
+            "RFC 4533 content sync with {url} can't be used ({reason}); incremental syncs read \
+             {marker} until the next full sync tries again. A size limit means the service \
+             account must be allowed to read every user or group in one search (OpenLDAP: \
+             limits dn.exact=\"<bind_dn>\" size=unlimited)"
+        );
+        let mut last = self
+            .content_sync_refusal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if last.as_deref() == Some(reason) {
+            log::info!("{message}");
+        } else {
+            log::warn!("{message}");
+            *last = Some(reason.to_owned());
         }
     }
 
@@ -889,38 +917,27 @@ impl Inner {
         let mut skipped_users = HashSet::new();
         let mut users_newest = None;
         let user_refresh = self
-            .connector
-            .refresh(
-                ldap,
-                &self.settings.user_base,
-                &self.settings.user_filter,
-                &self.schema.user_attributes,
-                cookies.users.clone(),
-                |entry, uuid| {
-                    self.newest_of(&entry, &mut users_newest);
-                    match self.schema.user(&entry).map_err(invalid)? {
-                        Some(user) => {
-                            self.check_sync_uuid(&user.id, &entry.dn, uuid)?;
-                            users.push(user);
-                        }
-                        // No longer a usable user: gone, as a full read would find.
-                        None => {
-                            skipped_users.insert(uuid);
-                        }
+            .refresh_search(ldap, Search::Users, cookies.users.clone(), |entry, uuid| {
+                self.newest_of(&entry, &mut users_newest);
+                match self.schema.user(&entry).map_err(invalid)? {
+                    Some(user) => {
+                        self.check_sync_uuid(&user.id, &entry.dn, uuid)?;
+                        users.push(user);
                     }
-                    Ok(())
-                },
-            )
+                    // No longer a usable user: gone, as a full read would find.
+                    None => {
+                        skipped_users.insert(uuid);
+                    }
+                }
+                Ok(())
+            })
             .await?;
         let mut groups = Vec::new();
         let mut groups_newest = None;
         let group_refresh = self
-            .connector
-            .refresh(
+            .refresh_search(
                 ldap,
-                &self.settings.group_base,
-                &self.settings.group_filter,
-                &self.schema.group_attributes,
+                Search::Groups,
                 cookies.groups.clone(),
                 |entry, uuid| {
                     self.newest_of(&entry, &mut groups_newest);
@@ -963,6 +980,31 @@ impl Inner {
             removed,
             cookies,
         ))
+    }
+
+    /// [`Connector::refresh`] of the configured user or group search.
+    async fn refresh_search(
+        &self,
+        ldap: &mut Ldap,
+        search: Search,
+        cookie: Option<Vec<u8>>,
+        on_entry: impl FnMut(LdapEntry, content_sync::SyncUuid) -> Result<(), RefreshError>,
+    ) -> Result<content_sync::Refresh, RefreshError> {
+        let (base, filter, attributes) = match search {
+            Search::Users => (
+                &self.settings.user_base,
+                &self.settings.user_filter,
+                &self.schema.user_attributes,
+            ),
+            Search::Groups => (
+                &self.settings.group_base,
+                &self.settings.group_filter,
+                &self.schema.group_attributes,
+            ),
+        };
+        self.connector
+            .refresh(ldap, base, filter, attributes, cookie, on_entry)
+            .await
     }
 
     /// Refuses content sync when the entry's id is not the sync UUID the server names it by:
