@@ -344,11 +344,8 @@ async fn a_rename_keeps_the_tap_and_a_delete_revokes_it() {
     assert_eq!(audit[0].event.target.as_deref(), Some("dave@example.org"));
 }
 
-#[tokio::test]
-async fn deleting_thirty_percent_trips_the_guard_until_confirmed() {
-    let slapd = Slapd::start(&fixtures::directory());
-    let node = Node::new(settings(&slapd)).await;
-    node.sync().await;
+/// Deletes the first 30 % of the store's users from slapd; returns (users before, deleted).
+async fn delete_thirty_percent(node: &Node, slapd: &Slapd) -> (usize, usize) {
     let before = node.user_count().await;
     let doomed = before * 30 / 100;
     let mut admin = slapd.admin().await;
@@ -360,8 +357,21 @@ async fn deleting_thirty_percent_trips_the_guard_until_confirmed() {
             .success()
             .unwrap();
     }
-    let status = node.sync().await;
-    assert_eq!(status.last_result.as_deref(), Some("deletionsRefused"));
+    (before, doomed)
+}
+
+/// `status` is a sync the guard refused: nothing deleted, the refusal audited; a sync with
+/// `--allow-deletes` then deletes them.
+async fn refused_until_confirmed(
+    node: &Node,
+    status: tapd::model::SyncStatus,
+    (before, doomed): (usize, usize),
+) {
+    assert_eq!(
+        status.last_result.as_deref(),
+        Some("deletionsRefused"),
+        "{status:?}"
+    );
     assert_eq!(status.deletions_refused as usize, doomed);
     assert_eq!(node.user_count().await, before, "nothing deleted");
     let refused = node
@@ -379,6 +389,16 @@ async fn deleting_thirty_percent_trips_the_guard_until_confirmed() {
     assert_eq!(confirmed.last_result.as_deref(), Some("success"));
     assert_eq!(confirmed.users_deleted as usize, doomed);
     assert_eq!(node.user_count().await, before - doomed);
+}
+
+#[tokio::test]
+async fn deleting_thirty_percent_trips_the_guard_until_confirmed() {
+    let slapd = Slapd::start(&fixtures::directory());
+    let node = Node::new(settings(&slapd)).await;
+    node.sync().await;
+    let deletions = delete_thirty_percent(&node, &slapd).await;
+    let status = node.sync().await;
+    refused_until_confirmed(&node, status, deletions).await;
 }
 
 #[tokio::test]
@@ -780,28 +800,7 @@ async fn content_sync_deletions_trip_the_guard_until_confirmed() {
     node.sync().await;
     let syncer = node.service.syncer();
     syncer.run_incremental("test").await.unwrap();
-    let before = node.user_count().await;
-    let doomed = before * 30 / 100;
-    let mut admin = slapd.admin().await;
-    for i in 0..doomed {
-        admin
-            .delete(&user_dn(&format!("user{i:04}")))
-            .await
-            .unwrap()
-            .success()
-            .unwrap();
-    }
+    let deletions = delete_thirty_percent(&node, &slapd).await;
     let status = syncer.run_incremental("test").await.unwrap();
-    assert_eq!(
-        status.last_result.as_deref(),
-        Some("deletionsRefused"),
-        "{status:?}"
-    );
-    assert_eq!(status.deletions_refused as usize, doomed);
-    assert_eq!(node.user_count().await, before, "nothing deleted");
-
-    let confirmed = syncer.run(true, "test").await.unwrap();
-    assert_eq!(confirmed.last_result.as_deref(), Some("success"));
-    assert_eq!(confirmed.users_deleted as usize, doomed);
-    assert_eq!(node.user_count().await, before - doomed);
+    refused_until_confirmed(&node, status, deletions).await;
 }
