@@ -276,6 +276,23 @@ async fn role_group_members_get_their_role() {
     );
 }
 
+/// `dave` (whose id was `dave_id`) is gone, his TAP too, with one audited revocation.
+async fn dave_was_deleted_and_his_tap_revoked(node: &Node, dave_id: &str) {
+    assert!(node.store().user("dave").await.unwrap().is_none());
+    assert!(node.store().tap_for_user(dave_id).await.unwrap().is_none());
+    let revoked = node
+        .store()
+        .audit(&AuditFilter {
+            activity: Some("revoked: account deleted".to_owned()),
+            limit: 10,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(revoked.len(), 1, "{revoked:?}");
+    assert_eq!(revoked[0].event.target.as_deref(), Some("dave@example.org"));
+}
+
 #[tokio::test]
 async fn a_rename_keeps_the_tap_and_a_delete_revokes_it() {
     let slapd = Slapd::start(&fixtures::directory());
@@ -324,24 +341,7 @@ async fn a_rename_keeps_the_tap_and_a_delete_revokes_it() {
     assert_eq!(tap.id, alice_tap.details.tap.id);
     assert!(scoped(&node, "alicia").await);
 
-    assert!(node.store().user("dave").await.unwrap().is_none());
-    assert!(node
-        .store()
-        .tap_for_user(&dave_tap.details.tap.user_id)
-        .await
-        .unwrap()
-        .is_none());
-    let audit = node
-        .store()
-        .audit(&AuditFilter {
-            activity: Some("revoked: account deleted".to_owned()),
-            limit: 10,
-            ..AuditFilter::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(audit.len(), 1, "{audit:?}");
-    assert_eq!(audit[0].event.target.as_deref(), Some("dave@example.org"));
+    dave_was_deleted_and_his_tap_revoked(&node, &dave_tap.details.tap.user_id).await;
 }
 
 /// Deletes the first 30 % of the store's users from slapd; returns (users before, deleted).
@@ -680,17 +680,6 @@ async fn incremental_sync_applies_changes_and_leaves_deletions_to_full_syncs() {
     assert!(node.store().user("user0009").await.unwrap().is_none());
 }
 
-async fn revocations_for_deleted_accounts(node: &Node) -> Vec<tapd::model::AuditEvent> {
-    node.store()
-        .audit(&AuditFilter {
-            activity: Some("revoked: account deleted".to_owned()),
-            limit: 10,
-            ..AuditFilter::default()
-        })
-        .await
-        .unwrap()
-}
-
 /// RFC 4533 content sync (slapd's syncprov) between full syncs: changes, additions and
 /// deletions (listed from slapd's session log: a delete phase) reach the store without a full
 /// sync, a deleted user's TAP is revoked with an audit entry, and the cookie outlives a slapd
@@ -743,16 +732,7 @@ async fn content_sync_applies_changes_and_deletions_between_full_syncs() {
     assert_eq!(status.users_deleted, 1, "{status:?}");
     assert_renamed_and_excluded(&node).await;
     assert_eq!(node.user("newcomer").await.dn, user_dn("newcomer"));
-    assert!(node.store().user("dave").await.unwrap().is_none());
-    assert!(node
-        .store()
-        .tap_for_user(&dave_tap.details.tap.user_id)
-        .await
-        .unwrap()
-        .is_none());
-    let revoked = revocations_for_deleted_accounts(&node).await;
-    assert_eq!(revoked.len(), 1, "{revoked:?}");
-    assert_eq!(revoked[0].event.target.as_deref(), Some("dave@example.org"));
+    dave_was_deleted_and_his_tap_revoked(&node, &dave_tap.details.tap.user_id).await;
     let groups = node.store().groups().await.unwrap();
     assert!(!groups.iter().any(|g| g.display_name == "bulk01"));
     assert_eq!(node.user("user0050").await.id, bulk_member.id);
