@@ -46,6 +46,10 @@ cleanup() {
 }
 trap cleanup EXIT
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Context switches (voluntary and not) of all of a process's threads so far: a sturdier figure
+# than CPU time on a shared machine for how often a request moves between threads. Threads
+# that exit during a run take their counts with them, so it reads low rather than high.
+ctx_switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s + 0}'; }
 # "BINDS SEARCHES" completed by slapd so far, from cn=Monitor.
 ldap_ops() {
   ldapsearch -x -LLL -H "$ldap_url" -D cn=monitor -w bench-monitor -b cn=Operations,cn=Monitor \
@@ -256,6 +260,7 @@ measure() { # name server concurrency credentials [extra-cmd-in-background]
   local ops0 ops1
   ops0=$(ldap_ops)
   s0=$(cpu_ticks "$slapd_pid"); t0=$(cpu_ticks "$tapd_pid"); f0=$(cpu_ticks "$fr_pid")
+  local x0 x1; x0=$(ctx_switches "$tapd_pid")
   local report perf_pid=""
   # PERF_OUT=FILE: profile tapd with `perf record -g` during its right-password run at 32.
   if [ -n "${PERF_OUT:-}" ] && [ "$name/$server/$concurrency" = right/tapd/32 ]; then
@@ -265,11 +270,13 @@ measure() { # name server concurrency credentials [extra-cmd-in-background]
   report=$("$load" --target "$target" --secret-file "$work/radius.secret" --credentials "$credentials" \
     --concurrency "$concurrency" --duration "$SECONDS_PER_RUN" --timeout-ms 2000)
   s1=$(cpu_ticks "$slapd_pid"); t1=$(cpu_ticks "$tapd_pid"); f1=$(cpu_ticks "$fr_pid")
+  x1=$(ctx_switches "$tapd_pid")
   ops1=$(ldap_ops)
   if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
   local rss; rss=$(awk '/VmRSS/ {print $2}' "/proc/$tapd_pid/status")
   echo "{\"name\":\"$name\",\"server\":\"$server\",\"report\":$report,\"cpu_ticks\":{\"slapd\":$((s1 - s0)),\"tapd\":$((t1 - t0)),\"freeradius\":$((f1 - f0))},\"tapd_rss_kb\":$rss,\"ldap_ops\":[$(( ${ops1% *} - ${ops0% *} )),$(( ${ops1#* } - ${ops0#* } ))]}" >> "$results"
-  echo "  $name: $report (tapd RSS $((rss / 1024)) MB: $(awk '/RssAnon|RssFile/ {printf "%s %d MB ", $1, $2 / 1024}' "/proc/$tapd_pid/status"))" >&2
+  local sent; sent=$(python3 -c 'import json, sys; print(max(1, json.loads(sys.argv[1])["sent"]))' "$report")
+  echo "  $name: $report (tapd RSS $((rss / 1024)) MB: $(awk '/RssAnon|RssFile/ {printf "%s %d MB ", $1, $2 / 1024}' "/proc/$tapd_pid/status"); tapd context switches per request sent: $(python3 -c "print(round(($x1 - $x0) / $sent, 2))"))" >&2
 }
 
 load_before=$(cut -d" " -f1 /proc/loadavg)
