@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ldap3::controls::{Control, ControlType, PagedResults, RawControl};
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, LdapResult, Scope};
+use ldap3::{
+    Ldap, LdapConnAsync, LdapConnSettings, LdapError, LdapResult, ResultEntry, Scope, SearchStream,
+};
 use rustls::ClientConfig;
 
 use super::content_sync::{self, Refresh, SyncUuid};
@@ -229,15 +231,7 @@ impl Connector {
             .streaming_search(base, Scope::Subtree, filter, attributes)
             .await
             .map_err(|e| self.transport_error(&what, &e))?;
-        loop {
-            let item = match stream.next().await {
-                Ok(Some(item)) => item,
-                Ok(None) => break,
-                Err(e) => {
-                    let _ = stream.finish().await;
-                    return Err(self.transport_error(&what, &e));
-                }
-            };
+        while let Some(item) = self.next_item(&mut stream, &what).await? {
             if item.is_ref() || item.is_intermediate() {
                 log::debug!("{what}: ignoring a referral or intermediate response");
                 continue;
@@ -275,15 +269,11 @@ impl Connector {
             .streaming_search(base, Scope::Subtree, filter, attributes)
             .await
             .map_err(|e| RefreshError::Directory(self.transport_error(&what, &e)))?;
-        loop {
-            let item = match stream.next().await {
-                Ok(Some(item)) => item,
-                Ok(None) => break,
-                Err(e) => {
-                    let _ = stream.finish().await;
-                    return Err(RefreshError::Directory(self.transport_error(&what, &e)));
-                }
-            };
+        while let Some(item) = self
+            .next_item(&mut stream, &what)
+            .await
+            .map_err(RefreshError::Directory)?
+        {
             if item.is_ref() {
                 continue;
             }
@@ -347,6 +337,26 @@ impl Connector {
             .map_err(RefreshError::Unusable)?;
         refresh.done(done);
         Ok(refresh)
+    }
+
+    /// The next message of a search, `None` after the last; a lost connection or a timeout
+    /// ends the search as [`DirectoryError::Unavailable`].
+    async fn next_item<'a, S, A>(
+        &self,
+        stream: &mut SearchStream<'a, S, A>,
+        what: &str,
+    ) -> Result<Option<ResultEntry>, DirectoryError>
+    where
+        S: AsRef<str> + Send + Sync + 'a,
+        A: AsRef<[S]> + Send + Sync + 'a,
+    {
+        match stream.next().await {
+            Ok(item) => Ok(item),
+            Err(e) => {
+                let _ = stream.finish().await;
+                Err(self.transport_error(what, &e))
+            }
+        }
     }
 
     /// Reads one entry (base scope) with `attributes`; `None` if it does not exist.
