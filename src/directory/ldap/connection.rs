@@ -296,12 +296,10 @@ impl Connector {
                 .and_then(|value| {
                     content_sync::parse_state(value).map_err(RefreshError::Unusable)
                 })?;
-            let (changed, uuid) = (
-                matches!(
-                    state.state,
-                    content_sync::EntryState::Add | content_sync::EntryState::Modify
-                ),
-                state.uuid,
+            let uuid = state.uuid;
+            let changed = matches!(
+                state.state,
+                content_sync::EntryState::Add | content_sync::EntryState::Modify
             );
             refresh.state(state);
             if changed {

@@ -583,12 +583,7 @@ impl Inner {
         .await;
         let _ = ldap.unbind().await;
         let (usn, batch, exact) = result?;
-        let watermark = match usn {
-            Some(position) => Some(Watermark::Usn(position)),
-            None => batch
-                .newest_timestamp
-                .map(|newest| Watermark::Timestamp(safe_timestamp(newest, started.elapsed()))),
-        };
+        let watermark = next_watermark(usn, None, batch.newest_timestamp, started.elapsed());
         Ok((batch, watermark, exact))
     }
 
@@ -685,12 +680,7 @@ impl Inner {
         .await;
         let _ = ldap.unbind().await;
         let (usn, batch) = result?;
-        let watermark = match usn {
-            Some(position) => Some(Watermark::Usn(position)),
-            None => batch
-                .newest_timestamp
-                .map(|newest| Watermark::Timestamp(safe_timestamp(newest, started.elapsed()))),
-        };
+        let watermark = next_watermark(usn, None, batch.newest_timestamp, started.elapsed());
         Ok((batch, watermark))
     }
 
@@ -783,11 +773,12 @@ impl Inner {
         let Some((position, batch)) = result? else {
             return Ok(None);
         };
-        snapshot.watermark = Some(match position {
-            Some(position) => Watermark::Usn(position),
-            None => later_watermark(Some(&watermark), batch.newest_timestamp, started.elapsed())
-                .map_or(watermark, Watermark::Timestamp),
-        });
+        snapshot.watermark = next_watermark(
+            position,
+            Some(&watermark),
+            batch.newest_timestamp,
+            started.elapsed(),
+        );
         Ok(Some(batch))
     }
 
@@ -804,16 +795,17 @@ impl Inner {
         &self,
         snapshot: &mut Snapshot,
     ) -> Result<Option<(Batch, Removed)>, DirectoryError> {
+        // Active Directory has DirSync instead, which tapd does not use.
+        if self.schema.change_marker == ChangeMarker::UsnChanged {
+            return Ok(None);
+        }
         let url = &self.settings.url;
         let marker = self.schema.change_marker.attribute();
         let cookies = match &snapshot.content_sync {
             ContentSync::Unusable => return Ok(None),
             ContentSync::Offered(cookies) => cookies.clone(),
             ContentSync::Untried => {
-                // Active Directory has DirSync instead, which tapd does not use.
-                if self.schema.change_marker == ChangeMarker::UsnChanged
-                    || !self.offers_content_sync().await?
-                {
+                if !self.offers_content_sync().await? {
                     log::info!(
                         "{url} does not offer RFC 4533 content sync; incremental syncs read {marker}"
                     );
@@ -833,13 +825,12 @@ impl Inner {
             Ok((batch, removed, cookies)) => {
                 snapshot.content_sync = ContentSync::Offered(cookies);
                 // Kept moving, for when content sync stops being usable.
-                if let Some(newer) = later_watermark(
+                snapshot.watermark = next_watermark(
+                    None,
                     snapshot.watermark.as_ref(),
                     batch.newest_timestamp,
                     started.elapsed(),
-                ) {
-                    snapshot.watermark = Some(Watermark::Timestamp(newer));
-                }
+                );
                 Ok(Some((batch, removed)))
             }
             Err(RefreshError::Directory(e)) => Err(e),
@@ -1025,18 +1016,27 @@ impl Inner {
     }
 }
 
-/// The watermark after a read that took `elapsed` and saw `newest` as its newest
-/// `modifyTimestamp`: never earlier than `previous`.
-fn later_watermark(
+/// Where the next incremental read starts after a read that took `elapsed`: Active
+/// Directory's USN `position` read before it, else the newest `modifyTimestamp` it saw backed
+/// off by [`safe_timestamp`] but never earlier than a `previous` timestamp watermark; else
+/// `previous` as it was.
+fn next_watermark(
+    position: Option<UsnPosition>,
     previous: Option<&Watermark>,
     newest: Option<NaiveDateTime>,
     elapsed: Duration,
-) -> Option<NaiveDateTime> {
-    let candidate = safe_timestamp(newest?, elapsed);
-    Some(match previous {
+) -> Option<Watermark> {
+    if let Some(position) = position {
+        return Some(Watermark::Usn(position));
+    }
+    let Some(newest) = newest else {
+        return previous.cloned();
+    };
+    let candidate = safe_timestamp(newest, elapsed);
+    Some(Watermark::Timestamp(match previous {
         Some(Watermark::Timestamp(old)) => (*old).max(candidate),
         _ => candidate,
-    })
+    }))
 }
 
 /// Refuses a read in which two entries (users or groups) share a stable id.
@@ -1351,6 +1351,36 @@ mod tests {
         let newest = parse_generalized_time("20240102030405Z").unwrap();
         let safe = safe_timestamp(newest, Duration::from_millis(2_500));
         assert_eq!(safe.format(GENERALIZED_TIME).to_string(), "20240102030401Z");
+    }
+
+    #[test]
+    fn next_watermark_never_moves_back() {
+        let at = |text: &str| parse_generalized_time(text).unwrap();
+        let second = Duration::from_millis(0);
+        let previous = Watermark::Timestamp(at("20240102030405Z"));
+        assert_eq!(
+            next_watermark(None, Some(&previous), Some(at("20240102030400Z")), second),
+            Some(previous.clone()),
+            "an older change does not move it back"
+        );
+        assert_eq!(
+            next_watermark(None, Some(&previous), None, second),
+            Some(previous.clone())
+        );
+        assert_eq!(
+            next_watermark(None, Some(&previous), Some(at("20240102030409Z")), second),
+            Some(Watermark::Timestamp(at("20240102030408Z")))
+        );
+        let position = UsnPosition {
+            usn: 7,
+            host: "dc1".to_owned(),
+            invocation_id: vec![1],
+        };
+        assert_eq!(
+            next_watermark(Some(position.clone()), Some(&previous), None, second),
+            Some(Watermark::Usn(position))
+        );
+        assert_eq!(next_watermark(None, None, None, second), None);
     }
 
     fn user(id: &str, name: &str) -> User {
