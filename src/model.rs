@@ -31,6 +31,109 @@ pub struct User {
     /// Ids of every group the user is a member of, transitively (nested groups resolved),
     /// sorted and de-duplicated.
     pub group_ids: Vec<String>,
+    /// Set by the store, never by the directory: a sign-in name this user claims is claimed by
+    /// another user too, so this user is quarantined (no sign-in on any channel, no new TAP)
+    /// until the directory is fixed. See [`IdentityConflict`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_conflict: Option<IdentityConflict>,
+}
+
+impl User {
+    /// Whether `other` holds the same directory data: every field but the store's own
+    /// [`User::identity_conflict`], which the directory never sets.
+    pub fn same_directory_entry(&self, other: &User) -> bool {
+        let User {
+            id,
+            dn,
+            username,
+            user_principal_name,
+            display_name,
+            mail,
+            account_enabled,
+            group_ids,
+            identity_conflict: _,
+        } = self;
+        *id == other.id
+            && *dn == other.dn
+            && *username == other.username
+            && *user_principal_name == other.user_principal_name
+            && *display_name == other.display_name
+            && *mail == other.mail
+            && *account_enabled == other.account_enabled
+            && *group_ids == other.group_ids
+    }
+}
+
+/// Why a user is quarantined: sign-in names (usernames and userPrincipalNames, compared
+/// case-insensitively across all users) are keys, and one of this user's names is also
+/// another user's. The user that held the name first keeps it; every later claimant is
+/// quarantined. When all claimants appeared in the same sync, none is preferred and all are
+/// quarantined. Nothing is guessed: a name lookup never picks "the first row".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityConflict {
+    /// Each contested name of this user (at least one).
+    pub names: Vec<NameConflict>,
+}
+
+/// One contested sign-in name of a quarantined user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NameConflict {
+    /// The name, case-folded (see [`name_key`]).
+    pub name: String,
+    /// Which attribute of this user claims it: `username` or `userPrincipalName`.
+    pub attribute: String,
+    /// The user that established the name first and keeps it, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<NameClaimant>,
+    /// The other users that claim it too and are quarantined with this one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_claimed_by: Vec<NameClaimant>,
+}
+
+/// A user named in a [`NameConflict`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NameClaimant {
+    /// Stable directory id.
+    pub id: String,
+    /// Distinguished name at the sync that found the conflict.
+    pub dn: String,
+    /// Login name.
+    pub username: String,
+}
+
+impl IdentityConflict {
+    /// One line for logs, errors and `tapctl`: which names, and who else claims them.
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = self
+            .names
+            .iter()
+            .map(|n| {
+                let who = match &n.held_by {
+                    Some(holder) => format!("held by {} ({})", holder.username, holder.dn),
+                    None => {
+                        let others: Vec<String> = n
+                            .also_claimed_by
+                            .iter()
+                            .map(|c| format!("{} ({})", c.username, c.dn))
+                            .collect();
+                        format!("also claimed by {}", others.join(", "))
+                    }
+                };
+                format!("{} {:?} is {who}", n.attribute, n.name)
+            })
+            .collect();
+        parts.join("; ")
+    }
+}
+
+/// The form in which sign-in names are compared: Unicode lower case (so `Alice`, `ALICE` and
+/// `alice` are one name, as LDAP's caseIgnoreMatch treats them). The store keeps every
+/// user's names in this form, and a typed name is folded the same way before it is looked up.
+pub fn name_key(name: &str) -> String {
+    name.to_lowercase()
 }
 
 /// A directory group, keyed by its stable id.

@@ -433,6 +433,7 @@ impl LdifDirectory {
             mail,
             account_enabled: account_enabled(entry),
             group_ids: Vec::new(),
+            identity_conflict: None,
         }))
     }
 

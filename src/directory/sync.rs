@@ -129,7 +129,7 @@ impl<'a> UserPlanner<'a> {
                 if known.account_enabled && !user.account_enabled {
                     self.revoke_tap_user_ids.push(user.id.clone());
                 }
-                let changed = **known != user;
+                let changed = !known.same_directory_entry(&user);
                 if changed {
                     self.counts.updated += 1;
                 }
@@ -307,6 +307,7 @@ mod tests {
             mail: Some(format!("{name}@example.org")),
             account_enabled: true,
             group_ids: vec!["id-staff".to_owned()],
+            identity_conflict: None,
         }
     }
 

@@ -392,6 +392,7 @@ mod tests {
             mail: None,
             account_enabled: true,
             group_ids: vec![],
+            identity_conflict: None,
         }
     }
 

@@ -100,6 +100,7 @@ mod tests {
             mail: None,
             account_enabled: true,
             group_ids: vec!["g-staff".into()],
+            identity_conflict: None,
         }
     }
 

@@ -58,6 +58,7 @@ fn user(id: &str, name: &str, enabled: bool, groups: &[&str]) -> User {
         mail: None,
         account_enabled: enabled,
         group_ids: groups.iter().map(|g| (*g).to_owned()).collect(),
+        identity_conflict: None,
     }
 }
 

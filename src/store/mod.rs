@@ -9,6 +9,7 @@
 //! May depend on: `model`. Nothing here knows about HTTP, RADIUS or the policy rules.
 
 mod codec;
+pub mod identity;
 pub mod postgres;
 pub mod sqlite;
 
@@ -130,8 +131,14 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- directory ----
 
-    /// One user by stable id, userPrincipalName or username (names case-insensitive).
+    /// The one user `key` names: an exact stable id, or a sign-in name (username or
+    /// userPrincipalName, case-folded) as [`identity::choose`] resolves it: its only claimant, or
+    /// the holder of a contested name; none when a contested name has no holder. Every name
+    /// lookup of every front end comes here.
     async fn user(&self, key: &str) -> Result<Option<User>, StoreError>;
+
+    /// Users quarantined by an identity conflict ([`User::identity_conflict`]), by username.
+    async fn quarantined_users(&self) -> Result<Vec<User>, StoreError>;
 
     /// Users whose username, UPN, display name or mail contains `search`
     /// (case-insensitive), or all users; sorted by username.
@@ -169,7 +176,10 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Applies a sync plan and its audit events in one transaction. A deleted user's TAP and
-    /// registered methods are removed; a revoked user's TAP is removed.
+    /// registered methods are removed; a revoked user's TAP is removed. In the same
+    /// transaction, the sign-in names the plan wrote (and those of quarantined users) are
+    /// checked for conflicts ([`identity`]): users are quarantined or released and each change
+    /// is audited, stamped like the last of `audit`.
     async fn apply_sync(&self, plan: &SyncPlan, audit: &[NewAuditEvent]) -> Result<(), StoreError>;
 
     /// Applies a sync plan whose user upserts arrive in batches while the directory is still

@@ -1393,6 +1393,7 @@ mod tests {
             mail: None,
             account_enabled: true,
             group_ids: Vec::new(),
+            identity_conflict: None,
         }
     }
 

@@ -147,6 +147,7 @@ impl Schema {
             mail,
             account_enabled: account_enabled(entry)?,
             group_ids: Vec::new(),
+            identity_conflict: None,
         }))
     }
 

@@ -19,6 +19,7 @@
 //! `schema`, row decoding in `rows`.
 
 mod connect;
+mod identity;
 mod rows;
 mod schema;
 #[cfg(test)]
@@ -131,6 +132,7 @@ impl PostgresStore {
         let pool = connect::build_pool(settings)?;
         let mut client = pool.get().await.map_err(pool_err)?;
         schema::migrate(&mut client).await?;
+        identity::backfill_keys(&**client).await?;
         Ok(PostgresStore {
             pool,
             reachable: AtomicBool::new(true),
@@ -342,28 +344,39 @@ impl Store for PostgresStore {
     }
 
     async fn user(&self, key: &str) -> Result<Option<User>, StoreError> {
+        let folded = owned_text(&crate::model::name_key(key));
         let key = text(key);
-        // An id match wins, then a UPN match (unique in any sane directory), then username.
         let sql = format!(
-            "SELECT {} FROM users u \
-             WHERE u.id = $1 OR lower(u.upn) = lower($1::text COLLATE \"C\") \
-             OR lower(u.username) = lower($1::text COLLATE \"C\") \
-             ORDER BY CASE WHEN u.id = $1 THEN 0 \
-             WHEN lower(u.upn) = lower($1::text COLLATE \"C\") THEN 1 ELSE 2 END, u.id LIMIT 1",
+            "SELECT {}, {} FROM users u WHERE {}",
+            rows::USER_COLUMNS,
+            identity::CLAIM_COLUMNS,
+            identity::LOOKUP
+        );
+        let candidates = self
+            .query_all(&sql, &[&key, &folded], identity::user_and_claims)
+            .await?;
+        Ok(crate::store::identity::choose(&key, candidates))
+    }
+
+    async fn quarantined_users(&self) -> Result<Vec<User>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM users u WHERE u.identity_conflict IS NOT NULL \
+             ORDER BY lower(u.username), u.username, u.id",
             rows::USER_COLUMNS
         );
-        let mut found = self.query_all(&sql, &[&key], rows::user).await?;
-        Ok(found.pop())
+        self.query_all(&sql, &[], rows::user).await
     }
 
     async fn user_with_group_refs(
         &self,
         key: &str,
     ) -> Result<Option<(User, Vec<GroupRef>)>, StoreError> {
+        let folded = owned_text(&crate::model::name_key(key));
         let key = text(key);
-        // One statement, one snapshot: the user as `user` finds it and its groups' names.
+        // One statement, one snapshot: every candidate the name could mean, with its groups'
+        // names; the rules of `identity::choose` pick one.
         let sql = format!(
-            "SELECT {}, coalesce(gr.ids, '{{}}'), coalesce(gr.dns, '{{}}'), \
+            "SELECT {}, {}, coalesce(gr.ids, '{{}}'), coalesce(gr.dns, '{{}}'), \
              coalesce(gr.names, '{{}}') \
              FROM users u LEFT JOIN LATERAL (\
                SELECT array_agg(g.id ORDER BY lower(g.display_name), g.display_name, g.id) ids, \
@@ -372,16 +385,19 @@ impl Store for PostgresStore {
                                 ORDER BY lower(g.display_name), g.display_name, g.id) names \
                FROM user_groups ug JOIN \"groups\" g ON g.id = ug.group_id \
                WHERE ug.user_id = u.id) gr ON true \
-             WHERE u.id = $1 OR lower(u.upn) = lower($1::text COLLATE \"C\") \
-             OR lower(u.username) = lower($1::text COLLATE \"C\") \
-             ORDER BY CASE WHEN u.id = $1 THEN 0 \
-             WHEN lower(u.upn) = lower($1::text COLLATE \"C\") THEN 1 ELSE 2 END, u.id LIMIT 1",
-            rows::USER_COLUMNS
+             WHERE {}",
+            rows::USER_COLUMNS,
+            identity::CLAIM_COLUMNS,
+            identity::LOOKUP
         );
-        let mut found = self
-            .query_all(&sql, &[&key], rows::user_with_group_refs)
+        let candidates = self
+            .query_all(&sql, &[&key, &folded], |row| {
+                let found = rows::user_with_group_refs(row)?;
+                let claims = identity::claims(row, &found.0)?;
+                Ok((found, claims))
+            })
             .await?;
-        Ok(found.pop())
+        Ok(crate::store::identity::choose(&key, candidates))
     }
 
     async fn users(&self, search: Option<&str>) -> Result<Vec<User>, StoreError> {
@@ -452,6 +468,18 @@ impl Store for PostgresStore {
             .map(|u| opt_text(&u.mail).map(Cow::into_owned))
             .collect();
         let enabled: Vec<bool> = users.iter().map(|u| u.account_enabled).collect();
+        let (username_keys, upn_keys): (Vec<String>, Vec<String>) = users
+            .iter()
+            .map(|u| {
+                let (a, b) = crate::store::identity::keys_of(u);
+                (owned_text(&a), owned_text(&b))
+            })
+            .unzip();
+        let written: std::collections::BTreeSet<String> = username_keys
+            .iter()
+            .chain(&upn_keys)
+            .cloned()
+            .collect();
         let (member_users, member_groups): (Vec<String>, Vec<String>) = users
             .iter()
             .flat_map(|u| {
@@ -479,6 +507,7 @@ impl Store for PostgresStore {
 
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(map_err)?;
+        let epoch = identity::write_epoch(&tx).await?;
         if !group_ids.is_empty() {
             tx_execute(
                 &tx,
@@ -493,15 +522,23 @@ impl Store for PostgresStore {
         if !user_ids.is_empty() {
             // Updated in place (never delete + insert, which would cascade away the TAP and
             // methods), memberships replaced.
+            // A claim keeps its epoch while the name stays the same.
             tx_execute(
                 &tx,
-                "INSERT INTO users (id, dn, username, upn, display_name, mail, account_enabled) \
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
-                 $5::text[], $6::text[], $7::bool[]) \
+                "INSERT INTO users (id, dn, username, upn, display_name, mail, account_enabled, \
+                 username_key, upn_key, username_since, upn_since) \
+                 SELECT *, $10::bigint, $10::bigint FROM unnest($1::text[], $2::text[], \
+                 $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[], $8::text[], \
+                 $9::text[]) \
                  ON CONFLICT (id) DO UPDATE SET dn = excluded.dn, \
                  username = excluded.username, upn = excluded.upn, \
                  display_name = excluded.display_name, mail = excluded.mail, \
-                 account_enabled = excluded.account_enabled",
+                 account_enabled = excluded.account_enabled, \
+                 username_key = excluded.username_key, upn_key = excluded.upn_key, \
+                 username_since = CASE WHEN users.username_key IS NOT DISTINCT FROM \
+                 excluded.username_key THEN users.username_since ELSE excluded.username_since END, \
+                 upn_since = CASE WHEN users.upn_key IS NOT DISTINCT FROM excluded.upn_key \
+                 THEN users.upn_since ELSE excluded.upn_since END",
                 &[
                     &user_ids,
                     &user_dns,
@@ -510,6 +547,9 @@ impl Store for PostgresStore {
                     &display_names,
                     &mails,
                     &enabled,
+                    &username_keys,
+                    &upn_keys,
+                    &epoch,
                 ],
             )
             .await?;
@@ -556,6 +596,9 @@ impl Store for PostgresStore {
             .await?;
         }
         tx_audit(&tx, audit).await?;
+        let template = crate::store::identity::event_template(audit);
+        let conflicts = identity::check_conflicts(&tx, &written, &template).await?;
+        tx_audit(&tx, &conflicts).await?;
         tx.commit().await.map_err(map_err)
     }
 

@@ -66,16 +66,21 @@ fn minutes(row: &Row, index: usize) -> Result<u32, StoreError> {
     u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("lifetime out of range: {value}")))
 }
 
-/// Columns a [`User`] is read from, in this order, followed by an array of group ids.
+/// Columns a [`User`] is read from, in this order: an array of group ids at 7, the identity
+/// conflict (JSON or NULL) at 8.
 pub(crate) const USER_COLUMNS: &str = "u.id, u.dn, u.username, u.upn, u.display_name, u.mail, \
      u.account_enabled, \
-     ARRAY(SELECT ug.group_id FROM user_groups ug WHERE ug.user_id = u.id)";
+     ARRAY(SELECT ug.group_id FROM user_groups ug WHERE ug.user_id = u.id), u.identity_conflict";
 
 /// Reads a user selected with [`USER_COLUMNS`].
 pub(crate) fn user(row: &Row) -> Result<User, StoreError> {
     let mut group_ids: Vec<String> = col(row, 7)?;
     group_ids.sort();
     group_ids.dedup();
+    let conflict: Option<String> = col(row, 8)?;
+    let identity_conflict = conflict
+        .map(|body| from_json("identity conflict", &body))
+        .transpose()?;
     Ok(User {
         id: col(row, 0)?,
         dn: col(row, 1)?,
@@ -85,16 +90,17 @@ pub(crate) fn user(row: &Row) -> Result<User, StoreError> {
         mail: col(row, 5)?,
         account_enabled: col(row, 6)?,
         group_ids,
+        identity_conflict,
     })
 }
 
-/// Reads a user selected with [`USER_COLUMNS`] followed by three arrays of the same length:
-/// its groups' ids, DNs and display names.
+/// Reads a user selected with [`USER_COLUMNS`] followed by the four claim columns and three
+/// arrays of the same length: its groups' ids, DNs and display names.
 pub(crate) fn user_with_group_refs(row: &Row) -> Result<(User, Vec<GroupRef>), StoreError> {
     let user = user(row)?;
-    let ids: Vec<String> = col(row, 8)?;
-    let dns: Vec<String> = col(row, 9)?;
-    let names: Vec<String> = col(row, 10)?;
+    let ids: Vec<String> = col(row, 13)?;
+    let dns: Vec<String> = col(row, 14)?;
+    let names: Vec<String> = col(row, 15)?;
     if ids.len() != dns.len() || ids.len() != names.len() {
         return Err(StoreError::Corrupt(format!(
             "the group columns of user {} have different lengths",

@@ -20,6 +20,7 @@
 //! decoding in `rows`.
 
 mod checkpoint;
+mod identity;
 mod rows;
 mod schema;
 mod sign_in_cache;
@@ -175,6 +176,7 @@ impl SqliteStore {
             let mut writer = Connection::open_with_flags(&path, flags).map_err(map_err)?;
             schema::configure_writer(&writer, busy_timeout)?;
             schema::migrate(&mut writer)?;
+            identity::backfill_keys(&writer)?;
             let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
             let mut readers = Vec::with_capacity(READ_POOL_SIZE);
             for _ in 0..READ_POOL_SIZE {
@@ -418,18 +420,9 @@ fn query_all<T>(
     Ok(out)
 }
 
-/// One user by id, then UPN, then username (see [`Store::user`]).
+/// The one user `key` names (see [`Store::user`]).
 fn user_by_key(conn: &Connection, key: &str) -> Result<Option<User>, StoreError> {
-    // An id match wins, then a UPN match (unique in any sane directory), then username.
-    let sql = format!(
-        "SELECT {} FROM users u \
-         WHERE u.id = ?1 OR lower(u.upn) = lower(?1) OR lower(u.username) = lower(?1) \
-         ORDER BY CASE WHEN u.id = ?1 THEN 0 WHEN lower(u.upn) = lower(?1) THEN 1 \
-         ELSE 2 END, u.id LIMIT 1",
-        rows::USER_COLUMNS
-    );
-    let mut found = query_all(conn, &sql, [key], rows::user)?;
-    Ok(found.pop())
+    identity::user_by_key(conn, key)
 }
 
 /// The groups with these ids, sorted by display name; unknown ids are skipped.
@@ -488,6 +481,7 @@ fn write_plan(
     tx: &Transaction<'_>,
     plan: &SyncPlan,
     audit: &[NewAuditEvent],
+    mut written: std::collections::BTreeSet<String>,
 ) -> Result<(), StoreError> {
     let mut upsert_group = tx
         .prepare_cached(
@@ -505,6 +499,7 @@ fn write_plan(
     for user in &plan.upsert_users {
         writer.upsert(user)?;
     }
+    written.append(&mut writer.written);
     drop(writer);
     for id in &plan.delete_user_ids {
         delete_user(tx, id)?;
@@ -526,13 +521,23 @@ fn write_plan(
     for event in audit {
         insert_audit(tx, event)?;
     }
+    let template = crate::store::identity::event_template(audit);
+    for event in identity::check_conflicts(tx, &written, &template)? {
+        insert_audit(tx, &event)?;
+    }
     Ok(())
 }
 
-/// A user's row as `users`' INSERT and UPDATE bind it (`?1` to `?8`), with `group_ids` as
-/// their JSON list (a `String`: a `str` can't stand behind a `dyn ToSql`).
+/// A user's row as `users`' INSERT and UPDATE bind it (`?1` to `?11`), with `group_ids` as
+/// their JSON list (a `String`: a `str` can't stand behind a `dyn ToSql`), the folded names
+/// and the claim epoch of this write.
 #[allow(clippy::ptr_arg)]
-fn user_row<'a>(user: &'a User, group_ids: &'a String) -> [&'a dyn rusqlite::ToSql; 8] {
+fn user_row<'a>(
+    user: &'a User,
+    group_ids: &'a String,
+    keys: &'a (String, String),
+    epoch: &'a i64,
+) -> [&'a dyn rusqlite::ToSql; 11] {
     [
         &user.id,
         &user.dn,
@@ -542,6 +547,9 @@ fn user_row<'a>(user: &'a User, group_ids: &'a String) -> [&'a dyn rusqlite::ToS
         &user.mail,
         &user.account_enabled,
         group_ids,
+        &keys.0,
+        &keys.1,
+        epoch,
     ]
 }
 
@@ -551,6 +559,10 @@ struct UserWriter<'c> {
     conn: &'c Connection,
     insert: rusqlite::CachedStatement<'c>,
     insert_members: rusqlite::CachedStatement<'c>,
+    /// The claim epoch of this transaction's writes.
+    epoch: i64,
+    /// The folded names of every user written, for the conflict check.
+    written: std::collections::BTreeSet<String>,
 }
 
 impl<'c> UserWriter<'c> {
@@ -560,7 +572,8 @@ impl<'c> UserWriter<'c> {
             insert: conn
                 .prepare_cached(
                     "INSERT INTO users (id, dn, username, upn, display_name, mail, \
-                     account_enabled, group_ids) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                     account_enabled, group_ids, username_key, upn_key, username_since, \
+                     upn_since) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11) \
                      ON CONFLICT (id) DO NOTHING",
                 )
                 .map_err(map_err)?,
@@ -570,6 +583,8 @@ impl<'c> UserWriter<'c> {
                      SELECT value, ?2 FROM json_each(?1)",
                 )
                 .map_err(map_err)?,
+            epoch: identity::write_epoch(conn)?,
+            written: std::collections::BTreeSet::new(),
         })
     }
 
@@ -582,11 +597,16 @@ impl<'c> UserWriter<'c> {
         group_ids.sort_unstable();
         group_ids.dedup();
         let list = rows::to_json(&group_ids)?;
+        let keys = crate::store::identity::keys_of(user);
+        let epoch = self.epoch;
+        self.written.insert(keys.0.clone());
+        self.written.insert(keys.1.clone());
+        let row = user_row(user, &list, &keys, &epoch);
         // A new user (every user of a first sync) is one insert and its memberships; only an
         // existing one needs its stored list read and the difference written.
         let inserted = self
             .insert
-            .execute(&user_row(user, &list)[..])
+            .execute(&row[..])
             .map_err(map_err)?;
         let stored: Option<String> = if inserted == 1 {
             None
@@ -595,11 +615,16 @@ impl<'c> UserWriter<'c> {
                 .prepare_cached("SELECT group_ids FROM users WHERE id = ?1")
                 .and_then(|mut stmt| stmt.query_row([&user.id], |row| row.get(0)).optional())
                 .map_err(map_err)?;
+            // A claim keeps its epoch while the name stays the same (SET reads the old row).
             tx.prepare_cached(
                 "UPDATE users SET dn = ?2, username = ?3, upn = ?4, display_name = ?5, \
-                 mail = ?6, account_enabled = ?7, group_ids = ?8 WHERE id = ?1",
+                 mail = ?6, account_enabled = ?7, group_ids = ?8, username_key = ?9, \
+                 upn_key = ?10, \
+                 username_since = CASE WHEN username_key IS ?9 THEN username_since ELSE ?11 END, \
+                 upn_since = CASE WHEN upn_key IS ?10 THEN upn_since ELSE ?11 END \
+                 WHERE id = ?1",
             )
-            .and_then(|mut stmt| stmt.execute(&user_row(user, &list)[..]))
+            .and_then(|mut stmt| stmt.execute(&row[..]))
             .map_err(map_err)?;
             stored
         };
@@ -735,6 +760,10 @@ impl Store for SqliteStore {
         self.read(move |conn| user_by_key(conn, &key)).await
     }
 
+    async fn quarantined_users(&self) -> Result<Vec<User>, StoreError> {
+        self.read(identity::quarantined).await
+    }
+
     async fn user_with_groups(&self, key: &str) -> Result<Option<(User, Vec<Group>)>, StoreError> {
         let key = key.to_owned();
         self.read(move |conn| user_and_groups(conn, &key, groups_by_ids))
@@ -820,7 +849,9 @@ impl Store for SqliteStore {
             revoke_tap_user_ids: plan.revoke_tap_user_ids.clone(),
         };
         let audit = audit.to_vec();
-        let written = self.write(move |tx| write_plan(tx, &plan, &audit)).await;
+        let written = self
+            .write(move |tx| write_plan(tx, &plan, &audit, Default::default()))
+            .await;
         self.sign_ins.invalidate();
         written
     }
@@ -861,12 +892,13 @@ impl Store for SqliteStore {
                     writer.upsert(user)?;
                 }
             }
+            let written = std::mem::take(&mut writer.written);
             drop(writer);
             // Dropping `tx` without a commit rolls back.
             let Ok(end) = end.blocking_recv() else {
                 return Ok(false);
             };
-            write_plan(&tx, &end.plan, &end.audit)?;
+            write_plan(&tx, &end.plan, &end.audit, written)?;
             tx.commit().map_err(map_err)?;
             if let Some(checkpoint) = checkpoint {
                 checkpoint.committed();

@@ -36,9 +36,10 @@ fn col<T: rusqlite::types::FromSql>(row: &Row<'_>, index: usize) -> Result<T, St
     row.get(index).map_err(super::map_err)
 }
 
-/// Columns a [`User`] is read from, in this order, the last a JSON array of group ids.
+/// Columns a [`User`] is read from, in this order: a JSON array of group ids at 7, the
+/// identity conflict (JSON or NULL) at 8.
 pub(crate) const USER_COLUMNS: &str = "u.id, u.dn, u.username, u.upn, u.display_name, u.mail, \
-     u.account_enabled, u.group_ids";
+     u.account_enabled, u.group_ids, u.identity_conflict";
 
 /// Reads a user selected with [`USER_COLUMNS`].
 pub(crate) fn user(row: &Row<'_>) -> Result<User, StoreError> {
@@ -46,6 +47,10 @@ pub(crate) fn user(row: &Row<'_>) -> Result<User, StoreError> {
     let mut group_ids: Vec<String> = from_json("user group ids", &groups)?;
     group_ids.sort();
     group_ids.dedup();
+    let conflict: Option<String> = col(row, 8)?;
+    let identity_conflict = conflict
+        .map(|body| from_json("identity conflict", &body))
+        .transpose()?;
     Ok(User {
         id: col(row, 0)?,
         dn: col(row, 1)?,
@@ -55,6 +60,7 @@ pub(crate) fn user(row: &Row<'_>) -> Result<User, StoreError> {
         mail: col(row, 5)?,
         account_enabled: col(row, 6)?,
         group_ids,
+        identity_conflict,
     })
 }
 

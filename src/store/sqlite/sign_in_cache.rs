@@ -171,6 +171,7 @@ mod tests {
                 mail: None,
                 account_enabled: true,
                 group_ids: vec!["g-staff".to_owned()],
+                identity_conflict: None,
             },
             vec![GroupRef {
                 id: "g-staff".to_owned(),

@@ -1,0 +1,27 @@
+-- tapd schema version 4: sign-in names are keys.
+--
+-- Every user claims its username and its userPrincipalName, folded to lower case by tapd
+-- (Unicode, so SQLite's ASCII-only lower() can't compute them: the keys of rows written before
+-- this version are NULL until tapd fills them in when it opens the file). Each claim records
+-- the claim epoch at which the user started to claim that name; identity_state.epoch is
+-- bumped once per applied sync. When several users claim one name, the oldest claim holds it
+-- and every other claimant is quarantined (identity_conflict, a JSON document); rows from
+-- before this version all claim at epoch 0, so a collision that already existed quarantines
+-- every user in it. identity_state.checked = 0 makes the next sync check every name once.
+
+ALTER TABLE users ADD COLUMN username_key TEXT;
+ALTER TABLE users ADD COLUMN upn_key TEXT;
+ALTER TABLE users ADD COLUMN username_since INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN upn_since INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN identity_conflict TEXT;
+
+CREATE INDEX users_username_key ON users (username_key);
+CREATE INDEX users_upn_key ON users (upn_key);
+CREATE INDEX users_quarantined ON users (id) WHERE identity_conflict IS NOT NULL;
+
+CREATE TABLE identity_state (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    epoch   INTEGER NOT NULL,
+    checked INTEGER NOT NULL CHECK (checked IN (0, 1))
+);
+INSERT INTO identity_state (id, epoch, checked) VALUES (1, 0, 0);
