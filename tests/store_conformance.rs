@@ -179,6 +179,7 @@ fn user(id: &str, username: &str, upn: &str, groups: &[&str]) -> User {
         mail: Some(format!("{username}@mail.example.org")),
         account_enabled: true,
         group_ids: groups.iter().map(|g| (*g).to_owned()).collect(),
+        identity_conflict: None,
     }
 }
 
