@@ -1013,5 +1013,7 @@ async fn survivor_takes_over_scheduled_syncs_after_kill_mid_sync() {
     );
     let requested = b.tapctl(&["audit", "--activity", "Admin started directory sync"]);
     assert_eq!(requested["value"], Value::Array(Vec::new()), "{requested}");
-    assert!(lease_row(&observer).await.is_none(), "B released the lease");
+    let (holder, expires) = lease_row(&observer).await.expect("the lease row stays");
+    assert_eq!(holder, b.identity);
+    assert!(expires <= chrono::Utc::now(), "B released the lease");
 }

@@ -24,6 +24,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_web_sessions",
         include_str!("migrations/0002_web_sessions.sql"),
     ),
+    (
+        "0003_sync_lease_epoch",
+        include_str!("migrations/0003_sync_lease_epoch.sql"),
+    ),
 ];
 
 /// The schema version this binary writes and understands.
