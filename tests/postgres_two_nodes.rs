@@ -15,8 +15,13 @@
 //!
 //! Both nodes share one `public_url` (as nodes behind one load balancer do): the web checks the
 //! `Origin` header against it, not the port a request arrived on, so the test sends the same
-//! `Origin` to either node's listener. The lease rules themselves (one holder, renewal, lapse)
-//! are also tested with a manual clock in `tests/postgres_nodes.rs`.
+//! `Origin` to either node's listener. The lease rules themselves (one holder, renewal, lapse,
+//! by the database's clock) are also tested in `tests/postgres_nodes.rs` and the store
+//! conformance suite.
+//!
+//! A third test freezes a node (SIGSTOP) inside its sync past its lease: after another node
+//! took over and synced, the frozen node's late commit is refused by the lease's fencing token
+//! and the store keeps the other node's result.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "common/postgres.rs"]
