@@ -120,7 +120,14 @@ async fn main() {
         phase("store read");
         let plan = tapd::directory::sync::plan_sync(&users, &groups, &contents);
         phase("plan");
-        scratch.apply_sync(&plan, &[]).await.expect("apply");
+        let fence = scratch
+            .try_sync_lease("bench", Duration::from_secs(60))
+            .await
+            .expect("lease")
+            .granted()
+            .expect("granted")
+            .fence();
+        scratch.apply_sync(&fence, &plan, &[]).await.expect("apply");
         phase("apply (fresh store)");
         let users = scratch.users(None).await.expect("users");
         let groups = scratch.groups().await.expect("groups");

@@ -814,7 +814,7 @@ impl AdminSession {
             .map_err(|e| match e {
                 crate::sync::SyncError::AlreadyRunning
                 | crate::sync::SyncError::HeldElsewhere { .. }
-                | crate::sync::SyncError::LeaseLost { .. } => ServiceError::Conflict(e.to_string()),
+                | crate::sync::SyncError::LeaseLost(_) => ServiceError::Conflict(e.to_string()),
                 crate::sync::SyncError::Store(s) => ServiceError::from(s),
             })
     }

@@ -2,10 +2,14 @@
 //! apply the plan in one store transaction, record the status.
 //!
 //! One run at a time per node (a mutex) and across the nodes sharing a store (the store's sync
-//! lease, renewed while the run lasts and released after it). A node that finds the lease held
-//! elsewhere skips the run; a node killed mid-run leaves nothing half-applied (the plan is one
-//! transaction) and its lease lapses after [`SyncOptions::lease_ttl`], so another node takes
-//! over. Scheduled runs also skip while another node's last run is not yet due again, so the
+//! lease, renewed while the run lasts and released after it, its times by the database's
+//! clock). A node that finds the lease held elsewhere skips the run; a node killed mid-run
+//! leaves nothing half-applied (the plan is one transaction) and its lease lapses after
+//! [`SyncOptions::lease_ttl`], so another node takes over. Every write of a run (the plan, the
+//! status, the run's audit) carries the lease's fencing token, and the store refuses it inside
+//! its transaction when the lease has lapsed or changed hands since: a node that stalled past
+//! its lease (GC pause, SIGSTOP, frozen VM) can't commit over the sync of the node that took
+//! over ([`SyncError::LeaseLost`], logged at warning). Scheduled runs also skip while another node's last run is not yet due again, so the
 //! nodes together sync about once per interval.
 //!
 //! A full sync overlaps its three parts: the directory hands users over page by page, each is
@@ -34,7 +38,9 @@ use crate::directory::sync::{
 use crate::directory::{DirectoryChanges, DirectoryContents, DirectoryError, DirectorySource};
 use crate::metrics::{Metrics, NoLabels, StoreOperation, SyncErrorCause, SyncResult};
 use crate::model::{AuditResult, Channel, NewAuditEvent, SyncStatus, Timestamp, User};
-use crate::store::{Store, StoreError, SyncLeaseOutcome, SyncPlan, SyncPlanEnd};
+use crate::store::{
+    LeaseLost, Store, StoreError, SyncFence, SyncLeaseOutcome, SyncPlan, SyncPlanEnd,
+};
 
 /// Activity names of sync-related audit events.
 pub mod activity {
@@ -85,16 +91,22 @@ pub enum SyncError {
         /// When its lease lapses unless renewed.
         until: Timestamp,
     },
-    /// The lease went to another node during the run (this node stalled past its lease), so
-    /// the run stopped; what it had not committed was rolled back.
-    #[error("the directory sync lease was taken over by node {holder}; this run stopped")]
-    LeaseLost {
-        /// The node that holds it now.
-        holder: String,
-    },
+    /// The run's lease lapsed or went to another node before the run could commit (this node
+    /// stalled past its lease): the store refused the run's writes, and nothing of it is kept.
+    #[error("directory sync refused: {0}")]
+    LeaseLost(#[source] LeaseLost),
     /// The store failed while reading or applying.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for SyncError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::LeaseLost(lost) => SyncError::LeaseLost(lost),
+            other => SyncError::Store(other),
+        }
+    }
 }
 
 /// Batches of users in flight between the directory reader, the planner and the store.
@@ -253,6 +265,10 @@ impl Syncer {
     }
 
     /// Takes the sync lease (one node at a time), renews it while the run lasts and releases it.
+    ///
+    /// A renewal that finds the lease lost only stops renewing: whether the run may commit is
+    /// decided by the store, inside the commit's own transaction (the fencing token), which no
+    /// pause between a check here and the commit can get around.
     async fn run_with_lease(
         &self,
         incremental: bool,
@@ -261,12 +277,8 @@ impl Syncer {
     ) -> Result<SyncStatus, SyncError> {
         let node = self.options.node.as_str();
         let ttl = self.options.lease_ttl();
-        match self
-            .store
-            .try_sync_lease(node, ttl, self.clock.now())
-            .await?
-        {
-            SyncLeaseOutcome::Granted(_) => {}
+        let fence = match self.store.try_sync_lease(node, ttl).await? {
+            SyncLeaseOutcome::Granted(lease) => lease.fence(),
             SyncLeaseOutcome::HeldElsewhere(lease) => {
                 log::info!(
                     "directory sync skipped: node {} holds the sync lease until {}",
@@ -278,22 +290,22 @@ impl Syncer {
                     until: lease.expires,
                 });
             }
-        }
-        let work = self.run_leased(incremental, allow_deletes, actor);
+        };
+        let work = self.run_leased(&fence, incremental, allow_deletes, actor);
         tokio::pin!(work);
         let mut renew = tokio::time::interval(ttl / 3);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         renew.tick().await;
+        let mut renewing = true;
         let result = loop {
             tokio::select! {
                 result = &mut work => break result,
-                _ = renew.tick() => {
-                    match self.store.try_sync_lease(node, ttl, self.clock.now()).await {
-                        Ok(SyncLeaseOutcome::Granted(_)) => {}
-                        Ok(SyncLeaseOutcome::HeldElsewhere(lease)) => {
-                            // Dropping `work` rolls back whatever it had not committed.
-                            log::warn!("directory sync stopped: node {} took over the sync lease", lease.holder);
-                            break Err(SyncError::LeaseLost { holder: lease.holder });
+                _ = renew.tick(), if renewing => {
+                    match self.store.renew_sync_lease(&fence, ttl).await {
+                        Ok(_) => {}
+                        Err(StoreError::LeaseLost(lost)) => {
+                            log::warn!("could not renew the directory sync lease: {lost}; this run's writes will be refused");
+                            renewing = false;
                         }
                         // The run itself will meet the same outage and report it.
                         Err(e) => log::warn!("could not renew the directory sync lease: {e}"),
@@ -301,7 +313,10 @@ impl Syncer {
                 }
             }
         };
-        if let Err(e) = self.store.release_sync_lease(node).await {
+        if let Err(SyncError::LeaseLost(lost)) = &result {
+            log::warn!("directory sync on node {node}: the store refused its writes: {lost}");
+        }
+        if let Err(e) = self.store.release_sync_lease(&fence).await {
             log::warn!("could not release the directory sync lease (it lapses by itself): {e}");
         }
         result
@@ -310,6 +325,7 @@ impl Syncer {
     /// The body of [`Syncer::run`], while this node holds the lease.
     async fn run_leased(
         &self,
+        fence: &SyncFence,
         incremental: bool,
         allow_deletes: bool,
         actor: &str,
@@ -323,15 +339,18 @@ impl Syncer {
 
         let outcome = if incremental {
             match self.directory.read_changes().await {
-                Ok(Some(changes)) => self.incremental(changes, allow_deletes, actor).await?,
-                Ok(None) => self.full_streamed(allow_deletes, actor).await?,
+                Ok(Some(changes)) => {
+                    self.incremental(fence, changes, allow_deletes, actor)
+                        .await?
+                }
+                Ok(None) => self.full_streamed(fence, allow_deletes, actor).await?,
                 Err(e) => Outcome::Failed {
                     kind: "incremental",
                     error: e,
                 },
             }
         } else {
-            self.full_streamed(allow_deletes, actor).await?
+            self.full_streamed(fence, allow_deletes, actor).await?
         };
         status.last_run_finished = Some(self.clock.now());
         status.last_run_duration_ms = Some(timer.elapsed().as_millis() as u64);
@@ -348,16 +367,16 @@ impl Syncer {
                 status.last_error = Some(message.clone());
                 status.deletions_refused = 0;
                 status.last_result = Some("failed".to_owned());
-                self.store.put_sync_status(&status).await?;
-                self.audit(
+                let event = self.failure_event(
                     actor,
                     activity::SYNC_FAILED,
-                    None,
-                    AuditResult::Failure,
-                    Some("directory_unavailable"),
+                    "directory_unavailable",
                     json!({ "error": message }),
-                )
-                .await;
+                );
+                self.store
+                    .put_sync_status(fence, &status, std::slice::from_ref(&event))
+                    .await?;
+                crate::audit::log(&event);
             }
             Outcome::Refused {
                 tripped,
@@ -368,16 +387,16 @@ impl Syncer {
                 status.last_error = Some(message.clone());
                 status.deletions_refused = tripped.would_delete;
                 status.last_result = Some("deletionsRefused".to_owned());
-                self.store.put_sync_status(&status).await?;
-                self.audit(
+                let event = self.failure_event(
                     actor,
                     activity::DELETIONS_REFUSED,
-                    None,
-                    AuditResult::Failure,
-                    Some("deletion_guard"),
+                    "deletion_guard",
                     json!({ "wouldDelete": tripped.would_delete, "users": current_users, "message": message }),
-                )
-                .await;
+                );
+                self.store
+                    .put_sync_status(fence, &status, std::slice::from_ref(&event))
+                    .await?;
+                crate::audit::log(&event);
             }
             Outcome::Applied {
                 kind,
@@ -398,7 +417,7 @@ impl Syncer {
                 status.last_error = None;
                 status.last_result = Some("success".to_owned());
                 status.last_success = status.last_run_finished;
-                self.store.put_sync_status(&status).await?;
+                self.store.put_sync_status(fence, &status, &[]).await?;
                 log::info!(
                     "{kind} directory sync from {}: {} users, {} groups; {} added, {} updated, {} deleted in {} ms",
                     self.directory.describe(),
@@ -420,6 +439,7 @@ impl Syncer {
     /// go through the same deletion guard, revocations and audit as a full sync's.
     async fn incremental(
         &self,
+        fence: &SyncFence,
         changes: DirectoryChanges,
         allow_deletes: bool,
         actor: &str,
@@ -470,7 +490,7 @@ impl Syncer {
         self.metrics
             .time_store(
                 StoreOperation::ApplySync,
-                self.store.apply_sync(&plan, &events),
+                self.store.apply_sync(fence, &plan, &events),
             )
             .await?;
         Ok(Outcome::Applied {
@@ -489,7 +509,12 @@ impl Syncer {
     /// being read. What needs every entry (deletions, the deletion guard, groups, revocations
     /// and their audit) is decided after the last user, before the commit; a failed read, a
     /// tripped guard or any error drops the transaction, so the store is left as it was.
-    async fn full_streamed(&self, allow_deletes: bool, actor: &str) -> Result<Outcome, SyncError> {
+    async fn full_streamed(
+        &self,
+        fence: &SyncFence,
+        allow_deletes: bool,
+        actor: &str,
+    ) -> Result<Outcome, SyncError> {
         let (users_tx, mut users_rx) = mpsc::channel::<Vec<User>>(STREAM_BATCHES);
         let (upserts_tx, upserts_rx) = mpsc::channel::<Vec<User>>(STREAM_BATCHES);
         let (end_tx, end_rx) = oneshot::channel::<SyncPlanEnd>();
@@ -577,7 +602,7 @@ impl Syncer {
         // transaction is open, which includes the directory read.
         let apply = self.metrics.time_store(
             StoreOperation::ApplySync,
-            self.store.apply_sync_streamed(upserts_rx, end_rx),
+            self.store.apply_sync_streamed(fence, upserts_rx, end_rx),
         );
         let ((), outcome, committed) = tokio::join!(read, plan, apply);
         let committed = committed?;
@@ -628,6 +653,7 @@ impl Syncer {
                 activity::SYNC_APPLIED,
                 None,
                 json!({
+                    "node": self.options.node,
                     "usersAdded": counts.added, "usersUpdated": counts.updated, "usersDeleted": counts.deleted,
                     "groupsUpserted": plan.upsert_groups.len(), "groupsDeleted": plan.delete_group_ids.len(),
                 }),
@@ -657,21 +683,17 @@ impl Syncer {
         }
     }
 
-    async fn audit(
+    /// The audit event of a run that failed or was refused, recorded with its status.
+    fn failure_event(
         &self,
         actor: &str,
         activity: &str,
-        target: Option<String>,
-        result: AuditResult,
-        reason: Option<&str>,
+        reason: &str,
         details: serde_json::Value,
-    ) {
-        let mut event = self.event(self.clock.now(), actor, activity, target, details);
-        event.result = result;
-        event.reason_code = reason.map(str::to_owned);
-        crate::audit::log(&event);
-        if let Err(e) = self.store.append_audit(&event).await {
-            log::error!("could not record sync audit event: {e}");
-        }
+    ) -> NewAuditEvent {
+        let mut event = self.event(self.clock.now(), actor, activity, None, details);
+        event.result = AuditResult::Failure;
+        event.reason_code = Some(reason.to_owned());
+        event
     }
 }

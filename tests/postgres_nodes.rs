@@ -24,7 +24,7 @@ use tapd::directory::ldif::LdifDirectory;
 use tapd::directory::sync::DeletionGuard;
 use tapd::model::{AuditResult, Channel, NewAuditEvent, SyncStatus};
 use tapd::store::postgres::{PostgresSettings, PostgresStore};
-use tapd::store::{Store, StoreError, SyncLeaseOutcome};
+use tapd::store::{Store, StoreError};
 use tapd::sync::{SyncError, SyncOptions, Syncer};
 
 use postgres_cluster::PostgresCluster;
@@ -397,6 +397,8 @@ async fn admin_api_answers_503_while_postgres_is_down_and_recovers() {
 // ---------------------------------------------------------------------------------------------
 // Sync leadership
 
+/// A syncer at a two-second interval, so that its lease (as long as the interval) lapses in
+/// real time: the lease is judged by the database's clock, which no test clock moves.
 fn syncer(store: Arc<dyn Store>, clock: Arc<ManualClock>, node: &str) -> Syncer {
     let directory = LdifDirectory::open(repo_path("etc/tapd/demo-directory.ldif"))
         .unwrap()
@@ -407,13 +409,16 @@ fn syncer(store: Arc<dyn Store>, clock: Arc<ManualClock>, node: &str) -> Syncer 
         Arc::new(directory),
         clock,
         SyncOptions {
-            interval: Duration::from_secs(30),
+            interval: LEASE_TTL,
             guard: DeletionGuard::default(),
             node: node.to_owned(),
         },
         Arc::new(tapd::metrics::Metrics::new()),
     )
 }
+
+/// The syncers' interval and so their lease's lifetime.
+const LEASE_TTL: Duration = Duration::from_secs(2);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_node_syncs_at_a_time_and_another_takes_over() {
@@ -431,26 +436,25 @@ async fn one_node_syncs_at_a_time_and_another_takes_over() {
 
     let at = |seconds: i64| start + chrono::Duration::seconds(seconds);
 
-    // A syncs (next run due at +30 s); the status says so, and B's scheduled run is not due.
+    // A syncs (next run due at +2 s by the nodes' clocks); the status says so, and B's
+    // scheduled run is not due.
     let status = node_a.run(false, "tapd").await.unwrap();
     assert_eq!(status.last_result.as_deref(), Some("success"));
     assert_eq!(status.node.as_deref(), Some("node-a"));
     assert!(store_b.user("alice").await.unwrap().is_some());
-    clock_b.set(at(10));
+    clock_b.set(at(1));
     assert_eq!(node_b.run_scheduled().await.unwrap(), None);
 
-    // A "dies" in the middle of its next sync, at +20 s: it holds the lease (until +50 s) and
-    // never releases it. B is refused and told by whom, without touching the shared status.
-    let ttl = Duration::from_secs(30);
-    clock_a.set(at(20));
-    assert!(matches!(
-        store_a
-            .try_sync_lease("node-a", ttl, clock_a.now())
-            .await
-            .unwrap(),
-        SyncLeaseOutcome::Granted(_)
-    ));
-    clock_b.set(at(35));
+    // A "dies" in the middle of its next sync: it holds the lease (for two seconds by the
+    // database's clock) and never releases it. B is refused and told by whom, without
+    // touching the shared status, however far B's own clock has moved.
+    let stale = store_a
+        .try_sync_lease("node-a", LEASE_TTL)
+        .await
+        .unwrap()
+        .granted()
+        .expect("A takes the lease");
+    clock_b.set(at(3600));
     assert!(matches!(
         node_b.run_scheduled().await,
         Err(SyncError::HeldElsewhere { .. })
@@ -462,14 +466,25 @@ async fn one_node_syncs_at_a_time_and_another_takes_over() {
     let before: SyncStatus = store_b.sync_status().await.unwrap();
     assert_eq!(before.node.as_deref(), Some("node-a"));
 
-    // Once A's lease has lapsed, B's scheduled run takes over: within two intervals of A's
-    // last run.
-    clock_b.set(at(50));
+    // Once A's lease has lapsed (by the database's clock), B's scheduled run takes over.
+    tokio::time::sleep(LEASE_TTL + Duration::from_millis(300)).await;
     let taken = node_b.run_scheduled().await.unwrap().expect("B syncs");
     assert_eq!(taken.node.as_deref(), Some("node-b"));
     assert_eq!(taken.last_result.as_deref(), Some("success"));
+    // A's late write under its old lease is refused and changes nothing.
+    match store_a.put_sync_status(&stale.fence(), &before, &[]).await {
+        Err(StoreError::LeaseLost(lost)) => {
+            assert_eq!(lost.token, stale.epoch);
+            assert_eq!(lost.holder.as_deref(), Some("node-b"));
+        }
+        other => panic!("expected LeaseLost, got {other:?}"),
+    }
+    assert_eq!(
+        store_a.sync_status().await.unwrap().node.as_deref(),
+        Some("node-b")
+    );
     // B released the lease after its run: a manual run on A goes ahead.
-    clock_a.set(at(60));
+    clock_a.set(at(3700));
     let again = node_a.run(false, "root (uid 0)").await.unwrap();
     assert_eq!(again.node.as_deref(), Some("node-a"));
 }

@@ -15,8 +15,13 @@
 //!
 //! Both nodes share one `public_url` (as nodes behind one load balancer do): the web checks the
 //! `Origin` header against it, not the port a request arrived on, so the test sends the same
-//! `Origin` to either node's listener. The lease rules themselves (one holder, renewal, lapse)
-//! are also tested with a manual clock in `tests/postgres_nodes.rs`.
+//! `Origin` to either node's listener. The lease rules themselves (one holder, renewal, lapse,
+//! by the database's clock) are also tested in `tests/postgres_nodes.rs` and the store
+//! conformance suite.
+//!
+//! A third test freezes a node (SIGSTOP) inside its sync past its lease: after another node
+//! took over and synced, the frozen node's late commit is refused by the lease's fencing token
+//! and the store keeps the other node's result.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "common/postgres.rs"]
@@ -1013,5 +1018,196 @@ async fn survivor_takes_over_scheduled_syncs_after_kill_mid_sync() {
     );
     let requested = b.tapctl(&["audit", "--activity", "Admin started directory sync"]);
     assert_eq!(requested["value"], Value::Array(Vec::new()), "{requested}");
-    assert!(lease_row(&observer).await.is_none(), "B released the lease");
+    let (holder, expires) = lease_row(&observer).await.expect("the lease row stays");
+    assert_eq!(holder, b.identity);
+    assert!(expires <= chrono::Utc::now(), "B released the lease");
+}
+
+/// A node frozen past its lease can't commit over the sync of the node that took over: every
+/// write of a sync carries the lease's fencing token, checked by the store in the write's own
+/// transaction by the database's clock. Node A starts a manual sync of a changed directory
+/// (Bob renamed "Bob Rebuilt", Frank added); the test holds a lock on the users table so that
+/// A stops at its store read, inside its run, holding the lease and no row locks. A is frozen
+/// (SIGSTOP), the lock is released, and A's lease (a minute at `sync_interval = "1h"`) lapses
+/// by the database's clock. The directory changes again (Bob becomes "Bob Third") and B syncs
+/// it. A is resumed (SIGCONT): its plan, read before B's sync, would set Bob back to "Bob
+/// Rebuilt"; the store refuses it, A logs why at warning and its `tapctl sync run` fails
+/// naming the fencing tokens, and the store keeps B's result: Bob, the sync status and the
+/// audit show B's run, none of A's late one. About 70 seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_frozen_past_its_lease_cannot_commit_over_the_takeover() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test administers tapd as root (the break-glass administrator): run it as root, \
+         as scripts/test.sh does"
+    );
+    let cluster = PostgresCluster::shared();
+    let url = cluster.create_database().await;
+    let connect = || async {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+    };
+    let observer = connect().await;
+    let mut locker = connect().await;
+
+    let directory = tempfile::tempdir().unwrap();
+    let ldif = directory.path().join("directory.ldif");
+    let original = std::fs::read_to_string(repo_path("etc/tapd/demo-directory.ldif")).unwrap();
+    write_atomically(&ldif, &original);
+    let setup = Setup {
+        ldif: ldif.clone(),
+        // No scheduled run during the test: only the runs at start and the manual ones.
+        sync_interval: "1h",
+        incremental_interval: "0s",
+        statement_timeout: "30s",
+    };
+    let public_url = "http://localhost:8080";
+    let mut a = Node::start_with("A", &url, public_url, &setup);
+    let b = Node::start_with("B", &url, public_url, &setup);
+    // Both nodes' runs at start are over once B's has recorded its status.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sync_status(&b)["node"].as_str() != Some(b.identity.as_str()) {
+        assert!(Instant::now() < deadline, "B's sync at start did not run");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let applied_before = applied_syncs(&b).len();
+
+    // The directory changes; A's manual sync reads it, then waits for its store read.
+    write_atomically(
+        &ldif,
+        &format!(
+            "{}{NEW_USER_LDIF}",
+            original.replace("displayName: Bob Builder", "displayName: Bob Rebuilt")
+        ),
+    );
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let late_run = Command::new(env!("CARGO_BIN_EXE_tapctl"))
+        .arg("--socket")
+        .arg(a.socket())
+        .args(["sync", "run"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting = observer
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+                 AND wait_event_type = 'Lock' AND query LIKE 'SELECT%FROM users u%'",
+                &[],
+            )
+            .await
+            .unwrap();
+        if waiting.is_some() {
+            break;
+        }
+        a.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "A's sync did not reach its store read:\n{}",
+            a.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (holder, expires) = lease_row(&observer).await.expect("A holds the sync lease");
+    assert_eq!(holder, a.identity, "the waiting sync is A's");
+
+    // A freezes inside its run; its read then completes, leaving it no locks to hold.
+    let a_pid = nix::unistd::Pid::from_raw(a.child.id() as i32);
+    nix::sys::signal::kill(a_pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    lock.rollback().await.unwrap();
+
+    // A's lease lapses by the database's clock while A is frozen.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let lapsed: bool = observer
+            .query_one("SELECT $1 <= clock_timestamp()", &[&expires])
+            .await
+            .unwrap()
+            .get(0);
+        if lapsed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A's lease did not lapse");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // The directory changes again, and B syncs it under the lease it now takes.
+    write_atomically(
+        &ldif,
+        &format!(
+            "{}{NEW_USER_LDIF}",
+            original.replace("displayName: Bob Builder", "displayName: Bob Third")
+        ),
+    );
+    let taken = b.tapctl(&["sync", "run"]);
+    assert_eq!(taken["lastResult"].as_str(), Some("success"), "{taken}");
+    assert_eq!(taken["node"].as_str(), Some(b.identity.as_str()), "{taken}");
+    assert_eq!(
+        b.tapctl(&["user", "show", "bob"])["displayName"],
+        "Bob Third"
+    );
+
+    // A resumes and tries to commit its plan, read before B's sync.
+    nix::sys::signal::kill(a_pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let output = late_run.wait_with_output().unwrap();
+    let answer = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        !output.status.success(),
+        "A's late sync succeeded: {answer}"
+    );
+    assert!(
+        answer.contains("sync lease lost (fencing token"),
+        "A's late sync failed for another reason: {answer}"
+    );
+    a.assert_running();
+    let log = a.log();
+    let refused = log
+        .lines()
+        .find(|l| l.contains("the store refused its writes: sync lease lost"))
+        .unwrap_or_else(|| panic!("A did not log the refusal:\n{log}"));
+    assert!(refused.contains("WARN"), "not a warning: {refused}");
+    assert!(
+        refused.contains(&format!("held by node {}", b.identity)),
+        "the refusal names another holder: {refused}"
+    );
+    eprintln!("A's late sync: {}", answer.trim());
+
+    // The store holds B's result: nothing of A's late run.
+    assert_eq!(
+        b.tapctl(&["user", "show", "bob"])["displayName"],
+        "Bob Third"
+    );
+    let status = sync_status(&b);
+    assert_eq!(
+        status["node"].as_str(),
+        Some(b.identity.as_str()),
+        "{status}"
+    );
+    assert_eq!(
+        status["lastRunStarted"], taken["lastRunStarted"],
+        "{status}"
+    );
+    let applied = applied_syncs(&b);
+    assert_eq!(
+        applied.len(),
+        applied_before + 1,
+        "B's run only: {applied:?}"
+    );
+    assert_eq!(
+        applied[0]["additionalDetails"]["node"].as_str(),
+        Some(b.identity.as_str()),
+        "{applied:?}"
+    );
 }

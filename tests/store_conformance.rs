@@ -24,7 +24,9 @@ use tapd::model::{
 };
 use tapd::store::postgres::{PostgresSettings, PostgresStore};
 use tapd::store::sqlite::{SqliteStore, DEFAULT_BUSY_TIMEOUT};
-use tapd::store::{Store, StoreError, SyncLease, SyncLeaseOutcome, SyncPlan, SyncPlanEnd};
+use tapd::store::{
+    LeaseLost, Store, StoreError, SyncFence, SyncLease, SyncLeaseOutcome, SyncPlan, SyncPlanEnd,
+};
 
 use postgres_cluster::PostgresCluster;
 
@@ -115,6 +117,8 @@ macro_rules! conformance {
                 audit_written_by_each_mutating_call,
                 sync_status_roundtrip,
                 sync_lease_granted_and_renewed,
+                sync_lease_stale_token_is_refused,
+                sync_lease_lapsed_token_is_refused,
                 names_fold_ascii_only,
                 nul_characters_are_harmless,
                 method_lookup_and_swap_data_once,
@@ -164,6 +168,17 @@ shared_store!(postgres_nodes, postgres_backend);
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
+
+/// The lease a test's sync writes carry: node "sync", granted (or renewed) for a minute.
+async fn fence(store: &Arc<dyn Store>) -> SyncFence {
+    store
+        .try_sync_lease("sync", std::time::Duration::from_secs(60))
+        .await
+        .unwrap()
+        .granted()
+        .expect("the sync lease is free")
+        .fence()
+}
 
 fn t(minutes: i64) -> Timestamp {
     Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap() + Duration::minutes(minutes)
@@ -241,7 +256,10 @@ async fn seed(store: &Arc<dyn Store>) {
         upsert_groups: vec![group("g1", "Admins"), group("g2", "staff")],
         ..SyncPlan::default()
     };
-    store.apply_sync(&plan, &[]).await.unwrap();
+    store
+        .apply_sync(&fence(store).await, &plan, &[])
+        .await
+        .unwrap();
 }
 
 /// Each group's id and transitive member ids, as `groups()` returns them.
@@ -454,7 +472,10 @@ async fn user_with_group_refs_follows_every_sync(store: Arc<dyn Store>) {
         upsert_groups: vec![group("g2", "Staff (all)")],
         ..SyncPlan::default()
     };
-    store.apply_sync(&plan, &[]).await.unwrap();
+    store
+        .apply_sync(&fence(&store).await, &plan, &[])
+        .await
+        .unwrap();
     assert_eq!(
         refs(store.user_with_group_refs("alice").await.unwrap()),
         Some((
@@ -489,7 +510,8 @@ async fn user_with_group_refs_follows_every_sync(store: Arc<dyn Store>) {
             .send(end)
             .unwrap_or_else(|_| panic!("the store stopped listening"));
     };
-    let (committed, ()) = tokio::join!(store.apply_sync_streamed(upserts, end), feed);
+    let lease = fence(&store).await;
+    let (committed, ()) = tokio::join!(store.apply_sync_streamed(&lease, upserts, end), feed);
     assert!(committed.unwrap());
     assert!(store.user_with_group_refs("erin").await.unwrap().is_none());
     assert_eq!(
@@ -569,7 +591,10 @@ async fn apply_sync_add_change_delete(store: Arc<dyn Store>) {
         event("Sync added user", "tapd", Some("dave@example.org"), t(2)),
         event("Sync deleted user", "tapd", Some("bob.b@example.org"), t(2)),
     ];
-    store.apply_sync(&plan, &events).await.unwrap();
+    store
+        .apply_sync(&fence(&store).await, &plan, &events)
+        .await
+        .unwrap();
 
     assert_eq!(store.user("u-alice").await.unwrap().unwrap(), renamed);
     assert!(
@@ -608,7 +633,10 @@ async fn apply_sync_add_change_delete(store: Arc<dyn Store>) {
     assert!(audit.contains(&"Sync deleted user".to_owned()));
 
     // An empty plan with no events changes nothing.
-    store.apply_sync(&SyncPlan::default(), &[]).await.unwrap();
+    store
+        .apply_sync(&fence(&store).await, &SyncPlan::default(), &[])
+        .await
+        .unwrap();
     assert_eq!(store.users(None).await.unwrap().len(), 3);
 }
 
@@ -627,7 +655,8 @@ async fn apply_sync_streamed_commits_only_with_its_end(store: Arc<dyn Store>) {
         drop(batches);
         drop(end_tx);
     };
-    let (committed, ()) = tokio::join!(store.apply_sync_streamed(upserts, end), feed);
+    let lease = fence(&store).await;
+    let (committed, ()) = tokio::join!(store.apply_sync_streamed(&lease, upserts, end), feed);
     assert!(!committed.unwrap());
     assert_eq!(store.users(None).await.unwrap(), before);
 
@@ -658,7 +687,8 @@ async fn apply_sync_streamed_commits_only_with_its_end(store: Arc<dyn Store>) {
             })
             .unwrap();
     };
-    let (committed, ()) = tokio::join!(store.apply_sync_streamed(upserts, end), feed);
+    let lease = fence(&store).await;
+    let (committed, ()) = tokio::join!(store.apply_sync_streamed(&lease, upserts, end), feed);
     assert!(committed.unwrap());
     let users: Vec<(String, Vec<String>)> = store
         .users(None)
@@ -715,6 +745,7 @@ async fn apply_sync_revokes_taps(store: Arc<dyn Store>) {
     };
     store
         .apply_sync(
+            &fence(&store).await,
             &plan,
             &[event("Sync revoked TAP", "tapd", Some("carol"), t(2))],
         )
@@ -1100,7 +1131,7 @@ async fn audit_limit_default_and_cap(store: Arc<dyn Store>) {
         })
         .collect();
     store
-        .apply_sync(&SyncPlan::default(), &events)
+        .apply_sync(&fence(&store).await, &SyncPlan::default(), &events)
         .await
         .unwrap();
     let default = store.audit(&AuditFilter::default()).await.unwrap();
@@ -1135,6 +1166,7 @@ async fn audit_written_by_each_mutating_call(store: Arc<dyn Store>) {
         .unwrap();
     store
         .apply_sync(
+            &fence(&store).await,
             &SyncPlan::default(),
             &[e("apply_sync 1"), e("apply_sync 2")],
         )
@@ -1161,7 +1193,10 @@ async fn audit_written_by_each_mutating_call(store: Arc<dyn Store>) {
         .delete_method("u-alice", "m", &e("delete_method"))
         .await
         .unwrap();
-    store.put_sync_status(&SyncStatus::default()).await.unwrap();
+    store
+        .put_sync_status(&fence(&store).await, &SyncStatus::default(), &[])
+        .await
+        .unwrap();
     store.append_audit(&e("append_audit")).await.unwrap();
 
     let mut recorded = audit_all(&store).await;
@@ -1201,13 +1236,19 @@ async fn sync_status_roundtrip(store: Arc<dyn Store>) {
         node: Some("tap1.example.org/4242/9f3c2a".to_owned()),
         initiated_by: Some("tapd".to_owned()),
     };
-    store.put_sync_status(&status).await.unwrap();
+    store
+        .put_sync_status(&fence(&store).await, &status, &[])
+        .await
+        .unwrap();
     assert_eq!(store.sync_status().await.unwrap(), status);
     let later = SyncStatus {
         last_result: Some("success".to_owned()),
         ..SyncStatus::default()
     };
-    store.put_sync_status(&later).await.unwrap();
+    store
+        .put_sync_status(&fence(&store).await, &later, &[])
+        .await
+        .unwrap();
     assert_eq!(store.sync_status().await.unwrap(), later);
 }
 
@@ -1244,7 +1285,10 @@ async fn data_survives_reopen(backend: Backend) {
         users_seen: 3,
         ..SyncStatus::default()
     };
-    store.put_sync_status(&status).await.unwrap();
+    store
+        .put_sync_status(&fence(&store).await, &status, &[])
+        .await
+        .unwrap();
     let users = store.users(None).await.unwrap();
     drop(store);
 
@@ -1260,35 +1304,203 @@ async fn data_survives_reopen(backend: Backend) {
     assert_eq!(store.groups().await.unwrap().len(), 2);
 }
 
+/// The lease's expiry is the database's clock plus the ttl: within the test's run of it.
+fn assert_expires_in(lease: &SyncLease, ttl: std::time::Duration, before: Timestamp) {
+    let ttl = Duration::from_std(ttl).unwrap();
+    assert!(
+        lease.expires >= before + ttl - Duration::seconds(5)
+            && lease.expires <= Utc::now() + ttl + Duration::seconds(5),
+        "{lease:?} does not expire {ttl} from now"
+    );
+}
+
 async fn sync_lease_granted_and_renewed(store: Arc<dyn Store>) {
     let ttl = std::time::Duration::from_secs(60);
-    let first = store.try_sync_lease("node-a", ttl, t(0)).await.unwrap();
-    assert_eq!(
-        first,
-        SyncLeaseOutcome::Granted(SyncLease {
-            holder: "node-a".to_owned(),
-            expires: t(1),
-        })
+    let before = Utc::now();
+    let first = store
+        .try_sync_lease("node-a", ttl)
+        .await
+        .unwrap()
+        .granted()
+        .expect("granted");
+    assert_eq!(first.holder, "node-a");
+    assert_expires_in(&first, ttl, before);
+    // The holder asks again or renews under its token: the expiry moves on, the epoch stays.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let again = store
+        .try_sync_lease("node-a", ttl)
+        .await
+        .unwrap()
+        .granted()
+        .expect("granted");
+    assert_eq!(again.epoch, first.epoch);
+    assert!(again.expires > first.expires, "{again:?} after {first:?}");
+    let renewed = store.renew_sync_lease(&first.fence(), ttl).await.unwrap();
+    assert_eq!(renewed.epoch, first.epoch);
+    assert!(renewed.expires >= again.expires);
+    store.release_sync_lease(&first.fence()).await.unwrap();
+    // Releasing what one doesn't hold is harmless.
+    store.release_sync_lease(&first.fence()).await.unwrap();
+    // Released: no renewal, and the next grant, to the same node, raises the epoch.
+    assert!(matches!(
+        store.renew_sync_lease(&first.fence(), ttl).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    let next = store
+        .try_sync_lease("node-a", ttl)
+        .await
+        .unwrap()
+        .granted()
+        .expect("granted");
+    assert_eq!(next.epoch, first.epoch + 1);
+}
+
+/// What a sync's fenced writes would change, to show that a refused one changed nothing.
+async fn fenced_writes_refused(store: &Arc<dyn Store>, stale: &SyncFence, expected: &LeaseLost) {
+    let users_before = store.users(None).await.unwrap();
+    let status_before = store.sync_status().await.unwrap();
+    let audit_before = audit_all(store).await;
+    let plan = SyncPlan {
+        upsert_users: vec![user("u-late", "late", "late@example.org", &[])],
+        delete_user_ids: vec!["u-alice".to_owned()],
+        ..SyncPlan::default()
+    };
+    let late = [event("Directory sync applied changes", "tapd", None, t(9))];
+    let refused = |result: Result<(), StoreError>, what: &str| match result {
+        Err(StoreError::LeaseLost(lost)) => assert_eq!(&lost, expected, "{what}"),
+        other => panic!("{what}: expected LeaseLost, got {other:?}"),
+    };
+    refused(store.apply_sync(stale, &plan, &late).await, "apply_sync");
+    let (upserts_tx, upserts) = tokio::sync::mpsc::channel(4);
+    let (end_tx, end) = tokio::sync::oneshot::channel();
+    let feed = async {
+        upserts_tx
+            .send(vec![user(
+                "u-streamed",
+                "streamed",
+                "streamed@example.org",
+                &[],
+            )])
+            .await
+            .unwrap();
+        drop(upserts_tx);
+        end_tx
+            .send(SyncPlanEnd {
+                plan: plan.clone(),
+                audit: late.to_vec(),
+            })
+            .unwrap();
+    };
+    let (streamed, ()) = tokio::join!(store.apply_sync_streamed(stale, upserts, end), feed);
+    refused(streamed.map(|_| ()), "apply_sync_streamed");
+    let status = SyncStatus {
+        node: Some("late".to_owned()),
+        ..SyncStatus::default()
+    };
+    refused(
+        store.put_sync_status(stale, &status, &late).await,
+        "put_sync_status",
     );
-    // The holder renews: the expiry moves on.
-    let renewed = store
-        .try_sync_lease("node-a", ttl, t(0) + Duration::seconds(30))
+    assert!(matches!(
+        store
+            .renew_sync_lease(stale, std::time::Duration::from_secs(60))
+            .await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    // Nothing of any of them is visible.
+    assert_eq!(store.users(None).await.unwrap(), users_before);
+    assert_eq!(store.sync_status().await.unwrap(), status_before);
+    assert_eq!(audit_all(store).await, audit_before);
+}
+
+/// A lease that lapsed and went to another node: the first holder's writes, under its old
+/// fencing token, are refused and change nothing; the new holder's go through.
+async fn sync_lease_stale_token_is_refused(store: Arc<dyn Store>) {
+    seed(&store).await;
+    store
+        .release_sync_lease(&fence(&store).await)
         .await
         .unwrap();
+    let ttl = std::time::Duration::from_millis(300);
+    let a = store
+        .try_sync_lease("node-a", ttl)
+        .await
+        .unwrap()
+        .granted()
+        .expect("granted");
+    tokio::time::sleep(ttl + std::time::Duration::from_millis(200)).await;
+    let b = store
+        .try_sync_lease("node-b", std::time::Duration::from_secs(60))
+        .await
+        .unwrap()
+        .granted()
+        .expect("A's lease lapsed");
+    assert!(b.epoch > a.epoch, "{b:?} after {a:?}");
+    let expected = LeaseLost {
+        token: a.epoch,
+        current: b.epoch,
+        holder: Some("node-b".to_owned()),
+        lapsed: false,
+    };
     assert_eq!(
-        renewed,
-        SyncLeaseOutcome::Granted(SyncLease {
-            holder: "node-a".to_owned(),
-            expires: t(1) + Duration::seconds(30),
-        })
+        expected.to_string(),
+        format!(
+            "sync lease lost (fencing token {}, current {} held by node node-b)",
+            a.epoch, b.epoch
+        )
     );
-    store.release_sync_lease("node-a").await.unwrap();
-    // Releasing what one doesn't hold is harmless.
-    store.release_sync_lease("node-a").await.unwrap();
-    assert!(matches!(
-        store.try_sync_lease("node-a", ttl, t(2)).await.unwrap(),
-        SyncLeaseOutcome::Granted(_)
-    ));
+    fenced_writes_refused(&store, &a.fence(), &expected).await;
+    // A can't release B's lease either; B still writes.
+    store.release_sync_lease(&a.fence()).await.unwrap();
+    store
+        .apply_sync(
+            &b.fence(),
+            &SyncPlan {
+                upsert_users: vec![user("u-b", "bee", "bee@example.org", &[])],
+                ..SyncPlan::default()
+            },
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(store.user("bee").await.unwrap().is_some());
+}
+
+/// A lease that lapsed without anyone taking it over still fences its holder's writes off:
+/// between the lapse and the write another node could have synced.
+async fn sync_lease_lapsed_token_is_refused(store: Arc<dyn Store>) {
+    seed(&store).await;
+    store
+        .release_sync_lease(&fence(&store).await)
+        .await
+        .unwrap();
+    let ttl = std::time::Duration::from_millis(300);
+    let a = store
+        .try_sync_lease("node-a", ttl)
+        .await
+        .unwrap()
+        .granted()
+        .expect("granted");
+    tokio::time::sleep(ttl + std::time::Duration::from_millis(200)).await;
+    let expected = LeaseLost {
+        token: a.epoch,
+        current: a.epoch,
+        holder: Some("node-a".to_owned()),
+        lapsed: true,
+    };
+    fenced_writes_refused(&store, &a.fence(), &expected).await;
+    // Asking again gives a new token, under which writes go through.
+    let again = store
+        .try_sync_lease("node-a", ttl)
+        .await
+        .unwrap()
+        .granted()
+        .expect("granted");
+    assert_eq!(again.epoch, a.epoch + 1);
+    store
+        .put_sync_status(&again.fence(), &SyncStatus::default(), &[])
+        .await
+        .unwrap();
 }
 
 async fn names_fold_ascii_only(store: Arc<dyn Store>) {
@@ -1300,7 +1512,10 @@ async fn names_fold_ascii_only(store: Arc<dyn Store>) {
         upsert_groups: vec![group("g-É", "Équipe"), group("g-a", "alpha")],
         ..SyncPlan::default()
     };
-    store.apply_sync(&plan, &[]).await.unwrap();
+    store
+        .apply_sync(&fence(&store).await, &plan, &[])
+        .await
+        .unwrap();
     // ASCII letters fold; other letters compare exactly (as SQLite's lower()).
     assert_eq!(
         store.user("Élodie@EXAMPLE.ORG").await.unwrap().unwrap().id,
@@ -1410,52 +1625,49 @@ async fn nul_characters_are_harmless(store: Arc<dyn Store>) {
 async fn sync_lease_exclusive_across_nodes(backend: Backend) {
     let node_a = backend.store.clone();
     let node_b = (backend.reopen)().await;
-    let ttl = std::time::Duration::from_secs(60);
-    let granted = node_a.try_sync_lease("node-a", ttl, t(0)).await.unwrap();
-    assert!(matches!(granted, SyncLeaseOutcome::Granted(_)));
-    // Held by A until t(1): B is refused and told by whom.
-    let refused = node_b
-        .try_sync_lease("node-b", ttl, t(0) + Duration::seconds(59))
+    let ttl = std::time::Duration::from_millis(1500);
+    let granted = node_a
+        .try_sync_lease("node-a", ttl)
         .await
-        .unwrap();
-    assert_eq!(
-        refused,
-        SyncLeaseOutcome::HeldElsewhere(SyncLease {
-            holder: "node-a".to_owned(),
-            expires: t(1),
-        })
-    );
-    // B can't release A's lease.
-    node_b.release_sync_lease("node-b").await.unwrap();
+        .unwrap()
+        .granted()
+        .expect("granted");
+    // Held by A: B is refused and told by whom and until when.
+    let refused = node_b.try_sync_lease("node-b", ttl).await.unwrap();
+    assert_eq!(refused, SyncLeaseOutcome::HeldElsewhere(granted.clone()));
+    // B can't release A's lease (B's token is not A's).
+    let forged = SyncFence {
+        holder: "node-b".to_owned(),
+        epoch: granted.epoch,
+    };
+    node_b.release_sync_lease(&forged).await.unwrap();
     assert!(matches!(
-        node_b
-            .try_sync_lease("node-b", ttl, t(0) + Duration::seconds(59))
-            .await
-            .unwrap(),
+        node_b.try_sync_lease("node-b", ttl).await.unwrap(),
         SyncLeaseOutcome::HeldElsewhere(_)
     ));
-    // A died without releasing: at expiry B takes over, and A is now the one refused.
-    let taken = node_b.try_sync_lease("node-b", ttl, t(1)).await.unwrap();
-    assert_eq!(
-        taken,
-        SyncLeaseOutcome::Granted(SyncLease {
-            holder: "node-b".to_owned(),
-            expires: t(2),
-        })
-    );
+    // A died without releasing: once its lease lapses (the database's clock) B takes over,
+    // under a new epoch, and A is now the one refused.
+    tokio::time::sleep(ttl + std::time::Duration::from_millis(300)).await;
+    let taken = node_b
+        .try_sync_lease("node-b", ttl)
+        .await
+        .unwrap()
+        .granted()
+        .expect("A's lease lapsed");
+    assert_eq!(taken.epoch, granted.epoch + 1);
     assert!(matches!(
-        node_a.try_sync_lease("node-a", ttl, t(1) + Duration::seconds(1)).await.unwrap(),
+        node_a.try_sync_lease("node-a", ttl).await.unwrap(),
         SyncLeaseOutcome::HeldElsewhere(SyncLease { holder, .. }) if holder == "node-b"
     ));
     // Released: the next one to ask gets it at once.
-    node_b.release_sync_lease("node-b").await.unwrap();
-    assert!(matches!(
-        node_a
-            .try_sync_lease("node-a", ttl, t(1) + Duration::seconds(2))
-            .await
-            .unwrap(),
-        SyncLeaseOutcome::Granted(_)
-    ));
+    node_b.release_sync_lease(&taken.fence()).await.unwrap();
+    let next = node_a
+        .try_sync_lease("node-a", ttl)
+        .await
+        .unwrap()
+        .granted()
+        .expect("released");
+    assert_eq!(next.epoch, taken.epoch + 1);
 }
 
 async fn sync_lease_one_winner_of_many(backend: Backend) {
@@ -1465,11 +1677,7 @@ async fn sync_lease_one_winner_of_many(backend: Backend) {
         let store = stores[i % 2].clone();
         tasks.spawn(async move {
             store
-                .try_sync_lease(
-                    &format!("node-{i}"),
-                    std::time::Duration::from_secs(60),
-                    t(0),
-                )
+                .try_sync_lease(&format!("node-{i}"), std::time::Duration::from_secs(60))
                 .await
                 .unwrap()
         });
@@ -1592,7 +1800,8 @@ async fn postgres_nodes_migrate_one_at_a_time() {
         applied,
         [
             (1, "0001_initial".to_owned()),
-            (2, "0002_web_sessions".to_owned())
+            (2, "0002_web_sessions".to_owned()),
+            (3, "0003_sync_lease_epoch".to_owned())
         ]
     );
 }
@@ -1609,12 +1818,12 @@ async fn postgres_refuses_a_newer_or_foreign_schema() {
         .unwrap();
     tokio::spawn(connection);
     client
-        .batch_execute("INSERT INTO schema_migrations (version, name) VALUES (3, '0003_future')")
+        .batch_execute("INSERT INTO schema_migrations (version, name) VALUES (4, '0004_future')")
         .await
         .unwrap();
     match PostgresStore::open(&PostgresSettings::new(url.clone())).await {
         Err(StoreError::SchemaTooNew { found, supported }) => {
-            assert_eq!((found, supported), (3, 2));
+            assert_eq!((found, supported), (4, 3));
         }
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
@@ -1760,7 +1969,10 @@ async fn web_sessions_expired_are_purged_and_follow_their_user(store: Arc<dyn St
         delete_user_ids: vec!["u-bob".to_owned()],
         ..SyncPlan::default()
     };
-    store.apply_sync(&plan, &[]).await.unwrap();
+    store
+        .apply_sync(&fence(&store).await, &plan, &[])
+        .await
+        .unwrap();
     assert_eq!(store.web_session("bob").await.unwrap(), None);
     assert!(store.web_session("new").await.unwrap().is_some());
 }

@@ -37,7 +37,14 @@ async fn app_with_metrics() -> (Router, Arc<Metrics>) {
         upsert_groups: contents.groups,
         ..SyncPlan::default()
     };
-    store.apply_sync(&plan, &[]).await.unwrap();
+    let fence = store
+        .try_sync_lease("test", std::time::Duration::from_secs(60))
+        .await
+        .unwrap()
+        .granted()
+        .unwrap()
+        .fence();
+    store.apply_sync(&fence, &plan, &[]).await.unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let signin = SignIn::new(
         store,

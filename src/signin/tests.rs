@@ -90,7 +90,14 @@ impl Fixture {
             }],
             ..SyncPlan::default()
         };
-        store.apply_sync(&plan, &[]).await.unwrap();
+        let fence = store
+            .try_sync_lease("test", std::time::Duration::from_secs(60))
+            .await
+            .unwrap()
+            .granted()
+            .unwrap()
+            .fence();
+        store.apply_sync(&fence, &plan, &[]).await.unwrap();
         let clock = Arc::new(ManualClock::new(t("2026-11-27T09:00:00Z")));
         let tap = StoredTap {
             id: "tap-alice".into(),

@@ -31,6 +31,10 @@ pub enum StoreError {
     /// The database holds something tapd can't read (bad JSON, unknown enum value…).
     #[error("store holds unreadable data: {0}")]
     Corrupt(String),
+    /// A sync's write was refused because the sync no longer holds the lease its fencing token
+    /// names (see [`Store::apply_sync`]); nothing of that write was kept.
+    #[error(transparent)]
+    LeaseLost(LeaseLost),
     /// The schema is newer than this binary knows.
     #[error("store schema version {found} is newer than this tapd supports ({supported})")]
     SchemaTooNew {
@@ -83,6 +87,7 @@ pub struct SyncPlanEnd {
 /// while batches arrive.
 pub async fn apply_sync_collected<S: Store + ?Sized>(
     store: &S,
+    fence: &SyncFence,
     mut upserts: tokio::sync::mpsc::Receiver<Vec<User>>,
     end: tokio::sync::oneshot::Receiver<SyncPlanEnd>,
 ) -> Result<bool, StoreError> {
@@ -95,17 +100,98 @@ pub async fn apply_sync_collected<S: Store + ?Sized>(
     };
     users.append(&mut end.plan.upsert_users);
     end.plan.upsert_users = users;
-    store.apply_sync(&end.plan, &end.audit).await?;
+    store.apply_sync(fence, &end.plan, &end.audit).await?;
     Ok(true)
 }
 
-/// Who may run directory syncs, and until when (see [`Store::try_sync_lease`]).
+/// Who may run directory syncs, and until when (see [`Store::try_sync_lease`]). Times are the
+/// database's clock, never a node's.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyncLease {
     /// The node holding it (the identity it asked with).
     pub holder: String,
     /// When it lapses unless its holder renews it.
     pub expires: Timestamp,
+    /// The fencing token: raised by every grant to a new holder, or to the same one after its
+    /// lease lapsed or was released; kept while the holder renews.
+    pub epoch: u64,
+}
+
+impl SyncLease {
+    /// What the holder's writes carry to prove they are still covered by this lease.
+    pub fn fence(&self) -> SyncFence {
+        SyncFence {
+            holder: self.holder.clone(),
+            epoch: self.epoch,
+        }
+    }
+}
+
+/// The fencing token a sync's writes carry ([`Store::apply_sync`], [`Store::put_sync_status`]):
+/// the store checks, inside the write's own transaction and by the database's clock, that
+/// `holder` still holds an unexpired lease of this `epoch`, and refuses the write otherwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncFence {
+    /// The node the lease was granted to.
+    pub holder: String,
+    /// The lease epoch it was granted under.
+    pub epoch: u64,
+}
+
+/// Why a fenced write was refused: the lease as the store holds it now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseLost {
+    /// The epoch the refused write carried.
+    pub token: u64,
+    /// The lease's epoch now (0 when none was ever granted).
+    pub current: u64,
+    /// Who holds it now (`None` when none was ever granted).
+    pub holder: Option<String>,
+    /// Whether the current lease has lapsed or was released (by the database's clock).
+    pub lapsed: bool,
+}
+
+impl std::fmt::Display for LeaseLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sync lease lost (fencing token {}, ", self.token)?;
+        match &self.holder {
+            Some(holder) => write!(f, "current {} held by node {holder}", self.current)?,
+            None => write!(f, "no lease granted")?,
+        }
+        if self.lapsed {
+            write!(f, ", lapsed")?;
+        }
+        write!(f, ")")
+    }
+}
+
+impl std::error::Error for LeaseLost {}
+
+impl LeaseLost {
+    /// Compares `fence` with the lease the store holds (`None`: never granted); `Err` when the
+    /// fence no longer covers a write. Both backends decide with this one function.
+    pub fn check(fence: &SyncFence, current: Option<(String, u64, bool)>) -> Result<(), Self> {
+        match current {
+            Some((holder, epoch, lapsed)) => {
+                if holder == fence.holder && epoch == fence.epoch && !lapsed {
+                    Ok(())
+                } else {
+                    Err(LeaseLost {
+                        token: fence.epoch,
+                        current: epoch,
+                        holder: Some(holder),
+                        lapsed,
+                    })
+                }
+            }
+            None => Err(LeaseLost {
+                token: fence.epoch,
+                current: 0,
+                holder: None,
+                lapsed: true,
+            }),
+        }
+    }
 }
 
 /// The answer to [`Store::try_sync_lease`].
@@ -115,6 +201,16 @@ pub enum SyncLeaseOutcome {
     Granted(SyncLease),
     /// Another node holds an unexpired lease: the asking node must not sync.
     HeldElsewhere(SyncLease),
+}
+
+impl SyncLeaseOutcome {
+    /// The lease when it was granted.
+    pub fn granted(self) -> Option<SyncLease> {
+        match self {
+            SyncLeaseOutcome::Granted(lease) => Some(lease),
+            SyncLeaseOutcome::HeldElsewhere(_) => None,
+        }
+    }
 }
 
 /// What the store must do for tapd. Every method is one atomic operation.
@@ -180,7 +276,17 @@ pub trait Store: Send + Sync + 'static {
     /// transaction, the sign-in names the plan wrote (and those of quarantined users) are
     /// checked for conflicts ([`identity`]): users are quarantined or released and each change
     /// is audited, stamped like the last of `audit`.
-    async fn apply_sync(&self, plan: &SyncPlan, audit: &[NewAuditEvent]) -> Result<(), StoreError>;
+    ///
+    /// Fenced: the same transaction checks, by the database's clock, that `fence` still holds
+    /// an unexpired lease ([`Store::try_sync_lease`]); if not, nothing is changed and the answer
+    /// is [`StoreError::LeaseLost`]. So a node that stalled past its lease (a GC pause, SIGSTOP,
+    /// a frozen VM) can't commit over the sync of the node that took over.
+    async fn apply_sync(
+        &self,
+        fence: &SyncFence,
+        plan: &SyncPlan,
+        audit: &[NewAuditEvent],
+    ) -> Result<(), StoreError>;
 
     /// Applies a sync plan whose user upserts arrive in batches while the directory is still
     /// being read, so that writing overlaps reading: the batches from `upserts` and then, once
@@ -188,38 +294,59 @@ pub trait Store: Send + Sync + 'static {
     /// [`Store::apply_sync`] would apply them together (a later upsert of the same id wins).
     /// Commits only when `end` delivers; when `end` is dropped instead (the read failed, the
     /// deletion guard refused, the run was cancelled) nothing is changed and the answer is
-    /// `Ok(false)`.
+    /// `Ok(false)`. Fenced as [`Store::apply_sync`], checked before the commit.
     ///
     /// This default collects everything and calls [`Store::apply_sync`]; a backend that can
     /// keep a transaction open while batches arrive should.
     async fn apply_sync_streamed(
         &self,
+        fence: &SyncFence,
         upserts: tokio::sync::mpsc::Receiver<Vec<User>>,
         end: tokio::sync::oneshot::Receiver<SyncPlanEnd>,
     ) -> Result<bool, StoreError> {
-        apply_sync_collected(self, upserts, end).await
+        apply_sync_collected(self, fence, upserts, end).await
     }
 
     /// The last sync status (default when none ran).
     async fn sync_status(&self) -> Result<SyncStatus, StoreError>;
 
-    /// Records a sync status.
-    async fn put_sync_status(&self, status: &SyncStatus) -> Result<(), StoreError>;
+    /// Records a sync status and the run's audit events in one transaction, fenced as
+    /// [`Store::apply_sync`].
+    async fn put_sync_status(
+        &self,
+        fence: &SyncFence,
+        status: &SyncStatus,
+        audit: &[NewAuditEvent],
+    ) -> Result<(), StoreError>;
 
-    /// Takes or renews the directory sync lease for `node` until `now + ttl`. Granted when no
-    /// node holds it, when the holder's lease expired (at or before `now`), or when `node`
-    /// holds it already; one conditional write, so of several nodes asking at once exactly one
-    /// is granted. `node` must be unique per running process. A backend that only one node can
-    /// use (SQLite) always grants.
+    /// Takes or renews the directory sync lease for `node` for `ttl`, by the database's clock
+    /// (no node's clock takes part in any lease decision). Granted when no node holds it, when
+    /// the holder's lease lapsed or was released, or when `node` holds it already; one
+    /// conditional write, so of several nodes asking at once exactly one is granted. A grant
+    /// to a new holder, or after a lapse or release, raises the epoch (the fencing token,
+    /// [`SyncLease::fence`]); a renewal keeps it. `node` must be unique per running process.
+    ///
+    /// A backend that only one node can use (SQLite) grants every request, taking the lease
+    /// over from an earlier holder, but keeps the epoch and expiry all the same, so the
+    /// fencing contract is the same on both backends.
     async fn try_sync_lease(
         &self,
         node: &str,
         ttl: Duration,
-        now: Timestamp,
     ) -> Result<SyncLeaseOutcome, StoreError>;
 
-    /// Gives the lease up if `node` holds it, so that any node may take it next.
-    async fn release_sync_lease(&self, node: &str) -> Result<(), StoreError>;
+    /// Extends the lease `fence` names by `ttl` from now (the database's clock), only while it
+    /// is still held under that token and unexpired; otherwise [`StoreError::LeaseLost`]. Never
+    /// grants a new lease: a run that lost its lease does not get a new token half-way.
+    async fn renew_sync_lease(
+        &self,
+        fence: &SyncFence,
+        ttl: Duration,
+    ) -> Result<SyncLease, StoreError>;
+
+    /// Gives the lease up if `fence` still holds it, so that any node may take it next; the
+    /// epoch is kept, so the next grant raises it.
+    async fn release_sync_lease(&self, fence: &SyncFence) -> Result<(), StoreError>;
 
     // ---- temporary access passes ----
 

@@ -109,7 +109,14 @@ impl Fixture {
             upsert_groups: contents.groups,
             ..SyncPlan::default()
         };
-        store.apply_sync(&plan, &[]).await.unwrap();
+        let fence = store
+            .try_sync_lease("test", std::time::Duration::from_secs(60))
+            .await
+            .unwrap()
+            .granted()
+            .unwrap()
+            .fence();
+        store.apply_sync(&fence, &plan, &[]).await.unwrap();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let metrics = Arc::new(Metrics::new());
         let signin = SignIn::new(

@@ -40,7 +40,9 @@ use crate::model::{
     AuditEvent, AuditFilter, Group, GroupRef, NewAuditEvent, RegisteredMethod, StoredTap,
     SyncStatus, TapPolicy, Timestamp, User,
 };
-use crate::store::{Store, StoreError, SyncLease, SyncLeaseOutcome, SyncPlan};
+use crate::store::{
+    LeaseLost, Store, StoreError, SyncFence, SyncLease, SyncLeaseOutcome, SyncPlan,
+};
 use rows::{opt_text, text, to_db_time, AuditColumns, WebSessionColumns};
 
 pub use connect::{
@@ -241,6 +243,54 @@ async fn tx_audit(
     }
     tx_execute(tx, &rows::insert_audit_sql(1, None), &columns.params()).await?;
     Ok(())
+}
+
+/// The fence check of a sync's transaction, its last statement before the commit: locks the
+/// lease row (a node taking the lease over waits for this commit) and compares it with `fence`
+/// by the database's clock at this moment (`clock_timestamp()`, not the transaction's start).
+async fn tx_check_fence(
+    tx: &deadpool_postgres::Transaction<'_>,
+    fence: &SyncFence,
+) -> Result<(), StoreError> {
+    let statement = tx
+        .prepare_cached(
+            "SELECT holder, epoch, expires <= clock_timestamp() FROM sync_lease \
+             WHERE id = 1 FOR UPDATE",
+        )
+        .await
+        .map_err(map_err)?;
+    let rows = tx.query(&statement, &[]).await.map_err(map_err)?;
+    let current = match rows.first() {
+        Some(row) => Some(lease_state(row)?),
+        None => None,
+    };
+    LeaseLost::check(fence, current).map_err(StoreError::LeaseLost)
+}
+
+/// `(holder, epoch, lapsed)` of a lease row read as `holder, epoch, expires <= clock_timestamp()`.
+fn lease_state(row: &Row) -> Result<(String, u64, bool), StoreError> {
+    Ok((rows::col(row, 0)?, epoch(row, 1)?, rows::col(row, 2)?))
+}
+
+fn epoch(row: &Row, index: usize) -> Result<u64, StoreError> {
+    let epoch: i64 = rows::col(row, index)?;
+    u64::try_from(epoch).map_err(|_| StoreError::Corrupt(format!("sync lease epoch {epoch}")))
+}
+
+/// A lease row read as `holder, expires, epoch`.
+fn lease(row: &Row) -> Result<SyncLease, StoreError> {
+    Ok(SyncLease {
+        holder: rows::col(row, 0)?,
+        expires: rows::col(row, 1)?,
+        epoch: epoch(row, 2)?,
+    })
+}
+
+/// A lease duration in whole milliseconds (at least one), for `… * interval '1 millisecond'`.
+fn ttl_millis(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis())
+        .unwrap_or(i64::MAX / 2)
+        .max(1)
 }
 
 /// Writes a single-row JSON table (`policy`, `sync_status`).
@@ -444,7 +494,12 @@ impl Store for PostgresStore {
         self.query_all(&sql, &[&ids], rows::group).await
     }
 
-    async fn apply_sync(&self, plan: &SyncPlan, audit: &[NewAuditEvent]) -> Result<(), StoreError> {
+    async fn apply_sync(
+        &self,
+        fence: &SyncFence,
+        plan: &SyncPlan,
+        audit: &[NewAuditEvent],
+    ) -> Result<(), StoreError> {
         // Each kind of change is one set-based statement over arrays, in the SQLite backend's
         // order: groups, users and their memberships, deleted users, deleted groups, revoked
         // TAPs, audit.
@@ -599,6 +654,7 @@ impl Store for PostgresStore {
         let template = crate::store::identity::event_template(audit);
         let conflicts = identity::check_conflicts(&tx, &written, &template).await?;
         tx_audit(&tx, &conflicts).await?;
+        tx_check_fence(&tx, fence).await?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -612,59 +668,65 @@ impl Store for PostgresStore {
         }
     }
 
-    async fn put_sync_status(&self, status: &SyncStatus) -> Result<(), StoreError> {
+    async fn put_sync_status(
+        &self,
+        fence: &SyncFence,
+        status: &SyncStatus,
+        audit: &[NewAuditEvent],
+    ) -> Result<(), StoreError> {
         let body = rows::to_json(status)?;
-        self.execute(&put_singleton_sql("sync_status"), &[&body])
-            .await?;
-        Ok(())
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        tx_execute(&tx, &put_singleton_sql("sync_status"), &[&body]).await?;
+        tx_audit(&tx, audit).await?;
+        tx_check_fence(&tx, fence).await?;
+        tx.commit().await.map_err(map_err)
     }
 
     /// A lease row, taken with one `INSERT … ON CONFLICT DO UPDATE … WHERE`: the row lock makes
     /// concurrent askers queue, and each re-checks the condition against the row the one before
     /// it left. A row (rather than a session advisory lock) survives a lost connection and lets
-    /// another node take over once it expires after its holder died.
+    /// another node take over once it expires after its holder died. Every time is
+    /// `clock_timestamp()`, the database server's clock when the statement runs.
     async fn try_sync_lease(
         &self,
         node: &str,
         ttl: Duration,
-        now: Timestamp,
     ) -> Result<SyncLeaseOutcome, StoreError> {
         let node = owned_text(node);
-        let now = to_db_time(now);
-        let expires = chrono::Duration::from_std(ttl)
-            .ok()
-            .and_then(|ttl| now.checked_add_signed(ttl))
-            .map(to_db_time)
-            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+        let ttl = ttl_millis(ttl);
         // A lease released between the two statements below is asked for once more.
         for _ in 0..2 {
             let granted = self
                 .query(
-                    "INSERT INTO sync_lease (id, holder, acquired, expires) \
-                     VALUES (1, $1, $2, $3) \
+                    "INSERT INTO sync_lease (id, holder, acquired, expires, epoch) \
+                     VALUES (1, $1, clock_timestamp(), \
+                     clock_timestamp() + $2::bigint * interval '1 millisecond', 1) \
                      ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, \
                      acquired = CASE WHEN sync_lease.holder = excluded.holder \
+                     AND sync_lease.expires > clock_timestamp() \
                      THEN sync_lease.acquired ELSE excluded.acquired END, \
+                     epoch = CASE WHEN sync_lease.holder = excluded.holder \
+                     AND sync_lease.expires > clock_timestamp() \
+                     THEN sync_lease.epoch ELSE sync_lease.epoch + 1 END, \
                      expires = excluded.expires \
-                     WHERE sync_lease.holder = excluded.holder OR sync_lease.expires <= $2 \
-                     RETURNING holder, expires",
-                    &[&node, &now, &expires],
+                     WHERE sync_lease.holder = excluded.holder \
+                     OR sync_lease.expires <= clock_timestamp() \
+                     RETURNING holder, expires, epoch",
+                    &[&node, &ttl],
                 )
                 .await?;
             if let Some(row) = granted.first() {
-                return Ok(SyncLeaseOutcome::Granted(SyncLease {
-                    holder: rows::col(row, 0)?,
-                    expires: rows::col(row, 1)?,
-                }));
+                return Ok(SyncLeaseOutcome::Granted(lease(row)?));
             }
             let held = self
-                .query("SELECT holder, expires FROM sync_lease WHERE id = 1", &[])
+                .query(
+                    "SELECT holder, expires, epoch FROM sync_lease WHERE id = 1",
+                    &[],
+                )
                 .await?;
             if let Some(row) = held.first() {
-                return Ok(SyncLeaseOutcome::HeldElsewhere(SyncLease {
-                    holder: rows::col(row, 0)?,
-                    expires: rows::col(row, 1)?,
-                }));
+                return Ok(SyncLeaseOutcome::HeldElsewhere(lease(row)?));
             }
         }
         Err(StoreError::Unavailable(
@@ -672,11 +734,54 @@ impl Store for PostgresStore {
         ))
     }
 
-    async fn release_sync_lease(&self, node: &str) -> Result<(), StoreError> {
-        let node = text(node);
+    async fn renew_sync_lease(
+        &self,
+        fence: &SyncFence,
+        ttl: Duration,
+    ) -> Result<SyncLease, StoreError> {
+        let holder = owned_text(&fence.holder);
+        let token = i64::try_from(fence.epoch).unwrap_or(i64::MAX);
+        let renewed = self
+            .query(
+                "UPDATE sync_lease SET \
+                 expires = clock_timestamp() + $3::bigint * interval '1 millisecond' \
+                 WHERE id = 1 AND holder = $1 AND epoch = $2 AND expires > clock_timestamp() \
+                 RETURNING holder, expires, epoch",
+                &[&holder, &token, &ttl_millis(ttl)],
+            )
+            .await?;
+        if let Some(row) = renewed.first() {
+            return lease(row);
+        }
+        let current = self
+            .query(
+                "SELECT holder, epoch, expires <= clock_timestamp() FROM sync_lease WHERE id = 1",
+                &[],
+            )
+            .await?;
+        let current = match current.first() {
+            Some(row) => Some(lease_state(row)?),
+            None => None,
+        };
+        match LeaseLost::check(fence, current) {
+            // Renewed by nobody yet valid: it lapsed between the two statements.
+            Ok(()) => Err(StoreError::LeaseLost(LeaseLost {
+                token: fence.epoch,
+                current: fence.epoch,
+                holder: Some(fence.holder.clone()),
+                lapsed: true,
+            })),
+            Err(lost) => Err(StoreError::LeaseLost(lost)),
+        }
+    }
+
+    async fn release_sync_lease(&self, fence: &SyncFence) -> Result<(), StoreError> {
+        let holder = text(&fence.holder);
+        let token = i64::try_from(fence.epoch).unwrap_or(i64::MAX);
         self.execute(
-            "DELETE FROM sync_lease WHERE id = 1 AND holder = $1",
-            &[&node],
+            "UPDATE sync_lease SET expires = clock_timestamp() \
+             WHERE id = 1 AND holder = $1 AND epoch = $2 AND expires > clock_timestamp()",
+            &[&holder, &token],
         )
         .await?;
         Ok(())

@@ -25,8 +25,12 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/0002_web_sessions.sql"),
     ),
     (
-        "0003_identity_claims",
-        include_str!("migrations/0003_identity_claims.sql"),
+        "0003_sync_lease_epoch",
+        include_str!("migrations/0003_sync_lease_epoch.sql"),
+    ),
+    (
+        "0004_identity_claims",
+        include_str!("migrations/0004_identity_claims.sql"),
     ),
 ];
 

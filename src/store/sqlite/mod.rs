@@ -42,7 +42,9 @@ use crate::model::{
     AuditEvent, AuditFilter, Group, GroupRef, NewAuditEvent, RegisteredMethod, StoredTap,
     SyncStatus, TapPolicy, Timestamp, User, WebCeremony, WebSession,
 };
-use crate::store::{Store, StoreError, SyncLease, SyncLeaseOutcome, SyncPlan};
+use crate::store::{
+    LeaseLost, Store, StoreError, SyncFence, SyncLease, SyncLeaseOutcome, SyncPlan,
+};
 
 pub use schema::SCHEMA_VERSION;
 
@@ -395,6 +397,48 @@ fn put_singleton(tx: &Transaction<'_>, table: &str, body: &str) -> Result<(), St
     .and_then(|mut stmt| stmt.execute([body]))
     .map_err(map_err)?;
     Ok(())
+}
+
+/// SQLite's clock (the database's, as on PostgreSQL): milliseconds since 1970.
+const NOW_MS: &str = "CAST(round((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)";
+
+/// The lease row as `(holder, epoch, expires_ms, lapsed)`, read in `tx` by SQLite's clock.
+fn lease_row(tx: &Transaction<'_>) -> Result<Option<(String, u64, i64, bool)>, StoreError> {
+    tx.prepare_cached(&format!(
+        "SELECT holder, epoch, expires_ms, expires_ms <= {NOW_MS} FROM sync_lease WHERE id = 1"
+    ))
+    .and_then(|mut stmt| {
+        stmt.query_row([], |row| {
+            Ok((row.get(0)?, row.get::<_, i64>(1)?, row.get(2)?, row.get(3)?))
+        })
+        .optional()
+    })
+    .map_err(map_err)
+    .map(|row| {
+        row.map(|(holder, epoch, expires, lapsed)| (holder, epoch.max(0) as u64, expires, lapsed))
+    })
+}
+
+/// The fence check of a sync's write, in its own (immediate, so exclusive) transaction.
+fn check_fence(tx: &Transaction<'_>, fence: &SyncFence) -> Result<(), StoreError> {
+    let current = lease_row(tx)?.map(|(holder, epoch, _, lapsed)| (holder, epoch, lapsed));
+    LeaseLost::check(fence, current).map_err(StoreError::LeaseLost)
+}
+
+fn lease_from(holder: String, epoch: u64, expires_ms: i64) -> Result<SyncLease, StoreError> {
+    let expires = chrono::DateTime::from_timestamp_millis(expires_ms)
+        .ok_or_else(|| StoreError::Corrupt(format!("sync lease expiry {expires_ms}")))?;
+    Ok(SyncLease {
+        holder,
+        expires,
+        epoch,
+    })
+}
+
+fn ttl_millis(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis())
+        .unwrap_or(i64::MAX / 2)
+        .max(1)
 }
 
 /// Reads a single-row JSON table, `None` when the row was never written.
@@ -829,7 +873,12 @@ impl Store for SqliteStore {
         self.read(move |conn| groups_by_ids(conn, &ids)).await
     }
 
-    async fn apply_sync(&self, plan: &SyncPlan, audit: &[NewAuditEvent]) -> Result<(), StoreError> {
+    async fn apply_sync(
+        &self,
+        fence: &SyncFence,
+        plan: &SyncPlan,
+        audit: &[NewAuditEvent],
+    ) -> Result<(), StoreError> {
         // Copied for the blocking writer thread; group member lists are left out (memberships
         // are written from the users' group ids), which keeps a 100,000-user first sync lean.
         let plan = SyncPlan {
@@ -849,8 +898,12 @@ impl Store for SqliteStore {
             revoke_tap_user_ids: plan.revoke_tap_user_ids.clone(),
         };
         let audit = audit.to_vec();
+        let fence = fence.clone();
         let written = self
-            .write(move |tx| write_plan(tx, &plan, &audit, Default::default()))
+            .write(move |tx| {
+                check_fence(tx, &fence)?;
+                write_plan(tx, &plan, &audit, Default::default())
+            })
             .await;
         self.sign_ins.invalidate();
         written
@@ -862,22 +915,27 @@ impl Store for SqliteStore {
     /// the directory is read. Dropping `end` rolls back.
     async fn apply_sync_streamed(
         &self,
+        fence: &SyncFence,
         mut upserts: tokio::sync::mpsc::Receiver<Vec<User>>,
         end: tokio::sync::oneshot::Receiver<crate::store::SyncPlanEnd>,
     ) -> Result<bool, StoreError> {
         if self.readers.is_none() {
             // In memory, reads share the writer connection, and the sync reads (TAPs of the
             // users it revokes) before it commits.
-            return crate::store::apply_sync_collected(self, upserts, end).await;
+            return crate::store::apply_sync_collected(self, fence, upserts, end).await;
         }
         let Some(first) = upserts.recv().await else {
             return match end.await {
-                Ok(end) => self.apply_sync(&end.plan, &end.audit).await.map(|()| true),
+                Ok(end) => self
+                    .apply_sync(fence, &end.plan, &end.audit)
+                    .await
+                    .map(|()| true),
                 Err(_) => Ok(false),
             };
         };
         let mut conn = self.writer.clone().lock_owned().await;
         let checkpoint = self.checkpoint.clone();
+        let fence = fence.clone();
         let written = tokio::task::spawn_blocking(move || {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -899,6 +957,7 @@ impl Store for SqliteStore {
                 return Ok(false);
             };
             write_plan(&tx, &end.plan, &end.audit, written)?;
+            check_fence(&tx, &fence)?;
             tx.commit().map_err(map_err)?;
             if let Some(checkpoint) = checkpoint {
                 checkpoint.committed();
@@ -919,32 +978,88 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn put_sync_status(&self, status: &SyncStatus) -> Result<(), StoreError> {
+    async fn put_sync_status(
+        &self,
+        fence: &SyncFence,
+        status: &SyncStatus,
+        audit: &[NewAuditEvent],
+    ) -> Result<(), StoreError> {
         let body = rows::to_json(status)?;
-        self.write(move |tx| put_singleton(tx, "sync_status", &body))
-            .await
+        let fence = fence.clone();
+        let audit = audit.to_vec();
+        self.write(move |tx| {
+            check_fence(tx, &fence)?;
+            put_singleton(tx, "sync_status", &body)?;
+            audit.iter().try_for_each(|event| insert_audit(tx, event))
+        })
+        .await
     }
 
     /// One SQLite file serves one node, and the syncer serialises its own runs: always
-    /// granted, nothing stored.
+    /// granted (taking over from an earlier holder), with the epoch raised as on PostgreSQL.
     async fn try_sync_lease(
         &self,
         node: &str,
         ttl: Duration,
-        now: Timestamp,
     ) -> Result<SyncLeaseOutcome, StoreError> {
-        let expires = chrono::Duration::from_std(ttl)
-            .ok()
-            .and_then(|ttl| now.checked_add_signed(ttl))
-            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
-        Ok(SyncLeaseOutcome::Granted(SyncLease {
-            holder: node.to_owned(),
-            expires,
-        }))
+        let node = node.to_owned();
+        let ttl = ttl_millis(ttl);
+        self.write(move |tx| {
+            let epoch = match lease_row(tx)? {
+                Some((holder, epoch, _, false)) if holder == node => epoch,
+                Some((_, epoch, _, _)) => epoch + 1,
+                None => 1,
+            };
+            let (expires,): (i64,) = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO sync_lease (id, holder, epoch, expires_ms) \
+                     VALUES (1, ?1, ?2, {NOW_MS} + ?3) \
+                     ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, \
+                     epoch = excluded.epoch, expires_ms = excluded.expires_ms \
+                     RETURNING expires_ms"
+                ))
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![node, epoch as i64, ttl], |row| Ok((row.get(0)?,)))
+                })
+                .map_err(map_err)?;
+            lease_from(node, epoch, expires).map(SyncLeaseOutcome::Granted)
+        })
+        .await
     }
 
-    async fn release_sync_lease(&self, _node: &str) -> Result<(), StoreError> {
-        Ok(())
+    async fn renew_sync_lease(
+        &self,
+        fence: &SyncFence,
+        ttl: Duration,
+    ) -> Result<SyncLease, StoreError> {
+        let fence = fence.clone();
+        let ttl = ttl_millis(ttl);
+        self.write(move |tx| {
+            check_fence(tx, &fence)?;
+            let expires: i64 = tx
+                .prepare_cached(&format!(
+                    "UPDATE sync_lease SET expires_ms = {NOW_MS} + ?1 WHERE id = 1 \
+                     RETURNING expires_ms"
+                ))
+                .and_then(|mut stmt| stmt.query_row([ttl], |row| row.get(0)))
+                .map_err(map_err)?;
+            lease_from(fence.holder, fence.epoch, expires)
+        })
+        .await
+    }
+
+    async fn release_sync_lease(&self, fence: &SyncFence) -> Result<(), StoreError> {
+        let fence = fence.clone();
+        self.write(move |tx| {
+            tx.prepare_cached(&format!(
+                "UPDATE sync_lease SET expires_ms = {NOW_MS} \
+                 WHERE id = 1 AND holder = ?1 AND epoch = ?2 AND expires_ms > {NOW_MS}"
+            ))
+            .and_then(|mut stmt| stmt.execute(params![fence.holder, fence.epoch as i64]))
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn tap_for_user(&self, user_id: &str) -> Result<Option<StoredTap>, StoreError> {

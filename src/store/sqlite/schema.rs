@@ -17,7 +17,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_web_sessions.sql"),
     include_str!("migrations/0003_membership_lists.sql"),
-    include_str!("migrations/0004_identity_claims.sql"),
+    include_str!("migrations/0004_sync_lease.sql"),
+    include_str!("migrations/0005_identity_claims.sql"),
 ];
 
 /// The schema version this binary writes and understands.

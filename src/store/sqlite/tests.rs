@@ -225,7 +225,14 @@ async fn version_3_carries_version_2_memberships_over() {
         delete_user_ids: vec!["u-a".to_owned()],
         ..SyncPlan::default()
     };
-    store.apply_sync(&plan, &[]).await.unwrap();
+    let fence = store
+        .try_sync_lease("test", std::time::Duration::from_secs(60))
+        .await
+        .unwrap()
+        .granted()
+        .unwrap()
+        .fence();
+    store.apply_sync(&fence, &plan, &[]).await.unwrap();
     let members = members_by_group(&store).await;
     assert_eq!(
         members,

@@ -1,4 +1,4 @@
--- tapd schema version 3: sign-in names are keys (as SQLite's version 4).
+-- tapd schema version 4: sign-in names are keys (as SQLite's version 5).
 --
 -- Every user claims its username and its userPrincipalName, folded to lower case by tapd
 -- (Unicode case folding, computed by tapd, not by lower(): the keys of rows written before this

@@ -1,4 +1,4 @@
--- tapd schema version 4: sign-in names are keys.
+-- tapd schema version 5: sign-in names are keys.
 --
 -- Every user claims its username and its userPrincipalName, folded to lower case by tapd
 -- (Unicode, so SQLite's ASCII-only lower() can't compute them: the keys of rows written before
