@@ -12,7 +12,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::DirectoryContents;
+use super::groups::normalize_dn;
+use super::{DirectoryContents, SkippedUser};
 use crate::model::{Group, User};
 use crate::store::SyncPlan;
 
@@ -138,6 +139,23 @@ impl<'a> UserPlanner<'a> {
         };
         self.seen.insert(user.id.clone(), upsert);
         upsert.then_some(user)
+    }
+
+    /// Treats the stored user a skipped (undecodable) entry names as present and unchanged,
+    /// so that it is neither deleted nor revoked: found by the entry's id, else by its DN.
+    pub fn keep(&mut self, skipped: &SkippedUser) {
+        let stored = match &skipped.id {
+            Some(id) => self.known.get(id.as_str()).copied(),
+            None => {
+                let dn = normalize_dn(&skipped.dn);
+                self.current_users
+                    .iter()
+                    .find(|u| normalize_dn(&u.dn) == dn)
+            }
+        };
+        if let Some(user) = stored {
+            self.seen.entry(user.id.clone()).or_insert(false);
+        }
     }
 
     /// The deletions (stored users the directory did not return) and what was counted.
