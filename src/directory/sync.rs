@@ -342,6 +342,26 @@ mod tests {
     }
 
     #[test]
+    fn a_skipped_entry_keeps_its_stored_user_by_id_or_by_dn() {
+        let current = vec![user("alice"), user("bob"), user("carol")];
+        let mut planner = UserPlanner::new(&current);
+        planner.keep(&SkippedUser {
+            dn: "uid=whatever,dc=example,dc=org".to_owned(),
+            id: Some("id-alice".to_owned()),
+            reason: "uid is not valid UTF-8".to_owned(),
+        });
+        planner.keep(&SkippedUser {
+            dn: "UID=bob, OU=People, DC=Example, DC=Org".to_owned(),
+            id: None,
+            reason: "no entryUUID".to_owned(),
+        });
+        let end = planner.finish();
+        assert_eq!(end.delete_user_ids, vec!["id-carol"]);
+        assert_eq!(end.counts.deleted, 1);
+        assert!(end.revoke_tap_user_ids.is_empty());
+    }
+
+    #[test]
     fn unchanged_directory_gives_an_empty_plan() {
         let users = vec![user("alice"), user("bob")];
         let groups = vec![group("staff", &["alice", "bob"])];
