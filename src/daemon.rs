@@ -578,7 +578,8 @@ pub fn build_signin(
         service.metrics().clone(),
         signin_settings(config),
     )
-    .context("while preparing the sign-in service")?;
+    .context("while preparing the sign-in service")?
+    .with_syncer(service.syncer().clone());
     Ok(Arc::new(signin))
 }
 

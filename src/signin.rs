@@ -13,7 +13,9 @@
 //!    a NAS retrying an old password or a TAP costs nothing and can't lock the account;
 //! 4. the user is throttled (too many failures in the window) → `throttled`, no bind;
 //! 5. `DirectorySource::check_password`: valid → accept, with the user's effective groups;
-//!    the directory can't be reached → `Unavailable`;
+//!    the directory can't be reached → `Unavailable`; the password bound, but to an entry that
+//!    is not this user → `bound_identity_mismatch`, and an incremental sync is requested
+//!    (without waiting for it) so that the store learns where the user went;
 //! 6. invalid → the credential is verified against the user's TAP hash (against the decoy
 //!    when there is none, so both cost the same): a match → `tap_not_supported_radius` /
 //!    `tap_not_supported_federation` with the DESIGN §2 message; else `invalid_credentials`.
@@ -29,7 +31,7 @@
 //! lockout threshold, not to be the lockout itself.
 //!
 //! May depend on: `model`, `policy` (messages), `store` and `directory` (traits), `tapcode`,
-//! `clock`, `audit`, `metrics`. Knows nothing about RADIUS packets or HTTP.
+//! `clock`, `audit`, `metrics`, `sync` (to request a sync). Knows nothing about RADIUS packets or HTTP.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
@@ -48,6 +50,7 @@ use crate::metrics::{LdapBindResult, Metrics, TapRejection};
 use crate::model::{AuditResult, Channel, GroupRef, NewAuditEvent, Timestamp, User};
 use crate::policy::SignInFailure;
 use crate::store::Store;
+use crate::sync::Syncer;
 use crate::tapcode::{HashError, Hasher};
 
 /// The audit activity of every RADIUS and federation sign-in attempt.
@@ -129,11 +132,14 @@ pub enum RejectReason {
     TapNotSupported,
     /// A credential type this path does not support (CHAP, MS-CHAP, EAP, none at all).
     UnsupportedMethod,
+    /// The password bound to the DN of the last sync, but the entry there is not the user
+    /// (another stable id): the directory changed since, and an incremental sync is requested.
+    BoundIdentityMismatch,
 }
 
 impl RejectReason {
     /// Every reason, for metric label sets.
-    pub const ALL: [RejectReason; 7] = [
+    pub const ALL: [RejectReason; 8] = [
         RejectReason::UserNotFound,
         RejectReason::AccountDisabled,
         RejectReason::EmptyPassword,
@@ -141,6 +147,7 @@ impl RejectReason {
         RejectReason::InvalidCredentials,
         RejectReason::TapNotSupported,
         RejectReason::UnsupportedMethod,
+        RejectReason::BoundIdentityMismatch,
     ];
 
     /// Stable snake_case reason code; the TAP code depends on the channel.
@@ -153,6 +160,7 @@ impl RejectReason {
             RejectReason::InvalidCredentials => "invalid_credentials",
             RejectReason::TapNotSupported => channel.tap_failure().code(),
             RejectReason::UnsupportedMethod => "unsupported_method",
+            RejectReason::BoundIdentityMismatch => "bound_identity_mismatch",
         }
     }
 }
@@ -401,6 +409,8 @@ pub struct SignIn {
     rejected_names: Mutex<RejectionCache>,
     repeats: Arc<tokio::sync::Semaphore>,
     shed_logged: Mutex<Option<Instant>>,
+    /// Asked for an incremental sync when a bind reached another entry than the user's.
+    syncer: Option<Arc<Syncer>>,
 }
 
 impl SignIn {
@@ -431,7 +441,15 @@ impl SignIn {
             throttle: Mutex::new(FailureThrottle::default()),
             rejections: Mutex::new(RejectionCache::default()),
             cache_key,
+            syncer: None,
         })
+    }
+
+    /// Requests incremental syncs from `syncer` when a password bound to an entry that is not
+    /// the user's ([`RejectReason::BoundIdentityMismatch`]).
+    pub fn with_syncer(mut self, syncer: Arc<Syncer>) -> Self {
+        self.syncer = Some(syncer);
+        self
     }
 
     /// Replaces the reloadable settings.
@@ -581,6 +599,7 @@ impl SignIn {
         let result = match &checked {
             Ok(PasswordCheck::Valid) => LdapBindResult::Success,
             Ok(PasswordCheck::Invalid) => LdapBindResult::InvalidCredentials,
+            Ok(PasswordCheck::BoundIdentityMismatch) => LdapBindResult::BoundIdentityMismatch,
             Err(_) => LdapBindResult::Error,
         };
         self.metrics
@@ -680,6 +699,25 @@ impl SignIn {
                 return (outcome, Some(user), false);
             }
             Ok(PasswordCheck::Invalid) => {}
+            Ok(PasswordCheck::BoundIdentityMismatch) => {
+                log::warn!(
+                    "sign-in: the password for {} bound to {}, but that entry is no longer this \
+                     user; rejected",
+                    user.user_principal_name,
+                    user.dn
+                );
+                if let Some(syncer) = &self.syncer {
+                    syncer.request_incremental(&format!(
+                        "the entry at {} is no longer {}",
+                        user.dn, user.user_principal_name
+                    ));
+                }
+                return (
+                    reject(RejectReason::BoundIdentityMismatch),
+                    Some(user),
+                    false,
+                );
+            }
             Err(e) => {
                 log_directory_error(&e);
                 let outcome = SignInOutcome::Unavailable {

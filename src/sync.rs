@@ -25,6 +25,7 @@
 //! May depend on: `model`, `store` (trait), `directory`, `clock`, `metrics` (sync runs,
 //! errors, duration, last success and the apply latency are counted here).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,7 +36,9 @@ use crate::clock::Clock;
 use crate::directory::sync::{
     plan_groups, plan_sync_owned, DeletionGuard, GuardTripped, SyncCounts, UserPlanner,
 };
-use crate::directory::{DirectoryChanges, DirectoryContents, DirectoryError, DirectorySource};
+use crate::directory::{
+    DirectoryChanges, DirectoryContents, DirectoryError, DirectorySource, SkippedUser,
+};
 use crate::metrics::{Metrics, NoLabels, StoreOperation, SyncErrorCause, SyncResult};
 use crate::model::{AuditResult, Channel, NewAuditEvent, SyncStatus, Timestamp, User};
 use crate::store::{
@@ -54,6 +57,8 @@ pub mod activity {
     pub const TAP_REVOKED_DELETED: &str = "Temporary access pass revoked: account deleted";
     /// A TAP was revoked because the account was disabled.
     pub const TAP_REVOKED_DISABLED: &str = "Temporary access pass revoked: account disabled";
+    /// A user entry could not be decoded and was skipped (its store row kept as it was).
+    pub const ENTRY_SKIPPED: &str = "Directory sync: entry skipped";
 }
 
 /// How syncs run.
@@ -140,6 +145,8 @@ enum Outcome {
         groups_seen: usize,
         /// Audit events recorded with the plan (logged after the commit).
         events: Vec<NewAuditEvent>,
+        /// User entries skipped as undecodable.
+        skipped: Vec<SkippedUser>,
     },
 }
 
@@ -151,6 +158,8 @@ pub struct Syncer {
     options: SyncOptions,
     running: Mutex<()>,
     metrics: Arc<Metrics>,
+    /// An incremental run asked for by [`Syncer::request_incremental`] is waiting to start.
+    requested: AtomicBool,
 }
 
 impl Syncer {
@@ -169,6 +178,7 @@ impl Syncer {
             options,
             running: Mutex::new(()),
             metrics,
+            requested: AtomicBool::new(false),
         }
     }
 
@@ -220,6 +230,28 @@ impl Syncer {
     /// directory can't read incrementally.
     pub async fn run_incremental(&self, actor: &str) -> Result<SyncStatus, SyncError> {
         self.run_read(true, false, actor).await
+    }
+
+    /// Asks for an incremental sync soon, without waiting for it: a sign-in found the
+    /// directory changed since the last sync (`why`, for the log). The run starts on a task of
+    /// its own once a run in progress has ended (that one may have read the directory before
+    /// the change); while one requested run waits, further requests join it.
+    pub fn request_incremental(self: &Arc<Self>, why: &str) {
+        if self.requested.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        log::info!("incremental directory sync requested: {why}");
+        let syncer = self.clone();
+        tokio::spawn(async move {
+            drop(syncer.running.lock().await);
+            syncer.requested.store(false, Ordering::Release);
+            match syncer.run_incremental("tapd").await {
+                Ok(_) => {}
+                // Started meanwhile by this node or another: it reads the directory as it is now.
+                Err(SyncError::AlreadyRunning | SyncError::HeldElsewhere { .. }) => {}
+                Err(e) => log::warn!("requested directory sync did not run: {e}"),
+            }
+        });
     }
 
     async fn run_read(
@@ -404,10 +436,12 @@ impl Syncer {
                 users_seen,
                 groups_seen,
                 events,
+                skipped,
             } => {
                 for event in &events {
                     crate::audit::log(event);
                 }
+                self.record_skipped(actor, &skipped).await;
                 status.users_seen = users_seen as u64;
                 status.groups_seen = groups_seen as u64;
                 status.users_added = counts.added;
@@ -499,6 +533,7 @@ impl Syncer {
             users_seen: changes.total_users,
             groups_seen: changes.total_groups,
             events,
+            skipped: changes.skipped_users,
         })
     }
 
@@ -563,6 +598,9 @@ impl Syncer {
             drop(upserts_tx);
             let groups_seen = fresh.groups.len();
             let (upsert_groups, delete_group_ids) = plan_groups(&current_groups, fresh.groups);
+            for skipped in &fresh.skipped_users {
+                planner.keep(skipped);
+            }
             let users = planner.finish();
             let plan = SyncPlan {
                 upsert_users: late_upserts,
@@ -596,6 +634,7 @@ impl Syncer {
                 users_seen: users.users_seen,
                 groups_seen,
                 events,
+                skipped: fresh.skipped_users,
             })
         };
         // Timed as ApplySync like any apply; for a streamed full sync that is how long its
@@ -660,6 +699,22 @@ impl Syncer {
             ));
         }
         Ok(events)
+    }
+
+    /// Counts, and audits one by one, the user entries a run skipped as undecodable.
+    async fn record_skipped(&self, actor: &str, skipped: &[SkippedUser]) {
+        for entry in skipped {
+            self.metrics.sync_entries_skipped.inc(NoLabels);
+            self.audit(
+                actor,
+                activity::ENTRY_SKIPPED,
+                Some(entry.dn.clone()),
+                AuditResult::Failure,
+                Some("entry_undecodable"),
+                json!({ "dn": entry.dn, "userId": entry.id, "reason": entry.reason }),
+            )
+            .await;
+        }
     }
 
     fn event(

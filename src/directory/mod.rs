@@ -42,6 +42,9 @@ pub struct DirectoryChanges {
     pub deleted_user_ids: Vec<String>,
     /// Groups found deleted (or no longer matching the group filter).
     pub deleted_group_ids: Vec<String>,
+    /// User entries found changed that could not be decoded; each keeps its store row as it
+    /// is ([`SkippedUser`]).
+    pub skipped_users: Vec<SkippedUser>,
     /// Users the directory holds now, as far as the source knows (for the sync status).
     pub total_users: usize,
     /// Groups the directory holds now.
@@ -57,6 +60,22 @@ pub struct StreamedContents {
     /// `Some` when users were handed over with memberships that a later entry changed: every
     /// user again, with its final effective group ids, to be planned again.
     pub replanned_users: Option<Vec<User>>,
+    /// User entries that could not be decoded ([`SkippedUser`]): none of them is a deletion.
+    pub skipped_users: Vec<SkippedUser>,
+}
+
+/// A user entry a read found but could not decode (no stable id, a value that is not UTF-8, a
+/// value longer than tapd accepts…). It is left out of the read, and the sync treats the user
+/// it names as present and unchanged: its store row stays exactly as it was, and it is never
+/// the cause of a deletion or a revocation. The reason is the source's, naming the attribute.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedUser {
+    /// The entry's DN as the server spelled it.
+    pub dn: String,
+    /// Its stable id when that much could be read.
+    pub id: Option<String>,
+    /// Why it was skipped (never a value).
+    pub reason: String,
 }
 
 /// The outcome of checking a directory password.
@@ -66,6 +85,10 @@ pub enum PasswordCheck {
     Valid,
     /// Wrong password, unusable password, unknown or disabled account.
     Invalid,
+    /// The password bound, but the entry it bound to is not the user tapd synced: its stable
+    /// id differs or can't be read (the user was renamed and another entry now sits at the DN
+    /// of the last sync). A rejection; the directory changed since that sync.
+    BoundIdentityMismatch,
 }
 
 /// Errors a directory source reports.
@@ -111,6 +134,7 @@ pub trait DirectorySource: Send + Sync + 'static {
         Ok(StreamedContents {
             groups: contents.groups,
             replanned_users: None,
+            skipped_users: Vec::new(),
         })
     }
 
@@ -125,6 +149,10 @@ pub trait DirectorySource: Send + Sync + 'static {
     }
 
     /// Checks `password` against the directory for `user` (found by its stable id).
+    ///
+    /// A source that checks by binding to the DN of the last sync must confirm that the entry
+    /// it bound to still has `user`'s stable id, and answer
+    /// [`PasswordCheck::BoundIdentityMismatch`] when it has not.
     ///
     /// Implementations must answer [`PasswordCheck::Invalid`] for an empty or NUL-only
     /// password without contacting any backend (see [`password_is_unusable`]): an LDAP

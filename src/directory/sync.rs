@@ -12,7 +12,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::DirectoryContents;
+use super::groups::normalize_dn;
+use super::{DirectoryContents, SkippedUser};
 use crate::model::{Group, User};
 use crate::store::SyncPlan;
 
@@ -138,6 +139,23 @@ impl<'a> UserPlanner<'a> {
         };
         self.seen.insert(user.id.clone(), upsert);
         upsert.then_some(user)
+    }
+
+    /// Treats the stored user a skipped (undecodable) entry names as present and unchanged,
+    /// so that it is neither deleted nor revoked: found by the entry's id, else by its DN.
+    pub fn keep(&mut self, skipped: &SkippedUser) {
+        let stored = match &skipped.id {
+            Some(id) => self.known.get(id.as_str()).copied(),
+            None => {
+                let dn = normalize_dn(&skipped.dn);
+                self.current_users
+                    .iter()
+                    .find(|u| normalize_dn(&u.dn) == dn)
+            }
+        };
+        if let Some(user) = stored {
+            self.seen.entry(user.id.clone()).or_insert(false);
+        }
     }
 
     /// The deletions (stored users the directory did not return) and what was counted.
@@ -322,6 +340,26 @@ mod tests {
 
     fn ids(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| format!("id-{s}")).collect()
+    }
+
+    #[test]
+    fn a_skipped_entry_keeps_its_stored_user_by_id_or_by_dn() {
+        let current = vec![user("alice"), user("bob"), user("carol")];
+        let mut planner = UserPlanner::new(&current);
+        planner.keep(&SkippedUser {
+            dn: "uid=whatever,dc=example,dc=org".to_owned(),
+            id: Some("id-alice".to_owned()),
+            reason: "uid is not valid UTF-8".to_owned(),
+        });
+        planner.keep(&SkippedUser {
+            dn: "UID=bob, OU=People, DC=Example, DC=Org".to_owned(),
+            id: None,
+            reason: "no entryUUID".to_owned(),
+        });
+        let end = planner.finish();
+        assert_eq!(end.delete_user_ids, vec!["id-carol"]);
+        assert_eq!(end.counts.deleted, 1);
+        assert!(end.revoke_tap_user_ids.is_empty());
     }
 
     #[test]

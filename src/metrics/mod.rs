@@ -28,6 +28,7 @@
 //! | `tapd_web_sign_ins_total{method,result}` | [`WebSignIn`] | web sign-in |
 //! | `tapd_directory_sync_runs_total{result}` | [`SyncResult`] | `sync::Syncer` |
 //! | `tapd_directory_sync_errors_total{cause}` | [`SyncErrorCause`] | `sync::Syncer` |
+//! | `tapd_directory_sync_entries_skipped_total` | – | `sync::Syncer` (one per undecodable user entry per run) |
 //! | `tapd_directory_sync_duration_seconds` | – | `sync::Syncer` |
 //! | `tapd_directory_sync_last_success_timestamp_seconds` | – | `sync::Syncer` |
 //! | `tapd_ldap_bind_duration_seconds{result}` | [`LdapBindResult`] | `signin` (every password check) |
@@ -347,6 +348,8 @@ label_set! {
         Success => ["success"],
         /// The directory said invalid credentials.
         InvalidCredentials => ["invalid_credentials"],
+        /// The bind succeeded, but to an entry that is not the user's (another stable id).
+        BoundIdentityMismatch => ["bound_identity_mismatch"],
         /// Timeout, connection or protocol error.
         Error => ["error"],
     }
@@ -577,6 +580,8 @@ pub struct Metrics {
     pub sync_runs: CounterVec<SyncResult>,
     /// Directory sync runs that applied nothing, by cause.
     pub sync_errors: CounterVec<SyncErrorCause>,
+    /// User entries skipped as undecodable, once per entry per sync run.
+    pub sync_entries_skipped: Counter,
     /// How long directory syncs take.
     pub sync_duration: Histogram,
     /// Unix time of the last successful sync (0: none yet).
@@ -612,6 +617,7 @@ impl Metrics {
             web_sign_ins: CounterVec::default(),
             sync_runs: CounterVec::default(),
             sync_errors: CounterVec::default(),
+            sync_entries_skipped: Counter::default(),
             sync_duration: Histogram::new(SYNC_BUCKETS),
             sync_last_success: Gauge::default(),
             ldap_bind_duration: HistogramVec::new(LATENCY_BUCKETS),
@@ -712,6 +718,12 @@ impl Metrics {
             "tapd_directory_sync_errors_total",
             "Directory sync runs that applied nothing, by cause.",
             &self.sync_errors,
+        );
+        exposition::counter(
+            &mut out,
+            "tapd_directory_sync_entries_skipped_total",
+            "User entries a directory sync skipped because they could not be decoded.",
+            &self.sync_entries_skipped,
         );
         exposition::histogram(
             &mut out,

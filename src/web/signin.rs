@@ -98,6 +98,9 @@ pub enum Refusal {
     PasskeyRefused,
     /// Too many failures: wait.
     Throttled(Throttled),
+    /// The password bound to an entry that is no longer the user's (the directory changed
+    /// since the last sync); the user reads the wrong-password message.
+    BoundIdentityMismatch,
 }
 
 impl Refusal {
@@ -109,6 +112,7 @@ impl Refusal {
             Refusal::InvalidCode => "invalid_code",
             Refusal::PasskeyRefused => "passkey_refused",
             Refusal::Throttled(_) => "throttled",
+            Refusal::BoundIdentityMismatch => "bound_identity_mismatch",
         }
     }
 
@@ -116,7 +120,9 @@ impl Refusal {
     pub fn message(&self, public_url: &str) -> String {
         match self {
             Refusal::Tap(failure) => failure.message(public_url),
-            Refusal::InvalidPassword => "Your account or password is incorrect.".to_owned(),
+            Refusal::InvalidPassword | Refusal::BoundIdentityMismatch => {
+                "Your account or password is incorrect.".to_owned()
+            }
             Refusal::InvalidCode => {
                 "That code didn't work. Check the code in your authenticator app and try again."
                     .to_owned()
@@ -424,6 +430,20 @@ impl Web {
                 match self.directory.check_password(user, &password).await {
                     Ok(PasswordCheck::Valid) => true,
                     Ok(PasswordCheck::Invalid) => false,
+                    Ok(PasswordCheck::BoundIdentityMismatch) => {
+                        self.service.syncer().request_incremental(&format!(
+                            "the entry at {} is no longer {}",
+                            user.dn, user.user_principal_name
+                        ));
+                        return self
+                            .refuse(
+                                &actor,
+                                method_name::PASSWORD,
+                                Refusal::BoundIdentityMismatch,
+                                source,
+                            )
+                            .await;
+                    }
                     Err(e) => return Err(Failure::Unavailable(e.to_string()).into()),
                 }
             }

@@ -97,7 +97,7 @@ impl Slapd {
 
     /// Like [`start`](Self::start) with an mdb map of `map_bytes`.
     pub fn start_sized(ldif: &str, map_bytes: u64) -> Slapd {
-        Self::start_configured(ldif, map_bytes, None)
+        Self::start_configured(ldif, map_bytes, None, None)
     }
 
     /// Like [`start`](Self::start), as a stand-in for Active Directory: AD's attribute types
@@ -106,7 +106,13 @@ impl Slapd {
     /// root DSE. slapd maintains neither `uSNChanged` nor `highestCommittedUSN`: a test writes
     /// both ([`set_root_dse`](Self::set_root_dse), then a restart).
     pub fn start_active_directory(ldif: &str, root_dse: &str) -> Slapd {
-        Self::start_configured(ldif, 64 * 1024 * 1024, Some(root_dse))
+        Self::start_configured(ldif, 64 * 1024 * 1024, Some(root_dse), None)
+    }
+
+    /// Like [`start`](Self::start) with `schema` (slapd.conf `attributetype` / `objectclass`
+    /// lines) added after the standard schema.
+    pub fn start_with_schema(ldif: &str, schema: &str) -> Slapd {
+        Self::start_configured(ldif, 64 * 1024 * 1024, None, Some(schema))
     }
 
     /// Replaces the Active Directory stand-in's root DSE attributes; slapd reads them when it
@@ -115,7 +121,12 @@ impl Slapd {
         fs::write(self.dir.path().join("rootdse.ldif"), root_dse).expect("write rootdse.ldif");
     }
 
-    fn start_configured(ldif: &str, map_bytes: u64, root_dse: Option<&str>) -> Slapd {
+    fn start_configured(
+        ldif: &str,
+        map_bytes: u64,
+        root_dse: Option<&str>,
+        schema: Option<&str>,
+    ) -> Slapd {
         let slapd = tool("slapd");
         let slapadd = tool("slapadd");
         let dir = tempfile::tempdir().expect("temp dir");
@@ -130,6 +141,15 @@ impl Slapd {
             conf_text = conf_text.replacen(
                 "modulepath ",
                 &format!("include {d}/ad.schema\nrootDSE {d}/rootdse.ldif\nmodulepath "),
+                1,
+            );
+        }
+        if let Some(schema) = schema {
+            fs::write(dir.path().join("extra.schema"), schema).expect("write extra.schema");
+            let d = dir.path().display();
+            conf_text = conf_text.replacen(
+                "modulepath ",
+                &format!("include {d}/extra.schema\nmodulepath "),
                 1,
             );
         }

@@ -11,6 +11,7 @@ mod active_directory;
 mod daemon;
 mod fixtures;
 mod harness;
+mod integrity;
 
 use std::collections::HashSet;
 use std::sync::Arc;

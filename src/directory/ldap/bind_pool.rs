@@ -8,25 +8,36 @@
 //! pool connections are used for nothing but binds). A reused connection the server has closed
 //! meanwhile is detected and replaced once, transparently.
 //!
+//! A successful bind is confirmed before it counts: the entry now bound is read once, base
+//! scope on the same connection, for its stable id ([`Schema::user_id`], the encoding the sync
+//! uses), which must be the id of the user tapd meant. The DN alone proves nothing: after a
+//! rename, another entry (with a password its creator knows) can sit at the DN of the last
+//! sync. A different id, or an entry that can't be read, is
+//! [`PasswordCheck::BoundIdentityMismatch`]. That read is the only extra round trip of an
+//! accept; the service account is not involved.
+//!
 //! Only result code 0 is a valid password. Code 49 (invalidCredentials) is a wrong password;
 //! busy, unavailable, timeouts and lost connections are [`DirectoryError::Unavailable`]; every
 //! other code (a locked account's `unwillingToPerform`, a server's `constraintViolation`…) is a
 //! failed check too, logged with the code.
 //!
-//! May depend on: `connection`, `directory` (trait types), `tokio`.
+//! May depend on: `connection`, `schema`, `directory` (trait types), `tokio`.
 
 use std::sync::Mutex;
 
-use ldap3::{Ldap, LdapError};
+use ldap3::{Ldap, LdapError, Scope};
 use tokio::sync::Semaphore;
 
 use super::connection::{describe, describe_result, rc, Connector};
+use super::entry::{decode_entry, LdapEntry};
+use super::schema::Schema;
 use crate::directory::{DirectoryError, PasswordCheck};
 
 /// The bounded pool of bind connections.
 #[derive(Debug)]
 pub struct BindPool {
     connector: Connector,
+    schema: Schema,
     permits: Semaphore,
     idle: Mutex<Vec<Ldap>>,
     size: usize,
@@ -41,20 +52,28 @@ enum Attempt {
 }
 
 impl BindPool {
-    /// A pool of at most `size` connections (at least one).
-    pub fn new(connector: Connector, size: usize) -> Self {
+    /// A pool of at most `size` connections (at least one), confirming bound entries' ids as
+    /// `schema` reads them.
+    pub fn new(connector: Connector, size: usize, schema: Schema) -> Self {
         let size = size.max(1);
         BindPool {
             connector,
+            schema,
             permits: Semaphore::new(size),
             idle: Mutex::new(Vec::with_capacity(size)),
             size,
         }
     }
 
-    /// Binds as `dn` with `password` and reports the outcome. The caller has already refused
-    /// unusable passwords and empty DNs.
-    pub async fn check(&self, dn: &str, password: &str) -> Result<PasswordCheck, DirectoryError> {
+    /// Binds as `dn` with `password` and reports the outcome; a successful bind is
+    /// [`PasswordCheck::Valid`] only when the entry at `dn` has the stable id `user_id`. The
+    /// caller has already refused unusable passwords and empty DNs.
+    pub async fn check(
+        &self,
+        dn: &str,
+        user_id: &str,
+        password: &str,
+    ) -> Result<PasswordCheck, DirectoryError> {
         let wait = self.connector.operation_timeout();
         let _permit = match tokio::time::timeout(wait, self.permits.acquire()).await {
             Ok(Ok(permit)) => permit,
@@ -67,7 +86,7 @@ impl BindPool {
             }
         };
         if let Some(mut ldap) = self.take_idle() {
-            match self.bind(&mut ldap, dn, password).await {
+            match self.bind(&mut ldap, dn, user_id, password).await {
                 Attempt::Answered(outcome) => {
                     self.put_idle(ldap);
                     return Ok(outcome);
@@ -87,7 +106,7 @@ impl BindPool {
             }
         }
         let mut ldap = self.connector.connect().await?;
-        match self.bind(&mut ldap, dn, password).await {
+        match self.bind(&mut ldap, dn, user_id, password).await {
             Attempt::Answered(outcome) => {
                 self.put_idle(ldap);
                 Ok(outcome)
@@ -98,7 +117,7 @@ impl BindPool {
         }
     }
 
-    async fn bind(&self, ldap: &mut Ldap, dn: &str, password: &str) -> Attempt {
+    async fn bind(&self, ldap: &mut Ldap, dn: &str, user_id: &str, password: &str) -> Attempt {
         let result = match ldap
             .with_timeout(self.connector.operation_timeout())
             .simple_bind(dn, password)
@@ -108,7 +127,7 @@ impl BindPool {
             Err(e) => return Attempt::Transport(e),
         };
         match result.rc {
-            rc::SUCCESS => Attempt::Answered(PasswordCheck::Valid),
+            rc::SUCCESS => self.confirm(ldap, dn, user_id).await,
             rc::INVALID_CREDENTIALS => Attempt::Answered(PasswordCheck::Invalid),
             rc::BUSY | rc::UNAVAILABLE | rc::OTHER => {
                 Attempt::Transport(LdapError::LdapResult { result })
@@ -121,6 +140,67 @@ impl BindPool {
                 Attempt::Answered(PasswordCheck::Invalid)
             }
         }
+    }
+
+    /// After a successful bind as `dn`: whether the entry there is the user `user_id`, read
+    /// with the bound identity on the same connection.
+    async fn confirm(&self, ldap: &mut Ldap, dn: &str, user_id: &str) -> Attempt {
+        let attributes = [self.schema.user_id_attribute().to_owned()];
+        let bound_id = match self.read_bound(ldap, dn, &attributes).await {
+            Ok(Some(entry)) => self.schema.user_id(&entry),
+            Ok(None) => Err(format!("{dn} can't be read after binding to it")),
+            Err(e) => return Attempt::Transport(e),
+        };
+        match bound_id {
+            Ok(id) if id == user_id => Attempt::Answered(PasswordCheck::Valid),
+            Ok(id) => {
+                log::warn!(
+                    "password check: the entry at {dn} has {} {id}, not {user_id} as at the last \
+                     sync (renamed, and another entry created at its DN?); rejected",
+                    self.schema.user_id_attribute()
+                );
+                Attempt::Answered(PasswordCheck::BoundIdentityMismatch)
+            }
+            Err(reason) => {
+                log::warn!(
+                    "password check: the bound entry's {} can't be confirmed ({reason}); rejected",
+                    self.schema.user_id_attribute()
+                );
+                Attempt::Answered(PasswordCheck::BoundIdentityMismatch)
+            }
+        }
+    }
+
+    /// Reads `dn` (base scope) for `attributes`. `Ok(None)` when the server answers without
+    /// the entry or refuses the read; `Err` for a lost connection, a timeout or a busy server.
+    async fn read_bound(
+        &self,
+        ldap: &mut Ldap,
+        dn: &str,
+        attributes: &[String],
+    ) -> Result<Option<LdapEntry>, LdapError> {
+        let answer = ldap
+            .with_timeout(self.connector.operation_timeout())
+            .search(dn, Scope::Base, "(objectClass=*)", attributes)
+            .await?;
+        let (entries, result) = (answer.0, answer.1);
+        match result.rc {
+            rc::SUCCESS => {}
+            rc::BUSY | rc::UNAVAILABLE | rc::OTHER => {
+                return Err(LdapError::LdapResult { result });
+            }
+            _ => {
+                log::info!(
+                    "reading {dn} after binding to it: {}",
+                    describe_result(&result)
+                );
+                return Ok(None);
+            }
+        }
+        Ok(entries
+            .into_iter()
+            .find(|e| !e.is_ref() && !e.is_intermediate())
+            .and_then(|entry| decode_entry(entry.0).ok()))
     }
 
     fn take_idle(&self) -> Option<Ldap> {

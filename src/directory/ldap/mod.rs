@@ -6,7 +6,7 @@
 //! users and resolved groups the LDIF source does. Anything short of a complete answer (server
 //! down, timeout, size limit, a page that fails) is an error, so the sync runner leaves the
 //! store untouched. Password checks bind as the user's stored DN on a separate bounded pool
-//! ([`bind_pool`]).
+//! ([`bind_pool`]), and count only when the entry bound to still has the user's stable id.
 //!
 //! `read_all_streamed`, what the syncer's full syncs use, reads the groups first, resolves
 //! their nesting ([`GroupResolver`]) and then hands the users over page by page, each with its
@@ -62,7 +62,7 @@ use self::schema::{ChangeMarker, GroupRecord, Schema};
 use super::groups::{resolve, GroupResolver, RawGroup, RawUser, Resolved};
 use super::{
     password_is_unusable, DirectoryChanges, DirectoryContents, DirectoryError, DirectorySource,
-    PasswordCheck, StreamedContents,
+    PasswordCheck, SkippedUser, StreamedContents,
 };
 use crate::config::{
     DirectoryAttributes, DirectoryConfig, DirectoryPreset, DirectorySource as SourceConfig,
@@ -258,6 +258,8 @@ struct Batch {
     users: Vec<User>,
     groups: Vec<GroupRecord>,
     newest_timestamp: Option<NaiveDateTime>,
+    /// User entries that could not be decoded.
+    skipped_users: Vec<SkippedUser>,
 }
 
 impl LdapDirectory {
@@ -318,6 +320,7 @@ impl LdapDirectory {
         })
         .await
         .map_err(|e| DirectoryError::Unavailable(format!("the directory reader failed: {e}")))??;
+        let skipped_users = batch.skipped_users.clone();
         let streamed = if exact {
             // No member lists: the planner compares a group's own attributes, and the store
             // derives its members from the users' group ids.
@@ -328,6 +331,7 @@ impl LdapDirectory {
                     .map(|record| group_of(record, Vec::new()))
                     .collect(),
                 replanned_users: None,
+                skipped_users,
             }
         } else {
             // A later entry changed what an earlier one meant: resolve it all again, and
@@ -341,6 +345,7 @@ impl LdapDirectory {
             StreamedContents {
                 groups: contents.groups,
                 replanned_users: Some(contents.users),
+                skipped_users,
             }
         };
         // Indexing 100,000 entries for the next incremental read is off the sync's critical
@@ -393,6 +398,7 @@ impl Inner {
         let pool = BindPool::new(
             connector.clone(),
             usize::try_from(settings.bind_pool_size).unwrap_or(1),
+            schema.clone(),
         );
         Ok(Inner {
             settings,
@@ -430,6 +436,7 @@ impl Inner {
         let user_filter = restrict(&self.settings.user_filter);
         let group_filter = restrict(&self.settings.group_filter);
         let mut users = Vec::new();
+        let mut skipped_users = Vec::new();
         let mut users_newest = None;
         self.connector
             .paged_search(
@@ -440,8 +447,10 @@ impl Inner {
                 self.settings.page_size,
                 |entry| {
                     self.newest_of(&entry, &mut users_newest);
-                    if let Some(user) = self.schema.user(&entry).map_err(DirectoryError::Invalid)? {
-                        users.push(user);
+                    match self.decode_user(&entry) {
+                        Ok(Some(user)) => users.push(user),
+                        Ok(None) => {}
+                        Err(skipped) => skipped_users.push(skipped),
                     }
                     Ok(())
                 },
@@ -453,6 +462,21 @@ impl Inner {
             users,
             groups,
             newest_timestamp: users_newest.max(groups_newest),
+            skipped_users,
+        })
+    }
+
+    /// A user entry as a [`User`]; `Ok(None)` for an entry without a username (not a user
+    /// tapd can sign in, as before), `Err` for one that can't be decoded, warned about with
+    /// its DN.
+    fn decode_user(&self, entry: &LdapEntry) -> Result<Option<User>, SkippedUser> {
+        self.schema.user(entry).map_err(|reason| {
+            log::warn!("directory user entry {} skipped: {reason}", entry.dn);
+            SkippedUser {
+                dn: entry.dn.clone(),
+                id: self.schema.user_id(entry).ok(),
+                reason,
+            }
         })
     }
 
@@ -530,6 +554,7 @@ impl Inner {
                 .await?;
             let mut resolver = GroupResolver::new(groups.iter().map(|g| &g.raw));
             let mut users: Vec<User> = Vec::new();
+            let mut skipped_users = Vec::new();
             let mut users_newest = None;
             let mut cookie = Vec::new();
             let mut page = 0;
@@ -548,15 +573,18 @@ impl Inner {
                         (cookie, page),
                         |entry| {
                             self.newest_of(&entry, &mut users_newest);
-                            if let Some(user) =
-                                self.schema.user(&entry).map_err(DirectoryError::Invalid)?
-                            {
-                                let group_ids = resolver.user_group_ids(&user.dn, &user.username);
-                                resolved.push(User {
-                                    group_ids,
-                                    ..user.clone()
-                                });
-                                users.push(user);
+                            match self.decode_user(&entry) {
+                                Ok(Some(user)) => {
+                                    let group_ids =
+                                        resolver.user_group_ids(&user.dn, &user.username);
+                                    resolved.push(User {
+                                        group_ids,
+                                        ..user.clone()
+                                    });
+                                    users.push(user);
+                                }
+                                Ok(None) => {}
+                                Err(skipped) => skipped_users.push(skipped),
                             }
                             Ok(())
                         },
@@ -577,6 +605,7 @@ impl Inner {
                 users,
                 groups,
                 newest_timestamp: users_newest.max(groups_newest),
+                skipped_users,
             };
             Ok::<_, DirectoryError>((usn, batch, exact))
         }
@@ -710,7 +739,9 @@ impl Inner {
                 None => return Ok(None),
             },
         };
-        let changes = snapshot.merge(batch, removed);
+        let skipped_users = batch.skipped_users.clone();
+        let mut changes = snapshot.merge(batch, removed);
+        changes.skipped_users = skipped_users;
         log::debug!(
             "incremental read of {}: {} users and {} groups changed, {} users and {} groups gone",
             self.settings.url,
@@ -906,18 +937,33 @@ impl Inner {
         let invalid = |e: String| RefreshError::Directory(DirectoryError::Invalid(e));
         let mut users = Vec::new();
         let mut skipped_users = HashSet::new();
+        let mut undecoded = Vec::new();
         let mut users_newest = None;
         let user_refresh = self
             .refresh_search(ldap, Search::Users, cookies.users.clone(), |entry, uuid| {
                 self.newest_of(&entry, &mut users_newest);
-                match self.schema.user(&entry).map_err(invalid)? {
-                    Some(user) => {
+                let known_id = || {
+                    snapshot
+                        .users
+                        .keys()
+                        .find(|id| content_sync::uuid_of_id(id) == Some(uuid))
+                        .cloned()
+                };
+                match self.decode_user(&entry) {
+                    Ok(Some(user)) => {
                         self.check_sync_uuid(&user.id, &entry.dn, uuid)?;
                         users.push(user);
                     }
                     // No longer a usable user: gone, as a full read would find.
-                    None => {
+                    Ok(None) => {
                         skipped_users.insert(uuid);
+                    }
+                    // Listed as present, so not gone: its snapshot entry and store row stay.
+                    Err(mut skipped) => {
+                        if skipped.id.is_none() {
+                            skipped.id = known_id();
+                        }
+                        undecoded.push(skipped);
                     }
                 }
                 Ok(())
@@ -967,6 +1013,7 @@ impl Inner {
                 users,
                 groups,
                 newest_timestamp: users_newest.max(groups_newest),
+                skipped_users: undecoded,
             },
             removed,
             cookies,
@@ -1306,7 +1353,7 @@ impl DirectorySource for LdapDirectory {
         if password_is_unusable(password) || !user.account_enabled || user.dn.trim().is_empty() {
             return Ok(PasswordCheck::Invalid);
         }
-        self.inner.pool.check(&user.dn, password).await
+        self.inner.pool.check(&user.dn, &user.id, password).await
     }
 
     fn describe(&self) -> String {

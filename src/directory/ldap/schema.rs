@@ -15,6 +15,10 @@ use crate::config::{DirectoryAttributes, DirectoryPreset};
 use crate::directory::groups::{normalize_dn, RawGroup};
 use crate::model::User;
 
+/// Longest name value (username, userPrincipalName, display name, mail) tapd takes from a
+/// user entry, in bytes; an entry with a longer one is not decoded (and the sync skips it).
+pub const MAX_NAME_VALUE_BYTES: usize = 2048;
+
 /// `userAccountControl` bit meaning the account is disabled (ACCOUNTDISABLE).
 const ACCOUNTDISABLE: u32 = 0x2;
 
@@ -103,6 +107,11 @@ impl Schema {
         }
     }
 
+    /// The attribute holding users' stable ids.
+    pub fn user_id_attribute(&self) -> &str {
+        &self.attributes.id
+    }
+
     /// The entry's stable user id.
     pub fn user_id(&self, entry: &LdapEntry) -> Result<String, String> {
         stable_id(entry, &self.attributes.id)
@@ -114,10 +123,11 @@ impl Schema {
     }
 
     /// A user entry as a [`User`] without memberships; `Ok(None)` (logged) when it has no
-    /// username and so can't sign in anywhere.
+    /// username and so can't sign in anywhere. `Err` names what can't be decoded: no stable
+    /// id, a value that is not UTF-8, a name longer than [`MAX_NAME_VALUE_BYTES`].
     pub fn user(&self, entry: &LdapEntry) -> Result<Option<User>, String> {
         let id = self.user_id(entry)?;
-        let Some(username) = entry.first_text(&self.attributes.username)? else {
+        let Some(username) = name(entry, &self.attributes.username)? else {
             log::warn!(
                 "directory user {} has no {} and is skipped",
                 entry.dn,
@@ -125,8 +135,8 @@ impl Schema {
             );
             return Ok(None);
         };
-        let mail = entry.first_text(&self.attributes.mail)?;
-        let user_principal_name = match entry.first_text(&self.attributes.upn)? {
+        let mail = name(entry, &self.attributes.mail)?;
+        let user_principal_name = match name(entry, &self.attributes.upn)? {
             Some(upn) => upn,
             None => match &mail {
                 Some(mail) => mail.clone(),
@@ -134,9 +144,9 @@ impl Schema {
                 None => format!("{username}@{}", self.upn_domain),
             },
         };
-        let display_name = match entry.first_text(&self.attributes.display_name)? {
+        let display_name = match name(entry, &self.attributes.display_name)? {
             Some(name) => name,
-            None => entry.first_text("cn")?.unwrap_or_else(|| username.clone()),
+            None => name(entry, "cn")?.unwrap_or_else(|| username.clone()),
         };
         Ok(Some(User {
             id,
@@ -204,6 +214,20 @@ fn stable_id(entry: &LdapEntry, attribute: &str) -> Result<String, String> {
         return Err(format!("{}: {attribute} is empty", entry.dn));
     }
     Ok(text.to_ascii_lowercase())
+}
+
+/// The first value of a name attribute ([`LdapEntry::first_text`]), refused when longer than
+/// [`MAX_NAME_VALUE_BYTES`].
+fn name(entry: &LdapEntry, attribute: &str) -> Result<Option<String>, String> {
+    let value = entry.first_text(attribute)?;
+    match value {
+        Some(text) if text.len() > MAX_NAME_VALUE_BYTES => Err(format!(
+            "{}: {attribute} is {} bytes long, more than the {MAX_NAME_VALUE_BYTES} tapd accepts",
+            entry.dn,
+            text.len()
+        )),
+        other => Ok(other),
+    }
 }
 
 fn account_enabled(entry: &LdapEntry) -> Result<bool, String> {
