@@ -705,15 +705,19 @@ impl Syncer {
     async fn record_skipped(&self, actor: &str, skipped: &[SkippedUser]) {
         for entry in skipped {
             self.metrics.sync_entries_skipped.inc(NoLabels);
-            self.audit(
+            let mut event = self.event(
+                self.clock.now(),
                 actor,
                 activity::ENTRY_SKIPPED,
                 Some(entry.dn.clone()),
-                AuditResult::Failure,
-                Some("entry_undecodable"),
                 json!({ "dn": entry.dn, "userId": entry.id, "reason": entry.reason }),
-            )
-            .await;
+            );
+            event.result = AuditResult::Failure;
+            event.reason_code = Some("entry_undecodable".to_owned());
+            crate::audit::log(&event);
+            if let Err(e) = self.store.append_audit(&event).await {
+                log::error!("could not record sync audit event: {e}");
+            }
         }
     }
 
