@@ -495,6 +495,10 @@ pub struct SyncStatus {
     /// schedule), the administrator for `tapctl sync run`.
     #[serde(default)]
     pub initiated_by: Option<String>,
+    /// Users quarantined by an identity conflict now, one line each (read live from the
+    /// store's users when the status is shown, never stored).
+    #[serde(default, skip_serializing)]
+    pub identity_conflicts: Vec<String>,
 }
 
 /// How a web session was signed in; decides what the session may do.

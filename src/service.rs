@@ -587,6 +587,25 @@ impl AdminSession {
             &groups,
         )
         .await?;
+        if let Some(conflict) = &user.identity_conflict {
+            let message = format!(
+                "user {} is quarantined by an identity conflict and can't receive a TAP until \
+                 the directory is fixed: {}",
+                user.username,
+                conflict.describe()
+            );
+            self.service
+                .audit_failure(
+                    &self.actor_name,
+                    &self.source,
+                    activity::TAP_CREATED,
+                    Some(&user.user_principal_name),
+                    crate::store::identity::IDENTITY_CONFLICT_REASON,
+                    &message,
+                )
+                .await;
+            return Err(ServiceError::Conflict(message));
+        }
         // Stores keep microseconds; cut here so the create response and later reads agree.
         let now = self.service.clock.now().trunc_subsecs(6);
         let current_policy = self.store().policy().await?;
@@ -807,7 +826,8 @@ impl AdminSession {
         );
         self.store().append_audit(&event).await?;
         crate::audit::log(&event);
-        self.service
+        let status = self
+            .service
             .syncer
             .run(allow_deletes, &self.actor_name)
             .await
@@ -816,7 +836,27 @@ impl AdminSession {
                 | crate::sync::SyncError::HeldElsewhere { .. }
                 | crate::sync::SyncError::LeaseLost(_) => ServiceError::Conflict(e.to_string()),
                 crate::sync::SyncError::Store(s) => ServiceError::from(s),
+            })?;
+        self.with_conflicts(status).await
+    }
+
+    /// `status` with the users quarantined now, one line each.
+    async fn with_conflicts(&self, mut status: SyncStatus) -> Result<SyncStatus> {
+        status.identity_conflicts = self
+            .store()
+            .quarantined_users()
+            .await?
+            .iter()
+            .map(|u| {
+                let why = u
+                    .identity_conflict
+                    .as_ref()
+                    .map(crate::model::IdentityConflict::describe)
+                    .unwrap_or_default();
+                format!("{} ({}): {why}", u.username, u.dn)
             })
+            .collect();
+        Ok(status)
     }
 
     /// The last sync status.
@@ -827,7 +867,8 @@ impl AdminSession {
             None,
         )
         .await?;
-        Ok(self.store().sync_status().await?)
+        let status = self.store().sync_status().await?;
+        self.with_conflicts(status).await
     }
 
     // ---- audit ----

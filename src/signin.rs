@@ -135,11 +135,14 @@ pub enum RejectReason {
     /// The password bound to the DN of the last sync, but the entry there is not the user
     /// (another stable id): the directory changed since, and an incremental sync is requested.
     BoundIdentityMismatch,
+    /// A sign-in name of the user is also another user's: the user is quarantined until the
+    /// directory is fixed ([`crate::model::IdentityConflict`]).
+    IdentityConflict,
 }
 
 impl RejectReason {
     /// Every reason, for metric label sets.
-    pub const ALL: [RejectReason; 8] = [
+    pub const ALL: [RejectReason; 9] = [
         RejectReason::UserNotFound,
         RejectReason::AccountDisabled,
         RejectReason::EmptyPassword,
@@ -148,6 +151,7 @@ impl RejectReason {
         RejectReason::TapNotSupported,
         RejectReason::UnsupportedMethod,
         RejectReason::BoundIdentityMismatch,
+        RejectReason::IdentityConflict,
     ];
 
     /// Stable snake_case reason code; the TAP code depends on the channel.
@@ -161,6 +165,7 @@ impl RejectReason {
             RejectReason::TapNotSupported => channel.tap_failure().code(),
             RejectReason::UnsupportedMethod => "unsupported_method",
             RejectReason::BoundIdentityMismatch => "bound_identity_mismatch",
+            RejectReason::IdentityConflict => crate::store::identity::IDENTITY_CONFLICT_REASON,
         }
     }
 }
@@ -654,6 +659,14 @@ impl SignIn {
                 return (outcome, None, false);
             }
         };
+        if let Some(conflict) = &user.identity_conflict {
+            log::warn!(
+                "sign-in refused: user {} is quarantined by an identity conflict: {}",
+                user.username,
+                conflict.describe()
+            );
+            return (reject(RejectReason::IdentityConflict), Some(user), false);
+        }
         if !user.account_enabled {
             return (reject(RejectReason::AccountDisabled), Some(user), false);
         }

@@ -282,6 +282,10 @@ impl Syncer {
         match error {
             None => {
                 self.metrics.sync_runs.inc(SyncResult::Success);
+                match self.store.quarantined_users().await {
+                    Ok(users) => self.metrics.identity_conflicts.set(users.len() as f64),
+                    Err(e) => log::warn!("could not count quarantined users: {e}"),
+                }
                 if let Ok(Some(success)) = outcome.as_ref().map(|status| status.last_success) {
                     self.metrics
                         .sync_last_success

@@ -653,6 +653,12 @@ impl Output {
                 "inTemporaryAccessPassScope",
             ],
         );
+        if let Some(conflict) = v.get("identityConflictMessage").and_then(Value::as_str) {
+            println!(
+                "{:<26} QUARANTINED (no sign-in, no TAP): {conflict}",
+                "identity conflict"
+            );
+        }
         let groups = v
             .get("memberOf")
             .and_then(Value::as_array)

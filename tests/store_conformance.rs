@@ -1235,6 +1235,7 @@ async fn sync_status_roundtrip(store: Arc<dyn Store>) {
         next_run: Some(t(5)),
         node: Some("tap1.example.org/4242/9f3c2a".to_owned()),
         initiated_by: Some("tapd".to_owned()),
+        identity_conflicts: Vec::new(),
     };
     store
         .put_sync_status(&fence(&store).await, &status, &[])

@@ -56,7 +56,7 @@ pub fn tap(d: &TapDetails, code: Option<&str>) -> Value {
 
 /// A user in a list.
 pub fn user(u: &User) -> Value {
-    json!({
+    let mut v = json!({
         "id": u.id,
         "userPrincipalName": u.user_principal_name,
         "onPremisesSamAccountName": u.username,
@@ -64,7 +64,12 @@ pub fn user(u: &User) -> Value {
         "mail": u.mail,
         "accountEnabled": u.account_enabled,
         "onPremisesDistinguishedName": u.dn,
-    })
+    });
+    if let (Some(conflict), Value::Object(map)) = (&u.identity_conflict, &mut v) {
+        map.insert("identityConflict".into(), json!(conflict));
+        map.insert("identityConflictMessage".into(), json!(conflict.describe()));
+    }
+    v
 }
 
 /// A user with groups, roles and TAP scope.
@@ -154,6 +159,7 @@ pub fn sync_status(s: &SyncStatus) -> Value {
         "nextRun": opt_time(&s.next_run),
         "node": s.node,
         "initiatedBy": s.initiated_by,
+        "identityConflicts": s.identity_conflicts,
     })
 }
 

@@ -31,6 +31,7 @@
 //! | `tapd_directory_sync_entries_skipped_total` | – | `sync::Syncer` (one per undecodable user entry per run) |
 //! | `tapd_directory_sync_duration_seconds` | – | `sync::Syncer` |
 //! | `tapd_directory_sync_last_success_timestamp_seconds` | – | `sync::Syncer` |
+//! | `tapd_identity_conflicts` | – | `sync::Syncer` (quarantined users after each successful run) |
 //! | `tapd_ldap_bind_duration_seconds{result}` | [`LdapBindResult`] | `signin` (every password check) |
 //! | `tapd_store_operation_duration_seconds{operation}` | [`StoreOperation`] | callers of the store |
 //! | `tapd_config_reloads_total{result}` | [`ReloadResult`] | daemon (SIGHUP) |
@@ -586,6 +587,8 @@ pub struct Metrics {
     pub sync_duration: Histogram,
     /// Unix time of the last successful sync (0: none yet).
     pub sync_last_success: Gauge,
+    /// Users quarantined by an identity conflict after the last successful sync.
+    pub identity_conflicts: Gauge,
     /// Password-check bind latency against the directory.
     pub ldap_bind_duration: HistogramVec<LdapBindResult>,
     /// Store call latency, by operation.
@@ -620,6 +623,7 @@ impl Metrics {
             sync_entries_skipped: Counter::default(),
             sync_duration: Histogram::new(SYNC_BUCKETS),
             sync_last_success: Gauge::default(),
+            identity_conflicts: Gauge::default(),
             ldap_bind_duration: HistogramVec::new(LATENCY_BUCKETS),
             store_duration: HistogramVec::new(LATENCY_BUCKETS),
             config_reloads: CounterVec::default(),
@@ -736,6 +740,12 @@ impl Metrics {
             "tapd_directory_sync_last_success_timestamp_seconds",
             "Unix time of the last successful directory sync (0: none since start).",
             &self.sync_last_success,
+        );
+        exposition::gauge(
+            &mut out,
+            "tapd_identity_conflicts",
+            "Users quarantined because a sign-in name of theirs is also another user's.",
+            &self.identity_conflicts,
         );
         exposition::histogram(
             &mut out,

@@ -37,7 +37,6 @@ pub mod activity {
 /// The reason code of a quarantined user's audit events and refused sign-ins.
 pub const IDENTITY_CONFLICT_REASON: &str = "identity_conflict";
 
-
 /// One row a name lookup or a conflict check reads: the user and its two claims.
 #[derive(Clone, Debug)]
 pub(crate) struct Claims {
@@ -201,7 +200,11 @@ pub(crate) fn conflict_event(
     new: Option<IdentityConflict>,
 ) -> NewAuditEvent {
     let (upn, dn) = found.unzip();
-    let who = format!("{} ({})", upn.as_deref().unwrap_or(id), dn.as_deref().unwrap_or("?"));
+    let who = format!(
+        "{} ({})",
+        upn.as_deref().unwrap_or(id),
+        dn.as_deref().unwrap_or("?")
+    );
     let (activity, result, reason, details) = match new {
         Some(conflict) => {
             log::warn!(
@@ -256,6 +259,7 @@ pub(crate) fn event_template(audit: &[NewAuditEvent]) -> NewAuditEvent {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -311,7 +315,10 @@ mod tests {
         let pick = |key: &str| {
             choose(
                 key,
-                vec![(user(&alice), alice.clone()), (user(&mallory), mallory.clone())],
+                vec![
+                    (user(&alice), alice.clone()),
+                    (user(&mallory), mallory.clone()),
+                ],
             )
             .map(|u| u.id)
         };
@@ -327,7 +334,10 @@ mod tests {
         assert!(found["1"].names[0].held_by.is_none());
         assert_eq!(found["1"].names[0].also_claimed_by[0].id, "2");
         assert!(found["2"].names[0].held_by.is_none());
-        assert_eq!(choose("bob", vec![(user(&one), one), (user(&two), two)]), None);
+        assert_eq!(
+            choose("bob", vec![(user(&one), one), (user(&two), two)]),
+            None
+        );
     }
 
     #[test]

@@ -101,6 +101,8 @@ pub enum Refusal {
     /// The password bound to an entry that is no longer the user's (the directory changed
     /// since the last sync); the user reads the wrong-password message.
     BoundIdentityMismatch,
+    /// The user is quarantined: one of its sign-in names is also another user's.
+    IdentityConflict,
 }
 
 impl Refusal {
@@ -113,6 +115,7 @@ impl Refusal {
             Refusal::PasskeyRefused => "passkey_refused",
             Refusal::Throttled(_) => "throttled",
             Refusal::BoundIdentityMismatch => "bound_identity_mismatch",
+            Refusal::IdentityConflict => crate::store::identity::IDENTITY_CONFLICT_REASON,
         }
     }
 
@@ -123,6 +126,9 @@ impl Refusal {
             Refusal::InvalidPassword | Refusal::BoundIdentityMismatch => {
                 "Your account or password is incorrect.".to_owned()
             }
+            Refusal::IdentityConflict => "Your account can't be used to sign in until your \
+                 administrator resolves a conflict with another account's name."
+                .to_owned(),
             Refusal::InvalidCode => {
                 "That code didn't work. Check the code in your authenticator app and try again."
                     .to_owned()
@@ -244,6 +250,28 @@ impl Web {
         Ok(self.service.store().user(name).await?)
     }
 
+    /// Refuses (and audits) a sign-in of a user quarantined by an identity conflict, on every
+    /// method: the name it typed may be another user's.
+    async fn refuse_quarantined(
+        &self,
+        user: Option<&User>,
+        actor: &str,
+        method: &str,
+        source: &Source,
+    ) -> Result<(), SignInError> {
+        match user.and_then(|u| u.identity_conflict.as_ref()) {
+            Some(conflict) => {
+                log::warn!(
+                    "web sign-in refused: {actor} is quarantined by an identity conflict: {}",
+                    conflict.describe()
+                );
+                self.refuse(actor, method, Refusal::IdentityConflict, source)
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
     /// The throttle key of a sign-in: the user's stable id when the name is known (so UPN and
     /// username share one counter), else the typed name.
     fn throttle_key(name: &str, user: Option<&User>) -> String {
@@ -322,6 +350,8 @@ impl Web {
             .map_or_else(|| name.trim().to_owned(), |u| u.user_principal_name.clone());
         let key = Self::throttle_key(name, user.as_ref());
         self.check_throttle(&key, &actor, method_name::TAP, source)
+            .await?;
+        self.refuse_quarantined(user.as_ref(), &actor, method_name::TAP, source)
             .await?;
         let store = self.service.store();
         let tap = match &user {
@@ -425,6 +455,8 @@ impl Web {
         let key = Self::throttle_key(name, user.as_ref());
         self.check_throttle(&key, &actor, method_name::PASSWORD, source)
             .await?;
+        self.refuse_quarantined(user.as_ref(), &actor, method_name::PASSWORD, source)
+            .await?;
         let valid = match &user {
             Some(user) if user.account_enabled && password.len() <= MAX_CREDENTIAL_BYTES => {
                 match self.directory.check_password(user, &password).await {
@@ -515,6 +547,13 @@ impl Web {
         let actor = user.user_principal_name.clone();
         self.check_throttle(&key, &actor, method_name::AUTHENTICATOR_APP, source)
             .await?;
+        self.refuse_quarantined(
+            Some(&current.user),
+            &actor,
+            method_name::AUTHENTICATOR_APP,
+            source,
+        )
+        .await?;
         let now = self.now();
         if self.accept_app_code(user, code, now).await? {
             self.throttle.record_success(&key);
@@ -869,6 +908,8 @@ impl Web {
         let actor = user.user_principal_name.clone();
         self.check_throttle(&key, &actor, method_name::PASSKEY, source)
             .await?;
+        self.refuse_quarantined(Some(&user), &actor, method_name::PASSKEY, source)
+            .await?;
         let verified = serde_json::from_str::<Passkey>(&method.data)
             .ok()
             .and_then(|passkey| {
@@ -929,6 +970,8 @@ impl Web {
         let key = Self::throttle_key("", Some(user));
         let actor = user.user_principal_name.clone();
         self.check_throttle(&key, &actor, method_name::PASSKEY, source)
+            .await?;
+        self.refuse_quarantined(Some(user), &actor, method_name::PASSKEY, source)
             .await?;
         let state: PasskeyAuthentication = serde_json::from_str(&ceremony.state)
             .map_err(|e| Failure::Internal(format!("ceremony state: {e}")))?;

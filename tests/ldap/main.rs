@@ -12,6 +12,7 @@ mod daemon;
 mod fixtures;
 mod harness;
 mod integrity;
+mod names;
 
 use std::collections::HashSet;
 use std::sync::Arc;

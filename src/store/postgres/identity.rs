@@ -14,8 +14,7 @@ use crate::store::identity::{self, Claims};
 use crate::store::StoreError;
 
 /// The claim columns read after [`rows::USER_COLUMNS`] (which end at index 8).
-pub(super) const CLAIM_COLUMNS: &str =
-    "u.username_key, u.upn_key, u.username_since, u.upn_since";
+pub(super) const CLAIM_COLUMNS: &str = "u.username_key, u.upn_key, u.username_since, u.upn_since";
 
 /// The WHERE clause of a name lookup: `$1` the key as typed, `$2` its folded form.
 pub(super) const LOOKUP: &str = "u.id = $1 OR u.username_key = $2 OR u.upn_key = $2";

@@ -530,11 +530,8 @@ impl Store for PostgresStore {
                 (owned_text(&a), owned_text(&b))
             })
             .unzip();
-        let written: std::collections::BTreeSet<String> = username_keys
-            .iter()
-            .chain(&upn_keys)
-            .cloned()
-            .collect();
+        let written: std::collections::BTreeSet<String> =
+            username_keys.iter().chain(&upn_keys).cloned().collect();
         let (member_users, member_groups): (Vec<String>, Vec<String>) = users
             .iter()
             .flat_map(|u| {

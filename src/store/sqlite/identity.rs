@@ -67,7 +67,9 @@ fn claimants(conn: &Connection, name: &str) -> Result<Vec<Claims>, StoreError> {
 pub(super) fn backfill_keys(conn: &Connection) -> Result<(), StoreError> {
     let pending: Vec<(String, String, String)> = {
         let mut stmt = conn
-            .prepare("SELECT id, username, upn FROM users WHERE username_key IS NULL OR upn_key IS NULL")
+            .prepare(
+                "SELECT id, username, upn FROM users WHERE username_key IS NULL OR upn_key IS NULL",
+            )
             .map_err(map_err)?;
         let rows = stmt
             .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
@@ -149,7 +151,11 @@ pub(super) fn check_conflicts(
         let all: Vec<String> = rows.collect::<Result<_, _>>().map_err(map_err)?;
         // Names of quarantined users are rechecked even when no longer contested (lifted).
         all.into_iter()
-            .chain(before.iter().flat_map(|(_, _, u, p)| [u.clone(), p.clone()]))
+            .chain(
+                before
+                    .iter()
+                    .flat_map(|(_, _, u, p)| [u.clone(), p.clone()]),
+            )
             .filter(|n| !n.is_empty())
             .collect::<BTreeSet<String>>()
             .into_iter()
@@ -165,7 +171,10 @@ pub(super) fn check_conflicts(
     let after = identity::conflicts(&by_name);
     let mut previous: HashMap<String, Option<IdentityConflict>> = HashMap::new();
     for (id, body, _, _) in &before {
-        previous.insert(id.clone(), Some(rows::from_json("identity conflict", body)?));
+        previous.insert(
+            id.clone(),
+            Some(rows::from_json("identity conflict", body)?),
+        );
     }
     let mut events = Vec::new();
     let mut set = conn

@@ -648,10 +648,7 @@ impl<'c> UserWriter<'c> {
         let row = user_row(user, &list, &keys, &epoch);
         // A new user (every user of a first sync) is one insert and its memberships; only an
         // existing one needs its stored list read and the difference written.
-        let inserted = self
-            .insert
-            .execute(&row[..])
-            .map_err(map_err)?;
+        let inserted = self.insert.execute(&row[..]).map_err(map_err)?;
         let stored: Option<String> = if inserted == 1 {
             None
         } else {
