@@ -80,7 +80,7 @@ pub struct IdentityConflict {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NameConflict {
-    /// The name, case-folded (see [`name_key`]).
+    /// The name, folded (see [`name_key`]).
     pub name: String,
     /// Which attribute of this user claims it: `username` or `userPrincipalName`.
     pub attribute: String,
@@ -129,11 +129,12 @@ impl IdentityConflict {
     }
 }
 
-/// The form in which sign-in names are compared: Unicode lower case (so `Alice`, `ALICE` and
-/// `alice` are one name, as LDAP's caseIgnoreMatch treats them). The store keeps every
-/// user's names in this form, and a typed name is folded the same way before it is looked up.
+/// The form in which sign-in names are compared: ASCII letters in lower case, every other
+/// character as it is (so `Alice`, `ALICE` and `alice` are one name on both backends, as their
+/// `lower()` would have it). The store keeps every user's names in this form, and a typed name
+/// is folded the same way before it is looked up.
 pub fn name_key(name: &str) -> String {
-    name.to_lowercase()
+    name.to_ascii_lowercase()
 }
 
 /// A directory group, keyed by its stable id.

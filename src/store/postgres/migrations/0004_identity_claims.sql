@@ -1,8 +1,8 @@
 -- tapd schema version 4: sign-in names are keys (as SQLite's version 5).
 --
 -- Every user claims its username and its userPrincipalName, folded to lower case by tapd
--- (Unicode case folding, computed by tapd, not by lower(): the keys of rows written before this
--- version are NULL until tapd fills them in when it connects). Each claim records the claim
+-- (ASCII letters only; computed by tapd: the keys of rows written before this version are NULL
+-- until tapd fills them in when it connects). Each claim records the claim
 -- epoch at which the user started to claim that name; identity_state.epoch is bumped once per
 -- applied sync. When several users claim one name, the oldest claim holds it and every other
 -- claimant is quarantined (identity_conflict, a JSON document); rows from before this version

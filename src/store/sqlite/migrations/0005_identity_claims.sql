@@ -1,8 +1,8 @@
 -- tapd schema version 5: sign-in names are keys.
 --
 -- Every user claims its username and its userPrincipalName, folded to lower case by tapd
--- (Unicode, so SQLite's ASCII-only lower() can't compute them: the keys of rows written before
--- this version are NULL until tapd fills them in when it opens the file). Each claim records
+-- (ASCII letters only, as lower() on both backends; tapd computes them, and the keys of rows
+-- written before this version are NULL until tapd fills them in when it opens the file). Each claim records
 -- the claim epoch at which the user started to claim that name; identity_state.epoch is
 -- bumped once per applied sync. When several users claim one name, the oldest claim holds it
 -- and every other claimant is quarantined (identity_conflict, a JSON document); rows from
