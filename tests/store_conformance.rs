@@ -120,6 +120,8 @@ macro_rules! conformance {
                 sync_lease_stale_token_is_refused,
                 sync_lease_lapsed_token_is_refused,
                 names_fold_ascii_only,
+                a_later_claim_on_a_name_is_quarantined,
+                claims_of_one_sync_tie_and_find_nobody,
                 nul_characters_are_harmless,
                 method_lookup_and_swap_data_once,
                 web_sessions_roundtrip_update_delete,
@@ -1502,6 +1504,117 @@ async fn sync_lease_lapsed_token_is_refused(store: Arc<dyn Store>) {
         .put_sync_status(&again.fence(), &SyncStatus::default(), &[])
         .await
         .unwrap();
+}
+
+async fn apply(store: &Arc<dyn Store>, plan: SyncPlan) {
+    store
+        .apply_sync(&fence(store).await, &plan, &[])
+        .await
+        .unwrap();
+}
+
+async fn conflict_audit(store: &Arc<dyn Store>) -> Vec<String> {
+    store
+        .audit(&AuditFilter {
+            activity: Some("identity conflict".to_owned()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event.activity)
+        .collect()
+}
+
+/// A user who later claims another's username as its UPN is quarantined; the holder keeps the
+/// name; a deletion of the holder releases the claimant.
+async fn a_later_claim_on_a_name_is_quarantined(store: Arc<dyn Store>) {
+    apply(
+        &store,
+        SyncPlan {
+            upsert_users: vec![user("u-alice", "alice", "alice@example.org", &[])],
+            ..SyncPlan::default()
+        },
+    )
+    .await;
+    apply(
+        &store,
+        SyncPlan {
+            upsert_users: vec![user("u-mal", "mallory", "ALICE", &[])],
+            ..SyncPlan::default()
+        },
+    )
+    .await;
+    assert_eq!(store.user("Alice").await.unwrap().unwrap().id, "u-alice");
+    let found = store.user_with_group_refs("alice").await.unwrap().unwrap();
+    assert_eq!(found.0.id, "u-alice");
+    assert!(found.0.identity_conflict.is_none());
+    let mallory = store.user("mallory").await.unwrap().unwrap();
+    let conflict = mallory.identity_conflict.expect("quarantined");
+    assert_eq!(conflict.names[0].name, "alice");
+    assert_eq!(conflict.names[0].attribute, "userPrincipalName");
+    assert_eq!(
+        conflict.names[0].held_by.as_ref().map(|h| h.id.as_str()),
+        Some("u-alice")
+    );
+    let quarantined: Vec<String> = store
+        .quarantined_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.id)
+        .collect();
+    assert_eq!(quarantined, ["u-mal"]);
+    assert_eq!(
+        conflict_audit(&store).await,
+        ["Directory sync: identity conflict"]
+    );
+    // An unrelated sync neither re-audits nor releases.
+    apply(
+        &store,
+        SyncPlan {
+            upsert_users: vec![user("u-other", "other", "other@example.org", &[])],
+            ..SyncPlan::default()
+        },
+    )
+    .await;
+    assert_eq!(conflict_audit(&store).await.len(), 1);
+    apply(
+        &store,
+        SyncPlan {
+            delete_user_ids: vec!["u-alice".to_owned()],
+            ..SyncPlan::default()
+        },
+    )
+    .await;
+    let mallory = store.user("alice").await.unwrap().unwrap();
+    assert_eq!(mallory.id, "u-mal");
+    assert!(mallory.identity_conflict.is_none());
+    assert!(store.quarantined_users().await.unwrap().is_empty());
+    assert_eq!(
+        conflict_audit(&store).await[0],
+        "Directory sync: identity conflict resolved"
+    );
+}
+
+/// Two users that claim one name in the same sync: the name finds nobody, both are quarantined.
+async fn claims_of_one_sync_tie_and_find_nobody(store: Arc<dyn Store>) {
+    apply(
+        &store,
+        SyncPlan {
+            upsert_users: vec![
+                user("u-1", "bob", "bob@example.org", &[]),
+                user("u-2", "robert", "BOB", &[]),
+            ],
+            ..SyncPlan::default()
+        },
+    )
+    .await;
+    assert!(store.user("bob").await.unwrap().is_none());
+    assert!(store.user_with_group_refs("bob").await.unwrap().is_none());
+    assert_eq!(store.quarantined_users().await.unwrap().len(), 2);
+    // Ids still find each of them.
+    assert_eq!(store.user("u-2").await.unwrap().unwrap().username, "robert");
 }
 
 async fn names_fold_ascii_only(store: Arc<dyn Store>) {
