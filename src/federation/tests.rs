@@ -37,14 +37,9 @@ async fn app_with_metrics() -> (Router, Arc<Metrics>) {
         upsert_groups: contents.groups,
         ..SyncPlan::default()
     };
-    let fence = store
-        .try_sync_lease("test", std::time::Duration::from_secs(60))
+    crate::store::apply_sync_leased(&*store, &plan)
         .await
-        .unwrap()
-        .granted()
-        .unwrap()
-        .fence();
-    store.apply_sync(&fence, &plan, &[]).await.unwrap();
+        .unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let signin = SignIn::new(
         store,

@@ -90,14 +90,9 @@ impl Fixture {
             }],
             ..SyncPlan::default()
         };
-        let fence = store
-            .try_sync_lease("test", std::time::Duration::from_secs(60))
+        crate::store::apply_sync_leased(&*store, &plan)
             .await
-            .unwrap()
-            .granted()
-            .unwrap()
-            .fence();
-        store.apply_sync(&fence, &plan, &[]).await.unwrap();
+            .unwrap();
         let clock = Arc::new(ManualClock::new(t("2026-11-27T09:00:00Z")));
         let tap = StoredTap {
             id: "tap-alice".into(),

@@ -104,6 +104,21 @@ pub async fn apply_sync_collected<S: Store + ?Sized>(
     Ok(true)
 }
 
+/// Applies `plan` under a sync lease taken for the purpose, as a unit test that builds a store
+/// by hand needs.
+#[cfg(test)]
+pub(crate) async fn apply_sync_leased<S: Store + ?Sized>(
+    store: &S,
+    plan: &SyncPlan,
+) -> Result<(), StoreError> {
+    let granted = store
+        .try_sync_lease("test", Duration::from_secs(60))
+        .await?
+        .granted()
+        .ok_or_else(|| StoreError::Unavailable("the sync lease is held elsewhere".to_owned()))?;
+    store.apply_sync(&granted.fence(), plan, &[]).await
+}
+
 /// Who may run directory syncs, and until when (see [`Store::try_sync_lease`]). Times are the
 /// database's clock, never a node's.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -225,14 +225,9 @@ async fn version_3_carries_version_2_memberships_over() {
         delete_user_ids: vec!["u-a".to_owned()],
         ..SyncPlan::default()
     };
-    let fence = store
-        .try_sync_lease("test", std::time::Duration::from_secs(60))
+    crate::store::apply_sync_leased(&*store, &plan)
         .await
-        .unwrap()
-        .granted()
-        .unwrap()
-        .fence();
-    store.apply_sync(&fence, &plan, &[]).await.unwrap();
+        .unwrap();
     let members = members_by_group(&store).await;
     assert_eq!(
         members,
