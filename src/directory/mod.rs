@@ -124,6 +124,13 @@ pub trait DirectorySource: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Which groups nest in which, as of the last read, so that an audit event can name the
+    /// chain of groups through which a user holds a role or the TAP scope. `None` when the
+    /// source can't tell (the event then names the group itself).
+    async fn group_nesting(&self) -> Option<groups::GroupNesting> {
+        None
+    }
+
     /// Checks `password` against the directory for `user` (found by its stable id).
     ///
     /// Implementations must answer [`PasswordCheck::Invalid`] for an empty or NUL-only

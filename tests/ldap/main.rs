@@ -99,6 +99,7 @@ impl Node {
             ServiceSettings {
                 roles,
                 root_is_global_administrator: true,
+                group_references: Vec::new(),
             },
             SyncOptions {
                 interval: Duration::from_secs(300),
@@ -167,7 +168,7 @@ fn policy() -> TapPolicy {
 async fn scoped(node: &Node, username: &str) -> bool {
     let user = node.user(username).await;
     let groups = node.store().groups_by_id(&user.group_ids).await.unwrap();
-    in_scope(&policy(), &user, &groups)
+    in_scope(&policy(), &user, &groups, &node.service.group_index())
 }
 
 async fn group_names(node: &Node, username: &str) -> HashSet<String> {
