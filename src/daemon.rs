@@ -135,7 +135,24 @@ pub fn service_settings(config: &Config) -> ServiceSettings {
                 .collect(),
         ),
         root_is_global_administrator: config.admin.root_is_global_administrator,
+        group_references: configured_group_references(config),
     }
+}
+
+/// The group references of `[web]` and `[radius]` as (where, reference); the roles' are in
+/// [`RoleMapping::references`].
+pub fn configured_group_references(config: &Config) -> Vec<(String, String)> {
+    let interrupt = config
+        .web
+        .registration_interrupt_groups
+        .iter()
+        .map(|g| ("web.registration_interrupt_groups".to_owned(), g.clone()));
+    let reply = config
+        .radius
+        .reply_attributes
+        .iter()
+        .map(|rule| ("radius.reply_attributes".to_owned(), rule.group.clone()));
+    interrupt.chain(reply).collect()
 }
 
 /// Builds the service over an opened store and directory.
@@ -198,6 +215,10 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let service = build_service(&config, store.clone(), directory.clone(), clock.clone())?;
     let signin = build_signin(&config, &service, directory.clone())?;
     let metrics = service.metrics().clone();
+    // Group references resolve against the synced groups from the first request on.
+    if let Err(e) = service.syncer().refresh_group_index().await {
+        log::warn!("could not read the synced groups (group references by cn match nothing until the first sync): {e}");
+    }
     metrics
         .start_time
         .set(clock.now().timestamp_millis() as f64 / 1000.0);
@@ -579,7 +600,8 @@ pub fn build_signin(
         signin_settings(config),
     )
     .context("while preparing the sign-in service")?
-    .with_syncer(service.syncer().clone());
+    .with_syncer(service.syncer().clone())
+    .with_group_index(service.syncer().group_index().clone());
     Ok(Arc::new(signin))
 }
 

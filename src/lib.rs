@@ -2,6 +2,8 @@
 //!
 //! Layout (dependencies point inward):
 //! - `model`, `clock`: domain types and the only reader of the system clock;
+//! - `dn`, `group_ref`: distinguished names compared as RFC 4514 says, and how a configured
+//!   group reference (id, DN, unique cn) picks out a synced group;
 //! - `policy`: pure TAP and admin-role rules, time as a parameter;
 //! - `tapcode`: generating, hashing and verifying TAP codes (bounded argon2 pool);
 //! - `store`: the persistence trait and its SQLite backend;
@@ -27,8 +29,10 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod directory;
+pub mod dn;
 pub mod docs;
 pub mod federation;
+pub mod group_ref;
 pub mod logging;
 pub mod metrics;
 pub mod model;

@@ -150,14 +150,6 @@ pub struct Group {
     pub member_user_ids: Vec<String>,
 }
 
-impl Group {
-    /// Whether `reference` names this group: its id, its DN (case-insensitive) or its cn
-    /// (case-insensitive). Policy targets and role mappings use any of the three.
-    pub fn is_named_by(&self, reference: &str) -> bool {
-        names(&self.id, &self.dn, &self.display_name, reference)
-    }
-}
-
 /// A group as a sign-in needs it: which group it is, not who else is in it. Loading the member
 /// lists of every group of a user on each RADIUS accept was most of the accept path's cost.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,13 +162,6 @@ pub struct GroupRef {
     pub display_name: String,
 }
 
-impl GroupRef {
-    /// Whether `reference` names this group, as [`Group::is_named_by`].
-    pub fn is_named_by(&self, reference: &str) -> bool {
-        names(&self.id, &self.dn, &self.display_name, reference)
-    }
-}
-
 impl From<&Group> for GroupRef {
     fn from(group: &Group) -> Self {
         GroupRef {
@@ -185,12 +170,6 @@ impl From<&Group> for GroupRef {
             display_name: group.display_name.clone(),
         }
     }
-}
-
-fn names(id: &str, dn: &str, display_name: &str, reference: &str) -> bool {
-    id == reference
-        || dn.eq_ignore_ascii_case(reference)
-        || display_name.eq_ignore_ascii_case(reference)
 }
 
 /// Whether the TAP method is switched on for the installation.
@@ -209,7 +188,8 @@ pub enum PolicyState {
 pub enum TargetType {
     /// A single user, named by id, username or userPrincipalName.
     User,
-    /// A group (nested membership counts), named by id, DN or cn; `all_users` is everyone.
+    /// A group (nested membership counts), named by id, DN or unique cn (see
+    /// `crate::group_ref`); `all_users` is everyone.
     Group,
 }
 

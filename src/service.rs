@@ -20,6 +20,7 @@ use zeroize::Zeroizing;
 
 use crate::clock::Clock;
 use crate::directory::DirectorySource;
+use crate::group_ref::GroupIndex;
 use crate::metrics::{Metrics, StoreOperation, TapIssueChannel};
 use crate::model::{
     AuditEvent, AuditFilter, AuditResult, Channel, Group, NewAuditEvent, RegisteredMethod,
@@ -167,6 +168,9 @@ pub struct ServiceSettings {
     pub roles: RoleMapping,
     /// Whether uid 0 is a break-glass global administrator.
     pub root_is_global_administrator: bool,
+    /// Group references written elsewhere in the configuration, as (where, reference), that
+    /// each sync checks for ambiguity (`crate::group_ref`).
+    pub group_references: Vec<(String, String)>,
 }
 
 /// The TAP service.
@@ -190,13 +194,16 @@ impl TapService {
         sync_options: SyncOptions,
     ) -> Self {
         let metrics = Arc::new(Metrics::new());
-        let syncer = Arc::new(Syncer::new(
+        let syncer = Syncer::new(
             store.clone(),
             directory,
             clock.clone(),
             sync_options,
             metrics.clone(),
-        ));
+        );
+        syncer.set_roles(settings.roles.clone());
+        syncer.set_group_references(settings.group_references.clone());
+        let syncer = Arc::new(syncer);
         TapService {
             store,
             clock,
@@ -234,6 +241,9 @@ impl TapService {
 
     /// Replaces the reloadable settings (role mapping, break-glass rule).
     pub fn update_settings(&self, settings: ServiceSettings) {
+        self.syncer.set_roles(settings.roles.clone());
+        self.syncer
+            .set_group_references(settings.group_references.clone());
         *self.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
     }
 
@@ -253,11 +263,18 @@ impl TapService {
 
     /// Roles granted by these (a user's effective) groups.
     fn roles_in(&self, groups: &[Group]) -> BTreeSet<AdminRole> {
+        let index = self.group_index();
         self.settings
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .roles
-            .roles_of(groups)
+            .roles_of(groups, &index)
+    }
+
+    /// The index of every synced group that group references are resolved against
+    /// (`crate::group_ref`), as of the last sync this node ran or saw.
+    pub fn group_index(&self) -> Arc<GroupIndex> {
+        self.syncer.group_index().current()
     }
 
     /// Identifies the caller and returns a session that can act with the caller's roles.
@@ -369,7 +386,14 @@ impl TapService {
         tap: StoredTap,
     ) -> Result<TapDetails> {
         let policy = self.store.policy().await?;
-        Ok(evaluate_tap(&policy, user, groups, tap, self.clock.now()))
+        Ok(evaluate_tap(
+            &policy,
+            user,
+            groups,
+            &self.group_index(),
+            tap,
+            self.clock.now(),
+        ))
     }
 }
 
@@ -378,10 +402,11 @@ fn evaluate_tap(
     policy: &TapPolicy,
     user: &User,
     groups: &[Group],
+    index: &GroupIndex,
     tap: StoredTap,
     now: Timestamp,
 ) -> TapDetails {
-    let (is_usable, reason) = policy::usability(policy, user, groups, &tap, now);
+    let (is_usable, reason) = policy::usability(policy, user, groups, index, &tap, now);
     TapDetails {
         tap,
         is_usable,
@@ -652,7 +677,8 @@ impl AdminSession {
         self.service.metrics.taps_issued.inc(TapIssueChannel::Admin);
         crate::audit::log(&event);
         // Usability under the policy the terms were computed from, at the creation instant.
-        let details = evaluate_tap(&current_policy, &user, &groups, tap, now);
+        let index = self.service.group_index();
+        let details = evaluate_tap(&current_policy, &user, &groups, &index, tap, now);
         Ok(CreatedTap {
             details,
             code,
@@ -799,7 +825,7 @@ impl AdminSession {
         let (user, groups) = self.find_user_with_groups(key).await?;
         let roles = self.service.roles_in(&groups);
         let policy = self.store().policy().await?;
-        let in_tap_scope = policy::in_scope(&policy, &user, &groups);
+        let in_tap_scope = policy::in_scope(&policy, &user, &groups, &self.service.group_index());
         Ok(UserDetails {
             user,
             groups,

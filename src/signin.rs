@@ -46,6 +46,7 @@ use zeroize::Zeroizing;
 use crate::audit::AuditWriter;
 use crate::clock::Clock;
 use crate::directory::{password_is_unusable, DirectoryError, DirectorySource, PasswordCheck};
+use crate::group_ref::{GroupIndex, SharedGroupIndex};
 use crate::metrics::{LdapBindResult, Metrics, TapRejection};
 use crate::model::{AuditResult, Channel, GroupRef, NewAuditEvent, Timestamp, User};
 use crate::policy::SignInFailure;
@@ -416,6 +417,7 @@ pub struct SignIn {
     shed_logged: Mutex<Option<Instant>>,
     /// Asked for an incremental sync when a bind reached another entry than the user's.
     syncer: Option<Arc<Syncer>>,
+    group_index: SharedGroupIndex,
 }
 
 impl SignIn {
@@ -437,6 +439,7 @@ impl SignIn {
             rejected_names: Mutex::new(RejectionCache::default()),
             repeats: Arc::new(tokio::sync::Semaphore::new(MAX_REPEATS_IN_FLIGHT)),
             shed_logged: Mutex::new(None),
+            group_index: SharedGroupIndex::default(),
             store,
             directory,
             hasher,
@@ -455,6 +458,18 @@ impl SignIn {
     pub fn with_syncer(mut self, syncer: Arc<Syncer>) -> Self {
         self.syncer = Some(syncer);
         self
+    }
+
+    /// Resolves group references (an accept's reply attributes) against `index`, the one the
+    /// sync keeps current; without it, no cn reference names a group.
+    pub fn with_group_index(mut self, index: SharedGroupIndex) -> Self {
+        self.group_index = index;
+        self
+    }
+
+    /// The index of every synced group, for resolving group references.
+    pub fn group_index(&self) -> Arc<GroupIndex> {
+        self.group_index.current()
     }
 
     /// Replaces the reloadable settings.

@@ -22,9 +22,20 @@
 //! the guard allows is refused (and audited) until an administrator confirms with
 //! `tapctl sync run --allow-deletes`.
 //!
+//! Group references are resolved against the groups as the sync leaves them: a cn reference
+//! (in `[admin.roles]`, the policy's targets or the other configured places) that two or more
+//! groups share is warned about and audited at every sync that finds it, and the index the
+//! services resolve references with ([`Syncer::group_index`]) is replaced after the commit.
+//! Every admin role granted or revoked and every move into or out of the TAP scope is audited
+//! with the plan ([`access`]).
+//!
 //! May depend on: `model`, `store` (trait), `directory`, `clock`, `metrics` (sync runs,
-//! errors, duration, last success and the apply latency are counted here).
+//! errors, duration, last success and the apply latency are counted here), `policy`,
+//! `group_ref`.
 
+pub mod access;
+
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,17 +44,21 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::clock::Clock;
+use crate::directory::groups::GroupNesting;
 use crate::directory::sync::{
     plan_groups, plan_sync_owned, DeletionGuard, GuardTripped, SyncCounts, UserPlanner,
 };
 use crate::directory::{
     DirectoryChanges, DirectoryContents, DirectoryError, DirectorySource, SkippedUser,
 };
+use crate::group_ref::{GroupIndex, SharedGroupIndex};
 use crate::metrics::{Metrics, NoLabels, StoreOperation, SyncErrorCause, SyncResult};
 use crate::model::{AuditResult, Channel, NewAuditEvent, SyncStatus, Timestamp, User};
+use crate::policy::roles::RoleMapping;
 use crate::store::{
     LeaseLost, Store, StoreError, SyncFence, SyncLeaseOutcome, SyncPlan, SyncPlanEnd,
 };
+use access::{Access, AccessRules, Side};
 
 /// Activity names of sync-related audit events.
 pub mod activity {
@@ -59,6 +74,16 @@ pub mod activity {
     pub const TAP_REVOKED_DISABLED: &str = "Temporary access pass revoked: account disabled";
     /// A user entry could not be decoded and was skipped (its store row kept as it was).
     pub const ENTRY_SKIPPED: &str = "Directory sync: entry skipped";
+    /// A cn group reference that two or more groups share (it names none of them).
+    pub const AMBIGUOUS_GROUP_REFERENCE: &str = "Directory sync: ambiguous group reference";
+    /// A user gained an admin role.
+    pub const ROLE_GRANTED: &str = "Directory sync: admin role granted";
+    /// A user lost an admin role.
+    pub const ROLE_REVOKED: &str = "Directory sync: admin role revoked";
+    /// A user moved into the TAP policy's scope.
+    pub const SCOPE_ENTERED: &str = "Directory sync: user moved into TAP scope";
+    /// A user moved out of the TAP policy's scope.
+    pub const SCOPE_LEFT: &str = "Directory sync: user moved out of TAP scope";
 }
 
 /// How syncs run.
@@ -147,7 +172,20 @@ enum Outcome {
         events: Vec<NewAuditEvent>,
         /// User entries skipped as undecodable.
         skipped: Vec<SkippedUser>,
+        /// The groups as the sync left them, for resolving references from now on.
+        index: GroupIndex,
+        /// Their nesting, when the directory told.
+        nesting: Option<GroupNesting>,
     },
+}
+
+/// Group references written in the configuration, besides the policy's (read from the store
+/// at each sync): checked for ambiguity, and the roles also for the access audit.
+#[derive(Clone, Debug, Default)]
+struct ConfiguredReferences {
+    roles: RoleMapping,
+    /// (where, reference) of every other place: interrupt groups, RADIUS reply rules.
+    other: Vec<(String, String)>,
 }
 
 /// Runs syncs for one node.
@@ -160,6 +198,12 @@ pub struct Syncer {
     metrics: Arc<Metrics>,
     /// An incremental run asked for by [`Syncer::request_incremental`] is waiting to start.
     requested: AtomicBool,
+    group_index: SharedGroupIndex,
+    /// Whether `group_index` was loaded from the store (at start, or by a sync).
+    index_loaded: AtomicBool,
+    /// The nesting the last sync saw (for the path of a revocation).
+    nesting: std::sync::Mutex<Option<GroupNesting>>,
+    references: std::sync::RwLock<ConfiguredReferences>,
 }
 
 impl Syncer {
@@ -179,7 +223,49 @@ impl Syncer {
             running: Mutex::new(()),
             metrics,
             requested: AtomicBool::new(false),
+            group_index: SharedGroupIndex::default(),
+            index_loaded: AtomicBool::new(false),
+            nesting: std::sync::Mutex::new(None),
+            references: std::sync::RwLock::new(ConfiguredReferences::default()),
         }
+    }
+
+    /// The index of every synced group that group references resolve against; replaced after
+    /// each sync this node runs, and loaded by [`Syncer::refresh_group_index`].
+    pub fn group_index(&self) -> &SharedGroupIndex {
+        &self.group_index
+    }
+
+    /// Reloads the group index from the store (at start, and when another node synced).
+    pub async fn refresh_group_index(&self) -> Result<(), StoreError> {
+        let groups = self.store.groups().await?;
+        self.group_index.replace(GroupIndex::of_groups(&groups));
+        self.index_loaded.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The `[admin.roles]` mapping, for ambiguity warnings and the role audit.
+    pub fn set_roles(&self, roles: RoleMapping) {
+        self.references
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .roles = roles;
+    }
+
+    /// The other configured group references as (where, reference), e.g.
+    /// (`web.registration_interrupt_groups`, `engineering`), checked for ambiguity.
+    pub fn set_group_references(&self, references: Vec<(String, String)>) {
+        self.references
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .other = references;
+    }
+
+    fn configured_references(&self) -> ConfiguredReferences {
+        self.references
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The sync interval.
@@ -211,6 +297,8 @@ impl Syncer {
                     "directory sync not due: node {} synced last, next run at {next_run}",
                     status.node.as_deref().unwrap_or("?")
                 );
+                // That node's sync may have changed the groups references resolve against.
+                self.refresh_group_index().await?;
                 return Ok(None);
             }
         }
@@ -368,6 +456,10 @@ impl Syncer {
     ) -> Result<SyncStatus, SyncError> {
         let started = self.clock.now();
         let timer = Instant::now();
+        if !self.index_loaded.load(Ordering::SeqCst) {
+            // The access audit compares with the groups before the sync.
+            self.refresh_group_index().await?;
+        }
         let mut status = self.store.sync_status().await?;
         status.last_run_started = Some(started);
         status.node = Some(self.options.node.clone());
@@ -441,11 +533,16 @@ impl Syncer {
                 groups_seen,
                 events,
                 skipped,
+                index,
+                nesting,
             } => {
                 for event in &events {
                     crate::audit::log(event);
                 }
                 self.record_skipped(actor, &skipped).await;
+                self.group_index.replace(index);
+                self.index_loaded.store(true, Ordering::SeqCst);
+                *self.nesting.lock().unwrap_or_else(|e| e.into_inner()) = nesting;
                 status.users_seen = users_seen as u64;
                 status.groups_seen = groups_seen as u64;
                 status.users_added = counts.added;
@@ -522,9 +619,30 @@ impl Syncer {
             }
         }
         let counts = SyncCounts::of(&current_users, &plan);
-        let events = self
+        let mut events = self
             .apply_events(&current_users, &plan, counts, actor)
             .await?;
+        let before = self.group_index.current();
+        let index = before.with_changes(&plan.upsert_groups, &plan.delete_group_ids);
+        let nesting = self.directory.group_nesting().await;
+        let everyone;
+        let unchanged: &[User] = if index == *before {
+            &[]
+        } else {
+            // Which group a reference names may have changed for anyone.
+            everyone = self.store.users(None).await?;
+            &everyone
+        };
+        let access = AccessInput {
+            before_users: &current_users,
+            after_users: &plan.upsert_users,
+            deleted_user_ids: &plan.delete_user_ids,
+            unchanged_users: unchanged,
+            before: &before,
+            after: &index,
+            nesting: nesting.as_ref(),
+        };
+        events.extend(self.reference_events(access, actor).await?);
         self.metrics
             .time_store(
                 StoreOperation::ApplySync,
@@ -538,6 +656,8 @@ impl Syncer {
             groups_seen: changes.total_groups,
             events,
             skipped: changes.skipped_users,
+            index,
+            nesting,
         })
     }
 
@@ -567,9 +687,18 @@ impl Syncer {
             let current_users = self.store.users(None).await?;
             let current_groups = self.store.groups().await?;
             let mut planner = UserPlanner::new(&current_users);
+            let before_by_id: HashMap<&str, &User> =
+                current_users.iter().map(|u| (u.id.as_str(), u)).collect();
+            // Users whose access may have changed, as the directory has them now.
+            let mut touched: HashMap<String, User> = HashMap::new();
             while let Some(batch) = users_rx.recv().await {
                 let upserts: Vec<User> =
                     batch.into_iter().filter_map(|u| planner.plan(u)).collect();
+                for user in &upserts {
+                    if access_may_differ(before_by_id.get(user.id.as_str()).copied(), user) {
+                        touched.insert(user.id.clone(), user.clone());
+                    }
+                }
                 if !upserts.is_empty() && upserts_tx.send(upserts).await.is_err() {
                     // The store gave up; its error is what the run reports.
                     break;
@@ -599,8 +728,12 @@ impl Syncer {
                 .filter_map(|u| planner.replan(u))
                 .collect();
             late_upserts.sort_by(|a, b| a.id.cmp(&b.id));
+            for user in &late_upserts {
+                touched.insert(user.id.clone(), user.clone());
+            }
             drop(upserts_tx);
             let groups_seen = fresh.groups.len();
+            let index = GroupIndex::of_groups(&fresh.groups);
             let (upsert_groups, delete_group_ids) = plan_groups(&current_groups, fresh.groups);
             for skipped in &fresh.skipped_users {
                 planner.keep(skipped);
@@ -622,12 +755,40 @@ impl Syncer {
                 }
             }
             let changed = users.counts.added + users.counts.updated > 0 || !plan.is_empty();
-            let events = if changed {
+            let mut events = if changed {
                 self.apply_events(&current_users, &plan, users.counts, actor)
                     .await?
             } else {
                 Vec::new()
             };
+            let before = self.group_index.current();
+            let nesting = self.directory.group_nesting().await;
+            let after_users: Vec<User> = touched.into_values().collect();
+            let unchanged: Vec<User> = if index == *before {
+                Vec::new()
+            } else {
+                // Which group a reference names may have changed for anyone.
+                let skip: std::collections::HashSet<&str> = after_users
+                    .iter()
+                    .map(|u| u.id.as_str())
+                    .chain(plan.delete_user_ids.iter().map(String::as_str))
+                    .collect();
+                current_users
+                    .iter()
+                    .filter(|u| !skip.contains(u.id.as_str()))
+                    .cloned()
+                    .collect()
+            };
+            let access = AccessInput {
+                before_users: &current_users,
+                after_users: &after_users,
+                deleted_user_ids: &plan.delete_user_ids,
+                unchanged_users: &unchanged,
+                before: &before,
+                after: &index,
+                nesting: nesting.as_ref(),
+            };
+            events.extend(self.reference_events(access, actor).await?);
             let _ = end_tx.send(SyncPlanEnd {
                 plan,
                 audit: events.clone(),
@@ -639,6 +800,8 @@ impl Syncer {
                 groups_seen,
                 events,
                 skipped: fresh.skipped_users,
+                index,
+                nesting,
             })
         };
         // Timed as ApplySync like any apply; for a streamed full sync that is how long its
@@ -725,6 +888,136 @@ impl Syncer {
         }
     }
 
+    /// The audit events of group references: one per ambiguous cn reference (also logged as a
+    /// warning), and one per admin role granted or revoked and per move into or out of the TAP
+    /// scope, judged against the groups before (`access.before`) and after the sync.
+    async fn reference_events(
+        &self,
+        access: AccessInput<'_>,
+        actor: &str,
+    ) -> Result<Vec<NewAuditEvent>, SyncError> {
+        let now = self.clock.now();
+        let policy = self.store.policy().await?;
+        let configured = self.configured_references();
+        let mut references = configured.roles.references();
+        references.extend(configured.other.iter().cloned());
+        for (place, targets) in [
+            (
+                "policy.includeTargets",
+                policy
+                    .include_targets
+                    .iter()
+                    .map(|t| (&t.id, t.target_type))
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                "policy.excludeTargets",
+                policy
+                    .exclude_targets
+                    .iter()
+                    .map(|t| (&t.id, t.target_type))
+                    .collect(),
+            ),
+        ] {
+            for (id, target_type) in targets {
+                if target_type == crate::model::TargetType::Group && id != crate::model::ALL_USERS {
+                    references.push((place.to_owned(), id.clone()));
+                }
+            }
+        }
+        let mut events = Vec::new();
+        let ambiguities = access
+            .after
+            .ambiguities(references.iter().map(|(p, r)| (p.as_str(), r.as_str())));
+        for ambiguity in ambiguities {
+            log::warn!("directory sync: {ambiguity}");
+            let mut event = self.event(
+                now,
+                actor,
+                activity::AMBIGUOUS_GROUP_REFERENCE,
+                None,
+                json!({
+                    "place": ambiguity.place,
+                    "reference": ambiguity.reference,
+                    "groupDns": ambiguity.group_dns,
+                }),
+            );
+            event.result = AuditResult::Failure;
+            event.reason_code = Some("ambiguous_group_reference".to_owned());
+            events.push(event);
+        }
+
+        let rules = AccessRules {
+            roles: &configured.roles,
+            policy: &policy,
+        };
+        let previous_nesting = self
+            .nesting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let before_side = |user| Side {
+            user,
+            index: access.before,
+            nesting: previous_nesting.as_ref().or(access.nesting),
+        };
+        let after_side = |user| Side {
+            user,
+            index: access.after,
+            nesting: access.nesting,
+        };
+        let before_by_id: HashMap<&str, &User> = access
+            .before_users
+            .iter()
+            .map(|u| (u.id.as_str(), u))
+            .collect();
+        let mut changes = Vec::new();
+        for user in access.after_users {
+            let before = before_by_id.get(user.id.as_str()).map(|u| before_side(u));
+            changes.extend(access::changes(rules, before, Some(after_side(user))));
+        }
+        for id in access.deleted_user_ids {
+            if let Some(user) = before_by_id.get(id.as_str()) {
+                changes.extend(access::changes(rules, Some(before_side(user)), None));
+            }
+        }
+        for user in access.unchanged_users {
+            changes.extend(access::changes(
+                rules,
+                Some(before_side(user)),
+                Some(after_side(user)),
+            ));
+        }
+        for change in changes {
+            let (activity, verb) = match (change.access, change.granted) {
+                (Access::TapScope, true) => (activity::SCOPE_ENTERED, "in"),
+                (Access::TapScope, false) => (activity::SCOPE_LEFT, "out"),
+                (Access::Role(_), true) => (activity::ROLE_GRANTED, "granted"),
+                (Access::Role(_), false) => (activity::ROLE_REVOKED, "revoked"),
+            };
+            let path = change.path.join(" → ");
+            log::info!(
+                "directory sync: {} {} {verb} through {path}",
+                change.user_principal_name,
+                change.access.name()
+            );
+            events.push(self.event(
+                now,
+                actor,
+                activity,
+                Some(change.user_principal_name.clone()),
+                json!({
+                    "userId": change.user_id,
+                    "role": change.access.name(),
+                    "change": verb,
+                    "path": path,
+                    "reason": change.reason,
+                }),
+            ));
+        }
+        Ok(events)
+    }
+
     fn event(
         &self,
         time: crate::model::Timestamp,
@@ -759,4 +1052,34 @@ impl Syncer {
         event.reason_code = Some(reason.to_owned());
         event
     }
+}
+
+/// What [`Syncer::reference_events`] compares.
+#[derive(Clone, Copy)]
+struct AccessInput<'a> {
+    /// Users as the store held them (at least every user in `after_users` that existed, and
+    /// every deleted one).
+    before_users: &'a [User],
+    /// New and changed users as the sync stores them.
+    after_users: &'a [User],
+    /// Users the sync deletes.
+    deleted_user_ids: &'a [String],
+    /// Users the sync leaves as they were, to judge again because the groups changed.
+    unchanged_users: &'a [User],
+    /// The groups before and after.
+    before: &'a GroupIndex,
+    after: &'a GroupIndex,
+    /// The nesting after, when known.
+    nesting: Option<&'a GroupNesting>,
+}
+
+/// Whether `after` may hold other roles or another scope than `before` (new to the store, or
+/// different groups, account state or names).
+fn access_may_differ(before: Option<&User>, after: &User) -> bool {
+    before.is_none_or(|b| {
+        b.group_ids != after.group_ids
+            || b.account_enabled != after.account_enabled
+            || b.username != after.username
+            || b.user_principal_name != after.user_principal_name
+    })
 }

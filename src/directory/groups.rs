@@ -13,9 +13,11 @@
 //! Cycles are therefore harmless: every group of a cycle ends up with the same members.
 //! Unknown member DNs (entries outside the synced base, deleted users) are ignored.
 //!
-//! May depend on: nothing but std.
+//! May depend on: `dn` (DN normalisation) and std.
 
 use std::collections::HashMap;
+
+pub use crate::dn::normalize_dn;
 
 /// A user as read from the directory, before memberships are resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,102 +54,83 @@ pub struct Resolved {
     pub group_member_user_ids: Vec<Vec<String>>,
 }
 
-/// Normalises a DN for comparison: lower case, no whitespace around the `,`, `=` and `+`
-/// separators nor at either end, and one spelling for escaped characters. Hex escapes are
-/// decoded (`\2C` and `\,` are the same comma; `\c3\bc` is `ü`): servers return their own
-/// spelling of an entry's DN (OpenLDAP writes `uid=a\2Cb`) while member values keep whatever the
-/// writer used (`uid=a\,b`). Characters that must stay escaped inside a value (`,` `+` `"` `\`
-/// `<` `>` `;`) and escaped spaces come out as a backslash and the character; every other
-/// escaped character comes out plain.
-pub fn normalize_dn(dn: &str) -> String {
-    // The usual spelling, printable ASCII with no escape and no space, only needs lower case:
-    // a sync normalises every member value and every user DN, 200,000 of them at design size.
-    if dn.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') {
-        return dn.to_ascii_lowercase();
-    }
-    normalize_dn_in_full(dn)
+/// Which groups each group is a direct member of (nesting, one level), by id: enough to say
+/// through which chain of groups a user holds a membership ([`GroupNesting::path`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupNesting {
+    /// Group id → ids of the groups that list it as a member.
+    parents: HashMap<String, Vec<String>>,
 }
 
-/// [`normalize_dn`] for any spelling.
-fn normalize_dn_in_full(dn: &str) -> String {
-    let mut out = String::with_capacity(dn.len());
-    // Length of `out` that trimming must not cut into (after an escape or separator).
-    let mut protected = 0;
-    let mut after_separator = true;
-    // Hex-escaped octets not yet decoded (a UTF-8 character spans several `\xx`).
-    let mut octets: Vec<u8> = Vec::new();
-    let mut chars = dn.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            let mut ahead = chars.clone();
-            if let (Some(high), Some(low)) = (ahead.next(), ahead.next()) {
-                if let (Some(high), Some(low)) = (high.to_digit(16), low.to_digit(16)) {
-                    octets.push((high * 16 + low) as u8);
-                    chars = ahead;
-                    continue;
+impl GroupNesting {
+    /// The nesting of `groups` (member DNs naming other groups of the slice).
+    pub fn of<'a>(groups: impl IntoIterator<Item = &'a RawGroup>) -> Self {
+        let groups: Vec<&RawGroup> = groups.into_iter().collect();
+        let by_dn: HashMap<String, &str> = groups
+            .iter()
+            .map(|g| (normalize_dn(&g.dn), g.id.as_str()))
+            .collect();
+        let mut parents: HashMap<String, Vec<String>> = HashMap::new();
+        for parent in &groups {
+            for member in &parent.member_dns {
+                if let Some(child) = by_dn.get(&normalize_dn(member)) {
+                    parents
+                        .entry((*child).to_owned())
+                        .or_default()
+                        .push(parent.id.clone());
                 }
             }
-            flush_octets(&mut out, &mut octets);
-            if let Some(escaped) = chars.next() {
-                push_escaped(&mut out, escaped);
-            }
-            protected = out.len();
-            after_separator = false;
-            continue;
         }
-        if !octets.is_empty() {
-            flush_octets(&mut out, &mut octets);
-            protected = out.len();
-            after_separator = false;
+        for list in parents.values_mut() {
+            list.sort();
+            list.dedup();
         }
-        match c {
-            ',' | '=' | '+' => {
-                trim_end_to(&mut out, protected);
-                out.push(c);
-                protected = out.len();
-                after_separator = true;
-            }
-            c if c.is_whitespace() && after_separator => {}
-            c => {
-                after_separator = false;
-                out.extend(c.to_lowercase());
-            }
-        }
+        GroupNesting { parents }
     }
-    flush_octets(&mut out, &mut octets);
-    if out.ends_with("\\ ") {
-        protected = out.len();
-    }
-    trim_end_to(&mut out, protected);
-    out
-}
 
-/// Appends a character that was escaped in the input, in its one normal spelling.
-fn push_escaped(out: &mut String, c: char) {
-    match c {
-        ',' | '+' | '"' | '\\' | '<' | '>' | ';' | ' ' => {
-            out.push('\\');
-            out.push(c);
+    /// A chain of group ids from a group the user is directly in to `target`, every step a
+    /// nesting, for a user whose effective groups are `group_ids` (which must hold `target`).
+    /// A group of `group_ids` none of whose member groups is in `group_ids` holds the user
+    /// directly, so the chain starts at such a group when one leads to `target` (the shortest
+    /// such chain); else (a cycle) at the nearest group. `[target]` when nothing nests into it.
+    pub fn path(&self, group_ids: &[String], target: &str) -> Vec<String> {
+        let held: HashMap<&str, ()> = group_ids.iter().map(|g| (g.as_str(), ())).collect();
+        let mut children: HashMap<&str, Vec<&str>> = HashMap::new();
+        for child in group_ids {
+            for parent in self.parents.get(child).into_iter().flatten() {
+                if held.contains_key(parent.as_str()) && parent != child {
+                    children
+                        .entry(parent.as_str())
+                        .or_default()
+                        .push(child.as_str());
+                }
+            }
         }
-        c => out.extend(c.to_lowercase()),
-    }
-}
-
-/// Decodes pending hex-escaped octets (invalid UTF-8 becomes U+FFFD) and appends them.
-fn flush_octets(out: &mut String, octets: &mut Vec<u8>) {
-    if octets.is_empty() {
-        return;
-    }
-    for c in String::from_utf8_lossy(octets).chars() {
-        push_escaped(out, c);
-    }
-    octets.clear();
-}
-
-/// Drops trailing whitespace from `out`, but never below `floor` bytes.
-fn trim_end_to(out: &mut String, floor: usize) {
-    while out.len() > floor && out.ends_with(char::is_whitespace) {
-        out.pop();
+        // Breadth first from the target down its member groups.
+        let mut came_from: HashMap<&str, &str> = HashMap::new();
+        let mut queue = std::collections::VecDeque::from([target]);
+        let mut visited: HashMap<&str, ()> = HashMap::from([(target, ())]);
+        let mut end = target;
+        while let Some(g) = queue.pop_front() {
+            let below = children.get(g).map(Vec::as_slice).unwrap_or_default();
+            if below.is_empty() {
+                end = g;
+                break;
+            }
+            for &child in below {
+                if visited.insert(child, ()).is_none() {
+                    came_from.insert(child, g);
+                    queue.push_back(child);
+                }
+            }
+        }
+        let mut path = vec![end.to_owned()];
+        let mut at = end;
+        while let Some(&next) = came_from.get(at) {
+            path.push(next.to_owned());
+            at = next;
+        }
+        path
     }
 }
 
@@ -474,78 +457,55 @@ mod tests {
     }
 
     #[test]
-    fn normalises_case_and_separator_whitespace() {
-        assert_eq!(
-            normalize_dn(" UID = Alice , OU=People,  DC=Example , dc=org "),
-            "uid=alice,ou=people,dc=example,dc=org"
-        );
-        assert_eq!(
-            normalize_dn("cn=Smith\\, John ,dc=org"),
-            "cn=smith\\, john,dc=org"
-        );
-        assert_eq!(
-            normalize_dn("cn=trailing\\ ,dc=org"),
-            "cn=trailing\\ ,dc=org"
-        );
-        assert_eq!(normalize_dn("cn=Two Words,dc=org"), "cn=two words,dc=org");
-    }
-
-    #[test]
-    fn the_ascii_shortcut_agrees_with_the_full_normalisation() {
-        let pieces = [
-            "UID",
-            "=",
-            ",",
-            "+",
-            "\"",
-            "#",
-            ";",
-            "<",
-            "Ab",
-            "ou=People",
-            "DC=org",
+    fn the_nesting_gives_the_path_of_a_membership() {
+        let groups = vec![
+            group(
+                "tap-users",
+                &[
+                    "uid=alice,ou=people,dc=example,dc=org",
+                    "CN=Staff,ou=groups,dc=example,dc=org",
+                ],
+                &[],
+            ),
+            group(
+                "staff",
+                &["cn=engineering,ou=groups,dc=example,dc=org"],
+                &[],
+            ),
+            group(
+                "engineering",
+                &["uid=erin,ou=people,dc=example,dc=org"],
+                &[],
+            ),
+            group("other", &[], &[]),
         ];
-        let mut checked = 0;
-        for a in pieces {
-            for b in pieces {
-                for c in pieces {
-                    let dn = format!("{a}{b}{c}");
-                    assert_eq!(normalize_dn(&dn), normalize_dn_in_full(&dn), "{dn}");
-                    checked += 1;
-                }
-            }
-        }
-        assert_eq!(checked, pieces.len().pow(3));
-        // Anything else takes the full path.
-        assert_eq!(normalize_dn("uid=A b,dc=org"), "uid=a b,dc=org");
-        assert_eq!(normalize_dn(r"uid=\41,dc=org"), "uid=a,dc=org");
-        assert_eq!(normalize_dn("uid=ÄB,dc=org"), "uid=äb,dc=org");
-    }
-
-    #[test]
-    fn hex_and_character_escapes_normalise_alike() {
-        let plain = normalize_dn("uid=a\\,b,ou=people,dc=example,dc=org");
-        assert_eq!(plain, "uid=a\\,b,ou=people,dc=example,dc=org");
+        let nesting = GroupNesting::of(&groups);
+        let erin = ids(&["g-engineering", "g-staff", "g-tap-users"]);
         assert_eq!(
-            normalize_dn("UID=a\\2Cb,ou=people,dc=example,dc=org"),
-            plain
+            nesting.path(&erin, "g-tap-users"),
+            ids(&["g-engineering", "g-staff", "g-tap-users"])
         );
         assert_eq!(
-            normalize_dn("uid=a\\2cb, ou=People,dc=example,dc=org"),
-            plain
+            nesting.path(&erin, "g-staff"),
+            ids(&["g-engineering", "g-staff"])
         );
-        // Multi-octet UTF-8 written as hex pairs.
+        // Alice is directly in tap-users.
         assert_eq!(
-            normalize_dn("uid=J\\C3\\BCrgen,dc=org"),
-            normalize_dn("uid=jürgen,dc=org")
+            nesting.path(&ids(&["g-tap-users"]), "g-tap-users"),
+            ids(&["g-tap-users"])
         );
-        // Escaped characters that need no escaping come out plain.
-        assert_eq!(normalize_dn("uid=\\#x\\=y,dc=org"), "uid=#x=y,dc=org");
-        assert_eq!(normalize_dn("uid=\\23x,dc=org"), "uid=#x,dc=org");
-        assert_eq!(normalize_dn("cn=a\\2Bb\\5C,dc=org"), "cn=a\\+b\\\\,dc=org");
-        // An escaped space at the end of a value survives, hex or not.
-        assert_eq!(normalize_dn("cn=x\\20,dc=org"), "cn=x\\ ,dc=org");
-        assert_eq!(normalize_dn("cn=x\\20"), "cn=x\\ ");
+        // No nesting known: the group itself.
+        assert_eq!(
+            GroupNesting::default().path(&erin, "g-tap-users"),
+            ids(&["g-tap-users"])
+        );
+        // A cycle ends.
+        let cycle = vec![
+            group("a", &["cn=b,ou=groups,dc=example,dc=org"], &[]),
+            group("b", &["cn=a,ou=groups,dc=example,dc=org"], &[]),
+        ];
+        let path = GroupNesting::of(&cycle).path(&ids(&["g-a", "g-b"]), "g-a");
+        assert_eq!(path.last().map(String::as_str), Some("g-a"));
     }
 
     #[test]

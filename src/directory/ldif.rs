@@ -394,6 +394,19 @@ impl LdifDirectory {
         Ok(DirectoryContents { users, groups })
     }
 
+    /// Which groups of the file nest in which (read again: this source keeps nothing).
+    fn nesting(&self) -> Option<super::groups::GroupNesting> {
+        let mut groups = Vec::new();
+        for entry in &self.load().ok()? {
+            let location = self.location(entry.line);
+            if classify(entry, &location).ok()? == Kind::Group {
+                let id = stable_id(entry, &location).ok()?;
+                groups.push(self.group(entry, id).ok()?.0);
+            }
+        }
+        Some(super::groups::GroupNesting::of(&groups))
+    }
+
     /// A user entry as a [`User`] without memberships; `None` (with a warning) when it has no
     /// `uid` and so can't sign in anywhere.
     fn user(&self, entry: &LdifEntry, id: String) -> Result<Option<User>, DirectoryError> {
@@ -510,6 +523,13 @@ impl DirectorySource for LdifDirectory {
         })
         .await
         .map_err(|e| DirectoryError::Unavailable(format!("LDIF reader task failed: {e}")))?
+    }
+
+    async fn group_nesting(&self) -> Option<super::groups::GroupNesting> {
+        let directory = self.clone();
+        tokio::task::spawn_blocking(move || directory.nesting())
+            .await
+            .ok()?
     }
 
     async fn check_password(

@@ -148,6 +148,13 @@ pub trait DirectorySource: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Which groups nest in which, as of the last read, so that an audit event can name the
+    /// chain of groups through which a user holds a role or the TAP scope. `None` when the
+    /// source can't tell (the event then names the group itself).
+    async fn group_nesting(&self) -> Option<groups::GroupNesting> {
+        None
+    }
+
     /// Checks `password` against the directory for `user` (found by its stable id).
     ///
     /// A source that checks by binding to the DN of the last sync must confirm that the entry

@@ -11,7 +11,7 @@ use crate::directory::ldif::LdifDirectory;
 use crate::directory::DirectorySource;
 use crate::signin::SignInSettings;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Store, SyncPlan};
+use crate::store::SyncPlan;
 use crate::tapcode::Hasher;
 
 const TOKEN: &str = "federation-test-token-0123456789";

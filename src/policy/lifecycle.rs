@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use super::scope::in_scope;
 use super::settings::{LIFETIME_MINUTES_MAX, LIFETIME_MINUTES_MIN};
+use crate::group_ref::GroupIndex;
 use crate::model::{Group, StoredTap, TapPolicy, Timestamp, User};
 
 /// How far before `now` a requested `startDateTime` may lie and still be taken as "now":
@@ -229,10 +230,11 @@ pub fn usability(
     policy: &TapPolicy,
     user: &User,
     groups: &[Group],
+    index: &GroupIndex,
     tap: &StoredTap,
     now: Timestamp,
 ) -> (bool, UsabilityReason) {
-    let reason = if !in_scope(policy, user, groups) {
+    let reason = if !in_scope(policy, user, groups, index) {
         UsabilityReason::DisabledByPolicy
     } else if now < tap.start {
         UsabilityReason::NotYetValid
@@ -333,11 +335,12 @@ pub fn web_sign_in_check(
     policy: &TapPolicy,
     user: &User,
     groups: &[Group],
+    index: &GroupIndex,
     tap: Option<&StoredTap>,
     code_matches: bool,
     now: Timestamp,
 ) -> Result<(), SignInFailure> {
-    if !in_scope(policy, user, groups) {
+    if !in_scope(policy, user, groups, index) {
         return Err(SignInFailure::TapBlockedByPolicy);
     }
     let tap = match tap {
@@ -622,7 +625,7 @@ mod tests {
         ];
         for (name, policy, tap, at, want) in cases {
             assert_eq!(
-                usability(policy, &user(), &[], &tap, at),
+                usability(policy, &user(), &[], &GroupIndex::default(), &tap, at),
                 (want == EnabledByPolicy, want),
                 "{name}"
             );
@@ -633,7 +636,14 @@ mod tests {
             ..user()
         };
         assert_eq!(
-            usability(&enabled, &locked, &[], &tap(false, false), start),
+            usability(
+                &enabled,
+                &locked,
+                &[],
+                &GroupIndex::default(),
+                &tap(false, false),
+                start
+            ),
             (false, DisabledByPolicy)
         );
     }
@@ -729,7 +739,15 @@ mod tests {
         ];
         for (name, policy, tap, code_matches, at, want) in cases {
             assert_eq!(
-                web_sign_in_check(policy, &user(), &[], tap.as_ref(), code_matches, at),
+                web_sign_in_check(
+                    policy,
+                    &user(),
+                    &[],
+                    &GroupIndex::default(),
+                    tap.as_ref(),
+                    code_matches,
+                    at
+                ),
                 want,
                 "{name}"
             );
@@ -750,8 +768,17 @@ mod tests {
         for p in &policies {
             for tp in &taps {
                 for at in instants {
-                    let (usable, reason) = usability(p, &user(), &[], tp, at);
-                    let signed_in = web_sign_in_check(p, &user(), &[], Some(tp), true, at);
+                    let (usable, reason) =
+                        usability(p, &user(), &[], &GroupIndex::default(), tp, at);
+                    let signed_in = web_sign_in_check(
+                        p,
+                        &user(),
+                        &[],
+                        &GroupIndex::default(),
+                        Some(tp),
+                        true,
+                        at,
+                    );
                     assert_eq!(usable, signed_in.is_ok(), "{p:?} {tp:?} {at}");
                     let expected = match reason {
                         UsabilityReason::EnabledByPolicy => None,

@@ -29,13 +29,15 @@
 //! - the break-glass root account (local uid 0) is a global administrator with no directory
 //!   identity, hence no "self": it may do everything.
 //!
-//! Pure: depends on `crate::model` (groups) and serde.
+//! Pure: depends on `crate::model` (groups), `crate::group_ref` (which reference names which
+//! group) and serde.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::group_ref::GroupIndex;
 use crate::model::Group;
 
 /// An administrator role; serialized as the `[admin.roles]` config key.
@@ -90,22 +92,45 @@ impl fmt::Display for AdminRole {
     }
 }
 
-/// Role → directory groups holding it (each named by DN, cn or id; see [`Group::is_named_by`]).
+/// Role → directory groups holding it (each named by id, DN or a unique cn; see
+/// [`Group::is_named_by`]).
 /// Deserializes straight from `[admin.roles]`; an unknown role key is an error.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct RoleMapping(pub BTreeMap<AdminRole, Vec<String>>);
 
 impl RoleMapping {
-    /// The roles conferred by membership in any of `groups` (the user's effective groups).
-    pub fn roles_of(&self, groups: &[Group]) -> BTreeSet<AdminRole> {
+    /// The roles conferred by membership in any of `groups` (the user's effective groups);
+    /// `index` knows every synced group.
+    pub fn roles_of(&self, groups: &[Group], index: &GroupIndex) -> BTreeSet<AdminRole> {
         self.0
             .iter()
-            .filter(|(_, refs)| {
-                refs.iter()
-                    .any(|r| !r.trim().is_empty() && groups.iter().any(|g| g.is_named_by(r)))
-            })
+            .filter(|(role, _)| self.granting_group(**role, groups, index).is_some())
             .map(|(role, _)| *role)
+            .collect()
+    }
+
+    /// The first of `groups` through which `role` is held, if any.
+    pub fn granting_group<'g>(
+        &self,
+        role: AdminRole,
+        groups: &'g [Group],
+        index: &GroupIndex,
+    ) -> Option<&'g Group> {
+        self.0.get(&role)?.iter().find_map(|reference| {
+            let resolved = index.resolve(reference);
+            groups.iter().find(|g| resolved.names(index, &g.id, &g.dn))
+        })
+    }
+
+    /// Every reference with where it is written (`admin.roles.global_administrator`).
+    pub fn references(&self) -> Vec<(String, String)> {
+        self.0
+            .iter()
+            .flat_map(|(role, refs)| {
+                refs.iter()
+                    .map(move |r| (format!("admin.roles.{role}"), r.clone()))
+            })
             .collect()
     }
 }
@@ -693,7 +718,8 @@ mod tests {
              vec![R::GlobalAdministrator, R::AuthenticationAdministrator, R::GlobalReader]),
         ];
         for (groups, want) in cases {
-            let got: Vec<_> = mapping.roles_of(&groups).into_iter().collect();
+            let index = GroupIndex::of_groups(&groups);
+            let got: Vec<_> = mapping.roles_of(&groups, &index).into_iter().collect();
             assert_eq!(got, want, "{groups:?}");
         }
         assert!(serde_json::from_value::<RoleMapping>(serde_json::json!({"root": ["x"]})).is_err());
@@ -702,6 +728,66 @@ mod tests {
             R::GlobalAdministrator,
             vec![String::new()],
         )]));
-        assert!(blank.roles_of(&[group("", "")]).is_empty());
+        let empty = [group("", "")];
+        assert!(blank
+            .roles_of(&empty, &GroupIndex::of_groups(&empty))
+            .is_empty());
+    }
+
+    #[test]
+    fn spoofed_and_ambiguous_groups_confer_no_role() {
+        let mapping: RoleMapping = serde_json::from_value(serde_json::json!({
+            "global_administrator": ["cn=tap-admins,ou=groups,dc=example,dc=org"],
+            "global_reader": ["auditors"],
+        }))
+        .unwrap();
+        // A group elsewhere whose cn is the admin group's DN.
+        let spoof = Group {
+            id: "g-spoof".into(),
+            dn: "cn=cn\\=tap-admins\\,ou\\=groups\\,dc\\=example\\,dc\\=org,ou=people,dc=example,dc=org".into(),
+            display_name: "cn=tap-admins,ou=groups,dc=example,dc=org".into(),
+            member_user_ids: vec![],
+        };
+        let admins = group("g-admins", "tap-admins");
+        let index = GroupIndex::of_groups(&[admins.clone(), spoof.clone()]);
+        assert!(mapping
+            .roles_of(std::slice::from_ref(&spoof), &index)
+            .is_empty());
+        assert_eq!(
+            mapping.roles_of(std::slice::from_ref(&admins), &index),
+            BTreeSet::from([R::GlobalAdministrator])
+        );
+        // Two groups named "auditors": the cn names neither.
+        let auditors = group("g-auditors", "auditors");
+        let second = Group {
+            dn: "cn=auditors,ou=people,dc=example,dc=org".into(),
+            ..group("g-auditors-2", "Auditors")
+        };
+        let index = GroupIndex::of_groups(&[auditors.clone(), second.clone()]);
+        assert!(mapping
+            .roles_of(std::slice::from_ref(&auditors), &index)
+            .is_empty());
+        assert!(mapping.roles_of(&[second], &index).is_empty());
+        assert_eq!(
+            mapping.granting_group(
+                R::GlobalReader,
+                std::slice::from_ref(&auditors),
+                &GroupIndex::of_groups(std::slice::from_ref(&auditors))
+            ),
+            Some(&auditors)
+        );
+        assert_eq!(
+            mapping.references(),
+            vec![
+                (
+                    "admin.roles.global_administrator".to_owned(),
+                    "cn=tap-admins,ou=groups,dc=example,dc=org".to_owned()
+                ),
+                (
+                    "admin.roles.global_reader".to_owned(),
+                    "auditors".to_owned()
+                ),
+            ]
+        );
     }
 }

@@ -3,8 +3,10 @@
 //! the user's transitive groups, or through the pseudo-group `all_users`) and no exclude target
 //! does: exclusion always wins.
 //!
-//! Pure: depends on `crate::model` only. The caller resolves the user's effective groups.
+//! Pure: depends on `crate::model` and `crate::group_ref`. The caller resolves the user's
+//! effective groups and passes the index of every synced group (which cns are unique).
 
+use crate::group_ref::GroupIndex;
 use crate::model::{Group, PolicyState, TapPolicy, TargetType, User, ALL_USERS};
 
 /// Why a user is out of the policy's scope; the first failing condition, in this order.
@@ -35,16 +37,23 @@ impl OutOfScope {
 /// Whether a single policy target names `user`.
 ///
 /// - group target `all_users` (exact id): everyone;
-/// - group target: one of `groups` is named by it ([`Group::is_named_by`]: id, DN or cn);
+/// - group target: one of `groups` is named by it ([`Group::is_named_by`]: id, DN, or a cn
+///   only one synced group has);
 /// - user target: the user's id, username or userPrincipalName, case-insensitively.
 ///
 /// A blank id never matches.
-pub fn target_matches(id: &str, target_type: TargetType, user: &User, groups: &[Group]) -> bool {
+pub fn target_matches(
+    id: &str,
+    target_type: TargetType,
+    user: &User,
+    groups: &[Group],
+    index: &GroupIndex,
+) -> bool {
     if id.trim().is_empty() {
         return false;
     }
     match target_type {
-        TargetType::Group => id == ALL_USERS || groups.iter().any(|g| g.is_named_by(id)),
+        TargetType::Group => id == ALL_USERS || groups.iter().any(|g| g.is_named_by(id, index)),
         TargetType::User => {
             user.id.eq_ignore_ascii_case(id)
                 || user.username.eq_ignore_ascii_case(id)
@@ -54,8 +63,13 @@ pub fn target_matches(id: &str, target_type: TargetType, user: &User, groups: &[
 }
 
 /// Decides scope and says why not. `groups` must be the user's effective (transitive) groups,
-/// as the store returns them for `user.group_ids`.
-pub fn scope_check(policy: &TapPolicy, user: &User, groups: &[Group]) -> Result<(), OutOfScope> {
+/// as the store returns them for `user.group_ids`; `index` knows every synced group.
+pub fn scope_check(
+    policy: &TapPolicy,
+    user: &User,
+    groups: &[Group],
+    index: &GroupIndex,
+) -> Result<(), OutOfScope> {
     if policy.state != PolicyState::Enabled {
         return Err(OutOfScope::PolicyDisabled);
     }
@@ -65,14 +79,14 @@ pub fn scope_check(policy: &TapPolicy, user: &User, groups: &[Group]) -> Result<
     let included = policy
         .include_targets
         .iter()
-        .any(|t| target_matches(&t.id, t.target_type, user, groups));
+        .any(|t| target_matches(&t.id, t.target_type, user, groups, index));
     if !included {
         return Err(OutOfScope::NotIncluded);
     }
     let excluded = policy
         .exclude_targets
         .iter()
-        .any(|t| target_matches(&t.id, t.target_type, user, groups));
+        .any(|t| target_matches(&t.id, t.target_type, user, groups, index));
     if excluded {
         return Err(OutOfScope::Excluded);
     }
@@ -81,8 +95,8 @@ pub fn scope_check(policy: &TapPolicy, user: &User, groups: &[Group]) -> Result<
 
 /// True iff the policy is enabled, the account is enabled, the user is included and not
 /// excluded. See [`scope_check`] for the reason when false.
-pub fn in_scope(policy: &TapPolicy, user: &User, groups: &[Group]) -> bool {
-    scope_check(policy, user, groups).is_ok()
+pub fn in_scope(policy: &TapPolicy, user: &User, groups: &[Group], index: &GroupIndex) -> bool {
+    scope_check(policy, user, groups, index).is_ok()
 }
 
 #[cfg(test)]
@@ -173,8 +187,13 @@ mod tests {
                 ..user()
             };
             let groups = [staff()];
-            assert_eq!(scope_check(&policy, &u, &groups), want, "{name}");
-            assert_eq!(in_scope(&policy, &u, &groups), want.is_ok(), "{name}");
+            let index = GroupIndex::of_groups(&groups);
+            assert_eq!(scope_check(&policy, &u, &groups, &index), want, "{name}");
+            assert_eq!(
+                in_scope(&policy, &u, &groups, &index),
+                want.is_ok(),
+                "{name}"
+            );
         }
     }
 
@@ -188,9 +207,45 @@ mod tests {
             member_user_ids: vec!["u-1111".into()],
         };
         let policy = enabled(vec![inc("parent", G)], vec![]);
-        assert!(in_scope(&policy, &user(), &[staff(), parent]));
-        assert!(!in_scope(&policy, &user(), &[staff()]));
-        assert!(!in_scope(&policy, &user(), &[]));
+        let index = GroupIndex::of_groups(&[staff(), parent.clone()]);
+        assert!(in_scope(&policy, &user(), &[staff(), parent], &index));
+        assert!(!in_scope(&policy, &user(), &[staff()], &index));
+        assert!(!in_scope(&policy, &user(), &[], &index));
+    }
+
+    #[test]
+    fn spoofed_and_ambiguous_groups_are_not_targets() {
+        // A group whose cn is the text of the staff group's DN is not the staff group.
+        let spoof = Group {
+            id: "g-spoof".into(),
+            dn: "cn=cn\\=staff\\,ou\\=groups\\,dc\\=example\\,dc\\=org,ou=people,dc=example,dc=org"
+                .into(),
+            display_name: "cn=staff,ou=groups,dc=example,dc=org".into(),
+            member_user_ids: vec!["u-1111".into()],
+        };
+        let index = GroupIndex::of_groups(&[staff(), spoof.clone()]);
+        let by_dn = enabled(vec![inc("cn=staff,ou=groups,dc=example,dc=org", G)], vec![]);
+        assert!(!in_scope(
+            &by_dn,
+            &user(),
+            std::slice::from_ref(&spoof),
+            &index
+        ));
+        assert!(in_scope(&by_dn, &user(), &[staff()], &index));
+        // A cn two groups share includes nobody and excludes nobody.
+        let twin = Group {
+            id: "g-staff-2".into(),
+            dn: "cn=staff,ou=people,dc=example,dc=org".into(),
+            ..staff()
+        };
+        let index = GroupIndex::of_groups(&[staff(), twin.clone()]);
+        let by_cn = enabled(vec![inc("staff", G)], vec![]);
+        assert_eq!(
+            scope_check(&by_cn, &user(), &[staff()], &index),
+            Err(OutOfScope::NotIncluded)
+        );
+        let excluded_by_cn = enabled(vec![inc(ALL_USERS, G)], vec![exc("staff", G)]);
+        assert!(in_scope(&excluded_by_cn, &user(), &[twin], &index));
     }
 
     #[test]

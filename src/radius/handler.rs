@@ -38,6 +38,7 @@ use super::{
     RequestKind, SharedSecret,
 };
 use crate::config::{self, DirectoryUnavailable};
+use crate::group_ref::GroupIndex;
 use crate::metrics::{Metrics, NoLabels, RadiusDropCause, RadiusOutcome};
 use crate::model::GroupRef;
 use crate::signin::{AttemptContext, RejectReason, SignIn, SignInChannel, SignInOutcome};
@@ -60,7 +61,7 @@ const STATUS_SERVER_PER_SECOND: f64 = 5.0;
 /// Attributes an Access-Accept carries for members of a group.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplyAttributeRule {
-    /// Group reference (id, DN or cn; see [`Group::is_named_by`]).
+    /// Group reference (id, DN or a unique cn; see [`crate::group_ref`]).
     pub group: String,
     /// Class value, if any.
     pub class: Option<Vec<u8>>,
@@ -112,11 +113,13 @@ impl RadiusSettings {
         })
     }
 
-    /// The reply attributes for a user in `groups`, in rule order.
-    pub fn attributes_for(&self, groups: &[GroupRef]) -> Vec<ReplyAttribute> {
+    /// The reply attributes for a user in `groups`, in rule order; `index` knows every synced
+    /// group.
+    pub fn attributes_for(&self, groups: &[GroupRef], index: &GroupIndex) -> Vec<ReplyAttribute> {
         let mut attributes = Vec::new();
         for rule in &self.reply_attributes {
-            if !groups.iter().any(|g| g.is_named_by(&rule.group)) {
+            let reference = index.resolve(&rule.group);
+            if !groups.iter().any(|g| reference.names(index, &g.id, &g.dn)) {
                 continue;
             }
             if let Some(class) = &rule.class {
@@ -423,7 +426,7 @@ impl RadiusHandler {
         match outcome {
             SignInOutcome::Accept { groups, .. } => {
                 let decision = Decision::Accept {
-                    attributes: settings.attributes_for(&groups),
+                    attributes: settings.attributes_for(&groups, &self.signin.group_index()),
                 };
                 Ok((decision, RadiusOutcome::Accept))
             }

@@ -312,11 +312,12 @@ impl Web {
 
     /// Whether any of `groups` is a configured registration-interrupt group.
     fn in_interrupt_scope(&self, groups: &[Group]) -> bool {
+        let index = self.service.group_index();
         groups.iter().any(|g| {
             self.settings
                 .registration_interrupt_groups
                 .iter()
-                .any(|name| g.is_named_by(name))
+                .any(|name| g.is_named_by(name, &index))
         })
     }
 
@@ -330,11 +331,13 @@ impl Web {
             return Ok(Prompt::Password);
         }
         let (policy, groups) = self.scope_of(&user).await?;
-        Ok(if policy::in_scope(&policy, &user, &groups) {
-            Prompt::TemporaryAccessPass
-        } else {
-            Prompt::Password
-        })
+        Ok(
+            if policy::in_scope(&policy, &user, &groups, &self.service.group_index()) {
+                Prompt::TemporaryAccessPass
+            } else {
+                Prompt::Password
+            },
+        )
     }
 
     /// Signs in with a Temporary Access Pass (module doc for the order of checks).
@@ -379,9 +382,15 @@ impl Web {
                 .await;
         };
         let (policy, groups) = self.scope_of(&user).await?;
-        if let Err(failure) =
-            policy::web_sign_in_check(&policy, &user, &groups, tap.as_ref(), code_matches, now)
-        {
+        if let Err(failure) = policy::web_sign_in_check(
+            &policy,
+            &user,
+            &groups,
+            &self.service.group_index(),
+            tap.as_ref(),
+            code_matches,
+            now,
+        ) {
             return self
                 .refuse(&actor, method_name::TAP, Refusal::Tap(failure), source)
                 .await;
@@ -711,8 +720,14 @@ impl Web {
                 let details = match tap {
                     Some(tap) => {
                         let (policy, groups) = self.scope_of(user).await?;
-                        let (is_usable, reason) =
-                            policy::usability(&policy, user, &groups, &tap, now);
+                        let (is_usable, reason) = policy::usability(
+                            &policy,
+                            user,
+                            &groups,
+                            &self.service.group_index(),
+                            &tap,
+                            now,
+                        );
                         Some(TapDetails {
                             tap,
                             is_usable,

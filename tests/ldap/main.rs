@@ -10,6 +10,7 @@
 mod active_directory;
 mod daemon;
 mod fixtures;
+mod group_refs;
 mod harness;
 mod integrity;
 mod names;
@@ -77,14 +78,8 @@ struct Node {
 }
 
 impl Node {
+    /// A node whose `global_administrator` role is the group `tap-admins`, named by cn.
     async fn new(settings: LdapSettings) -> Node {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&dir.path().join("tapd.db"), Duration::from_secs(5))
-                .await
-                .unwrap(),
-        );
-        let directory = Arc::new(LdapDirectory::new(settings).unwrap());
         let roles = RoleMapping(
             [(
                 AdminRole::GlobalAdministrator,
@@ -93,6 +88,17 @@ impl Node {
             .into_iter()
             .collect(),
         );
+        Node::with_roles(settings, roles).await
+    }
+
+    async fn with_roles(settings: LdapSettings, roles: RoleMapping) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&dir.path().join("tapd.db"), Duration::from_secs(5))
+                .await
+                .unwrap(),
+        );
+        let directory = Arc::new(LdapDirectory::new(settings).unwrap());
         let service = Arc::new(TapService::new(
             store,
             directory.clone(),
@@ -101,6 +107,7 @@ impl Node {
             ServiceSettings {
                 roles,
                 root_is_global_administrator: true,
+                group_references: Vec::new(),
             },
             SyncOptions {
                 interval: Duration::from_secs(300),
@@ -169,7 +176,15 @@ fn policy() -> TapPolicy {
 async fn scoped(node: &Node, username: &str) -> bool {
     let user = node.user(username).await;
     let groups = node.store().groups_by_id(&user.group_ids).await.unwrap();
-    in_scope(&policy(), &user, &groups)
+    in_scope(&policy(), &user, &groups, &node.service.group_index())
+}
+
+/// Whether the policy stored in `node` (not [`policy`]) holds `username` in scope.
+async fn scoped_by(node: &Node, username: &str) -> bool {
+    let user = node.user(username).await;
+    let groups = node.store().groups_by_id(&user.group_ids).await.unwrap();
+    let policy = node.store().policy().await.unwrap();
+    in_scope(&policy, &user, &groups, &node.service.group_index())
 }
 
 async fn group_names(node: &Node, username: &str) -> HashSet<String> {

@@ -1342,6 +1342,14 @@ impl DirectorySource for LdapDirectory {
         self.inner.incremental_read().await
     }
 
+    async fn group_nesting(&self) -> Option<super::groups::GroupNesting> {
+        let snapshot = self.inner.snapshot.lock().await;
+        let groups = &snapshot.as_ref()?.groups;
+        Some(super::groups::GroupNesting::of(
+            groups.values().map(|g| &g.raw),
+        ))
+    }
+
     async fn check_password(
         &self,
         user: &User,

@@ -507,3 +507,64 @@ fn random_and_mutated_datagrams_never_panic() {
         })
         .unwrap();
 }
+
+#[test]
+fn reply_rules_match_groups_by_id_dn_or_unique_cn_only() {
+    let rules = RadiusSettings {
+        reply_attributes: vec![
+            ReplyAttributeRule {
+                group: "cn=vpn-admins,ou=groups,dc=example,dc=org".into(),
+                class: Some(b"admin".to_vec()),
+                filter_id: None,
+            },
+            ReplyAttributeRule {
+                group: "staff".into(),
+                class: None,
+                filter_id: Some("staff-acl".into()),
+            },
+        ],
+        ..settings(DirectoryUnavailable::Drop)
+    };
+    let group = |id: &str, dn: &str, cn: &str| GroupRef {
+        id: id.into(),
+        dn: dn.into(),
+        display_name: cn.into(),
+    };
+    let admins = group(
+        "g-1",
+        "cn=vpn-admins,ou=groups,dc=example,dc=org",
+        "vpn-admins",
+    );
+    // Created under another OU, named with the admin group's DN as its cn.
+    let spoof = group(
+        "g-2",
+        "cn=cn\\=vpn-admins\\,ou\\=groups\\,dc\\=example\\,dc\\=org,ou=people,dc=example,dc=org",
+        "cn=vpn-admins,ou=groups,dc=example,dc=org",
+    );
+    let staff = group("g-3", "cn=staff,ou=groups,dc=example,dc=org", "staff");
+    let twin = group("g-4", "cn=staff,ou=people,dc=example,dc=org", "STAFF");
+    let index = GroupIndex::new(
+        [&admins, &spoof, &staff]
+            .iter()
+            .map(|g| (g.id.as_str(), g.dn.as_str(), g.display_name.as_str())),
+    );
+    assert_eq!(
+        rules.attributes_for(std::slice::from_ref(&admins), &index),
+        vec![ReplyAttribute::Class(b"admin".to_vec())]
+    );
+    assert_eq!(
+        rules.attributes_for(std::slice::from_ref(&spoof), &index),
+        vec![]
+    );
+    assert_eq!(
+        rules.attributes_for(std::slice::from_ref(&staff), &index),
+        vec![ReplyAttribute::FilterId("staff-acl".into())]
+    );
+    // A second "staff" group: the cn names neither.
+    let index = GroupIndex::new(
+        [&admins, &spoof, &staff, &twin]
+            .iter()
+            .map(|g| (g.id.as_str(), g.dn.as_str(), g.display_name.as_str())),
+    );
+    assert_eq!(rules.attributes_for(&[staff, twin], &index), vec![]);
+}

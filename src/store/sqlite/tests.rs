@@ -225,7 +225,7 @@ async fn version_3_carries_version_2_memberships_over() {
         delete_user_ids: vec!["u-a".to_owned()],
         ..SyncPlan::default()
     };
-    crate::store::apply_sync_leased(&*store, &plan)
+    crate::store::apply_sync_leased(&store, &plan)
         .await
         .unwrap();
     let members = members_by_group(&store).await;
