@@ -272,7 +272,7 @@ pub struct AdminConfig {
     pub roles: RoleMapping,
 }
 
-/// Admin role → directory group references (DN, cn or id; see `Group::is_named_by`).
+/// Admin role → directory group references (id, normalised DN, or a cn only one group has; see `crate::group_ref`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoleMapping {
     /// Groups granting `global_administrator`.
@@ -331,7 +331,7 @@ pub struct RadiusConfig {
 /// to 253 bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplyAttributeRule {
-    /// The group (DN, cn or id) whose members (nested membership counts) get the attributes.
+    /// The group (id, normalised DN, or unique cn) whose members (nested membership counts) get the attributes.
     pub group: String,
     /// Class value.
     pub class: Option<String>,

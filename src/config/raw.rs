@@ -180,7 +180,7 @@ pub struct RawAdmin {
     pub socket_group: Option<String>,
     /// Local uid 0 is a break-glass global administrator. Default true.
     pub root_is_global_administrator: bool,
-    /// `[admin.roles]`: role → directory groups (DN, cn or id).
+    /// `[admin.roles]`: role → directory groups (id, normalised DN, or unique cn).
     pub roles: RawRoles,
 }
 
@@ -243,7 +243,7 @@ impl Default for RawRadius {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawReplyAttribute {
-    /// The group (DN, cn or id) whose members get these attributes. Required.
+    /// The group (id, normalised DN, or unique cn) whose members get these attributes. Required.
     pub group: String,
     /// Class (RFC 2865 §5.25), 1 to 253 bytes, echoed by the NAS in accounting.
     pub class: Option<String>,

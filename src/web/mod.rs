@@ -100,7 +100,7 @@ pub struct WebSettings {
     pub secure_cookies: bool,
     /// Take the client address from the last `X-Forwarded-For` entry (a TLS proxy in front).
     pub trust_forwarded_for: bool,
-    /// Groups (id, DN or cn) whose members get the registration interrupt after a TAP sign-in.
+    /// Groups (id, normalised DN, or unique cn) whose members get the registration interrupt after a TAP sign-in.
     pub registration_interrupt_groups: Vec<String>,
     /// Guessing resistance.
     pub throttle: ThrottleSettings,
