@@ -155,6 +155,57 @@ pub fn configured_group_references(config: &Config) -> Vec<(String, String)> {
     interrupt.chain(reply).collect()
 }
 
+/// What `tapd check-config` says of the configuration's group references against the groups
+/// the store holds from the last sync: one line per cn reference that two or more synced
+/// groups share (it names none of them), or why the store could not be read. A SQLite file
+/// that doesn't exist yet (no sync ever ran) is not created.
+pub async fn check_group_references(config: &Config) -> Vec<String> {
+    if let StoreUrl::Sqlite(path) = &config.store.url {
+        if !path.exists() {
+            return Vec::new();
+        }
+    }
+    let store = match open_store(config).await {
+        Ok(store) => store,
+        Err(e) => {
+            return vec![format!(
+                "group references not checked against the synced groups: {e:#}"
+            )]
+        }
+    };
+    let (groups, policy) = match (store.groups().await, store.policy().await) {
+        (Ok(groups), Ok(policy)) => (groups, policy),
+        (Err(e), _) | (_, Err(e)) => {
+            return vec![format!(
+                "group references not checked against the synced groups: {e}"
+            )]
+        }
+    };
+    let index = crate::group_ref::GroupIndex::of_groups(&groups);
+    let mut references = service_settings(config).roles.references();
+    references.extend(configured_group_references(config));
+    let targets = policy
+        .include_targets
+        .iter()
+        .map(|t| ("policy.includeTargets", &t.id, t.target_type))
+        .chain(
+            policy
+                .exclude_targets
+                .iter()
+                .map(|t| ("policy.excludeTargets", &t.id, t.target_type)),
+        );
+    for (place, id, target_type) in targets {
+        if target_type == crate::model::TargetType::Group && id != crate::model::ALL_USERS {
+            references.push((place.to_owned(), id.clone()));
+        }
+    }
+    index
+        .ambiguities(references.iter().map(|(p, r)| (p.as_str(), r.as_str())))
+        .into_iter()
+        .map(|ambiguity| ambiguity.to_string())
+        .collect()
+}
+
 /// Builds the service over an opened store and directory.
 pub fn build_service(
     config: &Config,

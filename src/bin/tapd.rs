@@ -77,6 +77,20 @@ fn main() -> ExitCode {
         for warning in &loaded.warnings {
             eprintln!("warning: {warning}");
         }
+        // Group references by cn are checked against the groups of the last sync.
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => {
+                for warning in
+                    runtime.block_on(tapd::daemon::check_group_references(&loaded.config))
+                {
+                    eprintln!("warning: {warning}");
+                }
+            }
+            Err(e) => eprintln!("warning: group references not checked: {e}"),
+        }
         println!("{}: configuration is valid", cli.config.display());
         return ExitCode::SUCCESS;
     }

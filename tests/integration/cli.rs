@@ -131,3 +131,82 @@ fn sigterm_stops_the_daemon_with_exit_0_and_removes_the_socket() {
     assert!(log.contains("SIGTERM received, stopping"), "{log}");
     assert!(log.contains("tapd stopped"), "{log}");
 }
+
+/// `tapd check-config` warns about a role named by a cn that two synced groups share (it
+/// names neither), reading the groups of the last sync from the store; a role named by DN is
+/// not warned about.
+#[test]
+fn check_config_warns_about_a_cn_two_synced_groups_share() {
+    use tapd::model::Group;
+    use tapd::store::{sqlite::SqliteStore, Store, SyncPlan};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tapd.db");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = SqliteStore::open(&db, std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
+        let group = |id: &str, dn: &str| Group {
+            id: id.to_owned(),
+            dn: dn.to_owned(),
+            display_name: "helpdesk".to_owned(),
+            member_user_ids: Vec::new(),
+        };
+        let plan = SyncPlan {
+            upsert_groups: vec![
+                group("g-1", "cn=helpdesk,ou=groups,dc=example,dc=org"),
+                group("g-2", "cn=helpdesk,ou=projects,dc=example,dc=org"),
+            ],
+            ..SyncPlan::default()
+        };
+        let fence = store
+            .try_sync_lease("test", std::time::Duration::from_secs(60))
+            .await
+            .unwrap()
+            .granted()
+            .unwrap()
+            .fence();
+        store.apply_sync(&fence, &plan, &[]).await.unwrap();
+    });
+    let config = dir.path().join("tapd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[store]
+url = "sqlite:{}"
+
+[directory]
+url = "file:{}/etc/tapd/demo-directory.ldif"
+
+[admin]
+socket = "admin.sock"
+
+[admin.roles]
+authentication_administrator = ["helpdesk"]
+global_reader = ["cn=helpdesk,ou=groups,dc=example,dc=org"]
+"#,
+            db.display(),
+            env!("CARGO_MANIFEST_DIR")
+        ),
+    )
+    .unwrap();
+    let out = run(
+        TAPD,
+        &["check-config", "--config", &config.to_string_lossy()],
+    );
+    assert!(out.ok().contains("configuration is valid"), "{out}");
+    let text = &out.stderr;
+    assert!(
+        text.contains(
+            "admin.roles.authentication_administrator: group reference \"helpdesk\" is ambiguous"
+        ),
+        "{out}"
+    );
+    assert!(text.contains("ou=projects"), "{out}");
+    assert!(!text.contains("global_reader"), "{out}");
+}
