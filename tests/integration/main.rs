@@ -18,5 +18,6 @@ mod bad_input;
 mod cli;
 mod crash;
 mod harness;
+mod names;
 mod roles;
 mod walkthrough;

@@ -4,7 +4,7 @@
 
 use ldap3::Mod;
 use serde_json::json;
-use tapd::model::{AuditEvent, AuditFilter, AuditResult};
+use tapd::model::AuditResult;
 use tapd::policy::{AdminRole, PolicyPatch, RoleMapping};
 use tapd::service::Caller;
 
@@ -77,17 +77,6 @@ async fn roles_of(node: &Node, username: &str) -> Vec<AdminRole> {
     roles.into_iter().collect()
 }
 
-async fn audit(node: &Node, activity: &str) -> Vec<AuditEvent> {
-    node.store()
-        .audit(&AuditFilter {
-            activity: Some(activity.to_owned()),
-            limit: 100,
-            ..AuditFilter::default()
-        })
-        .await
-        .unwrap()
-}
-
 async fn enable_policy_by_dn(node: &Node) {
     let patch: PolicyPatch = serde_json::from_value(json!({
         "state": "enabled",
@@ -145,7 +134,7 @@ async fn a_second_group_with_a_role_groups_cn_makes_the_cn_name_nothing() {
         roles_of(&node, "gadmin").await,
         vec![AdminRole::GlobalAdministrator, AdminRole::GlobalReader]
     );
-    assert!(audit(&node, "ambiguous group reference").await.is_empty());
+    assert!(node.audit("ambiguous group reference").await.is_empty());
 
     let mut admin = slapd.admin().await;
     let twin = add_self_service_group(&mut admin, "TAP-Admins", &[user_dn("alice")]).await;
@@ -160,7 +149,7 @@ async fn a_second_group_with_a_role_groups_cn_makes_the_cn_name_nothing() {
         vec![AdminRole::GlobalReader]
     );
     // Audited once for this sync, naming the reference and both groups.
-    let ambiguous = audit(&node, "ambiguous group reference").await;
+    let ambiguous = node.audit("ambiguous group reference").await;
     assert_eq!(ambiguous.len(), 1, "{ambiguous:?}");
     let event = &ambiguous[0].event;
     assert_eq!(event.result, AuditResult::Failure);
@@ -174,7 +163,7 @@ async fn a_second_group_with_a_role_groups_cn_makes_the_cn_name_nothing() {
     assert!(dns.contains(&json!(group_dn("tap-admins"))));
     assert!(dns.contains(&json!(twin)));
     // gadmin's loss of the role through the cn is audited too.
-    let revoked = audit(&node, "admin role revoked").await;
+    let revoked = node.audit("admin role revoked").await;
     assert_eq!(revoked.len(), 1, "{revoked:?}");
     assert_eq!(
         revoked[0].event.target.as_deref(),
@@ -186,12 +175,12 @@ async fn a_second_group_with_a_role_groups_cn_makes_the_cn_name_nothing() {
     );
     // Every sync that finds the ambiguity audits it again.
     node.sync().await;
-    assert_eq!(audit(&node, "ambiguous group reference").await.len(), 2);
+    assert_eq!(node.audit("ambiguous group reference").await.len(), 2);
 }
 
 /// The changes audited for `upn` under `activity`, as (role, path).
 async fn audited(node: &Node, activity: &str, upn: &str) -> Vec<(String, String)> {
-    audit(node, activity)
+    node.audit(activity)
         .await
         .into_iter()
         .filter(|e| e.event.target.as_deref() == Some(upn))
@@ -260,7 +249,7 @@ async fn role_and_scope_changes_are_audited_with_their_group_path() {
     );
     // Nobody else's access changed.
     assert_eq!(
-        audit(&node, "admin role granted").await.len(),
+        node.audit("admin role granted").await.len(),
         2,
         "gadmin at the first sync, user0001 now"
     );
@@ -308,7 +297,7 @@ async fn role_and_scope_changes_are_audited_with_their_group_path() {
             "erin → engineering → staff → tap-users".to_owned()
         )]
     );
-    let out = audit(&node, "moved out of TAP scope").await;
+    let out = node.audit("moved out of TAP scope").await;
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(out[0].event.details["reason"], json!("excluded"));
     admin

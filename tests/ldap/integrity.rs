@@ -3,15 +3,11 @@
 //! the user it belongs to.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ldap3::Mod;
-use tapd::clock::SystemClock;
-use tapd::metrics::Metrics;
-use tapd::model::{AuditFilter, AuditResult};
-use tapd::signin::{AttemptContext, RejectReason, SignIn, SignInChannel, SignInOutcome};
-use tapd::tapcode::Hasher;
+use tapd::model::AuditResult;
+use tapd::signin::{AttemptContext, RejectReason, SignInChannel, SignInOutcome};
 
 use super::fixtures::{self, skeleton, user_dn, Ldif};
 use super::harness::Slapd;
@@ -26,17 +22,6 @@ fn radius() -> AttemptContext {
     }
 }
 
-async fn audit_of(node: &Node, activity: &str) -> Vec<tapd::model::AuditEvent> {
-    node.store()
-        .audit(&AuditFilter {
-            activity: Some(activity.to_owned()),
-            limit: 1000,
-            ..AuditFilter::default()
-        })
-        .await
-        .unwrap()
-}
-
 /// alice's entry is renamed and an attacker creates a new entry at her old DN before any
 /// sync: the attacker's password binds there, but the entry is not alice, so the sign-in is
 /// refused as `bound_identity_mismatch` (audited) and an incremental sync is requested, after
@@ -47,16 +32,7 @@ async fn a_new_entry_at_a_renamed_users_dn_is_not_that_user() {
     let node = Node::new(settings(&slapd)).await;
     node.sync().await;
     let alice = node.user("alice").await;
-    let signin = SignIn::new(
-        node.store().clone(),
-        node.directory.clone(),
-        Hasher::new(1, 8).unwrap(),
-        Arc::new(SystemClock),
-        Arc::new(Metrics::new()),
-        Default::default(),
-    )
-    .unwrap()
-    .with_syncer(node.service.syncer().clone());
+    let signin = node.sign_in();
 
     let mut admin = slapd.admin().await;
     admin
@@ -89,7 +65,7 @@ async fn a_new_entry_at_a_renamed_users_dn_is_not_that_user() {
             message: None
         }
     );
-    let events = audit_of(&node, tapd::signin::SIGN_IN_ACTIVITY).await;
+    let events = node.audit(tapd::signin::SIGN_IN_ACTIVITY).await;
     assert!(
         events.iter().any(|e| e.event.result == AuditResult::Failure
             && e.event.reason_code.as_deref() == Some("bound_identity_mismatch")),
@@ -166,7 +142,7 @@ async fn an_undecodable_entry_is_skipped_and_never_deleted() {
     assert_eq!(status.users_added as usize, GOOD_USERS);
     let metrics = node.service.metrics();
     assert_eq!(metrics.sync_entries_skipped.get(tapd::metrics::NoLabels), 1);
-    let skipped = audit_of(&node, "entry skipped").await;
+    let skipped = node.audit("entry skipped").await;
     assert_eq!(skipped.len(), 1, "{skipped:?}");
     assert_eq!(
         skipped[0].event.target.as_deref(),

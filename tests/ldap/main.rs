@@ -145,6 +145,33 @@ impl Node {
         self.store().users(None).await.unwrap().len()
     }
 
+    /// The sign-in service of RADIUS and federation over this node's store and directory,
+    /// asking this node's syncer for incremental syncs.
+    fn sign_in(&self) -> tapd::signin::SignIn {
+        tapd::signin::SignIn::new(
+            self.store().clone(),
+            self.directory.clone(),
+            Hasher::new(1, 8).unwrap(),
+            Arc::new(SystemClock),
+            Arc::new(tapd::metrics::Metrics::new()),
+            Default::default(),
+        )
+        .unwrap()
+        .with_syncer(self.service.syncer().clone())
+    }
+
+    /// The audit events whose activity contains `activity`, newest first.
+    async fn audit(&self, activity: &str) -> Vec<tapd::model::AuditEvent> {
+        self.store()
+            .audit(&tapd::model::AuditFilter {
+                activity: Some(activity.to_owned()),
+                limit: 1000,
+                ..tapd::model::AuditFilter::default()
+            })
+            .await
+            .unwrap()
+    }
+
     async fn root(&self) -> tapd::service::AdminSession {
         self.service
             .admin(Caller {

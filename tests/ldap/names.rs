@@ -5,15 +5,11 @@
 //! when the directory is fixed.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use ldap3::Mod;
-use tapd::clock::SystemClock;
-use tapd::metrics::Metrics;
-use tapd::model::{AuditFilter, AuditResult};
+use tapd::model::AuditResult;
 use tapd::service::ServiceError;
 use tapd::signin::{AttemptContext, RejectReason, SignIn, SignInChannel, SignInOutcome};
-use tapd::tapcode::Hasher;
 
 use super::fixtures::{self, password_of, user_dn};
 use super::harness::Slapd;
@@ -43,17 +39,9 @@ async fn set_mail(slapd: &Slapd, uid: &str, mail: &str) {
 }
 
 async fn conflict_events(node: &Node, activity: &str) -> Vec<tapd::model::AuditEvent> {
-    node.store()
-        .audit(&AuditFilter {
-            activity: Some(activity.to_owned()),
-            limit: 100,
-            ..AuditFilter::default()
-        })
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.event.activity == activity)
-        .collect()
+    let mut events = node.audit(activity).await;
+    events.retain(|e| e.event.activity == activity);
+    events
 }
 
 /// Asserts the whole attack picture for `name`, a name alice holds and dave (the attacker,
@@ -109,15 +97,7 @@ async fn a_user_who_takes_another_users_name_through_mail_is_quarantined() {
     node.sync().await;
     let alice = node.user("alice").await;
     let dave = node.user("dave").await;
-    let signin = SignIn::new(
-        node.store().clone(),
-        node.directory.clone(),
-        Hasher::new(1, 8).unwrap(),
-        Arc::new(SystemClock),
-        Arc::new(Metrics::new()),
-        Default::default(),
-    )
-    .unwrap();
+    let signin = node.sign_in();
 
     // dave sets his mail (his UPN) to alice's username, in another case.
     set_mail(&slapd, "dave", "ALICE").await;
