@@ -7,20 +7,11 @@ use std::time::{Duration, Instant};
 
 use ldap3::Mod;
 use tapd::model::AuditResult;
-use tapd::signin::{AttemptContext, RejectReason, SignInChannel, SignInOutcome};
+use tapd::signin::{RejectReason, SignInOutcome};
 
 use super::fixtures::{self, skeleton, user_dn, Ldif};
 use super::harness::Slapd;
-use super::{content_sync_settings, settings, Node};
-
-fn radius() -> AttemptContext {
-    AttemptContext {
-        channel: SignInChannel::Radius,
-        client: "vpn".to_owned(),
-        source: "127.0.0.1:1000".to_owned(),
-        details: serde_json::Map::new(),
-    }
-}
+use super::{content_sync_settings, radius, settings, Node};
 
 /// alice's entry is renamed and an attacker creates a new entry at her old DN before any
 /// sync: the attacker's password binds there, but the entry is not alice, so the sign-in is

@@ -70,6 +70,16 @@ fn content_sync_settings(slapd: &Slapd) -> LdapSettings {
     }
 }
 
+/// A RADIUS sign-in attempt from the client `vpn`.
+fn radius() -> tapd::signin::AttemptContext {
+    tapd::signin::AttemptContext {
+        channel: tapd::signin::SignInChannel::Radius,
+        client: "vpn".to_owned(),
+        source: "127.0.0.1:1000".to_owned(),
+        details: serde_json::Map::new(),
+    }
+}
+
 /// A TAP service over a fresh SQLite store and the LDAP directory.
 struct Node {
     service: Arc<TapService>,

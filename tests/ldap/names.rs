@@ -9,20 +9,11 @@ use std::collections::HashSet;
 use ldap3::Mod;
 use tapd::model::AuditResult;
 use tapd::service::ServiceError;
-use tapd::signin::{AttemptContext, RejectReason, SignIn, SignInChannel, SignInOutcome};
+use tapd::signin::{RejectReason, SignIn, SignInOutcome};
 
 use super::fixtures::{self, password_of, user_dn};
 use super::harness::Slapd;
-use super::{settings, Node};
-
-fn radius() -> AttemptContext {
-    AttemptContext {
-        channel: SignInChannel::Radius,
-        client: "vpn".to_owned(),
-        source: "127.0.0.1:1000".to_owned(),
-        details: serde_json::Map::new(),
-    }
-}
+use super::{radius, settings, Node};
 
 async fn set_mail(slapd: &Slapd, uid: &str, mail: &str) {
     slapd
