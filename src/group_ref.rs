@@ -232,7 +232,8 @@ impl Resolved<'_> {
 
 impl Group {
     /// Whether `reference` names this group (id, canonical DN, or a cn only this group has;
-    /// see [`crate::group_ref`]).
+    /// see [`crate::group_ref`]). Resolves the reference each time: a loop over groups should
+    /// [`GroupIndex::resolve`] it once.
     pub fn is_named_by(&self, reference: &str, index: &GroupIndex) -> bool {
         index.names(reference, &self.id, &self.dn)
     }

@@ -93,7 +93,7 @@ impl fmt::Display for AdminRole {
 }
 
 /// Role → directory groups holding it (each named by id, DN or a unique cn; see
-/// [`Group::is_named_by`]).
+/// [`crate::group_ref`]).
 /// Deserializes straight from `[admin.roles]`; an unknown role key is an error.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]

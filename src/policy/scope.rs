@@ -37,8 +37,8 @@ impl OutOfScope {
 /// Whether a single policy target names `user`.
 ///
 /// - group target `all_users` (exact id): everyone;
-/// - group target: one of `groups` is named by it ([`Group::is_named_by`]: id, DN, or a cn
-///   only one synced group has);
+/// - group target: one of `groups` is named by it (id, DN, or a cn only one synced group has;
+///   see [`crate::group_ref`]);
 /// - user target: the user's id, username or userPrincipalName, case-insensitively.
 ///
 /// A blank id never matches.
@@ -53,7 +53,13 @@ pub fn target_matches(
         return false;
     }
     match target_type {
-        TargetType::Group => id == ALL_USERS || groups.iter().any(|g| g.is_named_by(id, index)),
+        TargetType::Group => {
+            if id == ALL_USERS {
+                return true;
+            }
+            let reference = index.resolve(id);
+            groups.iter().any(|g| reference.names(index, &g.id, &g.dn))
+        }
         TargetType::User => {
             user.id.eq_ignore_ascii_case(id)
                 || user.username.eq_ignore_ascii_case(id)

@@ -313,12 +313,11 @@ impl Web {
     /// Whether any of `groups` is a configured registration-interrupt group.
     fn in_interrupt_scope(&self, groups: &[Group]) -> bool {
         let index = self.service.group_index();
-        groups.iter().any(|g| {
-            self.settings
-                .registration_interrupt_groups
-                .iter()
-                .any(|name| g.is_named_by(name, &index))
-        })
+        self.settings
+            .registration_interrupt_groups
+            .iter()
+            .map(|name| index.resolve(name))
+            .any(|reference| groups.iter().any(|g| reference.names(&index, &g.id, &g.dn)))
     }
 
     /// Which prompt a typed name gets: the TAP prompt when the user is in the policy's scope

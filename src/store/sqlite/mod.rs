@@ -14,7 +14,7 @@
 //! and seen, in that process.
 //!
 //! Names are compared ASCII-case-insensitively (SQLite's `lower()`), the same rule as
-//! [`crate::model::Group::is_named_by`]. Timestamps are kept to the microsecond.
+//! [`crate::group_ref`]. Timestamps are kept to the microsecond.
 //!
 //! May depend on: `model`, `store`. The schema and its migrations live in `schema`, row
 //! decoding in `rows`.
@@ -464,11 +464,6 @@ fn query_all<T>(
     Ok(out)
 }
 
-/// The one user `key` names (see [`Store::user`]).
-fn user_by_key(conn: &Connection, key: &str) -> Result<Option<User>, StoreError> {
-    identity::user_by_key(conn, key)
-}
-
 /// The groups with these ids, sorted by display name; unknown ids are skipped.
 fn groups_by_ids(conn: &Connection, ids: &[String]) -> Result<Vec<Group>, StoreError> {
     if ids.is_empty() {
@@ -492,7 +487,7 @@ fn user_and_groups<G>(
     groups: fn(&Connection, &[String]) -> Result<Vec<G>, StoreError>,
 ) -> Result<Option<(User, Vec<G>)>, StoreError> {
     let tx = conn.unchecked_transaction().map_err(map_err)?;
-    let found = match user_by_key(&tx, key)? {
+    let found = match identity::user_by_key(&tx, key)? {
         Some(user) => {
             let groups = groups(&tx, &user.group_ids)?;
             Some((user, groups))
@@ -798,7 +793,8 @@ impl Store for SqliteStore {
 
     async fn user(&self, key: &str) -> Result<Option<User>, StoreError> {
         let key = key.to_owned();
-        self.read(move |conn| user_by_key(conn, &key)).await
+        self.read(move |conn| identity::user_by_key(conn, &key))
+            .await
     }
 
     async fn quarantined_users(&self) -> Result<Vec<User>, StoreError> {
