@@ -3,18 +3,22 @@
 //!
 //! The rest of tapd sees only the [`DirectorySource`] trait. [`ldif::LdifDirectory`] reads an
 //! LDIF file (the embedded demo default and offline installations); [`ldap::LdapDirectory`]
-//! reads an LDAP server and checks passwords by bind. Every source returns users and groups with memberships already resolved
-//! transitively ([`groups`]), and the sync turns what a source returned into a pure plan
-//! ([`sync`]) that the store applies.
+//! reads an LDAP server and checks passwords by bind. Every source returns users and groups
+//! with memberships already resolved transitively ([`groups`]). This is the read side of a
+//! sync only: turning what a source returned into a plan, applying it, the lease and the
+//! schedule belong to the service layer ([`crate::sync`]).
 //!
-//! May depend on: `model`, `store::SyncPlan` (the plan's shape). Nothing here knows about the
-//! policy rules, HTTP, RADIUS or the clock.
+//! May depend on: `model`, `config` (the LDAP source's validated settings), `dn`, `tls`.
+//! Nothing here knows about the store, the policy rules, HTTP, RADIUS or the clock.
 
 pub mod groups;
 pub mod ldap;
 pub mod ldif;
 pub mod password;
-pub mod sync;
+
+/// The sync plan moved to the service layer as [`crate::sync::plan`]; this path stays for
+/// the callers that still name it (the daemon and the tests) until they move.
+pub use crate::sync::plan as sync;
 
 use async_trait::async_trait;
 

@@ -12,8 +12,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::groups::normalize_dn;
-use super::{DirectoryContents, SkippedUser};
+use crate::directory::groups::normalize_dn;
+use crate::directory::{DirectoryContents, SkippedUser};
 use crate::model::{Group, User};
 use crate::store::SyncPlan;
 
