@@ -65,51 +65,71 @@ const METRICS_FORBIDDEN: &[&str] = &[
     "sync",
 ];
 
-/// Violations in today's code, each with the change that removes it. Exact: an edge that is
-/// gone must be deleted here.
+/// Violations in today's code, by file and imported module, each with the change that removes
+/// it. Exact: an entry that is gone must be deleted here.
 const KNOWN_VIOLATIONS: &[(&str, &str, &str)] = &[
     (
-        "admin",
+        "src/admin/server.rs",
         "policy",
-        "moves in the sign-in service refactor: the request types go to the service",
+        "moves in the sign-in service refactor: the request types go behind the service",
     ),
     (
-        "directory",
+        "src/directory/mod.rs",
         "sync",
-        "compat re-export directory::sync = sync::plan, until daemon.rs and tests name sync::plan",
+        "compat re-export of sync::plan until daemon.rs and tests name it",
     ),
     (
-        "metrics",
+        "src/metrics/mod.rs",
         "radius",
-        "DropReason moves to a label type in metrics, or the counter to radius",
+        "DropReason label moves to where RADIUS drops are counted",
     ),
     (
-        "metrics",
+        "src/metrics/mod.rs",
         "signin",
-        "RejectReason, SignInChannel, UnavailableReason move with the sign-in service refactor",
+        "sign-in label types move with the sign-in service refactor",
     ),
     (
-        "service",
+        "src/service.rs",
         "admin",
-        "PASSWORD_METHOD_ID (admin/graph.rs) moves to model in the sign-in service refactor",
+        "PASSWORD_METHOD_ID (admin/graph.rs) moves to model",
     ),
     (
-        "web",
+        "src/web/mod.rs",
+        "directory",
+        "moves in the sign-in service refactor (web holds the directory)",
+    ),
+    (
+        "src/web/mod.rs",
+        "store",
+        "moves in the sign-in service refactor (store errors mapped in web)",
+    ),
+    (
+        "src/web/mod.rs",
+        "tapcode",
+        "moves in the sign-in service refactor (hash errors mapped in web)",
+    ),
+    (
+        "src/web/pages.rs",
+        "policy",
+        "moves in the sign-in service refactor (pages render UsabilityReason)",
+    ),
+    (
+        "src/web/signin.rs",
         "directory",
         "moves in the sign-in service refactor (web checks passwords itself)",
     ),
     (
-        "web",
+        "src/web/signin.rs",
         "policy",
         "moves in the sign-in service refactor (web evaluates usability itself)",
     ),
     (
-        "web",
+        "src/web/signin.rs",
         "store",
-        "moves in the sign-in service refactor (web/signin.rs, security_info.rs call the store)",
+        "moves in the sign-in service refactor (web calls the store)",
     ),
     (
-        "web",
+        "src/web/signin.rs",
         "tapcode",
         "moves in the sign-in service refactor (web verifies TAP codes itself)",
     ),
@@ -478,8 +498,9 @@ fn references(file: &Path, here: &[String], code: &str) -> Vec<Reference> {
     found
 }
 
-/// Edges between top-level modules, each with one place that makes it.
-fn module_graph() -> BTreeMap<(String, String), Reference> {
+/// Every file's references to other top-level modules: (file, its top-level module, target)
+/// with the first place.
+fn file_edges() -> BTreeMap<(String, String, String), Reference> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let src = root.join("src");
     let mut files = walk(&src);
@@ -517,13 +538,27 @@ fn module_graph() -> BTreeMap<(String, String), Reference> {
         let Some(from) = here.first().cloned() else {
             continue; // lib.rs declares the modules; it imports nothing.
         };
+        let name = file
+            .strip_prefix(root)
+            .unwrap_or(&file)
+            .display()
+            .to_string();
         for reference in references(&file, &here, &code) {
             if reference.target != from && layer(&reference.target).is_some() {
                 edges
-                    .entry((from.clone(), reference.target.clone()))
+                    .entry((name.clone(), from.clone(), reference.target.clone()))
                     .or_insert(reference);
             }
         }
+    }
+    edges
+}
+
+/// Edges between top-level modules, each with one place that makes it.
+fn module_graph() -> BTreeMap<(String, String), Reference> {
+    let mut edges = BTreeMap::new();
+    for ((_, from, to), reference) in file_edges() {
+        edges.entry((from, to)).or_insert(reference);
     }
     edges
 }
@@ -643,13 +678,13 @@ fn every_top_level_module_has_a_layer() {
 
 #[test]
 fn layer_rules_hold_apart_from_the_known_violations() {
-    let edges = module_graph();
+    let edges = file_edges();
     let mut found: BTreeMap<(String, String), String> = BTreeMap::new();
-    for ((from, to), reference) in &edges {
+    for ((file, from, to), reference) in &edges {
         if let Some(why) = violation(from, to) {
             found.insert(
-                (from.clone(), to.clone()),
-                format!("{why}, e.g. at {}", place(reference)),
+                (file.clone(), to.clone()),
+                format!("{why}, at {}", place(reference)),
             );
         }
     }
