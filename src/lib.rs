@@ -1,26 +1,29 @@
 //! tapd: an on-premises Temporary Access Pass daemon.
 //!
-//! Layout (dependencies point inward):
-//! - `model`, `clock`: domain types and the only reader of the system clock;
-//! - `dn`, `group_ref`: distinguished names compared as RFC 4514 says, and how a configured
-//!   group reference (id, DN, unique cn) picks out a synced group;
-//! - `policy`: pure TAP and admin-role rules, time as a parameter;
-//! - `tapcode`: generating, hashing and verifying TAP codes (bounded argon2 pool);
-//! - `store`: the persistence trait and its SQLite backend;
-//! - `directory`: directory sources (LDIF file, LDAP) and the sync plan;
-//! - `service`: the TAP/admin service every front end calls;
-//! - `admin`: the HTTP admin API on a Unix socket, and its client used by `tapctl`;
-//! - `signin`: the RADIUS / federation credential decision (password accepted, TAP refused
-//!   and never consumed), with throttling and audit;
-//! - `radius`: the sans-io RADIUS protocol core (validation, replies, reply cache), the
-//!   request handler and the UDP loop;
-//! - `federation`: the federation-adapter HTTP endpoint;
-//! - `radius`: the sans-io RADIUS protocol core (validation, replies, reply cache);
-//! - `web`: the web registration site (TAP sign-in, passkeys, authenticator apps);
-//! - `config`: file + environment configuration, validated once;
-//! - `metrics`: Prometheus counters every front end increments, `/metrics`, `/readyz`;
-//! - `notify`, `watchdog`, `reload`: systemd notify protocol, loop liveness, SIGHUP reload;
-//! - `daemon`: wiring, signals, shutdown.
+//! Layout (dependencies point inward; the layers and their rules are in `ARCHITECTURE.md`,
+//! checked by `tests/layering.rs`):
+//! - domain: `model`, `clock` (domain types and the only reader of the system clock); `dn`,
+//!   `group_ref` (distinguished names compared as RFC 4514 says, and how a configured group
+//!   reference (id, DN, unique cn) picks out a synced group); `policy` (pure TAP and
+//!   admin-role rules, time as a parameter); `tapcode` (generating, hashing and verifying TAP
+//!   codes, bounded argon2 pool);
+//! - ports and their adapters: `store` (the persistence trait, its SQLite backend and its
+//!   PostgreSQL backend for several nodes); `directory` (the directory-source trait, the LDIF
+//!   file and LDAP server sources, nested groups); `audit` (audit events written to the journal
+//!   with structured fields);
+//! - services: `service` (the TAP/admin service every front end calls); `signin` (the RADIUS
+//!   / federation credential decision: password accepted, TAP refused and never consumed, with
+//!   throttling and audit); `sync` (directory syncs: the pure plan and deletion guard, applying
+//!   it in one transaction, the lease across nodes, the schedule);
+//! - front ends: `radius` (the sans-io RADIUS protocol core: validation, replies, reply cache;
+//!   the request handler and the UDP loop); `federation` (the federation-adapter HTTP
+//!   endpoint); `web` (the web registration site: TAP sign-in, passkeys, authenticator apps);
+//!   `admin` (the HTTP admin API on a Unix socket, and its client used by `tapctl`);
+//! - infrastructure: `config` (file + environment configuration, validated once); `metrics`
+//!   (Prometheus counters every layer increments, `/metrics`, `/readyz`); `logging`, `tls`;
+//!   `notify`, `watchdog`, `reload` (systemd notify protocol, loop liveness, SIGHUP reload);
+//!   `docs` (man pages and shell completions generated from the CLI definitions);
+//! - composition: `daemon` (wiring, signals, shutdown) and `tapctl` (the admin CLI).
 #![forbid(unsafe_code)]
 
 pub mod admin;
