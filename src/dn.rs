@@ -2,7 +2,7 @@
 //! DN, a group's `member` values and a DN written in the configuration or the TAP policy all
 //! name the same entry when their normal forms are equal.
 //!
-//! Two functions: [`normalize_dn`] is the fast form a sync uses for every member value (no
+//! Two comparisons: [`normalize_dn`] is the fast form a sync uses for every member value (no
 //! syntax check); [`canonical_dn`] also checks that the text *is* a DN and puts the values of a
 //! multi-valued RDN in one order, which is what a group reference needs to decide whether it
 //! names a group by DN or by cn.
@@ -11,6 +11,9 @@
 //! matching rule does (`cn`, `ou`, `dc`, `o`, `l`, `st`, `c`, `uid` use caseIgnoreMatch): case
 //! folded, escapes decoded, leading and trailing spaces dropped and inner runs of spaces
 //! collapsed. An attribute written as an OID (`2.5.4.3=x`) is not equated with its name.
+//!
+//! Also the small DN helpers both directory sources (LDIF and LDAP) use: [`dc_domain`],
+//! [`first_rdn_value`], [`strip_optional_uid`].
 //!
 //! May depend on: nothing but std.
 
@@ -242,6 +245,34 @@ fn collapse_spaces(text: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// `example.org` from `uid=x,ou=people,dc=example,dc=org`: the `dc` values of the DN, joined
+/// with dots (the UPN domain both directory sources derive from the base DN).
+pub fn dc_domain(dn: &str) -> String {
+    normalize_dn(dn)
+        .split(',')
+        .filter_map(|rdn| rdn.strip_prefix("dc="))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// The value of the first RDN, unescaped only as far as trimming goes (a group's name when it
+/// has no `cn`).
+pub fn first_rdn_value(dn: &str) -> String {
+    dn.split(',')
+        .next()
+        .and_then(|rdn| rdn.split_once('='))
+        .map(|(_, value)| value.trim().to_owned())
+        .unwrap_or_else(|| dn.to_owned())
+}
+
+/// `uniqueMember` is `nameAndOptionalUID`: a DN optionally followed by `#'0101'B`.
+pub fn strip_optional_uid(value: &str) -> &str {
+    match value.rfind('#') {
+        Some(hash) if value[hash..].ends_with("'B") => &value[..hash],
+        _ => value,
+    }
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ use super::password::verify_user_password;
 use super::{
     password_is_unusable, DirectoryContents, DirectoryError, DirectorySource, PasswordCheck,
 };
+use crate::dn::{dc_domain, first_rdn_value, strip_optional_uid};
 use crate::model::{Group, User};
 
 /// Errors of the LDIF reader; each names the (1-based) line of the file where it was found.
@@ -623,31 +624,6 @@ fn first_text(
         }
     }
     Ok(None)
-}
-
-/// `example.org` from `uid=x,ou=people,dc=example,dc=org`.
-fn dc_domain(dn: &str) -> String {
-    normalize_dn(dn)
-        .split(',')
-        .filter_map(|rdn| rdn.strip_prefix("dc="))
-        .collect::<Vec<_>>()
-        .join(".")
-}
-
-fn first_rdn_value(dn: &str) -> String {
-    dn.split(',')
-        .next()
-        .and_then(|rdn| rdn.split_once('='))
-        .map(|(_, value)| value.trim().to_owned())
-        .unwrap_or_else(|| dn.to_owned())
-}
-
-/// `uniqueMember` is `nameAndOptionalUID`: a DN optionally followed by `#'0101'B`.
-fn strip_optional_uid(value: &str) -> &str {
-    match value.rfind('#') {
-        Some(hash) if value[hash..].ends_with("'B") => &value[..hash],
-        _ => value,
-    }
 }
 
 #[cfg(test)]

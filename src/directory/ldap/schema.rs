@@ -12,7 +12,8 @@
 
 use super::entry::{format_object_guid, LdapEntry};
 use crate::config::{DirectoryAttributes, DirectoryPreset};
-use crate::directory::groups::{normalize_dn, RawGroup};
+use crate::directory::groups::RawGroup;
+use crate::dn::{dc_domain, first_rdn_value, strip_optional_uid};
 use crate::model::User;
 
 /// Longest name value (username, userPrincipalName, display name, mail) tapd takes from a
@@ -255,32 +256,6 @@ fn account_enabled(entry: &LdapEntry) -> Result<bool, String> {
 fn dedup_case_insensitive(names: &mut Vec<String>) {
     let mut seen = std::collections::HashSet::new();
     names.retain(|name| seen.insert(name.to_ascii_lowercase()));
-}
-
-/// `example.org` from `ou=people,dc=example,dc=org`.
-fn dc_domain(dn: &str) -> String {
-    normalize_dn(dn)
-        .split(',')
-        .filter_map(|rdn| rdn.strip_prefix("dc="))
-        .collect::<Vec<_>>()
-        .join(".")
-}
-
-/// The value of the first RDN, unescaped only as far as trimming goes.
-fn first_rdn_value(dn: &str) -> String {
-    dn.split(',')
-        .next()
-        .and_then(|rdn| rdn.split_once('='))
-        .map(|(_, value)| value.trim().to_owned())
-        .unwrap_or_else(|| dn.to_owned())
-}
-
-/// `uniqueMember` is `nameAndOptionalUID`: a DN optionally followed by `#'0101'B`.
-fn strip_optional_uid(value: &str) -> &str {
-    match value.rfind('#') {
-        Some(hash) if value[hash..].ends_with("'B") => &value[..hash],
-        _ => value,
-    }
 }
 
 #[cfg(test)]
