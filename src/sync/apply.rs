@@ -4,8 +4,17 @@
 //!
 //! May depend on: what [`super`] may.
 
+use std::collections::HashMap;
+use tokio::sync::{mpsc, oneshot};
+
 use super::events::{access_may_differ, AccessInput};
-use super::*;
+use super::plan::{plan_groups, plan_sync_owned, SyncCounts, UserPlanner};
+use super::{Outcome, SyncError, Syncer, STREAM_BATCHES};
+use crate::directory::{DirectoryChanges, DirectoryContents, DirectoryError};
+use crate::group_ref::GroupIndex;
+use crate::metrics::StoreOperation;
+use crate::model::User;
+use crate::store::{StoreError, SyncFence, SyncPlan, SyncPlanEnd};
 
 impl Syncer {
     /// An incremental sync: only the changed and deleted entries are compared with what the

@@ -4,7 +4,20 @@
 //!
 //! May depend on: what [`super`] may.
 
-use super::*;
+use std::collections::HashMap;
+
+use serde_json::json;
+
+use super::access::{self, Access, AccessRules, Side};
+use super::activity;
+use super::plan::SyncCounts;
+use super::{SyncError, Syncer};
+use crate::directory::groups::GroupNesting;
+use crate::directory::SkippedUser;
+use crate::group_ref::GroupIndex;
+use crate::metrics::NoLabels;
+use crate::model::{AuditResult, Channel, NewAuditEvent, User};
+use crate::store::SyncPlan;
 
 impl Syncer {
     /// The audit events applying `plan` records: a revoked TAP for every deleted or disabled

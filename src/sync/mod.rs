@@ -44,28 +44,22 @@ mod apply;
 mod events;
 pub mod plan;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::Mutex;
 
 use crate::clock::Clock;
 use crate::directory::groups::GroupNesting;
-use crate::directory::{
-    DirectoryChanges, DirectoryContents, DirectoryError, DirectorySource, SkippedUser,
-};
+use crate::directory::{DirectoryError, DirectorySource, SkippedUser};
 use crate::group_ref::{GroupIndex, SharedGroupIndex};
-use crate::metrics::{Metrics, NoLabels, StoreOperation, SyncErrorCause, SyncResult};
-use crate::model::{AuditResult, Channel, NewAuditEvent, SyncStatus, Timestamp, User};
+use crate::metrics::{Metrics, NoLabels, SyncErrorCause, SyncResult};
+use crate::model::{NewAuditEvent, SyncStatus, Timestamp};
 use crate::policy::roles::RoleMapping;
-use crate::store::{
-    LeaseLost, Store, StoreError, SyncFence, SyncLeaseOutcome, SyncPlan, SyncPlanEnd,
-};
-use access::{Access, AccessRules, Side};
-use plan::{plan_groups, plan_sync_owned, DeletionGuard, GuardTripped, SyncCounts, UserPlanner};
+use crate::store::{LeaseLost, Store, StoreError, SyncFence, SyncLeaseOutcome};
+use plan::{DeletionGuard, GuardTripped, SyncCounts};
 
 /// Activity names of sync-related audit events.
 pub mod activity {
