@@ -584,6 +584,15 @@ impl RejectionCache {
     }
 }
 
+/// What an audit event says beyond the decision.
+#[derive(Clone, Copy, Debug, Default)]
+struct AuditNote {
+    /// Answered from the rejection cache.
+    cached: bool,
+    /// The throttled attempts this event stands for ([`AuditAggregator`]).
+    attempts: Option<u64>,
+}
+
 /// The sign-in decision service; see the module documentation. Cheap to share in an `Arc`.
 pub struct SignIn {
     store: Arc<dyn Store>,
@@ -766,8 +775,7 @@ impl SignIn {
             user.as_ref(),
             &outcome,
             method,
-            cached,
-            attempts,
+            AuditNote { cached, attempts },
         )
         .await;
         outcome
@@ -837,8 +845,7 @@ impl SignIn {
             user.as_ref(),
             &outcome,
             method,
-            false,
-            None,
+            AuditNote::default(),
         )
         .await;
         outcome
@@ -1070,8 +1077,7 @@ impl SignIn {
         user: Option<&User>,
         outcome: &SignInOutcome,
         method: &str,
-        cached: bool,
-        attempts: Option<u64>,
+        note: AuditNote,
     ) {
         let actor = match context.channel {
             SignInChannel::Radius => format!("RADIUS client {}", context.client),
@@ -1084,10 +1090,10 @@ impl SignIn {
         let mut details = context.details.clone();
         details.insert("client".into(), json!(context.client));
         details.insert("authenticationMethod".into(), json!(method));
-        if cached {
+        if note.cached {
             details.insert("cached".into(), json!(true));
         }
-        if let Some(attempts) = attempts {
+        if let Some(attempts) = note.attempts {
             details.insert("attempts".into(), json!(attempts));
         }
         let event = NewAuditEvent {

@@ -477,7 +477,7 @@ async fn refusals_are_audited_with_the_presented_name() {
 }
 
 impl Fixture {
-    async fn from_station(&self, station: &str, name: &str, credential: &str) -> SignInOutcome {
+    async fn at_station(&self, station: &str, name: &str, credential: &str) -> SignInOutcome {
         let context = AttemptContext {
             channel: SignInChannel::Radius,
             client: "vpn".into(),
@@ -496,22 +496,22 @@ async fn a_locked_station_spares_the_users_own_station() {
     let f = Fixture::new().await;
     for attempt in 0..3 {
         assert_eq!(
-            f.from_station("attacker", "bob", &format!("wrong-{attempt}"))
+            f.at_station("attacker", "bob", &format!("wrong-{attempt}"))
                 .await,
             rejected(RejectReason::InvalidCredentials)
         );
     }
     assert_eq!(
-        f.from_station("attacker", "bob", "bob-pw").await,
+        f.at_station("attacker", "bob", "bob-pw").await,
         rejected(RejectReason::Throttled)
     );
     // Bob's own device: his password works while the attacker's station stays locked.
     assert!(matches!(
-        f.from_station("bobs-laptop", "bob", "bob-pw").await,
+        f.at_station("bobs-laptop", "bob", "bob-pw").await,
         SignInOutcome::Accept { .. }
     ));
     assert_eq!(
-        f.from_station("attacker", "bob", "bob-pw").await,
+        f.at_station("attacker", "bob", "bob-pw").await,
         rejected(RejectReason::Throttled)
     );
     // Without a Calling-Station-Id the NAS is the source (another key again).
@@ -525,13 +525,13 @@ async fn a_locked_station_spares_the_users_own_station() {
 async fn throttled_attempts_are_audited_once_a_minute_with_a_count() {
     let f = Fixture::new().await;
     for attempt in 0..3 {
-        f.from_station("attacker", "bob", &format!("wrong-{attempt}"))
+        f.at_station("attacker", "bob", &format!("wrong-{attempt}"))
             .await;
     }
     let before = f.sign_in_events().await.len();
     for _ in 0..20 {
         assert_eq!(
-            f.from_station("attacker", "bob", "guess").await,
+            f.at_station("attacker", "bob", "guess").await,
             rejected(RejectReason::Throttled)
         );
     }
@@ -545,14 +545,14 @@ async fn throttled_attempts_are_audited_once_a_minute_with_a_count() {
     assert_eq!(events[0].details["attempts"], 1);
     // A minute on (the cool-down is 60 s: lock again first), the next event counts the rest.
     f.clock.advance(chrono::Duration::seconds(59));
-    f.from_station("attacker", "bob", "guess").await;
+    f.at_station("attacker", "bob", "guess").await;
     assert_eq!(f.sign_in_events().await.len(), before + 1);
     f.clock.advance(chrono::Duration::seconds(1));
     for attempt in 0..3 {
-        f.from_station("attacker", "bob", &format!("again-{attempt}"))
+        f.at_station("attacker", "bob", &format!("again-{attempt}"))
             .await;
     }
-    f.from_station("attacker", "bob", "guess").await;
+    f.at_station("attacker", "bob", "guess").await;
     let events = f.sign_in_events().await;
     assert_eq!(events[0].reason_code.as_deref(), Some("throttled"));
     assert_eq!(events[0].details["attempts"], 21);
