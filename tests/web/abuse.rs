@@ -370,3 +370,54 @@ async fn three_hundred_sign_ins_with_60_kb_names_grow_neither_database_nor_memor
         "{statuses:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passkey_registrations_started_and_not_finished_are_limited_per_user() {
+    let site = Site::new().await;
+    let code = site.create_tap("alice", false, None, None).await;
+    let mut browser = site.browser();
+    let page = browser.sign_in_with_tap("alice", &code).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    browser.follow(&page).await;
+    let mut started = Vec::new();
+    for _ in 0..tapd::web::passkeys::MAX_CEREMONIES_PER_SOURCE {
+        let start = browser
+            .post_json("/security-info/passkeys/start", &json!({}))
+            .await;
+        assert_eq!(start.status, StatusCode::OK, "{}", start.body);
+        started.push(start.json());
+    }
+    let refused = browser
+        .post_json("/security-info/passkeys/start", &json!({}))
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        refused.body
+    );
+    // Finishing one (even unsuccessfully: an answer for another origin) frees its slot.
+    let mut key = SoftAuthenticator::new();
+    let credential = key.register(&started[0]["options"], "https://evil.example");
+    let finished = browser
+        .post_json(
+            "/security-info/passkeys/finish",
+            &json!({ "ceremony": started[0]["ceremony"], "name": "k", "credential": credential }),
+        )
+        .await;
+    assert_eq!(finished.status, StatusCode::FORBIDDEN, "{}", finished.body);
+    let start = browser
+        .post_json("/security-info/passkeys/start", &json!({}))
+        .await;
+    assert_eq!(start.status, StatusCode::OK, "{}", start.body);
+    let start = browser
+        .post_json("/security-info/passkeys/start", &json!({}))
+        .await;
+    assert_eq!(start.status, StatusCode::TOO_MANY_REQUESTS);
+    // Abandoned ones free theirs when they expire.
+    site.clock.advance(Duration::minutes(5));
+    let start = browser
+        .post_json("/security-info/passkeys/start", &json!({}))
+        .await;
+    assert_eq!(start.status, StatusCode::OK, "{}", start.body);
+}
