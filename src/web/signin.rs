@@ -3,7 +3,11 @@
 //! present after the password, passkey sign-in, and the sessions that result.
 //!
 //! Rules, in order of a TAP sign-in:
-//! 1. the throttle is asked first (no hashing for a locked-out name or address);
+//! 0. the typed name (already trimmed by the form handler) must pass
+//!    [`crate::signin::check_sign_in_name`], or the request gets a 400 naming the problem with
+//!    nothing looked up, counted or audited;
+//! 1. the throttle is asked first (no hashing for a name locked from this address, or a locked
+//!    address); a refusal is audited at most once per throttle key per minute, with a count;
 //! 2. the typed code is verified against the user's TAP hash, or against a decoy when there is
 //!    no such user or TAP, so every path costs one argon2 verification;
 //! 3. `policy::web_sign_in_check` decides, with its reason codes and DESIGN's messages;
@@ -11,6 +15,10 @@
 //!    same transaction): of N concurrent sign-ins exactly one gets a session;
 //! 5. the session never outlives the TAP; after a one-time TAP the registration window is
 //!    10 minutes; users in a registration-interrupt group get interrupt mode.
+//!
+//! Passkey sign-ins are throttled apart ([`super::throttle::Throttle::check_passkey`]): a
+//! password, TAP or app-code failure never locks them. Passkey sign-in ceremonies are capped
+//! per source address ([`super::passkeys::CeremonyLimiter`]).
 //!
 //! Every attempt is audited (activity [`activity::SIGN_IN`], `details.authenticationMethod`,
 //! reason codes on failure). A name that doesn't exist gets the same prompt, message and cost
