@@ -4,6 +4,9 @@
 //! else, and audit every decision.
 //!
 //! Order of checks (first match wins):
+//! 0. the presented name is checked by [`check_sign_in_name`] (at most 256 bytes, no control
+//!    character) → `name_invalid`, before anything else: no store read, no hashing, no
+//!    throttle entry, no audit event (only the front end's rejection counter sees it);
 //! 1. the user is looked up in the store by username or userPrincipalName (not by id):
 //!    unknown → `user_not_found`; disabled → `account_disabled`;
 //! 2. an empty or NUL-only credential → `empty_password`, before any directory call (an LDAP
@@ -11,7 +14,9 @@
 //! 3. the same credential for the same user was rejected moments ago → the same rejection,
 //!    from a short-lived in-memory cache (no bind, no argon2, not counted as a new failure):
 //!    a NAS retrying an old password or a TAP costs nothing and can't lock the account;
-//! 4. the user is throttled (too many failures in the window) → `throttled`, no bind;
+//! 4. the user is throttled *from this source* (too many failures in the window) →
+//!    `throttled`, no bind; throttled attempts are audited at most once per (user, source)
+//!    per minute, the event carrying `details.attempts` ([`AuditAggregator`]);
 //! 5. `DirectorySource::check_password`: valid → accept, with the user's effective groups;
 //!    the directory can't be reached → `Unavailable`; the password bound, but to an entry that
 //!    is not this user → `bound_identity_mismatch`, and an incremental sync is requested
@@ -24,6 +29,20 @@
 //! Metrics: every password check is timed into `tapd_ldap_bind_duration_seconds` (whatever
 //! the directory source), and every refused TAP counts in `tapd_tap_rejections_total` under
 //! its channel; the front ends count their own requests.
+//!
+//! Lockout that spares the victim (Entra's smart lockout locks the attacker's location, not
+//! the familiar one): failures are counted per (user, source), where the source is the
+//! request's Calling-Station-Id when present, else the NAS (NAS-Identifier, then
+//! NAS-IP-Address), else the peer address; on the federation path, the peer address. Eight
+//! wrong passwords for erin from one station lock erin *from that station*; erin's correct
+//! password from her own device keeps working. The limit of this design: Calling-Station-Id
+//! is chosen by the NAS's client and can be spoofed, but a spoofed value only selects which
+//! key the attempts count under: an attacker can spread guesses over many invented stations
+//! (each gets `max_failures` per window, which is why the directory's own lockout stays the
+//! backstop and the RADIUS reject delay slows each guess), and can lock only the keys it
+//! sends, never the victim's real station unless it also knows and forges exactly that
+//! value. The throttle holds at most 10,000 keys (expired first, then unlocked, then oldest
+//! evicted), so rotating sources cannot grow memory.
 //!
 //! Throttling and the rejection cache are per node, in memory: with several nodes a device
 //! can make `max_failures` attempts per node per window, and a restart forgets both. That is
@@ -80,6 +99,97 @@ const MAX_REPEATS_IN_FLIGHT: usize = 4;
 const SHED_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 const UNKNOWN_PUBLIC_URL: &str = "the web registration page";
+
+/// Longest sign-in name accepted on any channel (RADIUS User-Name, federation
+/// userPrincipalName, every web step that carries a name), in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// Why a typed sign-in name is refused outright ([`check_sign_in_name`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// Longer than [`MAX_NAME_BYTES`].
+    #[error("the user name is too long ({0} bytes; at most 256 are allowed)")]
+    TooLong(usize),
+    /// Holds a control character (C0, DEL or C1).
+    #[error("the user name contains a control character")]
+    ControlCharacter,
+}
+
+/// The one check every channel applies to a typed sign-in name, before any store access,
+/// hashing, throttle entry or audit event: at most [`MAX_NAME_BYTES`] bytes and no control
+/// character (`char::is_control`: C0, DEL, C1). A name that passes can be a throttle key and
+/// an audit actor without bounding or escaping it again.
+pub fn check_sign_in_name(name: &str) -> Result<(), NameError> {
+    if name.len() > MAX_NAME_BYTES {
+        return Err(NameError::TooLong(name.len()));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(NameError::ControlCharacter);
+    }
+    Ok(())
+}
+
+/// How long a refused (throttled or shed) attempt's audit event stands for the ones after it.
+pub const REFUSAL_AUDIT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Most keys an [`AuditAggregator`] remembers; the oldest go first.
+const AGGREGATOR_ENTRIES: usize = 10_000;
+
+/// Aggregates the audit events of refused attempts: for one key (a throttle key), at most one
+/// event per [`REFUSAL_AUDIT_INTERVAL`]; the event carries the number of attempts it stands
+/// for (itself and those refused silently since the key's previous event). A flood against a
+/// locked key therefore writes one row a minute, whatever its rate. Attempts refused after the
+/// last event of a flood are counted into the key's next event, if one comes; the journal
+/// still gets no line per attempt either. Memory is bounded ([`AGGREGATOR_ENTRIES`]).
+/// Pure: `now` is a parameter.
+#[derive(Debug, Default)]
+pub struct AuditAggregator {
+    keys: Mutex<HashMap<String, (Timestamp, u64)>>,
+}
+
+impl AuditAggregator {
+    /// Notes a refused attempt for `key` at `now`: `Some(n)` when an audit event is due, for
+    /// `n` attempts; `None` when this one is folded into a later event.
+    pub fn note(&self, key: &str, now: Timestamp) -> Option<u64> {
+        let interval = chrono_duration(REFUSAL_AUDIT_INTERVAL);
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((last, silent)) = keys.get_mut(key) {
+            if now - *last < interval {
+                *silent += 1;
+                return None;
+            }
+            let attempts = *silent + 1;
+            *last = now;
+            *silent = 0;
+            return Some(attempts);
+        }
+        if keys.len() >= AGGREGATOR_ENTRIES {
+            keys.retain(|_, (last, _)| now - *last < interval);
+            while keys.len() >= AGGREGATOR_ENTRIES {
+                let oldest = keys
+                    .iter()
+                    .min_by_key(|(_, (last, _))| *last)
+                    .map(|(k, _)| k.clone());
+                match oldest {
+                    Some(oldest) => keys.remove(&oldest),
+                    None => break,
+                };
+            }
+        }
+        keys.insert(key.to_owned(), (now, 0));
+        Some(1)
+    }
+
+    /// Keys remembered.
+    pub fn len(&self) -> usize {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no key is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// Errors of this module's setup (decisions themselves never fail: they are outcomes).
 #[derive(Debug, thiserror::Error)]
@@ -139,11 +249,15 @@ pub enum RejectReason {
     /// A sign-in name of the user is also another user's: the user is quarantined until the
     /// directory is fixed ([`crate::model::IdentityConflict`]).
     IdentityConflict,
+    /// The presented name is over [`MAX_NAME_BYTES`] or holds a control character
+    /// ([`check_sign_in_name`]): refused before any store read, hashing, throttle entry or
+    /// audit event.
+    NameInvalid,
 }
 
 impl RejectReason {
     /// Every reason, for metric label sets.
-    pub const ALL: [RejectReason; 9] = [
+    pub const ALL: [RejectReason; 10] = [
         RejectReason::UserNotFound,
         RejectReason::AccountDisabled,
         RejectReason::EmptyPassword,
@@ -153,6 +267,7 @@ impl RejectReason {
         RejectReason::UnsupportedMethod,
         RejectReason::BoundIdentityMismatch,
         RejectReason::IdentityConflict,
+        RejectReason::NameInvalid,
     ];
 
     /// Stable snake_case reason code; the TAP code depends on the channel.
@@ -167,6 +282,7 @@ impl RejectReason {
             RejectReason::UnsupportedMethod => "unsupported_method",
             RejectReason::BoundIdentityMismatch => "bound_identity_mismatch",
             RejectReason::IdentityConflict => crate::store::identity::IDENTITY_CONFLICT_REASON,
+            RejectReason::NameInvalid => "name_invalid",
         }
     }
 }
@@ -251,6 +367,37 @@ pub struct AttemptContext {
     pub details: serde_json::Map<String, serde_json::Value>,
 }
 
+impl AttemptContext {
+    /// Where the attempt came from, for counting failures: the Calling-Station-Id when the
+    /// request has one, else the NAS (NAS-Identifier, NAS-IP-Address), else the peer's
+    /// address without its port. See the module documentation for what a spoofed
+    /// Calling-Station-Id can do (lock only its own key).
+    pub fn throttle_source(&self) -> String {
+        let text = |key: &str| {
+            self.details
+                .get(key)
+                .and_then(|v| v.as_str())
+                .filter(|v| !v.is_empty())
+                .map(|v| v.chars().take(MAX_NAME_BYTES).collect::<String>())
+        };
+        if let Some(station) = text("callingStationId") {
+            return format!("station:{station}");
+        }
+        if let Some(nas) = text("nasIdentifier") {
+            return format!("nas:{nas}");
+        }
+        if let Some(nas) = text("nasIpAddress") {
+            return format!("nas-ip:{nas}");
+        }
+        let peer = self
+            .source
+            .parse::<std::net::SocketAddr>()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_else(|_| self.source.clone());
+        format!("peer:{peer}")
+    }
+}
+
 /// Reloadable settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SignInSettings {
@@ -293,47 +440,81 @@ fn chrono_duration(duration: Duration) -> chrono::Duration {
     chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
 }
 
-/// Recent failures per user id, and who is cooling down. Pure: `now` is a parameter.
+/// Recent failures per (user id, source), and who is cooling down. Pure: `now` is a
+/// parameter. At most [`REJECTION_CACHE_ENTRIES`] keys: when full, expired keys go first, then
+/// keys not cooling down, then the oldest, so rotating sources cannot grow memory.
 #[derive(Debug, Default)]
 struct FailureThrottle {
-    users: HashMap<String, FailureRecord>,
+    users: HashMap<(String, String), FailureRecord>,
 }
 
 #[derive(Debug, Default)]
 struct FailureRecord {
     failures: VecDeque<Timestamp>,
     blocked_until: Option<Timestamp>,
+    last_seen: Option<Timestamp>,
 }
 
+/// The key failures are counted under: the user and where the attempts come from.
+type ThrottleKey = (String, String);
+
 impl FailureThrottle {
-    /// Whether `user_id` is cooling down at `now`.
-    fn is_blocked(&mut self, user_id: &str, now: Timestamp) -> bool {
-        let Some(record) = self.users.get_mut(user_id) else {
+    /// Whether `key` is cooling down at `now`.
+    fn is_blocked(&mut self, key: &ThrottleKey, now: Timestamp) -> bool {
+        let Some(record) = self.users.get_mut(key) else {
             return false;
         };
         match record.blocked_until {
             Some(until) if now < until => true,
             Some(_) => {
-                self.users.remove(user_id);
+                self.users.remove(key);
                 false
             }
             None => false,
         }
     }
 
-    /// Counts a failure; returns true when it started a cool-down.
-    fn record_failure(&mut self, user_id: &str, now: Timestamp, settings: &SignInSettings) -> bool {
-        let window = chrono_duration(settings.failure_window);
-        if self.users.len() >= REJECTION_CACHE_ENTRIES {
-            self.users.retain(|_, record| {
-                record.blocked_until.is_some_and(|until| now < until)
-                    || record
-                        .failures
-                        .back()
-                        .is_some_and(|last| now - *last < window)
-            });
+    fn make_room(&mut self, now: Timestamp, window: chrono::Duration) {
+        if self.users.len() < REJECTION_CACHE_ENTRIES {
+            return;
         }
-        let record = self.users.entry(user_id.to_owned()).or_default();
+        self.users.retain(|_, record| {
+            record.blocked_until.is_some_and(|until| now < until)
+                || record
+                    .failures
+                    .back()
+                    .is_some_and(|last| now - *last < window)
+        });
+        if self.users.len() >= REJECTION_CACHE_ENTRIES {
+            self.users
+                .retain(|_, record| record.blocked_until.is_some_and(|until| now < until));
+        }
+        while self.users.len() >= REJECTION_CACHE_ENTRIES {
+            let oldest = self
+                .users
+                .iter()
+                .min_by_key(|(_, record)| record.last_seen)
+                .map(|(key, _)| key.clone());
+            match oldest {
+                Some(oldest) => self.users.remove(&oldest),
+                None => break,
+            };
+        }
+    }
+
+    /// Counts a failure; returns true when it started a cool-down.
+    fn record_failure(
+        &mut self,
+        key: &ThrottleKey,
+        now: Timestamp,
+        settings: &SignInSettings,
+    ) -> bool {
+        let window = chrono_duration(settings.failure_window);
+        if !self.users.contains_key(key) {
+            self.make_room(now, window);
+        }
+        let record = self.users.entry(key.clone()).or_default();
+        record.last_seen = Some(now);
         while record
             .failures
             .front()
@@ -350,9 +531,13 @@ impl FailureThrottle {
         false
     }
 
-    /// Forgets the user's failures after a success.
-    fn record_success(&mut self, user_id: &str) {
-        self.users.remove(user_id);
+    /// Forgets the key's failures after a success.
+    fn record_success(&mut self, key: &ThrottleKey) {
+        self.users.remove(key);
+    }
+
+    fn len(&self) -> usize {
+        self.users.len()
     }
 }
 
@@ -399,6 +584,15 @@ impl RejectionCache {
     }
 }
 
+/// What an audit event says beyond the decision.
+#[derive(Clone, Copy, Debug, Default)]
+struct AuditNote {
+    /// Answered from the rejection cache.
+    cached: bool,
+    /// The throttled attempts this event stands for ([`AuditAggregator`]).
+    attempts: Option<u64>,
+}
+
 /// The sign-in decision service; see the module documentation. Cheap to share in an `Arc`.
 pub struct SignIn {
     store: Arc<dyn Store>,
@@ -415,6 +609,8 @@ pub struct SignIn {
     rejected_names: Mutex<RejectionCache>,
     repeats: Arc<tokio::sync::Semaphore>,
     shed_logged: Mutex<Option<Instant>>,
+    /// One audit event per throttle key per minute for throttled attempts.
+    refusal_audits: AuditAggregator,
     /// Asked for an incremental sync when a bind reached another entry than the user's.
     syncer: Option<Arc<Syncer>>,
     group_index: SharedGroupIndex,
@@ -439,6 +635,7 @@ impl SignIn {
             rejected_names: Mutex::new(RejectionCache::default()),
             repeats: Arc::new(tokio::sync::Semaphore::new(MAX_REPEATS_IN_FLIGHT)),
             shed_logged: Mutex::new(None),
+            refusal_audits: AuditAggregator::default(),
             group_index: SharedGroupIndex::default(),
             store,
             directory,
@@ -513,6 +710,9 @@ impl SignIn {
         username: &str,
         credential: &str,
     ) -> SignInOutcome {
+        if let Err(e) = check_sign_in_name(username) {
+            return self.refuse_name(context, e);
+        }
         let name_key = self.cache_key_for(&username.to_lowercase(), credential);
         let now = self.clock.now();
         let repeat = self
@@ -534,7 +734,7 @@ impl SignIn {
         } else {
             None
         };
-        let (outcome, user, cached) = self.decide(context.channel, username, credential).await;
+        let (outcome, user, cached) = self.decide(context, username, credential).await;
         let method = match &outcome {
             SignInOutcome::Reject {
                 reason: RejectReason::TapNotSupported,
@@ -554,9 +754,53 @@ impl SignIn {
                     .insert(name_key, *reason, self.clock.now());
             }
         }
-        self.audit(context, username, user.as_ref(), &outcome, method, cached)
-            .await;
+        let mut attempts = None;
+        if let (
+            SignInOutcome::Reject {
+                reason: RejectReason::Throttled,
+                ..
+            },
+            Some(user),
+        ) = (&outcome, &user)
+        {
+            let key = format!("{}\u{0}{}", user.id, context.throttle_source());
+            match self.refusal_audits.note(&key, self.clock.now()) {
+                Some(n) => attempts = Some(n),
+                None => return outcome,
+            }
+        }
+        self.audit(
+            context,
+            username,
+            user.as_ref(),
+            &outcome,
+            method,
+            AuditNote { cached, attempts },
+        )
+        .await;
         outcome
+    }
+
+    /// A name refused by [`check_sign_in_name`]: rejected, logged (rate-limited with the
+    /// shedding line), never audited nor looked up.
+    fn refuse_name(&self, context: &AttemptContext, error: NameError) -> SignInOutcome {
+        log::debug!(
+            "sign-in from {} ({}) refused: {error}",
+            context.source,
+            context.client
+        );
+        SignInOutcome::Reject {
+            reason: RejectReason::NameInvalid,
+            message: None,
+        }
+    }
+
+    /// Failures currently counted (keys of the per-(user, source) throttle).
+    pub fn throttle_entries(&self) -> usize {
+        self.throttle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     fn log_shedding(&self, username: &str) {
@@ -582,6 +826,9 @@ impl SignIn {
         reason: RejectReason,
         method: &str,
     ) -> SignInOutcome {
+        if let Err(e) = check_sign_in_name(username) {
+            return self.refuse_name(context, e);
+        }
         let message =
             (reason == RejectReason::TapNotSupported).then(|| self.tap_message(context.channel));
         let outcome = SignInOutcome::Reject { reason, message };
@@ -592,8 +839,15 @@ impl SignIn {
             .flatten()
             .map(|(user, _)| user);
         self.count_tap_rejection(context, &outcome);
-        self.audit(context, username, user.as_ref(), &outcome, method, false)
-            .await;
+        self.audit(
+            context,
+            username,
+            user.as_ref(),
+            &outcome,
+            method,
+            AuditNote::default(),
+        )
+        .await;
         outcome
     }
 
@@ -655,10 +909,11 @@ impl SignIn {
     /// The decision, the user it concerned (when known) and whether it came from the cache.
     async fn decide(
         &self,
-        channel: SignInChannel,
+        context: &AttemptContext,
         username: &str,
         credential: &str,
     ) -> (SignInOutcome, Option<User>, bool) {
+        let channel = context.channel;
         let reject = |reason| SignInOutcome::Reject {
             reason,
             message: None,
@@ -705,11 +960,12 @@ impl SignIn {
             let message = (reason == RejectReason::TapNotSupported).then(tap_message);
             return (SignInOutcome::Reject { reason, message }, Some(user), true);
         }
+        let throttle_key = (user.id.clone(), context.throttle_source());
         let blocked = self
             .throttle
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .is_blocked(&user.id, now);
+            .is_blocked(&throttle_key, now);
         if blocked {
             return (reject(RejectReason::Throttled), Some(user), false);
         }
@@ -719,7 +975,7 @@ impl SignIn {
                 self.throttle
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .record_success(&user.id);
+                    .record_success(&throttle_key);
                 let outcome = SignInOutcome::Accept {
                     user: user.clone(),
                     groups,
@@ -799,13 +1055,14 @@ impl SignIn {
             .throttle
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .record_failure(&user.id, now, &settings);
+            .record_failure(&throttle_key, now, &settings);
         if started_cooldown {
             log::warn!(
-                "sign-in: {} failed {} times within {:?}; rejecting without a directory check for {:?}",
+                "sign-in: {} failed {} times within {:?} from {}; rejecting from there without a directory check for {:?}",
                 user.user_principal_name,
                 settings.max_failures,
                 settings.failure_window,
+                printable(&throttle_key.1),
                 settings.cooldown
             );
         }
@@ -820,7 +1077,7 @@ impl SignIn {
         user: Option<&User>,
         outcome: &SignInOutcome,
         method: &str,
-        cached: bool,
+        note: AuditNote,
     ) {
         let actor = match context.channel {
             SignInChannel::Radius => format!("RADIUS client {}", context.client),
@@ -833,8 +1090,11 @@ impl SignIn {
         let mut details = context.details.clone();
         details.insert("client".into(), json!(context.client));
         details.insert("authenticationMethod".into(), json!(method));
-        if cached {
+        if note.cached {
             details.insert("cached".into(), json!(true));
+        }
+        if let Some(attempts) = note.attempts {
+            details.insert("attempts".into(), json!(attempts));
         }
         let event = NewAuditEvent {
             time: self.clock.now(),

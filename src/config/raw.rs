@@ -361,8 +361,9 @@ impl Default for RawMetrics {
 pub struct RawSecurity {
     /// Argon2 hashes computed at once (each takes ~19 MiB); default: the number of CPUs.
     pub argon2_max_concurrent: Option<u32>,
-    /// Failed RADIUS / federation sign-ins of one user, within `sign_in_failure_window`,
-    /// after which further attempts are rejected without asking the directory for
+    /// Failed RADIUS / federation sign-ins of one user from one source (Calling-Station-Id,
+    /// else the NAS, else the client address), within `sign_in_failure_window`, after which
+    /// further attempts of that user from that source are rejected without asking the directory for
     /// `sign_in_cooldown`. Keep it below the directory's lockout threshold. Default 5.
     pub sign_in_max_failures: u32,
     /// The window in which failures are counted. Default `5m`.

@@ -379,17 +379,18 @@ async fn repeated_failures_throttle_the_user_without_binding_until_the_cooldown_
         );
     }
     assert_eq!(f.checks(), 3);
+    // Other users are unaffected. (Asked first: the throttled attempt at 59 s below is folded
+    // into the audit event of the first one, one per minute.)
+    assert!(matches!(
+        f.radius("alice", "alice-pw").await,
+        SignInOutcome::Accept { .. }
+    ));
     // Throttled: even the right password is refused, and the directory is not asked.
     assert_eq!(
         f.radius("bob", "bob-pw").await,
         rejected(RejectReason::Throttled)
     );
-    assert_eq!(f.checks(), 3);
-    // Other users are unaffected.
-    assert!(matches!(
-        f.radius("alice", "alice-pw").await,
-        SignInOutcome::Accept { .. }
-    ));
+    assert_eq!(f.checks(), 4);
     f.clock.advance(chrono::Duration::seconds(59));
     assert_eq!(
         f.radius("bob", "bob-pw").await,
@@ -412,14 +413,16 @@ fn failures_outside_the_window_do_not_count() {
     };
     let mut throttle = FailureThrottle::default();
     let start = t("2026-11-27T09:00:00Z");
-    assert!(!throttle.record_failure("u", start, &settings));
-    assert!(!throttle.record_failure("u", start + chrono::Duration::seconds(200), &settings));
+    let u = ("u".to_owned(), "peer:127.0.0.1".to_owned());
+    let u = &u;
+    assert!(!throttle.record_failure(u, start, &settings));
+    assert!(!throttle.record_failure(u, start + chrono::Duration::seconds(200), &settings));
     // The first failure left the 5-minute window: still only two.
-    assert!(!throttle.record_failure("u", start + chrono::Duration::seconds(301), &settings));
-    assert!(!throttle.is_blocked("u", start + chrono::Duration::seconds(301)));
-    assert!(throttle.record_failure("u", start + chrono::Duration::seconds(302), &settings));
-    assert!(throttle.is_blocked("u", start + chrono::Duration::seconds(361)));
-    assert!(!throttle.is_blocked("u", start + chrono::Duration::seconds(362)));
+    assert!(!throttle.record_failure(u, start + chrono::Duration::seconds(301), &settings));
+    assert!(!throttle.is_blocked(u, start + chrono::Duration::seconds(301)));
+    assert!(throttle.record_failure(u, start + chrono::Duration::seconds(302), &settings));
+    assert!(throttle.is_blocked(u, start + chrono::Duration::seconds(361)));
+    assert!(!throttle.is_blocked(u, start + chrono::Duration::seconds(362)));
 }
 
 #[tokio::test]
@@ -458,7 +461,7 @@ async fn refusals_are_audited_with_the_presented_name() {
         .signin
         .refuse(
             &context,
-            "mallory\n",
+            "mallory\u{fffd}",
             RejectReason::UnsupportedMethod,
             "chap",
         )
@@ -471,4 +474,170 @@ async fn refusals_are_audited_with_the_presented_name() {
     assert_eq!(events[0].details["nasIdentifier"], "ap-1");
     assert_eq!(events[0].details["authenticationMethod"], "chap");
     assert_eq!(events[0].reason_code.as_deref(), Some("unsupported_method"));
+}
+
+impl Fixture {
+    async fn at_station(&self, station: &str, name: &str, credential: &str) -> SignInOutcome {
+        let context = AttemptContext {
+            channel: SignInChannel::Radius,
+            client: "vpn".into(),
+            source: "127.0.0.1:40000".into(),
+            details: serde_json::Map::from_iter([
+                ("nasIdentifier".to_owned(), json!("nas-1")),
+                ("callingStationId".to_owned(), json!(station)),
+            ]),
+        };
+        self.signin.authenticate(&context, name, credential).await
+    }
+}
+
+#[tokio::test]
+async fn a_locked_station_spares_the_users_own_station() {
+    let f = Fixture::new().await;
+    for attempt in 0..3 {
+        assert_eq!(
+            f.at_station("attacker", "bob", &format!("wrong-{attempt}"))
+                .await,
+            rejected(RejectReason::InvalidCredentials)
+        );
+    }
+    assert_eq!(
+        f.at_station("attacker", "bob", "bob-pw").await,
+        rejected(RejectReason::Throttled)
+    );
+    // Bob's own device: his password works while the attacker's station stays locked.
+    assert!(matches!(
+        f.at_station("bobs-laptop", "bob", "bob-pw").await,
+        SignInOutcome::Accept { .. }
+    ));
+    assert_eq!(
+        f.at_station("attacker", "bob", "bob-pw").await,
+        rejected(RejectReason::Throttled)
+    );
+    // Without a Calling-Station-Id the NAS is the source (another key again).
+    assert!(matches!(
+        f.radius("bob", "bob-pw").await,
+        SignInOutcome::Accept { .. }
+    ));
+}
+
+#[tokio::test]
+async fn throttled_attempts_are_audited_once_a_minute_with_a_count() {
+    let f = Fixture::new().await;
+    for attempt in 0..3 {
+        f.at_station("attacker", "bob", &format!("wrong-{attempt}"))
+            .await;
+    }
+    let before = f.sign_in_events().await.len();
+    for _ in 0..20 {
+        assert_eq!(
+            f.at_station("attacker", "bob", "guess").await,
+            rejected(RejectReason::Throttled)
+        );
+    }
+    let events = f.sign_in_events().await;
+    assert_eq!(
+        events.len(),
+        before + 1,
+        "one event for 20 throttled attempts"
+    );
+    assert_eq!(events[0].reason_code.as_deref(), Some("throttled"));
+    assert_eq!(events[0].details["attempts"], 1);
+    // A minute on (the cool-down is 60 s: lock again first), the next event counts the rest.
+    f.clock.advance(chrono::Duration::seconds(59));
+    f.at_station("attacker", "bob", "guess").await;
+    assert_eq!(f.sign_in_events().await.len(), before + 1);
+    f.clock.advance(chrono::Duration::seconds(1));
+    for attempt in 0..3 {
+        f.at_station("attacker", "bob", &format!("again-{attempt}"))
+            .await;
+    }
+    f.at_station("attacker", "bob", "guess").await;
+    let events = f.sign_in_events().await;
+    assert_eq!(events[0].reason_code.as_deref(), Some("throttled"));
+    assert_eq!(events[0].details["attempts"], 21);
+}
+
+#[tokio::test]
+async fn bad_names_are_refused_before_any_lookup_throttle_or_audit() {
+    let f = Fixture::new().await;
+    let long = "a".repeat(MAX_NAME_BYTES + 1);
+    let names = [
+        long.as_str(),
+        "bob\n",
+        "bob\u{7f}",
+        "bob\u{85}",
+        "\u{1b}[31mbob",
+    ];
+    for name in names {
+        for channel in [SignInChannel::Radius, SignInChannel::Federation] {
+            assert_eq!(
+                f.try_as(channel, name, "wrong").await,
+                rejected(RejectReason::NameInvalid),
+                "{name:?}"
+            );
+        }
+        let context = AttemptContext {
+            channel: SignInChannel::Radius,
+            client: "vpn".into(),
+            source: "127.0.0.1:1".into(),
+            details: serde_json::Map::new(),
+        };
+        assert_eq!(
+            f.signin
+                .refuse(&context, name, RejectReason::UnsupportedMethod, "chap")
+                .await,
+            rejected(RejectReason::NameInvalid)
+        );
+    }
+    assert_eq!(f.checks(), 0);
+    assert!(f.sign_in_events().await.is_empty());
+    assert_eq!(f.signin.throttle_entries(), 0);
+    // 256 bytes is still a name.
+    let longest = "b".repeat(MAX_NAME_BYTES);
+    assert_eq!(
+        f.radius(&longest, "x").await,
+        rejected(RejectReason::UserNotFound)
+    );
+    assert_eq!(check_sign_in_name("bob"), Ok(()));
+}
+
+#[test]
+fn the_throttle_stays_bounded_under_rotating_sources() {
+    let settings = SignInSettings {
+        max_failures: 1,
+        ..SignInSettings::default()
+    };
+    let mut throttle = FailureThrottle::default();
+    let now = t("2026-11-27T09:00:00Z");
+    for i in 0..(REJECTION_CACHE_ENTRIES + 5_000) {
+        let key = ("u-bob".to_owned(), format!("station:{i}"));
+        throttle.record_failure(&key, now, &settings);
+    }
+    assert!(
+        throttle.len() <= REJECTION_CACHE_ENTRIES,
+        "{}",
+        throttle.len()
+    );
+}
+
+#[test]
+fn the_audit_aggregator_counts_and_stays_bounded() {
+    let aggregator = AuditAggregator::default();
+    let now = t("2026-11-27T09:00:00Z");
+    assert_eq!(aggregator.note("k", now), Some(1));
+    for _ in 0..9 {
+        assert_eq!(
+            aggregator.note("k", now + chrono::Duration::seconds(30)),
+            None
+        );
+    }
+    assert_eq!(
+        aggregator.note("k", now + chrono::Duration::seconds(60)),
+        Some(10)
+    );
+    for i in 0..(AGGREGATOR_ENTRIES + 100) {
+        aggregator.note(&format!("k{i}"), now);
+    }
+    assert!(aggregator.len() <= AGGREGATOR_ENTRIES);
 }

@@ -274,6 +274,16 @@ fn failure_page(state: &WebState, failure: Failure) -> Response {
             StatusCode::FORBIDDEN,
             pages::message("", "That didn't work", &message, true),
         ),
+        Failure::TooManyRequests(message) => {
+            let mut response = page(
+                StatusCode::TOO_MANY_REQUESTS,
+                pages::message("", "Too many requests", &message, true),
+            );
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("60"));
+            response
+        }
         Failure::Busy => {
             let mut response = page(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -325,6 +335,7 @@ fn failure_json(failure: Failure) -> Response {
         ),
         Failure::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
         Failure::Forbidden(m) => (StatusCode::FORBIDDEN, m),
+        Failure::TooManyRequests(m) => (StatusCode::TOO_MANY_REQUESTS, m),
         Failure::Busy => (
             StatusCode::SERVICE_UNAVAILABLE,
             "Too busy right now. Try again in a few seconds.".to_owned(),

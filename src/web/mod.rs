@@ -148,6 +148,8 @@ pub struct Web {
     settings: WebSettings,
     throttle: Throttle,
     passkeys: Passkeys,
+    /// Outstanding passkey ceremonies per source (sign-in) or user (registration).
+    ceremonies: passkeys::CeremonyLimiter,
 }
 
 impl Web {
@@ -185,6 +187,7 @@ impl WebState {
             throttle: Throttle::new(settings.throttle.clone()),
             settings,
             passkeys,
+            ceremonies: passkeys::CeremonyLimiter::default(),
         })))
     }
 }
@@ -211,6 +214,9 @@ pub enum Failure {
     /// The session is missing or over; the user must sign in (again).
     #[error("sign-in required")]
     SignInRequired,
+    /// Too many requests from this source (e.g. passkey ceremonies started); answered 429.
+    #[error("{0}")]
+    TooManyRequests(String),
     /// Too many argon2 verifications queued; try again shortly.
     #[error("the sign-in service is busy")]
     Busy,

@@ -168,3 +168,78 @@ impl Passkeys {
             .map_err(PasskeyError::Refused)
     }
 }
+
+/// Passkey ceremonies a source may have outstanding (started, not finished, not expired).
+pub const MAX_CEREMONIES_PER_SOURCE: usize = 8;
+
+/// Most sources a [`CeremonyLimiter`] tracks; when full, the least recently active go.
+const CEREMONY_LIMITER_ENTRIES: usize = 10_000;
+
+/// Limits the passkey ceremonies (sign-in and registration starts, each a store row) per
+/// source: at most [`MAX_CEREMONIES_PER_SOURCE`] outstanding within their lifetime; a start
+/// beyond that is answered 429 without a store write. A finish (successful or not) frees its
+/// slot; an abandoned one frees it when it expires (the store prunes expired rows at every
+/// write). Bounded in memory; time is a parameter.
+#[derive(Debug, Default)]
+pub struct CeremonyLimiter {
+    sources: std::sync::Mutex<std::collections::HashMap<String, Vec<crate::model::Timestamp>>>,
+}
+
+impl CeremonyLimiter {
+    /// Takes a slot for `source` at `now` for ceremonies expiring at `expires`; `false` when
+    /// the source already has its maximum outstanding.
+    pub fn start(
+        &self,
+        source: &str,
+        now: crate::model::Timestamp,
+        expires: crate::model::Timestamp,
+    ) -> bool {
+        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        if !sources.contains_key(source) && sources.len() >= CEREMONY_LIMITER_ENTRIES {
+            sources.retain(|_, slots| {
+                slots.retain(|until| now < *until);
+                !slots.is_empty()
+            });
+            while sources.len() >= CEREMONY_LIMITER_ENTRIES {
+                let oldest = sources
+                    .iter()
+                    .min_by_key(|(_, slots)| slots.iter().max().copied())
+                    .map(|(k, _)| k.clone());
+                match oldest {
+                    Some(oldest) => sources.remove(&oldest),
+                    None => break,
+                };
+            }
+        }
+        let slots = sources.entry(source.to_owned()).or_default();
+        slots.retain(|until| now < *until);
+        if slots.len() >= MAX_CEREMONIES_PER_SOURCE {
+            return false;
+        }
+        slots.push(expires);
+        true
+    }
+
+    /// Frees one slot of `source` (a ceremony was finished).
+    pub fn finish(&self, source: &str) {
+        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slots) = sources.get_mut(source) {
+            if let Some(first) = slots
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, t)| **t)
+                .map(|(i, _)| i)
+            {
+                slots.swap_remove(first);
+            }
+            if slots.is_empty() {
+                sources.remove(source);
+            }
+        }
+    }
+
+    /// Sources tracked.
+    pub fn tracked(&self) -> usize {
+        self.sources.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}

@@ -188,6 +188,17 @@ impl Web {
             created: now,
             expires,
         };
+        // Each start is a store row: a bounded number outstanding per user.
+        if !self
+            .ceremonies
+            .start(&format!("user:{}", session.user_id), now, expires)
+        {
+            return Err(Failure::TooManyRequests(
+                "Too many registrations were started and not finished. Finish one, or try again \
+                 in a few minutes."
+                    .to_owned(),
+            ));
+        }
         self.service
             .store()
             .put_web_ceremony(&ceremony, now)
@@ -203,10 +214,15 @@ impl Web {
         kind: CeremonyKind,
         now: Timestamp,
     ) -> Result<WebCeremony, Failure> {
-        self.service
-            .store()
-            .take_web_ceremony(ceremony_id)
-            .await?
+        let taken = self.service.store().take_web_ceremony(ceremony_id).await?;
+        if taken
+            .as_ref()
+            .is_some_and(|c| c.session_id_hash.as_deref() == Some(current.session.id_hash.as_str()))
+        {
+            self.ceremonies
+                .finish(&format!("user:{}", current.session.user_id));
+        }
+        taken
             .filter(|c| {
                 c.kind == kind
                     && c.session_id_hash.as_deref() == Some(current.session.id_hash.as_str())
@@ -423,7 +439,7 @@ impl Web {
                 Some(message),
             )?));
         };
-        self.throttle.record_success(&key);
+        self.throttle.record_success(&key, source.ip);
         pending.last_used_step = Some(step);
         let method = RegisteredMethod {
             id: uuid::Uuid::new_v4().to_string(),

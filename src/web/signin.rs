@@ -3,7 +3,11 @@
 //! present after the password, passkey sign-in, and the sessions that result.
 //!
 //! Rules, in order of a TAP sign-in:
-//! 1. the throttle is asked first (no hashing for a locked-out name or address);
+//! 0. the typed name (already trimmed by the form handler) must pass
+//!    [`crate::signin::check_sign_in_name`], or the request gets a 400 naming the problem with
+//!    nothing looked up, counted or audited;
+//! 1. the throttle is asked first (no hashing for a name locked from this address, or a locked
+//!    address); a refusal is audited at most once per throttle key per minute, with a count;
 //! 2. the typed code is verified against the user's TAP hash, or against a decoy when there is
 //!    no such user or TAP, so every path costs one argon2 verification;
 //! 3. `policy::web_sign_in_check` decides, with its reason codes and DESIGN's messages;
@@ -11,6 +15,10 @@
 //!    same transaction): of N concurrent sign-ins exactly one gets a session;
 //! 5. the session never outlives the TAP; after a one-time TAP the registration window is
 //!    10 minutes; users in a registration-interrupt group get interrupt mode.
+//!
+//! Passkey sign-ins are throttled apart ([`super::throttle::Throttle::check_passkey`]): a
+//! password, TAP or app-code failure never locks them. Passkey sign-in ceremonies are capped
+//! per source address ([`super::passkeys::CeremonyLimiter`]).
 //!
 //! Every attempt is audited (activity [`activity::SIGN_IN`], `details.authenticationMethod`,
 //! reason codes on failure). A name that doesn't exist gets the same prompt, message and cost
@@ -44,8 +52,7 @@ use crate::policy::{self, SignInFailure, UsabilityReason};
 use crate::service::TapDetails;
 use crate::tapcode::MAX_CREDENTIAL_BYTES;
 
-/// Longest user name looked up; longer input is treated as unknown.
-const MAX_NAME_BYTES: usize = 256;
+use crate::signin::{check_sign_in_name, MAX_NAME_BYTES};
 
 /// What the page asks for after the user gave their name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,14 +207,25 @@ impl Web {
 
     /// Records a refused sign-in (store and journal); a store failure is logged, not raised,
     /// so the user still gets the refusal.
-    async fn audit_refusal(&self, actor: &str, method: &str, refusal: &Refusal, source: &Source) {
+    async fn audit_refusal(
+        &self,
+        actor: &str,
+        method: &str,
+        refusal: &Refusal,
+        source: &Source,
+        attempts: Option<u64>,
+    ) {
+        let mut details = json!({ "authenticationMethod": method });
+        if let (Some(attempts), Some(map)) = (attempts, details.as_object_mut()) {
+            map.insert("attempts".into(), json!(attempts));
+        }
         let event = self.web_event(
             activity::SIGN_IN,
             actor,
             AuditResult::Failure,
             Some(refusal.code()),
             source,
-            json!({ "authenticationMethod": method }),
+            details,
         );
         crate::audit::log(&event);
         self.count_refusal(method, refusal);
@@ -237,8 +255,15 @@ impl Web {
         refusal: Refusal,
         source: &Source,
     ) -> Result<T, SignInError> {
-        self.audit_refusal(actor, method, &refusal, source).await;
+        self.audit_refusal(actor, method, &refusal, source, None)
+            .await;
         Err(SignInError::Refused(refusal))
+    }
+
+    /// Refuses a typed name that [`check_sign_in_name`] does not allow: a 400 naming the
+    /// problem, before any store access, hashing, throttle entry or audit event.
+    fn check_name(name: &str) -> Result<(), Failure> {
+        check_sign_in_name(name).map_err(|e| Failure::BadRequest(format!("{e}.")))
     }
 
     /// The user a typed name stands for (userPrincipalName, username or id).
@@ -289,11 +314,52 @@ impl Web {
         method: &str,
         source: &Source,
     ) -> Result<(), SignInError> {
-        match self.throttle.check(key, source.ip, self.now()) {
+        let now = self.now();
+        match self.throttle.check_keyed(key, source.ip, now) {
+            Ok(()) => Ok(()),
+            Err((throttled, aggregate)) => {
+                let refusal = Refusal::Throttled(throttled);
+                // One audit event per throttle key per minute, counting the attempts it stands
+                // for: a flood from a locked source can't fill the audit.
+                match self.throttle.note_refusal(&aggregate, now) {
+                    Some(attempts) => {
+                        self.audit_refusal(actor, method, &refusal, source, Some(attempts))
+                            .await
+                    }
+                    None => self.count_refusal(method, &refusal),
+                }
+                Err(SignInError::Refused(refusal))
+            }
+        }
+    }
+
+    /// Refuses a passkey sign-in from a source with too many failed assertions. Password, TAP
+    /// and app-code failures never count here.
+    async fn check_passkey_throttle(
+        &self,
+        actor: &str,
+        source: &Source,
+    ) -> Result<(), SignInError> {
+        let now = self.now();
+        match self.throttle.check_passkey(source.ip, now) {
             Ok(()) => Ok(()),
             Err(throttled) => {
-                self.refuse(actor, method, Refusal::Throttled(throttled), source)
-                    .await
+                let refusal = Refusal::Throttled(throttled);
+                let key = format!("passkey:{}", super::throttle::source_key(source.ip));
+                match self.throttle.note_refusal(&key, now) {
+                    Some(attempts) => {
+                        self.audit_refusal(
+                            actor,
+                            method_name::PASSKEY,
+                            &refusal,
+                            source,
+                            Some(attempts),
+                        )
+                        .await
+                    }
+                    None => self.count_refusal(method_name::PASSKEY, &refusal),
+                }
+                Err(SignInError::Refused(refusal))
             }
         }
     }
@@ -323,6 +389,7 @@ impl Web {
     /// Which prompt a typed name gets: the TAP prompt when the user is in the policy's scope
     /// and holds a TAP (usable or not: its refusal then says why), else the password prompt.
     pub async fn prompt_for(&self, name: &str) -> Result<Prompt, Failure> {
+        Self::check_name(name)?;
         let Some(user) = self.find_user(name).await? else {
             return Ok(Prompt::Password);
         };
@@ -346,6 +413,7 @@ impl Web {
         code: Zeroizing<String>,
         source: &Source,
     ) -> Result<SignedIn, SignInError> {
+        Self::check_name(name)?;
         let user = self.find_user(name).await?;
         let actor = user
             .as_ref()
@@ -444,7 +512,7 @@ impl Web {
             .web_sign_ins
             .inc(WebSignIn::TapSuccess);
         self.service.metrics().taps_used.inc(TapUseChannel::Web);
-        self.throttle.record_success(&key);
+        self.throttle.record_success(&key, source.ip);
         Ok(signed_in)
     }
 
@@ -456,6 +524,7 @@ impl Web {
         password: Zeroizing<String>,
         source: &Source,
     ) -> Result<SignedIn, SignInError> {
+        Self::check_name(name)?;
         let user = self.find_user(name).await?;
         let actor = user
             .as_ref()
@@ -509,7 +578,7 @@ impl Web {
                 )
                 .await;
         };
-        self.throttle.record_success(&key);
+        self.throttle.record_success(&key, source.ip);
         let has_methods = !self.service.store().methods(&user.id).await?.is_empty();
         let method = if has_methods {
             WebAuthMethod::PasswordPendingSecondFactor
@@ -564,7 +633,7 @@ impl Web {
         .await?;
         let now = self.now();
         if self.accept_app_code(user, code, now).await? {
-            self.throttle.record_success(&key);
+            self.throttle.record_success(&key, source.ip);
             return self
                 .upgrade(current, method_name::AUTHENTICATOR_APP, source, now)
                 .await;
@@ -764,7 +833,7 @@ impl Web {
         current: Option<&Current>,
         source: &Source,
     ) -> Result<PasskeyChallenge, Failure> {
-        if let Err(throttled) = self.throttle.check_address(source.ip, self.now()) {
+        if let Err(throttled) = self.throttle.check_passkey(source.ip, self.now()) {
             return Err(Failure::Forbidden(
                 Refusal::Throttled(throttled).message(""),
             ));
@@ -815,6 +884,16 @@ impl Web {
             created: now,
             expires: now + CEREMONY_LIFETIME,
         };
+        if !self
+            .ceremonies
+            .start(&Self::ceremony_source(source), now, ceremony.expires)
+        {
+            return Err(Failure::TooManyRequests(
+                "Too many passkey sign-ins were started from your address. Finish one, or try \
+                 again in a few minutes."
+                    .to_owned(),
+            ));
+        }
         self.service
             .store()
             .put_web_ceremony(&ceremony, now)
@@ -823,6 +902,11 @@ impl Web {
             ceremony_id: ceremony.id,
             options,
         })
+    }
+
+    /// The key passkey sign-in ceremonies are limited under: the source address (IPv6 by /64).
+    fn ceremony_source(source: &Source) -> String {
+        format!("address:{}", super::throttle::source_key(source.ip))
     }
 
     /// The user's registered passkeys, decoded.
@@ -851,10 +935,11 @@ impl Web {
     ) -> Result<SignedIn, SignInError> {
         let store = self.service.store();
         let now = self.now();
-        let ceremony = store
-            .take_web_ceremony(ceremony_id)
-            .await?
-            .filter(|c| now < c.expires);
+        let ceremony = store.take_web_ceremony(ceremony_id).await?;
+        if ceremony.is_some() {
+            self.ceremonies.finish(&Self::ceremony_source(source));
+        }
+        let ceremony = ceremony.filter(|c| now < c.expires);
         match (ceremony, current) {
             (Some(c), None) if c.kind == CeremonyKind::DiscoverableAuthentication => {
                 self.finish_discoverable(&c, response, source, now).await
@@ -869,7 +954,7 @@ impl Web {
             }
             (_, current) => {
                 let actor = current.map_or("unknown", |c| c.user.user_principal_name.as_str());
-                self.throttle.record_address_failure(source.ip, now);
+                self.throttle.record_passkey_failure(source.ip, now);
                 self.refuse(actor, method_name::PASSKEY, Refusal::PasskeyRefused, source)
                     .await
             }
@@ -908,7 +993,7 @@ impl Web {
             _ => None,
         };
         let Some((user, method)) = found else {
-            self.throttle.record_address_failure(source.ip, now);
+            self.throttle.record_passkey_failure(source.ip, now);
             return self
                 .refuse(
                     "unknown",
@@ -918,10 +1003,8 @@ impl Web {
                 )
                 .await;
         };
-        let key = Self::throttle_key("", Some(&user));
         let actor = user.user_principal_name.clone();
-        self.check_throttle(&key, &actor, method_name::PASSKEY, source)
-            .await?;
+        self.check_passkey_throttle(&actor, source).await?;
         self.refuse_quarantined(Some(&user), &actor, method_name::PASSKEY, source)
             .await?;
         let verified = serde_json::from_str::<Passkey>(&method.data)
@@ -933,7 +1016,7 @@ impl Web {
                     .map(|result| (passkey, result))
             });
         let Some((mut passkey, result)) = verified else {
-            self.throttle.record_failure(&key, source.ip, now);
+            self.throttle.record_passkey_failure(source.ip, now);
             return self
                 .refuse(
                     &actor,
@@ -944,7 +1027,6 @@ impl Web {
                 .await;
         };
         self.store_counter(&method, &mut passkey, &result).await?;
-        self.throttle.record_success(&key);
         let event = self.web_event(
             activity::SIGN_IN,
             &actor,
@@ -981,16 +1063,14 @@ impl Web {
         now: Timestamp,
     ) -> Result<SignedIn, SignInError> {
         let user = &current.user;
-        let key = Self::throttle_key("", Some(user));
         let actor = user.user_principal_name.clone();
-        self.check_throttle(&key, &actor, method_name::PASSKEY, source)
-            .await?;
+        self.check_passkey_throttle(&actor, source).await?;
         self.refuse_quarantined(Some(user), &actor, method_name::PASSKEY, source)
             .await?;
         let state: PasskeyAuthentication = serde_json::from_str(&ceremony.state)
             .map_err(|e| Failure::Internal(format!("ceremony state: {e}")))?;
         let Ok(result) = self.passkeys.finish_authentication(response, &state) else {
-            self.throttle.record_failure(&key, source.ip, now);
+            self.throttle.record_passkey_failure(source.ip, now);
             return self
                 .refuse(
                     &actor,
@@ -1012,7 +1092,6 @@ impl Web {
                 self.store_counter(&method, &mut passkey, &result).await?;
             }
         }
-        self.throttle.record_success(&key);
         self.upgrade(current, method_name::PASSKEY, source, now)
             .await
     }

@@ -1,8 +1,19 @@
-//! Guessing resistance for the sign-in page: consecutive failures per account name and per
-//! source address, growing delays, then lockouts that grow each time.
+//! Guessing resistance for the sign-in page: consecutive failures per (account, source) and
+//! per source address, growing delays, then lockouts that grow each time.
 //!
-//! Per account (OWASP: "the counter of failed logins should be associated with the account
-//! itself"): the first [`ThrottleSettings::free_failures`] failures cost nothing; each further
+//! Lockout that spares the victim (Entra smart lockout: the attacker's location is locked, not
+//! the familiar one): failures are counted per (account, source address), IPv6 addresses
+//! collapsed to their /64 ([`source_key`]), so a flood of wrong TAPs or passwords for erin from
+//! one address locks erin *from that address* only; erin's correct TAP from her own address
+//! keeps working. The limit: an attacker who controls many addresses gets the allowance once
+//! per address (the per-address lockout bounds what each one can sweep, and argon2 bounds the
+//! rate); an attacker can never lock the victim's own address without sending from it.
+//!
+//! Passkeys are counted apart ([`Throttle::check_passkey`]): a failed password, TAP or app
+//! code never locks a passkey sign-in, and failed assertions lock only passkey sign-ins from
+//! their source.
+//!
+//! Per (account, source): the first [`ThrottleSettings::free_failures`] failures cost nothing; each further
 //! one makes the account wait 1 s, 2 s, 4 s … (at most [`ThrottleSettings::max_delay`]) before
 //! the next attempt; the [`ThrottleSettings::lockout_threshold`]-th failure in a row locks it
 //! for [`ThrottleSettings::lockout`], and every failure after that locks it again for twice as
@@ -14,19 +25,38 @@
 //! Per address: only lockouts, at a higher threshold, so many users behind one NAT are not
 //! slowed by one person's typos while one address can't sweep many accounts.
 //!
+//! Refused attempts are audited at most once per throttle key per minute, with a count
+//! ([`Throttle::note_refusal`], [`crate::signin::AuditAggregator`]).
+//!
 //! Attempts are refused *before* any hashing, so a locked-out flood costs no argon2 time. The
 //! state is in memory, per node, bounded in size; time is a parameter.
 //!
-//! May depend on: `model` (timestamps) only.
+//! May depend on: `model` (timestamps) and `signin` (the audit aggregator) only.
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 
 use chrono::Duration;
 
 use crate::model::Timestamp;
+use crate::signin::AuditAggregator;
+
+/// The source an address counts as: IPv4 (and IPv4-mapped IPv6) as is, any other IPv6
+/// address collapsed to its /64, the smallest block one subscriber usually gets.
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(bits))
+            }
+        },
+    }
+}
 
 /// How the throttle counts and waits.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -182,12 +212,14 @@ fn next_lockout(entry: &Entry, settings: &ThrottleSettings) -> Duration {
     }
 }
 
-/// Failure counters per account name and per source address.
+/// Failure counters per (account, source), per source address, and per source for passkeys.
 #[derive(Debug)]
 pub struct Throttle {
     settings: ThrottleSettings,
-    accounts: Counters<String>,
+    accounts: Counters<(String, IpAddr)>,
     addresses: Counters<IpAddr>,
+    passkeys: Counters<IpAddr>,
+    refusals: AuditAggregator,
 }
 
 impl Throttle {
@@ -197,6 +229,8 @@ impl Throttle {
             settings,
             accounts: Counters::new(),
             addresses: Counters::new(),
+            passkeys: Counters::new(),
+            refusals: AuditAggregator::default(),
         }
     }
 
@@ -211,28 +245,64 @@ impl Throttle {
         name.trim().to_lowercase()
     }
 
+    fn pair(account: &str, address: IpAddr) -> (String, IpAddr) {
+        (Self::account_key(account), source_key(address))
+    }
+
     /// Whether an attempt for `account` from `address` may be made at `now`; the longer wait
     /// wins when both are blocked.
     pub fn check(&self, account: &str, address: IpAddr, now: Timestamp) -> Result<(), Throttled> {
-        let by_account = self.accounts.check(&Self::account_key(account), now);
-        let by_address = self.addresses.check(&address, now);
-        match (by_account, by_address) {
-            (Err(a), Err(b)) => Err(if a.retry_after >= b.retry_after { a } else { b }),
-            (Err(a), Ok(())) => Err(a),
-            (Ok(()), Err(b)) => Err(b),
-            (Ok(()), Ok(())) => Ok(()),
-        }
+        self.check_keyed(account, address, now).map_err(|(t, _)| t)
     }
 
-    /// Whether an attempt that names no account yet (a discoverable passkey) may be made.
-    pub fn check_address(&self, address: IpAddr, now: Timestamp) -> Result<(), Throttled> {
-        self.addresses.check(&address, now)
+    /// [`Throttle::check`], and when refused, the key the refusal is counted under for audit
+    /// aggregation: the address when the address is locked (a flood over many names from one
+    /// address is one key), else the (account, source) pair.
+    pub fn check_keyed(
+        &self,
+        account: &str,
+        address: IpAddr,
+        now: Timestamp,
+    ) -> Result<(), (Throttled, String)> {
+        let (name, source) = Self::pair(account, address);
+        let by_address = self.addresses.check(&source, now);
+        if let Err(t) = by_address {
+            let by_account = self.accounts.check(&(name, source), now);
+            let longer = match by_account {
+                Err(a) if a.retry_after > t.retry_after => a,
+                _ => t,
+            };
+            return Err((longer, format!("address:{source}")));
+        }
+        self.accounts
+            .check(&(name.clone(), source), now)
+            .map_err(|t| (t, format!("account:{name}\u{0}{source}")))
+    }
+
+    /// Notes a refused attempt under `key` (from [`Throttle::check_keyed`]): `Some(n)` when its
+    /// audit event is due, standing for `n` attempts, `None` when it is folded into a later one.
+    pub fn note_refusal(&self, key: &str, now: Timestamp) -> Option<u64> {
+        self.refusals.note(key, now)
+    }
+
+    /// Whether a passkey sign-in from `address` may be made: only failed passkey assertions
+    /// from that source count, never password, TAP or app-code failures.
+    pub fn check_passkey(&self, address: IpAddr, now: Timestamp) -> Result<(), Throttled> {
+        self.passkeys.check(&source_key(address), now)
+    }
+
+    /// Records a failed passkey assertion (or an unknown passkey) from `address`.
+    pub fn record_passkey_failure(&self, address: IpAddr, now: Timestamp) {
+        let s = &self.settings;
+        self.passkeys.fail(&source_key(address), now, s, |entry| {
+            (entry.failures >= s.address_lockout_threshold).then(|| (next_lockout(entry, s), true))
+        });
     }
 
     /// Records a failed attempt that named no known account.
     pub fn record_address_failure(&self, address: IpAddr, now: Timestamp) {
         let s = &self.settings;
-        self.addresses.fail(&address, now, s, |entry| {
+        self.addresses.fail(&source_key(address), now, s, |entry| {
             (entry.failures >= s.address_lockout_threshold).then(|| (next_lockout(entry, s), true))
         });
     }
@@ -241,7 +311,7 @@ impl Throttle {
     pub fn record_failure(&self, account: &str, address: IpAddr, now: Timestamp) {
         let s = &self.settings;
         self.accounts
-            .fail(&Self::account_key(account), now, s, |entry| {
+            .fail(&Self::pair(account, address), now, s, |entry| {
                 if entry.failures >= s.lockout_threshold {
                     Some((next_lockout(entry, s), true))
                 } else if entry.failures > s.free_failures {
@@ -255,15 +325,20 @@ impl Throttle {
         self.record_address_failure(address, now);
     }
 
-    /// Records a successful sign-in: the account's counter starts again. The address keeps its
-    /// count (a success on one's own account must not reset a sweep over others).
-    pub fn record_success(&self, account: &str) {
-        self.accounts.succeed(&Self::account_key(account));
+    /// Records a successful sign-in: the (account, source) counter starts again. The address
+    /// keeps its count (a success on one's own account must not reset a sweep over others).
+    pub fn record_success(&self, account: &str, address: IpAddr) {
+        self.accounts.succeed(&Self::pair(account, address));
     }
 
-    /// Accounts and addresses currently tracked.
+    /// (Account, source) pairs and addresses currently tracked.
     pub fn tracked(&self) -> (usize, usize) {
         (self.accounts.len(), self.addresses.len())
+    }
+
+    /// Keys currently remembered for audit aggregation.
+    pub fn refusal_keys(&self) -> usize {
+        self.refusals.len()
     }
 }
 
@@ -306,7 +381,7 @@ mod tests {
         let again = throttle.check("alice", ip(1), now).unwrap_err();
         assert_eq!(again.retry_after, Duration::seconds(120));
         // A success resets the account.
-        throttle.record_success("Alice");
+        throttle.record_success("Alice", ip(1));
         throttle.check("alice", ip(1), now).unwrap();
     }
 
@@ -362,5 +437,63 @@ mod tests {
             accounts <= 100 && addresses <= 100,
             "{accounts} {addresses}"
         );
+    }
+
+    #[test]
+    fn an_account_locked_from_one_source_still_signs_in_from_another() {
+        let throttle = Throttle::new(ThrottleSettings::default());
+        let mut now = t0();
+        for _ in 0..10 {
+            throttle.record_failure("erin", ip(1), now);
+            if let Err(t) = throttle.check("erin", ip(1), now) {
+                now += t.retry_after - Duration::seconds(1);
+                if t.locked_out {
+                    break;
+                }
+                now += Duration::seconds(1);
+            }
+        }
+        assert!(throttle.check("erin", ip(1), now).unwrap_err().locked_out);
+        throttle.check("erin", ip(2), now).unwrap();
+        // Passkeys are never locked by password or TAP failures, not even from ip(1).
+        throttle.check_passkey(ip(1), now).unwrap();
+        // IPv6: one /64 is one source; the next /64 is another.
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        for _ in 0..10 {
+            throttle.record_failure("frank", a, now);
+        }
+        assert!(throttle.check("frank", b, now).is_err());
+        throttle.check("frank", c, now).unwrap();
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert_eq!(source_key(mapped), ip(1));
+    }
+
+    #[test]
+    fn failed_passkey_assertions_lock_only_passkeys_from_their_source() {
+        let settings = ThrottleSettings::default();
+        let throttle = Throttle::new(settings.clone());
+        let now = t0();
+        for _ in 0..settings.address_lockout_threshold {
+            throttle.record_passkey_failure(ip(5), now);
+        }
+        assert!(throttle.check_passkey(ip(5), now).is_err());
+        throttle.check_passkey(ip(6), now).unwrap();
+        throttle.check("erin", ip(5), now).unwrap();
+    }
+
+    #[test]
+    fn refusals_from_a_locked_address_share_one_audit_key() {
+        let throttle = Throttle::new(ThrottleSettings::default());
+        let now = t0();
+        for i in 0..50 {
+            throttle.record_failure(&format!("user{i}"), ip(7), now);
+        }
+        let (_, a) = throttle.check_keyed("x", ip(7), now).unwrap_err();
+        let (_, b) = throttle.check_keyed("y", ip(7), now).unwrap_err();
+        assert_eq!(a, b);
+        assert_eq!(throttle.note_refusal(&a, now), Some(1));
+        assert_eq!(throttle.note_refusal(&b, now), None);
     }
 }

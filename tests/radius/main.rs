@@ -386,3 +386,112 @@ fn federation_outcomes_over_http() {
     assert!(events.iter().all(|e| e["channel"] == "federation"));
     assert_eq!(events[0]["initiatedBy"], "relying party test-idp");
 }
+
+/// PAP attributes with a Calling-Station-Id.
+fn pap_from_station(user: &str, password: &str, station: &str) -> String {
+    format!(
+        "User-Name = \"{user}\", User-Password = \"{password}\", Calling-Station-Id = \"{station}\", Message-Authenticator = 0x00\n"
+    )
+}
+
+#[test]
+fn erins_password_from_her_own_station_works_while_another_station_is_locked_out() {
+    let tapd = Tapd::start();
+    let send = |password: &str, station: &str| {
+        radclient(
+            tapd.radius,
+            "auth",
+            RADIUS_SECRET,
+            &pap_from_station("erin", password, station),
+        )
+    };
+    // Eight different wrong passwords from the attacker's station (five lock it).
+    for attempt in 0..8 {
+        let wrong = send(&format!("guess-{attempt}"), "02-00-00-00-00-66");
+        assert_eq!(
+            wrong.reply.as_deref(),
+            Some("Access-Reject"),
+            "{}",
+            wrong.output
+        );
+    }
+    // From there, even erin's correct password is refused without a directory check.
+    let locked = send("erin-demo-pw", "02-00-00-00-00-66");
+    assert_eq!(
+        locked.reply.as_deref(),
+        Some("Access-Reject"),
+        "{}",
+        locked.output
+    );
+    let reasons: Vec<String> = tapd
+        .sign_ins("erin@example.org")
+        .iter()
+        .map(|e| e["reasonCode"].as_str().unwrap_or("-").to_owned())
+        .collect();
+    assert_eq!(reasons[0], "throttled", "{reasons:?}");
+    // From erin's own station: accepted.
+    let own = send("erin-demo-pw", "02-00-00-00-00-e1");
+    assert_eq!(
+        own.reply.as_deref(),
+        Some("Access-Accept"),
+        "{}",
+        own.output
+    );
+    // Throttled attempts from the locked station: at most one audit event a minute.
+    for _ in 0..5 {
+        send("erin-demo-pw", "02-00-00-00-00-66");
+    }
+    let throttled = tapd
+        .sign_ins("erin@example.org")
+        .iter()
+        .filter(|e| e["reasonCode"] == "throttled")
+        .count();
+    assert_eq!(throttled, 1);
+}
+
+#[test]
+fn names_with_control_characters_or_over_256_bytes_are_refused_unaudited() {
+    let tapd = Tapd::start();
+    let audit_size = || {
+        tapd.tapctl(&["audit", "--activity", "User sign-in"])["value"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    let before = audit_size();
+    for name in ["erin\\n", "erin\\033[2J", "er\\177in"] {
+        let refused = radclient(
+            tapd.radius,
+            "auth",
+            RADIUS_SECRET,
+            &pap_attributes(name, "erin-demo-pw"),
+        );
+        assert_eq!(
+            refused.reply.as_deref(),
+            Some("Access-Reject"),
+            "{name}: {}",
+            refused.output
+        );
+    }
+    let scraped = tapd.scrape();
+    assert_eq!(
+        metric(
+            &scraped,
+            r#"tapd_radius_requests_total{result="reject",reason="name_invalid"}"#
+        ),
+        3.0
+    );
+    // Federation: the usual 401, for a control character and for 300 bytes.
+    let long = format!("{}@example.org", "e".repeat(300));
+    for upn in ["erin\u{1b}[2J@example.org", long.as_str()] {
+        let body = serde_json::json!({ "userPrincipalName": upn, "credential": "erin-demo-pw" });
+        let refused = curl(
+            tapd.web,
+            "POST",
+            "/federation/v1/authenticate",
+            Some(FEDERATION_TOKEN),
+            Some(&body.to_string()),
+        );
+        assert_eq!(refused.status, 401, "{:?}", refused.json);
+    }
+    assert_eq!(audit_size(), before, "nothing audited");
+}

@@ -357,9 +357,10 @@ async fn the_eleventh_wrong_code_in_a_row_is_throttled() {
         .contains("Too many failed sign-in attempts. Try again in 50 seconds."));
     assert_eq!(page.headers["retry-after"], "50");
     assert!(!browser.cookies.contains_key("tapd-session"));
-    // Another address is throttled for the same account.
+    // Another connection (port) of the same address is throttled for the same account.
+    // (Another address is not: the lockout is per (account, source), see tests/web/abuse.rs.)
     let mut elsewhere = site.browser();
-    elsewhere.peer = "127.0.0.9:40000".parse().unwrap();
+    elsewhere.peer = "127.0.0.1:40001".parse().unwrap();
     elsewhere.identify("alice").await;
     let page = elsewhere
         .post("/sign-in/tap", &[("username", "alice"), ("code", &code)])

@@ -3,6 +3,7 @@
 //! test in headless Chromium.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod abuse;
 mod authenticator;
 mod daemon;
 mod e2e;
