@@ -676,6 +676,7 @@ impl FrontEnds {
         }
         if let Some(federation) = &self.federation {
             federation.update_relying_parties(&config.federation.relying_parties);
+            federation.set_reject_delay(config.federation.reject_delay);
         }
     }
 }
@@ -736,6 +737,7 @@ async fn start_front_ends(
         &config.federation.relying_parties,
         metrics.clone(),
     ));
+    federation_state.set_reject_delay(config.federation.reject_delay);
     front_ends.federation = Some(federation_state.clone());
     let tls = match &config.web.tls {
         Some(files) => Some(web::load_tls(files).context("while loading the web TLS files")?),

@@ -1,6 +1,8 @@
 //! The RADIUS socket loop, kept small: receive datagrams on already-bound UDP sockets, drop
 //! unknown sources before any work, hand the rest to the [`RadiusHandler`] on a bounded
-//! number of tasks (excess dropped and counted), send what it returns. Stops when the
+//! number of tasks (excess dropped and counted), send what it returns. An Access-Reject is
+//! held on a tokio timer until `reject_delay` after its arrival, after the task gave its
+//! permit back, so held rejects occupy neither a thread nor a slot of [`MAX_IN_FLIGHT`]. Stops when the
 //! shutdown token fires, after the requests in progress finished.
 //!
 //! May depend on: `handler`, `metrics` (what it counts), tokio, socket2 (binding), tokio-util (cancellation, tracking).
@@ -111,23 +113,32 @@ async fn receive_loop(
         if !handler.admits(source.ip(), Instant::now()) {
             continue;
         }
+        let shutdown_hold = shutdown.clone();
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             metrics.radius_dropped.inc(RadiusDropCause::Overloaded);
             continue;
         };
+        let arrived = Instant::now();
         let datagram = buffer[..len].to_vec();
         let handler = handler.clone();
         let socket = socket.clone();
         requests.spawn(async move {
-            let _permit = permit;
-            let reply = handler
-                .handle(local, source, &datagram, Instant::now())
-                .await;
-            if let Some(reply) = reply {
-                if let Err(e) = socket.send_to(&reply, source).await {
-                    metrics.radius_dropped.inc(RadiusDropCause::SendFailed);
-                    log::warn!("RADIUS: could not send the reply to {source}: {e}");
+            let pending = handler.prepare(local, source, &datagram, arrived).await;
+            // A held Access-Reject waits on a timer, without a permit: the delay must not
+            // cap how many requests are decided at once.
+            drop(permit);
+            let Some(pending) = pending else { return };
+            if let Some(not_before) = pending.not_before() {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(not_before.into()) => {}
+                    // Shutting down: send what was decided now rather than never.
+                    _ = shutdown_hold.cancelled() => {}
                 }
+            }
+            let reply = handler.release(pending);
+            if let Err(e) = socket.send_to(&reply, source).await {
+                metrics.radius_dropped.inc(RadiusDropCause::SendFailed);
+                log::warn!("RADIUS: could not send the reply to {source}: {e}");
             }
         });
     }

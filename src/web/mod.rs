@@ -41,7 +41,7 @@ use crate::directory::DirectorySource;
 use crate::service::TapService;
 
 pub use handlers::router;
-pub use server::{load_tls, serve};
+pub use server::{load_tls, serve, ClientAddr};
 
 use passkeys::{PasskeyError, Passkeys};
 use throttle::{Throttle, ThrottleSettings};
