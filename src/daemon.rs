@@ -311,8 +311,9 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         let metrics = metrics.clone();
         let readiness = readiness.clone();
         let shutdown = shutdown.clone();
+        let limits = config.web.limits;
         tasks.spawn(heartbeats.supervise("metrics", async move {
-            metrics_http::serve(listener, metrics, readiness, shutdown)
+            metrics_http::serve(listener, metrics, readiness, limits, shutdown)
                 .await
                 .context("metrics server failed")
         }));
@@ -745,7 +746,15 @@ async fn start_front_ends(
     };
     if let Some(addr) = config.federation.listen {
         let router = federation::router(federation_state.clone());
-        spawn_http("federation", addr, tls.clone(), router, loops).await?;
+        spawn_http(
+            "federation",
+            addr,
+            tls.clone(),
+            router,
+            config.web.limits,
+            loops,
+        )
+        .await?;
     }
     if let Some(addr) = config.web.listen {
         let settings = web::WebSettings::from_config(&config.web)?;
@@ -755,7 +764,7 @@ async fn start_front_ends(
         if config.federation.listen.is_none() {
             router = router.merge(federation::router(federation_state));
         }
-        spawn_http("web", addr, tls, router, loops).await?;
+        spawn_http("web", addr, tls, router, config.web.limits, loops).await?;
     }
     Ok(front_ends)
 }
@@ -766,6 +775,7 @@ async fn spawn_http(
     addr: std::net::SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
     router: axum::Router,
+    limits: crate::config::HttpLimits,
     loops: &mut Loops<'_>,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -779,7 +789,7 @@ async fn spawn_http(
     loops
         .tasks
         .spawn(loops.heartbeats.supervise(what, async move {
-            web::serve(listener, tls, router, shutdown)
+            web::serve(listener, tls, router, limits, shutdown)
                 .await
                 .with_context(|| format!("{what} server failed"))
         }));

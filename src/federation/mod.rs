@@ -38,7 +38,7 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::RelyingParty;
+use crate::config::{HttpLimits, RelyingParty};
 use crate::metrics::{FederationOutcome, FederationRefusal, Metrics};
 use crate::signin::{AttemptContext, RejectReason, SignIn, SignInChannel, SignInOutcome};
 use crate::web::ClientAddr;
@@ -158,19 +158,19 @@ pub fn router(state: Arc<FederationState>) -> Router {
         .with_state(state)
 }
 
-/// Serves [`router`] on `listener` (plain HTTP) until `shutdown` fires. The caller logs
+/// Serves [`router`] on `listener` (plain HTTP) until `shutdown` fires, through the web
+/// site's connection loop and its deadlines and caps (`limits`). The caller logs
 /// `listening for federation on ADDR` (or `web`).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<FederationState>,
+    limits: HttpLimits,
     shutdown: CancellationToken,
 ) -> Result<(), FederationError> {
-    let app = router(state)
-        .fallback(not_found)
-        .into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
+    let app = router(state).fallback(not_found);
+    crate::web::serve(listener, None, app, limits, shutdown)
+        .await
+        .map_err(std::io::Error::other)?;
     Ok(())
 }
 

@@ -44,6 +44,8 @@ pub struct Tapd {
     pub web: SocketAddr,
     /// The metrics listener.
     pub metrics: SocketAddr,
+    /// The federation endpoint's own listener, when the options gave it one.
+    pub federation: Option<SocketAddr>,
 }
 
 /// Writes a secret file (mode 0600), replacing what was there.
@@ -61,6 +63,8 @@ pub struct Options {
     pub federation_reject_delay: &'static str,
     /// Extra lines in `[web]`.
     pub web: String,
+    /// Extra lines in `[federation]` (e.g. its own `listen`).
+    pub federation: String,
     /// Extra sections at the end of the file.
     pub extra: String,
     /// Extra entries appended to a copy of the demo directory.
@@ -73,6 +77,7 @@ impl Default for Options {
             radius_reject_delay: "0",
             federation_reject_delay: "0",
             web: String::new(),
+            federation: String::new(),
             extra: String::new(),
             ldif: String::new(),
         }
@@ -135,6 +140,7 @@ public_url = "{PUBLIC_URL}"
 
 [federation]
 reject_delay = "{federation_reject_delay}"
+{federation}
 
 [[federation.relying_parties]]
 name = "test-idp"
@@ -153,8 +159,10 @@ listen = "127.0.0.1:0"
             radius_reject_delay = options.radius_reject_delay,
             federation_reject_delay = options.federation_reject_delay,
             web = options.web,
+            federation = options.federation,
             extra = options.extra,
         );
+        let own_federation_listener = options.federation.contains("listen");
         let config_path = dir.path().join("tapd.toml");
         std::fs::write(&config_path, config).unwrap();
 
@@ -185,10 +193,14 @@ listen = "127.0.0.1:0"
             radius: "0.0.0.0:0".parse().unwrap(),
             web: "0.0.0.0:0".parse().unwrap(),
             metrics: "0.0.0.0:0".parse().unwrap(),
+            federation: None,
         };
         tapd.radius = tapd.listening("RADIUS");
         tapd.web = tapd.listening("web");
         tapd.metrics = tapd.listening("metrics");
+        if own_federation_listener {
+            tapd.federation = Some(tapd.listening("federation"));
+        }
         tapd.listening("admin");
         tapd.wait_for_log(|line| line.contains("directory sync from") && line.contains(" users, "));
         tapd

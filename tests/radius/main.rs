@@ -12,6 +12,7 @@ mod load;
 mod load_engine;
 mod metrics;
 mod reload;
+mod slow_clients;
 mod timing;
 
 use std::net::UdpSocket;
