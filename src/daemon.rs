@@ -291,8 +291,9 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     {
         let service = service.clone();
         let shutdown = shutdown.clone();
+        let connection_timeout = config.admin.connection_timeout;
         tasks.spawn(heartbeats.supervise("admin API", async move {
-            admin::serve(listener, service, shutdown)
+            admin::serve(listener, service, connection_timeout, shutdown)
                 .await
                 .context("admin API server failed")
         }));

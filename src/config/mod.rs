@@ -270,6 +270,8 @@ pub struct AdminConfig {
     pub root_is_global_administrator: bool,
     /// Directory groups granting each admin role.
     pub roles: RoleMapping,
+    /// Longest an admin connection may stay open.
+    pub connection_timeout: Duration,
 }
 
 /// Admin role → directory group references (id, normalised DN, or a cn only one group has; see `crate::group_ref`).

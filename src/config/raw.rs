@@ -182,6 +182,9 @@ pub struct RawAdmin {
     pub root_is_global_administrator: bool,
     /// `[admin.roles]`: role → directory groups (id, normalised DN, or unique cn).
     pub roles: RawRoles,
+    /// Longest an admin connection may stay open, whatever it does; its request headers
+    /// must also arrive within 10 s (or this, if shorter). Default `120s`.
+    pub connection_timeout: String,
 }
 
 impl Default for RawAdmin {
@@ -191,6 +194,7 @@ impl Default for RawAdmin {
             socket_group: None,
             root_is_global_administrator: true,
             roles: RawRoles::default(),
+            connection_timeout: "120s".into(),
         }
     }
 }

@@ -621,11 +621,14 @@ fn admin(report: &mut Report<'_>, raw: &RawAdmin) -> AdminConfig {
             "no role is mapped and root_is_global_administrator = false: nobody can administer tapd",
         );
     }
+    let connection_timeout =
+        report.positive_duration("admin.connection_timeout", &raw.connection_timeout);
     AdminConfig {
         socket,
         socket_group: raw.socket_group.clone(),
         root_is_global_administrator: raw.root_is_global_administrator,
         roles,
+        connection_timeout,
     }
 }
 

@@ -65,6 +65,8 @@ pub struct Options {
     pub web: String,
     /// Extra lines in `[federation]` (e.g. its own `listen`).
     pub federation: String,
+    /// Extra lines in `[admin]`.
+    pub admin: String,
     /// Extra sections at the end of the file.
     pub extra: String,
     /// Extra entries appended to a copy of the demo directory.
@@ -78,6 +80,7 @@ impl Default for Options {
             federation_reject_delay: "0",
             web: String::new(),
             federation: String::new(),
+            admin: String::new(),
             extra: String::new(),
             ldif: String::new(),
         }
@@ -118,6 +121,7 @@ base_dn = "dc=example,dc=org"
 
 [admin]
 socket = "state/admin.sock"
+{admin}
 
 [radius]
 listen = ["127.0.0.1:0"]
@@ -160,6 +164,7 @@ listen = "127.0.0.1:0"
             federation_reject_delay = options.federation_reject_delay,
             web = options.web,
             federation = options.federation,
+            admin = options.admin,
             extra = options.extra,
         );
         let own_federation_listener = options.federation.contains("listen");

@@ -19,6 +19,7 @@ fn start() -> Tapd {
     Tapd::start_with(Options {
         web: "header_timeout = \"2s\"\nbody_timeout = \"2s\"\nrequest_timeout = \"20s\"\nmax_connections_per_address = 4\n".into(),
         federation: "listen = \"127.0.0.1:0\"\n".into(),
+        admin: "connection_timeout = \"3s\"\n".into(),
         ..Options::default()
     })
 }
@@ -132,6 +133,50 @@ fn the_per_address_cap_closes_the_fifth_connection_but_not_another_address() {
         assert!(
             again.starts_with("HTTP/1.1"),
             "{what}: 127.0.0.1 is served again once its connections closed: {again:?}"
+        );
+    }
+}
+
+#[test]
+fn a_stalling_admin_client_is_disconnected_at_the_connection_deadline() {
+    use std::os::unix::net::UnixStream;
+    let tapd = start();
+    let path = "/v1/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/temporaryAccessPass";
+    for head in [
+        // Headers that never end.
+        format!("PATCH {path} HTTP/1.1\r\nHost: localhost\r\nX-Slow: "),
+        // A body a byte a second.
+        format!(
+            "PATCH {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 30\r\n\r\n"
+        ),
+    ] {
+        let mut stream = UnixStream::connect(tapd.socket()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let started = Instant::now();
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let trickler = std::thread::spawn(move || {
+            for byte in SLOW {
+                std::thread::sleep(Duration::from_secs(1));
+                if writer.write_all(&[*byte]).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut buffer = [0u8; 4096];
+        while let Ok(len) = stream.read(&mut buffer) {
+            if len == 0 {
+                break;
+            }
+        }
+        let elapsed = started.elapsed();
+        drop(stream);
+        trickler.join().unwrap();
+        assert!(
+            elapsed < Duration::from_secs(3) + SLACK,
+            "the admin connection stayed {elapsed:?}: {head:?}"
         );
     }
 }
