@@ -338,6 +338,17 @@ impl RadiusHandler {
         pending.bytes
     }
 
+    /// Gives up on a held reply without sending it (too many held at once): the request
+    /// leaves the reply cache, so the NAS's retransmission is decided anew.
+    pub fn abandon(&self, pending: PendingReply) {
+        if let Some(key) = pending.key {
+            self.cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .abandon(&key);
+        }
+    }
+
     /// Decides one datagram that arrived on `receiver` from `source` at `now`, without
     /// waiting out the reject delay: the reply to send (when [`PendingReply::not_before`]
     /// says so, then through [`RadiusHandler::release`]), if any. The socket loop holds its

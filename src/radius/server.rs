@@ -26,6 +26,11 @@ use crate::metrics::{NoLabels, RadiusDropCause};
 /// flood can't queue unbounded work. The NAS retransmits.
 pub const MAX_IN_FLIGHT: usize = 256;
 
+/// Access-Rejects held for `reject_delay` at once; beyond this a decided reject is dropped
+/// (and counted as overloaded) rather than sent early, which would give the timing away.
+/// About 1 KiB each, so the cap bounds what a flood from a client can pin in memory.
+pub const MAX_HELD_REJECTS: usize = 65_536;
+
 /// Binds a UDP socket for RADIUS. An IPv6 socket is IPv6-only, so `0.0.0.0:1812` and
 /// `[::]:1812` can both be listed.
 pub fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
@@ -46,6 +51,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let held = Arc::new(Semaphore::new(MAX_HELD_REJECTS));
     let requests = TaskTracker::new();
     let mut listeners = tokio::task::JoinSet::new();
     for socket in sockets {
@@ -56,6 +62,7 @@ pub async fn serve(
             local,
             handler.clone(),
             permits.clone(),
+            held.clone(),
             requests.clone(),
             shutdown.clone(),
         ));
@@ -84,6 +91,7 @@ async fn receive_loop(
     local: SocketAddr,
     handler: Arc<RadiusHandler>,
     permits: Arc<Semaphore>,
+    held: Arc<Semaphore>,
     requests: TaskTracker,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
@@ -122,6 +130,7 @@ async fn receive_loop(
         let datagram = buffer[..len].to_vec();
         let handler = handler.clone();
         let socket = socket.clone();
+        let held = held.clone();
         requests.spawn(async move {
             let pending = handler.prepare(local, source, &datagram, arrived).await;
             // A held Access-Reject waits on a timer, without a permit: the delay must not
@@ -129,6 +138,11 @@ async fn receive_loop(
             drop(permit);
             let Some(pending) = pending else { return };
             if let Some(not_before) = pending.not_before() {
+                let Ok(_hold) = held.try_acquire_owned() else {
+                    metrics.radius_dropped.inc(RadiusDropCause::Overloaded);
+                    handler.abandon(pending);
+                    return;
+                };
                 tokio::select! {
                     _ = tokio::time::sleep_until(not_before.into()) => {}
                     // Shutting down: send what was decided now rather than never.
