@@ -991,6 +991,15 @@ fn federation(report: &mut Report<'_>, raw: &RawFederation, web: &WebConfig) -> 
         );
     }
     let reject_delay = reject_delay(report, "federation.reject_delay", &raw.reject_delay);
+    if reject_delay >= web.limits.request_timeout {
+        report.problem(
+            "federation.reject_delay",
+            format!(
+                "{:?} is not shorter than web.request_timeout: every rejection would end in 408 instead",
+                raw.reject_delay
+            ),
+        );
+    }
     FederationConfig {
         listen,
         relying_parties,
