@@ -171,6 +171,7 @@ async fn run() {
         listener,
         None,
         web::router(state),
+        tapd::config::HttpLimits::default(),
         shutdown.clone(),
     ));
 

@@ -291,8 +291,9 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     {
         let service = service.clone();
         let shutdown = shutdown.clone();
+        let connection_timeout = config.admin.connection_timeout;
         tasks.spawn(heartbeats.supervise("admin API", async move {
-            admin::serve(listener, service, shutdown)
+            admin::serve(listener, service, connection_timeout, shutdown)
                 .await
                 .context("admin API server failed")
         }));
@@ -311,8 +312,9 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         let metrics = metrics.clone();
         let readiness = readiness.clone();
         let shutdown = shutdown.clone();
+        let limits = config.web.limits;
         tasks.spawn(heartbeats.supervise("metrics", async move {
-            metrics_http::serve(listener, metrics, readiness, shutdown)
+            metrics_http::serve(listener, metrics, readiness, limits, shutdown)
                 .await
                 .context("metrics server failed")
         }));
@@ -676,6 +678,7 @@ impl FrontEnds {
         }
         if let Some(federation) = &self.federation {
             federation.update_relying_parties(&config.federation.relying_parties);
+            federation.set_reject_delay(config.federation.reject_delay);
         }
     }
 }
@@ -736,6 +739,7 @@ async fn start_front_ends(
         &config.federation.relying_parties,
         metrics.clone(),
     ));
+    federation_state.set_reject_delay(config.federation.reject_delay);
     front_ends.federation = Some(federation_state.clone());
     let tls = match &config.web.tls {
         Some(files) => Some(web::load_tls(files).context("while loading the web TLS files")?),
@@ -743,7 +747,15 @@ async fn start_front_ends(
     };
     if let Some(addr) = config.federation.listen {
         let router = federation::router(federation_state.clone());
-        spawn_http("federation", addr, tls.clone(), router, loops).await?;
+        spawn_http(
+            "federation",
+            addr,
+            tls.clone(),
+            router,
+            config.web.limits,
+            loops,
+        )
+        .await?;
     }
     if let Some(addr) = config.web.listen {
         let settings = web::WebSettings::from_config(&config.web)?;
@@ -753,7 +765,7 @@ async fn start_front_ends(
         if config.federation.listen.is_none() {
             router = router.merge(federation::router(federation_state));
         }
-        spawn_http("web", addr, tls, router, loops).await?;
+        spawn_http("web", addr, tls, router, config.web.limits, loops).await?;
     }
     Ok(front_ends)
 }
@@ -764,6 +776,7 @@ async fn spawn_http(
     addr: std::net::SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
     router: axum::Router,
+    limits: crate::config::HttpLimits,
     loops: &mut Loops<'_>,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -777,7 +790,7 @@ async fn spawn_http(
     loops
         .tasks
         .spawn(loops.heartbeats.supervise(what, async move {
-            web::serve(listener, tls, router, shutdown)
+            web::serve(listener, tls, router, limits, shutdown)
                 .await
                 .with_context(|| format!("{what} server failed"))
         }));

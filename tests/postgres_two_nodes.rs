@@ -128,6 +128,7 @@ global_administrator = ["tap-global-admins"]
 
 [radius]
 listen = ["127.0.0.1:0"]
+reject_delay = "0"
 
 [[radius.clients]]
 name = "test-nas"

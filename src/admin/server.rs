@@ -16,8 +16,16 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::time::Duration;
+
+use axum::extract::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 
 use super::graph;
 use crate::model::AuditFilter;
@@ -103,7 +111,13 @@ struct Peer {
 
 impl Connected<axum::serve::IncomingStream<'_, UnixListener>> for Peer {
     fn connect_info(stream: axum::serve::IncomingStream<'_, UnixListener>) -> Self {
-        match stream.io().peer_cred() {
+        Peer::of(stream.io())
+    }
+}
+
+impl Peer {
+    fn of(stream: &tokio::net::UnixStream) -> Self {
+        match stream.peer_cred() {
             Ok(cred) => Peer {
                 uid: Some(cred.uid()),
                 pid: cred.pid(),
@@ -121,16 +135,71 @@ impl Connected<axum::serve::IncomingStream<'_, UnixListener>> for Peer {
     }
 }
 
-/// Serves the admin API on `listener` until `shutdown` fires.
+/// Longest the admin socket waits for a request's headers (also the keep-alive idle limit).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves the admin API on `listener` until `shutdown` fires. Each connection is closed
+/// `connection_timeout` after it was accepted, whatever it is doing, and must send each
+/// request's headers within [`HEADER_TIMEOUT`] (or `connection_timeout`, if shorter): a
+/// local client that stalls can't hold a connection and its task for ever. Written on
+/// hyper directly because `axum::serve` has no deadline at all.
 pub async fn serve(
     listener: UnixListener,
     service: Arc<TapService>,
+    connection_timeout: Duration,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = router(service).into_make_service_with_connect_info::<Peer>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let app = router(service);
+    let connections = TaskTracker::new();
+    let header_timeout = HEADER_TIMEOUT.min(connection_timeout);
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    log::warn!("admin socket: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let peer = Peer::of(&stream);
+        let app = app.clone();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let service = app.map_request(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer.clone()));
+                request
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            tokio::pin!(connection);
+            let deadline = tokio::time::sleep(connection_timeout);
+            tokio::pin!(deadline);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        log::debug!("admin socket: connection ended with an error: {e}");
+                    }
+                }
+                _ = &mut deadline => {
+                    log::warn!(
+                        "admin socket: closed a connection still open after {connection_timeout:?} (admin.connection_timeout)"
+                    );
+                }
+                _ = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout_at(deadline.deadline(), connection).await;
+                }
+            }
+        });
+    }
+    connections.close();
+    connections.wait().await;
+    Ok(())
 }
 
 fn router(service: Arc<TapService>) -> Router {

@@ -270,6 +270,8 @@ pub struct AdminConfig {
     pub root_is_global_administrator: bool,
     /// Directory groups granting each admin role.
     pub roles: RoleMapping,
+    /// Longest an admin connection may stay open.
+    pub connection_timeout: Duration,
 }
 
 /// Admin role → directory group references (id, normalised DN, or a cn only one group has; see `crate::group_ref`).
@@ -325,6 +327,9 @@ pub struct RadiusConfig {
     pub clients: Vec<RadiusClient>,
     /// Attributes an Access-Accept carries for members of a group, in file order.
     pub reply_attributes: Vec<ReplyAttributeRule>,
+    /// Every Access-Reject is sent no earlier than this long after its request arrived
+    /// (zero: at once; at most 10 s).
+    pub reject_delay: Duration,
 }
 
 /// One `[[radius.reply_attributes]]` entry: at least one of `class` and `filter_id`, each 1
@@ -388,8 +393,37 @@ pub struct WebConfig {
     pub tls: Option<TlsFiles>,
     /// A TLS-terminating proxy is in front.
     pub behind_tls_proxy: bool,
+    /// Peers whose `X-Forwarded-For` is believed (empty: nobody's).
+    pub trusted_proxies: Vec<IpNetwork>,
+    /// Deadlines and caps of every TCP listener (web, federation, metrics).
+    pub limits: HttpLimits,
     /// Groups whose members get registration interrupt mode.
     pub registration_interrupt_groups: Vec<String>,
+}
+
+/// Deadlines and caps of a TCP (HTTP/1.1) listener, from `[web]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Longest wait for a request's headers, and for the next request on an idle
+    /// keep-alive connection.
+    pub header_timeout: Duration,
+    /// Longest time to receive a request's body.
+    pub body_timeout: Duration,
+    /// Longest time from a request's headers to its response.
+    pub request_timeout: Duration,
+    /// Connections one source address may hold at once.
+    pub max_connections_per_address: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections_per_address: 32,
+        }
+    }
 }
 
 /// PEM files for a TLS listener (read by the listener, so they can be rotated).
@@ -408,6 +442,9 @@ pub struct FederationConfig {
     pub listen: Option<SocketAddr>,
     /// Callers allowed to use the endpoint.
     pub relying_parties: Vec<RelyingParty>,
+    /// Every rejection (401, 403) is answered no earlier than this long after the request
+    /// arrived (zero: at once; at most 10 s).
+    pub reject_delay: Duration,
 }
 
 /// A caller of the federation endpoint.

@@ -182,6 +182,9 @@ pub struct RawAdmin {
     pub root_is_global_administrator: bool,
     /// `[admin.roles]`: role → directory groups (id, normalised DN, or unique cn).
     pub roles: RawRoles,
+    /// Longest an admin connection may stay open, whatever it does; its request headers
+    /// must also arrive within 10 s (or this, if shorter). Default `120s`.
+    pub connection_timeout: String,
 }
 
 impl Default for RawAdmin {
@@ -191,6 +194,7 @@ impl Default for RawAdmin {
             socket_group: None,
             root_is_global_administrator: true,
             roles: RawRoles::default(),
+            connection_timeout: "120s".into(),
         }
     }
 }
@@ -225,6 +229,10 @@ pub struct RawRadius {
     /// `[[radius.reply_attributes]]`: attributes added to an Access-Accept for members of a
     /// group.
     pub reply_attributes: Vec<RawReplyAttribute>,
+    /// Every Access-Reject is sent no earlier than this long after the request arrived
+    /// (FreeRADIUS `reject_delay`), so unknown, disabled and known users answer alike.
+    /// `0` answers at once. Default `1s`.
+    pub reject_delay: String,
 }
 
 impl Default for RawRadius {
@@ -234,6 +242,7 @@ impl Default for RawRadius {
             directory_unavailable: "drop".into(),
             clients: Vec::new(),
             reply_attributes: Vec::new(),
+            reject_delay: "1s".into(),
         }
     }
 }
@@ -277,7 +286,7 @@ impl Default for RawRadiusClient {
 }
 
 /// `[web]`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawWeb {
     /// TCP address of the web registration site; absent: web off.
@@ -294,16 +303,61 @@ pub struct RawWeb {
     /// Groups standing for registration campaigns (SSPR / Identity Protection); their
     /// members land in interrupt mode after a TAP sign-in.
     pub registration_interrupt_groups: Vec<String>,
+    /// Reverse proxies (addresses or CIDRs) whose `X-Forwarded-For` is believed. Default
+    /// empty: the socket peer is the client.
+    pub trusted_proxies: Vec<String>,
+    /// Longest a client may take to send a request's headers; also how long an idle
+    /// keep-alive connection stays open. Every TCP listener (web, federation, metrics).
+    /// Default `10s`.
+    pub header_timeout: String,
+    /// Longest a client may take to send a request's body. Default `10s`.
+    pub body_timeout: String,
+    /// Longest a whole request may take, from its headers to the response. Default `30s`.
+    pub request_timeout: String,
+    /// Connections one source address may hold open at once on each TCP listener.
+    /// Default 32.
+    pub max_connections_per_address: u32,
+}
+
+impl Default for RawWeb {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            public_url: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            behind_tls_proxy: false,
+            registration_interrupt_groups: Vec::new(),
+            trusted_proxies: Vec::new(),
+            header_timeout: "10s".into(),
+            body_timeout: "10s".into(),
+            request_timeout: "30s".into(),
+            max_connections_per_address: 32,
+        }
+    }
 }
 
 /// `[federation]`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawFederation {
     /// Own TCP address for the endpoint; absent: served on the web listener.
     pub listen: Option<String>,
     /// `[[federation.relying_parties]]`.
     pub relying_parties: Vec<RawRelyingParty>,
+    /// Every rejection (401, 403) is answered no earlier than this long after the request
+    /// arrived. `0` answers at once. Default `1s`.
+    pub reject_delay: String,
+}
+
+impl Default for RawFederation {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            relying_parties: Vec::new(),
+            reject_delay: "1s".into(),
+        }
+    }
 }
 
 /// One `[[federation.relying_parties]]` entry.

@@ -1164,3 +1164,68 @@ fn openldap_group_filter_covers_every_group_class() {
         );
     }
 }
+
+#[test]
+fn listener_hardening_keys_have_their_defaults_and_are_validated() {
+    let dir = Dir::new();
+    let config = dir.load(MINIMAL).unwrap().config;
+    assert_eq!(config.radius.reject_delay, Duration::from_secs(1));
+    assert_eq!(config.federation.reject_delay, Duration::from_secs(1));
+    assert!(config.web.trusted_proxies.is_empty());
+    assert_eq!(config.web.limits, HttpLimits::default());
+    assert_eq!(config.admin.connection_timeout, Duration::from_secs(120));
+
+    let config = dir
+        .load(&format!(
+            "{MINIMAL}\n[radius]\nreject_delay = \"0\"\n[web]\ntrusted_proxies = [\"10.0.0.5\", \"2001:db8::/64\"]\nheader_timeout = \"2s\"\nmax_connections_per_address = 4\n"
+        ))
+        .unwrap()
+        .config;
+    assert_eq!(config.radius.reject_delay, Duration::ZERO);
+    assert_eq!(config.web.trusted_proxies.len(), 2);
+    assert_eq!(config.web.limits.header_timeout, Duration::from_secs(2));
+    assert_eq!(config.web.limits.max_connections_per_address, 4);
+
+    let lines = problems(dir.load(&format!(
+        "{MINIMAL}\n[radius]\nreject_delay = \"20s\"\n[federation]\nreject_delay = \"soon\"\n[web]\ntrusted_proxies = [\"10.0.0.1/8\", \"proxy.example.org\"]\nbody_timeout = \"0\"\nmax_connections_per_address = 0\n[admin]\nconnection_timeout = \"0\"\n"
+    )));
+    assert!(has(&lines, "radius.reject_delay", "maximum"), "{lines:#?}");
+    assert!(has(&lines, "federation.reject_delay", "soon"), "{lines:#?}");
+    assert!(
+        has(&lines, "web.trusted_proxies[0]", "host bits"),
+        "{lines:#?}"
+    );
+    assert!(
+        has(
+            &lines,
+            "web.trusted_proxies[1]",
+            "not an IP address or CIDR"
+        ),
+        "{lines:#?}"
+    );
+    assert!(
+        has(&lines, "web.body_timeout", "longer than zero"),
+        "{lines:#?}"
+    );
+    assert!(
+        has(&lines, "web.max_connections_per_address", "at least 1"),
+        "{lines:#?}"
+    );
+    assert!(
+        has(&lines, "admin.connection_timeout", "longer than zero"),
+        "{lines:#?}"
+    );
+
+    // A proxy declared without trusted_proxies: X-Forwarded-For is ignored, and tapd says so.
+    let loaded = dir
+        .load(&format!("{MINIMAL}\n[web]\nbehind_tls_proxy = true\n"))
+        .unwrap();
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("web.trusted_proxies") && w.contains("ignored")),
+        "{:#?}",
+        loaded.warnings
+    );
+}

@@ -21,9 +21,9 @@ use super::values::{
 };
 use super::{
     AdminConfig, Config, ConfigError, DeletionGuard, DirectoryBind, DirectoryConfig,
-    DirectoryPreset, DirectorySource, DirectoryUnavailable, FederationConfig, Loaded, LogConfig,
-    LogFormat, MetricsConfig, RadiusClient, RadiusConfig, RelyingParty, ReplyAttributeRule,
-    RoleMapping, SecurityConfig, StoreConfig, TlsFiles, WebConfig,
+    DirectoryPreset, DirectorySource, DirectoryUnavailable, FederationConfig, HttpLimits, Loaded,
+    LogConfig, LogFormat, MetricsConfig, RadiusClient, RadiusConfig, RelyingParty,
+    ReplyAttributeRule, RoleMapping, SecurityConfig, StoreConfig, TlsFiles, WebConfig,
 };
 
 /// Shortest accepted sync interval: more often would hammer the directory.
@@ -621,11 +621,14 @@ fn admin(report: &mut Report<'_>, raw: &RawAdmin) -> AdminConfig {
             "no role is mapped and root_is_global_administrator = false: nobody can administer tapd",
         );
     }
+    let connection_timeout =
+        report.positive_duration("admin.connection_timeout", &raw.connection_timeout);
     AdminConfig {
         socket,
         socket_group: raw.socket_group.clone(),
         root_is_global_administrator: raw.root_is_global_administrator,
         roles,
+        connection_timeout,
     }
 }
 
@@ -740,11 +743,48 @@ fn radius(report: &mut Report<'_>, raw: &RawRadius, web: &WebConfig) -> RadiusCo
         .enumerate()
         .filter_map(|(index, rule)| reply_attribute(report, index, rule))
         .collect();
+    let reject_delay = reject_delay(report, "radius.reject_delay", &raw.reject_delay);
     RadiusConfig {
         listen,
         directory_unavailable,
         clients,
         reply_attributes,
+        reject_delay,
+    }
+}
+
+/// Longest `reject_delay` accepted: a NAS retransmits after a few seconds and gives up
+/// after a few tries, and the reply cache holds a request "in flight" for 30 s.
+pub(super) const MAX_REJECT_DELAY: Duration = Duration::from_secs(10);
+
+fn reject_delay(report: &mut Report<'_>, key: &str, text: &str) -> Duration {
+    let delay = report.duration(key, text);
+    if delay > MAX_REJECT_DELAY {
+        report.problem(
+            key,
+            format!(
+                "{text:?} is longer than the maximum of {}s: clients would give up before the answer",
+                MAX_REJECT_DELAY.as_secs()
+            ),
+        );
+    }
+    delay
+}
+
+/// Reads `[web]`'s connection limits (they apply to every TCP listener).
+fn http_limits(report: &mut Report<'_>, raw: &RawWeb) -> HttpLimits {
+    let header_timeout = report.positive_duration("web.header_timeout", &raw.header_timeout);
+    let body_timeout = report.positive_duration("web.body_timeout", &raw.body_timeout);
+    let request_timeout = report.positive_duration("web.request_timeout", &raw.request_timeout);
+    if raw.max_connections_per_address == 0 {
+        report.problem("web.max_connections_per_address", "must be at least 1");
+    }
+    HttpLimits {
+        header_timeout,
+        body_timeout,
+        request_timeout,
+        max_connections_per_address: usize::try_from(raw.max_connections_per_address.max(1))
+            .unwrap_or(usize::MAX),
     }
 }
 
@@ -864,11 +904,27 @@ fn web(report: &mut Report<'_>, raw: &RawWeb) -> WebConfig {
             group,
         );
     }
+    let mut trusted_proxies = Vec::new();
+    for (index, text) in raw.trusted_proxies.iter().enumerate() {
+        match IpNetwork::parse(text.trim()) {
+            Ok(network) => trusted_proxies.push(network),
+            Err(err) => report.problem(&format!("web.trusted_proxies[{index}]"), err),
+        }
+    }
+    if raw.behind_tls_proxy && trusted_proxies.is_empty() {
+        report.warn(
+            "web.trusted_proxies",
+            "web.behind_tls_proxy = true but no trusted_proxies are listed: X-Forwarded-For is ignored and every request is attributed to the proxy's address; list the proxy's address here",
+        );
+    }
+    let limits = http_limits(report, raw);
     WebConfig {
         listen,
         public_url,
         tls,
         behind_tls_proxy: raw.behind_tls_proxy,
+        trusted_proxies,
+        limits,
         registration_interrupt_groups: raw.registration_interrupt_groups.clone(),
     }
 }
@@ -934,9 +990,20 @@ fn federation(report: &mut Report<'_>, raw: &RawFederation, web: &WebConfig) -> 
             "relying parties are configured but neither federation.listen nor web.listen is set: the endpoint is not served",
         );
     }
+    let reject_delay = reject_delay(report, "federation.reject_delay", &raw.reject_delay);
+    if reject_delay >= web.limits.request_timeout {
+        report.problem(
+            "federation.reject_delay",
+            format!(
+                "{:?} is not shorter than web.request_timeout: every rejection would end in 408 instead",
+                raw.reject_delay
+            ),
+        );
+    }
     FederationConfig {
         listen,
         relying_parties,
+        reject_delay,
     }
 }
 

@@ -10,6 +10,10 @@
 //!   wrong token · 400 malformed body · 413 too large · 503 directory unavailable.
 //! - `GET /federation/v1/metadata`: what the endpoint supports (password only; TAP not).
 //!
+//! A rejection (401 or 403 for a credential) is answered no earlier than `[federation]
+//! reject_delay` (default 1 s) after the request arrived, on a tokio timer, so the time to
+//! answer does not tell an unknown from a disabled or a known user.
+//!
 //! Every authenticate request counts once in `tapd_federation_requests_total{result,reason}`
 //! (a refused TAP also counts in `tapd_tap_rejections_total`, through `signin`).
 //!
@@ -20,6 +24,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -33,9 +38,10 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::RelyingParty;
+use crate::config::{HttpLimits, RelyingParty};
 use crate::metrics::{FederationOutcome, FederationRefusal, Metrics};
 use crate::signin::{AttemptContext, RejectReason, SignIn, SignInChannel, SignInOutcome};
+use crate::web::ClientAddr;
 
 /// Path of the authenticate endpoint.
 pub const AUTHENTICATE_PATH: &str = "/federation/v1/authenticate";
@@ -70,6 +76,9 @@ pub struct FederationState {
     signin: Arc<SignIn>,
     parties: RwLock<Arc<Vec<Party>>>,
     metrics: Arc<Metrics>,
+    /// `[federation] reject_delay`: a rejection (401, 403) leaves no earlier than this long
+    /// after its request arrived.
+    reject_delay: RwLock<Duration>,
 }
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
@@ -100,7 +109,17 @@ impl FederationState {
             signin,
             parties: RwLock::new(parties(relying_parties)),
             metrics,
+            reject_delay: RwLock::new(Duration::ZERO),
         }
+    }
+
+    /// Sets `[federation] reject_delay` (also on SIGHUP); zero answers rejections at once.
+    pub fn set_reject_delay(&self, delay: Duration) {
+        *self.reject_delay.write().unwrap_or_else(|e| e.into_inner()) = delay;
+    }
+
+    fn reject_delay(&self) -> Duration {
+        *self.reject_delay.read().unwrap_or_else(|e| e.into_inner())
     }
 
     fn count(&self, outcome: FederationOutcome) {
@@ -139,19 +158,19 @@ pub fn router(state: Arc<FederationState>) -> Router {
         .with_state(state)
 }
 
-/// Serves [`router`] on `listener` (plain HTTP) until `shutdown` fires. The caller logs
+/// Serves [`router`] on `listener` (plain HTTP) until `shutdown` fires, through the web
+/// site's connection loop and its deadlines and caps (`limits`). The caller logs
 /// `listening for federation on ADDR` (or `web`).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<FederationState>,
+    limits: HttpLimits,
     shutdown: CancellationToken,
 ) -> Result<(), FederationError> {
-    let app = router(state)
-        .fallback(not_found)
-        .into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
+    let app = router(state).fallback(not_found);
+    crate::web::serve(listener, None, app, limits, shutdown)
+        .await
+        .map_err(std::io::Error::other)?;
     Ok(())
 }
 
@@ -218,10 +237,18 @@ struct AuthenticateRequest {
 }
 
 async fn authenticate(State(state): State<Arc<FederationState>>, request: Request) -> Response {
+    let arrived = Instant::now();
     let source = request
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "unknown".to_owned(), |info| info.0.to_string());
+        .get::<ClientAddr>()
+        .map(|ClientAddr(addr)| *addr)
+        .or_else(|| {
+            request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|info| info.0)
+        })
+        .map_or_else(|| "unknown".to_owned(), |addr| addr.to_string());
     let token = bearer_token(request.headers());
     let party = token.and_then(|token| state.party_for(token));
     let Some(party) = party else {
@@ -304,6 +331,11 @@ async fn authenticate(State(state): State<Arc<FederationState>>, request: Reques
         SignInOutcome::Reject { reason, .. } => FederationOutcome::Reject(*reason),
         SignInOutcome::Unavailable { reason } => FederationOutcome::Unavailable(*reason),
     });
+    // A rejection leaves at arrival + reject_delay whatever the decision cost (a timer, no
+    // thread waits), so unknown, disabled and known users answer alike.
+    if matches!(outcome, SignInOutcome::Reject { .. }) {
+        tokio::time::sleep_until((arrived + state.reject_delay()).into()).await;
+    }
     outcome_response(outcome)
 }
 

@@ -2,7 +2,8 @@
 //! answers) and `GET /readyz` (every listener is bound, every service loop is alive and the
 //! store answers). Plain HTTP, unauthenticated: `[metrics] listen` is loopback by default.
 //!
-//! May depend on: `metrics`, `watchdog` (loop liveness), the `store` trait.
+//! May depend on: `metrics`, `watchdog` (loop liveness), the `store` trait, `web::serve`
+//! (the shared HTTP connection loop with its deadlines and caps).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{Metrics, StoreOperation};
+use crate::config::HttpLimits;
 use crate::store::Store;
 use crate::watchdog::Heartbeats;
 
@@ -90,16 +92,19 @@ pub fn router(metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Router {
         .with_state(Endpoint { metrics, readiness })
 }
 
-/// Serves the metrics endpoints on `listener` until `shutdown` fires.
+/// Serves the metrics endpoints on `listener` until `shutdown` fires, through the web
+/// site's connection loop so that the same deadlines and caps (`limits`) apply: an
+/// unauthenticated scrape port is a listener like any other.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
+    limits: HttpLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(metrics, readiness))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
+    crate::web::serve(listener, None, router(metrics, readiness), limits, shutdown)
         .await
+        .map_err(std::io::Error::other)
 }
 
 async fn scrape(State(endpoint): State<Endpoint>) -> Response {

@@ -78,6 +78,9 @@ pub struct RadiusSettings {
     pub directory_unavailable: DirectoryUnavailable,
     /// Group → reply attribute rules, in configuration order.
     pub reply_attributes: Vec<ReplyAttributeRule>,
+    /// Every Access-Reject leaves no earlier than this long after its request arrived
+    /// (`[radius] reject_delay`); zero: at once.
+    pub reject_delay: Duration,
 }
 
 impl RadiusSettings {
@@ -110,6 +113,7 @@ impl RadiusSettings {
             clients,
             directory_unavailable: radius.directory_unavailable,
             reply_attributes,
+            reject_delay: radius.reject_delay,
         })
     }
 
@@ -191,6 +195,27 @@ impl StatusServerLimiter {
 
 /// What a request gets: a reply decision with the series it counts in, or no reply and why.
 type Answer = Result<(Decision, RadiusOutcome), RadiusDropCause>;
+
+/// A reply decided but not sent yet: an Access-Reject is held until `not_before`
+/// (`reject_delay` after the request arrived). While it is held its request stays "in
+/// flight" in the reply cache, so a retransmission is dropped rather than answered early;
+/// [`RadiusHandler::release`] files it in the cache as it leaves.
+#[derive(Debug)]
+pub struct PendingReply {
+    /// The reply's bytes.
+    bytes: Vec<u8>,
+    /// Cache entry to complete when the reply leaves (`None`: a replay from the cache).
+    key: Option<CacheKey>,
+    /// Earliest time the reply may leave; `None`: at once.
+    not_before: Option<Instant>,
+}
+
+impl PendingReply {
+    /// When the reply may leave (`None`: now).
+    pub fn not_before(&self) -> Option<Instant> {
+        self.not_before
+    }
+}
 
 /// The handler; see the module documentation. Share it in an `Arc`.
 pub struct RadiusHandler {
@@ -285,7 +310,8 @@ impl RadiusHandler {
     }
 
     /// Handles one datagram that arrived on `receiver` from `source` at `now`; returns the
-    /// reply to send, if any.
+    /// reply to send, if any, after holding an Access-Reject for `reject_delay` (a tokio
+    /// timer: no thread waits).
     pub async fn handle(
         &self,
         receiver: SocketAddr,
@@ -293,6 +319,47 @@ impl RadiusHandler {
         datagram: &[u8],
         now: Instant,
     ) -> Option<Vec<u8>> {
+        let pending = self.prepare(receiver, source, datagram, now).await?;
+        if let Some(not_before) = pending.not_before {
+            tokio::time::sleep_until(not_before.into()).await;
+        }
+        Some(self.release(pending))
+    }
+
+    /// Files a held reply in the reply cache (retransmissions get it from now on) and
+    /// returns its bytes, to be sent at once.
+    pub fn release(&self, pending: PendingReply) -> Vec<u8> {
+        if let Some(key) = pending.key {
+            self.cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .complete(&key, pending.bytes.clone(), Instant::now());
+        }
+        pending.bytes
+    }
+
+    /// Gives up on a held reply without sending it (too many held at once): the request
+    /// leaves the reply cache, so the NAS's retransmission is decided anew.
+    pub fn abandon(&self, pending: PendingReply) {
+        if let Some(key) = pending.key {
+            self.cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .abandon(&key);
+        }
+    }
+
+    /// Decides one datagram that arrived on `receiver` from `source` at `now`, without
+    /// waiting out the reject delay: the reply to send (when [`PendingReply::not_before`]
+    /// says so, then through [`RadiusHandler::release`]), if any. The socket loop holds its
+    /// concurrency permit only for this part.
+    pub async fn prepare(
+        &self,
+        receiver: SocketAddr,
+        source: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+    ) -> Option<PendingReply> {
         let settings = self.settings();
         let Some(client) = find_client(&settings.clients, source.ip()) else {
             self.unknown_client(source.ip(), now);
@@ -317,7 +384,11 @@ impl RadiusHandler {
         match lookup {
             CacheLookup::Replay(reply) => {
                 self.metrics.radius_replayed.inc(NoLabels);
-                return Some(reply);
+                return Some(PendingReply {
+                    bytes: reply,
+                    key: None,
+                    not_before: None,
+                });
             }
             CacheLookup::InFlight => {
                 self.metrics
@@ -349,11 +420,19 @@ impl RadiusHandler {
         match encode_reply(&request, &decision, &client.secret) {
             Ok(reply) => {
                 self.metrics.radius_requests.inc(outcome);
-                self.cache
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .complete(&key, reply.clone(), Instant::now().max(now));
-                Some(reply)
+                // Rejects leave at arrival + reject_delay whatever the decision cost, so
+                // an unknown, a disabled and a known user answer at the same time.
+                let not_before = match decision {
+                    Decision::Reject { .. } if !settings.reject_delay.is_zero() => {
+                        Some(now + settings.reject_delay)
+                    }
+                    _ => None,
+                };
+                Some(PendingReply {
+                    bytes: reply,
+                    key: Some(key),
+                    not_before,
+                })
             }
             Err(e) => {
                 self.metrics

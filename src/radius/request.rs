@@ -19,6 +19,11 @@ const CODE_ACCESS_REQUEST: u8 = 1;
 const CODE_STATUS_SERVER: u8 = 12;
 /// Microsoft's SMI vendor number, which carries the MS-CHAP attributes (RFC 2548).
 const VENDOR_MICROSOFT: u32 = 311;
+
+/// Most Proxy-State octets (attribute headers included) a request may carry: the reply
+/// echoes them all and still needs room for Message-Authenticator, Reply-Message and the
+/// group reply attributes within 4096 octets.
+pub const MAX_ECHOED_PROXY_STATE: usize = 2048;
 const MS_CHAP_RESPONSE: u8 = 1;
 const MS_CHAP_CPW_1: u8 = 3;
 const MS_CHAP_CPW_2: u8 = 4;
@@ -70,6 +75,14 @@ pub enum DropReason {
     /// Proxy-State without Message-Authenticator from a client that may omit MA (R4).
     #[error("Proxy-State without Message-Authenticator")]
     ProxyStateWithoutMa,
+    /// A Proxy-State with an empty value: the reply must echo it, and an attribute can't
+    /// be empty (RFC 2865 §5.33), so no valid reply exists.
+    #[error("Proxy-State of zero length (the reply could not echo it)")]
+    EmptyProxyState,
+    /// More Proxy-State octets than [`MAX_ECHOED_PROXY_STATE`]: echoed, they would leave no
+    /// room in the 4096-octet reply for its own attributes.
+    #[error("Proxy-State attributes too long to echo in a reply")]
+    ProxyStateTooLarge,
     /// Access-Request without User-Name.
     #[error("User-Name missing")]
     MissingUserName,
@@ -104,6 +117,8 @@ impl DropReason {
             DropReason::DuplicateMessageAuthenticator => "duplicate_message_authenticator",
             DropReason::BadPasswordLength => "bad_password_length",
             DropReason::ProxyStateWithoutMa => "proxy_state_without_ma",
+            DropReason::EmptyProxyState => "empty_proxy_state",
+            DropReason::ProxyStateTooLarge => "proxy_state_too_large",
             DropReason::MissingUserName => "missing_user_name",
             DropReason::BadUserName => "bad_user_name",
             DropReason::DuplicateAttribute => "duplicate_attribute",
@@ -113,7 +128,7 @@ impl DropReason {
     }
 
     /// Every reason, for registering counters up front.
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 19] = [
         DropReason::TooShort,
         DropReason::TooLong,
         DropReason::BadLength,
@@ -126,6 +141,8 @@ impl DropReason {
         DropReason::DuplicateMessageAuthenticator,
         DropReason::BadPasswordLength,
         DropReason::ProxyStateWithoutMa,
+        DropReason::EmptyProxyState,
+        DropReason::ProxyStateTooLarge,
         DropReason::MissingUserName,
         DropReason::BadUserName,
         DropReason::DuplicateAttribute,
@@ -201,6 +218,8 @@ struct Scan<'a> {
     ms_chap: Option<&'static str>,
     ma_value_offset: Option<usize>,
     proxy_states: Vec<&'a [u8]>,
+    /// Octets the Proxy-States take, attribute headers included.
+    proxy_state_octets: usize,
     nas_identifier: Option<&'a [u8]>,
     nas_ipv4: Option<Ipv4Addr>,
     nas_ipv6: Option<Ipv6Addr>,
@@ -279,7 +298,18 @@ fn scan_attributes(packet: &[u8]) -> Result<Scan<'_>, DropReason> {
             }
             rfc2865::NAS_IDENTIFIER_TYPE => set_once(&mut scan.nas_identifier, value)?,
             rfc2865::CALLING_STATION_ID_TYPE => set_once(&mut scan.calling_station_id, value)?,
-            rfc2865::PROXY_STATE_TYPE => scan.proxy_states.push(value),
+            rfc2865::PROXY_STATE_TYPE => {
+                // Every Proxy-State goes back in the reply; one that can't be encoded there
+                // is refused now rather than breaking the reply later.
+                if value.is_empty() {
+                    return Err(DropReason::EmptyProxyState);
+                }
+                scan.proxy_state_octets += len;
+                if scan.proxy_state_octets > MAX_ECHOED_PROXY_STATE {
+                    return Err(DropReason::ProxyStateTooLarge);
+                }
+                scan.proxy_states.push(value);
+            }
             rfc2869::EAP_MESSAGE_TYPE => scan.eap_message = true,
             rfc2869::MESSAGE_AUTHENTICATOR_TYPE => {
                 if scan.ma_value_offset.is_some() {

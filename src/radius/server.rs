@@ -1,6 +1,8 @@
 //! The RADIUS socket loop, kept small: receive datagrams on already-bound UDP sockets, drop
 //! unknown sources before any work, hand the rest to the [`RadiusHandler`] on a bounded
-//! number of tasks (excess dropped and counted), send what it returns. Stops when the
+//! number of tasks (excess dropped and counted), send what it returns. An Access-Reject is
+//! held on a tokio timer until `reject_delay` after its arrival, after the task gave its
+//! permit back, so held rejects occupy neither a thread nor a slot of [`MAX_IN_FLIGHT`]. Stops when the
 //! shutdown token fires, after the requests in progress finished.
 //!
 //! May depend on: `handler`, `metrics` (what it counts), tokio, socket2 (binding), tokio-util (cancellation, tracking).
@@ -24,6 +26,11 @@ use crate::metrics::{NoLabels, RadiusDropCause};
 /// flood can't queue unbounded work. The NAS retransmits.
 pub const MAX_IN_FLIGHT: usize = 256;
 
+/// Access-Rejects held for `reject_delay` at once; beyond this a decided reject is dropped
+/// (and counted as overloaded) rather than sent early, which would give the timing away.
+/// About 1 KiB each, so the cap bounds what a flood from a client can pin in memory.
+pub const MAX_HELD_REJECTS: usize = 65_536;
+
 /// Binds a UDP socket for RADIUS. An IPv6 socket is IPv6-only, so `0.0.0.0:1812` and
 /// `[::]:1812` can both be listed.
 pub fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
@@ -44,6 +51,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let held = Arc::new(Semaphore::new(MAX_HELD_REJECTS));
     let requests = TaskTracker::new();
     let mut listeners = tokio::task::JoinSet::new();
     for socket in sockets {
@@ -54,6 +62,7 @@ pub async fn serve(
             local,
             handler.clone(),
             permits.clone(),
+            held.clone(),
             requests.clone(),
             shutdown.clone(),
         ));
@@ -82,6 +91,7 @@ async fn receive_loop(
     local: SocketAddr,
     handler: Arc<RadiusHandler>,
     permits: Arc<Semaphore>,
+    held: Arc<Semaphore>,
     requests: TaskTracker,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
@@ -111,23 +121,38 @@ async fn receive_loop(
         if !handler.admits(source.ip(), Instant::now()) {
             continue;
         }
+        let shutdown_hold = shutdown.clone();
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             metrics.radius_dropped.inc(RadiusDropCause::Overloaded);
             continue;
         };
+        let arrived = Instant::now();
         let datagram = buffer[..len].to_vec();
         let handler = handler.clone();
         let socket = socket.clone();
+        let held = held.clone();
         requests.spawn(async move {
-            let _permit = permit;
-            let reply = handler
-                .handle(local, source, &datagram, Instant::now())
-                .await;
-            if let Some(reply) = reply {
-                if let Err(e) = socket.send_to(&reply, source).await {
-                    metrics.radius_dropped.inc(RadiusDropCause::SendFailed);
-                    log::warn!("RADIUS: could not send the reply to {source}: {e}");
+            let pending = handler.prepare(local, source, &datagram, arrived).await;
+            // A held Access-Reject waits on a timer, without a permit: the delay must not
+            // cap how many requests are decided at once.
+            drop(permit);
+            let Some(pending) = pending else { return };
+            if let Some(not_before) = pending.not_before() {
+                let Ok(_hold) = held.try_acquire_owned() else {
+                    metrics.radius_dropped.inc(RadiusDropCause::Overloaded);
+                    handler.abandon(pending);
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep_until(not_before.into()) => {}
+                    // Shutting down: send what was decided now rather than never.
+                    _ = shutdown_hold.cancelled() => {}
                 }
+            }
+            let reply = handler.release(pending);
+            if let Err(e) = socket.send_to(&reply, source).await {
+                metrics.radius_dropped.inc(RadiusDropCause::SendFailed);
+                log::warn!("RADIUS: could not send the reply to {source}: {e}");
             }
         });
     }

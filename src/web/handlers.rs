@@ -167,26 +167,22 @@ impl Ctx {
     }
 }
 
-/// The client address: the socket peer, or behind a declared TLS proxy the address the proxy
-/// appended last to `X-Forwarded-For`.
+/// The client address: the socket peer, or, when the peer is a trusted proxy, the first
+/// untrusted address of `X-Forwarded-For` from the right ([`super::forwarded_client`]).
 fn source_of(state: &WebState, headers: &HeaderMap, peer: Option<std::net::SocketAddr>) -> Source {
     let peer = peer.unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-    if state.settings().trust_forwarded_for {
-        let forwarded = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|part| part.trim().parse::<std::net::IpAddr>().ok())
-            .next_back();
-        if let Some(ip) = forwarded {
-            return Source {
-                ip,
-                text: format!("{ip} (via {peer})"),
-            };
-        }
+    let forwarded = super::forwarded_client(
+        peer.ip(),
+        headers.get_all("x-forwarded-for"),
+        &state.settings().trusted_proxies,
+    );
+    match forwarded {
+        Some(ip) => Source {
+            ip,
+            text: format!("{ip} (via {peer})"),
+        },
+        None => Source::from_socket(peer),
     }
-    Source::from_socket(peer)
 }
 
 /// The pre-sign-in CSRF cookie's value, when it is well formed.

@@ -36,12 +36,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Deref;
 use std::sync::Arc;
 
-use crate::config::{PublicUrl, WebConfig};
+use crate::config::{IpNetwork, PublicUrl, WebConfig};
 use crate::directory::DirectorySource;
 use crate::service::TapService;
 
 pub use handlers::router;
-pub use server::{load_tls, serve};
+pub use server::{load_tls, serve, ClientAddr};
 
 use passkeys::{PasskeyError, Passkeys};
 use throttle::{Throttle, ThrottleSettings};
@@ -98,8 +98,9 @@ pub struct WebSettings {
     /// `Secure` and `__Host-` cookies: true unless the public URL is plain `http`
     /// (which configuration allows only on loopback).
     pub secure_cookies: bool,
-    /// Take the client address from the last `X-Forwarded-For` entry (a TLS proxy in front).
-    pub trust_forwarded_for: bool,
+    /// Peers whose `X-Forwarded-For` is believed (`[web] trusted_proxies`); empty: the
+    /// socket peer is always the client. See [`forwarded_client`].
+    pub trusted_proxies: Vec<IpNetwork>,
     /// Groups (id, normalised DN, or unique cn) whose members get the registration interrupt after a TAP sign-in.
     pub registration_interrupt_groups: Vec<String>,
     /// Guessing resistance.
@@ -115,11 +116,44 @@ impl WebSettings {
         Ok(WebSettings {
             secure_cookies: public_url.is_https(),
             public_url,
-            trust_forwarded_for: web.behind_tls_proxy,
+            trusted_proxies: web.trusted_proxies.clone(),
             registration_interrupt_groups: web.registration_interrupt_groups.clone(),
             throttle: ThrottleSettings::default(),
         })
     }
+}
+
+/// The client a request from `peer` stands for, read from its `X-Forwarded-For` header
+/// lines (`forwarded`, in order), or `None` when the socket peer is the client.
+///
+/// The header is read only when `peer` is one of the `trusted` proxies: anyone else can
+/// write anything there. Then the entries (all lines, comma-separated) are walked from the
+/// right, the end the nearest proxy appended, skipping the addresses of trusted proxies; the
+/// first untrusted address is the client. Anything malformed in the walked part (not an IP
+/// address, an empty entry, a line that is not text) or an empty header, or a chain of only
+/// trusted proxies, means the socket peer is used: a wrong guess would let a client pick
+/// its own address.
+pub fn forwarded_client<'a>(
+    peer: IpAddr,
+    forwarded: impl IntoIterator<Item = &'a axum::http::HeaderValue>,
+    trusted: &[IpNetwork],
+) -> Option<IpAddr> {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|network| network.contains(ip));
+    if !is_trusted(peer) {
+        return None;
+    }
+    let mut entries = Vec::new();
+    for line in forwarded {
+        let text = line.to_str().ok()?;
+        entries.extend(text.split(',').map(str::trim));
+    }
+    for entry in entries.iter().rev() {
+        let ip: IpAddr = entry.parse().ok()?;
+        if !is_trusted(ip) {
+            return Some(ip);
+        }
+    }
+    None
 }
 
 /// Where a request came from, for throttling and audit.
@@ -256,5 +290,92 @@ impl From<crate::service::ServiceError> for Failure {
             E::Overloaded(_) => Failure::Busy,
             E::Internal(m) => Failure::Internal(m),
         }
+    }
+}
+
+#[cfg(test)]
+mod forwarded_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<IpNetwork> {
+        list.iter().map(|n| IpNetwork::parse(n).unwrap()).collect()
+    }
+
+    fn client(peer: &str, lines: &[&[u8]], trusted: &[&str]) -> Option<IpAddr> {
+        let values: Vec<HeaderValue> = lines
+            .iter()
+            .map(|l| HeaderValue::from_bytes(l).unwrap())
+            .collect();
+        forwarded_client(peer.parse().unwrap(), values.iter(), &nets(trusted))
+    }
+
+    fn ip(text: &str) -> Option<IpAddr> {
+        Some(text.parse().unwrap())
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_it_writes() {
+        assert_eq!(client("198.51.100.7", &[b"203.0.113.1"], &[]), None);
+        assert_eq!(
+            client("198.51.100.7", &[b"203.0.113.1"], &["10.0.0.0/8"]),
+            None
+        );
+    }
+
+    #[test]
+    fn the_walk_goes_from_the_right_skipping_trusted_hops() {
+        let trusted = ["10.0.0.0/8", "192.0.2.1"];
+        // client, then two trusted proxies appended by the chain
+        assert_eq!(
+            client("10.0.0.1", &[b"203.0.113.9, 192.0.2.1, 10.1.2.3"], &trusted),
+            ip("203.0.113.9")
+        );
+        // A spoofed entry left of the real client is never reached.
+        assert_eq!(
+            client("10.0.0.1", &[b"1.2.3.4, 203.0.113.9"], &trusted),
+            ip("203.0.113.9")
+        );
+        // Several header lines are one list, in order.
+        assert_eq!(
+            client(
+                "10.0.0.1",
+                &[b"1.2.3.4", b"203.0.113.9, 10.9.9.9"],
+                &trusted
+            ),
+            ip("203.0.113.9")
+        );
+        // IPv6 entries.
+        assert_eq!(
+            client("10.0.0.1", &[b"2001:db8::5"], &trusted),
+            ip("2001:db8::5")
+        );
+    }
+
+    #[test]
+    fn anything_malformed_in_the_walked_part_means_the_socket_peer() {
+        let trusted = ["10.0.0.0/8"];
+        for lines in [
+            &[&b"not-an-address"[..]][..],
+            &[b"203.0.113.9, garbage"],
+            &[b"203.0.113.9,,10.0.0.2"],
+            &[b""],
+            &[b"203.0.113.9:4711"],
+            &[b"[2001:db8::5]"],
+            &[b"\xff\xfe"],
+        ] {
+            assert_eq!(client("10.0.0.1", lines, &trusted), None, "{lines:?}");
+        }
+        // No header at all, or only trusted hops: the peer.
+        assert_eq!(client("10.0.0.1", &[], &trusted), None);
+        assert_eq!(client("10.0.0.1", &[b"10.0.0.7, 10.0.0.8"], &trusted), None);
+        // Garbage left of the first untrusted address is never looked at.
+        assert_eq!(
+            client("10.0.0.1", &[b"garbage, 203.0.113.9"], &trusted),
+            ip("203.0.113.9")
+        );
     }
 }

@@ -3,19 +3,39 @@
 //! shutdown, letting in-flight requests finish. Each request carries its peer address as a
 //! [`ClientAddr`] extension.
 //!
-//! Slow or idle peers are bounded: a TLS handshake must finish within
-//! [`HANDSHAKE_TIMEOUT`], request headers within [`HEADER_TIMEOUT`], and at most
-//! [`MAX_CONNECTIONS`] connections are open at once (accepting waits for a free slot).
+//! The same loop serves the federation and the metrics listeners: every TCP listener of
+//! tapd gets the same deadlines and caps ([`HttpLimits`], from `[web]`):
 //!
-//! May depend on: hyper, hyper-util, tokio-rustls, axum's `Router`, `config::TlsFiles`.
+//! - a TLS handshake must finish within [`HANDSHAKE_TIMEOUT`];
+//! - a request's headers within `header_timeout` (hyper's `header_read_timeout`, whose
+//!   timer also runs while a keep-alive connection waits for its next request, so it is
+//!   the keep-alive idle limit too);
+//! - its body within `body_timeout` of the headers (a body wrapper, [`DeadlineBody`]:
+//!   hyper has no body deadline and tower-http's `RequestBodyTimeoutLayer` is not among
+//!   our dependencies; it is a few lines);
+//! - the whole request, headers to response, within `request_timeout` (else 408 and the
+//!   connection is closed);
+//! - at most [`MAX_CONNECTIONS`] connections at once (accepting waits for a free slot) and
+//!   at most `max_connections_per_address` from one source address (an IPv6 source
+//!   counts by its /64); a connection beyond that is closed at once.
+//!
+//! May depend on: hyper, hyper-util, tokio-rustls, axum's `Router`, `config::TlsFiles`,
+//! `config::HttpLimits`.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::Request;
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Router;
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -29,12 +49,10 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use super::WebError;
-use crate::config::TlsFiles;
+use crate::config::{HttpLimits, TlsFiles};
 
 /// Longest a TLS handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest a client may take to send a request's headers.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 1024;
 
@@ -67,17 +85,140 @@ pub fn load_tls(files: &TlsFiles) -> Result<Arc<ServerConfig>, WebError> {
     Ok(Arc::new(config))
 }
 
-/// Serves `router` on `listener` (over TLS when `tls` is given) until `shutdown` is
-/// cancelled, then lets open connections finish their current request.
+/// Open connections per source address (IPv6: per /64), capped.
+struct PerAddress {
+    limit: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place in [`PerAddress`]; gives it back when dropped.
+struct AddressSlot {
+    table: Arc<PerAddress>,
+    key: IpAddr,
+}
+
+impl PerAddress {
+    fn key(ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let mut octets = v6.octets();
+                    octets[8..].fill(0);
+                    IpAddr::from(octets)
+                }
+            },
+            v4 => v4,
+        }
+    }
+
+    fn try_acquire(table: &Arc<PerAddress>, ip: IpAddr) -> Option<AddressSlot> {
+        let key = Self::key(ip);
+        let mut open = table.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(key).or_insert(0);
+        if *count >= table.limit {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            table: table.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The error a request body yields once its deadline passed.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {0:?}")]
+pub struct BodyTimeout(Duration);
+
+/// A request body that fails with [`BodyTimeout`] when it is not complete by its deadline,
+/// however slowly its bytes trickle in.
+pub struct DeadlineBody {
+    inner: Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+}
+
+impl DeadlineBody {
+    fn new(inner: Incoming, timeout: Duration) -> Self {
+        DeadlineBody {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            timeout,
+        }
+    }
+}
+
+impl HttpBody for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
+        }
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(BodyTimeout(this.timeout).into())));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// 408, and the connection closes: the request did not finish within `request_timeout`.
+fn request_timed_out() -> Response {
+    let mut response = (
+        StatusCode::REQUEST_TIMEOUT,
+        "The request took too long and was cancelled.\n",
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// Serves `router` on `listener` (over TLS when `tls` is given) within `limits` until
+/// `shutdown` is cancelled, then lets open connections finish their current request.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<ServerConfig>>,
     router: Router,
+    limits: HttpLimits,
     shutdown: CancellationToken,
 ) -> Result<(), WebError> {
     let acceptor = tls.map(TlsAcceptor::from);
     let connections = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_address = Arc::new(PerAddress {
+        limit: limits.max_connections_per_address.max(1),
+        open: Mutex::new(HashMap::new()),
+    });
+    let mut refused_logged: Option<std::time::Instant> = None;
     loop {
         let slot = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -98,22 +239,50 @@ pub async fn serve(
                 }
             },
         };
+        let Some(address_slot) = PerAddress::try_acquire(&per_address, peer.ip()) else {
+            // Over the per-address cap: close at once (dropping the stream).
+            let now = std::time::Instant::now();
+            if refused_logged.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(60)) {
+                refused_logged = Some(now);
+                log::warn!(
+                    "closed a connection from {}: it already holds {} (the per-address limit, web.max_connections_per_address)",
+                    peer.ip(),
+                    per_address.limit
+                );
+            }
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let acceptor = acceptor.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             let _slot = slot;
-            let service = router.map_request(move |mut request: Request<Incoming>| {
-                request.extensions_mut().insert(ClientAddr(peer));
-                request
-            });
+            let _address_slot = address_slot;
+            let body_timeout = limits.body_timeout;
+            let request_timeout = limits.request_timeout;
+            let service = router
+                .map_request(move |request: Request<Incoming>| {
+                    let (mut parts, body) = request.into_parts();
+                    parts.extensions.insert(ClientAddr(peer));
+                    parts.extensions.insert(ConnectInfo(peer));
+                    Request::from_parts(parts, Body::new(DeadlineBody::new(body, body_timeout)))
+                })
+                .map_future(move |response| async move {
+                    match tokio::time::timeout(request_timeout, response).await {
+                        Ok(response) => response,
+                        Err(_) => Ok(request_timed_out()),
+                    }
+                });
             let service = TowerToHyperService::new(service);
+            let header_timeout = limits.header_timeout;
             match acceptor {
-                None => drive(TokioIo::new(stream), service, shutdown).await,
+                None => drive(TokioIo::new(stream), service, header_timeout, shutdown).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => drive(TokioIo::new(tls), service, shutdown).await,
+                        Ok(Ok(tls)) => {
+                            drive(TokioIo::new(tls), service, header_timeout, shutdown).await
+                        }
                         Ok(Err(e)) => log::debug!("web: TLS handshake with {peer} failed: {e}"),
                         Err(_) => log::debug!("web: TLS handshake with {peer} timed out"),
                     }
@@ -127,8 +296,12 @@ pub async fn serve(
 }
 
 /// Runs one HTTP/1.1 connection until it closes or shutdown asks it to finish.
-async fn drive<I, S>(io: TokioIo<I>, service: TowerToHyperService<S>, shutdown: CancellationToken)
-where
+async fn drive<I, S>(
+    io: TokioIo<I>,
+    service: TowerToHyperService<S>,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: tower::Service<Request<Incoming>, Response = axum::response::Response>
         + Clone
@@ -139,7 +312,7 @@ where
 {
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
+        .header_read_timeout(header_timeout)
         .serve_connection(io, service);
     tokio::pin!(connection);
     tokio::select! {

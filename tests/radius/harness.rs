@@ -44,6 +44,8 @@ pub struct Tapd {
     pub web: SocketAddr,
     /// The metrics listener.
     pub metrics: SocketAddr,
+    /// The federation endpoint's own listener, when the options gave it one.
+    pub federation: Option<SocketAddr>,
 }
 
 /// Writes a secret file (mode 0600), replacing what was there.
@@ -53,15 +55,59 @@ pub fn write_private(path: &Path, content: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
+/// What a test changes in the fixture's config.
+pub struct Options {
+    /// `[radius] reject_delay`; the fixture's default `0` keeps the suite fast.
+    pub radius_reject_delay: &'static str,
+    /// `[federation] reject_delay`; default `0`.
+    pub federation_reject_delay: &'static str,
+    /// Extra lines in `[web]`.
+    pub web: String,
+    /// Extra lines in `[federation]` (e.g. its own `listen`).
+    pub federation: String,
+    /// Extra lines in `[admin]`.
+    pub admin: String,
+    /// Extra sections at the end of the file.
+    pub extra: String,
+    /// Extra entries appended to a copy of the demo directory.
+    pub ldif: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            radius_reject_delay: "0",
+            federation_reject_delay: "0",
+            web: String::new(),
+            federation: String::new(),
+            admin: String::new(),
+            extra: String::new(),
+            ldif: String::new(),
+        }
+    }
+}
+
 impl Tapd {
     /// Starts tapd and waits until RADIUS, web and admin listen and the first sync is done.
     pub fn start() -> Tapd {
+        Tapd::start_with(Options::default())
+    }
+
+    /// [`Tapd::start`] with `options` in the config.
+    pub fn start_with(options: Options) -> Tapd {
         assert!(
             nix::unistd::getuid().is_root(),
             "these tests administer tapd as root (the break-glass administrator); run them as root, e.g. scripts/test.sh"
         );
         let dir = tempfile::tempdir().unwrap();
-        let ldif = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/tapd/demo-directory.ldif");
+        let mut ldif = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/tapd/demo-directory.ldif");
+        if !options.ldif.is_empty() {
+            let mut contents = std::fs::read_to_string(&ldif).unwrap();
+            contents.push('\n');
+            contents.push_str(&options.ldif);
+            ldif = dir.path().join("directory.ldif");
+            std::fs::write(&ldif, contents).unwrap();
+        }
         write_private(&dir.path().join("radius.secret"), RADIUS_SECRET);
         write_private(&dir.path().join("federation.token"), FEDERATION_TOKEN);
         let config = format!(
@@ -75,9 +121,11 @@ base_dn = "dc=example,dc=org"
 
 [admin]
 socket = "state/admin.sock"
+{admin}
 
 [radius]
 listen = ["127.0.0.1:0"]
+reject_delay = "{radius_reject_delay}"
 
 [[radius.clients]]
 name = "test-nas"
@@ -92,6 +140,11 @@ filter_id = "eng-acl"
 [web]
 listen = "127.0.0.1:0"
 public_url = "{PUBLIC_URL}"
+{web}
+
+[federation]
+reject_delay = "{federation_reject_delay}"
+{federation}
 
 [[federation.relying_parties]]
 name = "test-idp"
@@ -103,9 +156,18 @@ format = "stderr"
 
 [metrics]
 listen = "127.0.0.1:0"
+
+{extra}
 "#,
-            ldif = ldif.display()
+            ldif = ldif.display(),
+            radius_reject_delay = options.radius_reject_delay,
+            federation_reject_delay = options.federation_reject_delay,
+            web = options.web,
+            federation = options.federation,
+            admin = options.admin,
+            extra = options.extra,
         );
+        let own_federation_listener = options.federation.contains("listen");
         let config_path = dir.path().join("tapd.toml");
         std::fs::write(&config_path, config).unwrap();
 
@@ -136,10 +198,14 @@ listen = "127.0.0.1:0"
             radius: "0.0.0.0:0".parse().unwrap(),
             web: "0.0.0.0:0".parse().unwrap(),
             metrics: "0.0.0.0:0".parse().unwrap(),
+            federation: None,
         };
         tapd.radius = tapd.listening("RADIUS");
         tapd.web = tapd.listening("web");
         tapd.metrics = tapd.listening("metrics");
+        if own_federation_listener {
+            tapd.federation = Some(tapd.listening("federation"));
+        }
         tapd.listening("admin");
         tapd.wait_for_log(|line| line.contains("directory sync from") && line.contains(" users, "));
         tapd

@@ -12,6 +12,8 @@ mod load;
 mod load_engine;
 mod metrics;
 mod reload;
+mod slow_clients;
+mod timing;
 
 use std::net::UdpSocket;
 use std::time::Duration;
@@ -214,7 +216,24 @@ fn attribute(kind: u8, value: &[u8]) -> Vec<u8> {
 
 /// An Access-Request for `user`/`password` with Message-Authenticator, as RFC 2865 and
 /// RFC 3579 build it.
-fn access_request(identifier: u8, authenticator: [u8; 16], user: &str, password: &str) -> Vec<u8> {
+pub(crate) fn access_request(
+    identifier: u8,
+    authenticator: [u8; 16],
+    user: &str,
+    password: &str,
+) -> Vec<u8> {
+    access_request_with(identifier, authenticator, user, password, &[])
+}
+
+/// [`access_request`] with `extra` attributes (already encoded) before the
+/// Message-Authenticator.
+fn access_request_with(
+    identifier: u8,
+    authenticator: [u8; 16],
+    user: &str,
+    password: &str,
+    extra: &[Vec<u8>],
+) -> Vec<u8> {
     let secret = RADIUS_SECRET.as_bytes();
     let mut padded = password.as_bytes().to_vec();
     padded.resize(padded.len().div_ceil(16).max(1) * 16, 0);
@@ -233,6 +252,9 @@ fn access_request(identifier: u8, authenticator: [u8; 16], user: &str, password:
     packet.extend_from_slice(&authenticator);
     packet.extend(attribute(1, user.as_bytes()));
     packet.extend(attribute(2, &hidden));
+    for attribute in extra {
+        packet.extend_from_slice(attribute);
+    }
     let ma_offset = packet.len() + 2;
     packet.extend(attribute(80, &[0; 16]));
     let length = u16::try_from(packet.len()).unwrap();
@@ -284,6 +306,39 @@ fn radius_answers_a_retransmission_from_the_cache_without_a_second_check() {
     assert_eq!(replayed, 1.0);
     let accepted = r#"tapd_radius_requests_total{result="accept",reason="password"}"#;
     assert_eq!(metric(&metrics, accepted), 1.0);
+}
+
+#[test]
+fn a_zero_length_proxy_state_gets_no_reply_and_is_counted_as_malformed() {
+    let tapd = Tapd::start();
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    socket.connect(tapd.radius).unwrap();
+    // Correctly signed (valid Message-Authenticator), correct password, but a Proxy-State
+    // of zero length: the reply could not echo it.
+    let empty = vec![33, 2];
+    let request = access_request_with(7, *b"empty-proxystate", "bob", "bob-demo-pw", &[empty]);
+    socket.send(&request).unwrap();
+    let mut buffer = [0u8; 4096];
+    assert!(socket.recv(&mut buffer).is_err(), "no reply expected");
+    let metrics = tapd.scrape();
+    let dropped = r#"tapd_radius_dropped_total{cause="empty_proxy_state"}"#;
+    assert_eq!(metric(&metrics, dropped), 1.0, "{metrics}");
+    assert!(tapd.sign_ins("bob@example.org").is_empty());
+    // The same request with a one-octet Proxy-State is answered, the state echoed.
+    let request = access_request_with(
+        8,
+        *b"short-proxystate",
+        "bob",
+        "bob-demo-pw",
+        &[vec![33, 3, 0x5a]],
+    );
+    socket.send(&request).unwrap();
+    let len = socket.recv(&mut buffer).expect("a reply");
+    assert_eq!(buffer[0], 2);
+    assert!(buffer[..len].windows(3).any(|w| w == [33, 3, 0x5a]));
 }
 
 #[test]

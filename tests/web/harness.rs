@@ -60,6 +60,11 @@ impl Site {
     /// A site over the demo directory with the TAP policy enabled for `tap-users` (minus
     /// `tap-excluded`) and `engineering` as the registration-interrupt group.
     pub async fn new() -> Site {
+        Site::with_trusted_proxies(&[]).await
+    }
+
+    /// [`Site::new`] believing `X-Forwarded-For` from `trusted_proxies` (CIDRs).
+    pub async fn with_trusted_proxies(trusted_proxies: &[&str]) -> Site {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(
             SqliteStore::open(&dir.path().join("tapd.db"), DEFAULT_BUSY_TIMEOUT)
@@ -91,7 +96,10 @@ impl Site {
         let settings = WebSettings {
             public_url: PublicUrl::parse(PUBLIC_URL).unwrap(),
             secure_cookies: false,
-            trust_forwarded_for: false,
+            trusted_proxies: trusted_proxies
+                .iter()
+                .map(|cidr| tapd::config::IpNetwork::parse(cidr).unwrap())
+                .collect(),
             registration_interrupt_groups: vec!["engineering".to_owned()],
             throttle: ThrottleSettings::default(),
         };
@@ -162,6 +170,7 @@ impl Site {
             origin: Some(PUBLIC_URL.to_owned()),
             peer: SocketAddr::from(([127, 0, 0, 1], 40000)),
             csrf: None,
+            forwarded_for: None,
         }
     }
 }
@@ -233,6 +242,8 @@ pub struct Browser {
     pub peer: SocketAddr,
     /// The CSRF token of the last page that had one.
     pub csrf: Option<String>,
+    /// An `X-Forwarded-For` header sent with every request.
+    pub forwarded_for: Option<String>,
 }
 
 impl Browser {
@@ -249,6 +260,11 @@ impl Browser {
                 .insert(header::COOKIE, cookie.parse().unwrap());
         }
         request.extensions_mut().insert(ClientAddr(self.peer));
+        if let Some(forwarded) = &self.forwarded_for {
+            request
+                .headers_mut()
+                .insert("x-forwarded-for", forwarded.parse().unwrap());
+        }
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();

@@ -521,3 +521,78 @@ async fn deleting_ones_own_tap_ends_the_session_it_began() {
         .unwrap();
     assert_eq!(events.len(), 1);
 }
+
+/// The `source_address` of the newest "User sign-in" audit event.
+async fn last_sign_in_source(site: &Site) -> String {
+    let events = site
+        .service
+        .store()
+        .audit(&AuditFilter {
+            activity: Some("User sign-in".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    events[0].event.source_address.clone().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoofed_x_forwarded_for_from_an_untrusted_peer_changes_nothing() {
+    // No trusted proxies (and the same with a proxy list that does not hold the peer).
+    for trusted in [&[][..], &["10.0.0.0/8"][..]] {
+        let site = Site::with_trusted_proxies(trusted).await;
+        let code = site.create_tap("alice", false, None, Some(480)).await;
+        let mut attacker = site.browser();
+        attacker.identify("alice").await;
+        for attempt in 1..=10 {
+            // A new forged client address each time, as a lockout-reset attempt would.
+            attacker.forwarded_for = Some(format!("203.0.113.{attempt}"));
+            let page = attacker
+                .post(
+                    "/sign-in/tap",
+                    &[("username", "alice"), ("code", "WRONG-CODE")],
+                )
+                .await;
+            assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{}", page.body);
+            assert_eq!(last_sign_in_source(&site).await, "127.0.0.1:40000");
+            site.clock.advance(Duration::seconds(10));
+        }
+        // Still locked: rotating the header did not make a new source.
+        attacker.forwarded_for = Some("198.51.100.200".to_owned());
+        let page = attacker
+            .post("/sign-in/tap", &[("username", "alice"), ("code", &code)])
+            .await;
+        assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS, "{}", page.body);
+        assert_eq!(last_sign_in_source(&site).await, "127.0.0.1:40000");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_forwarded_for_from_a_trusted_proxy_names_the_client() {
+    let site = Site::with_trusted_proxies(&["127.0.0.0/8"]).await;
+    site.create_tap("alice", false, None, Some(480)).await;
+    let mut browser = site.browser();
+    // A client-supplied entry, then the address the proxy appended: the latter counts.
+    browser.forwarded_for = Some("1.2.3.4, 203.0.113.50".to_owned());
+    browser.identify("alice").await;
+    let page = browser
+        .post(
+            "/sign-in/tap",
+            &[("username", "alice"), ("code", "WRONG-CODE")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{}", page.body);
+    assert_eq!(
+        last_sign_in_source(&site).await,
+        "203.0.113.50 (via 127.0.0.1:40000)"
+    );
+    // Malformed: the socket peer.
+    browser.forwarded_for = Some("203.0.113.50, not-an-ip".to_owned());
+    browser
+        .post(
+            "/sign-in/tap",
+            &[("username", "alice"), ("code", "WRONG-CODE")],
+        )
+        .await;
+    assert_eq!(last_sign_in_source(&site).await, "127.0.0.1:40000");
+}

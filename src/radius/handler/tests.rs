@@ -76,6 +76,7 @@ fn settings(unavailable: DirectoryUnavailable) -> RadiusSettings {
             require_message_authenticator: true,
         }],
         directory_unavailable: unavailable,
+        reject_delay: Duration::ZERO,
         reply_attributes: vec![
             ReplyAttributeRule {
                 group: "cn=engineering,ou=groups,dc=example,dc=org".into(),
@@ -366,6 +367,105 @@ async fn a_retransmission_gets_the_identical_reply_without_a_second_check() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].event.details["nasIdentifier"], "test-nas");
     assert_eq!(events[0].event.actor, "RADIUS client nas");
+}
+
+#[tokio::test]
+async fn a_reject_is_held_for_the_reject_delay_and_its_retransmission_is_not_answered_early() {
+    let f = Fixture::new(DirectoryUnavailable::Drop).await;
+    let delay = Duration::from_millis(300);
+    f.handler.update_settings(RadiusSettings {
+        reject_delay: delay,
+        ..settings(DirectoryUnavailable::Drop)
+    });
+    let wrong = pap(21, "bob", "not-bobs-password");
+    let arrived = Instant::now();
+    let pending = f
+        .handler
+        .prepare(receiver(), nas(), &wrong, arrived)
+        .await
+        .unwrap();
+    assert_eq!(pending.not_before(), Some(arrived + delay));
+    // The NAS retransmits while the reject is held: no second, early reject.
+    assert!(f
+        .handler
+        .prepare(receiver(), nas(), &wrong, Instant::now())
+        .await
+        .is_none());
+    assert_eq!(
+        f.metrics
+            .radius_dropped
+            .get(RadiusDropCause::DuplicateInFlight),
+        1
+    );
+    let sent = f.handler.release(pending);
+    assert_eq!(open_reply(&sent, &wrong).0, 3);
+    // Once it left, a retransmission gets the same bytes from the cache.
+    let replay = f
+        .handler
+        .prepare(receiver(), nas(), &wrong, Instant::now())
+        .await
+        .unwrap();
+    assert_eq!(replay.not_before(), None);
+    assert_eq!(f.handler.release(replay), sent);
+    assert_eq!(f.checks(), 1);
+
+    // An accept is never held.
+    let right = pap(22, "bob", "bob-demo-pw");
+    let accept = f
+        .handler
+        .prepare(receiver(), nas(), &right, Instant::now())
+        .await
+        .unwrap();
+    assert_eq!(accept.not_before(), None);
+
+    // handle() waits the delay out on a timer.
+    let started = Instant::now();
+    let reply = f.send(&pap(23, "nobody-at-all", "x")).await.unwrap();
+    assert_eq!(reply[0], 3);
+    assert!(started.elapsed() >= delay, "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_zero_length_proxy_state_is_dropped_at_parse_time_and_counted() {
+    let f = Fixture::new(DirectoryUnavailable::Drop).await;
+    let authenticator = [9; 16];
+    let with_states = |states: &[&[u8]]| {
+        let mut attributes = vec![
+            attr(1, b"bob"),
+            attr(2, &hide_password(b"bob-demo-pw", &authenticator)),
+        ];
+        attributes.extend(states.iter().map(|state| attr(33, state)));
+        request(1, 31, authenticator, &attributes)
+    };
+    assert!(f.send(&with_states(&[b"ok", b""])).await.is_none());
+    assert_eq!(
+        f.metrics
+            .radius_dropped
+            .get(RadiusDropCause::Invalid(DropReason::EmptyProxyState)),
+        1
+    );
+    // More Proxy-State than a reply could echo.
+    let big = [7u8; 250];
+    let too_many: Vec<&[u8]> = (0..9).map(|_| &big[..]).collect();
+    assert!(f.send(&with_states(&too_many)).await.is_none());
+    assert_eq!(
+        f.metrics
+            .radius_dropped
+            .get(RadiusDropCause::Invalid(DropReason::ProxyStateTooLarge)),
+        1
+    );
+    assert_eq!(f.checks(), 0);
+    // Non-empty Proxy-States that fit are echoed.
+    let fine = with_states(&[b"one", b"two"]);
+    let reply = f.send(&fine).await.unwrap();
+    let (code, attributes) = open_reply(&reply, &fine);
+    assert_eq!(code, 2);
+    let echoed: Vec<&Vec<u8>> = attributes
+        .iter()
+        .filter(|(kind, _)| *kind == 33)
+        .map(|(_, value)| value)
+        .collect();
+    assert_eq!(echoed, [&b"one".to_vec(), &b"two".to_vec()]);
 }
 
 #[tokio::test]
