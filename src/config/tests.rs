@@ -131,8 +131,19 @@ fn shipped_production_example_validates_without_secret_files() {
     assert!(config.security.argon2_max_concurrent >= 1);
 }
 
+/// The README's first command: a git checkout gives the demo's secret files mode 0644, which
+/// tapd refuses, so the demo makes them private before its first start.
+fn make_demo_secrets_private() {
+    use std::os::unix::fs::PermissionsExt;
+    for file in ["demo-radius.secret", "demo-federation.token"] {
+        let path = repo_root().join("etc/tapd").join(file);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
 #[test]
 fn shipped_demo_config_validates_with_paths_relative_to_its_directory() {
+    make_demo_secrets_private();
     let loaded = load(&repo_root().join("etc/tapd/demo.toml")).unwrap();
     let config = &loaded.config;
     let root = repo_root();
@@ -519,7 +530,7 @@ public_url = "http://localhost:8080"
 }
 
 #[test]
-fn empty_and_duplicate_secrets_are_errors_and_loose_modes_are_warned() {
+fn empty_and_duplicate_secrets_and_loose_modes_are_errors() {
     use std::os::unix::fs::PermissionsExt;
     let dir = Dir::new();
     dir.write("empty.secret", "\n");
@@ -565,18 +576,55 @@ secret_file = "open.secret"
 require_message_authenticator = false
 "#
     );
-    let warnings = dir.load(&toml).unwrap().warnings;
+    // A world-readable secret is refused (issue 15), with the fix named.
+    let problems = self::problems(dir.load(&toml));
     assert!(has(
-        &warnings,
+        &problems,
         "radius.clients[0].secret_file:",
         "every local user"
     ));
+    assert!(has(
+        &problems,
+        "radius.clients[0].secret_file:",
+        &format!("chmod 600 {}", open.display())
+    ));
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let warnings = dir.load(&toml).unwrap().warnings;
     assert!(has(
         &warnings,
         "radius.clients[0].require_message_authenticator:",
         "BlastRADIUS"
     ));
     assert!(has(&warnings, "radius.listen:", "RADIUS is off"));
+    for (mode, says) in [(0o620, "its group"), (0o602, "every local user")] {
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(mode)).unwrap();
+        let problems = self::problems(dir.load(&toml));
+        assert!(
+            has(&problems, "radius.clients[0].secret_file:", says),
+            "{problems:#?}"
+        );
+    }
+}
+
+#[test]
+fn short_radius_secrets_are_refused() {
+    let dir = Dir::new();
+    dir.write("short.secret", "fifteen-bytes!!");
+    let toml = format!(
+        r#"{MINIMAL}
+[[radius.clients]]
+name = "a"
+address = "10.0.0.1"
+secret_file = "short.secret"
+"#
+    );
+    let problems = problems(dir.load(&toml));
+    assert!(
+        has(&problems, "radius.clients[0].secret_file:", "at least 16"),
+        "{problems:#?}"
+    );
+    dir.write("short.secret", "sixteen-bytes!!!");
+    dir.load(&toml).unwrap();
 }
 
 #[test]

@@ -16,8 +16,8 @@ use super::raw::{
     RawReplyAttribute, RawSecurity, RawStore, RawWeb,
 };
 use super::values::{
-    is_loopback_host, parse_duration, read_secret_file, resolve_path, world_readable, IpNetwork,
-    LdapTransport, LdapUrl, PublicUrl, Secret, StoreUrl,
+    is_loopback_host, parse_duration, read_secret_file, resolve_path, unsafe_secret_file,
+    IpNetwork, LdapTransport, LdapUrl, PublicUrl, Secret, StoreUrl,
 };
 use super::{
     AdminConfig, Config, ConfigError, DeletionGuard, DirectoryBind, DirectoryConfig,
@@ -33,8 +33,8 @@ const MIN_SYNC_INTERVAL: Duration = Duration::from_secs(30);
 const MIN_INCREMENTAL_INTERVAL: Duration = Duration::from_secs(5);
 /// Minimum federation token length.
 const MIN_TOKEN_LEN: usize = 16;
-/// RFC 2865 §3: the shared secret should be at least 16 octets.
-const RECOMMENDED_SECRET_LEN: usize = 16;
+/// RFC 2865 §3: the shared secret should be at least 16 octets; shorter ones are refused.
+const MINIMUM_SECRET_LEN: usize = 16;
 /// `sun_path` holds 108 bytes including the terminating NUL.
 const MAX_SOCKET_PATH_LEN: usize = 107;
 
@@ -123,24 +123,27 @@ impl Report<'_> {
             return None;
         }
         let path = self.path(key, text);
+        if let Some(unsafe_because) = unsafe_secret_file(&path) {
+            self.problem(key, unsafe_because);
+            return None;
+        }
         match read_secret_file(&path) {
-            Ok(secret) => {
-                if world_readable(&path) {
-                    self.warn(
-                        key,
-                        format!(
-                            "{} is readable by every local user; chmod o-r it",
-                            path.display()
-                        ),
-                    );
-                }
-                Some(secret)
-            }
+            Ok(secret) => Some(secret),
             Err(err) => {
                 self.problem(key, err);
                 None
             }
         }
+    }
+
+    /// A secret file another part of the daemon reads later (the web's TLS key): checked now
+    /// like [`Report::later_file`], and refused when others could read or replace it.
+    fn later_secret_file(&mut self, key: &str, text: &str) -> PathBuf {
+        let path = self.later_file(key, text);
+        if let Some(unsafe_because) = unsafe_secret_file(&path) {
+            self.problem(key, unsafe_because);
+        }
+        path
     }
 
     fn non_empty(&mut self, key: &str, text: &str) {
@@ -691,11 +694,11 @@ fn radius(report: &mut Report<'_>, raw: &RawRadius, web: &WebConfig) -> RadiusCo
         };
         let secret = report.secret(&format!("{key}.secret_file"), &client.secret_file);
         if let Some(secret) = &secret {
-            if secret.len() < RECOMMENDED_SECRET_LEN {
-                report.warn(
+            if secret.len() < MINIMUM_SECRET_LEN {
+                report.problem(
                     &format!("{key}.secret_file"),
                     format!(
-                        "the secret is {} bytes; RFC 2865 recommends at least {RECOMMENDED_SECRET_LEN}",
+                        "the secret is {} bytes; at least {MINIMUM_SECRET_LEN} are required (RFC 2865 §3); generate one with: head -c 24 /dev/urandom | base64 > FILE",
                         secret.len()
                     ),
                 );
@@ -802,7 +805,7 @@ fn web(report: &mut Report<'_>, raw: &RawWeb) -> WebConfig {
     let tls = match (raw.tls_cert_file.as_deref(), raw.tls_key_file.as_deref()) {
         (Some(cert), Some(key)) => Some(TlsFiles {
             cert_file: report.later_file("web.tls_cert_file", cert),
-            key_file: report.later_file("web.tls_key_file", key),
+            key_file: report.later_secret_file("web.tls_key_file", key),
         }),
         (Some(_), None) => {
             report.problem("web.tls_key_file", "required when tls_cert_file is set");
