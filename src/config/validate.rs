@@ -263,6 +263,27 @@ fn store(report: &mut Report<'_>, raw: &RawStore) -> StoreConfig {
     if raw.pool_size == 0 {
         report.problem("store.pool_size", "must be at least 1");
     }
+    let secrets_key_file = match (&raw.secrets_key_file, &url) {
+        (Some(file), _) => report.path("store.secrets_key_file", file),
+        (None, StoreUrl::Sqlite(path)) => path
+            .parent()
+            .unwrap_or_else(|| std::path::Path::new("/var/lib/tapd"))
+            .join(super::secrets_key::DEFAULT_FILE_NAME),
+        (None, StoreUrl::Postgres(_)) => PathBuf::from(super::secrets_key::DEFAULT_POSTGRES_PATH),
+    };
+    // A missing key is created at first start; one that exists must be usable now.
+    if secrets_key_file.exists() {
+        if let Err(err) = super::secrets_key::read(&secrets_key_file) {
+            report.problem("store.secrets_key_file", err);
+        }
+    }
+    let secrets_previous_key_file = raw.secrets_previous_key_file.as_deref().map(|file| {
+        let path = report.path("store.secrets_previous_key_file", file);
+        if let Err(err) = super::secrets_key::read(&path) {
+            report.problem("store.secrets_previous_key_file", err);
+        }
+        path
+    });
     StoreConfig {
         url,
         busy_timeout: report.duration("store.busy_timeout", &raw.busy_timeout),
@@ -272,6 +293,9 @@ fn store(report: &mut Report<'_>, raw: &RawStore) -> StoreConfig {
         statement_timeout: report
             .positive_duration("store.statement_timeout", &raw.statement_timeout),
         connect_timeout: report.positive_duration("store.connect_timeout", &raw.connect_timeout),
+        secrets_key_file,
+        secrets_previous_key_file,
+        allow_insecure_transport: raw.allow_insecure_transport,
     }
 }
 

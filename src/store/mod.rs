@@ -11,6 +11,7 @@
 mod codec;
 pub mod identity;
 pub mod postgres;
+pub mod seal;
 pub mod sqlite;
 
 use std::time::Duration;
