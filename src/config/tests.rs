@@ -1117,6 +1117,28 @@ connect_timeout = "2s"
 }
 
 #[test]
+fn postgres_transport_to_a_remote_server_must_be_verified() {
+    let dir = Dir::new();
+    let load =
+        |url: &str, extra: &str| dir.load(&format!("[store]\nurl = \"{url}\"\n{extra}\n{MINIMAL}"));
+    let problems = problems(load(
+        "postgres://tapd@db.example.org/tapd?sslmode=require",
+        "",
+    ));
+    assert!(
+        has(&problems, "store.url:", "store.allow_insecure_transport"),
+        "{problems:#?}"
+    );
+    load(
+        "postgres://tapd@db.example.org/tapd?sslmode=require",
+        "allow_insecure_transport = true",
+    )
+    .unwrap();
+    load("postgres://tapd@db.example.org/tapd", "").unwrap();
+    load("postgres://tapd@127.0.0.1/tapd?sslmode=disable", "").unwrap();
+}
+
+#[test]
 fn postgres_store_problems_and_warnings() {
     let dir = Dir::new();
     dir.write("pg.secret", "db-password\n");

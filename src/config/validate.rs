@@ -250,6 +250,11 @@ fn store(report: &mut Report<'_>, raw: &RawStore) -> StoreConfig {
             if ca_file.is_some() && parsed.ssl_mode == crate::store::postgres::SslMode::Disable {
                 report.warn("store.ca_file", "unused with sslmode=disable");
             }
+            if let Some(problem) =
+                parsed.transport_problem(ca_file.is_some(), raw.allow_insecure_transport)
+            {
+                report.problem("store.url", problem);
+            }
         }
         None => {
             if raw.password_file.is_some() || raw.ca_file.is_some() {
