@@ -398,6 +398,13 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
             Ok(())
         }));
     }
+    if let Some(retention) = config.audit.retention {
+        let (store, clock, shutdown) = (store.clone(), clock.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            crate::store::retention::prune_loop(store, clock, retention, shutdown).await;
+            Ok(())
+        });
+    }
 
     let mut sigterm =
         signal(SignalKind::terminate()).context("while installing SIGTERM handler")?;

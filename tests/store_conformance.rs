@@ -228,6 +228,7 @@ macro_rules! conformance {
                 web_sessions_roundtrip_update_delete,
                 web_sessions_expired_are_purged_and_follow_their_user,
                 web_ceremonies_are_taken_exactly_once,
+                audit_retention_prunes_old_events_in_batches,
             );
             conformance!(@backend $factory;
                 data_survives_reopen,
@@ -2512,4 +2513,81 @@ async fn moved_seeds_and_wrong_keys_are_refused(backend: Backend) {
         store.method("m-alice").await.unwrap().unwrap().data,
         totp_method("m-alice", "u-alice", &alice_seed).data
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit retention (issue 15): old events go, in small batches; newer ones stay.
+
+async fn audit_retention_prunes_old_events_in_batches(store: Arc<dyn Store>) {
+    use tapd::clock::{Clock, ManualClock};
+    use tapd::store::retention::prune_once;
+    let old: Vec<NewAuditEvent> = (0..25)
+        .map(|m| event(&format!("old {m}"), "root", None, t(m)))
+        .collect();
+    store.append_audits(&old).await.unwrap();
+    let recent: Vec<NewAuditEvent> = (0..3)
+        .map(|m| event(&format!("recent {m}"), "root", None, t(1000 + m)))
+        .collect();
+    store.append_audits(&recent).await.unwrap();
+
+    // One batch: at most `limit` of the oldest events before the cut.
+    assert_eq!(store.prune_audit(t(5), 3).await.unwrap(), 3);
+    let left = audit_all(&store).await;
+    assert_eq!(left.len(), 25);
+    assert!(!left
+        .iter()
+        .any(|a| a == "old 0" || a == "old 1" || a == "old 2"));
+    assert!(left.contains(&"old 3".to_owned()));
+    // Nothing before the cut is left to delete: an event exactly at the cut stays.
+    assert_eq!(store.prune_audit(t(3), 10).await.unwrap(), 0);
+
+    // The retention task's pass, by a manual clock: 50 minutes of retention at t(1000) keeps
+    // exactly the recent events, deleting the rest 10 at a time.
+    let clock = ManualClock::new(t(1000));
+    let token = tokio_util::sync::CancellationToken::new();
+    let retention = std::time::Duration::from_secs(50 * 60);
+    let deleted = prune_once(
+        &*store,
+        clock.now(),
+        retention,
+        10,
+        std::time::Duration::from_millis(1),
+        &token,
+    )
+    .await
+    .unwrap();
+    assert_eq!(deleted, 22);
+    assert_eq!(
+        audit_all(&store).await,
+        ["recent 2", "recent 1", "recent 0"]
+    );
+    assert_eq!(
+        prune_once(
+            &*store,
+            clock.now(),
+            retention,
+            10,
+            std::time::Duration::ZERO,
+            &token
+        )
+        .await
+        .unwrap(),
+        0
+    );
+    // Time passes: the recent events age out too.
+    clock.advance(Duration::minutes(52));
+    assert_eq!(
+        prune_once(
+            &*store,
+            clock.now(),
+            retention,
+            10,
+            std::time::Duration::ZERO,
+            &token
+        )
+        .await
+        .unwrap(),
+        2
+    );
+    assert_eq!(audit_all(&store).await, ["recent 2"]);
 }

@@ -76,6 +76,15 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// `[security]`.
     pub security: SecurityConfig,
+    /// `[audit]`.
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// Events older than this are pruned; `None`: kept forever.
+    pub retention: Option<Duration>,
 }
 
 /// `[store]`.

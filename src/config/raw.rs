@@ -29,6 +29,25 @@ pub struct RawConfig {
     pub metrics: RawMetrics,
     /// `[security]`: resource bounds for the expensive parts of sign-in.
     pub security: RawSecurity,
+    /// `[audit]`: how long audit events are kept.
+    pub audit: RawAudit,
+}
+
+/// `[audit]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAudit {
+    /// Events older than this are deleted (in small batches, hourly). `"0"` or `"off"` keeps
+    /// them forever. Default `400d`: a year of compliance plus margin.
+    pub retention: String,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        Self {
+            retention: "400d".into(),
+        }
+    }
 }
 
 /// `[store]`.

@@ -1234,3 +1234,37 @@ fn openldap_group_filter_covers_every_group_class() {
         );
     }
 }
+
+#[test]
+fn audit_retention_defaults_to_400_days_and_can_be_turned_off() {
+    let dir = Dir::new();
+    let config = dir.load(MINIMAL).unwrap().config;
+    assert_eq!(
+        config.audit.retention,
+        Some(Duration::from_secs(400 * 86_400))
+    );
+    for off in ["off", "0", "0s"] {
+        let config = dir
+            .load(&format!("{MINIMAL}\n[audit]\nretention = \"{off}\"\n"))
+            .unwrap()
+            .config;
+        assert_eq!(config.audit.retention, None, "{off}");
+    }
+    let config = dir
+        .load(&format!("{MINIMAL}\n[audit]\nretention = \"90d\"\n"))
+        .unwrap()
+        .config;
+    assert_eq!(
+        config.audit.retention,
+        Some(Duration::from_secs(90 * 86_400))
+    );
+    // A bare number is seconds: a typo must not wipe the audit.
+    let problems = problems(dir.load(&format!("{MINIMAL}\n[audit]\nretention = \"400\"\n")));
+    assert!(
+        has(&problems, "audit.retention:", "less than a day"),
+        "{problems:#?}"
+    );
+    let problems =
+        self::problems(dir.load(&format!("{MINIMAL}\n[audit]\nretention = \"forever\"\n")));
+    assert!(has(&problems, "audit.retention:", "off"), "{problems:#?}");
+}

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{
-    RawAdmin, RawConfig, RawDirectory, RawFederation, RawLog, RawMetrics, RawRadius,
+    RawAdmin, RawAudit, RawConfig, RawDirectory, RawFederation, RawLog, RawMetrics, RawRadius,
     RawReplyAttribute, RawSecurity, RawStore, RawWeb,
 };
 use super::values::{
@@ -20,7 +20,7 @@ use super::values::{
     IpNetwork, LdapTransport, LdapUrl, PublicUrl, Secret, StoreUrl,
 };
 use super::{
-    AdminConfig, Config, ConfigError, DeletionGuard, DirectoryBind, DirectoryConfig,
+    AdminConfig, AuditConfig, Config, ConfigError, DeletionGuard, DirectoryBind, DirectoryConfig,
     DirectoryPreset, DirectorySource, DirectoryUnavailable, FederationConfig, Loaded, LogConfig,
     LogFormat, MetricsConfig, RadiusClient, RadiusConfig, RelyingParty, ReplyAttributeRule,
     RoleMapping, SecurityConfig, StoreConfig, TlsFiles, WebConfig,
@@ -173,6 +173,7 @@ pub(super) fn validate(
     let log = log(&mut report, &raw.log);
     let metrics = metrics(&mut report, &raw.metrics);
     let security = security(&mut report, &raw.security);
+    let audit = audit(&mut report, &raw.audit);
     check_tcp_listeners(&mut report, &web, &federation, &metrics);
 
     if !report.problems.is_empty() {
@@ -192,9 +193,34 @@ pub(super) fn validate(
             log,
             metrics,
             security,
+            audit,
         },
         warnings: report.warnings,
     })
+}
+
+fn audit(report: &mut Report<'_>, raw: &RawAudit) -> AuditConfig {
+    let text = raw.retention.trim();
+    if text == "off" {
+        return AuditConfig { retention: None };
+    }
+    match parse_duration(text) {
+        Ok(retention) if retention.is_zero() => AuditConfig { retention: None },
+        Ok(retention) if retention < Duration::from_secs(86_400) => {
+            report.problem(
+                "audit.retention",
+                format!("{text:?} is less than a day; use at least \"1d\", or \"off\" to keep every event"),
+            );
+            AuditConfig { retention: None }
+        }
+        Ok(retention) => AuditConfig {
+            retention: Some(retention),
+        },
+        Err(err) => {
+            report.problem("audit.retention", format!("{err}, or \"off\""));
+            AuditConfig { retention: None }
+        }
+    }
 }
 
 fn store(report: &mut Report<'_>, raw: &RawStore) -> StoreConfig {

@@ -1230,6 +1230,15 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn prune_audit(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError> {
+        self.execute(
+            "DELETE FROM audit WHERE id IN \
+             (SELECT id FROM audit WHERE time < $1 ORDER BY time, id LIMIT $2)",
+            &[&to_db_time(before), &i64::from(limit)],
+        )
+        .await
+    }
+
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
         let (sql, values) = audit_query(filter);
         let params: Vec<Param<'_>> = values.iter().map(|v| v.as_ref() as Param<'_>).collect();

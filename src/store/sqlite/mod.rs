@@ -1515,6 +1515,20 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn prune_audit(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError> {
+        self.write(move |tx| {
+            let deleted = tx
+                .prepare_cached(
+                    "DELETE FROM audit WHERE id IN \
+                     (SELECT id FROM audit WHERE time < ?1 ORDER BY time, id LIMIT ?2)",
+                )
+                .and_then(|mut stmt| stmt.execute(params![rows::to_micros(before), limit]))
+                .map_err(map_err)?;
+            Ok(deleted as u64)
+        })
+        .await
+    }
+
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
         let (sql, values) = audit_query(filter);
         self.read(move |conn| {
