@@ -82,7 +82,7 @@ fn sealer(config: &Config) -> anyhow::Result<crate::store::seal::Sealer> {
     };
     Ok(crate::store::seal::Sealer::new(
         &current,
-        previous.as_ref().map(|key| &**key),
+        previous.as_deref(),
     ))
 }
 

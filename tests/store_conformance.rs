@@ -2411,7 +2411,10 @@ async fn clear_seeds_are_sealed_at_open_once(backend: Backend) {
         .text("SELECT state FROM web_ceremonies WHERE id = 'c-old'")
         .await;
     assert!(state.starts_with("sealed:v1:"), "{state}");
-    assert_eq!(store.methods("u-bob").await.unwrap(), [method.clone()]);
+    assert_eq!(
+        store.methods("u-bob").await.unwrap(),
+        std::slice::from_ref(&method)
+    );
     drop(store);
     let dump = raw.dump();
     assert_eq!(
