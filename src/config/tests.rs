@@ -596,6 +596,22 @@ require_message_authenticator = false
         "BlastRADIUS"
     ));
     assert!(has(&warnings, "radius.listen:", "RADIUS is off"));
+    // Owned by another non-root user, who could replace it (tested where chown is allowed).
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o600)).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        let nobody = nix::unistd::Uid::from_raw(65534);
+        nix::unistd::chown(&open, Some(nobody), None).unwrap();
+        let problems = self::problems(dir.load(&toml));
+        assert!(
+            has(
+                &problems,
+                "radius.clients[0].secret_file:",
+                "owned by uid 65534"
+            ),
+            "{problems:#?}"
+        );
+        nix::unistd::chown(&open, Some(nix::unistd::Uid::from_raw(0)), None).unwrap();
+    }
     for (mode, says) in [(0o620, "its group"), (0o602, "every local user")] {
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(mode)).unwrap();
         let problems = self::problems(dir.load(&toml));

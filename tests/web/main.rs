@@ -8,6 +8,6 @@ mod daemon;
 mod e2e;
 mod expiry;
 mod harness;
-mod sealed;
 mod http;
+mod sealed;
 mod webauthn;

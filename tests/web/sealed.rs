@@ -106,7 +106,11 @@ fn leaks(haystack: &[u8], bytes: &[u8], base32: &str) -> Option<String> {
         hex.into_bytes(),
     ]
     .into_iter()
-    .find(|needle| haystack.windows(needle.len()).any(|w| w == needle.as_slice()))
+    .find(|needle| {
+        haystack
+            .windows(needle.len())
+            .any(|w| w == needle.as_slice())
+    })
     .map(|needle| String::from_utf8_lossy(&needle).into_owned())
 }
 
@@ -140,8 +144,7 @@ async fn an_authenticator_app_registered_on_the_daemon_is_sealed_on_disk() {
     let base32 = between(&page.body, "<code id=\"totp-secret\">", "</code>").to_owned();
     let ceremony = between(&page.body, "name=\"ceremony\" value=\"", "\"").to_owned();
     let seed = tapd::web::totp::base32_decode(&base32).unwrap();
-    let code =
-        tapd::web::totp::code_at_step(&seed, tapd::web::totp::step_at(chrono::Utc::now()));
+    let code = tapd::web::totp::code_at_step(&seed, tapd::web::totp::step_at(chrono::Utc::now()));
     let added = client
         .post(
             "/security-info/authenticator-app/confirm",
