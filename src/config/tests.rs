@@ -1284,3 +1284,40 @@ fn audit_retention_defaults_to_400_days_and_can_be_turned_off() {
         self::problems(dir.load(&format!("{MINIMAL}\n[audit]\nretention = \"forever\"\n")));
     assert!(has(&problems, "audit.retention:", "off"), "{problems:#?}");
 }
+
+#[test]
+fn secrets_key_file_defaults_next_to_the_database_and_a_bad_one_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Dir::new();
+    let store =
+        |extra: &str| format!("[store]\nurl = \"sqlite:state/tapd.db\"\n{extra}\n{MINIMAL}");
+    let config = dir.load(&store("")).unwrap().config;
+    assert_eq!(
+        config.store.secrets_key_file,
+        dir.path().join("state/secrets.key")
+    );
+    // Missing: fine (created at first start); check-config creates nothing.
+    assert!(!config.store.secrets_key_file.exists());
+    dir.write("short.key", "0123456789");
+    let problems = problems(dir.load(&store("secrets_key_file = \"short.key\"")));
+    assert!(
+        has(&problems, "store.secrets_key_file:", "holds 10 bytes"),
+        "{problems:#?}"
+    );
+    let key = dir.path().join("good.key");
+    std::fs::write(&key, [7u8; 32]).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let problems = self::problems(dir.load(&store("secrets_key_file = \"good.key\"")));
+    assert!(
+        has(&problems, "store.secrets_key_file:", "chmod 600"),
+        "{problems:#?}"
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = dir
+        .load(&store(
+            "secrets_key_file = \"good.key\"\nsecrets_previous_key_file = \"good.key\"",
+        ))
+        .unwrap()
+        .config;
+    assert_eq!(config.store.secrets_previous_key_file, Some(key));
+}
