@@ -46,6 +46,12 @@ fi
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
+# Supply chain (deny.toml): licences, banned/duplicate crates, sources. The advisory check
+# needs the RustSec database from the network: see README "Supply chain".
+if ! command -v cargo-deny >/dev/null 2>&1; then
+  cargo install --locked cargo-deny
+fi
+cargo deny --locked check --hide-inclusion-graph licenses bans sources
 cargo test --locked --all-targets
 
 # The Debian package: build, dpkg -i, check, remove, purge (root only; CI is root).

@@ -50,14 +50,56 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// while a flood is still shed, and the sign-in throttle stops guessing before any hashing.
 pub const ARGON2_QUEUE_PER_WORKER: usize = 16;
 
-/// Opens the configured store.
+/// Opens the configured store, sealing authenticator-app secrets with the key of
+/// `[store] secrets_key_file` (created when missing; rows in clear, or under
+/// `secrets_previous_key_file` during a rotation, are sealed now).
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let sealer = sealer(config)?;
+    Ok(match open_store_unsealed(config).await? {
+        OpenedStore::Sqlite(store) => {
+            Arc::new(store.with_secrets(sealer).await.with_context(|| {
+                "while sealing the store's secrets (store.secrets_key_file)".to_owned()
+            })?)
+        }
+        OpenedStore::Postgres(store) => {
+            Arc::new(store.with_secrets(sealer).await.with_context(|| {
+                "while sealing the store's secrets (store.secrets_key_file)".to_owned()
+            })?)
+        }
+    })
+}
+
+/// The sealer of `[store] secrets_key_file` (and the previous key, during a rotation).
+fn sealer(config: &Config) -> anyhow::Result<crate::store::seal::Sealer> {
+    let current = crate::config::secrets_key::read_or_create(&config.store.secrets_key_file)
+        .map_err(|err| anyhow::anyhow!("store.secrets_key_file: {err}"))?;
+    let previous = match &config.store.secrets_previous_key_file {
+        Some(path) => Some(
+            crate::config::secrets_key::read(path)
+                .map_err(|err| anyhow::anyhow!("store.secrets_previous_key_file: {err}"))?,
+        ),
+        None => None,
+    };
+    Ok(crate::store::seal::Sealer::new(
+        &current,
+        previous.as_deref(),
+    ))
+}
+
+enum OpenedStore {
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
+}
+
+/// Opens the configured store without its secrets key: enough to read users, groups and the
+/// policy (`check-config`), and it creates no key file.
+async fn open_store_unsealed(config: &Config) -> anyhow::Result<OpenedStore> {
     match &config.store.url {
         StoreUrl::Sqlite(path) => {
             let store = SqliteStore::open(path, config.store.busy_timeout)
                 .await
                 .with_context(|| format!("while opening the SQLite store {}", path.display()))?;
-            Ok(Arc::new(store))
+            Ok(OpenedStore::Sqlite(store))
         }
         StoreUrl::Postgres(url) => {
             let settings = PostgresSettings {
@@ -81,7 +123,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
                 Err(e) => format!("encryption unknown: {e}"),
             };
             log::info!("store: PostgreSQL at {} ({security})", config.store.url);
-            Ok(Arc::new(store))
+            Ok(OpenedStore::Postgres(store))
         }
     }
 }
@@ -165,8 +207,9 @@ pub async fn check_group_references(config: &Config) -> Vec<String> {
             return Vec::new();
         }
     }
-    let store = match open_store(config).await {
-        Ok(store) => store,
+    let store: Arc<dyn Store> = match open_store_unsealed(config).await {
+        Ok(OpenedStore::Sqlite(store)) => Arc::new(store),
+        Ok(OpenedStore::Postgres(store)) => Arc::new(store),
         Err(e) => {
             return vec![format!(
                 "group references not checked against the synced groups: {e:#}"
@@ -356,6 +399,13 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
             sync_loop(syncer, incremental, notifier, shutdown).await;
             Ok(())
         }));
+    }
+    if let Some(retention) = config.audit.retention {
+        let (store, clock, shutdown) = (store.clone(), clock.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            crate::store::retention::prune_loop(store, clock, retention, shutdown).await;
+            Ok(())
+        });
     }
 
     let mut sigterm =

@@ -4,6 +4,7 @@
 //! May depend on: `admin::client`, `admin::graph` (for formats). Talks to the daemon only
 //! through the socket, never to the store.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -11,6 +12,51 @@ use hyper::Method;
 use serde_json::{json, Map, Value};
 
 use crate::admin::client::{query_value, segment, AdminClient, ClientError};
+
+// Every line tapctl prints goes through [`terminal_safe`]: names, audit text and error
+// messages come from the directory, from sign-in attempts and from the daemon, and a control
+// character in them (ESC, CR, BEL, a C1 CSI, a bidi override) must never reach the terminal
+// raw (issue 15). These shadow std's macros for this module only.
+macro_rules! println {
+    () => { $crate::tapctl::emit(false, "") };
+    ($($arg:tt)*) => { $crate::tapctl::emit(false, &format!($($arg)*)) };
+}
+macro_rules! eprintln {
+    ($($arg:tt)*) => { $crate::tapctl::emit(true, &format!($($arg)*)) };
+}
+
+/// Writes one line to stdout or stderr with [`terminal_safe`] applied; a closed pipe is not
+/// an error worth a panic.
+fn emit(to_stderr: bool, line: &str) {
+    let line = terminal_safe(line);
+    let _ = if to_stderr {
+        writeln!(std::io::stderr().lock(), "{line}")
+    } else {
+        writeln!(std::io::stdout().lock(), "{line}")
+    };
+}
+
+/// `text` with every character that could steer a terminal written as a `\uXXXX` escape:
+/// control characters (C0 but the newline, DEL, C1) and the bidirectional overrides and
+/// isolates. The form is JSON's, so `--json` output stays valid JSON.
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    fn steers(c: char) -> bool {
+        (c.is_control() && c != '\n')
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    if !text.chars().any(steers) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if steers(c) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
 
 const POLICY_PATH: &str =
     "/v1/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/temporaryAccessPass";
@@ -758,6 +804,27 @@ mod tests {
         assert_eq!(parse_minutes("1d").unwrap(), 1440);
         assert!(parse_minutes("2 weeks").is_err());
         assert!(parse_minutes("h").is_err());
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        let hostile = "eve\u{1b}]0;pwned\u{7}\r\u{1b}[2J\u{0}\u{7f}\u{9b}31m\u{202e}gpj.exe\tend";
+        let safe = terminal_safe(hostile);
+        assert!(
+            !safe
+                .chars()
+                .any(|c| c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c)),
+            "{safe:?}"
+        );
+        assert_eq!(
+            safe,
+            "eve\\u001b]0;pwned\\u0007\\u000d\\u001b[2J\\u0000\\u007f\\u009b31m\\u202egpj.exe\\u0009end"
+        );
+        assert_eq!(terminal_safe("plain\nlines"), "plain\nlines");
+        // JSON stays JSON: serde leaves DEL and C1 raw, the escape makes them \u sequences.
+        let json = serde_json::json!({ "actor": "a\u{9b}b\u{7f}" }).to_string();
+        let parsed: Value = serde_json::from_str(&terminal_safe(&json)).unwrap();
+        assert_eq!(parsed["actor"], "a\u{9b}b\u{7f}");
     }
 
     #[test]

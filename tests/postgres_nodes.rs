@@ -228,6 +228,7 @@ impl Tapd {
                 r#"
 [store]
 url = "{store_url}"
+secrets_key_file = "{secrets_key}"
 statement_timeout = "3s"
 connect_timeout = "2s"
 pool_size = 4
@@ -253,6 +254,7 @@ enabled = false
 "#,
                 ldif = repo_path("etc/tapd/demo-directory.ldif").display(),
                 socket = dir.path().join("admin.sock").display(),
+                secrets_key = shared_secrets_key(store_url).display(),
             ),
         )
         .unwrap();
@@ -487,4 +489,15 @@ async fn one_node_syncs_at_a_time_and_another_takes_over() {
     clock_a.set(at(3700));
     let again = node_a.run(false, "root (uid 0)").await.unwrap();
     assert_eq!(again.node.as_deref(), Some("node-a"));
+}
+
+/// The secrets key every node of one store shares (`[store] secrets_key_file`): one file per
+/// database in the temp dir, created by whichever node starts first.
+fn shared_secrets_key(store_url: &str) -> std::path::PathBuf {
+    let database = store_url
+        .split('?')
+        .next()
+        .and_then(|base| base.rsplit('/').next())
+        .unwrap_or("tapd");
+    std::env::temp_dir().join(format!("tapd-test-{database}.secrets.key"))
 }

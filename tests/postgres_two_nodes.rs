@@ -108,6 +108,7 @@ impl Node {
             r#"
 [store]
 url = "{store_url}"
+secrets_key_file = "{secrets_key}"
 statement_timeout = "{statement_timeout}"
 connect_timeout = "2s"
 pool_size = 8
@@ -147,6 +148,7 @@ format = "stderr"
 enabled = false
 "#,
             ldif = setup.ldif.display(),
+            secrets_key = shared_secrets_key(store_url).display(),
             sync_interval = setup.sync_interval,
             incremental_interval = setup.incremental_interval,
             statement_timeout = setup.statement_timeout,
@@ -1211,4 +1213,15 @@ async fn node_frozen_past_its_lease_cannot_commit_over_the_takeover() {
         Some(b.identity.as_str()),
         "{applied:?}"
     );
+}
+
+/// The secrets key every node of one store shares (`[store] secrets_key_file`): one file per
+/// database in the temp dir, created by whichever node starts first.
+fn shared_secrets_key(store_url: &str) -> std::path::PathBuf {
+    let database = store_url
+        .split('?')
+        .next()
+        .and_then(|base| base.rsplit('/').next())
+        .unwrap_or("tapd");
+    std::env::temp_dir().join(format!("tapd-test-{database}.secrets.key"))
 }

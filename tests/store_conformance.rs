@@ -23,6 +23,7 @@ use tapd::model::{
     TargetType, Timestamp, User, WebAuthMethod, WebCeremony, WebSession,
 };
 use tapd::store::postgres::{PostgresSettings, PostgresStore};
+use tapd::store::seal::Sealer;
 use tapd::store::sqlite::{SqliteStore, DEFAULT_BUSY_TIMEOUT};
 use tapd::store::{
     LeaseLost, Store, StoreError, SyncFence, SyncLease, SyncLeaseOutcome, SyncPlan, SyncPlanEnd,
@@ -33,14 +34,101 @@ use postgres_cluster::PostgresCluster;
 // ---------------------------------------------------------------------------------------------
 // Backends
 
-type Reopen = Box<dyn Fn() -> Pin<Box<dyn Future<Output = Arc<dyn Store>> + Send>> + Send + Sync>;
+type Reopen = Box<
+    dyn Fn(
+            Option<Sealer>,
+        ) -> Pin<Box<dyn Future<Output = Result<Arc<dyn Store>, StoreError>> + Send>>
+        + Send
+        + Sync,
+>;
 
-/// A store under test, how to open the same data again, and whatever must live as long as it
+/// The key every backend of this suite seals its secrets with.
+const KEY: [u8; 32] = [0x42; 32];
+
+fn sealer() -> Sealer {
+    Sealer::new(&KEY, None)
+}
+
+/// A store under test, how to open the same data again (with a secrets key, or without one),
+/// the database as an attacker with a copy of it sees it, and whatever must live as long as it
 /// (a temp dir, a database server).
 struct Backend {
     store: Arc<dyn Store>,
     reopen: Reopen,
+    raw: Raw,
     _guard: Box<dyn std::any::Any + Send + Sync>,
+}
+
+/// The database below the store: its bytes and direct SQL.
+enum Raw {
+    Sqlite(std::path::PathBuf),
+    Postgres {
+        cluster: Arc<PostgresCluster>,
+        url: String,
+    },
+}
+
+impl Raw {
+    /// Everything the database holds, as a backup would: the SQLite file and its log, or a
+    /// `pg_dump`.
+    fn dump(&self) -> Vec<u8> {
+        match self {
+            Raw::Sqlite(path) => {
+                let mut bytes = std::fs::read(path).unwrap();
+                for suffix in ["-wal", "-journal"] {
+                    let mut name = path.clone().into_os_string();
+                    name.push(suffix);
+                    if let Ok(more) = std::fs::read(&name) {
+                        bytes.extend(more);
+                    }
+                }
+                bytes
+            }
+            Raw::Postgres { cluster, url } => cluster.dump(url).into_bytes(),
+        }
+    }
+
+    /// Runs one statement directly on the database (what someone with write access to it
+    /// could do).
+    async fn execute(&self, sql: &str) {
+        match self {
+            Raw::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.busy_timeout(std::time::Duration::from_secs(5))
+                    .unwrap();
+                conn.execute_batch(sql).unwrap();
+            }
+            Raw::Postgres { url, .. } => {
+                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                let task = tokio::spawn(connection);
+                client.batch_execute(sql).await.unwrap();
+                drop(client);
+                let _ = task.await;
+            }
+        }
+    }
+
+    /// The one text value `sql` selects.
+    async fn text(&self, sql: &str) -> String {
+        match self {
+            Raw::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.query_row(sql, [], |row| row.get(0)).unwrap()
+            }
+            Raw::Postgres { url, .. } => {
+                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                let task = tokio::spawn(connection);
+                let value: String = client.query_one(sql, &[]).await.unwrap().get(0);
+                drop(client);
+                let _ = task.await;
+                value
+            }
+        }
+    }
 }
 
 /// SQLite in a fresh temp dir.
@@ -49,21 +137,26 @@ async fn sqlite_backend() -> Backend {
     let path = dir.path().join("state").join("tapd.db");
     let store = SqliteStore::open(&path, DEFAULT_BUSY_TIMEOUT)
         .await
+        .unwrap()
+        .with_secrets(sealer())
+        .await
         .unwrap();
-    let reopen: Reopen = Box::new(move || {
+    let raw = Raw::Sqlite(path.clone());
+    let reopen: Reopen = Box::new(move |sealer| {
         let path = path.clone();
         Box::pin(async move {
-            let store: Arc<dyn Store> = Arc::new(
-                SqliteStore::open(&path, DEFAULT_BUSY_TIMEOUT)
-                    .await
-                    .unwrap(),
-            );
-            store
+            let store = SqliteStore::open(&path, DEFAULT_BUSY_TIMEOUT).await?;
+            let store: Arc<dyn Store> = match sealer {
+                Some(sealer) => Arc::new(store.with_secrets(sealer).await?),
+                None => Arc::new(store),
+            };
+            Ok(store)
         })
     });
     Backend {
         store: Arc::new(store),
         reopen,
+        raw,
         _guard: Box::new(dir),
     }
 }
@@ -74,21 +167,29 @@ async fn postgres_backend() -> Backend {
     let url = cluster.create_database().await;
     let store = PostgresStore::open(&PostgresSettings::new(url.clone()))
         .await
+        .unwrap()
+        .with_secrets(sealer())
+        .await
         .unwrap();
-    let reopen: Reopen = Box::new(move || {
+    let raw = Raw::Postgres {
+        cluster: cluster.clone(),
+        url: url.clone(),
+    };
+    let reopen: Reopen = Box::new(move |sealer| {
         let url = url.clone();
         Box::pin(async move {
-            let store: Arc<dyn Store> = Arc::new(
-                PostgresStore::open(&PostgresSettings::new(url))
-                    .await
-                    .unwrap(),
-            );
-            store
+            let store = PostgresStore::open(&PostgresSettings::new(url)).await?;
+            let store: Arc<dyn Store> = match sealer {
+                Some(sealer) => Arc::new(store.with_secrets(sealer).await?),
+                None => Arc::new(store),
+            };
+            Ok(store)
         })
     });
     Backend {
         store: Arc::new(store),
         reopen,
+        raw,
         _guard: Box::new(cluster),
     }
 }
@@ -127,8 +228,14 @@ macro_rules! conformance {
                 web_sessions_roundtrip_update_delete,
                 web_sessions_expired_are_purged_and_follow_their_user,
                 web_ceremonies_are_taken_exactly_once,
+                audit_retention_prunes_old_events_in_batches,
             );
-            conformance!(@backend $factory; data_survives_reopen);
+            conformance!(@backend $factory;
+                data_survives_reopen,
+                totp_seeds_are_never_stored_in_clear,
+                clear_seeds_are_sealed_at_open_once,
+                moved_seeds_and_wrong_keys_are_refused,
+            );
         }
     };
     (@store $factory:ident; $($test:ident),* $(,)?) => {
@@ -1260,6 +1367,7 @@ async fn data_survives_reopen(backend: Backend) {
         store,
         reopen,
         _guard,
+        ..
     } = backend;
     seed(&store).await;
     let policy = TapPolicy {
@@ -1295,7 +1403,7 @@ async fn data_survives_reopen(backend: Backend) {
     let users = store.users(None).await.unwrap();
     drop(store);
 
-    let store = reopen().await;
+    let store = reopen(Some(sealer())).await.unwrap();
     assert_eq!(store.policy().await.unwrap(), policy);
     assert_eq!(store.users(None).await.unwrap(), users);
     let stored = store.tap_for_user("u-alice").await.unwrap().unwrap();
@@ -1738,7 +1846,7 @@ async fn nul_characters_are_harmless(store: Arc<dyn Store>) {
 
 async fn sync_lease_exclusive_across_nodes(backend: Backend) {
     let node_a = backend.store.clone();
-    let node_b = (backend.reopen)().await;
+    let node_b = (backend.reopen)(Some(sealer())).await.unwrap();
     let ttl = std::time::Duration::from_millis(1500);
     let granted = node_a
         .try_sync_lease("node-a", ttl)
@@ -1785,7 +1893,10 @@ async fn sync_lease_exclusive_across_nodes(backend: Backend) {
 }
 
 async fn sync_lease_one_winner_of_many(backend: Backend) {
-    let stores = [backend.store.clone(), (backend.reopen)().await];
+    let stores = [
+        backend.store.clone(),
+        (backend.reopen)(Some(sealer())).await.unwrap(),
+    ];
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..20 {
         let store = stores[i % 2].clone();
@@ -1818,7 +1929,10 @@ async fn sync_lease_one_winner_of_many(backend: Backend) {
 }
 
 async fn consume_one_time_tap_exactly_once_across_nodes(backend: Backend) {
-    let stores = [backend.store.clone(), (backend.reopen)().await];
+    let stores = [
+        backend.store.clone(),
+        (backend.reopen)(Some(sealer())).await.unwrap(),
+    ];
     seed(&stores[0]).await;
     stores[1]
         .replace_tap(
@@ -1858,7 +1972,7 @@ async fn consume_one_time_tap_exactly_once_across_nodes(backend: Backend) {
 
 async fn writes_on_one_node_are_read_on_the_other(backend: Backend) {
     let node_a = backend.store.clone();
-    let node_b = (backend.reopen)().await;
+    let node_b = (backend.reopen)(Some(sealer())).await.unwrap();
     seed(&node_a).await;
     let the_tap = tap("tap-a", "u-alice", false);
     node_a
@@ -2125,4 +2239,358 @@ async fn web_ceremonies_are_taken_exactly_once(store: Arc<dyn Store>) {
         store.take_web_ceremony("c3").await.unwrap().map(|c| c.id),
         Some("c3".to_owned())
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets at rest (issue 15): authenticator-app seeds are sealed in every row and every copy.
+
+/// A fresh random authenticator seed: its bytes and its base32 (as the app and the store's
+/// JSON carry it).
+fn random_seed() -> (Vec<u8>, String) {
+    let bytes: Vec<u8> = uuid::Uuid::new_v4()
+        .as_bytes()
+        .iter()
+        .chain(uuid::Uuid::new_v4().as_bytes())
+        .copied()
+        .take(20)
+        .collect();
+    let base32 = tapd::web::totp::base32_encode(&bytes);
+    (bytes, base32)
+}
+
+fn totp_method(id: &str, user_id: &str, base32: &str) -> RegisteredMethod {
+    RegisteredMethod {
+        id: id.to_owned(),
+        user_id: user_id.to_owned(),
+        kind: MethodKind::SoftwareOath,
+        display_name: "Authenticator app".to_owned(),
+        created: t(1),
+        data: json!({ "secret": base32, "lastUsedStep": null }).to_string(),
+    }
+}
+
+fn totp_ceremony(id: &str, base32: &str) -> WebCeremony {
+    WebCeremony {
+        id: id.to_owned(),
+        kind: CeremonyKind::TotpEnrolment,
+        session_id_hash: None,
+        state: json!({ "secret": base32 }).to_string(),
+        created: t(0),
+        expires: t(100_000),
+    }
+}
+
+/// Whether `needle` occurs in `haystack`, in any of the spellings a dump could show it in
+/// (raw bytes, base32 either case, hex as PostgreSQL prints bytea).
+fn leaks(haystack: &[u8], bytes: &[u8], base32: &str) -> Option<String> {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let spellings = [
+        bytes.to_vec(),
+        base32.as_bytes().to_vec(),
+        base32.to_lowercase().into_bytes(),
+        hex.into_bytes(),
+    ];
+    spellings
+        .iter()
+        .find(|needle| {
+            haystack
+                .windows(needle.len())
+                .any(|w| w == needle.as_slice())
+        })
+        .map(|needle| String::from_utf8_lossy(needle).into_owned())
+}
+
+async fn totp_seeds_are_never_stored_in_clear(backend: Backend) {
+    let store = backend.store.clone();
+    seed(&store).await;
+    let (bytes, base32) = random_seed();
+    let method = totp_method("m-totp", "u-alice", &base32);
+    store
+        .add_method(&method, &event("add", "alice", None, t(1)))
+        .await
+        .unwrap();
+    // The enrolment ceremony holds the seed before it is confirmed: sealed too.
+    let (pending_bytes, pending) = random_seed();
+    store
+        .put_web_ceremony(&totp_ceremony("c-totp", &pending), t(0))
+        .await
+        .unwrap();
+    // A code accepted: the data is swapped (compare by content, not by sealed bytes).
+    let used = json!({ "secret": base32, "lastUsedStep": 42 }).to_string();
+    assert!(!store
+        .swap_method_data("m-totp", "{\"secret\":\"wrong\"}", &used)
+        .await
+        .unwrap());
+    assert!(store
+        .swap_method_data("m-totp", &method.data, &used)
+        .await
+        .unwrap());
+    assert!(!store
+        .swap_method_data("m-totp", &method.data, &used)
+        .await
+        .unwrap());
+    assert!(store.update_method_data("m-totp", &used).await.unwrap());
+    // Read back in clear through the store.
+    let read = store.method("m-totp").await.unwrap().unwrap();
+    assert_eq!(read.data, used);
+    assert_eq!(store.methods("u-alice").await.unwrap(), [read]);
+
+    // A copy of the database holds neither seed in any spelling.
+    let dump = backend.raw.dump();
+    assert!(!dump.is_empty());
+    assert_eq!(
+        leaks(&dump, &bytes, &base32),
+        None,
+        "the seed is in the store in clear"
+    );
+    assert_eq!(
+        leaks(&dump, &pending_bytes, &pending),
+        None,
+        "the pending seed is in the store in clear"
+    );
+    let stored = backend
+        .raw
+        .text("SELECT data FROM methods WHERE id = 'm-totp'")
+        .await;
+    assert!(stored.starts_with("sealed:v1:"), "{stored}");
+
+    let taken = store.take_web_ceremony("c-totp").await.unwrap().unwrap();
+    assert_eq!(taken.state, totp_ceremony("c-totp", &pending).state);
+    // A passkey's public data is not a secret and stays readable.
+    store
+        .add_method(
+            &method_fido("m-key", "u-alice"),
+            &event("add", "alice", None, t(2)),
+        )
+        .await
+        .unwrap();
+    let stored = backend
+        .raw
+        .text("SELECT data FROM methods WHERE id = 'm-key'")
+        .await;
+    assert_eq!(stored, method_fido("m-key", "u-alice").data);
+}
+
+fn method_fido(id: &str, user_id: &str) -> RegisteredMethod {
+    method(id, user_id, t(2))
+}
+
+async fn clear_seeds_are_sealed_at_open_once(backend: Backend) {
+    let Backend {
+        store,
+        reopen,
+        raw,
+        _guard,
+    } = backend;
+    seed(&store).await;
+    drop(store);
+    // A store written before tapd sealed seeds: opened without a key, rows stay in clear.
+    let (bytes, base32) = random_seed();
+    let method = totp_method("m-old", "u-bob", &base32);
+    let (pending_bytes, pending) = random_seed();
+    {
+        let old = reopen(None).await.unwrap();
+        old.add_method(&method, &event("add", "bob", None, t(1)))
+            .await
+            .unwrap();
+        old.put_web_ceremony(&totp_ceremony("c-old", &pending), t(0))
+            .await
+            .unwrap();
+    }
+    assert!(
+        leaks(&raw.dump(), &bytes, &base32).is_some(),
+        "the old row should be in clear before the migration"
+    );
+
+    let store = reopen(Some(sealer())).await.unwrap();
+    let sealed = raw
+        .text("SELECT data FROM methods WHERE id = 'm-old'")
+        .await;
+    assert!(sealed.starts_with("sealed:v1:"), "{sealed}");
+    let state = raw
+        .text("SELECT state FROM web_ceremonies WHERE id = 'c-old'")
+        .await;
+    assert!(state.starts_with("sealed:v1:"), "{state}");
+    assert_eq!(
+        store.methods("u-bob").await.unwrap(),
+        std::slice::from_ref(&method)
+    );
+    drop(store);
+    let dump = raw.dump();
+    assert_eq!(
+        leaks(&dump, &bytes, &base32),
+        None,
+        "migrated seed left in clear"
+    );
+    assert_eq!(leaks(&dump, &pending_bytes, &pending), None);
+
+    // Idempotent: a second open changes nothing.
+    let store = reopen(Some(sealer())).await.unwrap();
+    assert_eq!(
+        raw.text("SELECT data FROM methods WHERE id = 'm-old'")
+            .await,
+        sealed
+    );
+    assert_eq!(store.methods("u-bob").await.unwrap(), [method]);
+    let taken = store.take_web_ceremony("c-old").await.unwrap().unwrap();
+    assert_eq!(taken.state, totp_ceremony("c-old", &pending).state);
+}
+
+async fn moved_seeds_and_wrong_keys_are_refused(backend: Backend) {
+    let Backend {
+        store,
+        reopen,
+        raw,
+        _guard,
+    } = backend;
+    seed(&store).await;
+    let (_, alice_seed) = random_seed();
+    let (_, bob_seed) = random_seed();
+    store
+        .add_method(
+            &totp_method("m-alice", "u-alice", &alice_seed),
+            &event("add", "alice", None, t(1)),
+        )
+        .await
+        .unwrap();
+    store
+        .add_method(
+            &totp_method("m-bob", "u-bob", &bob_seed),
+            &event("add", "bob", None, t(1)),
+        )
+        .await
+        .unwrap();
+    // Someone with write access to the database copies alice's sealed seed into bob's row,
+    // to sign in as bob with alice's authenticator: the row binding refuses it.
+    let bob_sealed = raw
+        .text("SELECT data FROM methods WHERE id = 'm-bob'")
+        .await;
+    raw.execute(
+        "UPDATE methods SET data = (SELECT data FROM methods WHERE id = 'm-alice') \
+         WHERE id = 'm-bob'",
+    )
+    .await;
+    let err = store.methods("u-bob").await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+    assert!(err.to_string().contains("does not authenticate"), "{err}");
+    assert!(store.method("m-bob").await.is_err());
+    assert_eq!(store.methods("u-alice").await.unwrap().len(), 1);
+    raw.execute(&format!(
+        "UPDATE methods SET data = '{bob_sealed}' WHERE id = 'm-bob'"
+    ))
+    .await;
+    assert_eq!(
+        store.method("m-bob").await.unwrap().unwrap().data,
+        totp_method("m-bob", "u-bob", &bob_seed).data
+    );
+    drop(store);
+
+    // The wrong key: a clear error at open naming the key, not garbage later.
+    let other = [0x17; 32];
+    let err = match reopen(Some(Sealer::new(&other, None))).await {
+        Ok(_) => panic!("a store sealed under another key opened"),
+        Err(err) => err.to_string(),
+    };
+    assert!(err.contains("store.secrets_key_file"), "{err}");
+    assert!(err.contains(&tapd::store::seal::key_id(&KEY)), "{err}");
+    // Nothing was changed by the refused open.
+    assert_eq!(
+        raw.text("SELECT data FROM methods WHERE id = 'm-bob'")
+            .await,
+        bob_sealed
+    );
+
+    // Rotation: the new key with the old one as previous reseals every row, after which the
+    // new key alone opens them.
+    let rotating = reopen(Some(Sealer::new(&other, Some(&KEY)))).await.unwrap();
+    drop(rotating);
+    let resealed = raw
+        .text("SELECT data FROM methods WHERE id = 'm-bob'")
+        .await;
+    assert!(
+        resealed.starts_with(&format!("sealed:v1:{}:", tapd::store::seal::key_id(&other))),
+        "{resealed}"
+    );
+    let store = reopen(Some(Sealer::new(&other, None))).await.unwrap();
+    assert_eq!(
+        store.method("m-alice").await.unwrap().unwrap().data,
+        totp_method("m-alice", "u-alice", &alice_seed).data
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit retention (issue 15): old events go, in small batches; newer ones stay.
+
+async fn audit_retention_prunes_old_events_in_batches(store: Arc<dyn Store>) {
+    use tapd::clock::{Clock, ManualClock};
+    use tapd::store::retention::prune_once;
+    let old: Vec<NewAuditEvent> = (0..25)
+        .map(|m| event(&format!("old {m}"), "root", None, t(m)))
+        .collect();
+    store.append_audits(&old).await.unwrap();
+    let recent: Vec<NewAuditEvent> = (0..3)
+        .map(|m| event(&format!("recent {m}"), "root", None, t(1000 + m)))
+        .collect();
+    store.append_audits(&recent).await.unwrap();
+
+    // One batch: at most `limit` of the oldest events before the cut.
+    assert_eq!(store.prune_audit(t(5), 3).await.unwrap(), 3);
+    let left = audit_all(&store).await;
+    assert_eq!(left.len(), 25);
+    assert!(!left
+        .iter()
+        .any(|a| a == "old 0" || a == "old 1" || a == "old 2"));
+    assert!(left.contains(&"old 3".to_owned()));
+    // Nothing before the cut is left to delete: an event exactly at the cut stays.
+    assert_eq!(store.prune_audit(t(3), 10).await.unwrap(), 0);
+
+    // The retention task's pass, by a manual clock: 50 minutes of retention at t(1000) keeps
+    // exactly the recent events, deleting the rest 10 at a time.
+    let clock = ManualClock::new(t(1000));
+    let token = tokio_util::sync::CancellationToken::new();
+    let retention = std::time::Duration::from_secs(50 * 60);
+    let deleted = prune_once(
+        &*store,
+        clock.now(),
+        retention,
+        10,
+        std::time::Duration::from_millis(1),
+        &token,
+    )
+    .await
+    .unwrap();
+    assert_eq!(deleted, 22);
+    assert_eq!(
+        audit_all(&store).await,
+        ["recent 2", "recent 1", "recent 0"]
+    );
+    assert_eq!(
+        prune_once(
+            &*store,
+            clock.now(),
+            retention,
+            10,
+            std::time::Duration::ZERO,
+            &token
+        )
+        .await
+        .unwrap(),
+        0
+    );
+    // Time passes: the recent events age out too.
+    clock.advance(Duration::minutes(52));
+    assert_eq!(
+        prune_once(
+            &*store,
+            clock.now(),
+            retention,
+            10,
+            std::time::Duration::ZERO,
+            &token
+        )
+        .await
+        .unwrap(),
+        2
+    );
+    assert_eq!(audit_all(&store).await, ["recent 2"]);
 }

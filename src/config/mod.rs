@@ -11,6 +11,7 @@
 //! and `zeroize`; nothing else in the crate.
 
 mod raw;
+pub mod secrets_key;
 mod validate;
 mod values;
 
@@ -75,6 +76,15 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// `[security]`.
     pub security: SecurityConfig,
+    /// `[audit]`.
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// Events older than this are pruned; `None`: kept forever.
+    pub retention: Option<Duration>,
 }
 
 /// `[store]`.
@@ -94,6 +104,12 @@ pub struct StoreConfig {
     pub statement_timeout: Duration,
     /// PostgreSQL connection attempt timeout.
     pub connect_timeout: Duration,
+    /// The key that seals authenticator-app secrets ([`secrets_key`]).
+    pub secrets_key_file: PathBuf,
+    /// The previous key during a rotation.
+    pub secrets_previous_key_file: Option<PathBuf>,
+    /// PostgreSQL: a weak `sslmode` for a non-loopback server was explicitly allowed.
+    pub allow_insecure_transport: bool,
 }
 
 /// `[directory]`, with the preset applied.

@@ -29,6 +29,25 @@ pub struct RawConfig {
     pub metrics: RawMetrics,
     /// `[security]`: resource bounds for the expensive parts of sign-in.
     pub security: RawSecurity,
+    /// `[audit]`: how long audit events are kept.
+    pub audit: RawAudit,
+}
+
+/// `[audit]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAudit {
+    /// Events older than this are deleted (in small batches, hourly). `"0"` or `"off"` keeps
+    /// them forever. Default `400d`: a year of compliance plus margin.
+    pub retention: String,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        Self {
+            retention: "400d".into(),
+        }
+    }
 }
 
 /// `[store]`.
@@ -51,6 +70,16 @@ pub struct RawStore {
     pub statement_timeout: String,
     /// PostgreSQL: the longest one connection attempt may take. Default `5s`.
     pub connect_timeout: String,
+    /// The key (32 random bytes, mode 0600) that seals authenticator-app secrets in the store;
+    /// created at first start when missing. Default: `secrets.key` next to a SQLite database,
+    /// `/var/lib/tapd/secrets.key` for PostgreSQL (every node needs the same one).
+    pub secrets_key_file: Option<String>,
+    /// During a key rotation only: the previous key, used to open rows sealed under it; they
+    /// are sealed again under `secrets_key_file` at start. Default: none.
+    pub secrets_previous_key_file: Option<String>,
+    /// PostgreSQL: allow `sslmode` weaker than `verify-full` (or `require` without a CA) for a
+    /// server that is not on loopback. Default `false`.
+    pub allow_insecure_transport: bool,
 }
 
 impl Default for RawStore {
@@ -63,6 +92,9 @@ impl Default for RawStore {
             pool_size: 16,
             statement_timeout: "10s".into(),
             connect_timeout: "5s".into(),
+            secrets_key_file: None,
+            secrets_previous_key_file: None,
+            allow_insecure_transport: false,
         }
     }
 }

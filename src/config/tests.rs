@@ -131,8 +131,19 @@ fn shipped_production_example_validates_without_secret_files() {
     assert!(config.security.argon2_max_concurrent >= 1);
 }
 
+/// The README's first command: a git checkout gives the demo's secret files mode 0644, which
+/// tapd refuses, so the demo makes them private before its first start.
+fn make_demo_secrets_private() {
+    use std::os::unix::fs::PermissionsExt;
+    for file in ["demo-radius.secret", "demo-federation.token"] {
+        let path = repo_root().join("etc/tapd").join(file);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
 #[test]
 fn shipped_demo_config_validates_with_paths_relative_to_its_directory() {
+    make_demo_secrets_private();
     let loaded = load(&repo_root().join("etc/tapd/demo.toml")).unwrap();
     let config = &loaded.config;
     let root = repo_root();
@@ -519,7 +530,7 @@ public_url = "http://localhost:8080"
 }
 
 #[test]
-fn empty_and_duplicate_secrets_are_errors_and_loose_modes_are_warned() {
+fn empty_and_duplicate_secrets_and_loose_modes_are_errors() {
     use std::os::unix::fs::PermissionsExt;
     let dir = Dir::new();
     dir.write("empty.secret", "\n");
@@ -565,18 +576,71 @@ secret_file = "open.secret"
 require_message_authenticator = false
 "#
     );
-    let warnings = dir.load(&toml).unwrap().warnings;
+    // A world-readable secret is refused (issue 15), with the fix named.
+    let problems = self::problems(dir.load(&toml));
     assert!(has(
-        &warnings,
+        &problems,
         "radius.clients[0].secret_file:",
         "every local user"
     ));
+    assert!(has(
+        &problems,
+        "radius.clients[0].secret_file:",
+        &format!("chmod 600 {}", open.display())
+    ));
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let warnings = dir.load(&toml).unwrap().warnings;
     assert!(has(
         &warnings,
         "radius.clients[0].require_message_authenticator:",
         "BlastRADIUS"
     ));
     assert!(has(&warnings, "radius.listen:", "RADIUS is off"));
+    // Owned by another non-root user, who could replace it (tested where chown is allowed).
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o600)).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        let nobody = nix::unistd::Uid::from_raw(65534);
+        nix::unistd::chown(&open, Some(nobody), None).unwrap();
+        let problems = self::problems(dir.load(&toml));
+        assert!(
+            has(
+                &problems,
+                "radius.clients[0].secret_file:",
+                "owned by uid 65534"
+            ),
+            "{problems:#?}"
+        );
+        nix::unistd::chown(&open, Some(nix::unistd::Uid::from_raw(0)), None).unwrap();
+    }
+    for (mode, says) in [(0o620, "its group"), (0o602, "every local user")] {
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(mode)).unwrap();
+        let problems = self::problems(dir.load(&toml));
+        assert!(
+            has(&problems, "radius.clients[0].secret_file:", says),
+            "{problems:#?}"
+        );
+    }
+}
+
+#[test]
+fn short_radius_secrets_are_refused() {
+    let dir = Dir::new();
+    dir.write("short.secret", "fifteen-bytes!!");
+    let toml = format!(
+        r#"{MINIMAL}
+[[radius.clients]]
+name = "a"
+address = "10.0.0.1"
+secret_file = "short.secret"
+"#
+    );
+    let problems = problems(dir.load(&toml));
+    assert!(
+        has(&problems, "radius.clients[0].secret_file:", "at least 16"),
+        "{problems:#?}"
+    );
+    dir.write("short.secret", "sixteen-bytes!!!");
+    dir.load(&toml).unwrap();
 }
 
 #[test]
@@ -1069,6 +1133,28 @@ connect_timeout = "2s"
 }
 
 #[test]
+fn postgres_transport_to_a_remote_server_must_be_verified() {
+    let dir = Dir::new();
+    let load =
+        |url: &str, extra: &str| dir.load(&format!("[store]\nurl = \"{url}\"\n{extra}\n{MINIMAL}"));
+    let problems = problems(load(
+        "postgres://tapd@db.example.org/tapd?sslmode=require",
+        "",
+    ));
+    assert!(
+        has(&problems, "store.url:", "store.allow_insecure_transport"),
+        "{problems:#?}"
+    );
+    load(
+        "postgres://tapd@db.example.org/tapd?sslmode=require",
+        "allow_insecure_transport = true",
+    )
+    .unwrap();
+    load("postgres://tapd@db.example.org/tapd", "").unwrap();
+    load("postgres://tapd@127.0.0.1/tapd?sslmode=disable", "").unwrap();
+}
+
+#[test]
 fn postgres_store_problems_and_warnings() {
     let dir = Dir::new();
     dir.write("pg.secret", "db-password\n");
@@ -1228,4 +1314,75 @@ fn listener_hardening_keys_have_their_defaults_and_are_validated() {
         "{:#?}",
         loaded.warnings
     );
+}
+
+#[test]
+fn audit_retention_defaults_to_400_days_and_can_be_turned_off() {
+    let dir = Dir::new();
+    let config = dir.load(MINIMAL).unwrap().config;
+    assert_eq!(
+        config.audit.retention,
+        Some(Duration::from_secs(400 * 86_400))
+    );
+    for off in ["off", "0", "0s"] {
+        let config = dir
+            .load(&format!("{MINIMAL}\n[audit]\nretention = \"{off}\"\n"))
+            .unwrap()
+            .config;
+        assert_eq!(config.audit.retention, None, "{off}");
+    }
+    let config = dir
+        .load(&format!("{MINIMAL}\n[audit]\nretention = \"90d\"\n"))
+        .unwrap()
+        .config;
+    assert_eq!(
+        config.audit.retention,
+        Some(Duration::from_secs(90 * 86_400))
+    );
+    // A bare number is seconds: a typo must not wipe the audit.
+    let problems = problems(dir.load(&format!("{MINIMAL}\n[audit]\nretention = \"400\"\n")));
+    assert!(
+        has(&problems, "audit.retention:", "less than a day"),
+        "{problems:#?}"
+    );
+    let problems =
+        self::problems(dir.load(&format!("{MINIMAL}\n[audit]\nretention = \"forever\"\n")));
+    assert!(has(&problems, "audit.retention:", "off"), "{problems:#?}");
+}
+
+#[test]
+fn secrets_key_file_defaults_next_to_the_database_and_a_bad_one_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Dir::new();
+    let store =
+        |extra: &str| format!("[store]\nurl = \"sqlite:state/tapd.db\"\n{extra}\n{MINIMAL}");
+    let config = dir.load(&store("")).unwrap().config;
+    assert_eq!(
+        config.store.secrets_key_file,
+        dir.path().join("state/secrets.key")
+    );
+    // Missing: fine (created at first start); check-config creates nothing.
+    assert!(!config.store.secrets_key_file.exists());
+    dir.write("short.key", "0123456789");
+    let problems = problems(dir.load(&store("secrets_key_file = \"short.key\"")));
+    assert!(
+        has(&problems, "store.secrets_key_file:", "holds 10 bytes"),
+        "{problems:#?}"
+    );
+    let key = dir.path().join("good.key");
+    std::fs::write(&key, [7u8; 32]).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let problems = self::problems(dir.load(&store("secrets_key_file = \"good.key\"")));
+    assert!(
+        has(&problems, "store.secrets_key_file:", "chmod 600"),
+        "{problems:#?}"
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = dir
+        .load(&store(
+            "secrets_key_file = \"good.key\"\nsecrets_previous_key_file = \"good.key\"",
+        ))
+        .unwrap()
+        .config;
+    assert_eq!(config.store.secrets_previous_key_file, Some(key));
 }

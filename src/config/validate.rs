@@ -12,15 +12,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{
-    RawAdmin, RawConfig, RawDirectory, RawFederation, RawLog, RawMetrics, RawRadius,
+    RawAdmin, RawAudit, RawConfig, RawDirectory, RawFederation, RawLog, RawMetrics, RawRadius,
     RawReplyAttribute, RawSecurity, RawStore, RawWeb,
 };
 use super::values::{
-    is_loopback_host, parse_duration, read_secret_file, resolve_path, world_readable, IpNetwork,
-    LdapTransport, LdapUrl, PublicUrl, Secret, StoreUrl,
+    is_loopback_host, parse_duration, read_secret_file, resolve_path, unsafe_secret_file,
+    IpNetwork, LdapTransport, LdapUrl, PublicUrl, Secret, StoreUrl,
 };
 use super::{
-    AdminConfig, Config, ConfigError, DeletionGuard, DirectoryBind, DirectoryConfig,
+    AdminConfig, AuditConfig, Config, ConfigError, DeletionGuard, DirectoryBind, DirectoryConfig,
     DirectoryPreset, DirectorySource, DirectoryUnavailable, FederationConfig, HttpLimits, Loaded,
     LogConfig, LogFormat, MetricsConfig, RadiusClient, RadiusConfig, RelyingParty,
     ReplyAttributeRule, RoleMapping, SecurityConfig, StoreConfig, TlsFiles, WebConfig,
@@ -33,8 +33,8 @@ const MIN_SYNC_INTERVAL: Duration = Duration::from_secs(30);
 const MIN_INCREMENTAL_INTERVAL: Duration = Duration::from_secs(5);
 /// Minimum federation token length.
 const MIN_TOKEN_LEN: usize = 16;
-/// RFC 2865 §3: the shared secret should be at least 16 octets.
-const RECOMMENDED_SECRET_LEN: usize = 16;
+/// RFC 2865 §3: the shared secret should be at least 16 octets; shorter ones are refused.
+const MINIMUM_SECRET_LEN: usize = 16;
 /// `sun_path` holds 108 bytes including the terminating NUL.
 const MAX_SOCKET_PATH_LEN: usize = 107;
 
@@ -123,24 +123,27 @@ impl Report<'_> {
             return None;
         }
         let path = self.path(key, text);
+        if let Some(unsafe_because) = unsafe_secret_file(&path) {
+            self.problem(key, unsafe_because);
+            return None;
+        }
         match read_secret_file(&path) {
-            Ok(secret) => {
-                if world_readable(&path) {
-                    self.warn(
-                        key,
-                        format!(
-                            "{} is readable by every local user; chmod o-r it",
-                            path.display()
-                        ),
-                    );
-                }
-                Some(secret)
-            }
+            Ok(secret) => Some(secret),
             Err(err) => {
                 self.problem(key, err);
                 None
             }
         }
+    }
+
+    /// A secret file another part of the daemon reads later (the web's TLS key): checked now
+    /// like [`Report::later_file`], and refused when others could read or replace it.
+    fn later_secret_file(&mut self, key: &str, text: &str) -> PathBuf {
+        let path = self.later_file(key, text);
+        if let Some(unsafe_because) = unsafe_secret_file(&path) {
+            self.problem(key, unsafe_because);
+        }
+        path
     }
 
     fn non_empty(&mut self, key: &str, text: &str) {
@@ -170,6 +173,7 @@ pub(super) fn validate(
     let log = log(&mut report, &raw.log);
     let metrics = metrics(&mut report, &raw.metrics);
     let security = security(&mut report, &raw.security);
+    let audit = audit(&mut report, &raw.audit);
     check_tcp_listeners(&mut report, &web, &federation, &metrics);
 
     if !report.problems.is_empty() {
@@ -189,9 +193,34 @@ pub(super) fn validate(
             log,
             metrics,
             security,
+            audit,
         },
         warnings: report.warnings,
     })
+}
+
+fn audit(report: &mut Report<'_>, raw: &RawAudit) -> AuditConfig {
+    let text = raw.retention.trim();
+    if text == "off" {
+        return AuditConfig { retention: None };
+    }
+    match parse_duration(text) {
+        Ok(retention) if retention.is_zero() => AuditConfig { retention: None },
+        Ok(retention) if retention < Duration::from_secs(86_400) => {
+            report.problem(
+                "audit.retention",
+                format!("{text:?} is less than a day; use at least \"1d\", or \"off\" to keep every event"),
+            );
+            AuditConfig { retention: None }
+        }
+        Ok(retention) => AuditConfig {
+            retention: Some(retention),
+        },
+        Err(err) => {
+            report.problem("audit.retention", format!("{err}, or \"off\""));
+            AuditConfig { retention: None }
+        }
+    }
 }
 
 fn store(report: &mut Report<'_>, raw: &RawStore) -> StoreConfig {
@@ -247,6 +276,11 @@ fn store(report: &mut Report<'_>, raw: &RawStore) -> StoreConfig {
             if ca_file.is_some() && parsed.ssl_mode == crate::store::postgres::SslMode::Disable {
                 report.warn("store.ca_file", "unused with sslmode=disable");
             }
+            if let Some(problem) =
+                parsed.transport_problem(ca_file.is_some(), raw.allow_insecure_transport)
+            {
+                report.problem("store.url", problem);
+            }
         }
         None => {
             if raw.password_file.is_some() || raw.ca_file.is_some() {
@@ -260,6 +294,27 @@ fn store(report: &mut Report<'_>, raw: &RawStore) -> StoreConfig {
     if raw.pool_size == 0 {
         report.problem("store.pool_size", "must be at least 1");
     }
+    let secrets_key_file = match (&raw.secrets_key_file, &url) {
+        (Some(file), _) => report.path("store.secrets_key_file", file),
+        (None, StoreUrl::Sqlite(path)) => path
+            .parent()
+            .unwrap_or_else(|| std::path::Path::new("/var/lib/tapd"))
+            .join(super::secrets_key::DEFAULT_FILE_NAME),
+        (None, StoreUrl::Postgres(_)) => PathBuf::from(super::secrets_key::DEFAULT_POSTGRES_PATH),
+    };
+    // A missing key is created at first start; one that exists must be usable now.
+    if secrets_key_file.exists() {
+        if let Err(err) = super::secrets_key::read(&secrets_key_file) {
+            report.problem("store.secrets_key_file", err);
+        }
+    }
+    let secrets_previous_key_file = raw.secrets_previous_key_file.as_deref().map(|file| {
+        let path = report.path("store.secrets_previous_key_file", file);
+        if let Err(err) = super::secrets_key::read(&path) {
+            report.problem("store.secrets_previous_key_file", err);
+        }
+        path
+    });
     StoreConfig {
         url,
         busy_timeout: report.duration("store.busy_timeout", &raw.busy_timeout),
@@ -269,6 +324,9 @@ fn store(report: &mut Report<'_>, raw: &RawStore) -> StoreConfig {
         statement_timeout: report
             .positive_duration("store.statement_timeout", &raw.statement_timeout),
         connect_timeout: report.positive_duration("store.connect_timeout", &raw.connect_timeout),
+        secrets_key_file,
+        secrets_previous_key_file,
+        allow_insecure_transport: raw.allow_insecure_transport,
     }
 }
 
@@ -694,11 +752,11 @@ fn radius(report: &mut Report<'_>, raw: &RawRadius, web: &WebConfig) -> RadiusCo
         };
         let secret = report.secret(&format!("{key}.secret_file"), &client.secret_file);
         if let Some(secret) = &secret {
-            if secret.len() < RECOMMENDED_SECRET_LEN {
-                report.warn(
+            if secret.len() < MINIMUM_SECRET_LEN {
+                report.problem(
                     &format!("{key}.secret_file"),
                     format!(
-                        "the secret is {} bytes; RFC 2865 recommends at least {RECOMMENDED_SECRET_LEN}",
+                        "the secret is {} bytes; at least {MINIMUM_SECRET_LEN} are required (RFC 2865 §3); generate one with: head -c 24 /dev/urandom | base64 > FILE",
                         secret.len()
                     ),
                 );
@@ -842,7 +900,7 @@ fn web(report: &mut Report<'_>, raw: &RawWeb) -> WebConfig {
     let tls = match (raw.tls_cert_file.as_deref(), raw.tls_key_file.as_deref()) {
         (Some(cert), Some(key)) => Some(TlsFiles {
             cert_file: report.later_file("web.tls_cert_file", cert),
-            key_file: report.later_file("web.tls_key_file", key),
+            key_file: report.later_secret_file("web.tls_key_file", key),
         }),
         (Some(_), None) => {
             report.problem("web.tls_key_file", "required when tls_cert_file is set");

@@ -79,12 +79,39 @@ pub(crate) fn read_secret_file(path: &Path) -> Result<Secret, String> {
     }
 }
 
-/// Whether a file is readable by every local user (mode o+r): a secret should not be.
-pub(crate) fn world_readable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .map(|meta| meta.permissions().mode() & 0o004 != 0)
-        .unwrap_or(false)
+/// Why a secret file's ownership or mode lets someone other than tapd read or replace it, with
+/// the fix; `None` when it is safe: not group- or world-writable, not world-readable, and owned
+/// by root or by the user tapd runs as. (Group-readable is allowed: packaging may give a
+/// `tapd` group read access to a root-owned file.)
+pub(crate) fn unsafe_secret_file(path: &Path) -> Option<String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(path).ok()?;
+    let mode = meta.permissions().mode() & 0o777;
+    let shown = path.display();
+    if mode & 0o022 != 0 {
+        let who = if mode & 0o002 != 0 {
+            "every local user"
+        } else {
+            "its group"
+        };
+        return Some(format!(
+            "{shown} can be replaced by {who} (mode {mode:04o}); run chmod 600 {shown}"
+        ));
+    }
+    if mode & 0o004 != 0 {
+        return Some(format!(
+            "{shown} is readable by every local user (mode {mode:04o}); run chmod 600 {shown}"
+        ));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != me {
+        return Some(format!(
+            "{shown} is owned by uid {} (neither root nor tapd's uid {me}), who could replace it; \
+             run chown root {shown} (or chown it to the user tapd runs as) and chmod 600 {shown}",
+            meta.uid()
+        ));
+    }
+    None
 }
 
 /// Parses a duration: one or more `<integer><unit>` parts with units `ms`, `s`, `m`, `h`,

@@ -11,6 +11,8 @@
 mod codec;
 pub mod identity;
 pub mod postgres;
+pub mod retention;
+pub mod seal;
 pub mod sqlite;
 
 use std::time::Duration;
@@ -475,4 +477,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Events matching `filter`, newest first.
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Deletes up to `limit` of the oldest events dated before `before`, in one short
+    /// transaction, and returns how many it deleted (`[audit] retention`: the caller repeats,
+    /// with a pause, while a whole batch went, so pruning never holds the store for long).
+    async fn prune_audit(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError>;
 }

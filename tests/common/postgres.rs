@@ -177,6 +177,22 @@ impl PostgresCluster {
         )
     }
 
+    /// `pg_dump` of the database a URL of [`PostgresCluster::create_database`] names: every
+    /// row as the server holds it, as text.
+    pub fn dump(&self, url: &str) -> String {
+        let out = std::process::Command::new(server_bin_dir().join("pg_dump"))
+            .arg("--data-only")
+            .arg(url.split('?').next().unwrap_or(url))
+            .output()
+            .expect("running pg_dump");
+        assert!(
+            out.status.success(),
+            "pg_dump failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("pg_dump prints UTF-8")
+    }
+
     /// Creates a database with a random name and returns its URL.
     pub async fn create_database(&self) -> String {
         let name = format!("tapd_{}", uuid::Uuid::new_v4().simple());

@@ -25,6 +25,15 @@ fn run(program: &str, args: &[&str]) -> CommandRun {
 
 #[test]
 fn shipped_configs_pass_check_config() {
+    // The README's first command: the demo's secret files are made private (a git checkout
+    // gives them 0644, which tapd refuses).
+    for file in ["demo-radius.secret", "demo-federation.token"] {
+        std::fs::set_permissions(
+            std::path::Path::new("etc/tapd").join(file),
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+        )
+        .unwrap();
+    }
     for config in ["etc/tapd/demo.toml", "etc/tapd/tapd.toml"] {
         let out = run(TAPD, &["check-config", "--config", config]);
         assert!(out.ok().contains("configuration is valid"), "{out}");
@@ -82,6 +91,58 @@ enabled = false
     let out = run(TAPD, &["--config", &config.to_string_lossy()]);
     assert_eq!(out.code(), Some(1), "{out}");
     assert!(out.stderr.contains("admin.socket_grup"), "{out}");
+}
+
+/// An attacker with a local account reads a world-readable RADIUS secret (or LDAP password,
+/// TLS key…): `check-config` and the daemon refuse such a file, naming it and the fix.
+#[test]
+fn check_config_refuses_a_world_readable_secret_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("directory.ldif"), "").unwrap();
+    let secret = dir.path().join("radius.secret");
+    std::fs::write(&secret, "a-long-enough-radius-secret").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = dir.path().join("tapd.toml");
+    std::fs::write(
+        &config,
+        r#"
+[store]
+url = "sqlite:tapd.db"
+
+[directory]
+url = "file:directory.ldif"
+
+[admin]
+socket = "admin.sock"
+
+[radius]
+listen = ["127.0.0.1:0"]
+
+[[radius.clients]]
+name = "vpn"
+address = "127.0.0.1"
+secret_file = "radius.secret"
+
+[metrics]
+enabled = false
+"#,
+    )
+    .unwrap();
+    let config = config.to_string_lossy().into_owned();
+    let out = run(TAPD, &["check-config", "--config", &config]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    let fix = format!("chmod 600 {}", secret.display());
+    for named in ["radius.clients[0].secret_file:", "every local user", &fix] {
+        assert!(out.stderr.contains(named), "{named:?} not named:\n{out}");
+    }
+    let out = run(TAPD, &["--config", &config]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(out.stderr.contains(&fix), "{out}");
+
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = run(TAPD, &["check-config", "--config", &config]);
+    assert!(out.ok().contains("configuration is valid"), "{out}");
 }
 
 #[test]

@@ -624,6 +624,11 @@ impl Tapd {
         body
     }
 
+    /// The daemon's SQLite store file.
+    pub fn db_path(&self) -> PathBuf {
+        self.root.join("tapd.db")
+    }
+
     /// Audit events (newest first), up to 1000.
     pub fn audit(&self) -> Vec<Value> {
         let body = self.get("/v1/auditLogs?$top=1000");

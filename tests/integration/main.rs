@@ -10,10 +10,12 @@
 //! - `walkthrough`: the README walkthrough with `tapctl`;
 //! - `bad_input`: raw HTTP with bad input gets JSON 4xx and changes nothing;
 //! - `crash`: acknowledged creations survive `kill -9`, and the daemon restarts cleanly;
-//! - `cli`: `check-config`, `--help`/`--version`, SIGTERM.
+//! - `cli`: `check-config`, `--help`/`--version`, SIGTERM;
+//! - `audit_text`: control characters in audit text never reach the terminal through `tapctl`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod audit_text;
 mod bad_input;
 mod cli;
 mod crash;

@@ -66,6 +66,12 @@ async fn tapd_serves_the_site_over_https_with_host_cookies() {
     let key_file = certs.path().join("tls.key");
     std::fs::write(&cert_file, generated.cert.pem()).unwrap();
     std::fs::write(&key_file, generated.signing_key.serialize_pem()).unwrap();
+    // tapd refuses a private key others can read.
+    std::fs::set_permissions(
+        &key_file,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+    )
+    .unwrap();
     let mut roots = RootCertStore::empty();
     roots
         .add(CertificateDer::from(generated.cert.der().to_vec()))

@@ -521,6 +521,11 @@ enabled = false
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The daemon's directory (config, `tapd.db`, `secrets.key`, admin socket).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
 }
 
 impl Drop for Tapd {

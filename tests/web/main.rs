@@ -10,4 +10,5 @@ mod e2e;
 mod expiry;
 mod harness;
 mod http;
+mod sealed;
 mod webauthn;

@@ -106,6 +106,17 @@ pub enum SslMode {
 }
 
 impl SslMode {
+    /// The `sslmode` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
     fn parse(value: &str) -> Result<SslMode, String> {
         match value {
             "disable" => Ok(SslMode::Disable),
@@ -156,7 +167,7 @@ impl PostgresUrl {
             Some((base, query)) => (base, Some(query)),
             None => (url, None),
         };
-        let mut ssl_mode = SslMode::Prefer;
+        let mut ssl_mode = None;
         let mut kept: Vec<&str> = Vec::new();
         for pair in query.into_iter().flat_map(|q| q.split('&')) {
             if pair.is_empty() {
@@ -164,7 +175,7 @@ impl PostgresUrl {
             }
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             if key == "sslmode" {
-                ssl_mode = SslMode::parse(value)?;
+                ssl_mode = Some(SslMode::parse(value)?);
                 continue;
             }
             if let Some((_, why)) = REFUSED_PARAMETERS.iter().find(|(name, _)| *name == key) {
@@ -182,6 +193,13 @@ impl PostgresUrl {
         if driver.get_hosts().is_empty() {
             return Err(format!("{} names no host", redact(url)));
         }
+        // Without an sslmode: a server on this machine keeps libpq's `prefer`; any other is
+        // reached with `verify-full` (issue 15: a remote `prefer` is open to a downgrade).
+        let ssl_mode = ssl_mode.unwrap_or(if hosts_are_local(&driver) {
+            SslMode::Prefer
+        } else {
+            SslMode::VerifyFull
+        });
         driver.ssl_mode(match ssl_mode {
             SslMode::Disable => DriverSslMode::Disable,
             SslMode::Prefer => DriverSslMode::Prefer,
@@ -193,10 +211,55 @@ impl PostgresUrl {
         Ok(PostgresUrl { driver, ssl_mode })
     }
 
+    /// Whether every host of the URL is on this machine (a loopback address, `localhost` or
+    /// a Unix socket directory): only then may the connection go without a verified TLS.
+    pub fn is_local(&self) -> bool {
+        hosts_are_local(&self.driver)
+    }
+
+    /// Why this URL's transport is refused, naming the key to change: a server that is not on
+    /// this machine must be reached with `sslmode=verify-full` (the default), unless
+    /// `[store] allow_insecure_transport = true` accepts a weaker mode. `require` is weaker
+    /// too: without `ca_file` it checks no certificate at all, with one it checks no host name.
+    pub fn transport_problem(&self, has_ca_file: bool, allow_insecure: bool) -> Option<String> {
+        if self.is_local() || allow_insecure || self.ssl_mode == SslMode::VerifyFull {
+            return None;
+        }
+        let what = match (self.ssl_mode, has_ca_file) {
+            (SslMode::Disable, _) => "sends passwords and data in clear",
+            (SslMode::Prefer, _) => "falls back to clear text and checks no certificate",
+            (SslMode::Require, false) => "checks no certificate (require without store.ca_file)",
+            (SslMode::Require, true) | (SslMode::VerifyCa, _) => {
+                "does not check that the certificate names the server"
+            }
+            (SslMode::VerifyFull, _) => return None,
+        };
+        Some(format!(
+            "sslmode={} {what} for a server that is not on this machine: use sslmode=verify-full \
+             (the default), or set store.allow_insecure_transport = true to accept it",
+            self.ssl_mode.as_str()
+        ))
+    }
+
     /// Whether the URL carries a password.
     pub fn has_password(&self) -> bool {
         self.driver.get_password().is_some()
     }
+}
+
+/// Whether every host names this machine: `localhost`, a loopback address, or a Unix socket.
+fn hosts_are_local(driver: &tokio_postgres::Config) -> bool {
+    driver.get_hosts().iter().all(|host| match host {
+        tokio_postgres::config::Host::Tcp(name) => {
+            name.eq_ignore_ascii_case("localhost")
+                || name
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        tokio_postgres::config::Host::Unix(_) => true,
+    }) && driver.get_hostaddrs().iter().all(|ip| ip.is_loopback())
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.

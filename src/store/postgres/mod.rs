@@ -29,6 +29,7 @@ use crate::model::{WebCeremony, WebSession};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -40,6 +41,7 @@ use crate::model::{
     AuditEvent, AuditFilter, Group, GroupRef, NewAuditEvent, RegisteredMethod, StoredTap,
     SyncStatus, TapPolicy, Timestamp, User,
 };
+use crate::store::seal::{self, Sealer};
 use crate::store::{
     LeaseLost, Store, StoreError, SyncFence, SyncLease, SyncLeaseOutcome, SyncPlan,
 };
@@ -112,6 +114,9 @@ pub struct PostgresStore {
     /// Whether the last attempt to get a connection worked; an outage and the recovery are
     /// each logged once.
     reachable: AtomicBool,
+    /// Seals authenticator-app secrets ([`seal`]); `None` only for a store opened without
+    /// [`PostgresStore::with_secrets`] (tests of other parts): secrets are then kept as given.
+    secrets: Option<Arc<Sealer>>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -138,7 +143,101 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool,
             reachable: AtomicBool::new(true),
+            secrets: None,
         })
+    }
+
+    /// Seals every secret the store holds with `sealer` from now on, and seals, in one
+    /// transaction, the ones found in clear (written before tapd sealed them) or under the
+    /// previous key (a rotation): idempotent, and safe while other nodes run (each row is
+    /// rewritten only if it still holds what was read). Fails, changing nothing, when a row was
+    /// sealed under a key `sealer` does not hold, naming it: every node must share one key.
+    pub async fn with_secrets(mut self, sealer: Sealer) -> Result<PostgresStore, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        let mut resealed = 0;
+        let methods = tx
+            .query(
+                "SELECT id, user_id, data FROM methods WHERE kind = $1",
+                &[&crate::model::MethodKind::SoftwareOath.as_str()],
+            )
+            .await
+            .map_err(map_err)?;
+        for row in methods {
+            let (id, user_id, data): (String, String, String) = (
+                rows::col(&row, 0)?,
+                rows::col(&row, 1)?,
+                rows::col(&row, 2)?,
+            );
+            let what = format!("method {id} (user {user_id})");
+            let aad = seal::method_row(&user_id, &id);
+            if let Some(sealed) = seal::reseal(&sealer, &data, &aad, &what)? {
+                resealed += tx_execute(
+                    &tx,
+                    "UPDATE methods SET data = $1 WHERE id = $2 AND data = $3",
+                    &[&sealed, &id, &data],
+                )
+                .await?;
+            }
+        }
+        let ceremonies = tx
+            .query(
+                "SELECT id, state FROM web_ceremonies WHERE kind = $1",
+                &[&crate::model::CeremonyKind::TotpEnrolment.as_str()],
+            )
+            .await
+            .map_err(map_err)?;
+        for row in ceremonies {
+            let (id, state): (String, String) = (rows::col(&row, 0)?, rows::col(&row, 1)?);
+            let what = format!("ceremony {id}");
+            if let Some(sealed) = seal::reseal(&sealer, &state, &seal::ceremony_row(&id), &what)? {
+                resealed += tx_execute(
+                    &tx,
+                    "UPDATE web_ceremonies SET state = $1 WHERE id = $2 AND state = $3",
+                    &[&sealed, &id, &state],
+                )
+                .await?;
+            }
+        }
+        tx.commit().await.map_err(map_err)?;
+        drop(client);
+        if resealed > 0 {
+            log::info!(
+                "store: sealed {resealed} authenticator secret(s) under secrets key {}",
+                sealer.key_id()
+            );
+        }
+        self.secrets = Some(Arc::new(sealer));
+        Ok(self)
+    }
+
+    fn sealer(&self) -> Option<&Sealer> {
+        self.secrets.as_deref()
+    }
+
+    /// The owner, kind and stored data of a method; `None` when it is gone.
+    async fn method_owner(
+        &self,
+        method_id: &str,
+    ) -> Result<Option<(String, crate::model::MethodKind, String)>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT user_id, kind, data FROM methods WHERE id = $1",
+                &[&text(method_id)],
+            )
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let kind: String = rows::col(row, 1)?;
+        let kind = [
+            crate::model::MethodKind::Fido2,
+            crate::model::MethodKind::SoftwareOath,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == kind)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown method kind {kind:?}")))?;
+        Ok(Some((rows::col(row, 0)?, kind, rows::col(row, 2)?)))
     }
 
     /// The TLS version protecting a connection of this store (`"TLSv1.3"`), or `None` when it
@@ -886,7 +985,11 @@ impl Store for PostgresStore {
             "SELECT {} FROM methods WHERE user_id = $1 ORDER BY created, id",
             rows::METHOD_COLUMNS
         );
-        self.query_all(&sql, &[&user_id], rows::method).await
+        let mut methods = self.query_all(&sql, &[&user_id], rows::method).await?;
+        for method in &mut methods {
+            seal::open_method(self.sealer(), method)?;
+        }
+        Ok(methods)
     }
 
     async fn add_method(
@@ -895,7 +998,14 @@ impl Store for PostgresStore {
         audit: &NewAuditEvent,
     ) -> Result<(), StoreError> {
         let (id, user_id) = (text(&method.id), text(&method.user_id));
-        let (display_name, data) = (text(&method.display_name), text(&method.data));
+        let data = seal::seal_method_data(
+            self.sealer(),
+            method.kind,
+            &method.user_id,
+            &method.id,
+            &method.data,
+        );
+        let (display_name, data) = (text(&method.display_name), text(&data));
         let created = to_db_time(method.created);
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(map_err)?;
@@ -918,11 +1028,16 @@ impl Store for PostgresStore {
     }
 
     async fn update_method_data(&self, method_id: &str, data: &str) -> Result<bool, StoreError> {
-        let (method_id, data) = (text(method_id), text(data));
+        let Some((user_id, kind, stored)) = self.method_owner(method_id).await? else {
+            return Ok(false);
+        };
+        let data = seal::seal_method_data(self.sealer(), kind, &user_id, method_id, data);
+        let (method_id, data) = (text(method_id), text(&data));
+        // Conditional on the row still holding what was read (and so still being this user's).
         let updated = self
             .execute(
-                "UPDATE methods SET data = $1 WHERE id = $2",
-                &[&data, &method_id],
+                "UPDATE methods SET data = $1 WHERE id = $2 AND data = $3",
+                &[&data, &method_id, &stored],
             )
             .await?;
         Ok(updated == 1)
@@ -947,10 +1062,14 @@ impl Store for PostgresStore {
     async fn method(&self, method_id: &str) -> Result<Option<RegisteredMethod>, StoreError> {
         let method_id = text(method_id);
         let sql = format!("SELECT {} FROM methods WHERE id = $1", rows::METHOD_COLUMNS);
-        Ok(self
+        let mut method = self
             .query_all(&sql, &[&method_id], rows::method)
             .await?
-            .pop())
+            .pop();
+        if let Some(method) = &mut method {
+            seal::open_method(self.sealer(), method)?;
+        }
+        Ok(method)
     }
 
     async fn swap_method_data(
@@ -959,11 +1078,22 @@ impl Store for PostgresStore {
         expected: &str,
         data: &str,
     ) -> Result<bool, StoreError> {
-        let (method_id, expected, data) = (text(method_id), text(expected), text(data));
+        // A sealed value differs on every write (random nonce): compare what the row opens to,
+        // then write only if the row still holds the very value read, so of concurrent
+        // swappers exactly one wins, on any node.
+        let Some((user_id, kind, stored)) = self.method_owner(method_id).await? else {
+            return Ok(false);
+        };
+        let current = seal::open_method_data(self.sealer(), &user_id, method_id, &stored)?;
+        if current != expected {
+            return Ok(false);
+        }
+        let data = seal::seal_method_data(self.sealer(), kind, &user_id, method_id, data);
+        let (method_id, data) = (text(method_id), text(&data));
         let updated = self
             .execute(
                 "UPDATE methods SET data = $1 WHERE id = $2 AND data = $3",
-                &[&data, &method_id, &expected],
+                &[&data, &method_id, &stored],
             )
             .await?;
         Ok(updated == 1)
@@ -1046,7 +1176,8 @@ impl Store for PostgresStore {
             &[&to_db_time(now)],
         )
         .await?;
-        let (id, state) = (text(&ceremony.id), text(&ceremony.state));
+        let state = seal::seal_ceremony_state(self.sealer(), ceremony);
+        let (id, state) = (text(&ceremony.id), text(&state));
         let session = ceremony.session_id_hash.as_deref().map(text);
         tx_execute(
             &tx,
@@ -1072,10 +1203,14 @@ impl Store for PostgresStore {
             "DELETE FROM web_ceremonies WHERE id = $1 RETURNING {}",
             rows::WEB_CEREMONY_COLUMNS
         );
-        Ok(self
+        let mut ceremony = self
             .query_all(&sql, &[&id], rows::web_ceremony)
             .await?
-            .pop())
+            .pop();
+        if let Some(ceremony) = &mut ceremony {
+            seal::open_ceremony(self.sealer(), ceremony)?;
+        }
+        Ok(ceremony)
     }
 
     async fn append_audit(&self, event: &NewAuditEvent) -> Result<(), StoreError> {
@@ -1093,6 +1228,15 @@ impl Store for PostgresStore {
         self.execute(&rows::insert_audit_sql(1, None), &columns.params())
             .await?;
         Ok(())
+    }
+
+    async fn prune_audit(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError> {
+        self.execute(
+            "DELETE FROM audit WHERE id IN \
+             (SELECT id FROM audit WHERE time < $1 ORDER BY time, id LIMIT $2)",
+            &[&to_db_time(before), &i64::from(limit)],
+        )
+        .await
     }
 
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {

@@ -12,7 +12,8 @@ use super::{last_by_id, PostgresUrl, SslMode};
 
 #[test]
 fn url_default_is_prefer_and_application_name_tapd() {
-    let url = PostgresUrl::parse("postgres://tapd@db.example.org:5433/tapd").unwrap();
+    // On loopback (issue 15: a remote server now defaults to verify-full, tested below).
+    let url = PostgresUrl::parse("postgres://tapd@127.0.0.1:5433/tapd").unwrap();
     assert_eq!(url.ssl_mode, SslMode::Prefer);
     assert_eq!(url.driver.get_ssl_mode(), DriverSslMode::Prefer);
     assert_eq!(url.driver.get_application_name(), Some("tapd"));
@@ -101,4 +102,68 @@ fn last_entry_wins_in_first_seen_order() {
     let items = [("a", 1), ("b", 2), ("a", 3), ("c", 4)];
     let kept: Vec<_> = last_by_id(&items, |i| i.0).into_iter().copied().collect();
     assert_eq!(kept, [("a", 3), ("b", 2), ("c", 4)]);
+}
+
+#[test]
+fn remote_servers_default_to_verify_full_and_weaker_modes_are_refused() {
+    use super::connect::{PostgresUrl, SslMode};
+    let parse = |url: &str| PostgresUrl::parse(url).unwrap();
+    // No sslmode: verify-full for a remote server, prefer (as before) on this machine.
+    assert_eq!(
+        parse("postgres://tapd@db.example.org/tapd").ssl_mode,
+        SslMode::VerifyFull
+    );
+    assert_eq!(
+        parse("postgres://tapd@10.0.0.5:5433/tapd").ssl_mode,
+        SslMode::VerifyFull
+    );
+    for local in [
+        "postgres://tapd@127.0.0.1/tapd",
+        "postgres://tapd@localhost:5432/tapd",
+        "postgres://tapd@[::1]/tapd",
+        "postgres://tapd@%2Frun%2Fpostgresql/tapd",
+    ] {
+        let url = parse(local);
+        assert_eq!(url.ssl_mode, SslMode::Prefer, "{local}");
+        assert!(url.is_local(), "{local}");
+        for mode in ["disable", "prefer", "require"] {
+            let url = parse(&format!("{local}?sslmode={mode}"));
+            assert_eq!(url.transport_problem(false, false), None, "{local} {mode}");
+        }
+    }
+    // A remote server: everything weaker than verify-full is refused, naming the key.
+    for (mode, ca, says) in [
+        ("disable", false, "in clear"),
+        ("prefer", true, "falls back to clear text"),
+        ("require", false, "require without store.ca_file"),
+        (
+            "require",
+            true,
+            "does not check that the certificate names the server",
+        ),
+        (
+            "verify-ca",
+            true,
+            "does not check that the certificate names the server",
+        ),
+    ] {
+        let url = parse(&format!(
+            "postgres://tapd@db.example.org/tapd?sslmode={mode}"
+        ));
+        let problem = url.transport_problem(ca, false).unwrap_or_default();
+        assert!(problem.contains(says), "{mode}: {problem}");
+        assert!(problem.contains(&format!("sslmode={mode}")), "{problem}");
+        assert!(
+            problem.contains("store.allow_insecure_transport"),
+            "{problem}"
+        );
+        // Accepted when the administrator says so.
+        assert_eq!(url.transport_problem(ca, true), None);
+    }
+    // A mix of a local and a remote host is remote.
+    let mixed = parse("postgres://tapd@127.0.0.1,db.example.org/tapd?sslmode=prefer");
+    assert!(!mixed.is_local());
+    assert!(mixed.transport_problem(false, false).is_some());
+    let full = parse("postgres://tapd@db.example.org/tapd?sslmode=verify-full");
+    assert_eq!(full.transport_problem(false, false), None);
 }

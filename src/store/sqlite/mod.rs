@@ -42,6 +42,7 @@ use crate::model::{
     AuditEvent, AuditFilter, Group, GroupRef, NewAuditEvent, RegisteredMethod, StoredTap,
     SyncStatus, TapPolicy, Timestamp, User, WebCeremony, WebSession,
 };
+use crate::store::seal::{self, Sealer};
 use crate::store::{
     LeaseLost, Store, StoreError, SyncFence, SyncLease, SyncLeaseOutcome, SyncPlan,
 };
@@ -151,6 +152,9 @@ pub struct SqliteStore {
     checkpoint: Option<checkpoint::Nudge>,
     /// `user_with_group_refs` answers, valid until the next sync writes.
     sign_ins: Arc<sign_in_cache::SignInCache>,
+    /// Seals authenticator-app secrets ([`seal`]); `None` only for a store opened without
+    /// [`SqliteStore::with_secrets`] (tests of other parts): secrets are then kept as given.
+    secrets: Option<Arc<Sealer>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -215,6 +219,7 @@ impl SqliteStore {
             }),
             checkpoint,
             sign_ins: Arc::default(),
+            secrets: None,
         })
     }
 
@@ -234,7 +239,41 @@ impl SqliteStore {
             readers: None,
             checkpoint: None,
             sign_ins: Arc::default(),
+            secrets: None,
         })
+    }
+
+    /// Seals every secret the store holds with `sealer` from now on, and seals, in one
+    /// transaction, the ones found in clear (written before tapd sealed them) or under the
+    /// previous key (a rotation): idempotent. Fails, changing nothing, when a row was sealed
+    /// under a key `sealer` does not hold, naming it.
+    pub async fn with_secrets(mut self, sealer: Sealer) -> Result<SqliteStore, StoreError> {
+        let sealer = Arc::new(sealer);
+        let for_migration = sealer.clone();
+        let resealed = self.write(move |tx| reseal_all(tx, &for_migration)).await?;
+        if resealed > 0 {
+            // The clear rows may still sit in the write-ahead log: copy it into the database
+            // (whose old cells `secure_delete` zeroed) and truncate it.
+            let conn = self.writer.clone().lock_owned().await;
+            tokio::task::spawn_blocking(move || {
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                    row.get::<_, i64>(0)
+                })
+                .map_err(map_err)
+            })
+            .await
+            .map_err(join_err)??;
+            log::info!(
+                "store: sealed {resealed} authenticator secret(s) under secrets key {}",
+                sealer.key_id()
+            );
+        }
+        self.secrets = Some(sealer);
+        Ok(self)
+    }
+
+    fn sealer(&self) -> Option<Arc<Sealer>> {
+        self.secrets.clone()
     }
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer; commits when it returns
@@ -339,6 +378,79 @@ fn prepare_file(path: &Path) -> Result<(), StoreError> {
 }
 
 /// Inserts one audit event inside a write transaction.
+/// Seals every authenticator secret in clear or under the previous key ([`seal::reseal`]);
+/// the number of rows changed.
+fn reseal_all(tx: &Transaction<'_>, sealer: &Sealer) -> Result<usize, StoreError> {
+    let mut changed = 0;
+    let methods: Vec<(String, String, String)> = {
+        let mut stmt = tx
+            .prepare("SELECT id, user_id, data FROM methods WHERE kind = ?1")
+            .map_err(map_err)?;
+        let rows = stmt
+            .query_map([crate::model::MethodKind::SoftwareOath.as_str()], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .map_err(map_err)?;
+        rows.collect::<Result<_, _>>().map_err(map_err)?
+    };
+    for (id, user_id, data) in methods {
+        let what = format!("method {id} (user {user_id})");
+        if let Some(sealed) = seal::reseal(sealer, &data, &seal::method_row(&user_id, &id), &what)?
+        {
+            tx.execute("UPDATE methods SET data = ?1 WHERE id = ?2", [&sealed, &id])
+                .map_err(map_err)?;
+            changed += 1;
+        }
+    }
+    let ceremonies: Vec<(String, String)> = {
+        let mut stmt = tx
+            .prepare("SELECT id, state FROM web_ceremonies WHERE kind = ?1")
+            .map_err(map_err)?;
+        let rows = stmt
+            .query_map(
+                [crate::model::CeremonyKind::TotpEnrolment.as_str()],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .map_err(map_err)?;
+        rows.collect::<Result<_, _>>().map_err(map_err)?
+    };
+    for (id, state) in ceremonies {
+        let what = format!("ceremony {id}");
+        if let Some(sealed) = seal::reseal(sealer, &state, &seal::ceremony_row(&id), &what)? {
+            tx.execute(
+                "UPDATE web_ceremonies SET state = ?1 WHERE id = ?2",
+                [&sealed, &id],
+            )
+            .map_err(map_err)?;
+            changed += 1;
+        }
+    }
+    Ok(changed)
+}
+
+/// The owner and kind of a method, for sealing its data; `None` when it is gone.
+fn method_owner(
+    tx: &Transaction<'_>,
+    method_id: &str,
+) -> Result<Option<(String, String, String)>, StoreError> {
+    tx.prepare_cached("SELECT user_id, kind, data FROM methods WHERE id = ?1")
+        .and_then(|mut stmt| {
+            stmt.query_row([method_id], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .optional()
+        })
+        .map_err(map_err)
+}
+
+fn method_kind(kind: &str) -> Result<crate::model::MethodKind, StoreError> {
+    use crate::model::MethodKind;
+    [MethodKind::Fido2, MethodKind::SoftwareOath]
+        .into_iter()
+        .find(|k| k.as_str() == kind)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown method kind {kind:?}")))
+}
+
 fn insert_audit(tx: &Transaction<'_>, event: &NewAuditEvent) -> Result<(), StoreError> {
     let details = rows::to_json(&event.details)?;
     tx.prepare_cached(
@@ -1132,14 +1244,20 @@ impl Store for SqliteStore {
 
     async fn methods(&self, user_id: &str) -> Result<Vec<RegisteredMethod>, StoreError> {
         let user_id = user_id.to_owned();
-        self.read(move |conn| {
-            let sql = format!(
-                "SELECT {} FROM methods WHERE user_id = ?1 ORDER BY created, id",
-                rows::METHOD_COLUMNS
-            );
-            query_all(conn, &sql, [&user_id], rows::method)
-        })
-        .await
+        let mut methods = self
+            .read(move |conn| {
+                let sql = format!(
+                    "SELECT {} FROM methods WHERE user_id = ?1 ORDER BY created, id",
+                    rows::METHOD_COLUMNS
+                );
+                query_all(conn, &sql, [&user_id], rows::method)
+            })
+            .await?;
+        let sealer = self.sealer();
+        for method in &mut methods {
+            seal::open_method(sealer.as_deref(), method)?;
+        }
+        Ok(methods)
     }
 
     async fn add_method(
@@ -1147,7 +1265,14 @@ impl Store for SqliteStore {
         method: &RegisteredMethod,
         audit: &NewAuditEvent,
     ) -> Result<(), StoreError> {
-        let (method, audit) = (method.clone(), audit.clone());
+        let (mut method, audit) = (method.clone(), audit.clone());
+        method.data = seal::seal_method_data(
+            self.sealer().as_deref(),
+            method.kind,
+            &method.user_id,
+            &method.id,
+            &method.data,
+        );
         self.write(move |tx| {
             tx.prepare_cached(
                 "INSERT INTO methods (id, user_id, kind, display_name, created, data) \
@@ -1171,7 +1296,18 @@ impl Store for SqliteStore {
 
     async fn update_method_data(&self, method_id: &str, data: &str) -> Result<bool, StoreError> {
         let (method_id, data) = (method_id.to_owned(), data.to_owned());
+        let sealer = self.sealer();
         self.write(move |tx| {
+            let Some((user_id, kind, _)) = method_owner(tx, &method_id)? else {
+                return Ok(false);
+            };
+            let data = seal::seal_method_data(
+                sealer.as_deref(),
+                method_kind(&kind)?,
+                &user_id,
+                &method_id,
+                &data,
+            );
             let updated = tx
                 .prepare_cached("UPDATE methods SET data = ?1 WHERE id = ?2")
                 .and_then(|mut stmt| stmt.execute([&data, &method_id]))
@@ -1198,11 +1334,16 @@ impl Store for SqliteStore {
 
     async fn method(&self, method_id: &str) -> Result<Option<RegisteredMethod>, StoreError> {
         let method_id = method_id.to_owned();
-        self.read(move |conn| {
-            let sql = format!("SELECT {} FROM methods WHERE id = ?1", rows::METHOD_COLUMNS);
-            Ok(query_all(conn, &sql, [&method_id], rows::method)?.pop())
-        })
-        .await
+        let mut method = self
+            .read(move |conn| {
+                let sql = format!("SELECT {} FROM methods WHERE id = ?1", rows::METHOD_COLUMNS);
+                Ok(query_all(conn, &sql, [&method_id], rows::method)?.pop())
+            })
+            .await?;
+        if let Some(method) = &mut method {
+            seal::open_method(self.sealer().as_deref(), method)?;
+        }
+        Ok(method)
     }
 
     async fn swap_method_data(
@@ -1213,10 +1354,27 @@ impl Store for SqliteStore {
     ) -> Result<bool, StoreError> {
         let (method_id, expected, data) =
             (method_id.to_owned(), expected.to_owned(), data.to_owned());
+        let sealer = self.sealer();
+        // A sealed value differs on every write (random nonce): compare what it opens to, and
+        // write under the writer's lock, in the same transaction.
         self.write(move |tx| {
+            let Some((user_id, kind, stored)) = method_owner(tx, &method_id)? else {
+                return Ok(false);
+            };
+            let current = seal::open_method_data(sealer.as_deref(), &user_id, &method_id, &stored)?;
+            if current != expected {
+                return Ok(false);
+            }
+            let data = seal::seal_method_data(
+                sealer.as_deref(),
+                method_kind(&kind)?,
+                &user_id,
+                &method_id,
+                &data,
+            );
             let updated = tx
                 .prepare_cached("UPDATE methods SET data = ?1 WHERE id = ?2 AND data = ?3")
-                .and_then(|mut stmt| stmt.execute([&data, &method_id, &expected]))
+                .and_then(|mut stmt| stmt.execute([&data, &method_id, &stored]))
                 .map_err(map_err)?;
             Ok(updated == 1)
         })
@@ -1295,7 +1453,8 @@ impl Store for SqliteStore {
         ceremony: &WebCeremony,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let ceremony = ceremony.clone();
+        let mut ceremony = ceremony.clone();
+        ceremony.state = seal::seal_ceremony_state(self.sealer().as_deref(), &ceremony);
         self.write(move |tx| {
             tx.prepare_cached("DELETE FROM web_ceremonies WHERE expires <= ?1")
                 .and_then(|mut stmt| stmt.execute([rows::to_micros(now)]))
@@ -1322,19 +1481,24 @@ impl Store for SqliteStore {
 
     async fn take_web_ceremony(&self, id: &str) -> Result<Option<WebCeremony>, StoreError> {
         let id = id.to_owned();
-        self.write(move |tx| {
-            let sql = format!(
-                "DELETE FROM web_ceremonies WHERE id = ?1 RETURNING {}",
-                rows::WEB_CEREMONY_COLUMNS
-            );
-            let mut stmt = tx.prepare_cached(&sql).map_err(map_err)?;
-            let mut found = stmt.query([&id]).map_err(map_err)?;
-            match found.next().map_err(map_err)? {
-                Some(row) => Ok(Some(rows::web_ceremony(row)?)),
-                None => Ok(None),
-            }
-        })
-        .await
+        let mut ceremony = self
+            .write(move |tx| {
+                let sql = format!(
+                    "DELETE FROM web_ceremonies WHERE id = ?1 RETURNING {}",
+                    rows::WEB_CEREMONY_COLUMNS
+                );
+                let mut stmt = tx.prepare_cached(&sql).map_err(map_err)?;
+                let mut found = stmt.query([&id]).map_err(map_err)?;
+                match found.next().map_err(map_err)? {
+                    Some(row) => Ok(Some(rows::web_ceremony(row)?)),
+                    None => Ok(None),
+                }
+            })
+            .await?;
+        if let Some(ceremony) = &mut ceremony {
+            seal::open_ceremony(self.sealer().as_deref(), ceremony)?;
+        }
+        Ok(ceremony)
     }
 
     async fn append_audit(&self, event: &NewAuditEvent) -> Result<(), StoreError> {
@@ -1349,6 +1513,20 @@ impl Store for SqliteStore {
         let events = events.to_vec();
         self.write(move |tx| events.iter().try_for_each(|event| insert_audit(tx, event)))
             .await
+    }
+
+    async fn prune_audit(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError> {
+        self.write(move |tx| {
+            let deleted = tx
+                .prepare_cached(
+                    "DELETE FROM audit WHERE id IN \
+                     (SELECT id FROM audit WHERE time < ?1 ORDER BY time, id LIMIT ?2)",
+                )
+                .and_then(|mut stmt| stmt.execute(params![rows::to_micros(before), limit]))
+                .map_err(map_err)?;
+            Ok(deleted as u64)
+        })
+        .await
     }
 
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
