@@ -21,6 +21,7 @@
 //!   `admin` (the HTTP admin API on a Unix socket, and its client used by `tapctl`);
 //! - infrastructure: `config` (file + environment configuration, validated once); `metrics`
 //!   (Prometheus counters every layer increments, `/metrics`, `/readyz`); `logging`, `tls`;
+//!   `http_listener` (the TCP/TLS connection loop, deadlines and caps every HTTP listener shares);
 //!   `notify`, `watchdog`, `reload` (systemd notify protocol, loop liveness, SIGHUP reload);
 //!   `docs` (man pages and shell completions generated from the CLI definitions);
 //! - composition: `daemon` (wiring, signals, shutdown) and `tapctl` (the admin CLI).
@@ -36,6 +37,7 @@ pub mod dn;
 pub mod docs;
 pub mod federation;
 pub mod group_ref;
+pub mod http_listener;
 pub mod logging;
 pub mod metrics;
 pub mod model;

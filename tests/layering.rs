@@ -44,9 +44,8 @@ fn layer(module: &str) -> Option<(u8, &'static str)> {
         // reader of files and the environment), the metric registry every layer counts in
         // (its `/metrics` listener is a front end, but may only import what the registry
         // may), logging, TLS set-up, the systemd protocol, generated documentation.
-        "config" | "metrics" | "logging" | "tls" | "notify" | "watchdog" | "reload" | "docs" => {
-            (0, "infrastructure")
-        }
+        "config" | "metrics" | "logging" | "tls" | "http_listener" | "notify" | "watchdog"
+        | "reload" | "docs" => (0, "infrastructure"),
         _ => return None,
     })
 }

@@ -39,9 +39,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{HttpLimits, RelyingParty};
+use crate::http_listener::ClientAddr;
 use crate::metrics::{FederationOutcome, FederationRefusal, Metrics};
 use crate::signin::{AttemptContext, RejectReason, SignIn, SignInChannel, SignInOutcome};
-use crate::web::ClientAddr;
 
 /// Path of the authenticate endpoint.
 pub const AUTHENTICATE_PATH: &str = "/federation/v1/authenticate";
@@ -168,7 +168,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), FederationError> {
     let app = router(state).fallback(not_found);
-    crate::web::serve(listener, None, app, limits, shutdown)
+    crate::http_listener::serve(listener, None, app, limits, shutdown)
         .await
         .map_err(std::io::Error::other)?;
     Ok(())

@@ -2,7 +2,7 @@
 //! answers) and `GET /readyz` (every listener is bound, every service loop is alive and the
 //! store answers). Plain HTTP, unauthenticated: `[metrics] listen` is loopback by default.
 //!
-//! May depend on: `metrics`, `watchdog` (loop liveness), the `store` trait, `web::serve`
+//! May depend on: `metrics`, `watchdog` (loop liveness), the `store` trait, `http_listener::serve`
 //! (the shared HTTP connection loop with its deadlines and caps).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -102,7 +102,7 @@ pub async fn serve(
     limits: HttpLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    crate::web::serve(listener, None, router(metrics, readiness), limits, shutdown)
+    crate::http_listener::serve(listener, None, router(metrics, readiness), limits, shutdown)
         .await
         .map_err(std::io::Error::other)
 }

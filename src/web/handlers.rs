@@ -25,13 +25,13 @@ use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 use zeroize::Zeroizing;
 
 use super::pages::{self, Notice};
-use super::server::ClientAddr;
 use super::session::{
     clear_cookie, cookie_names, is_token, origin_allowed, random_token, read_cookie, set_cookie,
     tokens_match, CSRF_HEADER,
 };
 use super::signin::{Current, Prompt, Refusal, SignInError, SignedIn};
 use super::{Failure, Source, WebState};
+use crate::http_listener::ClientAddr;
 use crate::model::MethodKind;
 
 /// Largest request body accepted (forms and WebAuthn JSON are a few KiB).

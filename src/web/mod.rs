@@ -13,7 +13,6 @@
 //!   without JavaScript except for the WebAuthn calls;
 //! - [`handlers`]: the axum routes, CSRF / origin checks and the one mapping of failures to
 //!   HTTP responses;
-//! - [`server`]: the listener loop, HTTPS with rustls, graceful shutdown.
 //!
 //! [`router`] is composable: the daemon merges other routers (the federation adapter) into it
 //! with `Router::merge` before handing it to [`serve`].
@@ -26,7 +25,6 @@ pub mod handlers;
 pub mod pages;
 pub mod passkeys;
 pub mod security_info;
-pub mod server;
 pub mod session;
 pub mod signin;
 pub mod throttle;
@@ -40,8 +38,8 @@ use crate::config::{IpNetwork, PublicUrl, WebConfig};
 use crate::directory::DirectorySource;
 use crate::service::TapService;
 
+pub use crate::http_listener::{load_tls, serve, ClientAddr};
 pub use handlers::router;
-pub use server::{load_tls, serve, ClientAddr};
 
 use passkeys::{PasskeyError, Passkeys};
 use throttle::{Throttle, ThrottleSettings};

@@ -24,7 +24,7 @@ use tapd::service::{AdminSession, Caller, ServiceSettings, TapService};
 use tapd::store::sqlite::{SqliteStore, DEFAULT_BUSY_TIMEOUT};
 use tapd::sync::SyncOptions;
 use tapd::tapcode::Hasher;
-use tapd::web::server::ClientAddr;
+use tapd::http_listener::ClientAddr;
 use tapd::web::throttle::ThrottleSettings;
 use tapd::web::{router, WebSettings, WebState};
 use tower::ServiceExt;

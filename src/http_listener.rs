@@ -1,10 +1,10 @@
-//! The web listener: accepts TCP connections on an already-bound socket, wraps them in TLS
+//! The HTTP listener loop of every TCP listener (web, federation, metrics): accepts TCP connections on an already-bound socket, wraps them in TLS
 //! (rustls, HTTP/1.1) when the site has a certificate, and serves the router with hyper until
 //! shutdown, letting in-flight requests finish. Each request carries its peer address as a
 //! [`ClientAddr`] extension.
 //!
-//! The same loop serves the federation and the metrics listeners: every TCP listener of
-//! tapd gets the same deadlines and caps ([`HttpLimits`], from `[web]`):
+//! It lives outside `web` so that the federation and metrics front ends can use it without
+//! importing the web front end. Every TCP listener of tapd gets the same deadlines and caps ([`HttpLimits`], from `[web]`):
 //!
 //! - a TLS handshake must finish within [`HANDSHAKE_TIMEOUT`];
 //! - a request's headers within `header_timeout` (hyper's `header_read_timeout`, whose
@@ -48,7 +48,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use super::WebError;
 use crate::config::{HttpLimits, TlsFiles};
 
 /// Longest a TLS handshake may take.
@@ -60,27 +59,32 @@ pub const MAX_CONNECTIONS: usize = 1024;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddr(pub SocketAddr);
 
+/// The site's certificate or key could not be read or used.
+#[derive(Debug, thiserror::Error)]
+#[error("TLS certificate or key: {0}")]
+pub struct TlsError(String);
+
 /// Reads the PEM certificate chain and private key and builds a TLS 1.2/1.3 server
 /// configuration offering HTTP/1.1.
-pub fn load_tls(files: &TlsFiles) -> Result<Arc<ServerConfig>, WebError> {
+pub fn load_tls(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = CertificateDer::pem_file_iter(&files.cert_file)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| WebError::Tls(format!("{}: {e}", files.cert_file.display())))?;
+        .map_err(|e| TlsError(format!("{}: {e}", files.cert_file.display())))?;
     if certs.is_empty() {
-        return Err(WebError::Tls(format!(
+        return Err(TlsError(format!(
             "{}: no certificate found",
             files.cert_file.display()
         )));
     }
     let key = PrivateKeyDer::from_pem_file(&files.key_file)
-        .map_err(|e| WebError::Tls(format!("{}: {e}", files.key_file.display())))?;
+        .map_err(|e| TlsError(format!("{}: {e}", files.key_file.display())))?;
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| WebError::Tls(e.to_string()))?
+        .map_err(|e| TlsError(e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| WebError::Tls(format!("certificate and key don't fit together: {e}")))?;
+        .map_err(|e| TlsError(format!("certificate and key don't fit together: {e}")))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -210,7 +214,7 @@ pub async fn serve(
     router: Router,
     limits: HttpLimits,
     shutdown: CancellationToken,
-) -> Result<(), WebError> {
+) -> std::io::Result<()> {
     let acceptor = tls.map(TlsAcceptor::from);
     let connections = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
