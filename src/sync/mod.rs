@@ -88,6 +88,9 @@ pub mod activity {
 }
 
 /// How syncs run.
+/// How long a sync waits for one in progress on this node before answering "already running".
+const RUNNING_WAIT: Duration = Duration::from_secs(2);
+
 #[derive(Clone, Debug)]
 pub struct SyncOptions {
     /// Interval between scheduled full syncs.
@@ -349,9 +352,11 @@ impl Syncer {
         allow_deletes: bool,
         actor: &str,
     ) -> Result<SyncStatus, SyncError> {
-        let _guard = self
-            .running
-            .try_lock()
+        // A run that is finishing (releasing its lease, counting quarantines) is waited for
+        // briefly, so that a sync asked for right after another one ends is not refused; a
+        // run still reading the directory answers "already running" after that wait.
+        let _guard = tokio::time::timeout(RUNNING_WAIT, self.running.lock())
+            .await
             .map_err(|_| SyncError::AlreadyRunning)?;
         let timer = Instant::now();
         let outcome = self.run_with_lease(incremental, allow_deletes, actor).await;
