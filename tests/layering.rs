@@ -79,6 +79,11 @@ const KNOWN_VIOLATIONS: &[(&str, &str, &str)] = &[
         "compat re-export of sync::plan until daemon.rs and tests name it",
     ),
     (
+        "src/metrics/http.rs",
+        "web",
+        "the shared connection loop (deadlines, caps) moves out of web into infrastructure",
+    ),
+    (
         "src/metrics/mod.rs",
         "radius",
         "DropReason label moves to where RADIUS drops are counted",
@@ -137,16 +142,21 @@ const KNOWN_VIOLATIONS: &[(&str, &str, &str)] = &[
 
 /// Cycles between top-level modules in today's code (as sorted module sets), each with the
 /// change that breaks it. Exact, like [`KNOWN_VIOLATIONS`].
-const KNOWN_CYCLES: &[(&[&str], &str)] = &[
-    (
-        &["admin", "service"],
-        "service -> admin goes when PASSWORD_METHOD_ID moves to model",
-    ),
-    (
-        &["directory", "metrics", "radius", "signin", "sync"],
-        "metrics -> signin/radius go with the label types; directory -> sync with the re-export",
-    ),
-];
+const KNOWN_CYCLES: &[(&[&str], &str)] = &[(
+    &[
+        "admin",
+        "directory",
+        "metrics",
+        "radius",
+        "service",
+        "signin",
+        "sync",
+        "web",
+    ],
+    "service -> admin goes when PASSWORD_METHOD_ID moves to model; metrics -> signin/radius go \
+     with the label types; metrics -> web with the shared connection loop; directory -> sync \
+     with the re-export",
+)];
 
 /// One `crate::` reference: the file and line it is on, the top-level module it names.
 #[derive(Clone, Debug)]
