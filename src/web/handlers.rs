@@ -203,7 +203,7 @@ fn pre_sign_in_csrf(state: &WebState, headers: &HeaderMap) -> (String, Option<St
                 &token,
                 state.settings().secure_cookies,
                 None,
-                state.service().clock().now(),
+                state.now(),
             );
             (token, Some(cookie))
         }
@@ -249,7 +249,7 @@ fn session_cookie(state: &WebState, signed_in: &SignedIn) -> String {
         &signed_in.session_id,
         secure,
         Some(signed_in.session.expires),
-        state.service().clock().now(),
+        state.now(),
     )
 }
 
@@ -568,7 +568,7 @@ async fn second_factor_page(
     note: Option<&Notice>,
     status: StatusCode,
 ) -> Result<Response, Failure> {
-    let methods = state.service().store().methods(&current.user.id).await?;
+    let methods = state.methods_of(&current.user).await?;
     let has_app = methods.iter().any(|m| m.kind == MethodKind::SoftwareOath);
     let has_passkey = methods.iter().any(|m| m.kind == MethodKind::Fido2);
     Ok(page(

@@ -24,8 +24,8 @@
 //! reason codes on failure). A name that doesn't exist gets the same prompt, message and cost
 //! as a wrong password or code.
 //!
-//! May depend on: `service`, `store`, `policy`, `directory`, `model`, and the sibling building
-//! blocks.
+//! May depend on: `service`, `store`, `policy`, `directory`, `tapcode`, `model`, `metrics`,
+//! and the sibling building blocks.
 
 use crate::metrics::{TapRejection, TapUseChannel, WebSignIn};
 use serde_json::json;
@@ -40,9 +40,9 @@ use super::session::{
     hash_id, is_token, random_token, CEREMONY_LIFETIME, REGISTRATION_WINDOW, SECOND_FACTOR_WINDOW,
     SESSION_LIFETIME,
 };
+use super::site::{activity, method_name, Failure, SelfService, Source};
 use super::throttle::Throttled;
 use super::totp::{self, StoredTotp};
-use super::{activity, method_name, Failure, Source, Web};
 use crate::directory::PasswordCheck;
 use crate::model::{
     AuditResult, CeremonyKind, Channel, Group, MethodKind, NewAuditEvent, RegisteredMethod,
@@ -52,7 +52,7 @@ use crate::policy::{self, SignInFailure, UsabilityReason};
 use crate::service::TapDetails;
 use crate::tapcode::MAX_CREDENTIAL_BYTES;
 
-use crate::signin::{check_sign_in_name, MAX_NAME_BYTES};
+use super::{check_sign_in_name, MAX_NAME_BYTES};
 
 /// What the page asks for after the user gave their name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,8 +177,9 @@ pub struct PasskeyChallenge {
     pub options: RequestChallengeResponse,
 }
 
-impl Web {
-    pub(crate) fn now(&self) -> Timestamp {
+impl SelfService {
+    /// The service's clock reading.
+    pub fn now(&self) -> Timestamp {
         self.service.clock().now()
     }
 

@@ -52,6 +52,17 @@
 //! May depend on: `model`, `policy` (messages), `store` and `directory` (traits), `tapcode`,
 //! `clock`, `audit`, `metrics`, `sync` (to request a sync). Knows nothing about RADIUS packets or HTTP.
 
+pub mod passkeys;
+pub mod registration;
+pub mod session;
+pub mod site;
+pub mod throttle;
+pub mod totp;
+pub mod web;
+
+pub use crate::policy::{SignInFailure, UsabilityReason};
+pub use site::{Failure, PasswordDirectory, SelfService, SelfServiceSettings, Source};
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -68,7 +79,6 @@ use crate::directory::{password_is_unusable, DirectoryError, DirectorySource, Pa
 use crate::group_ref::{GroupIndex, SharedGroupIndex};
 use crate::metrics::{LdapBindResult, Metrics, TapRejection};
 use crate::model::{AuditResult, Channel, GroupRef, NewAuditEvent, Timestamp, User};
-use crate::policy::SignInFailure;
 use crate::store::Store;
 use crate::sync::Syncer;
 use crate::tapcode::{HashError, Hasher};
