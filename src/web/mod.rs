@@ -7,7 +7,9 @@
 //! - the sign-in service ([`crate::signin::SelfService`]) makes every decision: which prompt,
 //!   the TAP rules of DESIGN §2, password, second factor, passkey sign-in, sessions,
 //!   registration windows and interrupt mode; the web only asks it and renders the answer;
-//! - [`session`]: cookies and the forgery checks;
+//! - [`extract`]: the visitor extractors and the forgery check around request bodies;
+//! - [`respond`]: pages, redirects, cookies, and the one failure mapping per response kind;
+//! - [`session`]: cookies and the origin check;
 //! - [`pages`]: server-rendered HTML (maud escapes every value), readable on a phone, usable
 //!   without JavaScript except for the WebAuthn calls;
 //! - [`handlers`]: the axum routes, CSRF / origin checks and the one mapping of failures to
@@ -21,8 +23,10 @@
 //! `[web]` section), `model`. Never `store`, `directory`, `policy` or `tapcode`. Nothing else
 //! depends on it but `daemon` (and the listener loop shared by federation and metrics).
 
+pub mod extract;
 pub mod handlers;
 pub mod pages;
+pub mod respond;
 pub mod server;
 pub mod session;
 
