@@ -1,38 +1,44 @@
-//! The axum routes of the site: each handler finds the session, checks request forgery (the
-//! origin headers and the CSRF token) before anything changes, calls [`signin`] or
-//! [`security_info`], and renders a page or a small JSON answer for the WebAuthn script.
-//! [`Failure`] becomes a response in exactly one place ([`failure_page`] /
-//! [`failure_json`]); visitors never see internal detail.
+//! The axum routes of the site. The extractors of [`super::extract`] have found the visitor
+//! and checked request forgery before a handler runs; a handler calls one step of the sign-in
+//! service ([`crate::signin::SelfService`]) and renders a page or a small JSON answer for the
+//! WebAuthn script. Failures become responses in exactly one place per response kind
+//! ([`PageFailure`], [`JsonFailure`]); visitors never see internal detail.
 //!
-//! [`signin`]: super::signin
-//! [`security_info`]: super::security_info
-//!
-//! May depend on: axum, the sibling modules.
+//! May depend on: axum, `signin` (through the state), the sibling modules.
 
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::header::{
-    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION, REFERRER_POLICY, RETRY_AFTER,
-    SET_COOKIE, STRICT_TRANSPORT_SECURITY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY,
+    STRICT_TRANSPORT_SECURITY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{middleware, Extension, Form, Json, Router};
+use axum::{middleware, Form, Json, Router};
 use maud::Markup;
 use serde::Deserialize;
 use serde_json::json;
 use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 use zeroize::Zeroizing;
 
-use super::pages::{self, Notice};
-use super::session::{
-    clear_cookie, cookie_names, is_token, origin_allowed, random_token, read_cookie, set_cookie,
-    tokens_match, CSRF_HEADER,
+use super::extract::{
+    pre_sign_in_csrf, AnonymousVisitor, AnyVisitor, Checked, CsrfField, PendingVisitor,
+    SessionVisitor, SignedInVisitor,
 };
-use super::signin::{Current, Prompt, Refusal, SignInError, SignedIn};
-use super::{Failure, Source, WebState};
-use crate::http_listener::ClientAddr;
+use super::pages::{self, Notice};
+use super::respond::{
+    home_of, landing, page, redirect, refusal_status, refused_page, signed_out, with_cookie,
+    ClearSession, JsonFailure, PageFailure,
+};
+use super::session::{clear_cookie, cookie_names, set_cookie};
+use super::signin::{Current, Prompt, SignInError, SignedIn};
+use super::{Source, WebState};
 use crate::model::MethodKind;
+
+/// What a page handler answers.
+type PageResult = Result<Response, PageFailure>;
+/// What a handler of the WebAuthn script answers.
+type JsonResult = Result<Response, JsonFailure>;
 
 /// Largest request body accepted (forms and WebAuthn JSON are a few KiB).
 const BODY_LIMIT: usize = 64 * 1024;
@@ -83,7 +89,8 @@ pub fn router(state: WebState) -> Router {
         .with_state(state)
 }
 
-async fn security_headers(State(state): State<WebState>, mut response: Response) -> Response {
+async fn security_headers(State(state): State<WebState>, response: Response) -> Response {
+    let mut response = clear_session_if_asked(&state, response);
     let headers = response.headers_mut();
     headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
@@ -107,271 +114,17 @@ async fn security_headers(State(state): State<WebState>, mut response: Response)
     response
 }
 
-// ---- request context ----
-
-/// What every handler knows about its request.
-struct Ctx {
-    current: Option<Current>,
-    source: Source,
-    headers: HeaderMap,
-}
-
-impl Ctx {
-    async fn new(
-        state: &WebState,
-        headers: HeaderMap,
-        peer: Option<Extension<ClientAddr>>,
-    ) -> Result<Ctx, Failure> {
-        let names = cookie_names(state.settings().secure_cookies);
-        let cookie = read_cookie(&headers, names.session);
-        let current = state.current(cookie.as_deref()).await?;
-        let source = source_of(state, &headers, peer.map(|Extension(ClientAddr(a))| a));
-        Ok(Ctx {
-            current,
-            source,
-            headers,
-        })
+/// Clears the session cookie on a response marked [`ClearSession`] (the cookie's name and
+/// attributes come from the settings, which the failure mapping doesn't hold).
+fn clear_session_if_asked(state: &WebState, response: Response) -> Response {
+    if response.extensions().get::<ClearSession>().is_none() {
+        return response;
     }
-
-    /// Checks the origin headers and the CSRF token before anything changes.
-    fn check_forgery(&self, state: &WebState, token: Option<&str>) -> Result<(), Failure> {
-        if !origin_allowed(&self.headers, &state.settings().public_url) {
-            return Err(Failure::Forbidden(
-                "This request came from another site and was refused.".to_owned(),
-            ));
-        }
-        let expected = match &self.current {
-            Some(current) => Some(current.session.csrf_token.clone()),
-            None => pre_sign_in_token(state, &self.headers),
-        };
-        match (expected, token) {
-            (Some(expected), Some(token)) if tokens_match(&expected, token) => Ok(()),
-            _ => Err(Failure::Forbidden(
-                "This page has expired or the form was incomplete, so nothing was changed. \
-                 Go back, reload the page and try again."
-                    .to_owned(),
-            )),
-        }
-    }
-
-    /// The CSRF token of a JSON request (header).
-    fn header_token(&self) -> Option<&str> {
-        self.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok())
-    }
-
-    fn full(&self) -> Result<&Current, Failure> {
-        match &self.current {
-            Some(current) if !current.is_pending() => Ok(current),
-            _ => Err(Failure::SignInRequired),
-        }
-    }
-}
-
-/// The client address: the socket peer, or, when the peer is a trusted proxy, the first
-/// untrusted address of `X-Forwarded-For` from the right ([`super::forwarded_client`]).
-fn source_of(state: &WebState, headers: &HeaderMap, peer: Option<std::net::SocketAddr>) -> Source {
-    let peer = peer.unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-    let forwarded = super::forwarded_client(
-        peer.ip(),
-        headers.get_all("x-forwarded-for"),
-        &state.settings().trusted_proxies,
-    );
-    match forwarded {
-        Some(ip) => Source {
-            ip,
-            text: format!("{ip} (via {peer})"),
-        },
-        None => Source::from_socket(peer),
-    }
-}
-
-/// The pre-sign-in CSRF cookie's value, when it is well formed.
-fn pre_sign_in_token(state: &WebState, headers: &HeaderMap) -> Option<String> {
-    let names = cookie_names(state.settings().secure_cookies);
-    read_cookie(headers, names.csrf).filter(|t| is_token(t))
-}
-
-/// The pre-sign-in CSRF token for a page, and the cookie to set when the browser has none.
-fn pre_sign_in_csrf(state: &WebState, headers: &HeaderMap) -> (String, Option<String>) {
-    match pre_sign_in_token(state, headers) {
-        Some(token) => (token, None),
-        None => {
-            let token = random_token();
-            let names = cookie_names(state.settings().secure_cookies);
-            let cookie = set_cookie(
-                names.csrf,
-                &token,
-                state.settings().secure_cookies,
-                None,
-                state.service().clock().now(),
-            );
-            (token, Some(cookie))
-        }
-    }
-}
-
-// ---- responses ----
-
-fn page(status: StatusCode, markup: Markup) -> Response {
-    (status, Html(markup.into_string())).into_response()
-}
-
-fn with_cookie(mut response: Response, cookie: Option<String>) -> Response {
-    if let Some(cookie) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        response.headers_mut().append(SET_COOKIE, cookie);
-    }
-    response
-}
-
-fn redirect(to: &str) -> Response {
-    let mut response = StatusCode::SEE_OTHER.into_response();
-    if let Ok(location) = HeaderValue::from_str(to) {
-        response.headers_mut().insert(LOCATION, location);
-    }
-    response
-}
-
-/// Where a fresh session goes first.
-fn landing(signed_in: &SignedIn) -> &'static str {
-    if signed_in.session.auth_method == crate::model::WebAuthMethod::PasswordPendingSecondFactor {
-        "/sign-in/verify"
-    } else if signed_in.session.interrupt_mode {
-        "/register"
-    } else {
-        "/security-info"
-    }
-}
-
-fn session_cookie(state: &WebState, signed_in: &SignedIn) -> String {
     let secure = state.settings().secure_cookies;
-    set_cookie(
-        cookie_names(secure).session,
-        &signed_in.session_id,
-        secure,
-        Some(signed_in.session.expires),
-        state.service().clock().now(),
+    with_cookie(
+        response,
+        Some(clear_cookie(cookie_names(secure).session, secure)),
     )
-}
-
-fn cleared_session_cookie(state: &WebState) -> String {
-    let secure = state.settings().secure_cookies;
-    clear_cookie(cookie_names(secure).session, secure)
-}
-
-/// The one mapping of failures to pages.
-fn failure_page(state: &WebState, failure: Failure) -> Response {
-    match failure {
-        Failure::SignInRequired => with_cookie(redirect("/"), Some(cleared_session_cookie(state))),
-        Failure::BadRequest(message) => page(
-            StatusCode::BAD_REQUEST,
-            pages::message("", "Something's not right", &message, true),
-        ),
-        Failure::Forbidden(message) => page(
-            StatusCode::FORBIDDEN,
-            pages::message("", "That didn't work", &message, true),
-        ),
-        Failure::TooManyRequests(message) => {
-            let mut response = page(
-                StatusCode::TOO_MANY_REQUESTS,
-                pages::message("", "Too many requests", &message, true),
-            );
-            response
-                .headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from_static("60"));
-            response
-        }
-        Failure::Busy => {
-            let mut response = page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                pages::message(
-                    "",
-                    "Too busy",
-                    "Too many people are signing in right now. Try again in a few seconds.",
-                    true,
-                ),
-            );
-            response
-                .headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from_static("2"));
-            response
-        }
-        Failure::Unavailable(detail) => {
-            log::error!("web: service unavailable: {detail}");
-            page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                pages::message(
-                    "",
-                    "Service unavailable",
-                    "Sign-in can't reach the directory or its database right now. Try again in a minute.",
-                    true,
-                ),
-            )
-        }
-        Failure::Internal(detail) => {
-            log::error!("web: internal error: {detail}");
-            page(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                pages::message(
-                    "",
-                    "Something went wrong",
-                    "Something went wrong on our side. Try again.",
-                    true,
-                ),
-            )
-        }
-    }
-}
-
-/// The same mapping for the WebAuthn script: `{"error": …}` with the status.
-fn failure_json(failure: Failure) -> Response {
-    let (status, message) = match failure {
-        Failure::SignInRequired => (
-            StatusCode::UNAUTHORIZED,
-            "Your session has ended. Sign in again.".to_owned(),
-        ),
-        Failure::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
-        Failure::Forbidden(m) => (StatusCode::FORBIDDEN, m),
-        Failure::TooManyRequests(m) => (StatusCode::TOO_MANY_REQUESTS, m),
-        Failure::Busy => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Too busy right now. Try again in a few seconds.".to_owned(),
-        ),
-        Failure::Unavailable(detail) => {
-            log::error!("web: service unavailable: {detail}");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The service is unavailable right now. Try again in a minute.".to_owned(),
-            )
-        }
-        Failure::Internal(detail) => {
-            log::error!("web: internal error: {detail}");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Something went wrong on our side. Try again.".to_owned(),
-            )
-        }
-    };
-    (status, Json(json!({ "error": message }))).into_response()
-}
-
-/// The status a refusal is answered with (and `Retry-After` when throttled).
-fn refusal_status(refusal: &Refusal) -> (StatusCode, Option<HeaderValue>) {
-    match refusal {
-        Refusal::Throttled(t) => (
-            StatusCode::TOO_MANY_REQUESTS,
-            HeaderValue::from_str(&t.retry_after.num_seconds().max(1).to_string()).ok(),
-        ),
-        _ => (StatusCode::UNAUTHORIZED, None),
-    }
-}
-
-fn refused_page(refusal: &Refusal, markup: Markup) -> Response {
-    let (status, retry) = refusal_status(refusal);
-    let mut response = page(status, markup);
-    if let Some(retry) = retry {
-        response.headers_mut().insert(RETRY_AFTER, retry);
-    }
-    response
 }
 
 // ---- forms ----
@@ -423,23 +176,53 @@ struct PasskeyFinish<T> {
     credential: T,
 }
 
+impl CsrfField for CsrfForm {
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
+}
+
+impl CsrfField for IdentifyForm {
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
+}
+
+impl CsrfField for CredentialForm {
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
+}
+
+impl CsrfField for CodeForm {
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
+}
+
 // ---- handlers: signing in ----
 
-async fn home(
-    State(state): State<WebState>,
-    peer: Option<Extension<ClientAddr>>,
-    headers: HeaderMap,
-) -> Response {
-    let ctx = match Ctx::new(&state, headers, peer).await {
-        Ok(ctx) => ctx,
-        Err(f) => return failure_page(&state, f),
-    };
-    match &ctx.current {
-        Some(current) if current.is_pending() => redirect("/sign-in/verify"),
-        Some(current) if current.session.interrupt_mode => redirect("/register"),
-        Some(_) => redirect("/security-info"),
+fn session_cookie(state: &WebState, signed_in: &SignedIn) -> String {
+    let secure = state.settings().secure_cookies;
+    set_cookie(
+        cookie_names(secure).session,
+        &signed_in.session_id,
+        secure,
+        Some(signed_in.session.expires),
+        state.now(),
+    )
+}
+
+/// `response` for a fresh session: its cookie set.
+fn with_session(state: &WebState, signed_in: &SignedIn, response: Response) -> Response {
+    with_cookie(response, Some(session_cookie(state, signed_in)))
+}
+
+async fn home(State(state): State<WebState>, visitor: AnyVisitor) -> Response {
+    match &visitor.current {
+        Some(current) => redirect(home_of(current)),
         None => {
-            let (csrf, cookie) = pre_sign_in_csrf(&state, &ctx.headers);
+            let (csrf, cookie) = pre_sign_in_csrf(&state, visitor.pre_sign_in);
             with_cookie(page(StatusCode::OK, pages::sign_in(&csrf, None)), cookie)
         }
     }
@@ -447,119 +230,98 @@ async fn home(
 
 async fn identify(
     State(state): State<WebState>,
-    peer: Option<Extension<ClientAddr>>,
-    headers: HeaderMap,
-    Form(form): Form<IdentifyForm>,
-) -> Response {
-    let result = async {
-        let ctx = Ctx::new(&state, headers, peer).await?;
-        if ctx.current.is_some() {
-            return Ok(redirect("/"));
-        }
-        ctx.check_forgery(&state, form.csrf.as_deref())?;
-        let csrf = pre_sign_in_token(&state, &ctx.headers).unwrap_or_default();
-        let username = form.username.trim();
-        if username.is_empty() {
-            let note = Notice::Error("Enter your user name or email.".to_owned());
-            return Ok(page(
-                StatusCode::BAD_REQUEST,
-                pages::sign_in(&csrf, Some(&note)),
-            ));
-        }
-        let prompt = if form.prefer.as_deref() == Some("password") {
-            Prompt::Password
-        } else {
-            state.prompt_for(username).await?
-        };
-        Ok(page(
-            StatusCode::OK,
-            match prompt {
-                Prompt::TemporaryAccessPass => pages::tap_prompt(&csrf, username, None),
-                Prompt::Password => pages::password_prompt(&csrf, username, None),
-            },
-        ))
+    checked: Checked<Form<IdentifyForm>, AnonymousVisitor>,
+) -> PageResult {
+    let (Form(form), visitor) = (checked.body, checked.visitor);
+    let csrf = visitor.pre_sign_in.unwrap_or_default();
+    let username = form.username.trim();
+    if username.is_empty() {
+        let note = Notice::Error("Enter your user name or email.".to_owned());
+        let markup = pages::sign_in(&csrf, Some(&note));
+        return Ok(page(StatusCode::BAD_REQUEST, markup));
     }
-    .await;
-    result.unwrap_or_else(|f| failure_page(&state, f))
+    let prompt = if form.prefer.as_deref() == Some("password") {
+        Prompt::Password
+    } else {
+        state.prompt_for(username).await?
+    };
+    Ok(page(
+        StatusCode::OK,
+        match prompt {
+            Prompt::TemporaryAccessPass => pages::tap_prompt(&csrf, username, None),
+            Prompt::Password => pages::password_prompt(&csrf, username, None),
+        },
+    ))
 }
 
 async fn sign_in_tap(
     State(state): State<WebState>,
-    peer: Option<Extension<ClientAddr>>,
-    headers: HeaderMap,
-    Form(form): Form<CredentialForm>,
-) -> Response {
-    sign_in_with(state, peer, headers, form, true).await
+    checked: Checked<Form<CredentialForm>, AnonymousVisitor>,
+) -> PageResult {
+    sign_in_with(state, checked, true).await
 }
 
 async fn sign_in_password(
     State(state): State<WebState>,
-    peer: Option<Extension<ClientAddr>>,
-    headers: HeaderMap,
-    Form(form): Form<CredentialForm>,
-) -> Response {
-    sign_in_with(state, peer, headers, form, false).await
+    checked: Checked<Form<CredentialForm>, AnonymousVisitor>,
+) -> PageResult {
+    sign_in_with(state, checked, false).await
 }
 
 async fn sign_in_with(
     state: WebState,
-    peer: Option<Extension<ClientAddr>>,
-    headers: HeaderMap,
-    form: CredentialForm,
+    checked: Checked<Form<CredentialForm>, AnonymousVisitor>,
     tap: bool,
-) -> Response {
-    let result = async {
-        let ctx = Ctx::new(&state, headers, peer).await?;
-        if ctx.current.is_some() {
-            return Ok(redirect("/"));
+) -> PageResult {
+    let (Form(form), visitor) = (checked.body, checked.visitor);
+    let username = form.username.trim().to_owned();
+    match attempt(&state, tap, &username, form, &visitor.source).await {
+        Ok(signed_in) => Ok(to_landing(&state, &signed_in)),
+        Err(SignInError::Refused(refusal)) => {
+            let csrf = visitor.pre_sign_in.unwrap_or_default();
+            let note = Notice::Error(refusal.message(state.settings().public_url.as_str()));
+            let markup = credential_prompt(tap, &csrf, &username, &note);
+            Ok(refused_page(&refusal, markup))
         }
-        ctx.check_forgery(&state, form.csrf.as_deref())?;
-        let csrf = pre_sign_in_token(&state, &ctx.headers).unwrap_or_default();
-        let username = form.username.trim().to_owned();
-        let outcome = if tap {
-            let code = Zeroizing::new(form.code.unwrap_or_default().trim().to_owned());
-            state.sign_in_with_tap(&username, code, &ctx.source).await
-        } else {
-            let password = Zeroizing::new(form.password.unwrap_or_default());
-            state
-                .sign_in_with_password(&username, password, &ctx.source)
-                .await
-        };
-        match outcome {
-            Ok(signed_in) => Ok(with_cookie(
-                redirect(landing(&signed_in)),
-                Some(session_cookie(&state, &signed_in)),
-            )),
-            Err(SignInError::Refused(refusal)) => {
-                let note = Notice::Error(refusal.message(state.settings().public_url.as_str()));
-                let markup = if tap {
-                    pages::tap_prompt(&csrf, &username, Some(&note))
-                } else {
-                    pages::password_prompt(&csrf, &username, Some(&note))
-                };
-                Ok(refused_page(&refusal, markup))
-            }
-            Err(SignInError::Failed(f)) => Err(f),
-        }
+        Err(SignInError::Failed(f)) => Err(f.into()),
     }
-    .await;
-    result.unwrap_or_else(|f| failure_page(&state, f))
 }
 
-async fn verify_page(
-    State(state): State<WebState>,
-    peer: Option<Extension<ClientAddr>>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let ctx = Ctx::new(&state, headers, peer).await?;
-        let Some(current) = ctx.current.as_ref().filter(|c| c.is_pending()) else {
-            return Ok(redirect("/"));
-        };
-        second_factor_page(&state, current, None, StatusCode::OK).await
+/// One TAP or password sign-in attempt with what the form carried.
+async fn attempt(
+    state: &WebState,
+    tap: bool,
+    username: &str,
+    form: CredentialForm,
+    source: &Source,
+) -> Result<SignedIn, SignInError> {
+    if tap {
+        let code = Zeroizing::new(form.code.unwrap_or_default().trim().to_owned());
+        state.sign_in_with_tap(username, code, source).await
+    } else {
+        let password = Zeroizing::new(form.password.unwrap_or_default());
+        state
+            .sign_in_with_password(username, password, source)
+            .await
     }
-    .await;
-    result.unwrap_or_else(|f| failure_page(&state, f))
+}
+
+/// The redirect to where a fresh session goes first, with its cookie.
+fn to_landing(state: &WebState, signed_in: &SignedIn) -> Response {
+    with_session(state, signed_in, redirect(landing(signed_in)))
+}
+
+/// The TAP or password prompt again, with what went wrong.
+fn credential_prompt(tap: bool, csrf: &str, username: &str, note: &Notice) -> Markup {
+    if tap {
+        pages::tap_prompt(csrf, username, Some(note))
+    } else {
+        pages::password_prompt(csrf, username, Some(note))
+    }
+}
+
+async fn verify_page(State(state): State<WebState>, visitor: PendingVisitor) -> PageResult {
+    second_factor_page(&state, &visitor.current, None, StatusCode::OK).await
 }
 
 async fn second_factor_page(
@@ -567,8 +329,8 @@ async fn second_factor_page(
     current: &Current,
     note: Option<&Notice>,
     status: StatusCode,
-) -> Result<Response, Failure> {
-    let methods = state.service().store().methods(&current.user.id).await?;
+) -> PageResult {
+    let methods = state.methods_of(&current.user).await?;
     let has_app = methods.iter().any(|m| m.kind == MethodKind::SoftwareOath);
     let has_passkey = methods.iter().any(|m| m.kind == MethodKind::Fido2);
     Ok(page(
@@ -585,328 +347,205 @@ async fn second_factor_page(
 
 async fn verify_code(
     State(state): State<WebState>,
-    peer: Option<Extension<ClientAddr>>,
-    headers: HeaderMap,
-    Form(form): Form<CodeForm>,
-) -> Response {
-    let result = async {
-        let ctx = Ctx::new(&state, headers, peer).await?;
-        let Some(current) = ctx.current.as_ref().filter(|c| c.is_pending()) else {
-            return Ok(redirect("/"));
-        };
-        ctx.check_forgery(&state, form.csrf.as_deref())?;
-        match state
-            .verify_app_code(current, &form.code, &ctx.source)
-            .await
-        {
-            Ok(signed_in) => Ok(with_cookie(
-                redirect(landing(&signed_in)),
-                Some(session_cookie(&state, &signed_in)),
-            )),
-            Err(SignInError::Refused(refusal)) => {
-                let note = Notice::Error(refusal.message(state.settings().public_url.as_str()));
-                let (status, _) = refusal_status(&refusal);
-                second_factor_page(&state, current, Some(&note), status).await
-            }
-            Err(SignInError::Failed(f)) => Err(f),
+    checked: Checked<Form<CodeForm>, PendingVisitor>,
+) -> PageResult {
+    let (Form(form), visitor) = (checked.body, checked.visitor);
+    let current = &visitor.current;
+    match state
+        .verify_app_code(current, &form.code, &visitor.source)
+        .await
+    {
+        Ok(signed_in) => Ok(to_landing(&state, &signed_in)),
+        Err(SignInError::Refused(refusal)) => {
+            let note = Notice::Error(refusal.message(state.settings().public_url.as_str()));
+            let (status, _) = refusal_status(&refusal);
+            second_factor_page(&state, current, Some(&note), status).await
         }
+        Err(SignInError::Failed(f)) => Err(f.into()),
     }
-    .await;
-    result.unwrap_or_else(|f| failure_page(&state, f))
 }
 
 async fn passkey_sign_in_start(
     State(state): State<WebState>,
-    peer: Option<Extension<ClientAddr>>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let ctx = Ctx::new(&state, headers, peer).await?;
-        ctx.check_forgery(&state, ctx.header_token())?;
-        let challenge = state
-            .start_passkey_sign_in(ctx.current.as_ref(), &ctx.source)
-            .await?;
-        Ok(
-            Json(json!({ "ceremony": challenge.ceremony_id, "options": challenge.options }))
-                .into_response(),
-        )
-    }
-    .await;
-    result.unwrap_or_else(failure_json)
+    checked: Checked<(), AnyVisitor<JsonFailure>>,
+) -> JsonResult {
+    let visitor = checked.visitor;
+    let challenge = state
+        .start_passkey_sign_in(visitor.current.as_ref(), &visitor.source)
+        .await?;
+    let answer = json!({ "ceremony": challenge.ceremony_id, "options": challenge.options });
+    Ok(Json(answer).into_response())
 }
 
 async fn passkey_sign_in_finish(
     State(state): State<WebState>,
-    peer: Option<Extension<ClientAddr>>,
-    headers: HeaderMap,
-    Json(body): Json<PasskeyFinish<PublicKeyCredential>>,
-) -> Response {
-    let result = async {
-        let ctx = Ctx::new(&state, headers, peer).await?;
-        ctx.check_forgery(&state, ctx.header_token())?;
-        match state
-            .finish_passkey_sign_in(
-                ctx.current.as_ref(),
-                &body.ceremony,
-                &body.credential,
-                &ctx.source,
-            )
-            .await
-        {
-            Ok(signed_in) => {
-                let response = Json(json!({ "redirect": landing(&signed_in) })).into_response();
-                Ok(with_cookie(
-                    response,
-                    Some(session_cookie(&state, &signed_in)),
-                ))
-            }
-            Err(SignInError::Refused(refusal)) => {
-                let (status, _) = refusal_status(&refusal);
-                let message = refusal.message(state.settings().public_url.as_str());
-                Ok((status, Json(json!({ "error": message }))).into_response())
-            }
-            Err(SignInError::Failed(f)) => Err(f),
+    checked: Checked<Json<PasskeyFinish<PublicKeyCredential>>, AnyVisitor<JsonFailure>>,
+) -> JsonResult {
+    let (Json(body), visitor) = (checked.body, checked.visitor);
+    let current = visitor.current.as_ref();
+    let outcome = state
+        .finish_passkey_sign_in(current, &body.ceremony, &body.credential, &visitor.source)
+        .await;
+    match outcome {
+        Ok(signed_in) => {
+            let response = Json(json!({ "redirect": landing(&signed_in) })).into_response();
+            Ok(with_session(&state, &signed_in, response))
         }
+        Err(SignInError::Refused(refusal)) => {
+            let (status, _) = refusal_status(&refusal);
+            let message = refusal.message(state.settings().public_url.as_str());
+            Ok((status, Json(json!({ "error": message }))).into_response())
+        }
+        Err(SignInError::Failed(f)) => Err(f.into()),
     }
-    .await;
-    result.unwrap_or_else(failure_json)
 }
 
 // ---- handlers: security info ----
 
-async fn security_info_page(
-    State(state): State<WebState>,
-    peer: Option<Extension<ClientAddr>>,
-    headers: HeaderMap,
-    Query(notices): Query<Notices>,
-) -> Response {
-    let result = async {
-        let ctx = Ctx::new(&state, headers, peer).await?;
-        let current = match &ctx.current {
-            None => return Ok(redirect("/")),
-            Some(c) if c.is_pending() => return Ok(redirect("/sign-in/verify")),
-            Some(c) if c.session.interrupt_mode => return Ok(redirect("/register")),
-            Some(c) => c,
-        };
-        let info = state.security_info(current).await?;
-        let note = match (notices.added.as_deref(), notices.deleted.as_deref()) {
-            (Some("passkey"), _) => Some(Notice::Success("Your passkey was added.".to_owned())),
-            (Some("app"), _) => Some(Notice::Success(
-                "Your authenticator app was added.".to_owned(),
-            )),
-            (_, Some("method")) => Some(Notice::Success("The method was deleted.".to_owned())),
-            (_, Some("tap")) => Some(Notice::Success(
-                "Your Temporary Access Pass was deleted.".to_owned(),
-            )),
-            _ => None,
-        };
-        Ok(page(
-            StatusCode::OK,
-            pages::security_info(
-                &current.session.csrf_token,
-                &current.user,
-                &current.session,
-                &info,
-                note.as_ref(),
-            ),
-        ))
+/// The confirmation a redirect back to the security info page asked for.
+fn notice_of(notices: &Notices) -> Option<Notice> {
+    let success = |text: &str| Some(Notice::Success(text.to_owned()));
+    match (notices.added.as_deref(), notices.deleted.as_deref()) {
+        (Some("passkey"), _) => success("Your passkey was added."),
+        (Some("app"), _) => success("Your authenticator app was added."),
+        (_, Some("method")) => success("The method was deleted."),
+        (_, Some("tap")) => success("Your Temporary Access Pass was deleted."),
+        _ => None,
     }
-    .await;
-    result.unwrap_or_else(|f| failure_page(&state, f))
 }
 
-async fn wizard(
+async fn security_info_page(
     State(state): State<WebState>,
-    peer: Option<Extension<ClientAddr>>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let ctx = Ctx::new(&state, headers, peer).await?;
-        let current = ctx.full()?;
-        if !current.session.interrupt_mode {
-            return Ok(redirect("/security-info"));
-        }
-        let info = state.security_info(current).await?;
-        Ok(page(
-            StatusCode::OK,
-            pages::interrupt_wizard(
-                &current.session.csrf_token,
-                &current.user,
-                &current.session,
-                &info,
-                None,
-            ),
-        ))
+    Query(notices): Query<Notices>,
+    visitor: AnyVisitor,
+) -> PageResult {
+    let current = match &visitor.current {
+        None => return Ok(redirect("/")),
+        Some(c) if c.is_pending() || c.session.interrupt_mode => return Ok(redirect(home_of(c))),
+        Some(c) => c,
+    };
+    let info = state.security_info(current).await?;
+    let (csrf, session) = (&current.session.csrf_token, &current.session);
+    let note = notice_of(&notices);
+    let markup = pages::security_info(csrf, &current.user, session, &info, note.as_ref());
+    Ok(page(StatusCode::OK, markup))
+}
+
+async fn wizard(State(state): State<WebState>, visitor: SignedInVisitor) -> PageResult {
+    let current = &visitor.current;
+    if !current.session.interrupt_mode {
+        return Ok(redirect("/security-info"));
     }
-    .await;
-    result.unwrap_or_else(|f| failure_page(&state, f))
+    let info = state.security_info(current).await?;
+    let (csrf, session) = (&current.session.csrf_token, &current.session);
+    let markup = pages::interrupt_wizard(csrf, &current.user, session, &info, None);
+    Ok(page(StatusCode::OK, markup))
 }
 
 async fn passkey_register_start(
     State(state): State<WebState>,
-    peer: Option<Extension<ClientAddr>>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let ctx = Ctx::new(&state, headers, peer).await?;
-        let current = ctx.full()?;
-        ctx.check_forgery(&state, ctx.header_token())?;
-        let challenge = state.start_passkey_registration(current).await?;
-        Ok(
-            Json(json!({ "ceremony": challenge.ceremony_id, "options": challenge.options }))
-                .into_response(),
-        )
-    }
-    .await;
-    result.unwrap_or_else(failure_json)
+    checked: Checked<(), SignedInVisitor<JsonFailure>>,
+) -> JsonResult {
+    let challenge = state
+        .start_passkey_registration(&checked.visitor.current)
+        .await?;
+    let answer = json!({ "ceremony": challenge.ceremony_id, "options": challenge.options });
+    Ok(Json(answer).into_response())
 }
 
 async fn passkey_register_finish(
     State(state): State<WebState>,
-    peer: Option<Extension<ClientAddr>>,
-    headers: HeaderMap,
-    Json(body): Json<PasskeyFinish<RegisterPublicKeyCredential>>,
-) -> Response {
-    let result = async {
-        let ctx = Ctx::new(&state, headers, peer).await?;
-        let current = ctx.full()?;
-        ctx.check_forgery(&state, ctx.header_token())?;
-        state
-            .finish_passkey_registration(
-                current,
-                &body.ceremony,
-                body.name.as_deref(),
-                &body.credential,
-                &ctx.source,
-            )
-            .await?;
-        Ok(Json(json!({ "redirect": "/security-info?added=passkey" })).into_response())
-    }
-    .await;
-    result.unwrap_or_else(failure_json)
+    checked: Checked<
+        Json<PasskeyFinish<RegisterPublicKeyCredential>>,
+        SignedInVisitor<JsonFailure>,
+    >,
+) -> JsonResult {
+    let (Json(body), visitor) = (checked.body, checked.visitor);
+    let name = body.name.as_deref();
+    state
+        .finish_passkey_registration(
+            &visitor.current,
+            &body.ceremony,
+            name,
+            &body.credential,
+            &visitor.source,
+        )
+        .await?;
+    Ok(Json(json!({ "redirect": "/security-info?added=passkey" })).into_response())
 }
 
 async fn app_start(
     State(state): State<WebState>,
-    peer: Option<Extension<ClientAddr>>,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
-) -> Response {
-    let result = async {
-        let ctx = Ctx::new(&state, headers, peer).await?;
-        let current = ctx.full()?;
-        ctx.check_forgery(&state, form.csrf.as_deref())?;
-        let enrolment = state.start_authenticator_app(current).await?;
-        Ok(page(
-            StatusCode::OK,
-            pages::authenticator_app(&current.session.csrf_token, &current.user, &enrolment),
-        ))
-    }
-    .await;
-    result.unwrap_or_else(|f| failure_page(&state, f))
+    checked: Checked<Form<CsrfForm>, SignedInVisitor>,
+) -> PageResult {
+    let current = &checked.visitor.current;
+    let enrolment = state.start_authenticator_app(current).await?;
+    let csrf = &current.session.csrf_token;
+    let markup = pages::authenticator_app(csrf, &current.user, &enrolment);
+    Ok(page(StatusCode::OK, markup))
 }
 
 async fn app_confirm(
     State(state): State<WebState>,
-    peer: Option<Extension<ClientAddr>>,
-    headers: HeaderMap,
-    Form(form): Form<CodeForm>,
-) -> Response {
-    let result = async {
-        let ctx = Ctx::new(&state, headers, peer).await?;
-        let current = ctx.full()?;
-        ctx.check_forgery(&state, form.csrf.as_deref())?;
-        match state
-            .confirm_authenticator_app(
-                current,
-                &form.ceremony,
-                &form.code,
-                form.name.as_deref(),
-                &ctx.source,
-            )
-            .await?
-        {
-            Ok(_) if current.session.interrupt_mode => Ok(redirect("/register")),
-            Ok(_) => Ok(redirect("/security-info?added=app")),
-            Err(retry) => Ok(page(
-                StatusCode::BAD_REQUEST,
-                pages::authenticator_app(&current.session.csrf_token, &current.user, &retry),
-            )),
+    checked: Checked<Form<CodeForm>, SignedInVisitor>,
+) -> PageResult {
+    let (Form(form), visitor) = (checked.body, checked.visitor);
+    let current = &visitor.current;
+    let name = form.name.as_deref();
+    let outcome = state
+        .confirm_authenticator_app(current, &form.ceremony, &form.code, name, &visitor.source)
+        .await?;
+    match outcome {
+        Ok(_) if current.session.interrupt_mode => Ok(redirect("/register")),
+        Ok(_) => Ok(redirect("/security-info?added=app")),
+        Err(retry) => {
+            let csrf = &current.session.csrf_token;
+            let markup = pages::authenticator_app(csrf, &current.user, &retry);
+            Ok(page(StatusCode::BAD_REQUEST, markup))
         }
     }
-    .await;
-    result.unwrap_or_else(|f| failure_page(&state, f))
 }
 
 async fn delete_method(
     State(state): State<WebState>,
-    peer: Option<Extension<ClientAddr>>,
-    headers: HeaderMap,
     Path(method_id): Path<String>,
-    Form(form): Form<CsrfForm>,
-) -> Response {
-    let result = async {
-        let ctx = Ctx::new(&state, headers, peer).await?;
-        let current = ctx.full()?;
-        ctx.check_forgery(&state, form.csrf.as_deref())?;
-        state
-            .delete_own_method(current, &method_id, &ctx.source)
-            .await?;
-        Ok(redirect("/security-info?deleted=method"))
-    }
-    .await;
-    result.unwrap_or_else(|f| failure_page(&state, f))
+    checked: Checked<Form<CsrfForm>, SignedInVisitor>,
+) -> PageResult {
+    let visitor = checked.visitor;
+    state
+        .delete_own_method(&visitor.current, &method_id, &visitor.source)
+        .await?;
+    Ok(redirect("/security-info?deleted=method"))
 }
 
 async fn delete_tap(
     State(state): State<WebState>,
-    peer: Option<Extension<ClientAddr>>,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
-) -> Response {
-    let result = async {
-        let ctx = Ctx::new(&state, headers, peer).await?;
-        let current = ctx.full()?;
-        ctx.check_forgery(&state, form.csrf.as_deref())?;
-        if state.delete_own_tap(current, &ctx.source).await? {
-            let markup = pages::message(
-                "",
-                "Temporary Access Pass deleted",
-                "Your Temporary Access Pass was deleted. You signed in with it, so you have been signed out.",
-                false,
-            );
-            return Ok(with_cookie(
-                page(StatusCode::OK, markup),
-                Some(cleared_session_cookie(&state)),
-            ));
-        }
-        Ok(redirect("/security-info?deleted=tap"))
+    checked: Checked<Form<CsrfForm>, SignedInVisitor>,
+) -> PageResult {
+    let visitor = checked.visitor;
+    if !state
+        .delete_own_tap(&visitor.current, &visitor.source)
+        .await?
+    {
+        return Ok(redirect("/security-info?deleted=tap"));
     }
-    .await;
-    result.unwrap_or_else(|f| failure_page(&state, f))
+    let markup = pages::message(
+        "",
+        "Temporary Access Pass deleted",
+        "Your Temporary Access Pass was deleted. You signed in with it, so you have been signed out.",
+        false,
+    );
+    Ok(signed_out(page(StatusCode::OK, markup)))
 }
 
 async fn sign_out(
     State(state): State<WebState>,
-    peer: Option<Extension<ClientAddr>>,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
-) -> Response {
-    let result = async {
-        let ctx = Ctx::new(&state, headers, peer).await?;
-        let Some(current) = &ctx.current else {
-            return Ok(redirect("/"));
-        };
-        ctx.check_forgery(&state, form.csrf.as_deref())?;
-        state.sign_out(current, &ctx.source).await?;
-        let markup = pages::message("", "Signed out", "You have signed out.", false);
-        Ok(with_cookie(
-            page(StatusCode::OK, markup),
-            Some(cleared_session_cookie(&state)),
-        ))
-    }
-    .await;
-    result.unwrap_or_else(|f| failure_page(&state, f))
+    checked: Checked<Form<CsrfForm>, SessionVisitor>,
+) -> PageResult {
+    let visitor = checked.visitor;
+    state.sign_out(&visitor.current, &visitor.source).await?;
+    let markup = pages::message("", "Signed out", "You have signed out.", false);
+    Ok(signed_out(page(StatusCode::OK, markup)))
 }
 
 // ---- assets ----

@@ -4,11 +4,12 @@
 //! authenticator app (TOTP).
 //!
 //! Shape:
-//! - [`signin`]: the sign-in decisions (which prompt, TAP rules of DESIGN §2, password, second
-//!   factor, passkey sign-in), sessions opened and checked; no HTTP types;
-//! - [`security_info`]: what a signed-in user may see and change, the registration window and
-//!   interrupt mode; no HTTP types;
-//! - [`throttle`], [`totp`], [`passkeys`], [`session`]: the building blocks;
+//! - the sign-in service ([`crate::signin::SelfService`]) makes every decision: which prompt,
+//!   the TAP rules of DESIGN §2, password, second factor, passkey sign-in, sessions,
+//!   registration windows and interrupt mode; the web only asks it and renders the answer;
+//! - [`extract`]: the visitor extractors and the forgery check around request bodies;
+//! - [`respond`]: pages, redirects, cookies, and the one failure mapping per response kind;
+//! - [`session`]: cookies and the origin check;
 //! - [`pages`]: server-rendered HTML (maud escapes every value), readable on a phone, usable
 //!   without JavaScript except for the WebAuthn calls;
 //! - [`handlers`]: the axum routes, CSRF / origin checks and the one mapping of failures to
@@ -17,59 +18,35 @@
 //! [`router`] is composable: the daemon merges other routers (the federation adapter) into it
 //! with `Router::merge` before handing it to [`serve`].
 //!
-//! May depend on: `service` (store, clock, argon2 pool, audit), `policy`, `directory` (the
-//! password check), `config` (the `[web]` section), `model`. Nothing else depends on it but
-//! `daemon`.
+//! May depend on: `signin` (every decision), `service` (handed through to it), `config` (the
+//! `[web]` section), `model`. Never `store`, `directory`, `policy` or `tapcode`. Nothing else
+//! depends on it but `daemon` (and the listener loop shared by federation and metrics).
 
+pub mod extract;
 pub mod handlers;
 pub mod pages;
-pub mod passkeys;
-pub mod security_info;
+pub mod respond;
 pub mod session;
-pub mod signin;
-pub mod throttle;
-pub mod totp;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::ops::Deref;
 use std::sync::Arc;
 
 use crate::config::{IpNetwork, PublicUrl, WebConfig};
-use crate::directory::DirectorySource;
 use crate::service::TapService;
+use crate::signin::passkeys::PasskeyError;
+use crate::signin::throttle::ThrottleSettings;
+use crate::signin::{PasswordDirectory, SelfService, SelfServiceSettings};
 
 pub use crate::http_listener::{load_tls, serve, ClientAddr};
 pub use handlers::router;
 
-use passkeys::{PasskeyError, Passkeys};
-use throttle::{Throttle, ThrottleSettings};
-
-/// The product name shown on pages and given to authenticators as the relying party's name.
-pub const PRODUCT_NAME: &str = "tapd";
-
-/// Entra's activity names for what happens on the web page (audit and logs).
-pub mod activity {
-    /// A sign-in attempt, successful or not; `details.authenticationMethod` says how.
-    pub const SIGN_IN: &str = "User sign-in";
-    /// A user added a passkey or authenticator app.
-    pub const REGISTERED: &str = "User registered security info";
-    /// A user deleted one of their methods or their own TAP.
-    pub const DELETED: &str = "User deleted security info";
-    /// A user signed out.
-    pub const SIGNED_OUT: &str = "User signed out";
-}
-
-/// Authentication method names as Entra's sign-in logs spell them.
-pub mod method_name {
-    /// A Temporary Access Pass.
-    pub const TAP: &str = "Temporary Access Pass";
-    /// The directory password.
-    pub const PASSWORD: &str = "Password";
-    /// A passkey or security key.
-    pub const PASSKEY: &str = "Passkey (FIDO2)";
-    /// An authenticator app code.
-    pub const AUTHENTICATOR_APP: &str = "Authenticator app";
-}
+pub use crate::signin::site::{activity, method_name, PRODUCT_NAME};
+pub use crate::signin::{Failure, Source};
+// The sign-in service's modules under the paths the web's callers have used.
+pub use crate::signin::registration as security_info;
+pub use crate::signin::web as signin;
+pub use crate::signin::{passkeys, throttle, totp};
 
 /// Errors setting up or running the web site (request-level failures never get here).
 #[derive(Debug, thiserror::Error)]
@@ -154,51 +131,10 @@ pub fn forwarded_client<'a>(
     None
 }
 
-/// Where a request came from, for throttling and audit.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Source {
-    /// The client's address.
-    pub ip: IpAddr,
-    /// As recorded in audit (`IP:port`, or the forwarded address).
-    pub text: String,
-}
-
-impl Source {
-    /// A source from a socket address.
-    pub fn from_socket(addr: SocketAddr) -> Self {
-        Source {
-            ip: addr.ip(),
-            text: addr.to_string(),
-        }
-    }
-}
-
-/// Everything a request handler needs.
+/// Everything a request handler needs: the site's settings and its sign-in service.
 pub struct Web {
-    service: Arc<TapService>,
-    directory: Arc<dyn DirectorySource>,
     settings: WebSettings,
-    throttle: Throttle,
-    passkeys: Passkeys,
-    /// Outstanding passkey ceremonies per source (sign-in) or user (registration).
-    ceremonies: passkeys::CeremonyLimiter,
-}
-
-impl Web {
-    /// The settings in force.
-    pub fn settings(&self) -> &WebSettings {
-        &self.settings
-    }
-
-    /// The TAP service (store, clock, argon2 pool).
-    pub fn service(&self) -> &Arc<TapService> {
-        &self.service
-    }
-
-    /// The sign-in throttle.
-    pub fn throttle(&self) -> &Throttle {
-        &self.throttle
-    }
+    signin: SelfService,
 }
 
 /// Shared, cheaply cloned state of the site.
@@ -206,88 +142,42 @@ impl Web {
 pub struct WebState(Arc<Web>);
 
 impl WebState {
-    /// Builds the site over the service and the directory (for password checks).
+    /// Builds the site over the service and the directory (which it hands to the sign-in
+    /// service for password checks).
     pub fn new(
         service: Arc<TapService>,
-        directory: Arc<dyn DirectorySource>,
+        directory: PasswordDirectory,
         settings: WebSettings,
     ) -> Result<Self, WebError> {
-        let passkeys = Passkeys::new(&settings.public_url, PRODUCT_NAME)?;
-        Ok(WebState(Arc::new(Web {
+        let signin = SelfService::new(
             service,
             directory,
-            throttle: Throttle::new(settings.throttle.clone()),
-            settings,
-            passkeys,
-            ceremonies: passkeys::CeremonyLimiter::default(),
-        })))
+            SelfServiceSettings {
+                public_url: settings.public_url.clone(),
+                registration_interrupt_groups: settings.registration_interrupt_groups.clone(),
+                throttle: settings.throttle.clone(),
+            },
+        )?;
+        Ok(WebState(Arc::new(Web { settings, signin })))
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &WebSettings {
+        &self.0.settings
+    }
+
+    /// The sign-in service the handlers call.
+    pub fn signin(&self) -> &SelfService {
+        &self.0.signin
     }
 }
 
+/// The sign-in service's steps, callable on the state directly (the tests drive them so).
 impl Deref for WebState {
-    type Target = Web;
+    type Target = SelfService;
 
-    fn deref(&self) -> &Web {
-        &self.0
-    }
-}
-
-/// Why a request could not be served; [`handlers`] maps each to one status and page, and web
-/// visitors never see internal detail.
-#[derive(Debug, thiserror::Error)]
-pub enum Failure {
-    /// The form or JSON is malformed or names something that doesn't exist.
-    #[error("{0}")]
-    BadRequest(String),
-    /// The request is not allowed: another site's form, a missing CSRF token, interrupt mode,
-    /// a closed registration window. The message is shown to the user.
-    #[error("{0}")]
-    Forbidden(String),
-    /// The session is missing or over; the user must sign in (again).
-    #[error("sign-in required")]
-    SignInRequired,
-    /// Too many requests from this source (e.g. passkey ceremonies started); answered 429.
-    #[error("{0}")]
-    TooManyRequests(String),
-    /// Too many argon2 verifications queued; try again shortly.
-    #[error("the sign-in service is busy")]
-    Busy,
-    /// The store or directory can't be reached right now.
-    #[error("unavailable: {0}")]
-    Unavailable(String),
-    /// A bug or unreadable data; logged, not shown.
-    #[error("internal: {0}")]
-    Internal(String),
-}
-
-impl From<crate::store::StoreError> for Failure {
-    fn from(e: crate::store::StoreError) -> Self {
-        match e {
-            crate::store::StoreError::Unavailable(m) => Failure::Unavailable(m),
-            other => Failure::Internal(other.to_string()),
-        }
-    }
-}
-
-impl From<crate::tapcode::HashError> for Failure {
-    fn from(e: crate::tapcode::HashError) -> Self {
-        match e {
-            crate::tapcode::HashError::Overloaded => Failure::Busy,
-            other => Failure::Internal(other.to_string()),
-        }
-    }
-}
-
-impl From<crate::service::ServiceError> for Failure {
-    fn from(e: crate::service::ServiceError) -> Self {
-        use crate::service::ServiceError as E;
-        match e {
-            E::BadRequest(m) | E::NotFound(m) => Failure::BadRequest(m),
-            E::Forbidden(m) | E::Conflict(m) => Failure::Forbidden(m),
-            E::Unavailable(m) => Failure::Unavailable(m),
-            E::Overloaded(_) => Failure::Busy,
-            E::Internal(m) => Failure::Internal(m),
-        }
+    fn deref(&self) -> &SelfService {
+        &self.0.signin
     }
 }
 

@@ -11,7 +11,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 use super::security_info::{AppEnrolment, SecurityInfo, INTERRUPT_REFUSAL};
 use super::PRODUCT_NAME;
 use crate::model::{MethodKind, Timestamp, User, WebAuthMethod, WebSession};
-use crate::policy::UsabilityReason;
+use crate::signin::UsabilityReason;
 
 /// The stylesheet, served at `/assets/tapd.css`.
 pub const STYLESHEET: &str = include_str!("assets/tapd.css");

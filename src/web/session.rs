@@ -12,27 +12,22 @@
 //! `Sec-Fetch-Site` other than `same-origin`/`none` is refused (OWASP: Fetch Metadata plus
 //! origin verification, SameSite only as defence in depth).
 //!
-//! May depend on: `config::PublicUrl`, http headers, sha2, rand, subtle.
+//! The session id itself (its randomness, its hash, the lifetimes) belongs to the sign-in
+//! service ([`crate::signin::session`]); this module only carries it in cookies.
+//!
+//! May depend on: `signin::session`, `config::PublicUrl`, http headers, subtle.
 
 use axum::http::header::{COOKIE, ORIGIN};
 use axum::http::HeaderMap;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use rand::RngCore;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::PublicUrl;
 use crate::model::Timestamp;
 
-/// How long a fully signed-in session lasts at most.
-pub const SESSION_LIFETIME: chrono::Duration = chrono::Duration::hours(1);
-/// How long a user has to present a second factor after the password.
-pub const SECOND_FACTOR_WINDOW: chrono::Duration = chrono::Duration::minutes(10);
-/// The registration window of DESIGN §2.
-pub const REGISTRATION_WINDOW: chrono::Duration = chrono::Duration::minutes(10);
-/// How long a started ceremony (passkey challenge, authenticator-app secret) stays valid.
-pub const CEREMONY_LIFETIME: chrono::Duration = chrono::Duration::minutes(5);
+pub use crate::signin::session::{
+    hash_id, is_token, random_token, CEREMONY_LIFETIME, REGISTRATION_WINDOW, SECOND_FACTOR_WINDOW,
+    SESSION_LIFETIME,
+};
 
 /// The header script requests carry their CSRF token in.
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -59,32 +54,6 @@ pub fn cookie_names(secure: bool) -> CookieNames {
             csrf: "tapd-csrf",
         }
     }
-}
-
-/// 256 random bits, base64url without padding (43 characters).
-pub fn random_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// Whether `text` looks like something [`random_token`] produced (so junk cookies are ignored
-/// before they reach the store).
-pub fn is_token(text: &str) -> bool {
-    text.len() == 43
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// Lower-case hex SHA-256 of a session id: what the store keys sessions by.
-pub fn hash_id(id: &str) -> String {
-    let digest = Sha256::digest(id.as_bytes());
-    let mut hex = String::with_capacity(64);
-    for byte in digest {
-        hex.push_str(&format!("{byte:02x}"));
-    }
-    hex
 }
 
 /// Whether two tokens are equal, in time independent of where they differ.

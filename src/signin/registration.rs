@@ -21,9 +21,9 @@ use webauthn_rs::prelude::{
 
 use super::passkeys::method_id_for_credential;
 use super::session::{random_token, CEREMONY_LIFETIME, REGISTRATION_WINDOW};
-use super::signin::Current;
+use super::site::{activity, method_name, Failure, SelfService, Source};
 use super::totp::{self, StoredTotp};
-use super::{activity, method_name, Failure, Source, Web};
+use super::web::Current;
 use crate::model::{
     AuditResult, CeremonyKind, MethodKind, RegisteredMethod, Timestamp, WebCeremony, WebSession,
 };
@@ -99,7 +99,7 @@ fn method_display_name(typed: Option<&str>, default: &str) -> String {
     }
 }
 
-impl Web {
+impl SelfService {
     fn require_full(current: &Current) -> Result<(), Failure> {
         if current.is_pending() {
             return Err(Failure::SignInRequired);
@@ -355,7 +355,7 @@ impl Web {
     ) -> Result<AppEnrolment, Failure> {
         let issuer = format!(
             "{} ({})",
-            super::PRODUCT_NAME,
+            super::site::PRODUCT_NAME,
             self.settings.public_url.host()
         );
         let uri = totp::otpauth_uri(&issuer, &current.user.user_principal_name, secret);
@@ -420,7 +420,7 @@ impl Web {
                 self.throttle.record_failure(&key, source.ip, now);
             }
             let message = match throttled {
-                Some(t) => super::signin::Refusal::Throttled(t).message(""),
+                Some(t) => super::web::Refusal::Throttled(t).message(""),
                 None => {
                     "That code didn't work. Enter the 6-digit code your app shows now.".to_owned()
                 }

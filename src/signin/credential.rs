@@ -67,11 +67,22 @@ use crate::clock::Clock;
 use crate::directory::{password_is_unusable, DirectoryError, DirectorySource, PasswordCheck};
 use crate::group_ref::{GroupIndex, SharedGroupIndex};
 use crate::metrics::{LdapBindResult, Metrics, TapRejection};
-use crate::model::{AuditResult, Channel, GroupRef, NewAuditEvent, Timestamp, User};
-use crate::policy::SignInFailure;
+#[cfg(test)]
+use crate::model::Channel;
+use crate::model::{AuditResult, GroupRef, NewAuditEvent, Timestamp, User};
 use crate::store::Store;
 use crate::sync::Syncer;
 use crate::tapcode::{HashError, Hasher};
+
+use super::outcome::{
+    AttemptContext, RejectReason, SignInChannel, SignInError, SignInOutcome, UnavailableReason,
+};
+#[cfg(test)]
+use super::throttle::AGGREGATOR_ENTRIES;
+use super::throttle::{AuditAggregator, FailureThrottle};
+#[cfg(test)]
+use super::MAX_NAME_BYTES;
+use super::{check_sign_in_name, NameError};
 
 /// The audit activity of every RADIUS and federation sign-in attempt.
 pub const SIGN_IN_ACTIVITY: &str = "User sign-in";
@@ -86,7 +97,7 @@ const MAX_AUDITED_NAME_CHARS: usize = 128;
 const REJECTION_CACHE_TTL: Duration = Duration::from_secs(120);
 
 /// Most remembered rejections; the oldest go first.
-const REJECTION_CACHE_ENTRIES: usize = 10_000;
+pub(super) const REJECTION_CACHE_ENTRIES: usize = 10_000;
 
 /// Quoted in TAP rejections when no `web.public_url` is configured.
 /// Repeats of a recently rejected (name, credential) pair decided at once; more are shed
@@ -99,304 +110,6 @@ const MAX_REPEATS_IN_FLIGHT: usize = 4;
 const SHED_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 const UNKNOWN_PUBLIC_URL: &str = "the web registration page";
-
-/// Longest sign-in name accepted on any channel (RADIUS User-Name, federation
-/// userPrincipalName, every web step that carries a name), in bytes.
-pub const MAX_NAME_BYTES: usize = 256;
-
-/// Why a typed sign-in name is refused outright ([`check_sign_in_name`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum NameError {
-    /// Longer than [`MAX_NAME_BYTES`].
-    #[error("the user name is too long ({0} bytes; at most 256 are allowed)")]
-    TooLong(usize),
-    /// Holds a control character (C0, DEL or C1).
-    #[error("the user name contains a control character")]
-    ControlCharacter,
-}
-
-/// The one check every channel applies to a typed sign-in name, before any store access,
-/// hashing, throttle entry or audit event: at most [`MAX_NAME_BYTES`] bytes and no control
-/// character (`char::is_control`: C0, DEL, C1). A name that passes can be a throttle key and
-/// an audit actor without bounding or escaping it again.
-pub fn check_sign_in_name(name: &str) -> Result<(), NameError> {
-    if name.len() > MAX_NAME_BYTES {
-        return Err(NameError::TooLong(name.len()));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(NameError::ControlCharacter);
-    }
-    Ok(())
-}
-
-/// How long a refused (throttled or shed) attempt's audit event stands for the ones after it.
-pub const REFUSAL_AUDIT_INTERVAL: Duration = Duration::from_secs(60);
-
-/// Most keys an [`AuditAggregator`] remembers; the oldest go first.
-const AGGREGATOR_ENTRIES: usize = 10_000;
-
-/// Aggregates the audit events of refused attempts: for one key (a throttle key), at most one
-/// event per [`REFUSAL_AUDIT_INTERVAL`]; the event carries the number of attempts it stands
-/// for (itself and those refused silently since the key's previous event). A flood against a
-/// locked key therefore writes one row a minute, whatever its rate. Attempts refused after the
-/// last event of a flood are counted into the key's next event, if one comes; the journal
-/// still gets no line per attempt either. Memory is bounded ([`AGGREGATOR_ENTRIES`]).
-/// Pure: `now` is a parameter.
-#[derive(Debug, Default)]
-pub struct AuditAggregator {
-    keys: Mutex<HashMap<String, (Timestamp, u64)>>,
-}
-
-impl AuditAggregator {
-    /// Notes a refused attempt for `key` at `now`: `Some(n)` when an audit event is due, for
-    /// `n` attempts; `None` when this one is folded into a later event.
-    pub fn note(&self, key: &str, now: Timestamp) -> Option<u64> {
-        let interval = chrono_duration(REFUSAL_AUDIT_INTERVAL);
-        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((last, silent)) = keys.get_mut(key) {
-            if now - *last < interval {
-                *silent += 1;
-                return None;
-            }
-            let attempts = *silent + 1;
-            *last = now;
-            *silent = 0;
-            return Some(attempts);
-        }
-        if keys.len() >= AGGREGATOR_ENTRIES {
-            keys.retain(|_, (last, _)| now - *last < interval);
-            while keys.len() >= AGGREGATOR_ENTRIES {
-                let oldest = keys
-                    .iter()
-                    .min_by_key(|(_, (last, _))| *last)
-                    .map(|(k, _)| k.clone());
-                match oldest {
-                    Some(oldest) => keys.remove(&oldest),
-                    None => break,
-                };
-            }
-        }
-        keys.insert(key.to_owned(), (now, 0));
-        Some(1)
-    }
-
-    /// Keys remembered.
-    pub fn len(&self) -> usize {
-        self.keys.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    /// Whether no key is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// Errors of this module's setup (decisions themselves never fail: they are outcomes).
-#[derive(Debug, thiserror::Error)]
-pub enum SignInError {
-    /// A throttle setting is out of range.
-    #[error("invalid sign-in setting: {0}")]
-    BadSetting(String),
-}
-
-/// The non-web paths a credential can arrive on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SignInChannel {
-    /// RADIUS (NPS-extension-style) PAP.
-    Radius,
-    /// The federation (AD FS-adapter-style) endpoint.
-    Federation,
-}
-
-impl SignInChannel {
-    /// The audit channel.
-    pub fn channel(self) -> Channel {
-        match self {
-            SignInChannel::Radius => Channel::Radius,
-            SignInChannel::Federation => Channel::Federation,
-        }
-    }
-
-    /// The rejection a TAP gets on this path (DESIGN §2).
-    pub fn tap_failure(self) -> SignInFailure {
-        match self {
-            SignInChannel::Radius => SignInFailure::TapNotSupportedRadius,
-            SignInChannel::Federation => SignInFailure::TapNotSupportedFederation,
-        }
-    }
-}
-
-/// Why an attempt was rejected. [`RejectReason::code`] is the stable audit reason code.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum RejectReason {
-    /// No user with that username or userPrincipalName.
-    UserNotFound,
-    /// The directory account is disabled.
-    AccountDisabled,
-    /// Empty or NUL-only credential (never sent to the directory).
-    EmptyPassword,
-    /// Too many recent failures; rejected without asking the directory.
-    Throttled,
-    /// Neither the directory password nor the user's TAP.
-    InvalidCredentials,
-    /// The user's TAP, which this path never accepts (and never consumes).
-    TapNotSupported,
-    /// A credential type this path does not support (CHAP, MS-CHAP, EAP, none at all).
-    UnsupportedMethod,
-    /// The password bound to the DN of the last sync, but the entry there is not the user
-    /// (another stable id): the directory changed since, and an incremental sync is requested.
-    BoundIdentityMismatch,
-    /// A sign-in name of the user is also another user's: the user is quarantined until the
-    /// directory is fixed ([`crate::model::IdentityConflict`]).
-    IdentityConflict,
-    /// The presented name is over [`MAX_NAME_BYTES`] or holds a control character
-    /// ([`check_sign_in_name`]): refused before any store read, hashing, throttle entry or
-    /// audit event.
-    NameInvalid,
-}
-
-impl RejectReason {
-    /// Every reason, for metric label sets.
-    pub const ALL: [RejectReason; 10] = [
-        RejectReason::UserNotFound,
-        RejectReason::AccountDisabled,
-        RejectReason::EmptyPassword,
-        RejectReason::Throttled,
-        RejectReason::InvalidCredentials,
-        RejectReason::TapNotSupported,
-        RejectReason::UnsupportedMethod,
-        RejectReason::BoundIdentityMismatch,
-        RejectReason::IdentityConflict,
-        RejectReason::NameInvalid,
-    ];
-
-    /// Stable snake_case reason code; the TAP code depends on the channel.
-    pub fn code(self, channel: SignInChannel) -> &'static str {
-        match self {
-            RejectReason::UserNotFound => "user_not_found",
-            RejectReason::AccountDisabled => "account_disabled",
-            RejectReason::EmptyPassword => "empty_password",
-            RejectReason::Throttled => "throttled",
-            RejectReason::InvalidCredentials => "invalid_credentials",
-            RejectReason::TapNotSupported => channel.tap_failure().code(),
-            RejectReason::UnsupportedMethod => "unsupported_method",
-            RejectReason::BoundIdentityMismatch => "bound_identity_mismatch",
-            RejectReason::IdentityConflict => crate::store::identity::IDENTITY_CONFLICT_REASON,
-            RejectReason::NameInvalid => "name_invalid",
-        }
-    }
-}
-
-/// Why no decision could be made.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum UnavailableReason {
-    /// The directory could not check the password.
-    Directory,
-    /// The store could not be read.
-    Store,
-    /// The argon2 pool shed the TAP check.
-    Overloaded,
-}
-
-impl UnavailableReason {
-    /// Every reason, for metric label sets.
-    pub const ALL: [UnavailableReason; 3] = [
-        UnavailableReason::Directory,
-        UnavailableReason::Store,
-        UnavailableReason::Overloaded,
-    ];
-
-    /// Stable snake_case reason code.
-    pub fn code(self) -> &'static str {
-        match self {
-            UnavailableReason::Directory => "directory_unavailable",
-            UnavailableReason::Store => "store_unavailable",
-            UnavailableReason::Overloaded => "overloaded",
-        }
-    }
-}
-
-/// The decision on one attempt.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SignInOutcome {
-    /// The directory password: sign the user in.
-    Accept {
-        /// The user.
-        user: User,
-        /// The user's effective groups (nested resolved), for reply attributes and claims.
-        groups: Vec<GroupRef>,
-    },
-    /// Refused.
-    Reject {
-        /// Why.
-        reason: RejectReason,
-        /// Text for the user, only for a TAP (the DESIGN §2 message); other rejections say
-        /// nothing more than "rejected".
-        message: Option<String>,
-    },
-    /// No decision: the directory, the store or the hashing pool is unavailable. The RADIUS
-    /// path stays silent (the NAS fails over); the federation path answers 503.
-    Unavailable {
-        /// What was unavailable.
-        reason: UnavailableReason,
-    },
-}
-
-impl SignInOutcome {
-    /// The reason code, `None` for an accept.
-    pub fn reason_code(&self, channel: SignInChannel) -> Option<&'static str> {
-        match self {
-            SignInOutcome::Accept { .. } => None,
-            SignInOutcome::Reject { reason, .. } => Some(reason.code(channel)),
-            SignInOutcome::Unavailable { reason } => Some(reason.code()),
-        }
-    }
-}
-
-/// Who is asking, for audit: the path, the configured client or relying party, the peer.
-#[derive(Clone, Debug)]
-pub struct AttemptContext {
-    /// RADIUS or federation.
-    pub channel: SignInChannel,
-    /// The configured RADIUS client or relying party name.
-    pub client: String,
-    /// The peer's address (`ip:port`).
-    pub source: String,
-    /// Extra audit detail from the request (NAS-Identifier, Calling-Station-Id…); never a
-    /// secret.
-    pub details: serde_json::Map<String, serde_json::Value>,
-}
-
-impl AttemptContext {
-    /// Where the attempt came from, for counting failures: the Calling-Station-Id when the
-    /// request has one, else the NAS (NAS-Identifier, NAS-IP-Address), else the peer's
-    /// address without its port. See the module documentation for what a spoofed
-    /// Calling-Station-Id can do (lock only its own key).
-    pub fn throttle_source(&self) -> String {
-        let text = |key: &str| {
-            self.details
-                .get(key)
-                .and_then(|v| v.as_str())
-                .filter(|v| !v.is_empty())
-                .map(|v| v.chars().take(MAX_NAME_BYTES).collect::<String>())
-        };
-        if let Some(station) = text("callingStationId") {
-            return format!("station:{station}");
-        }
-        if let Some(nas) = text("nasIdentifier") {
-            return format!("nas:{nas}");
-        }
-        if let Some(nas) = text("nasIpAddress") {
-            return format!("nas-ip:{nas}");
-        }
-        let peer = self
-            .source
-            .parse::<std::net::SocketAddr>()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_else(|_| self.source.clone());
-        format!("peer:{peer}")
-    }
-}
 
 /// Reloadable settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -423,7 +136,7 @@ impl Default for SignInSettings {
 }
 
 impl SignInSettings {
-    fn check(&self) -> Result<(), SignInError> {
+    pub(super) fn check(&self) -> Result<(), SignInError> {
         if self.max_failures == 0 {
             return Err(SignInError::BadSetting("max_failures must be ≥ 1".into()));
         }
@@ -436,109 +149,8 @@ impl SignInSettings {
     }
 }
 
-fn chrono_duration(duration: Duration) -> chrono::Duration {
+pub(super) fn chrono_duration(duration: Duration) -> chrono::Duration {
     chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
-}
-
-/// Recent failures per (user id, source), and who is cooling down. Pure: `now` is a
-/// parameter. At most [`REJECTION_CACHE_ENTRIES`] keys: when full, expired keys go first, then
-/// keys not cooling down, then the oldest, so rotating sources cannot grow memory.
-#[derive(Debug, Default)]
-struct FailureThrottle {
-    users: HashMap<(String, String), FailureRecord>,
-}
-
-#[derive(Debug, Default)]
-struct FailureRecord {
-    failures: VecDeque<Timestamp>,
-    blocked_until: Option<Timestamp>,
-    last_seen: Option<Timestamp>,
-}
-
-/// The key failures are counted under: the user and where the attempts come from.
-type ThrottleKey = (String, String);
-
-impl FailureThrottle {
-    /// Whether `key` is cooling down at `now`.
-    fn is_blocked(&mut self, key: &ThrottleKey, now: Timestamp) -> bool {
-        let Some(record) = self.users.get_mut(key) else {
-            return false;
-        };
-        match record.blocked_until {
-            Some(until) if now < until => true,
-            Some(_) => {
-                self.users.remove(key);
-                false
-            }
-            None => false,
-        }
-    }
-
-    fn make_room(&mut self, now: Timestamp, window: chrono::Duration) {
-        if self.users.len() < REJECTION_CACHE_ENTRIES {
-            return;
-        }
-        self.users.retain(|_, record| {
-            record.blocked_until.is_some_and(|until| now < until)
-                || record
-                    .failures
-                    .back()
-                    .is_some_and(|last| now - *last < window)
-        });
-        if self.users.len() >= REJECTION_CACHE_ENTRIES {
-            self.users
-                .retain(|_, record| record.blocked_until.is_some_and(|until| now < until));
-        }
-        while self.users.len() >= REJECTION_CACHE_ENTRIES {
-            let oldest = self
-                .users
-                .iter()
-                .min_by_key(|(_, record)| record.last_seen)
-                .map(|(key, _)| key.clone());
-            match oldest {
-                Some(oldest) => self.users.remove(&oldest),
-                None => break,
-            };
-        }
-    }
-
-    /// Counts a failure; returns true when it started a cool-down.
-    fn record_failure(
-        &mut self,
-        key: &ThrottleKey,
-        now: Timestamp,
-        settings: &SignInSettings,
-    ) -> bool {
-        let window = chrono_duration(settings.failure_window);
-        if !self.users.contains_key(key) {
-            self.make_room(now, window);
-        }
-        let record = self.users.entry(key.clone()).or_default();
-        record.last_seen = Some(now);
-        while record
-            .failures
-            .front()
-            .is_some_and(|first| now - *first >= window)
-        {
-            record.failures.pop_front();
-        }
-        record.failures.push_back(now);
-        if record.failures.len() >= settings.max_failures as usize {
-            record.failures.clear();
-            record.blocked_until = Some(now + chrono_duration(settings.cooldown));
-            return true;
-        }
-        false
-    }
-
-    /// Forgets the key's failures after a success.
-    fn record_success(&mut self, key: &ThrottleKey) {
-        self.users.remove(key);
-    }
-
-    fn len(&self) -> usize {
-        self.users.len()
-    }
 }
 
 /// Recently rejected (user, credential) pairs, keyed by an HMAC with a per-process random
@@ -1130,4 +742,5 @@ fn printable(name: &str) -> String {
 }
 
 #[cfg(test)]
+#[path = "tests.rs"]
 mod tests;

@@ -1,5 +1,8 @@
-//! Guessing resistance for the sign-in page: consecutive failures per (account, source) and
-//! per source address, growing delays, then lockouts that grow each time.
+//! Guessing resistance, both kinds: the credential path's [`FailureThrottle`] (failures per
+//! user and source in a window, then a cooldown; the module doc of [`super::credential`]
+//! says why), and, below, the sign-in page's [`Throttle`]: consecutive failures per
+//! (account, source) and per source address, growing delays, then lockouts that grow each
+//! time. Both audit refusals through one [`AuditAggregator`].
 //!
 //! Lockout that spares the victim (Entra smart lockout: the attacker's location is locked, not
 //! the familiar one): failures are counted per (account, source address), IPv6 addresses
@@ -31,17 +34,17 @@
 //! Attempts are refused *before* any hashing, so a locked-out flood costs no argon2 time. The
 //! state is in memory, per node, bounded in size; time is a parameter.
 //!
-//! May depend on: `model` (timestamps) and `signin` (the audit aggregator) only.
+//! May depend on: `model` (timestamps) and the credential path's settings only.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 
 use chrono::Duration;
 
+use super::credential::{chrono_duration, SignInSettings, REJECTION_CACHE_ENTRIES};
 use crate::model::Timestamp;
-use crate::signin::AuditAggregator;
 
 /// The source an address counts as: IPv4 (and IPv4-mapped IPv6) as is, any other IPv6
 /// address collapsed to its /64, the smallest block one subscriber usually gets.
@@ -339,6 +342,170 @@ impl Throttle {
     /// Keys currently remembered for audit aggregation.
     pub fn refusal_keys(&self) -> usize {
         self.refusals.len()
+    }
+}
+
+// ---- the credential path's throttle and the refusal audit aggregation ----
+
+pub const REFUSAL_AUDIT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Most keys an [`AuditAggregator`] remembers; the oldest go first.
+pub(super) const AGGREGATOR_ENTRIES: usize = 10_000;
+
+/// Aggregates the audit events of refused attempts: for one key (a throttle key), at most one
+/// event per [`REFUSAL_AUDIT_INTERVAL`]; the event carries the number of attempts it stands
+/// for (itself and those refused silently since the key's previous event). A flood against a
+/// locked key therefore writes one row a minute, whatever its rate. Attempts refused after the
+/// last event of a flood are counted into the key's next event, if one comes; the journal
+/// still gets no line per attempt either. Memory is bounded ([`AGGREGATOR_ENTRIES`]).
+/// Pure: `now` is a parameter.
+#[derive(Debug, Default)]
+pub struct AuditAggregator {
+    keys: Mutex<HashMap<String, (Timestamp, u64)>>,
+}
+
+impl AuditAggregator {
+    /// Notes a refused attempt for `key` at `now`: `Some(n)` when an audit event is due, for
+    /// `n` attempts; `None` when this one is folded into a later event.
+    pub fn note(&self, key: &str, now: Timestamp) -> Option<u64> {
+        let interval = chrono_duration(REFUSAL_AUDIT_INTERVAL);
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((last, silent)) = keys.get_mut(key) {
+            if now - *last < interval {
+                *silent += 1;
+                return None;
+            }
+            let attempts = *silent + 1;
+            *last = now;
+            *silent = 0;
+            return Some(attempts);
+        }
+        if keys.len() >= AGGREGATOR_ENTRIES {
+            keys.retain(|_, (last, _)| now - *last < interval);
+            while keys.len() >= AGGREGATOR_ENTRIES {
+                let oldest = keys
+                    .iter()
+                    .min_by_key(|(_, (last, _))| *last)
+                    .map(|(k, _)| k.clone());
+                match oldest {
+                    Some(oldest) => keys.remove(&oldest),
+                    None => break,
+                };
+            }
+        }
+        keys.insert(key.to_owned(), (now, 0));
+        Some(1)
+    }
+
+    /// Keys remembered.
+    pub fn len(&self) -> usize {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no key is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Recent failures per (user id, source), and who is cooling down. Pure: `now` is a
+/// parameter. At most [`REJECTION_CACHE_ENTRIES`] keys: when full, expired keys go first, then
+/// keys not cooling down, then the oldest, so rotating sources cannot grow memory.
+#[derive(Debug, Default)]
+pub(super) struct FailureThrottle {
+    users: HashMap<(String, String), FailureRecord>,
+}
+
+#[derive(Debug, Default)]
+struct FailureRecord {
+    failures: VecDeque<Timestamp>,
+    blocked_until: Option<Timestamp>,
+    last_seen: Option<Timestamp>,
+}
+
+/// The key failures are counted under: the user and where the attempts come from.
+type ThrottleKey = (String, String);
+
+impl FailureThrottle {
+    /// Whether `key` is cooling down at `now`.
+    pub(super) fn is_blocked(&mut self, key: &ThrottleKey, now: Timestamp) -> bool {
+        let Some(record) = self.users.get_mut(key) else {
+            return false;
+        };
+        match record.blocked_until {
+            Some(until) if now < until => true,
+            Some(_) => {
+                self.users.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    pub(super) fn make_room(&mut self, now: Timestamp, window: chrono::Duration) {
+        if self.users.len() < REJECTION_CACHE_ENTRIES {
+            return;
+        }
+        self.users.retain(|_, record| {
+            record.blocked_until.is_some_and(|until| now < until)
+                || record
+                    .failures
+                    .back()
+                    .is_some_and(|last| now - *last < window)
+        });
+        if self.users.len() >= REJECTION_CACHE_ENTRIES {
+            self.users
+                .retain(|_, record| record.blocked_until.is_some_and(|until| now < until));
+        }
+        while self.users.len() >= REJECTION_CACHE_ENTRIES {
+            let oldest = self
+                .users
+                .iter()
+                .min_by_key(|(_, record)| record.last_seen)
+                .map(|(key, _)| key.clone());
+            match oldest {
+                Some(oldest) => self.users.remove(&oldest),
+                None => break,
+            };
+        }
+    }
+
+    /// Counts a failure; returns true when it started a cool-down.
+    pub(super) fn record_failure(
+        &mut self,
+        key: &ThrottleKey,
+        now: Timestamp,
+        settings: &SignInSettings,
+    ) -> bool {
+        let window = chrono_duration(settings.failure_window);
+        if !self.users.contains_key(key) {
+            self.make_room(now, window);
+        }
+        let record = self.users.entry(key.clone()).or_default();
+        record.last_seen = Some(now);
+        while record
+            .failures
+            .front()
+            .is_some_and(|first| now - *first >= window)
+        {
+            record.failures.pop_front();
+        }
+        record.failures.push_back(now);
+        if record.failures.len() >= settings.max_failures as usize {
+            record.failures.clear();
+            record.blocked_until = Some(now + chrono_duration(settings.cooldown));
+            return true;
+        }
+        false
+    }
+
+    /// Forgets the key's failures after a success.
+    pub(super) fn record_success(&mut self, key: &ThrottleKey) {
+        self.users.remove(key);
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.users.len()
     }
 }
 

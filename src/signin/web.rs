@@ -24,35 +24,29 @@
 //! reason codes on failure). A name that doesn't exist gets the same prompt, message and cost
 //! as a wrong password or code.
 //!
-//! May depend on: `service`, `store`, `policy`, `directory`, `model`, and the sibling building
-//! blocks.
+//! May depend on: `service`, `store`, `policy`, `directory`, `tapcode`, `model`, `metrics`,
+//! and the sibling building blocks.
 
 use crate::metrics::{TapRejection, TapUseChannel, WebSignIn};
 use serde_json::json;
-use webauthn_rs::prelude::{
-    DiscoverableAuthentication, Passkey, PasskeyAuthentication, PublicKeyCredential,
-    RequestChallengeResponse,
-};
+use webauthn_rs::prelude::RequestChallengeResponse;
 use zeroize::Zeroizing;
 
-use super::passkeys::{method_id_for_credential, user_handle};
 use super::session::{
-    hash_id, is_token, random_token, CEREMONY_LIFETIME, REGISTRATION_WINDOW, SECOND_FACTOR_WINDOW,
-    SESSION_LIFETIME,
+    hash_id, is_token, random_token, REGISTRATION_WINDOW, SECOND_FACTOR_WINDOW, SESSION_LIFETIME,
 };
-use super::throttle::Throttled;
+use super::site::{activity, method_name, Failure, SelfService, Source};
 use super::totp::{self, StoredTotp};
-use super::{activity, method_name, Failure, Source, Web};
 use crate::directory::PasswordCheck;
 use crate::model::{
-    AuditResult, CeremonyKind, Channel, Group, MethodKind, NewAuditEvent, RegisteredMethod,
-    StoredTap, Timestamp, User, WebAuthMethod, WebCeremony, WebSession,
+    AuditResult, Channel, Group, MethodKind, NewAuditEvent, StoredTap, Timestamp, User,
+    WebAuthMethod, WebSession,
 };
 use crate::policy::{self, SignInFailure, UsabilityReason};
 use crate::service::TapDetails;
 use crate::tapcode::MAX_CREDENTIAL_BYTES;
 
-use crate::signin::{check_sign_in_name, MAX_NAME_BYTES};
+use super::{check_sign_in_name, MAX_NAME_BYTES};
 
 /// What the page asks for after the user gave their name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,64 +86,7 @@ pub struct SignedIn {
     pub user: User,
 }
 
-/// Why a sign-in was refused; shown to the user.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// A TAP refusal with its DESIGN §2 reason code and message.
-    Tap(SignInFailure),
-    /// Unknown name, wrong password or disabled account (one message for all).
-    InvalidPassword,
-    /// The authenticator-app code did not verify (or was used already).
-    InvalidCode,
-    /// The passkey's answer did not verify, or the passkey is unknown.
-    PasskeyRefused,
-    /// Too many failures: wait.
-    Throttled(Throttled),
-    /// The password bound to an entry that is no longer the user's (the directory changed
-    /// since the last sync); the user reads the wrong-password message.
-    BoundIdentityMismatch,
-    /// The user is quarantined: one of its sign-in names is also another user's.
-    IdentityConflict,
-}
-
-impl Refusal {
-    /// The stable reason code for audit and logs.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Refusal::Tap(failure) => failure.code(),
-            Refusal::InvalidPassword => "invalid_password",
-            Refusal::InvalidCode => "invalid_code",
-            Refusal::PasskeyRefused => "passkey_refused",
-            Refusal::Throttled(_) => "throttled",
-            Refusal::BoundIdentityMismatch => "bound_identity_mismatch",
-            Refusal::IdentityConflict => crate::store::identity::IDENTITY_CONFLICT_REASON,
-        }
-    }
-
-    /// What the user reads.
-    pub fn message(&self, public_url: &str) -> String {
-        match self {
-            Refusal::Tap(failure) => failure.message(public_url),
-            Refusal::InvalidPassword | Refusal::BoundIdentityMismatch => {
-                "Your account or password is incorrect.".to_owned()
-            }
-            Refusal::IdentityConflict => "Your account can't be used to sign in until your \
-                 administrator resolves a conflict with another account's name."
-                .to_owned(),
-            Refusal::InvalidCode => {
-                "That code didn't work. Check the code in your authenticator app and try again."
-                    .to_owned()
-            }
-            Refusal::PasskeyRefused => {
-                "That passkey could not be verified. Try again, or sign in another way.".to_owned()
-            }
-            Refusal::Throttled(t) => format!(
-                "Too many failed sign-in attempts. Try again in {} seconds.",
-                t.retry_after.num_seconds().max(1)
-            ),
-        }
-    }
-}
+pub use super::outcome::Refusal;
 
 /// A refused sign-in, or a failure to decide.
 #[derive(Debug, thiserror::Error)]
@@ -177,8 +114,9 @@ pub struct PasskeyChallenge {
     pub options: RequestChallengeResponse,
 }
 
-impl Web {
-    pub(crate) fn now(&self) -> Timestamp {
+impl SelfService {
+    /// The service's clock reading.
+    pub fn now(&self) -> Timestamp {
         self.service.clock().now()
     }
 
@@ -207,7 +145,7 @@ impl Web {
 
     /// Records a refused sign-in (store and journal); a store failure is logged, not raised,
     /// so the user still gets the refusal.
-    async fn audit_refusal(
+    pub(super) async fn audit_refusal(
         &self,
         actor: &str,
         method: &str,
@@ -235,7 +173,7 @@ impl Web {
     }
 
     /// Counts a refused sign-in in `/metrics` (method and result; TAP refusals by reason).
-    fn count_refusal(&self, method: &str, refusal: &Refusal) {
+    pub(super) fn count_refusal(&self, method: &str, refusal: &Refusal) {
         let metrics = self.service.metrics();
         let series = match method {
             method_name::TAP => WebSignIn::TapFailure,
@@ -248,7 +186,7 @@ impl Web {
         }
     }
 
-    async fn refuse<T>(
+    pub(super) async fn refuse<T>(
         &self,
         actor: &str,
         method: &str,
@@ -262,12 +200,12 @@ impl Web {
 
     /// Refuses a typed name that [`check_sign_in_name`] does not allow: a 400 naming the
     /// problem, before any store access, hashing, throttle entry or audit event.
-    fn check_name(name: &str) -> Result<(), Failure> {
+    pub(super) fn check_name(name: &str) -> Result<(), Failure> {
         check_sign_in_name(name).map_err(|e| Failure::BadRequest(format!("{e}.")))
     }
 
     /// The user a typed name stands for (userPrincipalName, username or id).
-    async fn find_user(&self, name: &str) -> Result<Option<User>, Failure> {
+    pub(super) async fn find_user(&self, name: &str) -> Result<Option<User>, Failure> {
         let name = name.trim();
         if name.is_empty() || name.len() > MAX_NAME_BYTES {
             return Ok(None);
@@ -277,7 +215,7 @@ impl Web {
 
     /// Refuses (and audits) a sign-in of a user quarantined by an identity conflict, on every
     /// method: the name it typed may be another user's.
-    async fn refuse_quarantined(
+    pub(super) async fn refuse_quarantined(
         &self,
         user: Option<&User>,
         actor: &str,
@@ -299,7 +237,7 @@ impl Web {
 
     /// The throttle key of a sign-in: the user's stable id when the name is known (so UPN and
     /// username share one counter), else the typed name.
-    fn throttle_key(name: &str, user: Option<&User>) -> String {
+    pub(super) fn throttle_key(name: &str, user: Option<&User>) -> String {
         match user {
             Some(user) => format!("id:{}", user.id),
             None => format!("name:{}", name.trim()),
@@ -307,7 +245,7 @@ impl Web {
     }
 
     /// Refuses (and audits) an attempt the throttle does not allow now.
-    async fn check_throttle(
+    pub(super) async fn check_throttle(
         &self,
         key: &str,
         actor: &str,
@@ -335,7 +273,7 @@ impl Web {
 
     /// Refuses a passkey sign-in from a source with too many failed assertions. Password, TAP
     /// and app-code failures never count here.
-    async fn check_passkey_throttle(
+    pub(super) async fn check_passkey_throttle(
         &self,
         actor: &str,
         source: &Source,
@@ -365,7 +303,7 @@ impl Web {
     }
 
     /// The user's effective groups and the policy.
-    async fn scope_of(
+    pub(super) async fn scope_of(
         &self,
         user: &User,
     ) -> Result<(crate::model::TapPolicy, Vec<Group>), Failure> {
@@ -377,7 +315,7 @@ impl Web {
     }
 
     /// Whether any of `groups` is a configured registration-interrupt group.
-    fn in_interrupt_scope(&self, groups: &[Group]) -> bool {
+    pub(super) fn in_interrupt_scope(&self, groups: &[Group]) -> bool {
         let index = self.service.group_index();
         self.settings
             .registration_interrupt_groups
@@ -649,7 +587,7 @@ impl Web {
     }
 
     /// Whether `code` is a fresh code of one of the user's authenticator apps; marks it used.
-    async fn accept_app_code(
+    pub(super) async fn accept_app_code(
         &self,
         user: &User,
         code: &str,
@@ -685,7 +623,7 @@ impl Web {
     }
 
     /// Replaces a pending session by a full one (a new id: privileges changed).
-    async fn upgrade(
+    pub(super) async fn upgrade(
         &self,
         current: &Current,
         second_factor: &str,
@@ -824,294 +762,5 @@ impl Web {
                 Ok(None)
             }
         }
-    }
-
-    /// Starts a passkey sign-in: for a user who still owes a second factor, with their own
-    /// passkeys; otherwise a discoverable one (the authenticator names the user).
-    pub async fn start_passkey_sign_in(
-        &self,
-        current: Option<&Current>,
-        source: &Source,
-    ) -> Result<PasskeyChallenge, Failure> {
-        if let Err(throttled) = self.throttle.check_passkey(source.ip, self.now()) {
-            return Err(Failure::Forbidden(
-                Refusal::Throttled(throttled).message(""),
-            ));
-        }
-        let now = self.now();
-        let (kind, session_id_hash, options, state) = match current {
-            Some(current) if current.is_pending() => {
-                let passkeys = self.passkeys_of(&current.user).await?;
-                if passkeys.is_empty() {
-                    return Err(Failure::BadRequest(
-                        "You have no passkey registered. Use your authenticator app.".to_owned(),
-                    ));
-                }
-                let (options, state) = self
-                    .passkeys
-                    .start_authentication(&passkeys)
-                    .map_err(|e| Failure::Internal(e.to_string()))?;
-                let state =
-                    serde_json::to_string(&state).map_err(|e| Failure::Internal(e.to_string()))?;
-                (
-                    CeremonyKind::PasskeyAuthentication,
-                    Some(current.session.id_hash.clone()),
-                    options,
-                    state,
-                )
-            }
-            Some(_) => return Err(Failure::Forbidden("You are already signed in.".to_owned())),
-            None => {
-                let (options, state) = self
-                    .passkeys
-                    .start_discoverable()
-                    .map_err(|e| Failure::Internal(e.to_string()))?;
-                let state =
-                    serde_json::to_string(&state).map_err(|e| Failure::Internal(e.to_string()))?;
-                (
-                    CeremonyKind::DiscoverableAuthentication,
-                    None,
-                    options,
-                    state,
-                )
-            }
-        };
-        let ceremony = WebCeremony {
-            id: random_token(),
-            kind,
-            session_id_hash,
-            state,
-            created: now,
-            expires: now + CEREMONY_LIFETIME,
-        };
-        if !self
-            .ceremonies
-            .start(&Self::ceremony_source(source), now, ceremony.expires)
-        {
-            return Err(Failure::TooManyRequests(
-                "Too many passkey sign-ins were started from your address. Finish one, or try \
-                 again in a few minutes."
-                    .to_owned(),
-            ));
-        }
-        self.service
-            .store()
-            .put_web_ceremony(&ceremony, now)
-            .await?;
-        Ok(PasskeyChallenge {
-            ceremony_id: ceremony.id,
-            options,
-        })
-    }
-
-    /// The key passkey sign-in ceremonies are limited under: the source address (IPv6 by /64).
-    fn ceremony_source(source: &Source) -> String {
-        format!("address:{}", super::throttle::source_key(source.ip))
-    }
-
-    /// The user's registered passkeys, decoded.
-    pub(crate) async fn passkeys_of(&self, user: &User) -> Result<Vec<Passkey>, Failure> {
-        let methods = self.service.store().methods(&user.id).await?;
-        Ok(methods
-            .iter()
-            .filter(|m| m.kind == MethodKind::Fido2)
-            .filter_map(|m| match serde_json::from_str::<Passkey>(&m.data) {
-                Ok(passkey) => Some(passkey),
-                Err(e) => {
-                    log::error!("passkey {} of {} is unreadable: {e}", m.id, user.id);
-                    None
-                }
-            })
-            .collect())
-    }
-
-    /// Finishes a passkey sign-in started by [`Web::start_passkey_sign_in`].
-    pub async fn finish_passkey_sign_in(
-        &self,
-        current: Option<&Current>,
-        ceremony_id: &str,
-        response: &PublicKeyCredential,
-        source: &Source,
-    ) -> Result<SignedIn, SignInError> {
-        let store = self.service.store();
-        let now = self.now();
-        let ceremony = store.take_web_ceremony(ceremony_id).await?;
-        if ceremony.is_some() {
-            self.ceremonies.finish(&Self::ceremony_source(source));
-        }
-        let ceremony = ceremony.filter(|c| now < c.expires);
-        match (ceremony, current) {
-            (Some(c), None) if c.kind == CeremonyKind::DiscoverableAuthentication => {
-                self.finish_discoverable(&c, response, source, now).await
-            }
-            (Some(c), Some(current))
-                if c.kind == CeremonyKind::PasskeyAuthentication
-                    && current.is_pending()
-                    && c.session_id_hash.as_deref() == Some(current.session.id_hash.as_str()) =>
-            {
-                self.finish_second_factor_passkey(&c, current, response, source, now)
-                    .await
-            }
-            (_, current) => {
-                let actor = current.map_or("unknown", |c| c.user.user_principal_name.as_str());
-                self.throttle.record_passkey_failure(source.ip, now);
-                self.refuse(actor, method_name::PASSKEY, Refusal::PasskeyRefused, source)
-                    .await
-            }
-        }
-    }
-
-    async fn finish_discoverable(
-        &self,
-        ceremony: &WebCeremony,
-        response: &PublicKeyCredential,
-        source: &Source,
-        now: Timestamp,
-    ) -> Result<SignedIn, SignInError> {
-        let store = self.service.store();
-        let state: DiscoverableAuthentication = serde_json::from_str(&ceremony.state)
-            .map_err(|e| Failure::Internal(format!("ceremony state: {e}")))?;
-        let claimed = self
-            .passkeys
-            .identify_discoverable(response)
-            .ok()
-            .map(|(handle, credential_id)| (handle, method_id_for_credential(credential_id)));
-        let method = match &claimed {
-            Some((_, method_id)) => store.method(method_id).await?,
-            None => None,
-        };
-        let found = match (claimed, method) {
-            (Some((handle, _)), Some(method))
-                if method.kind == MethodKind::Fido2 && user_handle(&method.user_id) == handle =>
-            {
-                store
-                    .user(&method.user_id)
-                    .await?
-                    .filter(|u| u.id == method.user_id && u.account_enabled)
-                    .map(|user| (user, method))
-            }
-            _ => None,
-        };
-        let Some((user, method)) = found else {
-            self.throttle.record_passkey_failure(source.ip, now);
-            return self
-                .refuse(
-                    "unknown",
-                    method_name::PASSKEY,
-                    Refusal::PasskeyRefused,
-                    source,
-                )
-                .await;
-        };
-        let actor = user.user_principal_name.clone();
-        self.check_passkey_throttle(&actor, source).await?;
-        self.refuse_quarantined(Some(&user), &actor, method_name::PASSKEY, source)
-            .await?;
-        let verified = serde_json::from_str::<Passkey>(&method.data)
-            .ok()
-            .and_then(|passkey| {
-                self.passkeys
-                    .finish_discoverable(response, state, &passkey)
-                    .ok()
-                    .map(|result| (passkey, result))
-            });
-        let Some((mut passkey, result)) = verified else {
-            self.throttle.record_passkey_failure(source.ip, now);
-            return self
-                .refuse(
-                    &actor,
-                    method_name::PASSKEY,
-                    Refusal::PasskeyRefused,
-                    source,
-                )
-                .await;
-        };
-        self.store_counter(&method, &mut passkey, &result).await?;
-        let event = self.web_event(
-            activity::SIGN_IN,
-            &actor,
-            AuditResult::Success,
-            None,
-            source,
-            json!({ "authenticationMethod": method_name::PASSKEY, "methodId": method.id }),
-        );
-        let (_, groups) = self.scope_of(&user).await?;
-        let signed_in = self
-            .open_session(
-                &user,
-                WebAuthMethod::Passkey,
-                None,
-                &groups,
-                Some(&event),
-                now,
-            )
-            .await?;
-        crate::audit::log(&event);
-        self.service
-            .metrics()
-            .web_sign_ins
-            .inc(WebSignIn::PasskeySuccess);
-        Ok(signed_in)
-    }
-
-    async fn finish_second_factor_passkey(
-        &self,
-        ceremony: &WebCeremony,
-        current: &Current,
-        response: &PublicKeyCredential,
-        source: &Source,
-        now: Timestamp,
-    ) -> Result<SignedIn, SignInError> {
-        let user = &current.user;
-        let actor = user.user_principal_name.clone();
-        self.check_passkey_throttle(&actor, source).await?;
-        self.refuse_quarantined(Some(user), &actor, method_name::PASSKEY, source)
-            .await?;
-        let state: PasskeyAuthentication = serde_json::from_str(&ceremony.state)
-            .map_err(|e| Failure::Internal(format!("ceremony state: {e}")))?;
-        let Ok(result) = self.passkeys.finish_authentication(response, &state) else {
-            self.throttle.record_passkey_failure(source.ip, now);
-            return self
-                .refuse(
-                    &actor,
-                    method_name::PASSKEY,
-                    Refusal::PasskeyRefused,
-                    source,
-                )
-                .await;
-        };
-        let method_id = method_id_for_credential(result.cred_id());
-        if let Some(method) = self
-            .service
-            .store()
-            .method(&method_id)
-            .await?
-            .filter(|m| m.user_id == user.id)
-        {
-            if let Ok(mut passkey) = serde_json::from_str::<Passkey>(&method.data) {
-                self.store_counter(&method, &mut passkey, &result).await?;
-            }
-        }
-        self.upgrade(current, method_name::PASSKEY, source, now)
-            .await
-    }
-
-    /// Saves a passkey's moved signature counter / backup state after an assertion.
-    async fn store_counter(
-        &self,
-        method: &RegisteredMethod,
-        passkey: &mut Passkey,
-        result: &webauthn_rs::prelude::AuthenticationResult,
-    ) -> Result<(), Failure> {
-        if passkey.update_credential(result) == Some(true) {
-            let updated =
-                serde_json::to_string(passkey).map_err(|e| Failure::Internal(e.to_string()))?;
-            // Losing this race to a concurrent sign-in only loses one counter step.
-            self.service
-                .store()
-                .swap_method_data(&method.id, &method.data, &updated)
-                .await?;
-        }
-        Ok(())
     }
 }
