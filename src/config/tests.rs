@@ -1,3 +1,7 @@
+//! Tests of loading and validating `tapd.toml`: defaults, every key's errors and warnings,
+//! secret files, reload. Over 800 lines on purpose: one case per key and rule, no logic of its
+//! own.
+
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::{IpAddr, SocketAddr};

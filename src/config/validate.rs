@@ -4,6 +4,10 @@
 //! replaced by placeholders so checking can go on, and every problem is recorded as
 //! `key: message`. Secret files are read here (and only here). Warnings are for settings
 //! that work but are probably a mistake.
+//!
+//! Over 800 lines on purpose: the checks of every section are one pass over one `RawConfig`
+//! that collects every problem, and the cross-section rules (listeners vs TLS, proxies,
+//! store transport) need the sections side by side.
 
 use std::collections::HashMap;
 use std::fmt::Display;
