@@ -4,12 +4,13 @@
 //! there), and sync leadership between two nodes (one syncs at a time; the other takes over
 //! once a dead holder's lease lapses).
 //!
-//! Every test starts its own throwaway PostgreSQL cluster (`tests/common/postgres.rs`) or a
+//! Every test starts its own throwaway PostgreSQL cluster (`tests/support/postgres.rs`) or a
 //! database in a shared one; the tests that stop the server own theirs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/postgres.rs"]
-mod postgres_cluster;
+#[path = "support/mod.rs"]
+mod support;
+use support::postgres as postgres_cluster;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -24,8 +24,9 @@
 //! and the store keeps the other node's result.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/postgres.rs"]
-mod postgres_cluster;
+#[path = "support/mod.rs"]
+mod support;
+use support::postgres as postgres_cluster;
 
 use std::io::Write;
 use std::net::SocketAddr;
