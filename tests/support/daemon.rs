@@ -39,6 +39,7 @@ enum Root {
 
 /// How to start a [`Tapd`] and when it counts as ready.
 pub struct Launch {
+    binary: PathBuf,
     root: Root,
     config: PathBuf,
     env_clear: bool,
@@ -64,6 +65,7 @@ impl Launch {
 
     fn with_root(root: Root, config: PathBuf) -> Launch {
         Launch {
+            binary: tapd_binary(),
             root,
             config,
             env_clear: false,
@@ -74,6 +76,12 @@ impl Launch {
             first_sync: false,
             terminate_on_drop: false,
         }
+    }
+
+    /// Runs `binary` instead of the `tapd` cargo built (or `TAPD_TEST_BIN_DIR`'s).
+    pub fn binary(mut self, binary: PathBuf) -> Launch {
+        self.binary = binary;
+        self
     }
 
     /// Names the config file (default `tapd.toml` in the directory).
@@ -168,7 +176,7 @@ impl Tapd {
             lines.push(format!("==== tapd run {} ====", self.runs));
             lines.len()
         };
-        let mut command = Command::new(tapd_binary());
+        let mut command = Command::new(&self.launch.binary);
         command.arg("--config").arg(&self.launch.config);
         if self.launch.env_clear {
             command.env_clear();
