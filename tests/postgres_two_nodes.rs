@@ -181,10 +181,6 @@ enabled = false
         node
     }
 
-    fn socket(&self) -> PathBuf {
-        self.tapctl.socket().to_path_buf()
-    }
-
     fn log(&self) -> String {
         self.daemon.log_text()
     }
@@ -1044,10 +1040,9 @@ async fn node_frozen_past_its_lease_cannot_commit_over_the_takeover() {
     lock.batch_execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
         .await
         .unwrap();
-    let late_run = Command::new(env!("CARGO_BIN_EXE_tapctl"))
-        .arg("--socket")
-        .arg(a.socket())
-        .args(["sync", "run"])
+    let late_run = a
+        .tapctl
+        .command(&["sync", "run"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
