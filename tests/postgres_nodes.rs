@@ -28,7 +28,7 @@ use tapd::store::{Store, StoreError};
 use tapd::sync::{SyncError, SyncOptions, Syncer};
 
 use postgres_cluster::PostgresCluster;
-use support::config::{demo_ldif, repo_path};
+use support::config::{demo_ldif, repo_path, ConfigFile};
 use support::daemon::Launch;
 
 /// Settings for a test: short timeouts, so an outage shows within a second or two.
@@ -220,43 +220,23 @@ impl Tapd {
     fn start(store_url: &str) -> Tapd {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("admin.sock");
-        std::fs::write(
-            dir.path().join("tapd.toml"),
-            format!(
-                r#"
-[store]
-url = "{store_url}"
-secrets_key_file = "{secrets_key}"
-statement_timeout = "3s"
-connect_timeout = "2s"
-pool_size = 4
-
-[directory]
-url = "file:{ldif}"
-preset = "openldap"
-base_dn = "dc=example,dc=org"
-sync_interval = "1h"
-
-[admin]
-socket = "{socket}"
-root_is_global_administrator = true
-
-[admin.roles]
-global_administrator = ["tap-global-admins"]
-
-[log]
-level = "info"
-format = "stderr"
-
-[metrics]
-enabled = false
-"#,
-                ldif = demo_ldif().display(),
-                socket = socket.display(),
-                secrets_key = shared_secrets_key(store_url).display(),
-            ),
-        )
-        .unwrap();
+        ConfigFile::new()
+            .store(store_url)
+            .string(
+                "store",
+                "secrets_key_file",
+                shared_secrets_key(store_url).display(),
+            )
+            .string("store", "statement_timeout", "3s")
+            .string("store", "connect_timeout", "2s")
+            .set("store", "pool_size", 4)
+            .ldif_directory(&demo_ldif(), "dc=example,dc=org")
+            .string("directory", "preset", "openldap")
+            .string("directory", "sync_interval", "1h")
+            .admin(&socket)
+            .log_to_stderr()
+            .no_metrics()
+            .write(&dir.path().join("tapd.toml"));
         let daemon = Launch::new(dir)
             .listener("admin")
             .terminate_on_drop()

@@ -42,7 +42,7 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 
 use postgres_cluster::PostgresCluster;
-use support::config::{repo_path, require_tool, write_private};
+use support::config::{repo_path, require_tool, write_private, ConfigFile};
 use support::daemon::Launch;
 use support::tapctl::Tapctl;
 
@@ -92,59 +92,33 @@ impl Node {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("radius.secret");
         write_private(&secret, RADIUS_SECRET);
-        let config = format!(
-            r#"
-[store]
-url = "{store_url}"
-secrets_key_file = "{secrets_key}"
-statement_timeout = "{statement_timeout}"
-connect_timeout = "2s"
-pool_size = 8
-
-[directory]
-url = "file:{ldif}"
-preset = "openldap"
-base_dn = "dc=example,dc=org"
-sync_interval = "{sync_interval}"
-incremental_interval = "{incremental_interval}"
-
-[admin]
-socket = "{socket}"
-root_is_global_administrator = true
-
-[admin.roles]
-global_administrator = ["tap-global-admins"]
-
-[radius]
-listen = ["127.0.0.1:0"]
-reject_delay = "0"
-
-[[radius.clients]]
-name = "test-nas"
-address = "127.0.0.1"
-secret_file = "{secret}"
-
-[web]
-listen = "127.0.0.1:0"
-public_url = "{public_url}"
-
-[log]
-level = "info"
-format = "stderr"
-
-[metrics]
-enabled = false
-"#,
-            ldif = setup.ldif.display(),
-            secrets_key = shared_secrets_key(store_url).display(),
-            sync_interval = setup.sync_interval,
-            incremental_interval = setup.incremental_interval,
-            statement_timeout = setup.statement_timeout,
-            socket = dir.path().join("admin.sock").display(),
-            secret = secret.display(),
-        );
         let socket = dir.path().join("admin.sock");
-        std::fs::write(dir.path().join("tapd.toml"), config).unwrap();
+        ConfigFile::new()
+            .store(store_url)
+            .string(
+                "store",
+                "secrets_key_file",
+                shared_secrets_key(store_url).display(),
+            )
+            .string("store", "statement_timeout", setup.statement_timeout)
+            .string("store", "connect_timeout", "2s")
+            .set("store", "pool_size", 8)
+            .ldif_directory(&setup.ldif, "dc=example,dc=org")
+            .string("directory", "preset", "openldap")
+            .string("directory", "sync_interval", setup.sync_interval)
+            .string(
+                "directory",
+                "incremental_interval",
+                setup.incremental_interval,
+            )
+            .admin(&socket)
+            .radius_on_loopback("0")
+            .radius_client("test-nas", "127.0.0.1", &secret)
+            .string("web", "listen", "127.0.0.1:0")
+            .string("web", "public_url", public_url)
+            .log_to_stderr()
+            .no_metrics()
+            .write(&dir.path().join("tapd.toml"));
         let mut daemon = Launch::new(dir)
             .listener("web")
             .listener("RADIUS")

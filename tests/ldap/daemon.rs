@@ -6,7 +6,7 @@ use std::process::Output;
 use super::fixtures;
 use super::harness::{Slapd, BASE_DN, SERVICE_DN, SERVICE_PASSWORD};
 use crate::support;
-use crate::support::config::write_private;
+use crate::support::config::{write_private, ConfigFile};
 use crate::support::daemon::Launch;
 use crate::support::tapctl::Tapctl;
 
@@ -22,43 +22,22 @@ impl Tapd {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("ldap.secret");
         write_private(&secret, SERVICE_PASSWORD);
-        let config = dir.path().join("tapd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-[store]
-url = "sqlite:{db}"
-
-[directory]
-url = "{url}"
-preset = "openldap"
-base_dn = "{BASE_DN}"
-bind_dn = "{SERVICE_DN}"
-bind_password_file = "{secret}"
-connect_timeout = "2s"
-operation_timeout = "2s"
-sync_interval = "1h"
-incremental_interval = "0s"
-
-[admin]
-socket = "{socket}"
-
-[admin.roles]
-global_administrator = ["tap-admins"]
-
-[log]
-level = "info"
-format = "stderr"
-"#,
-                db = dir.path().join("tapd.db").display(),
-                url = slapd.url(),
-                secret = secret.display(),
-                socket = dir.path().join("admin.sock").display(),
-            ),
-        )
-        .unwrap();
         let socket = dir.path().join("admin.sock");
+        let config = ConfigFile::new()
+            .store(&format!("sqlite:{}", dir.path().join("tapd.db").display()))
+            .string("directory", "url", slapd.url())
+            .string("directory", "preset", "openldap")
+            .string("directory", "base_dn", BASE_DN)
+            .string("directory", "bind_dn", SERVICE_DN)
+            .string("directory", "bind_password_file", secret.display())
+            .string("directory", "connect_timeout", "2s")
+            .string("directory", "operation_timeout", "2s")
+            .string("directory", "sync_interval", "1h")
+            .string("directory", "incremental_interval", "0s")
+            .string("admin", "socket", socket.display())
+            .set("admin.roles", "global_administrator", "[\"tap-admins\"]")
+            .log_to_stderr()
+            .write(&dir.path().join("tapd.toml"));
         Tapd {
             daemon: Launch::new(dir).config(config).listener("admin").start(),
             tapctl: Tapctl::new(socket),

@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 
 use crate::support;
+use crate::support::config::ConfigFile;
 pub use crate::support::config::{demo_ldif, require_tool, write_private};
 use crate::support::daemon::Launch;
 pub use crate::support::metrics::metric;
@@ -94,65 +95,34 @@ impl Tapd {
         }
         write_private(&dir.path().join("radius.secret"), RADIUS_SECRET);
         write_private(&dir.path().join("federation.token"), FEDERATION_TOKEN);
-        let config = format!(
-            r#"
-[store]
-url = "sqlite:state/tapd.db"
-
-[directory]
-url = "file:{ldif}"
-base_dn = "dc=example,dc=org"
-
-[admin]
-socket = "state/admin.sock"
-{admin}
-
-[radius]
-listen = ["127.0.0.1:0"]
-reject_delay = "{radius_reject_delay}"
-
-[[radius.clients]]
-name = "test-nas"
-address = "127.0.0.1"
-secret_file = "radius.secret"
-
-[[radius.reply_attributes]]
-group = "engineering"
-class = "eng-class"
-filter_id = "eng-acl"
-
-[web]
-listen = "127.0.0.1:0"
-public_url = "{PUBLIC_URL}"
-{web}
-
-[federation]
-reject_delay = "{federation_reject_delay}"
-{federation}
-
-[[federation.relying_parties]]
-name = "test-idp"
-token_file = "federation.token"
-
-[log]
-level = "info"
-format = "stderr"
-
-[metrics]
-listen = "127.0.0.1:0"
-
-{extra}
-"#,
-            ldif = ldif.display(),
-            radius_reject_delay = options.radius_reject_delay,
-            federation_reject_delay = options.federation_reject_delay,
-            web = options.web,
-            federation = options.federation,
-            admin = options.admin,
-            extra = options.extra,
-        );
+        let config = ConfigFile::new()
+            .store("sqlite:state/tapd.db")
+            .ldif_directory(&ldif, "dc=example,dc=org")
+            .string("admin", "socket", "state/admin.sock")
+            .lines("admin", &options.admin)
+            .radius_on_loopback(options.radius_reject_delay)
+            .radius_client("test-nas", "127.0.0.1", Path::new("radius.secret"))
+            .entry(
+                "radius.reply_attributes",
+                "group = \"engineering\"\nclass = \"eng-class\"\nfilter_id = \"eng-acl\"",
+            )
+            .web_on_loopback(PUBLIC_URL)
+            .lines("web", &options.web)
+            .string(
+                "federation",
+                "reject_delay",
+                options.federation_reject_delay,
+            )
+            .lines("federation", &options.federation)
+            .entry(
+                "federation.relying_parties",
+                "name = \"test-idp\"\ntoken_file = \"federation.token\"",
+            )
+            .log_to_stderr()
+            .metrics_on_loopback()
+            .raw(&options.extra);
         let own_federation_listener = options.federation.contains("listen");
-        std::fs::write(dir.path().join("tapd.toml"), config).unwrap();
+        config.write(&dir.path().join("tapd.toml"));
 
         let mut launch = Launch::new(dir)
             .listener("RADIUS")

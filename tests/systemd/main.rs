@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-pub use support::config::{demo_ldif, require_tool};
+pub use support::config::{demo_ldif, require_tool, ConfigFile};
 use support::daemon::Launch;
 pub use support::metrics::metric;
 use support::metrics::{http_get, status_code};
@@ -49,32 +49,14 @@ pub struct Tapd {
 impl Tapd {
     /// The config every test starts from.
     pub fn config_text(dir: &Path) -> String {
-        format!(
-            r#"[store]
-url = "sqlite:{dir}/tapd.db"
-
-[directory]
-url = "file:{ldif}"
-base_dn = "dc=example,dc=org"
-sync_interval = "30s"
-
-[admin]
-socket = "{dir}/admin.sock"
-root_is_global_administrator = true
-
-[admin.roles]
-global_administrator = ["tap-global-admins"]
-
-[log]
-level = "info"
-format = "stderr"
-
-[metrics]
-listen = "127.0.0.1:0"
-"#,
-            dir = dir.display(),
-            ldif = demo_ldif().display()
-        )
+        ConfigFile::new()
+            .store(&format!("sqlite:{}/tapd.db", dir.display()))
+            .ldif_directory(&demo_ldif(), "dc=example,dc=org")
+            .string("directory", "sync_interval", "30s")
+            .admin(&dir.join("admin.sock"))
+            .log_to_stderr()
+            .metrics_on_loopback()
+            .text()
     }
 
     /// Starts tapd with `env` added to its environment and waits for its listeners.

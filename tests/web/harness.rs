@@ -30,6 +30,7 @@ use tapd::web::{router, WebSettings, WebState};
 use tower::ServiceExt;
 
 use crate::support;
+use crate::support::config::ConfigFile;
 use crate::support::daemon::Launch;
 use crate::support::tapctl::Tapctl;
 
@@ -387,32 +388,16 @@ impl Tapd {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("admin.sock");
         let web = web_section.replace("{dir}", &dir.path().display().to_string());
-        let config = format!(
-            r#"
-[store]
-url = "sqlite:{db}"
-[directory]
-url = "file:{ldif}"
-preset = "openldap"
-base_dn = "dc=example,dc=org"
-sync_interval = "30s"
-[admin]
-socket = "{socket}"
-root_is_global_administrator = true
-[admin.roles]
-global_administrator = ["tap-global-admins"]
-{web}
-[log]
-level = "info"
-format = "stderr"
-[metrics]
-enabled = false
-"#,
-            db = dir.path().join("tapd.db").display(),
-            ldif = demo_ldif().display(),
-            socket = socket.display(),
-        );
-        std::fs::write(dir.path().join("tapd.toml"), config).unwrap();
+        ConfigFile::new()
+            .store(&format!("sqlite:{}", dir.path().join("tapd.db").display()))
+            .ldif_directory(&demo_ldif(), "dc=example,dc=org")
+            .string("directory", "preset", "openldap")
+            .string("directory", "sync_interval", "30s")
+            .admin(&socket)
+            .log_to_stderr()
+            .no_metrics()
+            .raw(&web)
+            .write(&dir.path().join("tapd.toml"));
         let daemon = Launch::new(dir)
             .listener("web")
             .listener("admin")
