@@ -18,6 +18,7 @@ use serde_json::Value;
 use tapd::admin::client::{AdminClient, ClientError};
 
 use crate::support;
+use crate::support::config::ConfigFile;
 use crate::support::daemon::Launch;
 use crate::support::tapctl::Tapctl;
 pub use crate::support::tapctl::{run_bounded, CommandRun, COMMAND_TIMEOUT};
@@ -248,23 +249,20 @@ fn directory_ldif() -> String {
     ldif
 }
 
-fn config_toml(root: &Path) -> String {
-    let root = root.display();
-    let roles: String = ROLE_GROUPS
-        .iter()
-        .map(|(role, group)| format!("{role} = [\"{group}\"]\n"))
-        .collect();
-    format!(
-        "# Written by the integration test harness: admin socket only, no network listener.\n\
-         [store]\nurl = \"sqlite://{root}/tapd.db\"\n\n\
-         [directory]\nurl = \"file:{root}/directory.ldif\"\npreset = \"openldap\"\n\
-         base_dn = \"{BASE_DN}\"\nsync_interval = \"1h\"\n\n\
-         [admin]\nsocket = \"{root}/admin.sock\"\nsocket_group = \"{GROUP}\"\n\
-         root_is_global_administrator = true\n\n\
-         [admin.roles]\n{roles}\n\
-         [log]\nlevel = \"info\"\nformat = \"stderr\"\n\n\
-         [metrics]\nenabled = false\n"
-    )
+/// The config: admin socket only, no network listener.
+fn config(root: &Path) -> ConfigFile {
+    let mut config = ConfigFile::new()
+        .store(&format!("sqlite://{}/tapd.db", root.display()))
+        .ldif_directory(&root.join("directory.ldif"), BASE_DN)
+        .string("directory", "preset", "openldap")
+        .string("directory", "sync_interval", "1h")
+        .string("admin", "socket", root.join("admin.sock").display())
+        .string("admin", "socket_group", GROUP)
+        .set("admin", "root_is_global_administrator", true);
+    for (role, group) in ROLE_GROUPS {
+        config = config.set("admin.roles", role, format!("[\"{group}\"]"));
+    }
+    config.log_to_stderr().no_metrics()
 }
 
 /// A running (or stopped) `tapd` on its own temp directory.
@@ -291,8 +289,7 @@ impl Tapd {
         let root = dir.path().to_path_buf();
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::write(root.join("directory.ldif"), directory_ldif()).unwrap();
-        let config = root.join("tapd.toml");
-        std::fs::write(&config, config_toml(&root)).unwrap();
+        let config = config(&root).write(&root.join("tapd.toml"));
         let tapctl = root.join("tapctl");
         std::fs::copy(env!("CARGO_BIN_EXE_tapctl"), &tapctl).unwrap();
         std::fs::set_permissions(&tapctl, std::fs::Permissions::from_mode(0o755)).unwrap();
