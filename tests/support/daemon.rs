@@ -31,16 +31,12 @@ struct DaemonLog {
     changed: Condvar,
 }
 
-/// Where the daemon's files are: a temp dir the kit removes, or a folder the test owns.
-enum Root {
-    Temp(tempfile::TempDir),
-    Borrowed(PathBuf),
-}
-
 /// How to start a [`Tapd`] and when it counts as ready.
 pub struct Launch {
     binary: PathBuf,
-    root: Root,
+    /// The daemon's directory; `None` once kept after a failure.
+    dir: Option<tempfile::TempDir>,
+    root: PathBuf,
     config: PathBuf,
     env_clear: bool,
     env: Vec<(OsString, OsString)>,
@@ -54,20 +50,11 @@ impl Launch {
     /// Starts `tapd --config <dir>/tapd.toml` in `dir`, which the kit removes when done (and
     /// keeps when the test fails).
     pub fn new(dir: tempfile::TempDir) -> Launch {
-        let config = dir.path().join("tapd.toml");
-        Launch::with_root(Root::Temp(dir), config)
-    }
-
-    /// Starts `tapd --config <config>` in `dir`, which the test owns and removes.
-    pub fn in_dir(dir: &Path, config: &Path) -> Launch {
-        Launch::with_root(Root::Borrowed(dir.to_path_buf()), config.to_path_buf())
-    }
-
-    fn with_root(root: Root, config: PathBuf) -> Launch {
         Launch {
             binary: tapd_binary(),
-            root,
-            config,
+            config: dir.path().join("tapd.toml"),
+            root: dir.path().to_path_buf(),
+            dir: Some(dir),
             env_clear: false,
             env: Vec::new(),
             // A test run under systemd must not make the daemon log to the journal.
@@ -155,10 +142,7 @@ pub struct Tapd {
 impl Tapd {
     /// The daemon's directory.
     pub fn dir(&self) -> &Path {
-        match &self.launch.root {
-            Root::Temp(dir) => dir.path(),
-            Root::Borrowed(dir) => dir,
-        }
+        &self.launch.root
     }
 
     /// The config file.
@@ -394,11 +378,11 @@ impl Drop for Tapd {
             let _ = child.wait();
         }
         if std::thread::panicking() {
-            let root = std::mem::replace(&mut self.launch.root, Root::Borrowed(PathBuf::new()));
-            let kept = match root {
-                Root::Temp(dir) => dir.keep(),
-                Root::Borrowed(dir) => dir,
-            };
+            let kept = self
+                .launch
+                .dir
+                .take()
+                .map_or_else(|| self.launch.root.clone(), tempfile::TempDir::keep);
             eprintln!(
                 "==== tapd log (files kept in {}) ====\n{}\n==== end of tapd log ====",
                 kept.display(),
