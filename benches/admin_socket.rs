@@ -17,8 +17,11 @@
 //! Knobs (environment): `TAPD_BENCH_CREATES` (default 200), `TAPD_BENCH_SECONDS` per GET run
 //! (default 5), `TAPD_BENCH_HASHES` (default 30), `TAPD_BENCH_BIN` (another tapd binary).
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +31,9 @@ use serde_json::{json, Value};
 use tapd::admin::client::AdminClient;
 use tapd::tapcode;
 
+use support::config::demo_ldif;
+use support::daemon::Launch;
+
 const POLICY_PATH: &str =
     "/v1/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/temporaryAccessPass";
 
@@ -36,9 +42,6 @@ const CREATE_USERS: [&str; 4] = ["alice", "bob", "erin", "dave"];
 
 /// How long tapd may take to come up and finish its first directory sync.
 const STARTUP_LIMIT: Duration = Duration::from_secs(30);
-
-/// How long tapd may take to stop after SIGTERM before it is killed.
-const STOP_LIMIT: Duration = Duration::from_secs(15);
 
 /// Hard upper bound on the requests of one GET run, whatever its duration.
 const MAX_REQUESTS_PER_RUN: usize = 2_000_000;
@@ -102,7 +105,7 @@ impl Settings {
         };
         let tapd_binary = std::env::var_os("TAPD_BENCH_BIN")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tapd")));
+            .unwrap_or_else(support::config::tapd_binary);
         Ok(Settings {
             tapd_binary,
             creates: number("TAPD_BENCH_CREATES", 200)?.min(10_000),
@@ -183,12 +186,11 @@ fn measure_hashing(count: usize) -> anyhow::Result<Hashing> {
     })
 }
 
-/// A running tapd on a temporary configuration; killed on drop if not stopped.
+/// A running tapd on a temporary configuration, started by the test kit; killed on drop if
+/// not stopped.
 struct Daemon {
-    child: Option<Child>,
+    tapd: support::daemon::Tapd,
     socket: PathBuf,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 impl Daemon {
@@ -200,33 +202,23 @@ impl Daemon {
             .prefix("tapd-bench-")
             .tempdir()
             .context("while creating the temporary directory")?;
-        let ldif = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/tapd/demo-directory.ldif");
         let socket = dir.path().join("admin.sock");
-        let config = dir.path().join("tapd.toml");
-        let log = dir.path().join("tapd.log");
-        std::fs::write(&config, config_text(dir.path(), &ldif, &socket))
-            .context("while writing the bench configuration")?;
-        let log_file = std::fs::File::create(&log).context("while creating the tapd log")?;
-        let child = Command::new(binary)
-            .arg("--config")
-            .arg(&config)
+        std::fs::write(
+            dir.path().join("tapd.toml"),
+            config_text(dir.path(), &demo_ldif(), &socket),
+        )
+        .context("while writing the bench configuration")?;
+        // The bench logs at `warn`, so readiness is `wait_until_ready`'s, not the log's.
+        let tapd = Launch::new(dir)
+            .binary(binary.to_path_buf())
             .env_remove("TAPD__LOG__LEVEL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .with_context(|| format!("while starting {}", binary.display()))?;
-        Ok(Daemon {
-            child: Some(child),
-            socket,
-            log,
-            _dir: dir,
-        })
+            .start();
+        Ok(Daemon { tapd, socket })
     }
 
     /// CPU time tapd has used so far (user + system, all threads), from `/proc/PID/stat`.
     fn cpu_time(&self) -> Option<Duration> {
-        let pid = self.child.as_ref()?.id();
+        let pid = self.tapd.pid();
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
         let rest = &stat[stat.rfind(')')? + 2..];
@@ -240,44 +232,16 @@ impl Daemon {
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.tapd.log_text()
     }
 
-    /// SIGTERM, then wait (bounded); kill if it does not stop. Fails if tapd exited non-zero.
+    /// SIGTERM, then wait (bounded; the kit kills it past that). Fails if tapd exited non-zero.
     fn stop(mut self) -> anyhow::Result<()> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        if let Ok(pid) = i32::try_from(child.id()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
+        let status = self.tapd.terminate();
+        if !status.success() {
+            bail!("tapd exited with {status}; its log:\n{}", self.log_text());
         }
-        let deadline = Instant::now() + STOP_LIMIT;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                if !status.success() {
-                    bail!("tapd exited with {status}; its log:\n{}", self.log_text());
-                }
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("tapd did not stop within {STOP_LIMIT:?} of SIGTERM; killed it");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        Ok(())
     }
 }
 

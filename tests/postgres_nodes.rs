@@ -4,15 +4,15 @@
 //! there), and sync leadership between two nodes (one syncs at a time; the other takes over
 //! once a dead holder's lease lapses).
 //!
-//! Every test starts its own throwaway PostgreSQL cluster (`tests/common/postgres.rs`) or a
+//! Every test starts its own throwaway PostgreSQL cluster (`tests/support/postgres.rs`) or a
 //! database in a shared one; the tests that stop the server own theirs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/postgres.rs"]
-mod postgres_cluster;
+#[path = "support/mod.rs"]
+mod support;
+use support::postgres as postgres_cluster;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,10 +28,8 @@ use tapd::store::{Store, StoreError};
 use tapd::sync::{SyncError, SyncOptions, Syncer};
 
 use postgres_cluster::PostgresCluster;
-
-fn repo_path(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
+use support::config::{demo_ldif, repo_path, ConfigFile};
+use support::daemon::Launch;
 
 /// Settings for a test: short timeouts, so an outage shows within a second or two.
 fn settings(url: &str) -> PostgresSettings {
@@ -211,83 +209,59 @@ async fn store_connects_over_tls_as_sslmode_asks() {
 // ---------------------------------------------------------------------------------------------
 // The real daemon through an outage
 
-/// A `tapd` process on a PostgreSQL store, with the demo directory; stopped on drop, its log
-/// printed when the test failed.
+/// A `tapd` process on a PostgreSQL store, with the demo directory, run by the test kit:
+/// stopped on drop, its log printed when the test failed.
 struct Tapd {
-    child: std::sync::Mutex<Child>,
-    dir: tempfile::TempDir,
+    daemon: std::sync::Mutex<support::daemon::Tapd>,
+    socket: PathBuf,
 }
 
 impl Tapd {
     fn start(store_url: &str) -> Tapd {
         let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("tapd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-[store]
-url = "{store_url}"
-secrets_key_file = "{secrets_key}"
-statement_timeout = "3s"
-connect_timeout = "2s"
-pool_size = 4
-
-[directory]
-url = "file:{ldif}"
-preset = "openldap"
-base_dn = "dc=example,dc=org"
-sync_interval = "1h"
-
-[admin]
-socket = "{socket}"
-root_is_global_administrator = true
-
-[admin.roles]
-global_administrator = ["tap-global-admins"]
-
-[log]
-level = "info"
-
-[metrics]
-enabled = false
-"#,
-                ldif = repo_path("etc/tapd/demo-directory.ldif").display(),
-                socket = dir.path().join("admin.sock").display(),
-                secrets_key = shared_secrets_key(store_url).display(),
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(dir.path().join("tapd.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tapd"))
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .env_remove("JOURNAL_STREAM")
-            .spawn()
-            .unwrap();
+        let socket = dir.path().join("admin.sock");
+        ConfigFile::new()
+            .store(store_url)
+            .string(
+                "store",
+                "secrets_key_file",
+                shared_secrets_key(store_url).display(),
+            )
+            .string("store", "statement_timeout", "3s")
+            .string("store", "connect_timeout", "2s")
+            .set("store", "pool_size", 4)
+            .ldif_directory(&demo_ldif(), "dc=example,dc=org")
+            .string("directory", "preset", "openldap")
+            .string("directory", "sync_interval", "1h")
+            .admin(&socket)
+            .log_to_stderr()
+            .no_metrics()
+            .write(&dir.path().join("tapd.toml"));
+        let daemon = Launch::new(dir)
+            .listener("admin")
+            .terminate_on_drop()
+            .start();
         Tapd {
-            child: std::sync::Mutex::new(child),
-            dir,
+            daemon: std::sync::Mutex::new(daemon),
+            socket,
         }
     }
 
     /// Panics with the log when tapd has exited (it should run until the test stops it).
     fn assert_running(&self) {
-        let mut child = self.child.lock().unwrap();
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("tapd exited ({status}):\n{}", self.log());
-        }
+        let mut daemon = self.daemon.lock().unwrap();
+        assert!(daemon.is_running(), "tapd exited:\n{}", daemon.log_text());
     }
 
     fn socket(&self) -> PathBuf {
-        self.dir.path().join("admin.sock")
+        self.socket.clone()
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("tapd.log")).unwrap_or_default()
+        self.daemon
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .log_text()
     }
 
     /// One request on a fresh connection (a connection may not outlive an outage's errors).
@@ -304,27 +278,6 @@ enabled = false
             .raw(method, path, body.map(|b| b.to_string().into_bytes()))
             .await
             .unwrap_or_else(|e| panic!("admin request: {e}\n{}", self.log()))
-    }
-}
-
-impl Drop for Tapd {
-    fn drop(&mut self) {
-        let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- tapd log ---\n{}", self.log());
-        }
     }
 }
 

@@ -24,14 +24,14 @@
 //! and the store keeps the other node's result.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/postgres.rs"]
-mod postgres_cluster;
+#[path = "support/mod.rs"]
+mod support;
+use support::postgres as postgres_cluster;
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
@@ -42,29 +42,18 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 
 use postgres_cluster::PostgresCluster;
+use support::config::{repo_path, require_tool, write_private, ConfigFile};
+use support::daemon::Launch;
+use support::tapctl::Tapctl;
 
 const RADIUS_SECRET: &str = "radius-test-secret-0123456789";
 
-fn repo_path(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
-
-fn require_tool(tool: &str, package: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "`{tool}` is missing: run scripts/test.sh (it installs Debian's {package} package)"
-    );
-}
-
-/// One `tapd` node on the shared database; stopped on drop, its log printed on failure.
+/// One `tapd` node on the shared database, run by the test kit: stopped on drop, its log
+/// printed on failure.
 struct Node {
     name: &'static str,
-    child: Child,
-    dir: tempfile::TempDir,
+    daemon: support::daemon::Tapd,
+    tapctl: Tapctl,
     web: SocketAddr,
     radius: SocketAddr,
     /// The node identity it logs (`… (node ID)`), which sync status names.
@@ -102,125 +91,85 @@ impl Node {
     fn start_with(name: &'static str, store_url: &str, public_url: &str, setup: &Setup) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("radius.secret");
-        std::fs::write(&secret, RADIUS_SECRET).unwrap();
-        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let config = format!(
-            r#"
-[store]
-url = "{store_url}"
-secrets_key_file = "{secrets_key}"
-statement_timeout = "{statement_timeout}"
-connect_timeout = "2s"
-pool_size = 8
-
-[directory]
-url = "file:{ldif}"
-preset = "openldap"
-base_dn = "dc=example,dc=org"
-sync_interval = "{sync_interval}"
-incremental_interval = "{incremental_interval}"
-
-[admin]
-socket = "{socket}"
-root_is_global_administrator = true
-
-[admin.roles]
-global_administrator = ["tap-global-admins"]
-
-[radius]
-listen = ["127.0.0.1:0"]
-reject_delay = "0"
-
-[[radius.clients]]
-name = "test-nas"
-address = "127.0.0.1"
-secret_file = "{secret}"
-
-[web]
-listen = "127.0.0.1:0"
-public_url = "{public_url}"
-
-[log]
-level = "info"
-format = "stderr"
-
-[metrics]
-enabled = false
-"#,
-            ldif = setup.ldif.display(),
-            secrets_key = shared_secrets_key(store_url).display(),
-            sync_interval = setup.sync_interval,
-            incremental_interval = setup.incremental_interval,
-            statement_timeout = setup.statement_timeout,
-            socket = dir.path().join("admin.sock").display(),
-            secret = secret.display(),
-        );
-        let config_path = dir.path().join("tapd.toml");
-        std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("tapd.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tapd"))
-            .arg("--config")
-            .arg(&config_path)
-            .env_remove("JOURNAL_STREAM")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        write_private(&secret, RADIUS_SECRET);
+        let socket = dir.path().join("admin.sock");
+        ConfigFile::new()
+            .store(store_url)
+            .string(
+                "store",
+                "secrets_key_file",
+                shared_secrets_key(store_url).display(),
+            )
+            .string("store", "statement_timeout", setup.statement_timeout)
+            .string("store", "connect_timeout", "2s")
+            .set("store", "pool_size", 8)
+            .ldif_directory(&setup.ldif, "dc=example,dc=org")
+            .string("directory", "preset", "openldap")
+            .string("directory", "sync_interval", setup.sync_interval)
+            .string(
+                "directory",
+                "incremental_interval",
+                setup.incremental_interval,
+            )
+            .admin(&socket)
+            .radius_on_loopback("0")
+            .radius_client("test-nas", "127.0.0.1", &secret)
+            .string("web", "listen", "127.0.0.1:0")
+            .string("web", "public_url", public_url)
+            .log_to_stderr()
+            .no_metrics()
+            .write(&dir.path().join("tapd.toml"));
+        let mut daemon = Launch::new(dir)
+            .listener("web")
+            .listener("RADIUS")
+            .listener("admin")
+            .terminate_on_drop()
+            .start();
+        let identity = daemon.wait_for_log("its node identity", |l| l.contains("(node "));
+        let identity = identity
+            .split("(node ")
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .unwrap()
+            .trim()
+            .to_owned();
         let mut node = Node {
             name,
-            child,
-            dir,
-            web: "0.0.0.0:0".parse().unwrap(),
-            radius: "0.0.0.0:0".parse().unwrap(),
-            identity: String::new(),
+            web: daemon.addr("web"),
+            radius: daemon.addr("RADIUS"),
+            daemon,
+            tapctl: Tapctl::new(socket),
+            identity,
         };
+        // Ready once the store knows the demo users (this node's first sync, or another's).
         let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = node.log();
-            let after = |prefix: &str| {
-                text.lines()
-                    .find_map(|l| l.split(prefix).nth(1))
-                    .map(|rest| rest.trim().to_owned())
-            };
-            let web = after("listening for web on ");
-            let radius = after("listening for RADIUS on ");
-            let identity =
-                after("(node ").and_then(|rest| rest.split(')').next().map(str::to_owned));
-            if let (Some(web), Some(radius), Some(identity)) = (web, radius, identity) {
-                if node.socket().exists() && node.tapctl_ok(&["user", "show", "alice"]) {
-                    node.web = web.parse().unwrap();
-                    node.radius = radius.parse().unwrap();
-                    node.identity = identity;
-                    return node;
-                }
-            }
-            if let Ok(Some(status)) = node.child.try_wait() {
-                panic!("tapd {name} exited with {status}:\n{text}");
-            }
+        while !node.tapctl_ok(&["user", "show", "alice"]) {
+            node.assert_running();
             assert!(
                 Instant::now() < deadline,
-                "tapd {name} did not start:\n{text}"
+                "tapd {name} did not start:\n{}",
+                node.log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("admin.sock")
+        node
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("tapd.log")).unwrap_or_default()
+        self.daemon.log_text()
+    }
+
+    fn pid(&self) -> u32 {
+        self.daemon.pid()
+    }
+
+    /// `kill -9`.
+    fn kill9(&mut self) {
+        self.daemon.kill9();
     }
 
     fn tapctl_output(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_tapctl"))
-            .arg("--socket")
-            .arg(self.socket())
-            .args(args)
-            .output()
-            .unwrap()
+        self.tapctl.output(args)
     }
 
     fn tapctl_ok(&self, args: &[&str]) -> bool {
@@ -243,31 +192,8 @@ enabled = false
     }
 
     fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("tapd {} exited ({status}):\n{}", self.name, self.log());
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            let mut stderr = std::io::stderr();
-            let _ = writeln!(stderr, "--- tapd {} log ---\n{}", self.name, self.log());
+        if !self.daemon.is_running() {
+            panic!("tapd {} exited:\n{}", self.name, self.log());
         }
     }
 }
@@ -722,8 +648,7 @@ async fn two_nodes_share_one_postgres_database() {
         "sync status names one of the nodes: {status}"
     );
     let (mut dead, survivor) = if holder == a.identity { (a, b) } else { (b, a) };
-    dead.child.kill().unwrap();
-    dead.child.wait().unwrap();
+    dead.kill9();
     survivor.tapctl(&["sync", "run"]);
     let status = survivor.tapctl(&["sync", "status"]);
     assert_eq!(
@@ -899,7 +824,7 @@ async fn survivor_takes_over_scheduled_syncs_after_kill_mid_sync() {
     // killed. Were it still renewing, whether a renewal fell between B's first look at the
     // lease and the kill would decide whether B's first or second scheduled run takes over
     // (both within two intervals, but the test would not know which to expect).
-    let a_pid = nix::unistd::Pid::from_raw(a.child.id() as i32);
+    let a_pid = nix::unistd::Pid::from_raw(a.pid() as i32);
     nix::sys::signal::kill(a_pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
     let stopped_at = chrono::Utc::now();
 
@@ -921,9 +846,8 @@ async fn survivor_takes_over_scheduled_syncs_after_kill_mid_sync() {
 
     // kill -9 of A, mid-sync and holding the lease.
     a.assert_running();
-    a.child.kill().unwrap();
     let killed_at = chrono::Utc::now();
-    a.child.wait().unwrap();
+    a.kill9();
     assert_eq!(
         lease_row(&observer).await,
         Some((a.identity.clone(), expires)),
@@ -1090,10 +1014,9 @@ async fn node_frozen_past_its_lease_cannot_commit_over_the_takeover() {
     lock.batch_execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
         .await
         .unwrap();
-    let late_run = Command::new(env!("CARGO_BIN_EXE_tapctl"))
-        .arg("--socket")
-        .arg(a.socket())
-        .args(["sync", "run"])
+    let late_run = a
+        .tapctl
+        .command(&["sync", "run"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -1123,7 +1046,7 @@ async fn node_frozen_past_its_lease_cannot_commit_over_the_takeover() {
     assert_eq!(holder, a.identity, "the waiting sync is A's");
 
     // A freezes inside its run; its read then completes, leaving it no locks to hold.
-    let a_pid = nix::unistd::Pid::from_raw(a.child.id() as i32);
+    let a_pid = nix::unistd::Pid::from_raw(a.pid() as i32);
     nix::sys::signal::kill(a_pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
     lock.rollback().await.unwrap();
 

@@ -3,13 +3,14 @@
 //!
 //! Each `async fn` below is backend-agnostic. The `conformance!` macro turns every one of them
 //! into a `#[tokio::test]` for a backend factory. Backends: SQLite in a temp dir, and
-//! PostgreSQL in a throwaway cluster (`tests/common/postgres.rs`, one database per test). The
+//! PostgreSQL in a throwaway cluster (`tests/support/postgres.rs`, one database per test). The
 //! `shared_store!` cases hold only for a store several nodes share (PostgreSQL): they open a
 //! second store on the same database as a second node.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/postgres.rs"]
-mod postgres_cluster;
+#[path = "support/mod.rs"]
+mod support;
+use support::postgres as postgres_cluster;
 
 use std::future::Future;
 use std::pin::Pin;

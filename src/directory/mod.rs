@@ -11,6 +11,8 @@
 //! May depend on: `model`, `config` (the LDAP source's validated settings), `dn`, `tls`.
 //! Nothing here knows about the store, the policy rules, HTTP, RADIUS or the clock.
 
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod groups;
 pub mod ldap;
 pub mod ldif;

@@ -7,7 +7,7 @@ use tower::ServiceExt;
 use super::*;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Secret;
-use crate::directory::ldif::LdifDirectory;
+use crate::directory::fake::FakeDirectory;
 use crate::directory::DirectorySource;
 use crate::signin::SignInSettings;
 use crate::store::sqlite::SqliteStore;
@@ -23,13 +23,7 @@ async fn app() -> Router {
 /// The router and the registry it counts into.
 async fn app_with_metrics() -> (Router, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
-    let ldif =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/tapd/demo-directory.ldif");
-    let directory = Arc::new(
-        LdifDirectory::open(ldif)
-            .unwrap()
-            .with_base_dn("dc=example,dc=org"),
-    );
+    let directory = Arc::new(FakeDirectory::demo());
     let store = Arc::new(SqliteStore::open_in_memory().await.unwrap());
     let contents = directory.read_all().await.unwrap();
     let plan = SyncPlan {

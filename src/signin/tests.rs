@@ -1,52 +1,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-use async_trait::async_trait;
+use std::sync::atomic::Ordering;
 
 use super::*;
 use crate::clock::ManualClock;
-use crate::directory::DirectoryContents;
+use crate::directory::fake::FakeDirectory;
 use crate::model::{AuditFilter, Group, StoredTap};
 use crate::store::sqlite::SqliteStore;
 use crate::store::SyncPlan;
 
 const PUBLIC_URL: &str = "https://tap.example.org";
 const TAP_CODE: &str = "Tap+Code9";
-
-/// A directory whose passwords are `<username>-pw`, counting every check.
-#[derive(Default)]
-struct FakeDirectory {
-    checks: AtomicUsize,
-    down: AtomicBool,
-}
-
-#[async_trait]
-impl DirectorySource for FakeDirectory {
-    async fn read_all(&self) -> Result<DirectoryContents, DirectoryError> {
-        Ok(DirectoryContents::default())
-    }
-
-    async fn check_password(
-        &self,
-        user: &User,
-        password: &str,
-    ) -> Result<PasswordCheck, DirectoryError> {
-        self.checks.fetch_add(1, Ordering::SeqCst);
-        if self.down.load(Ordering::SeqCst) {
-            return Err(DirectoryError::Unavailable("test: directory down".into()));
-        }
-        Ok(if password == format!("{}-pw", user.username) {
-            PasswordCheck::Valid
-        } else {
-            PasswordCheck::Invalid
-        })
-    }
-
-    fn describe(&self) -> String {
-        "fake".into()
-    }
-}
 
 fn user(id: &str, name: &str, enabled: bool, groups: &[&str]) -> User {
     User {
@@ -108,7 +72,7 @@ impl Fixture {
             .replace_tap(&tap, &audit_stub(clock.now()))
             .await
             .unwrap();
-        let directory = Arc::new(FakeDirectory::default());
+        let directory = Arc::new(FakeDirectory::new());
         let signin = SignIn::new(
             store.clone(),
             directory.clone(),

@@ -2,23 +2,26 @@
 //! as, and ways to drive the daemon (`tapctl` as any of those accounts, raw HTTP as root).
 //!
 //! [`Tapd::start`] writes a config (SQLite store, admin socket and a generated LDIF directory,
-//! all in a temp dir; no network listener at all), starts `tapd`, reads its stderr and returns
-//! once it logged `listening for admin on PATH` and its first directory sync. Dropping it kills
-//! the daemon; when the test is failing, the daemon's log is printed and the temp dir is kept.
-//! Like lldap's `LLDAPFixture` and hickory's `TestServer`.
+//! all in a temp dir; no network listener at all) and starts `tapd` through the test kit
+//! (`tests/support`), which returns once it logged `listening for admin on PATH` and its first
+//! directory sync. Dropping it kills the daemon; when the test is failing, the daemon's log is
+//! printed and the temp dir is kept.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus};
+use std::sync::OnceLock;
 
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 use tapd::admin::client::{AdminClient, ClientError};
+
+use crate::support;
+use crate::support::config::ConfigFile;
+use crate::support::daemon::Launch;
+use crate::support::tapctl::Tapctl;
+pub use crate::support::tapctl::{run_bounded, CommandRun, COMMAND_TIMEOUT};
 
 /// The Unix group of every test account; the admin socket is given to it.
 pub const GROUP: &str = "tapit";
@@ -72,12 +75,6 @@ const BASE_DN: &str = "dc=example,dc=test";
 /// The TAP policy resource.
 pub const POLICY_PATH: &str =
     "/v1/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/temporaryAccessPass";
-
-/// Longest wait for the daemon to come up or go down.
-const DAEMON_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Longest a single `tapctl` run or API call may take.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The user principal name of directory user `name`.
 pub fn upn(name: &str) -> String {
@@ -252,162 +249,30 @@ fn directory_ldif() -> String {
     ldif
 }
 
-fn config_toml(root: &Path) -> String {
-    let root = root.display();
-    let roles: String = ROLE_GROUPS
-        .iter()
-        .map(|(role, group)| format!("{role} = [\"{group}\"]\n"))
-        .collect();
-    format!(
-        "# Written by the integration test harness: admin socket only, no network listener.\n\
-         [store]\nurl = \"sqlite://{root}/tapd.db\"\n\n\
-         [directory]\nurl = \"file:{root}/directory.ldif\"\npreset = \"openldap\"\n\
-         base_dn = \"{BASE_DN}\"\nsync_interval = \"1h\"\n\n\
-         [admin]\nsocket = \"{root}/admin.sock\"\nsocket_group = \"{GROUP}\"\n\
-         root_is_global_administrator = true\n\n\
-         [admin.roles]\n{roles}\n\
-         [log]\nlevel = \"info\"\nformat = \"stderr\"\n\n\
-         [metrics]\nenabled = false\n"
-    )
-}
-
-/// What a finished command printed and how it ended.
-#[derive(Debug)]
-pub struct CommandRun {
-    /// What ran, for messages.
-    pub what: String,
-    /// How it ended.
-    pub status: ExitStatus,
-    /// Standard output.
-    pub stdout: String,
-    /// Standard error.
-    pub stderr: String,
-}
-
-impl CommandRun {
-    /// The exit code (`None` when killed by a signal).
-    pub fn code(&self) -> Option<i32> {
-        self.status.code()
+/// The config: admin socket only, no network listener.
+fn config(root: &Path) -> ConfigFile {
+    let mut config = ConfigFile::new()
+        .store(&format!("sqlite://{}/tapd.db", root.display()))
+        .ldif_directory(&root.join("directory.ldif"), BASE_DN)
+        .string("directory", "preset", "openldap")
+        .string("directory", "sync_interval", "1h")
+        .string("admin", "socket", root.join("admin.sock").display())
+        .string("admin", "socket_group", GROUP)
+        .set("admin", "root_is_global_administrator", true);
+    for (role, group) in ROLE_GROUPS {
+        config = config.set("admin.roles", role, format!("[\"{group}\"]"));
     }
-
-    /// Asserts exit 0 and returns stdout.
-    #[track_caller]
-    pub fn ok(&self) -> &str {
-        assert_eq!(self.code(), Some(0), "{} failed:\n{self}", self.what);
-        &self.stdout
-    }
-
-    /// Asserts exit 0 and parses stdout as JSON.
-    #[track_caller]
-    pub fn json(&self) -> Value {
-        let stdout = self.ok();
-        serde_json::from_str(stdout)
-            .unwrap_or_else(|e| panic!("{} did not print JSON ({e}):\n{self}", self.what))
-    }
-
-    /// Asserts that the daemon refused with 403 and that the server's message was printed.
-    #[track_caller]
-    pub fn forbidden(&self, message: &str) {
-        self.refused("403", message);
-    }
-
-    /// Asserts exit 1 with `status` (e.g. "403") and `message` on stderr.
-    #[track_caller]
-    pub fn refused(&self, status: &str, message: &str) {
-        assert_eq!(self.code(), Some(1), "{} should fail:\n{self}", self.what);
-        assert!(
-            self.stderr.contains(status) && self.stderr.contains(message),
-            "{}: expected {status} with {message:?} on stderr:\n{self}",
-            self.what
-        );
-        assert!(
-            self.stdout.trim().is_empty(),
-            "{} printed on stdout although refused:\n{self}",
-            self.what
-        );
-    }
-}
-
-impl std::fmt::Display for CommandRun {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "  {}\n  status: {}\n  stdout:\n{}\n  stderr:\n{}",
-            self.what, self.status, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Runs `command` to completion within [`COMMAND_TIMEOUT`] (killing it and failing past that).
-pub fn run_bounded(command: &mut Command, what: String) -> CommandRun {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("can't start {what}: {e}"));
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut pipe) = pipe {
-                let mut bytes = Vec::new();
-                let _ = pipe.read_to_end(&mut bytes);
-                text = String::from_utf8_lossy(&bytes).into_owned();
-            }
-            text
-        })
-    };
-    let stdout = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not finish within {COMMAND_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    CommandRun {
-        what,
-        status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    }
-}
-
-/// Lines the daemon wrote to stderr, shared with the thread reading them.
-#[derive(Default)]
-struct DaemonLog {
-    lines: Mutex<Vec<String>>,
-    changed: Condvar,
+    config.log_to_stderr().no_metrics()
 }
 
 /// A running (or stopped) `tapd` on its own temp directory.
 pub struct Tapd {
-    dir: Option<tempfile::TempDir>,
-    root: PathBuf,
+    daemon: support::daemon::Tapd,
     /// The admin socket.
     pub socket: PathBuf,
     /// The config file.
     pub config: PathBuf,
-    tapctl: PathBuf,
-    child: Option<Child>,
-    log: Arc<DaemonLog>,
-    runs: usize,
+    tapctl: Tapctl,
 }
 
 impl Tapd {
@@ -424,164 +289,54 @@ impl Tapd {
         let root = dir.path().to_path_buf();
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::write(root.join("directory.ldif"), directory_ldif()).unwrap();
-        let config = root.join("tapd.toml");
-        std::fs::write(&config, config_toml(&root)).unwrap();
+        let config = config(&root).write(&root.join("tapd.toml"));
         let tapctl = root.join("tapctl");
         std::fs::copy(env!("CARGO_BIN_EXE_tapctl"), &tapctl).unwrap();
         std::fs::set_permissions(&tapctl, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let mut tapd = Tapd {
-            socket: root.join("admin.sock"),
-            dir: Some(dir),
-            root,
+        let socket = root.join("admin.sock");
+        Tapd {
+            daemon: Launch::new(dir)
+                .env_clear()
+                .listener("admin")
+                .first_sync()
+                .start(),
+            tapctl: Tapctl::new(&socket).binary(tapctl).isolated(&root),
+            socket,
             config,
-            tapctl,
-            child: None,
-            log: Arc::default(),
-            runs: 0,
-        };
-        tapd.launch();
-        tapd
+        }
     }
 
     /// Starts the daemon again on the same directory (after [`Tapd::kill9`] or
     /// [`Tapd::terminate`]) and waits until it is ready.
     pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "tapd is still running");
-        self.launch();
-    }
-
-    fn launch(&mut self) {
-        self.runs += 1;
-        let first_line = {
-            let mut lines = self.log.lines.lock().unwrap();
-            lines.push(format!("==== tapd run {} ====", self.runs));
-            lines.len()
-        };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tapd"))
-            .arg("--config")
-            .arg(&self.config)
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .current_dir(&self.root)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start tapd");
-        let stderr = child.stderr.take().expect("tapd stderr");
-        let log = self.log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                log.lines.lock().unwrap().push(line);
-                log.changed.notify_all();
-            }
-            log.lines
-                .lock()
-                .unwrap()
-                .push("==== tapd stderr closed ====".into());
-            log.changed.notify_all();
-        });
-        self.child = Some(child);
-        let listening = format!("listening for admin on {}", self.socket.display());
-        self.wait_for_log(first_line, &listening, |line| line.contains(&listening));
-        // The first sync's summary ("directory sync from …: 13 users, 7 groups; …").
-        self.wait_for_log(first_line, "the first directory sync", |line| {
-            line.contains("directory sync from ") && line.contains(" users, ")
-        });
-    }
-
-    /// Waits until a line matching `found` appears at or after line `from`; fails with the
-    /// log if the daemon exits or the time is up.
-    fn wait_for_log(&mut self, from: usize, what: &str, found: impl Fn(&str) -> bool) {
-        let deadline = Instant::now() + DAEMON_TIMEOUT;
-        let mut lines = self.log.lines.lock().unwrap();
-        loop {
-            if lines.iter().skip(from).any(|line| found(line)) {
-                return;
-            }
-            let exited = self
-                .child
-                .as_mut()
-                .and_then(|child| child.try_wait().ok().flatten());
-            if let Some(status) = exited {
-                panic!(
-                    "tapd exited ({status}) before logging {what:?}:\n{}",
-                    lines.join("\n")
-                );
-            }
-            let now = Instant::now();
-            if now > deadline {
-                panic!(
-                    "tapd did not log {what:?} within {DAEMON_TIMEOUT:?}:\n{}",
-                    lines.join("\n")
-                );
-            }
-            let wait = (deadline - now).min(Duration::from_millis(50));
-            lines = self.log.changed.wait_timeout(lines, wait).unwrap().0;
-        }
+        self.daemon.restart();
     }
 
     /// Everything the daemon logged so far (all runs).
     pub fn log_text(&self) -> String {
-        self.log.lines.lock().unwrap().join("\n")
+        self.daemon.log_text()
     }
 
     /// `kill -9`: no cleanup at all, as in a crash or power cut of the process.
     pub fn kill9(&mut self) {
-        let mut child = self.child.take().expect("tapd is not running");
-        child.kill().expect("SIGKILL tapd");
-        let status = child.wait().expect("wait for tapd");
-        assert_eq!(
-            status.signal(),
-            Some(9),
-            "tapd ended by {status}, not SIGKILL"
-        );
+        self.daemon.kill9();
     }
 
     /// Sends SIGTERM and waits (bounded) for the daemon to exit; returns how it ended.
     pub fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("tapd is not running");
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM tapd");
-        let deadline = Instant::now() + DAEMON_TIMEOUT;
-        loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("tapd did not stop within {DAEMON_TIMEOUT:?} of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.daemon.terminate()
     }
 
     /// Runs the copied `tapctl` as `who` with `args` (the socket is passed for it).
     pub fn tapctl(&self, who: Who, args: &[&str]) -> CommandRun {
-        let mut command = Command::new(&self.tapctl);
-        command
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .current_dir(&self.root);
-        if let Who::Local(name) = who {
-            let accounts = local_accounts();
-            // Setting the uid from root makes std drop every supplementary group first
-            // (setgroups(0)), so the child holds exactly `name`'s uid and the tapit gid.
-            command.uid(accounts.uid(name)).gid(accounts.gid);
+        match who {
+            Who::Root => self.tapctl.run_as("root", None, args),
+            Who::Local(name) => {
+                let accounts = local_accounts();
+                self.tapctl
+                    .run_as(name, Some((accounts.uid(name), accounts.gid)), args)
+            }
         }
-        let who_text = match who {
-            Who::Root => "root".to_owned(),
-            Who::Local(name) => name.to_owned(),
-        };
-        run_bounded(
-            &mut command,
-            format!("tapctl {} (as {who_text})", args.join(" ")),
-        )
     }
 
     /// One HTTP request on the admin socket as root (a fresh connection each time).
@@ -626,30 +381,13 @@ impl Tapd {
 
     /// The daemon's SQLite store file.
     pub fn db_path(&self) -> PathBuf {
-        self.root.join("tapd.db")
+        self.daemon.dir().join("tapd.db")
     }
 
     /// Audit events (newest first), up to 1000.
     pub fn audit(&self) -> Vec<Value> {
         let body = self.get("/v1/auditLogs?$top=1000");
         body["value"].as_array().cloned().unwrap_or_default()
-    }
-}
-
-impl Drop for Tapd {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            let kept = self.dir.take().map(tempfile::TempDir::keep);
-            eprintln!(
-                "==== tapd log (files kept in {}) ====\n{}\n==== end of tapd log ====",
-                kept.as_deref().unwrap_or(&self.root).display(),
-                self.log_text()
-            );
-        }
     }
 }
 

@@ -22,4 +22,6 @@ mod crash;
 mod harness;
 mod names;
 mod roles;
+#[path = "../support/mod.rs"]
+mod support;
 mod walkthrough;

@@ -1,131 +1,58 @@
 //! The real `tapd` binary synced from slapd, driven with the real `tapctl` over the admin
 //! socket: sync status, transitive groups and roles, and a sync while slapd is down.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
 
 use super::fixtures;
 use super::harness::{Slapd, BASE_DN, SERVICE_DN, SERVICE_PASSWORD};
+use crate::support;
+use crate::support::config::{write_private, ConfigFile};
+use crate::support::daemon::Launch;
+use crate::support::tapctl::Tapctl;
 
-/// A running tapd with its temp dir; killed on drop (its log printed if the test fails).
+/// A running tapd (the kit's daemon) with its temp dir; killed on drop (its log printed if the
+/// test fails).
 struct Tapd {
-    child: Child,
-    dir: tempfile::TempDir,
+    daemon: support::daemon::Tapd,
+    tapctl: Tapctl,
 }
 
 impl Tapd {
     fn start(slapd: &Slapd) -> Tapd {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("ldap.secret");
-        std::fs::write(&secret, SERVICE_PASSWORD).unwrap();
-        let mut permissions = std::fs::metadata(&secret).unwrap().permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o600);
-        std::fs::set_permissions(&secret, permissions).unwrap();
-        let config = dir.path().join("tapd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-[store]
-url = "sqlite:{db}"
-
-[directory]
-url = "{url}"
-preset = "openldap"
-base_dn = "{BASE_DN}"
-bind_dn = "{SERVICE_DN}"
-bind_password_file = "{secret}"
-connect_timeout = "2s"
-operation_timeout = "2s"
-sync_interval = "1h"
-incremental_interval = "0s"
-
-[admin]
-socket = "{socket}"
-
-[admin.roles]
-global_administrator = ["tap-admins"]
-
-[log]
-level = "info"
-format = "stderr"
-"#,
-                db = dir.path().join("tapd.db").display(),
-                url = slapd.url(),
-                secret = secret.display(),
-                socket = dir.path().join("admin.sock").display(),
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(dir.path().join("tapd.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tapd"))
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut tapd = Tapd { child, dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !tapd.socket().exists() {
-            if let Ok(Some(status)) = tapd.child.try_wait() {
-                panic!("tapd exited ({status}):\n{}", tapd.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no admin socket:\n{}",
-                tapd.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        write_private(&secret, SERVICE_PASSWORD);
+        let socket = dir.path().join("admin.sock");
+        let config = ConfigFile::new()
+            .store(&format!("sqlite:{}", dir.path().join("tapd.db").display()))
+            .string("directory", "url", slapd.url())
+            .string("directory", "preset", "openldap")
+            .string("directory", "base_dn", BASE_DN)
+            .string("directory", "bind_dn", SERVICE_DN)
+            .string("directory", "bind_password_file", secret.display())
+            .string("directory", "connect_timeout", "2s")
+            .string("directory", "operation_timeout", "2s")
+            .string("directory", "sync_interval", "1h")
+            .string("directory", "incremental_interval", "0s")
+            .string("admin", "socket", socket.display())
+            .set("admin.roles", "global_administrator", "[\"tap-admins\"]")
+            .log_to_stderr()
+            .write(&dir.path().join("tapd.toml"));
+        Tapd {
+            daemon: Launch::new(dir).config(config).listener("admin").start(),
+            tapctl: Tapctl::new(socket),
         }
-        tapd
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("admin.sock")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("tapd.log")).unwrap_or_default()
     }
 
     fn tapctl(&self, args: &[&str]) -> Output {
-        tapctl(&self.socket(), args)
+        self.tapctl.output(args)
     }
 
     /// Waits until the log holds `needle`.
-    fn wait_for_log(&self, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.log().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "tapd never logged {needle:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    fn wait_for_log(&mut self, needle: &str) {
+        self.daemon
+            .wait_for_log(needle, |line| line.contains(needle));
     }
-}
-
-impl Drop for Tapd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- tapd log ---\n{}", self.log());
-        }
-    }
-}
-
-fn tapctl(socket: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tapctl"))
-        .arg("--socket")
-        .arg(socket)
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 fn stdout(output: &Output) -> String {
@@ -148,7 +75,7 @@ fn tapd_syncs_from_slapd_and_reports_a_down_directory() {
         panic!("this test talks to tapd as uid 0 (break-glass admin): run it as root, as scripts/test.sh does");
     }
     let mut slapd = Slapd::start(&fixtures::directory());
-    let tapd = Tapd::start(&slapd);
+    let mut tapd = Tapd::start(&slapd);
     tapd.wait_for_log("full directory sync from LDAP directory");
 
     let status = json(&tapd.tapctl(&["--json", "sync", "status"]));

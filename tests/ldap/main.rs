@@ -11,7 +11,10 @@ mod active_directory;
 mod daemon;
 mod fixtures;
 mod group_refs;
-mod harness;
+#[path = "../support/mod.rs"]
+mod support;
+/// slapd and the accounts it knows, from the test kit.
+use support::slapd as harness;
 mod integrity;
 mod names;
 

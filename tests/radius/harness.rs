@@ -1,17 +1,23 @@
 //! A real `tapd` on loopback for the RADIUS and federation tests: a temporary directory with
 //! a config (SQLite store, the LDIF demo directory, RADIUS, web and metrics on port 0, one
 //! RADIUS client and one relying party), the daemon started from the binary cargo built, its
-//! listening addresses read from its `listening for … on …` log lines. Dropping the fixture
-//! kills the daemon and, when the test failed, prints its log.
+//! listening addresses read from its `listening for … on …` log lines. The kit (`tests/support`) runs
+//! the daemon: dropping the fixture kills it and, when the test failed, prints its log.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
+
+use crate::support;
+use crate::support::config::ConfigFile;
+pub use crate::support::config::{demo_ldif, require_tool, write_private};
+use crate::support::daemon::Launch;
+pub use crate::support::metrics::metric;
+use crate::support::metrics::scrape;
+use crate::support::tapctl::Tapctl;
 
 /// The RADIUS shared secret of the one configured client (127.0.0.1).
 pub const RADIUS_SECRET: &str = "radius-test-secret-0123456789";
@@ -20,24 +26,10 @@ pub const FEDERATION_TOKEN: &str = "federation-test-token-0123456789";
 /// The configured `web.public_url`, quoted in TAP rejections.
 pub const PUBLIC_URL: &str = "http://localhost:18080";
 
-const START_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Fails the test, naming the missing tool and how to get it.
-pub fn require_tool(tool: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{tool}` is not installed: run scripts/test.sh as root (it installs the Debian package {package})"
-    );
-}
-
-/// A running tapd.
+/// A running tapd (the kit's daemon) and the addresses it listens on.
 pub struct Tapd {
-    child: Child,
-    dir: tempfile::TempDir,
-    log: Arc<Mutex<Vec<String>>>,
+    daemon: support::daemon::Tapd,
+    tapctl: Tapctl,
     /// The RADIUS listener.
     pub radius: SocketAddr,
     /// The web listener (serving the federation endpoint).
@@ -46,13 +38,6 @@ pub struct Tapd {
     pub metrics: SocketAddr,
     /// The federation endpoint's own listener, when the options gave it one.
     pub federation: Option<SocketAddr>,
-}
-
-/// Writes a secret file (mode 0600), replacing what was there.
-pub fn write_private(path: &Path, content: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, content).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// What a test changes in the fixture's config.
@@ -100,7 +85,7 @@ impl Tapd {
             "these tests administer tapd as root (the break-glass administrator); run them as root, e.g. scripts/test.sh"
         );
         let dir = tempfile::tempdir().unwrap();
-        let mut ldif = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/tapd/demo-directory.ldif");
+        let mut ldif = demo_ldif();
         if !options.ldif.is_empty() {
             let mut contents = std::fs::read_to_string(&ldif).unwrap();
             contents.push('\n');
@@ -110,202 +95,97 @@ impl Tapd {
         }
         write_private(&dir.path().join("radius.secret"), RADIUS_SECRET);
         write_private(&dir.path().join("federation.token"), FEDERATION_TOKEN);
-        let config = format!(
-            r#"
-[store]
-url = "sqlite:state/tapd.db"
-
-[directory]
-url = "file:{ldif}"
-base_dn = "dc=example,dc=org"
-
-[admin]
-socket = "state/admin.sock"
-{admin}
-
-[radius]
-listen = ["127.0.0.1:0"]
-reject_delay = "{radius_reject_delay}"
-
-[[radius.clients]]
-name = "test-nas"
-address = "127.0.0.1"
-secret_file = "radius.secret"
-
-[[radius.reply_attributes]]
-group = "engineering"
-class = "eng-class"
-filter_id = "eng-acl"
-
-[web]
-listen = "127.0.0.1:0"
-public_url = "{PUBLIC_URL}"
-{web}
-
-[federation]
-reject_delay = "{federation_reject_delay}"
-{federation}
-
-[[federation.relying_parties]]
-name = "test-idp"
-token_file = "federation.token"
-
-[log]
-level = "info"
-format = "stderr"
-
-[metrics]
-listen = "127.0.0.1:0"
-
-{extra}
-"#,
-            ldif = ldif.display(),
-            radius_reject_delay = options.radius_reject_delay,
-            federation_reject_delay = options.federation_reject_delay,
-            web = options.web,
-            federation = options.federation,
-            admin = options.admin,
-            extra = options.extra,
-        );
+        let config = ConfigFile::new()
+            .store("sqlite:state/tapd.db")
+            .ldif_directory(&ldif, "dc=example,dc=org")
+            .string("admin", "socket", "state/admin.sock")
+            .lines("admin", &options.admin)
+            .radius_on_loopback(options.radius_reject_delay)
+            .radius_client("test-nas", "127.0.0.1", Path::new("radius.secret"))
+            .entry(
+                "radius.reply_attributes",
+                "group = \"engineering\"\nclass = \"eng-class\"\nfilter_id = \"eng-acl\"",
+            )
+            .web_on_loopback(PUBLIC_URL)
+            .lines("web", &options.web)
+            .string(
+                "federation",
+                "reject_delay",
+                options.federation_reject_delay,
+            )
+            .lines("federation", &options.federation)
+            .entry(
+                "federation.relying_parties",
+                "name = \"test-idp\"\ntoken_file = \"federation.token\"",
+            )
+            .log_to_stderr()
+            .metrics_on_loopback()
+            .raw(&options.extra);
         let own_federation_listener = options.federation.contains("listen");
-        let config_path = dir.path().join("tapd.toml");
-        std::fs::write(&config_path, config).unwrap();
+        config.write(&dir.path().join("tapd.toml"));
 
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tapd"))
-            .arg("--config")
-            .arg(&config_path)
-            .env_remove("JOURNAL_STREAM")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start tapd");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    log.lock().unwrap().push(line);
-                }
-            });
-        }
-        let mut tapd = Tapd {
-            child,
-            dir,
-            log,
-            radius: "0.0.0.0:0".parse().unwrap(),
-            web: "0.0.0.0:0".parse().unwrap(),
-            metrics: "0.0.0.0:0".parse().unwrap(),
-            federation: None,
-        };
-        tapd.radius = tapd.listening("RADIUS");
-        tapd.web = tapd.listening("web");
-        tapd.metrics = tapd.listening("metrics");
+        let mut launch = Launch::new(dir)
+            .listener("RADIUS")
+            .listener("web")
+            .listener("metrics");
         if own_federation_listener {
-            tapd.federation = Some(tapd.listening("federation"));
+            launch = launch.listener("federation");
         }
-        tapd.listening("admin");
-        tapd.wait_for_log(|line| line.contains("directory sync from") && line.contains(" users, "));
-        tapd
+        let daemon = launch.listener("admin").first_sync().start();
+        Tapd {
+            tapctl: Tapctl::new(daemon.dir().join("state/admin.sock")),
+            radius: daemon.addr("RADIUS"),
+            web: daemon.addr("web"),
+            metrics: daemon.addr("metrics"),
+            federation: own_federation_listener.then(|| daemon.addr("federation")),
+            daemon,
+        }
     }
 
     /// The log so far.
     pub fn log(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
+        self.daemon.log()
     }
 
     /// Waits until a log line matches, failing after a while (or if tapd exits).
     pub fn wait_for_log(&mut self, matches: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(line) = self.log().into_iter().find(|line| matches(line)) {
-                return line;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(100));
-                panic!("tapd exited with {status}:\n{}", self.log().join("\n"));
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tapd did not log the expected line in time:\n{}",
-                self.log().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn listening(&mut self, what: &str) -> SocketAddr {
-        let prefix = format!("listening for {what} on ");
-        let line = self.wait_for_log(|line| line.contains(&prefix));
-        let address = line.split(&prefix).nth(1).unwrap().trim();
-        address
-            .parse()
-            .unwrap_or_else(|_| "0.0.0.0:0".parse().unwrap())
+        self.daemon.wait_for_log("the expected line", matches)
     }
 
     /// The temporary directory holding `tapd.toml`, `radius.secret` and
     /// `federation.token`.
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        self.daemon.dir()
     }
 
     /// The daemon's process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.daemon.pid()
     }
 
     /// Whether the daemon is still running.
     pub fn is_running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
+        self.daemon.is_running()
     }
 
     /// Sends SIGHUP (reload the configuration).
     pub fn hang_up(&self) {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+        self.daemon.hang_up();
     }
 
     /// `GET /metrics`: the Prometheus text body.
     pub fn scrape(&self) -> String {
-        let mut stream = TcpStream::connect(self.metrics).unwrap();
-        stream.set_read_timeout(Some(START_TIMEOUT)).unwrap();
-        write!(
-            stream,
-            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.metrics
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-        response
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_owned())
-            .unwrap_or_default()
+        scrape(self.metrics)
     }
 
     /// The admin socket.
     pub fn socket(&self) -> PathBuf {
-        self.dir.path().join("state/admin.sock")
+        self.tapctl.socket().to_path_buf()
     }
 
     /// Runs `tapctl --json ARGS` as root and returns its JSON output.
     pub fn tapctl(&self, args: &[&str]) -> Value {
-        let output = Command::new(env!("CARGO_BIN_EXE_tapctl"))
-            .arg("--socket")
-            .arg(self.socket())
-            .arg("--json")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "tapctl {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout).unwrap_or(Value::Null)
+        self.tapctl.json(args)
     }
 
     /// Enables the TAP policy for tap-users and creates a one-time TAP for `user`; returns
@@ -335,31 +215,6 @@ listen = "127.0.0.1:0"
         let audit = self.tapctl(&["audit", "--activity", "User sign-in", "--user", upn]);
         audit["value"].as_array().cloned().unwrap_or_default()
     }
-}
-
-impl Drop for Tapd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let mut stderr = std::io::stderr().lock();
-            let _ = writeln!(stderr, "---- tapd log ----");
-            for line in self.log() {
-                let _ = writeln!(stderr, "{line}");
-            }
-            let _ = writeln!(stderr, "---- end of tapd log ----");
-        }
-    }
-}
-
-/// The value of one series (`name{labels}` exactly as exported) in a scraped body.
-pub fn metric(body: &str, series: &str) -> f64 {
-    body.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("series {series} missing from\n{body}"))
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 /// What `radclient` saw.

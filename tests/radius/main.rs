@@ -13,6 +13,8 @@ mod load_engine;
 mod metrics;
 mod reload;
 mod slow_clients;
+#[path = "../support/mod.rs"]
+mod support;
 mod timing;
 
 use std::net::UdpSocket;

@@ -45,7 +45,7 @@ fn ready_watchdog_reload_and_stopping() {
     }
 
     // SIGHUP: RELOADING=1 with MONOTONIC_USEC, then READY=1 again.
-    let pid = tapd.child.id();
+    let pid = tapd.pid();
     tapd.signal(Signal::SIGHUP);
     let reloading = notify.wait_for("RELOADING=1");
     let usec = reloading
@@ -56,7 +56,7 @@ fn ready_watchdog_reload_and_stopping() {
     let ready = notify.wait_for("READY=1");
     assert!(ready.contains("configuration reloaded"), "{ready:?}");
     tapd.wait_for_log("configuration reloaded from");
-    assert_eq!(tapd.child.id(), pid);
+    assert_eq!(tapd.pid(), pid);
 
     // SIGTERM: STOPPING=1, then a clean exit.
     tapd.signal(Signal::SIGTERM);
@@ -70,7 +70,7 @@ fn ready_watchdog_reload_and_stopping() {
 fn a_broken_config_on_sighup_keeps_the_old_one_serving() {
     let (mut tapd, mut notify) = started_with_notify();
     notify.wait_for("READY=1");
-    let pid = tapd.child.id();
+    let pid = tapd.pid();
 
     std::fs::write(&tapd.config, "[store\nthis is not TOML").unwrap();
     tapd.signal(Signal::SIGHUP);
@@ -80,7 +80,7 @@ fn a_broken_config_on_sighup_keeps_the_old_one_serving() {
     tapd.wait_for_log("configuration reload refused, keeping the running configuration");
 
     // A file that parses but is invalid is refused too.
-    let mut invalid = Tapd::config_text(tapd.dir.path());
+    let mut invalid = Tapd::config_text(tapd.dir());
     invalid.push_str("\n[security]\nargon2_max_concurrent = 0\n");
     std::fs::write(&tapd.config, invalid).unwrap();
     tapd.signal(Signal::SIGHUP);
@@ -89,7 +89,7 @@ fn a_broken_config_on_sighup_keeps_the_old_one_serving() {
 
     // Same process, still serving, still feeding the watchdog.
     assert!(tapd.is_running());
-    assert_eq!(tapd.child.id(), pid);
+    assert_eq!(tapd.pid(), pid);
     assert_eq!(tapd.admin_status("/v1/directory/sync") / 100, 2, "or 4xx");
     assert_eq!(tapd.http_get("/readyz").0, 200);
     notify.wait_for("WATCHDOG=1");
@@ -110,7 +110,7 @@ fn a_broken_config_on_sighup_keeps_the_old_one_serving() {
     assert_eq!(refusals, 2, "{:?}", tapd.log());
 
     // A good file again is taken.
-    std::fs::write(&tapd.config, Tapd::config_text(tapd.dir.path())).unwrap();
+    std::fs::write(&tapd.config, Tapd::config_text(tapd.dir())).unwrap();
     tapd.signal(Signal::SIGHUP);
     let ready = notify.wait_for("READY=1");
     assert!(ready.contains("configuration reloaded"), "{ready:?}");

@@ -343,7 +343,7 @@ async fn three_hundred_sign_ins_with_60_kb_names_grow_neither_database_nor_memor
     for i in 0..20 {
         plain(&tapd, sign_in(format!("warm{i}{}", "x".repeat(60 * 1024)))).await;
     }
-    let pid = tapd.child.id();
+    let pid = tapd.pid();
     let rss_before = vm_rss_kib(pid);
     let db_before = file_size(&db);
     let mut statuses = std::collections::BTreeMap::new();

@@ -1,13 +1,13 @@
 //! Test harness for the web site: an in-process site (the real router, store, directory and
 //! argon2 pool, with a manual clock) driven through `tower::ServiceExt::oneshot` by a small
-//! cookie-keeping browser, and a fixture that runs the real `tapd` binary.
+//! cookie-keeping browser, and a fixture that runs the real `tapd` binary through the test kit
+//! (`tests/support`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Request, StatusCode};
@@ -29,6 +29,11 @@ use tapd::web::throttle::ThrottleSettings;
 use tapd::web::{router, WebSettings, WebState};
 use tower::ServiceExt;
 
+use crate::support;
+use crate::support::config::ConfigFile;
+use crate::support::daemon::Launch;
+use crate::support::tapctl::Tapctl;
+
 /// The public URL of in-process sites.
 pub const PUBLIC_URL: &str = "http://localhost:8080";
 
@@ -38,9 +43,7 @@ pub fn repo() -> PathBuf {
 }
 
 /// The demo directory every test site syncs.
-pub fn demo_ldif() -> PathBuf {
-    repo().join("etc/tapd/demo-directory.ldif")
-}
+pub use crate::support::config::demo_ldif;
 
 /// When every in-process site's clock starts.
 pub fn t0() -> Timestamp {
@@ -367,136 +370,56 @@ pub fn unescape(html: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // The real daemon
 
-/// The path of a binary of this package: `CARGO_BIN_EXE_<name>`, unless
-/// `TAPD_TEST_BIN_DIR` names a folder holding copies (for a target dir that other checkouts
-/// share and may rebuild while the tests run).
-pub fn binary(name: &str, built: &str) -> PathBuf {
-    match std::env::var_os("TAPD_TEST_BIN_DIR") {
-        Some(dir) => PathBuf::from(dir).join(name),
-        None => PathBuf::from(built),
-    }
-}
+pub use crate::support::config::free_port;
 
-/// A free TCP port on 127.0.0.1 (bound and released; a small race the tests accept).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running `tapd`; stopped (and its log printed on failure) when dropped.
+/// A running `tapd` (the kit's daemon); stopped (and its log printed on failure) when dropped.
 pub struct Tapd {
-    pub child: Child,
-    _dir: tempfile::TempDir,
+    daemon: support::daemon::Tapd,
+    tapctl: Tapctl,
     pub web_addr: SocketAddr,
     pub socket: PathBuf,
-    pub log: PathBuf,
 }
 
 impl Tapd {
     /// Starts `tapd` with a config whose `[web]` section is `web_section` (may name
-    /// `{dir}` for the temp dir) and waits for `listening for web on ADDR`.
+    /// `{dir}` for the temp dir) and waits for `listening for web on ADDR`, the admin socket
+    /// and the first directory sync.
     pub fn start(web_section: &str) -> Tapd {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("admin.sock");
         let web = web_section.replace("{dir}", &dir.path().display().to_string());
-        let config = format!(
-            r#"
-[store]
-url = "sqlite:{db}"
-[directory]
-url = "file:{ldif}"
-preset = "openldap"
-base_dn = "dc=example,dc=org"
-sync_interval = "30s"
-[admin]
-socket = "{socket}"
-root_is_global_administrator = true
-[admin.roles]
-global_administrator = ["tap-global-admins"]
-{web}
-[log]
-level = "info"
-format = "stderr"
-[metrics]
-enabled = false
-"#,
-            db = dir.path().join("tapd.db").display(),
-            ldif = demo_ldif().display(),
-            socket = socket.display(),
-        );
-        let config_path = dir.path().join("tapd.toml");
-        std::fs::write(&config_path, config).unwrap();
-        let log = dir.path().join("tapd.log");
-        let child = Command::new(binary("tapd", env!("CARGO_BIN_EXE_tapd")))
-            .arg("--config")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut tapd = Tapd {
-            child,
-            _dir: dir,
-            web_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ConfigFile::new()
+            .store(&format!("sqlite:{}", dir.path().join("tapd.db").display()))
+            .ldif_directory(&demo_ldif(), "dc=example,dc=org")
+            .string("directory", "preset", "openldap")
+            .string("directory", "sync_interval", "30s")
+            .admin(&socket)
+            .log_to_stderr()
+            .no_metrics()
+            .raw(&web)
+            .write(&dir.path().join("tapd.toml"));
+        let daemon = Launch::new(dir)
+            .listener("web")
+            .listener("admin")
+            .first_sync()
+            .terminate_on_drop()
+            .start();
+        Tapd {
+            web_addr: daemon.addr("web"),
+            tapctl: Tapctl::new(&socket),
             socket,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let text = std::fs::read_to_string(&tapd.log).unwrap_or_default();
-            let web = text
-                .lines()
-                .find_map(|l| l.split("listening for web on ").nth(1))
-                .map(|a| a.trim().parse::<SocketAddr>().unwrap());
-            // Ready once the first directory sync has brought the demo users in.
-            if let Some(addr) = web.filter(|_| tapd.socket.exists() && tapd.has_user("alice")) {
-                tapd.web_addr = addr;
-                return tapd;
-            }
-            if let Ok(Some(status)) = tapd.child.try_wait() {
-                panic!("tapd exited with {status}:\n{text}");
-            }
-            assert!(Instant::now() < deadline, "tapd did not start:\n{text}");
-            std::thread::sleep(Duration::from_millis(50));
+            daemon,
         }
-    }
-
-    /// Whether the daemon knows `user` yet.
-    fn has_user(&self, user: &str) -> bool {
-        Command::new(binary("tapctl", env!("CARGO_BIN_EXE_tapctl")))
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(["--json", "user", "show", user])
-            .output()
-            .is_ok_and(|o| o.status.success())
     }
 
     /// Runs `tapctl ARGS…` against this daemon and returns stdout; panics on failure.
     pub fn tapctl(&self, args: &[&str]) -> String {
-        let output = Command::new(binary("tapctl", env!("CARGO_BIN_EXE_tapctl")))
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "tapctl {args:?} failed: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
+        self.tapctl.ok(args)
     }
 
     /// `tapctl --json …` parsed.
     pub fn tapctl_json(&self, args: &[&str]) -> Value {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        serde_json::from_str(&self.tapctl(&all)).unwrap()
+        self.tapctl.json(args)
     }
 
     /// Enables the policy for `tap-users` and creates a TAP; returns its code.
@@ -518,33 +441,13 @@ enabled = false
         created["temporaryAccessPass"].as_str().unwrap().to_owned()
     }
 
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.daemon.pid()
     }
 
     /// The daemon's directory (config, `tapd.db`, `secrets.key`, admin socket).
     pub fn dir(&self) -> &std::path::Path {
-        self._dir.path()
-    }
-}
-
-impl Drop for Tapd {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- tapd log ----\n{}", self.log_text());
-        }
+        self.daemon.dir()
     }
 }

@@ -11,4 +11,6 @@ mod expiry;
 mod harness;
 mod http;
 mod sealed;
+#[path = "../support/mod.rs"]
+mod support;
 mod webauthn;

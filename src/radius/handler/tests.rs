@@ -1,18 +1,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
-use async_trait::async_trait;
 use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
 use proptest::prelude::*;
 
 use super::*;
 use crate::clock::{Clock, SystemClock};
-use crate::directory::ldif::LdifDirectory;
-use crate::directory::{DirectoryContents, DirectoryError, DirectorySource, PasswordCheck};
+use crate::directory::fake::FakeDirectory;
+use crate::directory::DirectorySource;
 use crate::metrics::{LdapBindResult, TapRejection};
-use crate::model::{AuditFilter, AuditResult, Channel, NewAuditEvent, StoredTap, User};
+use crate::model::{AuditFilter, AuditResult, Channel, NewAuditEvent, StoredTap};
 use crate::signin::{SignInSettings, SIGN_IN_ACTIVITY};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, SyncPlan};
@@ -22,40 +21,10 @@ const SECRET: &[u8] = b"handler-test-secret";
 const PUBLIC_URL: &str = "http://localhost:8080";
 const TAP_CODE: &str = "K7m+Qx2@";
 
-/// The real LDIF demo directory, counting password checks and able to pretend to be down.
-struct CountingDirectory {
-    inner: LdifDirectory,
-    checks: AtomicUsize,
-    down: AtomicBool,
-}
-
-#[async_trait]
-impl DirectorySource for CountingDirectory {
-    async fn read_all(&self) -> Result<DirectoryContents, DirectoryError> {
-        self.inner.read_all().await
-    }
-
-    async fn check_password(
-        &self,
-        user: &User,
-        password: &str,
-    ) -> Result<PasswordCheck, DirectoryError> {
-        self.checks.fetch_add(1, Ordering::SeqCst);
-        if self.down.load(Ordering::SeqCst) {
-            return Err(DirectoryError::Unavailable("test: down".into()));
-        }
-        self.inner.check_password(user, password).await
-    }
-
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-}
-
 struct Fixture {
     handler: RadiusHandler,
     metrics: Arc<Metrics>,
-    directory: Arc<CountingDirectory>,
+    directory: Arc<FakeDirectory>,
     store: Arc<SqliteStore>,
 }
 
@@ -94,15 +63,7 @@ fn settings(unavailable: DirectoryUnavailable) -> RadiusSettings {
 
 impl Fixture {
     async fn new(unavailable: DirectoryUnavailable) -> Fixture {
-        let ldif =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/tapd/demo-directory.ldif");
-        let directory = Arc::new(CountingDirectory {
-            inner: LdifDirectory::open(ldif)
-                .unwrap()
-                .with_base_dn("dc=example,dc=org"),
-            checks: AtomicUsize::new(0),
-            down: AtomicBool::new(false),
-        });
+        let directory = Arc::new(FakeDirectory::demo());
         let store = Arc::new(SqliteStore::open_in_memory().await.unwrap());
         let contents = directory.read_all().await.unwrap();
         let plan = SyncPlan {

@@ -2,19 +2,18 @@
 //! temp dir, `pg_ctl start` on a free port of 127.0.0.1 (Unix socket in the same temp dir),
 //! one database per test, `pg_ctl stop -m immediate` on drop.
 //!
-//! Include it with `#[path = "common/postgres.rs"] mod postgres_cluster;`. When the binaries are
-//! missing, [`PostgresCluster::start`] panics with a message saying to run `scripts/test.sh`,
+//! Part of the test kit (`tests/support`). When the binaries are missing, [`PostgresCluster::start`] panics with a message saying to run `scripts/test.sh`,
 //! which installs them. As root, the server runs as the `postgres` account the package creates
 //! (initdb refuses root); as anyone else, as that user.
 //!
 //! A watchdog shell process stops the cluster and removes its files if the test process dies
 //! without dropping it (a panic in another thread, `abort`, a static never dropped).
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, Weak};
+
+use super::config::free_port;
 
 /// A running (or stopped, between [`PostgresCluster::stop`] and
 /// [`PostgresCluster::restart`]) test cluster.
@@ -49,13 +48,6 @@ fn server_bin_dir() -> PathBuf {
              run scripts/test.sh (as root it installs Debian's postgresql package)"
         ),
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding a free loopback port")
 }
 
 impl PostgresCluster {

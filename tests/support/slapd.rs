@@ -1,4 +1,4 @@
-//! A throwaway OpenLDAP server for the tests: a fresh temp dir with its own slapd.conf, a
+//! A throwaway OpenLDAP server for the tests (part of the test kit, used by `tests/ldap`): a fresh temp dir with its own slapd.conf, a
 //! CA and server certificate for StartTLS made here, the fixture loaded with `slapadd`, and
 //! `slapd` listening on a free loopback port. Dropping it kills slapd and, when a test is
 //! failing, prints the end of slapd's log.
@@ -11,12 +11,14 @@
 
 use std::fs;
 use std::io::Read as _;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ldap3::{Ldap, LdapConnAsync};
+
+use super::config::free_port;
 
 /// Suffix of the test directory.
 pub const BASE_DN: &str = "dc=example,dc=org";
@@ -81,12 +83,6 @@ fn module_dir() -> PathBuf {
         }
     }
     panic!("slapd's back_mdb module is missing: run scripts/test.sh");
-}
-
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
 }
 
 impl Slapd {
