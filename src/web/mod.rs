@@ -265,7 +265,7 @@ pub enum Failure {
 impl From<crate::store::StoreError> for Failure {
     fn from(e: crate::store::StoreError) -> Self {
         match e {
-            crate::store::StoreError::Unavailable(m) => Failure::Unavailable(m),
+            crate::store::StoreError::Unavailable(m) => Failure::Unavailable(m.to_string()),
             other => Failure::Internal(other.to_string()),
         }
     }
