@@ -28,6 +28,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use super::graph;
+use crate::logging::ErrorChain;
 use crate::model::AuditFilter;
 use crate::policy::{CreateTapRequest, PolicyPatch};
 use crate::service::{AdminSession, Caller, ServiceError, TapService};
@@ -269,8 +270,8 @@ impl From<ServiceError> for ApiError {
             ServiceError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internalServerError"),
         };
         let message = match &e {
-            ServiceError::Internal(detail) => {
-                log::error!("admin API internal error: {detail}");
+            ServiceError::Internal(_) => {
+                log::error!("admin API internal error: {}", ErrorChain(&e));
                 "internal error; see the tapd log".to_owned()
             }
             other => other.to_string(),

@@ -286,9 +286,9 @@ impl From<crate::service::ServiceError> for Failure {
         match e {
             E::BadRequest(m) | E::NotFound(m) => Failure::BadRequest(m),
             E::Forbidden(m) | E::Conflict(m) => Failure::Forbidden(m),
-            E::Unavailable(m) => Failure::Unavailable(m),
+            E::Unavailable(m) => Failure::Unavailable(m.to_string()),
             E::Overloaded(_) => Failure::Busy,
-            E::Internal(m) => Failure::Internal(m),
+            E::Internal(m) => Failure::Internal(m.to_string()),
         }
     }
 }
