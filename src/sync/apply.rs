@@ -166,7 +166,7 @@ impl Syncer {
                 Err(_) => {
                     return Ok(Outcome::Failed {
                         kind: "full",
-                        error: DirectoryError::Unavailable("the directory read stopped".to_owned()),
+                        error: DirectoryError::unavailable("the directory read stopped".to_owned()),
                     })
                 }
             };
