@@ -24,6 +24,7 @@ use crate::directory::ldif::LdifDirectory;
 use crate::directory::sync::DeletionGuard;
 use crate::directory::DirectorySource;
 use crate::federation::{self, FederationState};
+use crate::logging::ErrorChain;
 use crate::metrics::http::{self as metrics_http, Readiness};
 use crate::metrics::{Metrics, ReloadResult};
 use crate::model::SyncStatus;
@@ -311,7 +312,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let metrics = service.metrics().clone();
     // Group references resolve against the synced groups from the first request on.
     if let Err(e) = service.syncer().refresh_group_index().await {
-        log::warn!("could not read the synced groups (group references by cn match nothing until the first sync): {e}");
+        log::warn!("could not read the synced groups (group references by cn match nothing until the first sync): {}", ErrorChain(&e));
     }
     metrics
         .start_time
@@ -620,7 +621,7 @@ async fn sync_loop(
                         Some(format!("serving; directory sync is run by node {holder}"))
                     }
                     Err(e) => {
-                        log::warn!("scheduled directory sync did not run: {e}");
+                        log::warn!("scheduled directory sync did not run: {}", ErrorChain(&e));
                         Some(format!("serving; directory sync did not run: {e}"))
                     }
                 };

@@ -21,6 +21,7 @@ use zeroize::Zeroizing;
 use crate::clock::Clock;
 use crate::directory::DirectorySource;
 use crate::group_ref::GroupIndex;
+use crate::logging::ErrorChain;
 use crate::metrics::{Metrics, StoreOperation, TapIssueChannel};
 use crate::model::{
     AuditEvent, AuditFilter, AuditResult, Channel, Group, NewAuditEvent, RegisteredMethod,
@@ -372,7 +373,10 @@ impl TapService {
         };
         crate::audit::log(&event);
         if let Err(e) = self.store.append_audit(&event).await {
-            log::error!("could not record audit event for refused admin action: {e}");
+            log::error!(
+                "could not record audit event for refused admin action: {}",
+                ErrorChain(&e)
+            );
         }
     }
 

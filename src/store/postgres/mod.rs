@@ -254,7 +254,10 @@ impl PostgresStore {
             Err(e) => {
                 let err = pool_err(e);
                 if self.reachable.swap(false, Ordering::Relaxed) {
-                    log::error!("{err}; requests that need the store fail until it is back");
+                    log::error!(
+                        "{}; requests that need the store fail until it is back",
+                        ErrorChain(&err)
+                    );
                 }
                 Err(err)
             }
