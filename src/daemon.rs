@@ -213,7 +213,8 @@ pub async fn check_group_references(config: &Config) -> Vec<String> {
         Ok(OpenedStore::Postgres(store)) => Arc::new(store),
         Err(e) => {
             return vec![format!(
-                "group references not checked against the synced groups: {e:#}"
+                "group references not checked against the synced groups: {}",
+                ErrorChain(&*e)
             )]
         }
     };
@@ -471,7 +472,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while let Some(result) = tasks.join_next().await {
             if let Ok(Err(e)) = result {
-                log::warn!("while stopping: {e:#}");
+                log::warn!("while stopping: {}", ErrorChain(&*e));
             }
         }
     })

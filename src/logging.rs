@@ -258,6 +258,17 @@ mod error_tests {
     }
 
     #[test]
+    fn anyhow_context_over_a_kept_cause_prints_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        let err = Outer::Unavailable(Cause::with_source(format!("creating /x: {io}"), io));
+        let err = anyhow::Error::new(err).context("opening the store");
+        assert_eq!(
+            ErrorChain(&*err).to_string(),
+            "opening the store: store unavailable: creating /x: denied"
+        );
+    }
+
+    #[test]
     fn chain_does_not_repeat_a_cause_the_message_shows() {
         let io = std::io::Error::new(std::io::ErrorKind::Other, "disk full");
         let err = Outer::Unavailable(Cause::with_source(format!("writing: {io}"), io));
