@@ -270,7 +270,7 @@ mod error_tests {
 
     #[test]
     fn chain_does_not_repeat_a_cause_the_message_shows() {
-        let io = std::io::Error::new(std::io::ErrorKind::Other, "disk full");
+        let io = std::io::Error::other("disk full");
         let err = Outer::Unavailable(Cause::with_source(format!("writing: {io}"), io));
         assert_eq!(
             ErrorChain(&err).to_string(),
