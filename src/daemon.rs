@@ -73,11 +73,10 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 /// The sealer of `[store] secrets_key_file` (and the previous key, during a rotation).
 fn sealer(config: &Config) -> anyhow::Result<crate::store::seal::Sealer> {
     let current = crate::config::secrets_key::read_or_create(&config.store.secrets_key_file)
-        .map_err(|err| anyhow::anyhow!("store.secrets_key_file: {err}"))?;
+        .context("store.secrets_key_file")?;
     let previous = match &config.store.secrets_previous_key_file {
         Some(path) => Some(
-            crate::config::secrets_key::read(path)
-                .map_err(|err| anyhow::anyhow!("store.secrets_previous_key_file: {err}"))?,
+            crate::config::secrets_key::read(path).context("store.secrets_previous_key_file")?,
         ),
         None => None,
     };
