@@ -491,6 +491,6 @@ fn client_config(ca_file: Option<&Path>, verify: bool) -> Result<ClientConfig, D
             .with_no_client_auth());
     }
     let roots =
-        crate::tls::root_store(ca_file, "directory").map_err(DirectoryError::unavailable)?;
+        crate::tls::root_store(ca_file, "directory").map_err(DirectoryError::Unavailable)?;
     Ok(builder.with_root_certificates(roots).with_no_client_auth())
 }

@@ -372,7 +372,7 @@ fn tls_config(mode: SslMode, ca_file: Option<&Path>) -> Result<ClientConfig, Sto
 
 /// The CA certificates to trust: the configured file, or the system's.
 fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, StoreError> {
-    crate::tls::root_store(ca_file, "PostgreSQL").map_err(StoreError::unavailable)
+    crate::tls::root_store(ca_file, "PostgreSQL").map_err(StoreError::Unavailable)
 }
 
 /// `sslmode=verify-ca`: the chain must verify, the host name is not compared.
