@@ -66,7 +66,7 @@ impl AuditWriter {
         }
         match committed.await {
             Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable(
+            Err(_) => Err(StoreError::unavailable(
                 "the audit writer stopped before committing".to_owned(),
             )),
         }

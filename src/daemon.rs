@@ -24,6 +24,7 @@ use crate::directory::ldif::LdifDirectory;
 use crate::directory::sync::DeletionGuard;
 use crate::directory::DirectorySource;
 use crate::federation::{self, FederationState};
+use crate::logging::ErrorChain;
 use crate::metrics::http::{self as metrics_http, Readiness};
 use crate::metrics::{Metrics, ReloadResult};
 use crate::model::SyncStatus;
@@ -72,11 +73,10 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 /// The sealer of `[store] secrets_key_file` (and the previous key, during a rotation).
 fn sealer(config: &Config) -> anyhow::Result<crate::store::seal::Sealer> {
     let current = crate::config::secrets_key::read_or_create(&config.store.secrets_key_file)
-        .map_err(|err| anyhow::anyhow!("store.secrets_key_file: {err}"))?;
+        .context("store.secrets_key_file")?;
     let previous = match &config.store.secrets_previous_key_file {
         Some(path) => Some(
-            crate::config::secrets_key::read(path)
-                .map_err(|err| anyhow::anyhow!("store.secrets_previous_key_file: {err}"))?,
+            crate::config::secrets_key::read(path).context("store.secrets_previous_key_file")?,
         ),
         None => None,
     };
@@ -212,7 +212,8 @@ pub async fn check_group_references(config: &Config) -> Vec<String> {
         Ok(OpenedStore::Postgres(store)) => Arc::new(store),
         Err(e) => {
             return vec![format!(
-                "group references not checked against the synced groups: {e:#}"
+                "group references not checked against the synced groups: {}",
+                ErrorChain(&*e)
             )]
         }
     };
@@ -311,7 +312,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let metrics = service.metrics().clone();
     // Group references resolve against the synced groups from the first request on.
     if let Err(e) = service.syncer().refresh_group_index().await {
-        log::warn!("could not read the synced groups (group references by cn match nothing until the first sync): {e}");
+        log::warn!("could not read the synced groups (group references by cn match nothing until the first sync): {}", ErrorChain(&e));
     }
     metrics
         .start_time
@@ -470,7 +471,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while let Some(result) = tasks.join_next().await {
             if let Ok(Err(e)) = result {
-                log::warn!("while stopping: {e:#}");
+                log::warn!("while stopping: {}", ErrorChain(&*e));
             }
         }
     })
@@ -620,7 +621,7 @@ async fn sync_loop(
                         Some(format!("serving; directory sync is run by node {holder}"))
                     }
                     Err(e) => {
-                        log::warn!("scheduled directory sync did not run: {e}");
+                        log::warn!("scheduled directory sync did not run: {}", ErrorChain(&e));
                         Some(format!("serving; directory sync did not run: {e}"))
                     }
                 };

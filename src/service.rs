@@ -21,6 +21,7 @@ use zeroize::Zeroizing;
 use crate::clock::Clock;
 use crate::directory::DirectorySource;
 use crate::group_ref::GroupIndex;
+use crate::logging::ErrorChain;
 use crate::metrics::{Metrics, StoreOperation, TapIssueChannel};
 use crate::model::{
     AuditEvent, AuditFilter, AuditResult, Channel, Group, NewAuditEvent, RegisteredMethod,
@@ -28,7 +29,7 @@ use crate::model::{
 };
 use crate::policy::roles::{authorize, Actor, AdminAction, AdminRole, RoleMapping, TargetUser};
 use crate::policy::{self, CreateTapRequest, PolicyPatch, UsabilityReason};
-use crate::store::{Store, StoreError};
+use crate::store::{Cause, Store, StoreError};
 use crate::sync::{SyncOptions, Syncer};
 use crate::tapcode::{self, HashError, Hasher};
 
@@ -63,22 +64,26 @@ pub enum ServiceError {
     /// The request conflicts with the current state (e.g. a sync already running).
     #[error("{0}")]
     Conflict(String),
-    /// The store or directory can't be reached; retrying later may work.
+    /// The store or directory can't be reached; retrying later may work. The message is the
+    /// underlying error's, which is kept as the source.
     #[error("{0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     /// Too much hashing work queued; retry shortly.
     #[error("{0}")]
     Overloaded(String),
-    /// A bug or corrupt data; details are logged, not shown.
+    /// A bug or corrupt data; details are logged, not shown. The underlying error, when there
+    /// is one, is the source.
     #[error("{0}")]
-    Internal(String),
+    Internal(#[source] Cause),
 }
 
 impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(_) => ServiceError::Unavailable(e.to_string()),
-            other => ServiceError::Internal(other.to_string()),
+            StoreError::Unavailable(_) => {
+                ServiceError::Unavailable(Cause::with_source(e.to_string(), e))
+            }
+            other => ServiceError::Internal(Cause::with_source(other.to_string(), other)),
         }
     }
 }
@@ -87,7 +92,7 @@ impl From<HashError> for ServiceError {
     fn from(e: HashError) -> Self {
         match e {
             HashError::Overloaded => ServiceError::Overloaded(e.to_string()),
-            other => ServiceError::Internal(other.to_string()),
+            other => ServiceError::Internal(Cause::with_source(other.to_string(), other)),
         }
     }
 }
@@ -368,7 +373,10 @@ impl TapService {
         };
         crate::audit::log(&event);
         if let Err(e) = self.store.append_audit(&event).await {
-            log::error!("could not record audit event for refused admin action: {e}");
+            log::error!(
+                "could not record audit event for refused admin action: {}",
+                ErrorChain(&e)
+            );
         }
     }
 

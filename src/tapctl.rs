@@ -266,6 +266,17 @@ pub enum CliError {
     Client(#[from] ClientError),
 }
 
+impl CliError {
+    /// The process exit code for this error, the CLI's one mapping: 2 for bad arguments, 1
+    /// when the daemon refused or could not be reached.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Client(_) => 1,
+        }
+    }
+}
+
 /// Parses a lifetime: plain minutes or a number with `m`, `h` or `d`.
 pub fn parse_minutes(s: &str) -> Result<i64, CliError> {
     let s = s.trim();
@@ -315,10 +326,7 @@ pub async fn main(cli: Cli) -> i32 {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("tapctl: {e}");
-            match e {
-                CliError::Usage(_) => 2,
-                CliError::Client(_) => 1,
-            }
+            e.exit_code()
         }
     }
 }

@@ -2,7 +2,7 @@
 //! which CA certificates to trust, and the explicit "accept any certificate" verifier an
 //! operator can opt into (`tls_verify = false`, `sslmode=require` without a CA).
 //!
-//! May depend on: nothing in this crate.
+//! May depend on: `logging` (for [`Cause`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,21 +13,27 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use crate::logging::Cause;
+
 /// The CA certificates to trust: those in `ca_file` (PEM), or the system's when `None`.
-/// `what` names the peer in errors ("directory", "PostgreSQL").
-pub fn root_store(ca_file: Option<&Path>, what: &str) -> Result<RootCertStore, String> {
+/// `what` names the peer in errors ("directory", "PostgreSQL"); a file that can't be read keeps
+/// the reader's error as the source.
+pub fn root_store(ca_file: Option<&Path>, what: &str) -> Result<RootCertStore, Cause> {
     let mut roots = RootCertStore::empty();
     match ca_file {
         Some(path) => {
             let certs = CertificateDer::pem_file_iter(path)
                 .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("cannot read the {what} CA file {}: {e}", path.display()))?;
+                .map_err(|e| {
+                    let message = format!("cannot read the {what} CA file {}: {e}", path.display());
+                    Cause::with_source(message, e)
+                })?;
             let (added, _) = roots.add_parsable_certificates(certs);
             if added == 0 {
-                return Err(format!(
+                return Err(Cause::new(format!(
                     "the {what} CA file {} holds no usable certificate",
                     path.display()
-                ));
+                )));
             }
         }
         None => {

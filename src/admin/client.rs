@@ -11,6 +11,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::UnixStream;
 
+use crate::logging::Cause;
+
 /// Errors talking to the daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -22,9 +24,9 @@ pub enum ClientError {
         /// What the OS said.
         source: std::io::Error,
     },
-    /// The HTTP exchange failed.
+    /// The HTTP exchange failed; the hyper, HTTP or JSON error is the source.
     #[error("admin API request failed: {0}")]
-    Http(String),
+    Http(#[source] Cause),
     /// The daemon answered with an error.
     #[error("{message} ({status}, {code})")]
     Api {
@@ -35,6 +37,13 @@ pub enum ClientError {
         /// The daemon's message.
         message: String,
     },
+}
+
+impl ClientError {
+    /// [`ClientError::Http`] with `error`'s text as its message and `error` as its source.
+    fn http(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ClientError::Http(Cause::with_source(error.to_string(), error))
+    }
 }
 
 /// A connection to the admin socket.
@@ -53,7 +62,7 @@ impl AdminClient {
             })?;
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+            .map_err(ClientError::http)?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 log::debug!("admin connection closed: {e}");
@@ -78,28 +87,26 @@ impl AdminClient {
         }
         let request = builder
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| ClientError::Http(e.to_string()))?;
-        self.sender
-            .ready()
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+            .map_err(ClientError::http)?;
+        self.sender.ready().await.map_err(ClientError::http)?;
         let response = self
             .sender
             .send_request(request)
             .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+            .map_err(ClientError::http)?;
         let status = response.status();
         let bytes = response
             .into_body()
             .collect()
             .await
-            .map_err(|e| ClientError::Http(e.to_string()))?
+            .map_err(ClientError::http)?
             .to_bytes();
         let value = if bytes.is_empty() {
             Value::Null
         } else {
             serde_json::from_slice(&bytes).map_err(|e| {
-                ClientError::Http(format!("daemon sent a body that is not JSON ({e})"))
+                let message = format!("daemon sent a body that is not JSON ({e})");
+                ClientError::Http(Cause::with_source(message, e))
             })?
         };
         Ok((status, value))

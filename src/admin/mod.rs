@@ -4,6 +4,7 @@
 //! May depend on: `service`, `model`, `policy`. Only this module knows HTTP status codes.
 
 pub mod client;
+mod error;
 pub mod graph;
 pub mod server;
 

@@ -1,5 +1,6 @@
-//! The admin API server: routes, the one error-to-HTTP mapping, request parsing that turns every
-//! bad input into a 4xx naming the problem, and the Unix socket with SO_PEERCRED identities.
+//! The admin API server: routes, request parsing that turns every bad input into a 4xx naming
+//! the problem (through the one error-to-HTTP mapping in `admin::error`), and the Unix socket
+//! with SO_PEERCRED identities.
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::time::Duration;
 
 use axum::extract::Request;
@@ -27,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+pub use super::error::ApiError;
+use super::error::{method_not_allowed, not_found};
 use super::graph;
 use crate::model::AuditFilter;
 use crate::policy::{CreateTapRequest, PolicyPatch};
@@ -232,86 +235,7 @@ fn router(service: Arc<TapService>) -> Router {
         .with_state(service)
 }
 
-/// An API error: status, Graph-style code and a message for the caller.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    fn bad_request(message: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            code: "badRequest",
-            message: message.into(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
-        (self.status, Json(body)).into_response()
-    }
-}
-
-impl From<ServiceError> for ApiError {
-    fn from(e: ServiceError) -> Self {
-        let (status, code) = match &e {
-            ServiceError::BadRequest(_) => (StatusCode::BAD_REQUEST, "badRequest"),
-            ServiceError::Forbidden(_) => (StatusCode::FORBIDDEN, "accessDenied"),
-            ServiceError::NotFound(_) => (StatusCode::NOT_FOUND, "notFound"),
-            ServiceError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            ServiceError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "serviceUnavailable"),
-            ServiceError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "serviceUnavailable"),
-            ServiceError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internalServerError"),
-        };
-        let message = match &e {
-            ServiceError::Internal(detail) => {
-                log::error!("admin API internal error: {detail}");
-                "internal error; see the tapd log".to_owned()
-            }
-            other => other.to_string(),
-        };
-        ApiError {
-            status,
-            code,
-            message,
-        }
-    }
-}
-
-impl From<PathRejection> for ApiError {
-    fn from(e: PathRejection) -> Self {
-        ApiError::bad_request(e.body_text())
-    }
-}
-
-impl From<QueryRejection> for ApiError {
-    fn from(e: QueryRejection) -> Self {
-        ApiError::bad_request(e.body_text())
-    }
-}
-
 type ApiResult<T = Response> = Result<T, ApiError>;
-
-async fn not_found() -> ApiError {
-    ApiError {
-        status: StatusCode::NOT_FOUND,
-        code: "notFound",
-        message: "no such admin API path; see DESIGN §3 or `tapctl --help`".into(),
-    }
-}
-
-async fn method_not_allowed() -> ApiError {
-    ApiError {
-        status: StatusCode::METHOD_NOT_ALLOWED,
-        code: "methodNotAllowed",
-        message: "this method is not supported on this path".into(),
-    }
-}
 
 /// Parses a JSON body strictly; an empty body counts as `{}`. Errors name the field.
 fn parse_body<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
@@ -387,19 +311,7 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for RawBody {
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
         match Bytes::from_request(req, state).await {
             Ok(bytes) => Ok(RawBody(bytes)),
-            Err(e) => Err(ApiError {
-                status: e.status(),
-                code: if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    "requestTooLarge"
-                } else {
-                    "badRequest"
-                },
-                message: if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    format!("request body is larger than {MAX_BODY_BYTES} bytes")
-                } else {
-                    e.body_text()
-                },
-            }),
+            Err(e) => Err(e.into()),
         }
     }
 }

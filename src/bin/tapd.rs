@@ -114,8 +114,11 @@ fn main() -> ExitCode {
     match runtime.block_on(tapd::daemon::run(cli.config, loaded.config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("tapd stopped: {e:#}");
-            eprintln!("tapd: {e:#}");
+            // The chain of contexts and causes, each cause once (a store or directory error
+            // already quotes the driver's message it keeps as its source).
+            let chain = tapd::logging::ErrorChain(&*e);
+            log::error!("tapd stopped: {chain}");
+            eprintln!("tapd: {chain}");
             ExitCode::from(1)
         }
     }

@@ -5,7 +5,8 @@
 //! file of mode 0600 in the same directory, synced, then linked into place (so a crash never
 //! leaves a half-written key, and of two processes creating it at once, both end up with the
 //! one that won). A key file of the wrong length, or one that others could read or replace
-//! (see `unsafe_secret_file`), is refused with the fix named.
+//! (see `unsafe_secret_file`), is refused with the fix named. A refusal is a [`Cause`]: the
+//! message names the file and the fix, and the OS error, when there is one, is its source.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -15,6 +16,7 @@ use rand::RngCore;
 use zeroize::Zeroizing;
 
 use super::values::unsafe_secret_file;
+use crate::logging::Cause;
 use crate::store::seal::KEY_BYTES;
 
 /// The key's file name next to a SQLite database when `secrets_key_file` is not set.
@@ -26,28 +28,28 @@ pub const DEFAULT_POSTGRES_PATH: &str = "/var/lib/tapd/secrets.key";
 pub type SecretsKey = Zeroizing<[u8; KEY_BYTES]>;
 
 /// Reads an existing key file: exactly 32 bytes, safe ownership and mode.
-pub fn read(path: &Path) -> Result<SecretsKey, String> {
+pub fn read(path: &Path) -> Result<SecretsKey, Cause> {
     if let Some(unsafe_because) = unsafe_secret_file(path) {
-        return Err(unsafe_because);
+        return Err(Cause::new(unsafe_because));
     }
-    let bytes = Zeroizing::new(
-        std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?,
-    );
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(|err| {
+        Cause::with_source(format!("cannot read {}: {err}", path.display()), err)
+    })?);
     let mut key = Zeroizing::new([0u8; KEY_BYTES]);
     if bytes.len() != KEY_BYTES {
-        return Err(format!(
+        return Err(Cause::new(format!(
             "{} holds {} bytes; a secrets key is exactly {KEY_BYTES} random bytes \
              (create one with: head -c {KEY_BYTES} /dev/urandom > FILE; chmod 600 FILE)",
             path.display(),
             bytes.len()
-        ));
+        )));
     }
     key.copy_from_slice(&bytes);
     Ok(key)
 }
 
 /// Reads the key file, first creating it (and its directory, mode 0700) when missing.
-pub fn read_or_create(path: &Path) -> Result<SecretsKey, String> {
+pub fn read_or_create(path: &Path) -> Result<SecretsKey, Cause> {
     if !path.exists() {
         create(path)?;
         log::info!("created the secrets key {}", path.display());
@@ -55,16 +57,18 @@ pub fn read_or_create(path: &Path) -> Result<SecretsKey, String> {
     read(path)
 }
 
-fn create(path: &Path) -> Result<(), String> {
+fn create(path: &Path) -> Result<(), Cause> {
     let shown = path.display();
     let dir = path
         .parent()
-        .ok_or_else(|| format!("{shown} has no parent directory"))?;
+        .ok_or_else(|| Cause::new(format!("{shown} has no parent directory")))?;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
+        .map_err(|err| {
+            Cause::with_source(format!("cannot create {}: {err}", dir.display()), err)
+        })?;
     let mut key = Zeroizing::new([0u8; KEY_BYTES]);
     rand::rngs::OsRng.fill_bytes(&mut *key);
     let staged = dir.join(format!(
@@ -85,7 +89,10 @@ fn create(path: &Path) -> Result<(), String> {
     })();
     if let Err(err) = written {
         let _ = std::fs::remove_file(&staged);
-        return Err(format!("cannot write {}: {err}", staged.display()));
+        return Err(Cause::with_source(
+            format!("cannot write {}: {err}", staged.display()),
+            err,
+        ));
     }
     // link() never replaces: a key another process created meanwhile wins and is used.
     let linked = std::fs::hard_link(&staged, path);
@@ -93,7 +100,12 @@ fn create(path: &Path) -> Result<(), String> {
     match linked {
         Ok(()) => {}
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(err) => return Err(format!("cannot create {shown}: {err}")),
+        Err(err) => {
+            return Err(Cause::with_source(
+                format!("cannot create {shown}: {err}"),
+                err,
+            ))
+        }
     }
     if let Ok(dir) = std::fs::File::open(dir) {
         let _ = dir.sync_all();

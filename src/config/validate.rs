@@ -309,13 +309,13 @@ fn store(report: &mut Report<'_>, raw: &RawStore) -> StoreConfig {
     // A missing key is created at first start; one that exists must be usable now.
     if secrets_key_file.exists() {
         if let Err(err) = super::secrets_key::read(&secrets_key_file) {
-            report.problem("store.secrets_key_file", err);
+            report.problem("store.secrets_key_file", err.to_string());
         }
     }
     let secrets_previous_key_file = raw.secrets_previous_key_file.as_deref().map(|file| {
         let path = report.path("store.secrets_previous_key_file", file);
         if let Err(err) = super::secrets_key::read(&path) {
-            report.problem("store.secrets_previous_key_file", err);
+            report.problem("store.secrets_previous_key_file", err.to_string());
         }
         path
     });

@@ -312,19 +312,19 @@ impl LdifDirectory {
     fn load(&self) -> Result<Vec<LdifEntry>, DirectoryError> {
         let text = std::fs::read_to_string(&self.path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::InvalidData {
-                DirectoryError::Invalid(format!(
+                DirectoryError::invalid(format!(
                     "LDIF file {} is not valid UTF-8",
                     self.path.display()
                 ))
             } else {
-                DirectoryError::Unavailable(format!(
+                DirectoryError::unavailable(format!(
                     "cannot read LDIF file {}: {e}",
                     self.path.display()
                 ))
             }
         })?;
         let entries = parse(&text).map_err(|e| {
-            DirectoryError::Invalid(format!("LDIF file {}: {e}", self.path.display()))
+            DirectoryError::invalid_from(format!("LDIF file {}: {e}", self.path.display()), e)
         })?;
         Ok(match &self.base_dn {
             None => entries,
@@ -352,7 +352,7 @@ impl LdifDirectory {
             }
             let id = stable_id(entry, &self.location(entry.line))?;
             if let Some(other) = seen_ids.insert(id.clone(), entry.line) {
-                return Err(DirectoryError::Invalid(format!(
+                return Err(DirectoryError::invalid(format!(
                     "{}: entry {} has the same id {id} as the entry at line {other}",
                     self.location(entry.line),
                     entry.dn
@@ -523,7 +523,7 @@ impl DirectorySource for LdifDirectory {
             directory.contents(&entries)
         })
         .await
-        .map_err(|e| DirectoryError::Unavailable(format!("LDIF reader task failed: {e}")))?
+        .map_err(|e| DirectoryError::unavailable_from(format!("LDIF reader task failed: {e}"), e))?
     }
 
     async fn group_nesting(&self) -> Option<super::groups::GroupNesting> {
@@ -546,7 +546,9 @@ impl DirectorySource for LdifDirectory {
         let password = zeroize::Zeroizing::new(password.to_owned());
         tokio::task::spawn_blocking(move || directory.check_password_blocking(&user, &password))
             .await
-            .map_err(|e| DirectoryError::Unavailable(format!("LDIF password check failed: {e}")))?
+            .map_err(|e| {
+                DirectoryError::unavailable_from(format!("LDIF password check failed: {e}"), e)
+            })?
     }
 
     fn describe(&self) -> String {
@@ -604,7 +606,7 @@ fn account_enabled(entry: &LdifEntry) -> bool {
 
 fn text<'a>(attribute: &'a LdifAttribute, location: &str) -> Result<&'a str, DirectoryError> {
     std::str::from_utf8(&attribute.value).map_err(|_| {
-        DirectoryError::Invalid(format!(
+        DirectoryError::invalid(format!(
             "{location}: value of {} is not valid UTF-8",
             attribute.name
         ))

@@ -8,7 +8,8 @@
 //! sync only: turning what a source returned into a plan, applying it, the lease and the
 //! schedule belong to the service layer ([`crate::sync`]).
 //!
-//! May depend on: `model`, `config` (the LDAP source's validated settings), `dn`, `tls`.
+//! May depend on: `model`, `config` (the LDAP source's validated settings), `dn`, `tls`,
+//! `logging` (for [`Cause`]).
 //! Nothing here knows about the store, the policy rules, HTTP, RADIUS or the clock.
 
 #[cfg(test)]
@@ -24,6 +25,7 @@ pub use crate::sync::plan as sync;
 
 use async_trait::async_trait;
 
+pub use crate::logging::Cause;
 use crate::model::{Group, User};
 
 /// Everything a directory holds that tapd cares about, as read by one sync run.
@@ -103,15 +105,50 @@ pub enum DirectoryError {
     /// The directory can't be read or reached (file missing, server down, bind refused for the
     /// service account); retrying later may work.
     #[error("directory unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     /// The directory returned data tapd can't use (bad LDIF syntax, duplicate ids…); the
     /// message names the file and line where there is one.
     #[error("directory data invalid: {0}")]
-    Invalid(String),
+    Invalid(#[source] Cause),
     /// The directory answered only in part (size or time limit, interrupted paging), so a sync
     /// must not treat missing entries as deleted.
     #[error("directory answered incompletely: {0}")]
-    Incomplete(String),
+    Incomplete(#[source] Cause),
+}
+
+/// The message of each kind is the text it always had; the LDAP, I/O or parser error behind
+/// it, when there is one, is kept as its source for the log's chain.
+impl DirectoryError {
+    /// [`DirectoryError::Unavailable`] detected here.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        DirectoryError::Unavailable(Cause::new(message))
+    }
+
+    /// [`DirectoryError::Unavailable`] caused by `source`.
+    pub fn unavailable_from(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        DirectoryError::Unavailable(Cause::with_source(message, source))
+    }
+
+    /// [`DirectoryError::Invalid`] detected here.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        DirectoryError::Invalid(Cause::new(message))
+    }
+
+    /// [`DirectoryError::Invalid`] caused by `source`.
+    pub fn invalid_from(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        DirectoryError::Invalid(Cause::with_source(message, source))
+    }
+
+    /// [`DirectoryError::Incomplete`] detected here.
+    pub fn incomplete(message: impl Into<String>) -> Self {
+        DirectoryError::Incomplete(Cause::new(message))
+    }
 }
 
 /// A place users and groups come from, and that can check a user's password.
@@ -133,7 +170,7 @@ pub trait DirectorySource: Send + Sync + 'static {
     ) -> Result<StreamedContents, DirectoryError> {
         let contents = self.read_all().await?;
         if users.send(contents.users).await.is_err() {
-            return Err(DirectoryError::Unavailable(
+            return Err(DirectoryError::unavailable(
                 "the sync stopped taking users".to_owned(),
             ));
         }

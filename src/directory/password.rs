@@ -44,7 +44,7 @@ pub enum PasswordHashError {
     },
     /// Producing a hash failed (argon2 parameters or salt rejected).
     #[error("could not hash the password: {0}")]
-    Hashing(String),
+    Hashing(#[source] argon2::password_hash::Error),
 }
 
 /// Checks `password` against one stored `userPassword` value.
@@ -152,8 +152,7 @@ pub fn argon2id(password: &str) -> Result<String, PasswordHashError> {
 /// `{ARGON2}` value with argon2id at m=19 MiB, t=2, p=1 and the given salt (8–48 bytes);
 /// deterministic, for fixtures.
 pub fn argon2id_with_salt(password: &str, salt: &[u8]) -> Result<String, PasswordHashError> {
-    let salt =
-        SaltString::encode_b64(salt).map_err(|e| PasswordHashError::Hashing(e.to_string()))?;
+    let salt = SaltString::encode_b64(salt).map_err(PasswordHashError::Hashing)?;
     argon2id_with_salt_string(password, &salt)
 }
 
@@ -163,7 +162,7 @@ fn argon2id_with_salt_string(
 ) -> Result<String, PasswordHashError> {
     let hash = Argon2::default()
         .hash_password(password.as_bytes(), salt)
-        .map_err(|e| PasswordHashError::Hashing(e.to_string()))?;
+        .map_err(PasswordHashError::Hashing)?;
     Ok(format!("{{ARGON2}}{hash}"))
 }
 

@@ -99,7 +99,7 @@ pub enum Failure {
 impl From<crate::store::StoreError> for Failure {
     fn from(e: crate::store::StoreError) -> Self {
         match e {
-            crate::store::StoreError::Unavailable(m) => Failure::Unavailable(m),
+            crate::store::StoreError::Unavailable(m) => Failure::Unavailable(m.to_string()),
             other => Failure::Internal(other.to_string()),
         }
     }
@@ -120,9 +120,9 @@ impl From<crate::service::ServiceError> for Failure {
         match e {
             E::BadRequest(m) | E::NotFound(m) => Failure::BadRequest(m),
             E::Forbidden(m) | E::Conflict(m) => Failure::Forbidden(m),
-            E::Unavailable(m) => Failure::Unavailable(m),
+            E::Unavailable(m) => Failure::Unavailable(m.to_string()),
             E::Overloaded(_) => Failure::Busy,
-            E::Internal(m) => Failure::Internal(m),
+            E::Internal(m) => Failure::Internal(m.to_string()),
         }
     }
 }

@@ -19,7 +19,7 @@ pub(crate) fn parse_result(s: &str) -> Result<AuditResult, StoreError> {
     match s {
         "success" => Ok(AuditResult::Success),
         "failure" => Ok(AuditResult::Failure),
-        other => Err(StoreError::Corrupt(format!(
+        other => Err(StoreError::corrupt(format!(
             "unknown audit result {other:?}"
         ))),
     }
@@ -30,13 +30,14 @@ pub(crate) fn parse_kind(s: &str) -> Result<MethodKind, StoreError> {
     [MethodKind::Fido2, MethodKind::SoftwareOath]
         .into_iter()
         .find(|k| k.as_str() == s)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown method kind {s:?}")))
+        .ok_or_else(|| StoreError::corrupt(format!("unknown method kind {s:?}")))
 }
 
 /// Serializes a value for a JSON text column. JSON escapes NUL as `\u0000`, so the text never
 /// holds one (PostgreSQL text can't).
 pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("encoding JSON: {e}")))
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::corrupt_from(format!("encoding JSON: {e}"), e))
 }
 
 /// Parses a JSON text column; `what` names it in the error.
@@ -44,5 +45,5 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
     what: &str,
     text: &str,
 ) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+    serde_json::from_str(text).map_err(|e| StoreError::corrupt_from(format!("{what}: {e}"), e))
 }

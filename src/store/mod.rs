@@ -6,7 +6,8 @@
 //! mutation that an administrator or a sign-in causes is written in the same transaction as its
 //! audit event, so an acknowledged action is never without its record (and vice versa).
 //!
-//! May depend on: `model`. Nothing here knows about HTTP, RADIUS or the policy rules.
+//! May depend on: `model`, `logging` (for [`Cause`]). Nothing here knows about HTTP, RADIUS or
+//! the policy rules.
 
 mod codec;
 pub mod identity;
@@ -19,6 +20,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use crate::logging::Cause;
+
 use crate::model::{
     AuditEvent, AuditFilter, Group, GroupRef, NewAuditEvent, RegisteredMethod, StoredTap,
     SyncStatus, TapPolicy, Timestamp, User, WebCeremony, WebSession,
@@ -28,11 +31,13 @@ use crate::model::{
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database can't be reached or is locked beyond the busy timeout; retrying may work.
+    /// The driver's error, when there is one, is the source.
     #[error("store unavailable: {0}")]
-    Unavailable(String),
-    /// The database holds something tapd can't read (bad JSON, unknown enum value…).
+    Unavailable(#[source] Cause),
+    /// The database holds something tapd can't read (bad JSON, unknown enum value…). The
+    /// decoder's error, when there is one, is the source.
     #[error("store holds unreadable data: {0}")]
-    Corrupt(String),
+    Corrupt(#[source] Cause),
     /// A sync's write was refused because the sync no longer holds the lease its fencing token
     /// names (see [`Store::apply_sync`]); nothing of that write was kept.
     #[error(transparent)]
@@ -45,6 +50,34 @@ pub enum StoreError {
         /// Highest version this binary knows.
         supported: i64,
     },
+}
+
+impl StoreError {
+    /// [`StoreError::Unavailable`] detected here, with no underlying error.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        StoreError::Unavailable(Cause::new(message))
+    }
+
+    /// [`StoreError::Unavailable`] caused by `source` (kept for the log's chain).
+    pub fn unavailable_from(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        StoreError::Unavailable(Cause::with_source(message, source))
+    }
+
+    /// [`StoreError::Corrupt`] detected here, with no underlying error.
+    pub fn corrupt(message: impl Into<String>) -> Self {
+        StoreError::Corrupt(Cause::new(message))
+    }
+
+    /// [`StoreError::Corrupt`] caused by `source` (kept for the log's chain).
+    pub fn corrupt_from(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        StoreError::Corrupt(Cause::with_source(message, source))
+    }
 }
 
 /// The directory as seen by one sync run, and the changes to bring the store in line with it.
@@ -117,7 +150,7 @@ pub(crate) async fn apply_sync_leased<S: Store + ?Sized>(
         .try_sync_lease("test", Duration::from_secs(60))
         .await?
         .granted()
-        .ok_or_else(|| StoreError::Unavailable("the sync lease is held elsewhere".to_owned()))?;
+        .ok_or_else(|| StoreError::unavailable("the sync lease is held elsewhere".to_owned()))?;
     store.apply_sync(&granted.fence(), plan, &[]).await
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::logging::ErrorChain;
 use crate::model::Timestamp;
 use crate::store::{Store, StoreError};
 
@@ -67,7 +68,10 @@ pub async fn prune_loop(
                 "audit retention: deleted {deleted} event(s) older than {} days",
                 retention.as_secs() / 86_400
             ),
-            Err(e) => log::warn!("audit retention: pruning failed, retrying later: {e}"),
+            Err(e) => log::warn!(
+                "audit retention: pruning failed, retrying later: {}",
+                ErrorChain(&e)
+            ),
         }
         tokio::select! {
             () = shutdown.cancelled() => return,

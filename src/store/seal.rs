@@ -234,7 +234,7 @@ pub(crate) fn open_method_data(
         return Ok(stored.to_owned());
     }
     let Some(sealer) = sealer else {
-        return Err(StoreError::Corrupt(format!(
+        return Err(StoreError::corrupt(format!(
             "method {method_id} holds a sealed secret, but this store was opened without a secrets key"
         )));
     };
@@ -242,9 +242,12 @@ pub(crate) fn open_method_data(
         .open(stored, &method_row(user_id, method_id))
         .map(|plain| plain.to_string())
         .map_err(|err| {
-            StoreError::Corrupt(format!(
+            StoreError::corrupt_from(
+                format!(
                 "the sealed secret of method {method_id} (user {user_id}) can't be opened: {err}"
-            ))
+            ),
+                err,
+            )
         })
 }
 
@@ -276,7 +279,7 @@ pub(crate) fn open_ceremony(
         return Ok(());
     }
     let Some(sealer) = sealer else {
-        return Err(StoreError::Corrupt(format!(
+        return Err(StoreError::corrupt(format!(
             "ceremony {} holds a sealed secret, but this store was opened without a secrets key",
             ceremony.id
         )));
@@ -284,10 +287,13 @@ pub(crate) fn open_ceremony(
     ceremony.state = sealer
         .open(&ceremony.state, &ceremony_row(&ceremony.id))
         .map_err(|err| {
-            StoreError::Corrupt(format!(
-                "the sealed state of ceremony {} can't be opened: {err}",
-                ceremony.id
-            ))
+            StoreError::corrupt_from(
+                format!(
+                    "the sealed state of ceremony {} can't be opened: {err}",
+                    ceremony.id
+                ),
+                err,
+            )
         })?
         .to_string();
     Ok(())
@@ -306,9 +312,10 @@ pub(crate) fn reseal(
     }
     let plain = if is_sealed(stored) {
         sealer.open(stored, row).map_err(|err| {
-            StoreError::Corrupt(format!(
-                "the sealed secret of {what} can't be opened: {err}"
-            ))
+            StoreError::corrupt_from(
+                format!("the sealed secret of {what} can't be opened: {err}"),
+                err,
+            )
         })?
     } else {
         Zeroizing::new(stored.to_owned())

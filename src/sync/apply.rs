@@ -166,7 +166,7 @@ impl Syncer {
                 Err(_) => {
                     return Ok(Outcome::Failed {
                         kind: "full",
-                        error: DirectoryError::Unavailable("the directory read stopped".to_owned()),
+                        error: DirectoryError::unavailable("the directory read stopped".to_owned()),
                     })
                 }
             };
@@ -263,7 +263,7 @@ impl Syncer {
         let committed = committed?;
         let outcome = outcome?;
         if matches!(outcome, Outcome::Applied { .. }) && !committed {
-            return Err(SyncError::Store(StoreError::Unavailable(
+            return Err(SyncError::Store(StoreError::unavailable(
                 "the store did not commit the sync".to_owned(),
             )));
         }

@@ -15,6 +15,7 @@ use super::{SyncError, Syncer};
 use crate::directory::groups::GroupNesting;
 use crate::directory::SkippedUser;
 use crate::group_ref::GroupIndex;
+use crate::logging::ErrorChain;
 use crate::metrics::NoLabels;
 use crate::model::{AuditResult, Channel, NewAuditEvent, User};
 use crate::store::SyncPlan;
@@ -82,7 +83,7 @@ impl Syncer {
             event.reason_code = Some("entry_undecodable".to_owned());
             crate::audit::log(&event);
             if let Err(e) = self.store.append_audit(&event).await {
-                log::error!("could not record sync audit event: {e}");
+                log::error!("could not record sync audit event: {}", ErrorChain(&e));
             }
         }
     }

@@ -55,6 +55,7 @@ use crate::clock::Clock;
 use crate::directory::groups::GroupNesting;
 use crate::directory::{DirectoryError, DirectorySource, SkippedUser};
 use crate::group_ref::{GroupIndex, SharedGroupIndex};
+use crate::logging::ErrorChain;
 use crate::metrics::{Metrics, NoLabels, SyncErrorCause, SyncResult};
 use crate::model::{NewAuditEvent, SyncStatus, Timestamp};
 use crate::policy::roles::RoleMapping;
@@ -341,7 +342,7 @@ impl Syncer {
                 Ok(_) => {}
                 // Started meanwhile by this node or another: it reads the directory as it is now.
                 Err(SyncError::AlreadyRunning | SyncError::HeldElsewhere { .. }) => {}
-                Err(e) => log::warn!("requested directory sync did not run: {e}"),
+                Err(e) => log::warn!("requested directory sync did not run: {}", ErrorChain(&e)),
             }
         });
     }
@@ -378,7 +379,7 @@ impl Syncer {
                 self.metrics.sync_runs.inc(SyncResult::Success);
                 match self.store.quarantined_users().await {
                     Ok(users) => self.metrics.identity_conflicts.set(users.len() as f64),
-                    Err(e) => log::warn!("could not count quarantined users: {e}"),
+                    Err(e) => log::warn!("could not count quarantined users: {}", ErrorChain(&e)),
                 }
                 if let Ok(Some(success)) = outcome.as_ref().map(|status| status.last_success) {
                     self.metrics
@@ -438,7 +439,7 @@ impl Syncer {
                             renewing = false;
                         }
                         // The run itself will meet the same outage and report it.
-                        Err(e) => log::warn!("could not renew the directory sync lease: {e}"),
+                        Err(e) => log::warn!("could not renew the directory sync lease: {}", ErrorChain(&e)),
                     }
                 }
             }
@@ -447,7 +448,10 @@ impl Syncer {
             log::warn!("directory sync on node {node}: the store refused its writes: {lost}");
         }
         if let Err(e) = self.store.release_sync_lease(&fence).await {
-            log::warn!("could not release the directory sync lease (it lapses by itself): {e}");
+            log::warn!(
+                "could not release the directory sync lease (it lapses by itself): {}",
+                ErrorChain(&e)
+            );
         }
         result
     }
@@ -495,8 +499,9 @@ impl Syncer {
             Outcome::Failed { kind, error } => {
                 let message = error.to_string();
                 log::error!(
-                    "{kind} directory sync from {} failed: {message}",
-                    self.directory.describe()
+                    "{kind} directory sync from {} failed: {}",
+                    self.directory.describe(),
+                    ErrorChain(&error)
                 );
                 status.last_error = Some(message.clone());
                 status.deletions_refused = 0;

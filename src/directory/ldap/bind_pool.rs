@@ -78,7 +78,7 @@ impl BindPool {
         let _permit = match tokio::time::timeout(wait, self.permits.acquire()).await {
             Ok(Ok(permit)) => permit,
             Ok(Err(_)) | Err(_) => {
-                return Err(DirectoryError::Unavailable(format!(
+                return Err(DirectoryError::unavailable(format!(
                     "all {} password-check connections to {} stayed busy for {wait:?}",
                     self.size,
                     self.connector.url()
@@ -92,7 +92,7 @@ impl BindPool {
                     return Ok(outcome);
                 }
                 Attempt::Transport(LdapError::Timeout { .. }) => {
-                    return Err(DirectoryError::Unavailable(format!(
+                    return Err(DirectoryError::unavailable(format!(
                         "{}: password check timed out after {wait:?}",
                         self.connector.url()
                     )));
@@ -113,7 +113,7 @@ impl BindPool {
             }
             Attempt::Transport(e) => Err(self
                 .connector
-                .transport_error("checking a password by bind", &e)),
+                .transport_error("checking a password by bind", e)),
         }
     }
 

@@ -131,11 +131,8 @@ impl Connector {
         let (connection, ldap) = LdapConnAsync::with_settings(settings, &self.url)
             .await
             .map_err(|e| {
-                DirectoryError::Unavailable(format!(
-                    "cannot connect to {}: {}",
-                    self.url,
-                    describe(&e)
-                ))
+                let message = format!("cannot connect to {}: {}", self.url, describe(&e));
+                DirectoryError::unavailable_from(message, e)
             })?;
         let url = self.url.clone();
         tokio::spawn(async move {
@@ -158,11 +155,11 @@ impl Connector {
             .with_timeout(self.operation_timeout)
             .simple_bind(dn, password)
             .await
-            .map_err(|e| self.transport_error("binding as the service account", &e))?;
+            .map_err(|e| self.transport_error("binding as the service account", e))?;
         if result.rc == rc::SUCCESS {
             Ok(())
         } else {
-            Err(DirectoryError::Unavailable(format!(
+            Err(DirectoryError::unavailable(format!(
                 "{} refused the service account bind as {dn}: {}",
                 self.url,
                 describe_result(&result)
@@ -171,8 +168,9 @@ impl Connector {
     }
 
     /// Maps a transport-level failure (timeout, connection lost) while doing `what`.
-    pub fn transport_error(&self, what: &str, error: &LdapError) -> DirectoryError {
-        DirectoryError::Unavailable(format!("{} while {what}: {}", self.url, describe(error)))
+    pub fn transport_error(&self, what: &str, error: LdapError) -> DirectoryError {
+        let message = format!("{} while {what}: {}", self.url, describe(&error));
+        DirectoryError::unavailable_from(message, error)
     }
 
     /// Runs a subtree search with paged results, calling `on_entry` for every entry. Returns
@@ -230,14 +228,14 @@ impl Connector {
         let mut stream = ldap
             .streaming_search(base, Scope::Subtree, filter, attributes)
             .await
-            .map_err(|e| self.transport_error(&what, &e))?;
+            .map_err(|e| self.transport_error(&what, e))?;
         while let Some(item) = self.next_item(&mut stream, &what).await? {
             if item.is_ref() || item.is_intermediate() {
                 log::debug!("{what}: ignoring a referral or intermediate response");
                 continue;
             }
             let entry = decode_entry(item.0).map_err(|e| {
-                DirectoryError::Invalid(format!("{} returned a bad entry: {e}", self.url))
+                DirectoryError::invalid_from(format!("{} returned a bad entry: {e}", self.url), e)
             })?;
             on_entry(entry)?;
         }
@@ -268,7 +266,7 @@ impl Connector {
         let mut stream = ldap
             .streaming_search(base, Scope::Subtree, filter, attributes)
             .await
-            .map_err(|e| RefreshError::Directory(self.transport_error(&what, &e)))?;
+            .map_err(|e| RefreshError::Directory(self.transport_error(&what, e)))?;
         while let Some(item) = self
             .next_item(&mut stream, &what)
             .await
@@ -304,7 +302,7 @@ impl Connector {
             refresh.state(state);
             if changed {
                 let entry = decode_entry(item.0).map_err(|e| {
-                    RefreshError::Directory(DirectoryError::Invalid(format!(
+                    RefreshError::Directory(DirectoryError::invalid(format!(
                         "{} returned a bad entry: {e}",
                         self.url
                     )))
@@ -352,7 +350,7 @@ impl Connector {
             Ok(item) => Ok(item),
             Err(e) => {
                 let _ = stream.finish().await;
-                Err(self.transport_error(what, &e))
+                Err(self.transport_error(what, e))
             }
         }
     }
@@ -369,7 +367,7 @@ impl Connector {
             .with_timeout(self.operation_timeout)
             .search(dn, Scope::Base, "(objectClass=*)", attributes)
             .await
-            .map_err(|e| self.transport_error(&what, &e))?;
+            .map_err(|e| self.transport_error(&what, e))?;
         let (entries, done) = (result.0, result.1);
         if done.rc == rc::NO_SUCH_OBJECT {
             return Ok(None);
@@ -380,7 +378,7 @@ impl Connector {
             .find(|e| !e.is_ref() && !e.is_intermediate())
         {
             Some(entry) => decode_entry(entry.0).map(Some).map_err(|e| {
-                DirectoryError::Invalid(format!("{} returned a bad entry: {e}", self.url))
+                DirectoryError::invalid_from(format!("{} returned a bad entry: {e}", self.url), e)
             }),
             None => Ok(None),
         }
@@ -415,13 +413,13 @@ fn check_search_result(
     match result.rc {
         rc::SUCCESS => Ok(()),
         rc::SIZE_LIMIT_EXCEEDED | rc::TIME_LIMIT_EXCEEDED | rc::ADMIN_LIMIT_EXCEEDED => {
-            Err(DirectoryError::Incomplete(detail()))
+            Err(DirectoryError::incomplete(detail()))
         }
-        rc::NO_SUCH_OBJECT => Err(DirectoryError::Invalid(format!(
+        rc::NO_SUCH_OBJECT => Err(DirectoryError::invalid(format!(
             "{}; check the search base",
             detail()
         ))),
-        _ => Err(DirectoryError::Unavailable(detail())),
+        _ => Err(DirectoryError::unavailable(detail())),
     }
 }
 
@@ -485,7 +483,7 @@ fn client_config(ca_file: Option<&Path>, verify: bool) -> Result<ClientConfig, D
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| DirectoryError::Unavailable(format!("TLS setup failed: {e}")))?;
+        .map_err(|e| DirectoryError::unavailable_from(format!("TLS setup failed: {e}"), e))?;
     if !verify {
         return Ok(builder
             .dangerous()

@@ -37,12 +37,17 @@ impl LdapDirectory {
                 .enable_all()
                 .build()
                 .map_err(|e| {
-                    DirectoryError::Unavailable(format!("cannot start the directory reader: {e}"))
+                    DirectoryError::unavailable_from(
+                        format!("cannot start the directory reader: {e}"),
+                        e,
+                    )
                 })?;
             runtime.block_on(inner.full_batch())
         })
         .await
-        .map_err(|e| DirectoryError::Unavailable(format!("the directory reader failed: {e}")))??;
+        .map_err(|e| {
+            DirectoryError::unavailable_from(format!("the directory reader failed: {e}"), e)
+        })??;
         Ok(self.inner.install(batch, watermark).await)
     }
 }
@@ -61,12 +66,17 @@ impl LdapDirectory {
                 .enable_all()
                 .build()
                 .map_err(|e| {
-                    DirectoryError::Unavailable(format!("cannot start the directory reader: {e}"))
+                    DirectoryError::unavailable_from(
+                        format!("cannot start the directory reader: {e}"),
+                        e,
+                    )
                 })?;
             runtime.block_on(inner.streamed_batch(&out))
         })
         .await
-        .map_err(|e| DirectoryError::Unavailable(format!("the directory reader failed: {e}")))??;
+        .map_err(|e| {
+            DirectoryError::unavailable_from(format!("the directory reader failed: {e}"), e)
+        })??;
         let skipped_users = batch.skipped_users.clone();
         let streamed = if exact {
             // No member lists: the planner compares a group's own attributes, and the store
@@ -204,7 +214,7 @@ impl Inner {
                 self.settings.page_size,
                 |entry| {
                     self.newest_of(&entry, &mut newest);
-                    let mut group = self.schema.group(&entry).map_err(DirectoryError::Invalid)?;
+                    let mut group = self.schema.group(&entry).map_err(DirectoryError::invalid)?;
                     if let Some(next) = take_ranged_values(&entry, &member, &mut group)? {
                         ranged.push((groups.len(), next));
                     }
@@ -280,7 +290,7 @@ impl Inner {
                     )
                     .await?;
                 if !resolved.is_empty() && out.send(resolved).await.is_err() {
-                    return Err(DirectoryError::Unavailable(
+                    return Err(DirectoryError::unavailable(
                         "the sync stopped taking users".to_owned(),
                     ));
                 }
@@ -322,7 +332,7 @@ impl Inner {
                 .read_entry(ldap, &group.raw.dn, &request)
                 .await?
             else {
-                return Err(DirectoryError::Incomplete(format!(
+                return Err(DirectoryError::incomplete(format!(
                     "group {} disappeared while its members were read",
                     group.raw.dn
                 )));
@@ -330,7 +340,7 @@ impl Inner {
             match take_ranged_values(&entry, member, group)? {
                 Some(next) if next > start => start = next,
                 Some(_) => {
-                    return Err(DirectoryError::Incomplete(format!(
+                    return Err(DirectoryError::incomplete(format!(
                         "{} returned no progress reading the members of {}",
                         self.settings.url, group.raw.dn
                     )))
@@ -338,7 +348,7 @@ impl Inner {
                 None => return Ok(()),
             }
         }
-        Err(DirectoryError::Incomplete(format!(
+        Err(DirectoryError::incomplete(format!(
             "too many member ranges in {}",
             group.raw.dn
         )))
@@ -392,7 +402,7 @@ pub(super) fn check_unique_ids(
     );
     for (id, dn) in entries {
         if let Some(other) = ids.insert(id, dn) {
-            return Err(DirectoryError::Invalid(format!(
+            return Err(DirectoryError::invalid(format!(
                 "{dn} has the same id {id} as {other}"
             )));
         }
@@ -417,7 +427,7 @@ pub(super) fn take_ranged_values(
         };
         for value in &attribute.values {
             let text = std::str::from_utf8(value).map_err(|_| {
-                DirectoryError::Invalid(format!("{}: a {member} value is not UTF-8", entry.dn))
+                DirectoryError::invalid(format!("{}: a {member} value is not UTF-8", entry.dn))
             })?;
             group.raw.member_dns.push(text.to_owned());
         }

@@ -57,7 +57,7 @@ impl Inner {
     ) -> Result<UsnPosition, DirectoryError> {
         let url = &self.settings.url;
         let missing = |what: &str| {
-            DirectoryError::Invalid(format!(
+            DirectoryError::invalid(format!(
                 "{url} has no {what} in its root DSE (is it Active Directory?)"
             ))
         };
@@ -79,7 +79,7 @@ impl Inner {
             .await?
             .and_then(|entry| entry.values("invocationId").next().map(<[u8]>::to_vec))
             .ok_or_else(|| {
-                DirectoryError::Invalid(format!(
+                DirectoryError::invalid(format!(
                     "{url}: the domain controller's {service} has no invocationId"
                 ))
             })?;

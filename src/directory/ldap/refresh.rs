@@ -149,7 +149,7 @@ impl Inner {
         cookies: &Cookies,
         snapshot: &Snapshot,
     ) -> Result<(Batch, Removed, Cookies), RefreshError> {
-        let invalid = |e: String| RefreshError::Directory(DirectoryError::Invalid(e));
+        let invalid = |e: String| RefreshError::Directory(DirectoryError::invalid(e));
         let mut users = Vec::new();
         let mut skipped_users = HashSet::new();
         let mut undecoded = Vec::new();

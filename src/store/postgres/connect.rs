@@ -282,7 +282,7 @@ pub(crate) fn redact(url: &str) -> String {
 /// dropped when it comes back (`RecyclingMethod::Fast`), so after an outage the pool refills
 /// with fresh connections by itself.
 pub(crate) fn build_pool(settings: &PostgresSettings) -> Result<Pool, StoreError> {
-    let parsed = PostgresUrl::parse(&settings.url).map_err(StoreError::Unavailable)?;
+    let parsed = PostgresUrl::parse(&settings.url).map_err(StoreError::unavailable)?;
     let mut driver = parsed.driver;
     if let (false, Some(password)) = (driver.get_password().is_some(), &settings.password) {
         driver.password(password.as_bytes());
@@ -320,7 +320,7 @@ pub(crate) fn build_pool(settings: &PostgresSettings) -> Result<Pool, StoreError
             })
         }))
         .build()
-        .map_err(|e| StoreError::Unavailable(format!("building the PostgreSQL pool: {e}")))
+        .map_err(|e| StoreError::unavailable_from(format!("building the PostgreSQL pool: {e}"), e))
 }
 
 /// The `SET`s every new connection runs. `statement_timeout` bounds any statement (lock waits
@@ -341,7 +341,7 @@ fn tls_config(mode: SslMode, ca_file: Option<&Path>) -> Result<ClientConfig, Sto
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| StoreError::Unavailable(format!("TLS setup: {e}")))?;
+        .map_err(|e| StoreError::unavailable_from(format!("TLS setup: {e}"), e))?;
     let verify = match (mode, ca_file) {
         (SslMode::Disable | SslMode::Prefer, _) | (SslMode::Require, None) => None,
         (SslMode::Require, Some(_)) | (SslMode::VerifyCa, _) => Some(false),
@@ -353,7 +353,7 @@ fn tls_config(mode: SslMode, ca_file: Option<&Path>) -> Result<ClientConfig, Sto
             let roots = Arc::new(root_store(ca_file)?);
             let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
                 .build()
-                .map_err(|e| StoreError::Unavailable(format!("TLS setup: {e}")))?;
+                .map_err(|e| StoreError::unavailable_from(format!("TLS setup: {e}"), e))?;
             if check_name {
                 webpki
             } else {

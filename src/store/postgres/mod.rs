@@ -25,6 +25,7 @@ mod schema;
 #[cfg(test)]
 mod tests;
 
+use crate::logging::ErrorChain;
 use crate::model::{WebCeremony, WebSession};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -64,48 +65,35 @@ type Param<'a> = &'a (dyn ToSql + Sync);
 /// may work; constraint failures, too, are conditions of the moment, as on SQLite).
 pub(crate) fn map_err(err: tokio_postgres::Error) -> StoreError {
     if let Some(db) = err.as_db_error() {
-        return StoreError::Unavailable(format!(
+        let message = format!(
             "PostgreSQL refused the request: {} (SQLSTATE {})",
             db.message(),
             db.code().code()
-        ));
+        );
+        return StoreError::unavailable_from(message, err);
     }
     if err.is_closed() {
-        return StoreError::Unavailable("the connection to PostgreSQL was lost".to_owned());
+        return StoreError::unavailable_from("the connection to PostgreSQL was lost", err);
     }
-    StoreError::Unavailable(format!("PostgreSQL can't be reached: {err}"))
+    StoreError::unavailable_from(format!("PostgreSQL can't be reached: {err}"), err)
 }
 
 fn pool_err(err: PoolError) -> StoreError {
     match err {
-        PoolError::Timeout(_) => StoreError::Unavailable(
+        PoolError::Timeout(_) => StoreError::unavailable(
             "PostgreSQL can't be reached: timed out waiting for a connection".to_owned(),
         ),
         PoolError::Backend(e) => {
-            StoreError::Unavailable(format!("PostgreSQL can't be reached: {}", source_chain(&e)))
+            let message = format!("PostgreSQL can't be reached: {}", ErrorChain(&e));
+            StoreError::unavailable_from(message, e)
         }
         PoolError::PostCreateHook(e) => {
-            StoreError::Unavailable(format!("PostgreSQL session setup failed: {e}"))
+            StoreError::unavailable_from(format!("PostgreSQL session setup failed: {e}"), e)
         }
         PoolError::Closed | PoolError::NoRuntimeSpecified => {
-            StoreError::Unavailable("the PostgreSQL connection pool is closed".to_owned())
+            StoreError::unavailable("the PostgreSQL connection pool is closed".to_owned())
         }
     }
-}
-
-/// "error connecting to server: Connection refused (os error 111)": the error and its causes.
-fn source_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// The PostgreSQL [`Store`].
@@ -236,7 +224,7 @@ impl PostgresStore {
         ]
         .into_iter()
         .find(|k| k.as_str() == kind)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown method kind {kind:?}")))?;
+        .ok_or_else(|| StoreError::corrupt(format!("unknown method kind {kind:?}")))?;
         Ok(Some((rows::col(row, 0)?, kind, rows::col(row, 2)?)))
     }
 
@@ -266,7 +254,10 @@ impl PostgresStore {
             Err(e) => {
                 let err = pool_err(e);
                 if self.reachable.swap(false, Ordering::Relaxed) {
-                    log::error!("{err}; requests that need the store fail until it is back");
+                    log::error!(
+                        "{}; requests that need the store fail until it is back",
+                        ErrorChain(&err)
+                    );
                 }
                 Err(err)
             }
@@ -373,7 +364,7 @@ fn lease_state(row: &Row) -> Result<(String, u64, bool), StoreError> {
 
 fn epoch(row: &Row, index: usize) -> Result<u64, StoreError> {
     let epoch: i64 = rows::col(row, index)?;
-    u64::try_from(epoch).map_err(|_| StoreError::Corrupt(format!("sync lease epoch {epoch}")))
+    u64::try_from(epoch).map_err(|_| StoreError::corrupt(format!("sync lease epoch {epoch}")))
 }
 
 /// A lease row read as `holder, expires, epoch`.
@@ -825,7 +816,7 @@ impl Store for PostgresStore {
                 return Ok(SyncLeaseOutcome::HeldElsewhere(lease(row)?));
             }
         }
-        Err(StoreError::Unavailable(
+        Err(StoreError::unavailable(
             "the directory sync lease changed hands too quickly; try again".to_owned(),
         ))
     }

@@ -58,12 +58,12 @@ pub(crate) use crate::store::codec::{from_json, parse_kind, parse_result, result
 /// One column, its decoding failure reported as corruption.
 pub(crate) fn col<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> Result<T, StoreError> {
     row.try_get(index)
-        .map_err(|e| StoreError::Corrupt(format!("column {index}: {e}")))
+        .map_err(|e| StoreError::corrupt_from(format!("column {index}: {e}"), e))
 }
 
 fn minutes(row: &Row, index: usize) -> Result<u32, StoreError> {
     let value: i64 = col(row, index)?;
-    u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("lifetime out of range: {value}")))
+    u32::try_from(value).map_err(|_| StoreError::corrupt(format!("lifetime out of range: {value}")))
 }
 
 /// Columns a [`User`] is read from, in this order: an array of group ids at 7, the identity
@@ -102,7 +102,7 @@ pub(crate) fn user_with_group_refs(row: &Row) -> Result<(User, Vec<GroupRef>), S
     let dns: Vec<String> = col(row, 14)?;
     let names: Vec<String> = col(row, 15)?;
     if ids.len() != dns.len() || ids.len() != names.len() {
-        return Err(StoreError::Corrupt(format!(
+        return Err(StoreError::corrupt(format!(
             "the group columns of user {} have different lengths",
             user.id
         )));
@@ -190,7 +190,7 @@ pub(crate) fn audit_event(row: &Row) -> Result<AuditEvent, StoreError> {
             result: parse_result(&result)?,
             reason_code: col(row, 6)?,
             channel: Channel::parse(&channel)
-                .ok_or_else(|| StoreError::Corrupt(format!("unknown channel {channel:?}")))?,
+                .ok_or_else(|| StoreError::corrupt(format!("unknown channel {channel:?}")))?,
             source_address: col(row, 8)?,
             details: from_json("audit details", &details)?,
         },
@@ -348,7 +348,7 @@ pub(crate) fn web_session(row: &Row) -> Result<WebSession, StoreError> {
         created: col(row, 2)?,
         expires: col(row, 3)?,
         auth_method: WebAuthMethod::parse(&method)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown web auth method {method:?}")))?,
+            .ok_or_else(|| StoreError::corrupt(format!("unknown web auth method {method:?}")))?,
         tap_id: col(row, 5)?,
         tap_expires: col(row, 6)?,
         registration_deadline: col(row, 7)?,
@@ -366,7 +366,7 @@ pub(crate) fn web_ceremony(row: &Row) -> Result<WebCeremony, StoreError> {
     Ok(WebCeremony {
         id: col(row, 0)?,
         kind: CeremonyKind::parse(&kind)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown ceremony kind {kind:?}")))?,
+            .ok_or_else(|| StoreError::corrupt(format!("unknown ceremony kind {kind:?}")))?,
         session_id_hash: col(row, 2)?,
         state: col(row, 3)?,
         created: col(row, 4)?,

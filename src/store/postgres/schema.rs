@@ -71,16 +71,16 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     for row in &applied {
         let version: i64 = row
             .try_get(0)
-            .map_err(|e| StoreError::Corrupt(format!("schema_migrations.version: {e}")))?;
+            .map_err(|e| StoreError::corrupt_from(format!("schema_migrations.version: {e}"), e))?;
         let name: String = row
             .try_get(1)
-            .map_err(|e| StoreError::Corrupt(format!("schema_migrations.name: {e}")))?;
+            .map_err(|e| StoreError::corrupt_from(format!("schema_migrations.name: {e}"), e))?;
         if let Some((expected, _)) = usize::try_from(version - 1)
             .ok()
             .and_then(|i| MIGRATIONS.get(i))
         {
             if *expected != name {
-                return Err(StoreError::Corrupt(format!(
+                return Err(StoreError::corrupt(format!(
                     "not a tapd database: schema_migrations names migration {version} {name:?}, \
                      tapd's is {expected:?}"
                 )));
@@ -95,7 +95,7 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
         });
     }
     if found < 0 || usize::try_from(found).ok() != Some(applied.len()) {
-        return Err(StoreError::Corrupt(format!(
+        return Err(StoreError::corrupt(format!(
             "schema_migrations is inconsistent: {} rows up to version {found}",
             applied.len()
         )));

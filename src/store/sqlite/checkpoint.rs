@@ -83,7 +83,10 @@ fn checkpoint(conn: &Connection) {
             log::trace!("SQLite checkpoint: {copied} of {logged} log frames copied");
         }
         // Nothing is lost: the frames stay in the log, and the next checkpoint copies them.
-        Err(e) => log::warn!("SQLite WAL checkpoint failed (retried after the next write): {e}"),
+        Err(e) => log::warn!(
+            "SQLite WAL checkpoint failed (retried after the next write): {}",
+            crate::logging::ErrorChain(&e)
+        ),
     }
 }
 

@@ -72,11 +72,13 @@ pub(crate) fn map_err(err: rusqlite::Error) -> StoreError {
                 None => ffi.to_string(),
             };
             match ffi.code {
-                ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => StoreError::Corrupt(detail),
+                ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => {
+                    StoreError::corrupt_from(detail, ffi)
+                }
                 // Busy, Locked, CannotOpen, SystemIoFailure, DiskFull, ReadOnly,
                 // PermissionDenied, OutOfMemory, and constraint failures (e.g. a TAP for a user
                 // a concurrent sync just deleted) are conditions of the moment, not of the data.
-                _ => StoreError::Unavailable(detail),
+                _ => StoreError::unavailable_from(detail, ffi),
             }
         }
         E::FromSqlConversionFailure(..)
@@ -85,13 +87,13 @@ pub(crate) fn map_err(err: rusqlite::Error) -> StoreError {
         | E::InvalidColumnType(..)
         | E::InvalidColumnIndex(..)
         | E::InvalidColumnName(..)
-        | E::QueryReturnedNoRows => StoreError::Corrupt(err.to_string()),
-        other => StoreError::Unavailable(other.to_string()),
+        | E::QueryReturnedNoRows => StoreError::corrupt_from(err.to_string(), err),
+        other => StoreError::unavailable_from(other.to_string(), other),
     }
 }
 
 fn join_err(err: tokio::task::JoinError) -> StoreError {
-    StoreError::Unavailable(format!("store task failed: {err}"))
+    StoreError::unavailable_from(format!("store task failed: {err}"), err)
 }
 
 /// A read connection on loan from the pool; goes back when dropped, even if the closure using
@@ -126,7 +128,7 @@ impl ReadPool {
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| StoreError::Unavailable("read pool closed".to_owned()))?;
+            .map_err(|_| StoreError::unavailable("read pool closed".to_owned()))?;
         let conn = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         match conn {
             Some(conn) => Ok(PooledReader {
@@ -135,7 +137,7 @@ impl ReadPool {
                 _permit: permit,
             }),
             // One permit per connection, so a permit without a connection means one was lost.
-            None => Err(StoreError::Unavailable(
+            None => Err(StoreError::unavailable(
                 "no read connection available".to_owned(),
             )),
         }
@@ -333,7 +335,7 @@ impl SqliteStore {
                 let mut reader = pool.acquire().await?;
                 tokio::task::spawn_blocking(move || match reader.conn.as_mut() {
                     Some(conn) => f(conn),
-                    None => Err(StoreError::Unavailable("read connection lost".to_owned())),
+                    None => Err(StoreError::unavailable("read connection lost".to_owned())),
                 })
                 .await
                 .map_err(join_err)?
@@ -358,7 +360,7 @@ fn prepare_file(path: &Path) -> Result<(), StoreError> {
                 .mode(0o700)
                 .create(parent)
                 .map_err(|e| {
-                    StoreError::Unavailable(format!("creating {}: {e}", parent.display()))
+                    StoreError::unavailable_from(format!("creating {}: {e}", parent.display()), e)
                 })?;
         }
     }
@@ -370,10 +372,10 @@ fn prepare_file(path: &Path) -> Result<(), StoreError> {
     {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(StoreError::Unavailable(format!(
-            "creating {}: {e}",
-            path.display()
-        ))),
+        Err(e) => Err(StoreError::unavailable_from(
+            format!("creating {}: {e}", path.display()),
+            e,
+        )),
     }
 }
 
@@ -448,7 +450,7 @@ fn method_kind(kind: &str) -> Result<crate::model::MethodKind, StoreError> {
     [MethodKind::Fido2, MethodKind::SoftwareOath]
         .into_iter()
         .find(|k| k.as_str() == kind)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown method kind {kind:?}")))
+        .ok_or_else(|| StoreError::corrupt(format!("unknown method kind {kind:?}")))
 }
 
 fn insert_audit(tx: &Transaction<'_>, event: &NewAuditEvent) -> Result<(), StoreError> {
@@ -539,7 +541,7 @@ fn check_fence(tx: &Transaction<'_>, fence: &SyncFence) -> Result<(), StoreError
 
 fn lease_from(holder: String, epoch: u64, expires_ms: i64) -> Result<SyncLease, StoreError> {
     let expires = chrono::DateTime::from_timestamp_millis(expires_ms)
-        .ok_or_else(|| StoreError::Corrupt(format!("sync lease expiry {expires_ms}")))?;
+        .ok_or_else(|| StoreError::corrupt(format!("sync lease expiry {expires_ms}")))?;
     Ok(SyncLease {
         holder,
         expires,

@@ -22,7 +22,7 @@ pub(crate) fn to_micros(t: Timestamp) -> i64 {
 /// The inverse of [`to_micros`].
 pub(crate) fn from_micros(micros: i64) -> Result<Timestamp, StoreError> {
     DateTime::from_timestamp_micros(micros)
-        .ok_or_else(|| StoreError::Corrupt(format!("timestamp out of range: {micros}")))
+        .ok_or_else(|| StoreError::corrupt(format!("timestamp out of range: {micros}")))
 }
 
 fn opt_from_micros(micros: Option<i64>) -> Result<Option<Timestamp>, StoreError> {
@@ -144,7 +144,7 @@ pub(crate) fn audit_event(row: &Row<'_>) -> Result<AuditEvent, StoreError> {
             result: parse_result(&result)?,
             reason_code: col(row, 6)?,
             channel: Channel::parse(&channel)
-                .ok_or_else(|| StoreError::Corrupt(format!("unknown channel {channel:?}")))?,
+                .ok_or_else(|| StoreError::corrupt(format!("unknown channel {channel:?}")))?,
             source_address: col(row, 8)?,
             details: from_json("audit details", &details)?,
         },
@@ -164,7 +164,7 @@ pub(crate) fn web_session(row: &Row<'_>) -> Result<WebSession, StoreError> {
         created: from_micros(col(row, 2)?)?,
         expires: from_micros(col(row, 3)?)?,
         auth_method: WebAuthMethod::parse(&method)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown web auth method {method:?}")))?,
+            .ok_or_else(|| StoreError::corrupt(format!("unknown web auth method {method:?}")))?,
         tap_id: col(row, 5)?,
         tap_expires: opt_from_micros(col(row, 6)?)?,
         registration_deadline: opt_from_micros(col(row, 7)?)?,
@@ -182,7 +182,7 @@ pub(crate) fn web_ceremony(row: &Row<'_>) -> Result<WebCeremony, StoreError> {
     Ok(WebCeremony {
         id: col(row, 0)?,
         kind: CeremonyKind::parse(&kind)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown ceremony kind {kind:?}")))?,
+            .ok_or_else(|| StoreError::corrupt(format!("unknown ceremony kind {kind:?}")))?,
         session_id_hash: col(row, 2)?,
         state: col(row, 3)?,
         created: from_micros(col(row, 4)?)?,

@@ -40,7 +40,7 @@ pub(crate) fn configure_writer(
         .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
         .map_err(map_err)?;
     if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
-        return Err(StoreError::Unavailable(format!(
+        return Err(StoreError::unavailable(format!(
             "could not switch the database to WAL mode (it is in {mode} mode)"
         )));
     }
@@ -86,7 +86,7 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         .query_row("PRAGMA application_id", [], |row| row.get(0))
         .map_err(map_err)?;
     if application_id != 0 && application_id != APPLICATION_ID {
-        return Err(StoreError::Corrupt(format!(
+        return Err(StoreError::corrupt(format!(
             "not a tapd database (application_id {application_id:#x})"
         )));
     }
@@ -97,7 +97,7 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         });
     }
     if found < 0 {
-        return Err(StoreError::Corrupt(format!(
+        return Err(StoreError::corrupt(format!(
             "negative schema version {found}"
         )));
     }
