@@ -5,6 +5,9 @@
 //! `JoinSet`. Every long-running loop is spawned through `Heartbeats::supervise`.
 //!
 //! The only module that knows every concrete type. May use `anyhow` for context.
+//!
+//! Over 800 lines on purpose: the composition root wires every listener and loop in start-up
+//! order, and the order (bind, notify, watchdog, shutdown) is the thing to read in one place.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,6 +3,9 @@
 //!
 //! May depend on: `admin::client`, `admin::graph` (for formats). Talks to the daemon only
 //! through the socket, never to the store.
+//!
+//! Over 800 lines on purpose: one verb per admin route, each a few lines of arguments and a
+//! table; they read best side by side with the clap definitions they render.
 
 use std::io::Write;
 use std::path::PathBuf;

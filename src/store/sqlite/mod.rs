@@ -18,6 +18,10 @@
 //!
 //! May depend on: `model`, `store`. The schema and its migrations live in `schema`, row
 //! decoding in `rows`.
+//!
+//! Over 800 lines on purpose: the one `impl Store` block, method for method in the trait's
+//! order, so that it can be read against the PostgreSQL backend; the schema, rows, identity
+//! and checkpoint code already live in their own files.
 
 mod checkpoint;
 mod identity;
