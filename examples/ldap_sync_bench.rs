@@ -17,9 +17,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use tapd::clock::SystemClock;
 use tapd::config::{DirectoryPreset, LdapTransport, Secret};
 use tapd::directory::ldap::{LdapDirectory, LdapSettings};
-use tapd::directory::sync::DeletionGuard;
 use tapd::store::sqlite::SqliteStore;
 use tapd::store::Store;
+use tapd::sync::plan::DeletionGuard;
 use tapd::sync::{SyncOptions, Syncer};
 
 #[derive(Parser)]
@@ -118,7 +118,7 @@ async fn main() {
         let users = scratch.users(None).await.expect("users");
         let groups = scratch.groups().await.expect("groups");
         phase("store read");
-        let plan = tapd::directory::sync::plan_sync(&users, &groups, &contents);
+        let plan = tapd::sync::plan::plan_sync(&users, &groups, &contents);
         phase("plan");
         let fence = scratch
             .try_sync_lease("bench", Duration::from_secs(60))
@@ -132,7 +132,7 @@ async fn main() {
         let users = scratch.users(None).await.expect("users");
         let groups = scratch.groups().await.expect("groups");
         phase("store read (100k)");
-        let plan = tapd::directory::sync::plan_sync(&users, &groups, &contents);
+        let plan = tapd::sync::plan::plan_sync(&users, &groups, &contents);
         phase("plan (no change)");
         drop((users, groups, plan, contents));
         let _ = std::fs::remove_file(&scratch_path);

@@ -7,6 +7,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// The fixed id Graph gives the password method (the same in every tenant).
+pub const PASSWORD_METHOD_ID: &str = "28c10230-6103-485e-b985-444c60001490";
+
 /// A point in time, always UTC.
 pub type Timestamp = DateTime<Utc>;
 

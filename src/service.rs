@@ -32,10 +32,13 @@ use crate::model::{
     StoredTap, SyncStatus, TapPolicy, Timestamp, User,
 };
 use crate::policy::roles::{authorize, Actor, AdminAction, AdminRole, RoleMapping, TargetUser};
-use crate::policy::{self, CreateTapRequest, PolicyPatch, UsabilityReason};
+use crate::policy::{self, UsabilityReason};
 use crate::store::{Cause, Store, StoreError};
 use crate::sync::{SyncOptions, Syncer};
 use crate::tapcode::{self, HashError, Hasher};
+
+/// The request types of the admin operations, part of this service's API.
+pub use crate::policy::{CreateTapRequest, PolicyPatch};
 
 /// Entra's activity names, used in audit events and logs.
 pub mod activity {
@@ -786,7 +789,7 @@ impl AdminSession {
     /// Deletes a registered method (or, given the TAP's id, the TAP).
     pub async fn delete_method(&self, user_key: &str, method_id: &str) -> Result<()> {
         let (user, groups) = self.find_user_with_groups(user_key).await?;
-        if method_id == crate::admin::graph::PASSWORD_METHOD_ID {
+        if method_id == crate::model::PASSWORD_METHOD_ID {
             return Err(ServiceError::BadRequest(
                 "the directory password can't be deleted here; change it in the directory".into(),
             ));

@@ -21,10 +21,10 @@ use serde_json::{json, Value};
 use tapd::admin::client::AdminClient;
 use tapd::clock::{Clock, ManualClock};
 use tapd::directory::ldif::LdifDirectory;
-use tapd::directory::sync::DeletionGuard;
 use tapd::model::{AuditResult, Channel, NewAuditEvent, SyncStatus};
 use tapd::store::postgres::{PostgresSettings, PostgresStore};
 use tapd::store::{Store, StoreError};
+use tapd::sync::plan::DeletionGuard;
 use tapd::sync::{SyncError, SyncOptions, Syncer};
 
 use postgres_cluster::PostgresCluster;

@@ -10,8 +10,7 @@ use crate::model::{
 };
 use crate::service::{TapDetails, UserDetails, UserMethods};
 
-/// The fixed id Graph uses for the password method.
-pub const PASSWORD_METHOD_ID: &str = "28c10230-6103-485e-b985-444c60001490";
+pub use crate::model::PASSWORD_METHOD_ID;
 
 /// A timestamp as Graph writes it: RFC 3339, UTC, `Z`.
 pub fn time(t: &Timestamp) -> String {

@@ -32,8 +32,8 @@ pub use super::error::ApiError;
 use super::error::{method_not_allowed, not_found};
 use super::graph;
 use crate::model::AuditFilter;
-use crate::policy::{CreateTapRequest, PolicyPatch};
 use crate::service::{AdminSession, Caller, ServiceError, TapService};
+use crate::service::{CreateTapRequest, PolicyPatch};
 
 /// Largest request body accepted (the biggest legitimate one is a policy with many targets).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;

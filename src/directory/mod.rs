@@ -19,10 +19,6 @@ pub mod ldap;
 pub mod ldif;
 pub mod password;
 
-/// The sync plan moved to the service layer as [`crate::sync::plan`]; this path stays for
-/// the callers that still name it (the daemon and the tests) until they move.
-pub use crate::sync::plan as sync;
-
 use async_trait::async_trait;
 
 pub use crate::logging::Cause;
@@ -63,7 +59,7 @@ pub struct DirectoryChanges {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StreamedContents {
     /// Groups. Member lists may be left empty: the planner compares a group's own attributes
-    /// ([`sync::plan_groups`]), and the stores derive members from the users' group ids.
+    /// ([`crate::sync::plan::plan_groups`]), and the stores derive members from the users' group ids.
     pub groups: Vec<Group>,
     /// `Some` when users were handed over with memberships that a later entry changed: every
     /// user again, with its final effective group ids, to be planned again.

@@ -81,7 +81,7 @@ impl StoreError {
 }
 
 /// The directory as seen by one sync run, and the changes to bring the store in line with it.
-/// Computed as a pure plan (see `crate::directory::sync`), applied in one transaction.
+/// Computed as a pure plan (see `crate::sync::plan`), applied in one transaction.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SyncPlan {
     /// Users to insert or replace (by id), including their effective group ids.

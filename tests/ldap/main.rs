@@ -26,7 +26,6 @@ use ldap3::Mod;
 use tapd::clock::SystemClock;
 use tapd::config::{DirectoryPreset, LdapTransport, Secret};
 use tapd::directory::ldap::{LdapDirectory, LdapSettings};
-use tapd::directory::sync::DeletionGuard;
 use tapd::directory::{DirectoryError, DirectorySource, PasswordCheck};
 use tapd::model::{
     AuditFilter, ExcludeTarget, IncludeTarget, PolicyState, TapPolicy, TargetType, User,
@@ -35,6 +34,7 @@ use tapd::policy::{in_scope, AdminRole, RoleMapping};
 use tapd::service::{Caller, ServiceSettings, TapService};
 use tapd::store::sqlite::SqliteStore;
 use tapd::store::Store;
+use tapd::sync::plan::DeletionGuard;
 use tapd::sync::SyncOptions;
 use tapd::tapcode::Hasher;
 

@@ -91,7 +91,7 @@ impl Site {
             },
             SyncOptions {
                 interval: Duration::from_secs(3600),
-                guard: tapd::directory::sync::DeletionGuard::default(),
+                guard: tapd::sync::plan::DeletionGuard::default(),
                 node: "web-test".to_owned(),
             },
         ));
