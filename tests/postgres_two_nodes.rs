@@ -34,16 +34,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::Request;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use tokio::net::TcpStream;
 
 use postgres_cluster::PostgresCluster;
 use support::config::{repo_path, require_tool, write_private, ConfigFile};
 use support::daemon::Launch;
+use support::http::{http, Answer};
 use support::tapctl::Tapctl;
 
 const RADIUS_SECRET: &str = "radius-test-secret-0123456789";
@@ -229,45 +228,6 @@ fn radius_reply(server: SocketAddr, user: &str, password: &str) -> Option<String
         .into_iter()
         .find(|code| text.contains(&format!("Received {code}")))
         .map(str::to_owned)
-}
-
-/// What the web answered.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: hyper::HeaderMap,
-    body: String,
-}
-
-impl Answer {
-    /// The value a `Set-Cookie` header gives `name`.
-    fn cookie(&self, name: &str) -> Option<String> {
-        self.headers
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(|c| c.strip_prefix(&format!("{name}=")))
-            .and_then(|rest| rest.split(';').next())
-            .map(str::to_owned)
-    }
-}
-
-/// One plain-HTTP request to `addr` on a fresh connection.
-async fn http(addr: SocketAddr, request: Request<Full<Bytes>>) -> Answer {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let response = sender.send_request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Answer {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
 }
 
 fn form_encode(pairs: &[(&str, &str)]) -> String {

@@ -27,13 +27,24 @@ fn start() -> Tapd {
 /// Sends `head` at once, then `trickle` one byte a second from another thread, and returns
 /// how long until the server closed the connection (reads see EOF or a reset).
 fn time_until_closed(server: SocketAddr, head: &str, trickle: &'static [u8]) -> Duration {
-    let mut stream = TcpStream::connect(server).unwrap();
+    let stream = TcpStream::connect(server).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
+    let writer = stream.try_clone().unwrap();
+    time_until_stream_closed(stream, writer, head, trickle)
+}
+
+/// [`time_until_closed`] on a connected stream of any kind (TCP, Unix): `writer` is a clone of
+/// `stream` for the trickling thread.
+fn time_until_stream_closed<S: Read + Write + Send + 'static>(
+    mut stream: S,
+    mut writer: S,
+    head: &str,
+    trickle: &'static [u8],
+) -> Duration {
     let started = Instant::now();
     stream.write_all(head.as_bytes()).unwrap();
-    let mut writer = stream.try_clone().unwrap();
     let trickler = std::thread::spawn(move || {
         for byte in trickle {
             std::thread::sleep(Duration::from_secs(1));
@@ -43,10 +54,9 @@ fn time_until_closed(server: SocketAddr, head: &str, trickle: &'static [u8]) -> 
         }
     });
     let mut buffer = [0u8; 4096];
-    loop {
-        match stream.read(&mut buffer) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
+    while let Ok(len) = stream.read(&mut buffer) {
+        if len == 0 {
+            break;
         }
     }
     let elapsed = started.elapsed();
@@ -150,30 +160,12 @@ fn a_stalling_admin_client_is_disconnected_at_the_connection_deadline() {
             "PATCH {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 30\r\n\r\n"
         ),
     ] {
-        let mut stream = UnixStream::connect(tapd.socket()).unwrap();
+        let stream = UnixStream::connect(tapd.socket()).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
-        let started = Instant::now();
-        stream.write_all(head.as_bytes()).unwrap();
-        let mut writer = stream.try_clone().unwrap();
-        let trickler = std::thread::spawn(move || {
-            for byte in SLOW {
-                std::thread::sleep(Duration::from_secs(1));
-                if writer.write_all(&[*byte]).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut buffer = [0u8; 4096];
-        while let Ok(len) = stream.read(&mut buffer) {
-            if len == 0 {
-                break;
-            }
-        }
-        let elapsed = started.elapsed();
-        drop(stream);
-        trickler.join().unwrap();
+        let writer = stream.try_clone().unwrap();
+        let elapsed = time_until_stream_closed(stream, writer, &head, SLOW);
         assert!(
             elapsed < Duration::from_secs(3) + SLACK,
             "the admin connection stayed {elapsed:?}: {head:?}"

@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod http;
 pub mod metrics;
 pub mod postgres;
 pub mod slapd;

@@ -5,16 +5,15 @@
 
 use axum::http::StatusCode;
 use chrono::Duration;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::Request;
-use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tapd::model::{AuditFilter, NewAuditEvent};
-use tokio::net::TcpStream;
 
 use crate::authenticator::SoftAuthenticator;
 use crate::harness::{form_encode, Browser, Site, Tapd, PUBLIC_URL};
+use crate::support::http::{http, Answer};
 
 async fn sign_in_events(site: &Site) -> Vec<NewAuditEvent> {
     site.service
@@ -262,27 +261,8 @@ async fn passkey_ceremonies_are_limited_per_address_and_expire() {
     assert_ne!(stale.status, StatusCode::OK);
 }
 
-struct Plain {
-    status: u16,
-    headers: hyper::HeaderMap,
-    body: String,
-}
-
-async fn plain(tapd: &Tapd, request: Request<Full<Bytes>>) -> Plain {
-    let tcp = TcpStream::connect(tapd.web_addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let response = sender.send_request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Plain {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
+async fn plain(tapd: &Tapd, request: Request<Full<Bytes>>) -> Answer {
+    http(tapd.web_addr, request).await
 }
 
 fn vm_rss_kib(pid: u32) -> u64 {

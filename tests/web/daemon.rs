@@ -4,10 +4,9 @@
 
 use std::sync::Arc;
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::Request;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
@@ -15,12 +14,7 @@ use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
 use crate::harness::{form_encode, Tapd};
-
-struct Answer {
-    status: u16,
-    headers: hyper::HeaderMap,
-    body: String,
-}
+use crate::support::http::{send, Answer};
 
 async fn https(tapd: &Tapd, roots: &RootCertStore, request: Request<Full<Bytes>>) -> Answer {
     let config = ClientConfig::builder_with_provider(Arc::new(
@@ -35,19 +29,7 @@ async fn https(tapd: &Tapd, roots: &RootCertStore, request: Request<Full<Bytes>>
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let response = sender.send_request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Answer {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
+    send(tls, request).await
 }
 
 fn cookies(headers: &hyper::HeaderMap) -> Vec<String> {

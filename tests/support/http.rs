@@ -1,0 +1,57 @@
+//! One HTTP/1.1 request on a fresh connection, read whole: over plain TCP ([`http`]) or any
+//! stream the test has opened itself, such as a TLS session ([`send`]).
+
+use std::net::SocketAddr;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+/// What the server answered.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    /// The value a `Set-Cookie` header gives `name`.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|c| c.strip_prefix(&format!("{name}=")))
+            .and_then(|rest| rest.split(';').next())
+            .map(str::to_owned)
+    }
+}
+
+/// Sends `request` over `stream` (already connected, and wrapped in TLS where needed).
+pub async fn send<S>(stream: S, request: Request<Full<Bytes>>) -> Answer
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Answer {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// One plain-HTTP request to `addr` on a fresh connection.
+pub async fn http(addr: SocketAddr, request: Request<Full<Bytes>>) -> Answer {
+    send(TcpStream::connect(addr).await.unwrap(), request).await
+}
