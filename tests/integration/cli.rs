@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 use super::harness::{run_bounded, CommandRun, Tapd, Who};
+use crate::support::config::ConfigFile;
 
 const TAPD: &str = env!("CARGO_BIN_EXE_tapd");
 const TAPCTL: &str = env!("CARGO_BIN_EXE_tapctl");
@@ -103,32 +104,14 @@ fn check_config_refuses_a_world_readable_secret_file() {
     let secret = dir.path().join("radius.secret");
     std::fs::write(&secret, "a-long-enough-radius-secret").unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let config = dir.path().join("tapd.toml");
-    std::fs::write(
-        &config,
-        r#"
-[store]
-url = "sqlite:tapd.db"
-
-[directory]
-url = "file:directory.ldif"
-
-[admin]
-socket = "admin.sock"
-
-[radius]
-listen = ["127.0.0.1:0"]
-
-[[radius.clients]]
-name = "vpn"
-address = "127.0.0.1"
-secret_file = "radius.secret"
-
-[metrics]
-enabled = false
-"#,
-    )
-    .unwrap();
+    let config = ConfigFile::new()
+        .store("sqlite:tapd.db")
+        .string("directory", "url", "file:directory.ldif")
+        .string("admin", "socket", "admin.sock")
+        .radius_on_loopback("0s")
+        .radius_client("vpn", "127.0.0.1", &secret)
+        .no_metrics()
+        .write(&dir.path().join("tapd.toml"));
     let config = config.to_string_lossy().into_owned();
     let out = run(TAPD, &["check-config", "--config", &config]);
     assert_eq!(out.code(), Some(1), "{out}");
