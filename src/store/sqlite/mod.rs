@@ -449,14 +449,6 @@ fn method_owner(
         .map_err(map_err)
 }
 
-fn method_kind(kind: &str) -> Result<crate::model::MethodKind, StoreError> {
-    use crate::model::MethodKind;
-    [MethodKind::Fido2, MethodKind::SoftwareOath]
-        .into_iter()
-        .find(|k| k.as_str() == kind)
-        .ok_or_else(|| StoreError::corrupt(format!("unknown method kind {kind:?}")))
-}
-
 fn insert_audit(tx: &Transaction<'_>, event: &NewAuditEvent) -> Result<(), StoreError> {
     let details = rows::to_json(&event.details)?;
     tx.prepare_cached(
@@ -1309,7 +1301,7 @@ impl Store for SqliteStore {
             };
             let data = seal::seal_method_data(
                 sealer.as_deref(),
-                method_kind(&kind)?,
+                crate::store::codec::parse_kind(&kind)?,
                 &user_id,
                 &method_id,
                 &data,
@@ -1373,7 +1365,7 @@ impl Store for SqliteStore {
             }
             let data = seal::seal_method_data(
                 sealer.as_deref(),
-                method_kind(&kind)?,
+                crate::store::codec::parse_kind(&kind)?,
                 &user_id,
                 &method_id,
                 &data,
