@@ -278,8 +278,8 @@ impl SqliteStore {
         Ok(self)
     }
 
-    fn sealer(&self) -> Option<Arc<Sealer>> {
-        self.secrets.clone()
+    fn sealer(&self) -> Option<&Sealer> {
+        self.secrets.as_deref()
     }
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer; commits when it returns
@@ -1253,7 +1253,7 @@ impl Store for SqliteStore {
             .await?;
         let sealer = self.sealer();
         for method in &mut methods {
-            seal::open_method(sealer.as_deref(), method)?;
+            seal::open_method(sealer, method)?;
         }
         Ok(methods)
     }
@@ -1265,7 +1265,7 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let (mut method, audit) = (method.clone(), audit.clone());
         method.data = seal::seal_method_data(
-            self.sealer().as_deref(),
+            self.sealer(),
             method.kind,
             &method.user_id,
             &method.id,
@@ -1294,7 +1294,7 @@ impl Store for SqliteStore {
 
     async fn update_method_data(&self, method_id: &str, data: &str) -> Result<bool, StoreError> {
         let (method_id, data) = (method_id.to_owned(), data.to_owned());
-        let sealer = self.sealer();
+        let sealer = self.secrets.clone();
         self.write(move |tx| {
             let Some((user_id, kind, _)) = method_owner(tx, &method_id)? else {
                 return Ok(false);
@@ -1339,7 +1339,7 @@ impl Store for SqliteStore {
             })
             .await?;
         if let Some(method) = &mut method {
-            seal::open_method(self.sealer().as_deref(), method)?;
+            seal::open_method(self.sealer(), method)?;
         }
         Ok(method)
     }
@@ -1352,7 +1352,7 @@ impl Store for SqliteStore {
     ) -> Result<bool, StoreError> {
         let (method_id, expected, data) =
             (method_id.to_owned(), expected.to_owned(), data.to_owned());
-        let sealer = self.sealer();
+        let sealer = self.secrets.clone();
         // A sealed value differs on every write (random nonce): compare what it opens to, and
         // write under the writer's lock, in the same transaction.
         self.write(move |tx| {
@@ -1452,7 +1452,7 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let mut ceremony = ceremony.clone();
-        ceremony.state = seal::seal_ceremony_state(self.sealer().as_deref(), &ceremony);
+        ceremony.state = seal::seal_ceremony_state(self.sealer(), &ceremony);
         self.write(move |tx| {
             tx.prepare_cached("DELETE FROM web_ceremonies WHERE expires <= ?1")
                 .and_then(|mut stmt| stmt.execute([rows::to_micros(now)]))
@@ -1494,7 +1494,7 @@ impl Store for SqliteStore {
             })
             .await?;
         if let Some(ceremony) = &mut ceremony {
-            seal::open_ceremony(self.sealer().as_deref(), ceremony)?;
+            seal::open_ceremony(self.sealer(), ceremony)?;
         }
         Ok(ceremony)
     }
