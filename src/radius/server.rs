@@ -121,11 +121,11 @@ async fn receive_loop(
         if !handler.admits(source.ip(), Instant::now()) {
             continue;
         }
-        let shutdown_hold = shutdown.clone();
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             metrics.radius_dropped.inc(RadiusDropCause::Overloaded);
             continue;
         };
+        let shutdown_hold = shutdown.clone();
         let arrived = Instant::now();
         let datagram = buffer[..len].to_vec();
         let handler = handler.clone();

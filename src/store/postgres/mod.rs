@@ -221,13 +221,7 @@ impl PostgresStore {
             return Ok(None);
         };
         let kind: String = rows::col(row, 1)?;
-        let kind = [
-            crate::model::MethodKind::Fido2,
-            crate::model::MethodKind::SoftwareOath,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == kind)
-        .ok_or_else(|| StoreError::corrupt(format!("unknown method kind {kind:?}")))?;
+        let kind = crate::store::codec::parse_kind(&kind)?;
         Ok(Some((rows::col(row, 0)?, kind, rows::col(row, 2)?)))
     }
 

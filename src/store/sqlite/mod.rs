@@ -278,8 +278,8 @@ impl SqliteStore {
         Ok(self)
     }
 
-    fn sealer(&self) -> Option<Arc<Sealer>> {
-        self.secrets.clone()
+    fn sealer(&self) -> Option<&Sealer> {
+        self.secrets.as_deref()
     }
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer; commits when it returns
@@ -447,14 +447,6 @@ fn method_owner(
             .optional()
         })
         .map_err(map_err)
-}
-
-fn method_kind(kind: &str) -> Result<crate::model::MethodKind, StoreError> {
-    use crate::model::MethodKind;
-    [MethodKind::Fido2, MethodKind::SoftwareOath]
-        .into_iter()
-        .find(|k| k.as_str() == kind)
-        .ok_or_else(|| StoreError::corrupt(format!("unknown method kind {kind:?}")))
 }
 
 fn insert_audit(tx: &Transaction<'_>, event: &NewAuditEvent) -> Result<(), StoreError> {
@@ -1261,7 +1253,7 @@ impl Store for SqliteStore {
             .await?;
         let sealer = self.sealer();
         for method in &mut methods {
-            seal::open_method(sealer.as_deref(), method)?;
+            seal::open_method(sealer, method)?;
         }
         Ok(methods)
     }
@@ -1273,7 +1265,7 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let (mut method, audit) = (method.clone(), audit.clone());
         method.data = seal::seal_method_data(
-            self.sealer().as_deref(),
+            self.sealer(),
             method.kind,
             &method.user_id,
             &method.id,
@@ -1302,14 +1294,14 @@ impl Store for SqliteStore {
 
     async fn update_method_data(&self, method_id: &str, data: &str) -> Result<bool, StoreError> {
         let (method_id, data) = (method_id.to_owned(), data.to_owned());
-        let sealer = self.sealer();
+        let sealer = self.secrets.clone();
         self.write(move |tx| {
             let Some((user_id, kind, _)) = method_owner(tx, &method_id)? else {
                 return Ok(false);
             };
             let data = seal::seal_method_data(
                 sealer.as_deref(),
-                method_kind(&kind)?,
+                crate::store::codec::parse_kind(&kind)?,
                 &user_id,
                 &method_id,
                 &data,
@@ -1347,7 +1339,7 @@ impl Store for SqliteStore {
             })
             .await?;
         if let Some(method) = &mut method {
-            seal::open_method(self.sealer().as_deref(), method)?;
+            seal::open_method(self.sealer(), method)?;
         }
         Ok(method)
     }
@@ -1360,7 +1352,7 @@ impl Store for SqliteStore {
     ) -> Result<bool, StoreError> {
         let (method_id, expected, data) =
             (method_id.to_owned(), expected.to_owned(), data.to_owned());
-        let sealer = self.sealer();
+        let sealer = self.secrets.clone();
         // A sealed value differs on every write (random nonce): compare what it opens to, and
         // write under the writer's lock, in the same transaction.
         self.write(move |tx| {
@@ -1373,7 +1365,7 @@ impl Store for SqliteStore {
             }
             let data = seal::seal_method_data(
                 sealer.as_deref(),
-                method_kind(&kind)?,
+                crate::store::codec::parse_kind(&kind)?,
                 &user_id,
                 &method_id,
                 &data,
@@ -1460,7 +1452,7 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let mut ceremony = ceremony.clone();
-        ceremony.state = seal::seal_ceremony_state(self.sealer().as_deref(), &ceremony);
+        ceremony.state = seal::seal_ceremony_state(self.sealer(), &ceremony);
         self.write(move |tx| {
             tx.prepare_cached("DELETE FROM web_ceremonies WHERE expires <= ?1")
                 .and_then(|mut stmt| stmt.execute([rows::to_micros(now)]))
@@ -1502,7 +1494,7 @@ impl Store for SqliteStore {
             })
             .await?;
         if let Some(ceremony) = &mut ceremony {
-            seal::open_ceremony(self.sealer().as_deref(), ceremony)?;
+            seal::open_ceremony(self.sealer(), ceremony)?;
         }
         Ok(ceremony)
     }
