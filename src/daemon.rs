@@ -406,10 +406,10 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     }
     if let Some(retention) = config.audit.retention {
         let (store, clock, shutdown) = (store.clone(), clock.clone(), shutdown.clone());
-        tasks.spawn(async move {
+        tasks.spawn(heartbeats.supervise("audit retention", async move {
             crate::store::retention::prune_loop(store, clock, retention, shutdown).await;
             Ok(())
-        });
+        }));
     }
 
     let mut sigterm =

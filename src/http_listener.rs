@@ -89,6 +89,21 @@ pub fn load_tls(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
+/// The source an address counts as: IPv4 (and IPv4-mapped IPv6) as is, any other IPv6
+/// address collapsed to its /64, the smallest block one subscriber usually gets. The
+/// per-address connection cap and the sign-in throttles count by it.
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+    }
+}
+
 /// Open connections per source address (IPv6: per /64), capped.
 struct PerAddress {
     limit: usize,
@@ -102,22 +117,8 @@ struct AddressSlot {
 }
 
 impl PerAddress {
-    fn key(ip: IpAddr) -> IpAddr {
-        match ip {
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => {
-                    let mut octets = v6.octets();
-                    octets[8..].fill(0);
-                    IpAddr::from(octets)
-                }
-            },
-            v4 => v4,
-        }
-    }
-
     fn try_acquire(table: &Arc<PerAddress>, ip: IpAddr) -> Option<AddressSlot> {
-        let key = Self::key(ip);
+        let key = source_key(ip);
         let mut open = table.open.lock().unwrap_or_else(|e| e.into_inner());
         let count = open.entry(key).or_insert(0);
         if *count >= table.limit {
