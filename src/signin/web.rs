@@ -235,6 +235,27 @@ impl SelfService {
         }
     }
 
+    /// The common start of a sign-in by typed name: checks the name, finds the user, and
+    /// refuses (with audit) a throttled attempt or a quarantined user. Returns the user, the
+    /// actor the audit names, and the throttle key.
+    async fn begin_named(
+        &self,
+        name: &str,
+        method: &str,
+        source: &Source,
+    ) -> Result<(Option<User>, String, String), SignInError> {
+        Self::check_name(name)?;
+        let user = self.find_user(name).await?;
+        let actor = user
+            .as_ref()
+            .map_or_else(|| name.trim().to_owned(), |u| u.user_principal_name.clone());
+        let key = Self::throttle_key(name, user.as_ref());
+        self.check_throttle(&key, &actor, method, source).await?;
+        self.refuse_quarantined(user.as_ref(), &actor, method, source)
+            .await?;
+        Ok((user, actor, key))
+    }
+
     /// The throttle key of a sign-in: the user's stable id when the name is known (so UPN and
     /// username share one counter), else the typed name.
     pub(super) fn throttle_key(name: &str, user: Option<&User>) -> String {
@@ -351,16 +372,7 @@ impl SelfService {
         code: Zeroizing<String>,
         source: &Source,
     ) -> Result<SignedIn, SignInError> {
-        Self::check_name(name)?;
-        let user = self.find_user(name).await?;
-        let actor = user
-            .as_ref()
-            .map_or_else(|| name.trim().to_owned(), |u| u.user_principal_name.clone());
-        let key = Self::throttle_key(name, user.as_ref());
-        self.check_throttle(&key, &actor, method_name::TAP, source)
-            .await?;
-        self.refuse_quarantined(user.as_ref(), &actor, method_name::TAP, source)
-            .await?;
+        let (user, actor, key) = self.begin_named(name, method_name::TAP, source).await?;
         let store = self.service.store();
         let tap = match &user {
             Some(user) => store.tap_for_user(&user.id).await?,
@@ -462,15 +474,8 @@ impl SelfService {
         password: Zeroizing<String>,
         source: &Source,
     ) -> Result<SignedIn, SignInError> {
-        Self::check_name(name)?;
-        let user = self.find_user(name).await?;
-        let actor = user
-            .as_ref()
-            .map_or_else(|| name.trim().to_owned(), |u| u.user_principal_name.clone());
-        let key = Self::throttle_key(name, user.as_ref());
-        self.check_throttle(&key, &actor, method_name::PASSWORD, source)
-            .await?;
-        self.refuse_quarantined(user.as_ref(), &actor, method_name::PASSWORD, source)
+        let (user, actor, key) = self
+            .begin_named(name, method_name::PASSWORD, source)
             .await?;
         let valid = match &user {
             Some(user) if user.account_enabled && password.len() <= MAX_CREDENTIAL_BYTES => {
