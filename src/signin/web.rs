@@ -277,19 +277,32 @@ impl SelfService {
         match self.throttle.check_keyed(key, source.ip, now) {
             Ok(()) => Ok(()),
             Err((throttled, aggregate)) => {
-                let refusal = Refusal::Throttled(throttled);
-                // One audit event per throttle key per minute, counting the attempts it stands
-                // for: a flood from a locked source can't fill the audit.
-                match self.throttle.note_refusal(&aggregate, now) {
-                    Some(attempts) => {
-                        self.audit_refusal(actor, method, &refusal, source, Some(attempts))
-                            .await
-                    }
-                    None => self.count_refusal(method, &refusal),
-                }
-                Err(SignInError::Refused(refusal))
+                self.refuse_throttled(throttled, &aggregate, actor, method, source, now)
+                    .await
             }
         }
+    }
+
+    /// Refuses a throttled attempt. One audit event per aggregate key per minute, counting the
+    /// attempts it stands for: a flood from a locked source can't fill the audit.
+    async fn refuse_throttled(
+        &self,
+        throttled: super::throttle::Throttled,
+        aggregate: &str,
+        actor: &str,
+        method: &str,
+        source: &Source,
+        now: Timestamp,
+    ) -> Result<(), SignInError> {
+        let refusal = Refusal::Throttled(throttled);
+        match self.throttle.note_refusal(aggregate, now) {
+            Some(attempts) => {
+                self.audit_refusal(actor, method, &refusal, source, Some(attempts))
+                    .await
+            }
+            None => self.count_refusal(method, &refusal),
+        }
+        Err(SignInError::Refused(refusal))
     }
 
     /// Refuses a passkey sign-in from a source with too many failed assertions. Password, TAP
@@ -303,22 +316,9 @@ impl SelfService {
         match self.throttle.check_passkey(source.ip, now) {
             Ok(()) => Ok(()),
             Err(throttled) => {
-                let refusal = Refusal::Throttled(throttled);
                 let key = format!("passkey:{}", super::throttle::source_key(source.ip));
-                match self.throttle.note_refusal(&key, now) {
-                    Some(attempts) => {
-                        self.audit_refusal(
-                            actor,
-                            method_name::PASSKEY,
-                            &refusal,
-                            source,
-                            Some(attempts),
-                        )
-                        .await
-                    }
-                    None => self.count_refusal(method_name::PASSKEY, &refusal),
-                }
-                Err(SignInError::Refused(refusal))
+                self.refuse_throttled(throttled, &key, actor, method_name::PASSKEY, source, now)
+                    .await
             }
         }
     }
