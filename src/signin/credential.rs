@@ -356,16 +356,15 @@ impl SignIn {
             _ => method_name::PASSWORD,
         };
         self.count_tap_rejection(context, &outcome);
-        if let SignInOutcome::Reject { reason, .. } = &outcome {
-            if matches!(
-                reason,
-                RejectReason::TapNotSupported | RejectReason::InvalidCredentials
-            ) {
-                self.rejected_names
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(name_key, *reason, self.clock.now());
-            }
+        if let SignInOutcome::Reject {
+            reason: reason @ (RejectReason::TapNotSupported | RejectReason::InvalidCredentials),
+            ..
+        } = &outcome
+        {
+            self.rejected_names
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name_key, *reason, self.clock.now());
         }
         let mut attempts = None;
         if let (
