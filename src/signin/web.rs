@@ -250,10 +250,23 @@ impl SelfService {
             .as_ref()
             .map_or_else(|| name.trim().to_owned(), |u| u.user_principal_name.clone());
         let key = Self::throttle_key(name, user.as_ref());
-        self.check_throttle(&key, &actor, method, source).await?;
-        self.refuse_quarantined(user.as_ref(), &actor, method, source)
+        self.admit(&key, user.as_ref(), &actor, method, source)
             .await?;
         Ok((user, actor, key))
+    }
+
+    /// Refuses (with audit) an attempt the throttle does not allow now, then one by a
+    /// quarantined user: the checks every sign-in step makes before looking at a credential.
+    async fn admit(
+        &self,
+        key: &str,
+        user: Option<&User>,
+        actor: &str,
+        method: &str,
+        source: &Source,
+    ) -> Result<(), SignInError> {
+        self.check_throttle(key, actor, method, source).await?;
+        self.refuse_quarantined(user, actor, method, source).await
     }
 
     /// The throttle key of a sign-in: the user's stable id when the name is known (so UPN and
@@ -565,10 +578,9 @@ impl SelfService {
         let user = &current.user;
         let key = Self::throttle_key("", Some(user));
         let actor = user.user_principal_name.clone();
-        self.check_throttle(&key, &actor, method_name::AUTHENTICATOR_APP, source)
-            .await?;
-        self.refuse_quarantined(
-            Some(&current.user),
+        self.admit(
+            &key,
+            Some(user),
             &actor,
             method_name::AUTHENTICATOR_APP,
             source,
