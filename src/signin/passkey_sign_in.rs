@@ -236,11 +236,7 @@ impl SelfService {
                 now,
             )
             .await?;
-        crate::audit::log(&event);
-        self.service
-            .metrics()
-            .web_sign_ins
-            .inc(WebSignIn::PasskeySuccess);
+        self.note_sign_in(&event, WebSignIn::PasskeySuccess);
         Ok(signed_in)
     }
 

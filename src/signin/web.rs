@@ -469,11 +469,7 @@ impl SelfService {
                 now,
             )
             .await?;
-        crate::audit::log(&success);
-        self.service
-            .metrics()
-            .web_sign_ins
-            .inc(WebSignIn::TapSuccess);
+        self.note_sign_in(&success, WebSignIn::TapSuccess);
         self.service.metrics().taps_used.inc(TapUseChannel::Web);
         self.throttle.record_success(&key, source.ip);
         Ok(signed_in)
@@ -556,11 +552,7 @@ impl SelfService {
         let signed_in = self
             .open_session(&user, method, None, &groups, Some(&event), now)
             .await?;
-        crate::audit::log(&event);
-        self.service
-            .metrics()
-            .web_sign_ins
-            .inc(WebSignIn::PasswordSuccess);
+        self.note_sign_in(&event, WebSignIn::PasswordSuccess);
         Ok(signed_in)
     }
 
@@ -672,6 +664,13 @@ impl SelfService {
             .await?;
         crate::audit::log(&event);
         Ok(signed_in)
+    }
+
+    /// Logs a sign-in's success event (already stored with its session or TAP) and counts
+    /// it.
+    pub(super) fn note_sign_in(&self, event: &NewAuditEvent, series: WebSignIn) {
+        crate::audit::log(event);
+        self.service.metrics().web_sign_ins.inc(series);
     }
 
     /// Opens a session for `user` (module doc for its limits), recording `audit` with it.
