@@ -77,6 +77,7 @@ use crate::tapcode::{HashError, Hasher};
 use super::outcome::{
     AttemptContext, RejectReason, SignInChannel, SignInError, SignInOutcome, UnavailableReason,
 };
+use super::site::method_name;
 #[cfg(test)]
 use super::throttle::AGGREGATOR_ENTRIES;
 use super::throttle::{AuditAggregator, FailureThrottle};
@@ -351,20 +352,19 @@ impl SignIn {
             SignInOutcome::Reject {
                 reason: RejectReason::TapNotSupported,
                 ..
-            } => "Temporary Access Pass",
-            _ => "Password",
+            } => method_name::TAP,
+            _ => method_name::PASSWORD,
         };
         self.count_tap_rejection(context, &outcome);
-        if let SignInOutcome::Reject { reason, .. } = &outcome {
-            if matches!(
-                reason,
-                RejectReason::TapNotSupported | RejectReason::InvalidCredentials
-            ) {
-                self.rejected_names
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(name_key, *reason, self.clock.now());
-            }
+        if let SignInOutcome::Reject {
+            reason: reason @ (RejectReason::TapNotSupported | RejectReason::InvalidCredentials),
+            ..
+        } = &outcome
+        {
+            self.rejected_names
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name_key, *reason, self.clock.now());
         }
         let mut attempts = None;
         if let (

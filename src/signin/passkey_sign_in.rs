@@ -149,11 +149,22 @@ impl SelfService {
             }
             (_, current) => {
                 let actor = current.map_or("unknown", |c| c.user.user_principal_name.as_str());
-                self.throttle.record_passkey_failure(source.ip, now);
-                self.refuse(actor, method_name::PASSKEY, Refusal::PasskeyRefused, source)
-                    .await
+                self.refuse_passkey(actor, source, now).await
             }
         }
+    }
+
+    /// Refuses (with audit) a passkey assertion that did not verify, counting it against the
+    /// source's passkey throttle.
+    async fn refuse_passkey<T>(
+        &self,
+        actor: &str,
+        source: &Source,
+        now: Timestamp,
+    ) -> Result<T, SignInError> {
+        self.throttle.record_passkey_failure(source.ip, now);
+        self.refuse(actor, method_name::PASSKEY, Refusal::PasskeyRefused, source)
+            .await
     }
 
     pub(super) async fn finish_discoverable(
@@ -188,15 +199,7 @@ impl SelfService {
             _ => None,
         };
         let Some((user, method)) = found else {
-            self.throttle.record_passkey_failure(source.ip, now);
-            return self
-                .refuse(
-                    "unknown",
-                    method_name::PASSKEY,
-                    Refusal::PasskeyRefused,
-                    source,
-                )
-                .await;
+            return self.refuse_passkey("unknown", source, now).await;
         };
         let actor = user.user_principal_name.clone();
         self.check_passkey_throttle(&actor, source).await?;
@@ -211,15 +214,7 @@ impl SelfService {
                     .map(|result| (passkey, result))
             });
         let Some((mut passkey, result)) = verified else {
-            self.throttle.record_passkey_failure(source.ip, now);
-            return self
-                .refuse(
-                    &actor,
-                    method_name::PASSKEY,
-                    Refusal::PasskeyRefused,
-                    source,
-                )
-                .await;
+            return self.refuse_passkey(&actor, source, now).await;
         };
         self.store_counter(&method, &mut passkey, &result).await?;
         let event = self.web_event(
@@ -241,11 +236,7 @@ impl SelfService {
                 now,
             )
             .await?;
-        crate::audit::log(&event);
-        self.service
-            .metrics()
-            .web_sign_ins
-            .inc(WebSignIn::PasskeySuccess);
+        self.note_sign_in(&event, WebSignIn::PasskeySuccess);
         Ok(signed_in)
     }
 
@@ -265,15 +256,7 @@ impl SelfService {
         let state: PasskeyAuthentication = serde_json::from_str(&ceremony.state)
             .map_err(|e| Failure::Internal(format!("ceremony state: {e}")))?;
         let Ok(result) = self.passkeys.finish_authentication(response, &state) else {
-            self.throttle.record_passkey_failure(source.ip, now);
-            return self
-                .refuse(
-                    &actor,
-                    method_name::PASSKEY,
-                    Refusal::PasskeyRefused,
-                    source,
-                )
-                .await;
+            return self.refuse_passkey(&actor, source, now).await;
         };
         let method_id = method_id_for_credential(result.cred_id());
         if let Some(method) = self

@@ -83,6 +83,25 @@ pub struct PasskeyRegistrationChallenge {
     pub options: CreationChallengeResponse,
 }
 
+/// A method the signed-in user registers now, its secret state stored as JSON.
+fn new_method(
+    current: &Current,
+    id: String,
+    kind: MethodKind,
+    display_name: String,
+    data: &impl serde::Serialize,
+    now: Timestamp,
+) -> Result<RegisteredMethod, Failure> {
+    Ok(RegisteredMethod {
+        id,
+        user_id: current.user.id.clone(),
+        kind,
+        display_name,
+        created: now,
+        data: serde_json::to_string(data).map_err(|e| Failure::Internal(e.to_string()))?,
+    })
+}
+
 /// A method's display name: trimmed, at most [`MAX_METHOD_NAME_CHARS`], `default` when empty.
 fn method_display_name(typed: Option<&str>, default: &str) -> String {
     let name: String = typed
@@ -306,14 +325,14 @@ impl SelfService {
                 "This passkey or security key is already registered.".to_owned(),
             ));
         }
-        let method = RegisteredMethod {
-            id: method_id,
-            user_id: current.user.id.clone(),
-            kind: MethodKind::Fido2,
-            display_name: method_display_name(name, "Passkey"),
-            created: now,
-            data: serde_json::to_string(&passkey).map_err(|e| Failure::Internal(e.to_string()))?,
-        };
+        let method = new_method(
+            current,
+            method_id,
+            MethodKind::Fido2,
+            method_display_name(name, "Passkey"),
+            &passkey,
+            now,
+        )?;
         self.save_method(current, &method, method_name::PASSKEY, source)
             .await?;
         Ok(method)
@@ -441,14 +460,14 @@ impl SelfService {
         };
         self.throttle.record_success(&key, source.ip);
         pending.last_used_step = Some(step);
-        let method = RegisteredMethod {
-            id: uuid::Uuid::new_v4().to_string(),
-            user_id: current.user.id.clone(),
-            kind: MethodKind::SoftwareOath,
-            display_name: method_display_name(name, "Authenticator app"),
-            created: now,
-            data: serde_json::to_string(&pending).map_err(|e| Failure::Internal(e.to_string()))?,
-        };
+        let method = new_method(
+            current,
+            uuid::Uuid::new_v4().to_string(),
+            MethodKind::SoftwareOath,
+            method_display_name(name, "Authenticator app"),
+            &pending,
+            now,
+        )?;
         self.save_method(current, &method, method_name::AUTHENTICATOR_APP, source)
             .await?;
         Ok(Ok(method))

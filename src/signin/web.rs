@@ -235,6 +235,40 @@ impl SelfService {
         }
     }
 
+    /// The common start of a sign-in by typed name: checks the name, finds the user, and
+    /// refuses (with audit) a throttled attempt or a quarantined user. Returns the user, the
+    /// actor the audit names, and the throttle key.
+    async fn begin_named(
+        &self,
+        name: &str,
+        method: &str,
+        source: &Source,
+    ) -> Result<(Option<User>, String, String), SignInError> {
+        Self::check_name(name)?;
+        let user = self.find_user(name).await?;
+        let actor = user
+            .as_ref()
+            .map_or_else(|| name.trim().to_owned(), |u| u.user_principal_name.clone());
+        let key = Self::throttle_key(name, user.as_ref());
+        self.admit(&key, user.as_ref(), &actor, method, source)
+            .await?;
+        Ok((user, actor, key))
+    }
+
+    /// Refuses (with audit) an attempt the throttle does not allow now, then one by a
+    /// quarantined user: the checks every sign-in step makes before looking at a credential.
+    async fn admit(
+        &self,
+        key: &str,
+        user: Option<&User>,
+        actor: &str,
+        method: &str,
+        source: &Source,
+    ) -> Result<(), SignInError> {
+        self.check_throttle(key, actor, method, source).await?;
+        self.refuse_quarantined(user, actor, method, source).await
+    }
+
     /// The throttle key of a sign-in: the user's stable id when the name is known (so UPN and
     /// username share one counter), else the typed name.
     pub(super) fn throttle_key(name: &str, user: Option<&User>) -> String {
@@ -256,19 +290,32 @@ impl SelfService {
         match self.throttle.check_keyed(key, source.ip, now) {
             Ok(()) => Ok(()),
             Err((throttled, aggregate)) => {
-                let refusal = Refusal::Throttled(throttled);
-                // One audit event per throttle key per minute, counting the attempts it stands
-                // for: a flood from a locked source can't fill the audit.
-                match self.throttle.note_refusal(&aggregate, now) {
-                    Some(attempts) => {
-                        self.audit_refusal(actor, method, &refusal, source, Some(attempts))
-                            .await
-                    }
-                    None => self.count_refusal(method, &refusal),
-                }
-                Err(SignInError::Refused(refusal))
+                self.refuse_throttled(throttled, &aggregate, actor, method, source, now)
+                    .await
             }
         }
+    }
+
+    /// Refuses a throttled attempt. One audit event per aggregate key per minute, counting the
+    /// attempts it stands for: a flood from a locked source can't fill the audit.
+    async fn refuse_throttled(
+        &self,
+        throttled: super::throttle::Throttled,
+        aggregate: &str,
+        actor: &str,
+        method: &str,
+        source: &Source,
+        now: Timestamp,
+    ) -> Result<(), SignInError> {
+        let refusal = Refusal::Throttled(throttled);
+        match self.throttle.note_refusal(aggregate, now) {
+            Some(attempts) => {
+                self.audit_refusal(actor, method, &refusal, source, Some(attempts))
+                    .await
+            }
+            None => self.count_refusal(method, &refusal),
+        }
+        Err(SignInError::Refused(refusal))
     }
 
     /// Refuses a passkey sign-in from a source with too many failed assertions. Password, TAP
@@ -282,22 +329,9 @@ impl SelfService {
         match self.throttle.check_passkey(source.ip, now) {
             Ok(()) => Ok(()),
             Err(throttled) => {
-                let refusal = Refusal::Throttled(throttled);
                 let key = format!("passkey:{}", super::throttle::source_key(source.ip));
-                match self.throttle.note_refusal(&key, now) {
-                    Some(attempts) => {
-                        self.audit_refusal(
-                            actor,
-                            method_name::PASSKEY,
-                            &refusal,
-                            source,
-                            Some(attempts),
-                        )
-                        .await
-                    }
-                    None => self.count_refusal(method_name::PASSKEY, &refusal),
-                }
-                Err(SignInError::Refused(refusal))
+                self.refuse_throttled(throttled, &key, actor, method_name::PASSKEY, source, now)
+                    .await
             }
         }
     }
@@ -351,16 +385,7 @@ impl SelfService {
         code: Zeroizing<String>,
         source: &Source,
     ) -> Result<SignedIn, SignInError> {
-        Self::check_name(name)?;
-        let user = self.find_user(name).await?;
-        let actor = user
-            .as_ref()
-            .map_or_else(|| name.trim().to_owned(), |u| u.user_principal_name.clone());
-        let key = Self::throttle_key(name, user.as_ref());
-        self.check_throttle(&key, &actor, method_name::TAP, source)
-            .await?;
-        self.refuse_quarantined(user.as_ref(), &actor, method_name::TAP, source)
-            .await?;
+        let (user, actor, key) = self.begin_named(name, method_name::TAP, source).await?;
         let store = self.service.store();
         let tap = match &user {
             Some(user) => store.tap_for_user(&user.id).await?,
@@ -444,11 +469,7 @@ impl SelfService {
                 now,
             )
             .await?;
-        crate::audit::log(&success);
-        self.service
-            .metrics()
-            .web_sign_ins
-            .inc(WebSignIn::TapSuccess);
+        self.note_sign_in(&success, WebSignIn::TapSuccess);
         self.service.metrics().taps_used.inc(TapUseChannel::Web);
         self.throttle.record_success(&key, source.ip);
         Ok(signed_in)
@@ -462,15 +483,8 @@ impl SelfService {
         password: Zeroizing<String>,
         source: &Source,
     ) -> Result<SignedIn, SignInError> {
-        Self::check_name(name)?;
-        let user = self.find_user(name).await?;
-        let actor = user
-            .as_ref()
-            .map_or_else(|| name.trim().to_owned(), |u| u.user_principal_name.clone());
-        let key = Self::throttle_key(name, user.as_ref());
-        self.check_throttle(&key, &actor, method_name::PASSWORD, source)
-            .await?;
-        self.refuse_quarantined(user.as_ref(), &actor, method_name::PASSWORD, source)
+        let (user, actor, key) = self
+            .begin_named(name, method_name::PASSWORD, source)
             .await?;
         let valid = match &user {
             Some(user) if user.account_enabled && password.len() <= MAX_CREDENTIAL_BYTES => {
@@ -538,11 +552,7 @@ impl SelfService {
         let signed_in = self
             .open_session(&user, method, None, &groups, Some(&event), now)
             .await?;
-        crate::audit::log(&event);
-        self.service
-            .metrics()
-            .web_sign_ins
-            .inc(WebSignIn::PasswordSuccess);
+        self.note_sign_in(&event, WebSignIn::PasswordSuccess);
         Ok(signed_in)
     }
 
@@ -560,10 +570,9 @@ impl SelfService {
         let user = &current.user;
         let key = Self::throttle_key("", Some(user));
         let actor = user.user_principal_name.clone();
-        self.check_throttle(&key, &actor, method_name::AUTHENTICATOR_APP, source)
-            .await?;
-        self.refuse_quarantined(
-            Some(&current.user),
+        self.admit(
+            &key,
+            Some(user),
             &actor,
             method_name::AUTHENTICATOR_APP,
             source,
@@ -655,6 +664,13 @@ impl SelfService {
             .await?;
         crate::audit::log(&event);
         Ok(signed_in)
+    }
+
+    /// Logs a sign-in's success event (already stored with its session or TAP) and counts
+    /// it.
+    pub(super) fn note_sign_in(&self, event: &NewAuditEvent, series: WebSignIn) {
+        crate::audit::log(event);
+        self.service.metrics().web_sign_ins.inc(series);
     }
 
     /// Opens a session for `user` (module doc for its limits), recording `audit` with it.
