@@ -38,7 +38,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::Mutex;
 
 use chrono::Duration;
@@ -46,20 +46,7 @@ use chrono::Duration;
 use super::credential::{chrono_duration, SignInSettings, REJECTION_CACHE_ENTRIES};
 use crate::model::Timestamp;
 
-/// The source an address counts as: IPv4 (and IPv4-mapped IPv6) as is, any other IPv6
-/// address collapsed to its /64, the smallest block one subscriber usually gets.
-pub fn source_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let bits = u128::from(v6) & !((1u128 << 64) - 1);
-                IpAddr::V6(Ipv6Addr::from(bits))
-            }
-        },
-    }
-}
+pub use crate::http_listener::source_key;
 
 /// How the throttle counts and waits.
 #[derive(Clone, Debug, PartialEq, Eq)]
