@@ -920,4 +920,15 @@ impl AdminSession {
             .await?;
         Ok(self.store().audit(filter).await?)
     }
+
+    /// Recomputes the audit chain from the retention checkpoint (or `from`) to its head
+    /// (reader role or above: the same right as reading the audit).
+    pub async fn verify_audit_chain(
+        &self,
+        from: Option<i64>,
+    ) -> Result<crate::store::chain::Verification> {
+        self.check(AdminAction::ReadAudit, "Verify the audit chain", None)
+            .await?;
+        Ok(crate::store::chain::verify(&**self.store(), from).await?)
+    }
 }

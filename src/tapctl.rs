@@ -110,8 +110,20 @@ pub enum Command {
     /// Directory synchronisation.
     #[command(subcommand)]
     Sync(SyncCommand),
-    /// Audit events, newest first.
+    /// Audit events, newest first; `audit verify` checks the tamper-evident chain.
     Audit(AuditArgs),
+}
+
+/// `tapctl audit verify …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the audit chain and name the first broken or missing sequence number; exits
+    /// 1 when the chain is broken.
+    Verify {
+        /// Start at this sequence number instead of the first (or the retention checkpoint).
+        #[arg(long, value_name = "SEQ")]
+        from: Option<i64>,
+    },
 }
 
 /// `tapctl tap …`
@@ -241,7 +253,10 @@ pub enum SyncCommand {
 
 /// `tapctl audit` filters.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AuditArgs {
+    #[command(subcommand)]
+    pub command: Option<AuditCommand>,
     /// Only events at or after this time (RFC 3339, or relative like -1h).
     #[arg(long)]
     pub since: Option<String>,
@@ -268,6 +283,9 @@ pub enum CliError {
     /// The daemon refused or could not be reached.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// A check ran and found a problem (the audit chain is broken).
+    #[error("{0}")]
+    CheckFailed(String),
 }
 
 impl CliError {
@@ -276,7 +294,7 @@ impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::Usage(_) => 2,
-            CliError::Client(_) => 1,
+            CliError::Client(_) | CliError::CheckFailed(_) => 1,
         }
     }
 }
@@ -428,6 +446,17 @@ async fn run(cli: &Cli) -> Result<(), CliError> {
             let v = client.call(Method::GET, "/v1/directory/sync", None).await?;
             out.object(&v);
             Ok(())
+        }
+        Command::Audit(AuditArgs {
+            command: Some(AuditCommand::Verify { from }),
+            ..
+        }) => {
+            let path = match from {
+                Some(from) => format!("/v1/auditLogs/verify?from={from}"),
+                None => "/v1/auditLogs/verify".to_owned(),
+            };
+            let v = client.call(Method::GET, &path, None).await?;
+            verify_report(&out, &v)
         }
         Command::Audit(args) => {
             let mut query = vec![format!("$top={}", args.limit)];
@@ -668,6 +697,55 @@ fn print_fields(v: &Value, keys: &[&str]) {
     for key in keys {
         println!("{key:<26} {}", str_of(v.get(*key)));
     }
+}
+
+/// Prints an audit chain verification; an error (exit 1) when the chain is broken.
+fn verify_report(out: &Output, v: &Value) -> Result<(), CliError> {
+    let num = |key: &str| v.get(key).and_then(Value::as_i64).unwrap_or(0);
+    let head = v
+        .get("head")
+        .and_then(|h| h.get("seq"))
+        .and_then(Value::as_i64);
+    if out.json {
+        println!("{}", terminal_safe(&format!("{v:#}")));
+    } else {
+        if let Some(cp) = v.get("checkpoint").filter(|c| !c.is_null()) {
+            let seq = cp.get("sequence").and_then(Value::as_i64).unwrap_or(0);
+            let pruned = cp.get("pruned").and_then(Value::as_i64).unwrap_or(0);
+            let valid = cp.get("signatureValid").and_then(Value::as_bool) == Some(true);
+            println!(
+                "retention checkpoint: events up to sequence {seq} were pruned ({pruned} in all); \
+                 its signature {}",
+                if valid { "is valid" } else { "does NOT verify" }
+            );
+        }
+    }
+    if v.get("valid").and_then(Value::as_bool) == Some(true) {
+        if !out.json {
+            println!(
+                "audit chain verified: {} event(s), sequence {} to {}",
+                num("checked"),
+                num("from"),
+                head.unwrap_or(0)
+            );
+        }
+        return Ok(());
+    }
+    let broken = v.get("firstBreak");
+    let sequence = broken
+        .and_then(|b| b.get("sequence"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let problem = broken
+        .and_then(|b| b.get("problem"))
+        .and_then(Value::as_str)
+        .unwrap_or("unknown problem");
+    Err(CliError::CheckFailed(
+        terminal_safe(&format!(
+            "audit chain broken at sequence {sequence}: {problem}"
+        ))
+        .into_owned(),
+    ))
 }
 
 struct Output {

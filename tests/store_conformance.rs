@@ -236,6 +236,9 @@ macro_rules! conformance {
                 totp_seeds_are_never_stored_in_clear,
                 clear_seeds_are_sealed_at_open_once,
                 moved_seeds_and_wrong_keys_are_refused,
+                audit_chain_links_every_write_and_names_tampering,
+                audit_chain_survives_pruning_through_a_signed_checkpoint,
+                audit_chain_migration_links_existing_rows,
             );
         }
     };
@@ -267,6 +270,7 @@ macro_rules! shared_store {
                 sync_lease_one_winner_of_many,
                 consume_one_time_tap_exactly_once_across_nodes,
                 writes_on_one_node_are_read_on_the_other,
+                audit_chain_has_no_gaps_or_forks_across_nodes,
             );
         }
     };
@@ -2031,7 +2035,8 @@ async fn postgres_nodes_migrate_one_at_a_time() {
             (1, "0001_initial".to_owned()),
             (2, "0002_web_sessions".to_owned()),
             (3, "0003_sync_lease_epoch".to_owned()),
-            (4, "0004_identity_claims".to_owned())
+            (4, "0004_identity_claims".to_owned()),
+            (5, "0005_audit_chain".to_owned())
         ]
     );
 }
@@ -2048,12 +2053,12 @@ async fn postgres_refuses_a_newer_or_foreign_schema() {
         .unwrap();
     tokio::spawn(connection);
     client
-        .batch_execute("INSERT INTO schema_migrations (version, name) VALUES (5, '0005_future')")
+        .batch_execute("INSERT INTO schema_migrations (version, name) VALUES (6, '0006_future')")
         .await
         .unwrap();
     match PostgresStore::open(&PostgresSettings::new(url.clone())).await {
         Err(StoreError::SchemaTooNew { found, supported }) => {
-            assert_eq!((found, supported), (5, 4));
+            assert_eq!((found, supported), (6, 5));
         }
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
@@ -2594,4 +2599,276 @@ async fn audit_retention_prunes_old_events_in_batches(store: Arc<dyn Store>) {
         2
     );
     assert_eq!(audit_all(&store).await, ["recent 2"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tamper-evident audit chain: every write path links its events; a change, a deletion or a
+// forged retention checkpoint is named by sequence number.
+
+async fn verified(store: &Arc<dyn Store>) -> tapd::store::chain::Verification {
+    tapd::store::chain::verify(&**store, None).await.unwrap()
+}
+
+fn broken_at(v: &tapd::store::chain::Verification) -> i64 {
+    assert!(!v.valid, "the chain should be broken: {v:?}");
+    v.first_break.as_ref().expect("a break").sequence
+}
+
+async fn audit_chain_links_every_write_and_names_tampering(backend: Backend) {
+    let store = backend.store.clone();
+    seed(&store).await;
+    let before = verified(&store).await;
+    assert!(before.valid, "{before:?}");
+    let base = before.head.seq;
+    // Every kind of audited write: alone, batched, with a state change, conditional.
+    store
+        .append_audit(&event("refused", "root", None, t(1)))
+        .await
+        .unwrap();
+    let mut nul = event("with\0nul", "ro\0ot", Some("\0"), t(2));
+    nul.details = json!({ "unicode": "é✓", "nul": "a\0b" });
+    store
+        .append_audits(&[event("batch 1", "root", None, t(2)), nul])
+        .await
+        .unwrap();
+    store
+        .put_policy(&TapPolicy::default(), &event("policy", "root", None, t(3)))
+        .await
+        .unwrap();
+    store
+        .replace_tap(
+            &tap("tap-1", "u-alice", false),
+            &event("create", "root", None, t(4)),
+        )
+        .await
+        .unwrap();
+    assert!(store
+        .delete_tap("u-alice", "tap-1", &event("delete", "root", None, t(5)))
+        .await
+        .unwrap());
+    // A refused conditional change writes no event (and so takes no number).
+    assert!(!store
+        .delete_tap(
+            "u-alice",
+            "tap-1",
+            &event("delete again", "root", None, t(6))
+        )
+        .await
+        .unwrap());
+    let v = verified(&store).await;
+    assert!(v.valid, "{v:?}");
+    assert_eq!(v.head.seq, base + 6);
+    assert_eq!(v.checked as i64, base + 6);
+
+    // An edited row is named by its own sequence number.
+    let target = base + 2;
+    backend
+        .raw
+        .execute(&format!(
+            "UPDATE audit SET actor = 'mallory' WHERE seq = {target}"
+        ))
+        .await;
+    assert_eq!(broken_at(&verified(&store).await), target);
+    backend
+        .raw
+        .execute(&format!(
+            "UPDATE audit SET actor = 'root' WHERE seq = {target}"
+        ))
+        .await;
+    assert!(verified(&store).await.valid);
+    // A changed predecessor hash too.
+    backend
+        .raw
+        .execute(&format!(
+            "UPDATE audit SET details = '{{\"note\":\"x\"}}' WHERE seq = {}",
+            base + 4
+        ))
+        .await;
+    assert_eq!(broken_at(&verified(&store).await), base + 4);
+    backend
+        .raw
+        .execute(&format!(
+            "UPDATE audit SET details = '{{\"note\":\"policy\"}}' WHERE seq = {}",
+            base + 4
+        ))
+        .await;
+    assert!(verified(&store).await.valid);
+    // The last row is checked against the head.
+    backend
+        .raw
+        .execute(&format!(
+            "UPDATE audit SET result = 'failure' WHERE seq = {}",
+            base + 6
+        ))
+        .await;
+    assert_eq!(broken_at(&verified(&store).await), base + 6);
+    backend
+        .raw
+        .execute(&format!(
+            "UPDATE audit SET result = 'success' WHERE seq = {}",
+            base + 6
+        ))
+        .await;
+    // A deleted row is named as missing; --from past it checks only what follows.
+    backend
+        .raw
+        .execute(&format!("DELETE FROM audit WHERE seq = {}", base + 3))
+        .await;
+    let v = verified(&store).await;
+    assert_eq!(broken_at(&v), base + 3);
+    assert!(v.first_break.unwrap().problem.contains("missing"));
+    let from = tapd::store::chain::verify(&*store, Some(base + 4))
+        .await
+        .unwrap();
+    assert!(from.valid, "{from:?}");
+    // Deleting the last row is caught against the head.
+    backend
+        .raw
+        .execute(&format!("DELETE FROM audit WHERE seq = {}", base + 6))
+        .await;
+    assert_eq!(broken_at(&verified(&store).await), base + 3);
+    let tail = tapd::store::chain::verify(&*store, Some(base + 4))
+        .await
+        .unwrap();
+    assert_eq!(broken_at(&tail), base + 6);
+}
+
+async fn audit_chain_survives_pruning_through_a_signed_checkpoint(backend: Backend) {
+    let store = backend.store.clone();
+    let events: Vec<NewAuditEvent> = (0..10)
+        .map(|m| event(&format!("e{m}"), "root", None, t(m)))
+        .collect();
+    store.append_audits(&events).await.unwrap();
+    assert_eq!(store.prune_audit(t(3), 100).await.unwrap(), 3);
+    assert_eq!(store.prune_audit(t(5), 1).await.unwrap(), 1);
+    let v = verified(&store).await;
+    assert!(v.valid, "{v:?}");
+    assert_eq!(v.from, 5);
+    assert_eq!(v.checked, 6);
+    let cp = v.checkpoint.clone().expect("a checkpoint");
+    assert_eq!((cp.sequence, cp.pruned, cp.signature_valid), (4, 4, true));
+    // Asking for a pruned sequence number says so.
+    let pruned = tapd::store::chain::verify(&*store, Some(2)).await.unwrap();
+    assert_eq!(broken_at(&pruned), 2);
+
+    // Without the secrets key the checkpoint can't be trusted.
+    let keyless = (backend.reopen)(None).await.unwrap();
+    assert!(!verified(&keyless).await.valid);
+    drop(keyless);
+
+    // Hiding more events behind a forged checkpoint: delete event 5 and move the checkpoint
+    // onto it, with its true hash (taken from event 6) but without the key.
+    let hash = backend
+        .raw
+        .text("SELECT prev_hash FROM audit WHERE seq = 6")
+        .await;
+    backend
+        .raw
+        .execute(&format!(
+            "DELETE FROM audit WHERE seq = 5; UPDATE audit_chain SET checkpoint_seq = 5, \
+             checkpoint_hash = '{hash}', checkpoint_count = 5"
+        ))
+        .await;
+    let v = verified(&store).await;
+    assert_eq!(broken_at(&v), 6);
+    assert!(v.first_break.unwrap().problem.contains("forged"));
+    assert!(!v.checkpoint.unwrap().signature_valid);
+
+    // Pruning refuses to build on the forged checkpoint (its hash is right), instead of
+    // laundering it with a new signature.
+    assert!(store.prune_audit(t(8), 100).await.is_err());
+}
+
+async fn audit_chain_migration_links_existing_rows(backend: Backend) {
+    let Backend {
+        store,
+        reopen,
+        raw,
+        _guard,
+    } = backend;
+    store
+        .append_audits(&[
+            event("old 1", "root", None, t(1)),
+            event("old 2", "root", Some("alice"), t(2)),
+            event("old 3", "root", None, t(3)),
+        ])
+        .await
+        .unwrap();
+    drop(store);
+    // Back to the schema before the chain, with the events as an older tapd left them.
+    match &raw {
+        Raw::Sqlite(_) => {
+            raw.execute(
+                "DROP INDEX audit_seq; ALTER TABLE audit DROP COLUMN seq; \
+                 ALTER TABLE audit DROP COLUMN prev_hash; DROP TABLE audit_chain; \
+                 PRAGMA user_version = 5;",
+            )
+            .await
+        }
+        Raw::Postgres { .. } => {
+            raw.execute(
+                "ALTER TABLE audit DROP COLUMN seq, DROP COLUMN prev_hash; \
+                 DROP TABLE audit_chain; DELETE FROM schema_migrations WHERE version = 5;",
+            )
+            .await
+        }
+    }
+    let store = reopen(Some(sealer())).await.unwrap();
+    let v = verified(&store).await;
+    assert!(v.valid, "{v:?}");
+    assert_eq!((v.head.seq, v.checked), (3, 3));
+    store
+        .append_audit(&event("new", "root", None, t(4)))
+        .await
+        .unwrap();
+    assert!(verified(&store).await.valid);
+    assert_eq!(
+        raw.text("SELECT activity FROM audit WHERE seq = 2").await,
+        "old 2"
+    );
+}
+
+async fn audit_chain_has_no_gaps_or_forks_across_nodes(backend: Backend) {
+    let stores = [
+        backend.store.clone(),
+        (backend.reopen)(Some(sealer())).await.unwrap(),
+    ];
+    seed(&stores[0]).await;
+    let base = verified(&stores[0]).await.head.seq;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let store = stores[i % 2].clone();
+        tasks.spawn(async move {
+            match i % 3 {
+                0 => store
+                    .append_audit(&event(&format!("one {i}"), "root", None, t(1)))
+                    .await
+                    .unwrap(),
+                1 => store
+                    .append_audits(&[
+                        event(&format!("batch {i}a"), "root", None, t(1)),
+                        event(&format!("batch {i}b"), "root", None, t(1)),
+                    ])
+                    .await
+                    .unwrap(),
+                _ => {
+                    store
+                        .replace_tap(
+                            &tap(&format!("tap-{i}"), "u-alice", false),
+                            &event(&format!("create {i}"), "root", None, t(1)),
+                        )
+                        .await
+                        .unwrap();
+                }
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    for store in &stores {
+        let v = verified(store).await;
+        assert!(v.valid, "{v:?}");
+        assert_eq!(v.head.seq, base + 80);
+    }
 }

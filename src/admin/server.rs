@@ -229,6 +229,7 @@ fn router(service: Arc<TapService>) -> Router {
         .route("/v1/groups", get(list_groups))
         .route("/v1/directory/sync", get(sync_status).post(run_sync))
         .route("/v1/auditLogs", get(audit_logs))
+        .route("/v1/auditLogs/verify", get(verify_audit))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -526,6 +527,31 @@ async fn audit_logs(
         events.iter().map(graph::audit_event).collect(),
     ))
     .into_response())
+}
+
+/// `GET /v1/auditLogs/verify[?from=SEQ]`: the audit chain's verification, always 200 with
+/// `valid` and, when it is broken, `firstBreak` (the first broken or missing sequence number).
+async fn verify_audit(
+    Admin(session): Admin,
+    query: Result<Query<VerifyQuery>, QueryRejection>,
+) -> ApiResult {
+    let Query(q) = query?;
+    if let Some(from) = q.from {
+        if from < 1 {
+            return Err(ApiError::bad_request(format!(
+                "from {from} is not a sequence number (they start at 1)"
+            )));
+        }
+    }
+    let verification = session.verify_audit_chain(q.from).await?;
+    Ok(Json(verification).into_response())
+}
+
+/// Query of `GET /v1/auditLogs/verify`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyQuery {
+    from: Option<i64>,
 }
 
 /// Whether `path` is an existing socket file (used by tests and the daemon's cleanup).

@@ -9,6 +9,7 @@
 //! May depend on: `model`, `logging` (for [`Cause`]). Nothing here knows about HTTP, RADIUS or
 //! the policy rules.
 
+pub mod chain;
 mod codec;
 pub mod identity;
 pub mod postgres;
@@ -514,5 +515,24 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes up to `limit` of the oldest events dated before `before`, in one short
     /// transaction, and returns how many it deleted (`[audit] retention`: the caller repeats,
     /// with a pause, while a whole batch went, so pruning never holds the store for long).
+    /// Only a prefix of the audit chain goes (by sequence number, up to the first event not
+    /// before the cut), after its links are checked; the retention checkpoint moves to the
+    /// last pruned event and is signed again ([`chain`]). A broken prefix is not pruned.
     async fn prune_audit(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError>;
+
+    /// The audit chain's head, retention checkpoint and unchained row count ([`chain`]).
+    async fn audit_chain(&self) -> Result<chain::ChainState, StoreError>;
+
+    /// Up to `limit` stored events with sequence numbers from `from_seq` to `to_seq`, in
+    /// order.
+    async fn audit_chain_rows(
+        &self,
+        from_seq: i64,
+        to_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<chain::ChainRow>, StoreError>;
+
+    /// Whether the checkpoint's signature holds under the store's secrets key; false without
+    /// a key.
+    fn checkpoint_signature_holds(&self, checkpoint: &chain::Checkpoint) -> bool;
 }

@@ -57,6 +57,8 @@ pub enum SealError {
 struct SealingKey {
     id: String,
     cipher: Aes256Gcm,
+    /// The audit-checkpoint signing key derived from this key ([`checkpoint_key`]).
+    checkpoint: Zeroizing<[u8; KEY_BYTES]>,
 }
 
 impl SealingKey {
@@ -64,8 +66,38 @@ impl SealingKey {
         SealingKey {
             id: key_id(key),
             cipher: Aes256Gcm::new(&(*key).into()),
+            checkpoint: checkpoint_key(key),
         }
     }
+}
+
+/// The HMAC-SHA256 key that signs audit retention checkpoints, derived from the secrets key
+/// (HMAC-SHA256 keyed with the secrets key over a fixed label), so the secrets key itself
+/// never signs anything and a checkpoint can't be signed without it.
+fn checkpoint_key(key: &[u8; KEY_BYTES]) -> Zeroizing<[u8; KEY_BYTES]> {
+    use hmac::Mac;
+    #[allow(clippy::expect_used)] // HMAC takes a key of any length.
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC key");
+    mac.update(b"tapd audit checkpoint key v1");
+    Zeroizing::new(mac.finalize().into_bytes().into())
+}
+
+fn checkpoint_mac(key: &[u8; KEY_BYTES], message: &[u8]) -> hmac::Hmac<sha2::Sha256> {
+    use hmac::Mac;
+    #[allow(clippy::expect_used)] // HMAC takes a key of any length.
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC key");
+    mac.update(message);
+    mac
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 || !text.is_ascii() {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
 }
 
 /// The id written into every value sealed under `key`: it names the key without revealing it.
@@ -105,6 +137,35 @@ impl Sealer {
     /// The id of the key new values are sealed under.
     pub fn key_id(&self) -> &str {
         &self.current.id
+    }
+
+    /// Signs `message` (an audit checkpoint's canonical encoding) with the checkpoint key
+    /// derived from the current key: the key id and the HMAC-SHA256 in hex.
+    pub fn sign_checkpoint(&self, message: &[u8]) -> (String, String) {
+        let tag = hmac::Mac::finalize(checkpoint_mac(&self.current.checkpoint, message));
+        let hex = tag
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        (self.current.id.clone(), hex)
+    }
+
+    /// Whether `mac` (hex) is the signature of `message` under the checkpoint key derived from
+    /// the key `key_id` names (the current one, or the previous one during a rotation);
+    /// compared in constant time.
+    pub fn checkpoint_signature_holds(&self, message: &[u8], key_id: &str, mac: &str) -> bool {
+        let Some(key) = [Some(&self.current), self.previous.as_ref()]
+            .into_iter()
+            .flatten()
+            .find(|key| key.id == key_id)
+        else {
+            return false;
+        };
+        let Some(tag) = decode_hex(mac) else {
+            return false;
+        };
+        hmac::Mac::verify_slice(checkpoint_mac(&key.checkpoint, message), &tag).is_ok()
     }
 
     /// Seals `plaintext`, bound to `row` (the associated data).

@@ -21,6 +21,7 @@
 //! Over 800 lines on purpose: the one `impl Store` block, method for method in the trait's
 //! order, so that it can be read against the SQLite backend.
 
+mod audit_chain;
 mod connect;
 mod identity;
 mod rows;
@@ -49,7 +50,7 @@ use crate::store::seal::{self, Sealer};
 use crate::store::{
     LeaseLost, Store, StoreError, SyncFence, SyncLease, SyncLeaseOutcome, SyncPlan,
 };
-use rows::{opt_text, text, to_db_time, AuditColumns, WebSessionColumns};
+use rows::{opt_text, text, to_db_time, WebSessionColumns};
 
 pub use connect::{
     PostgresSettings, PostgresUrl, SslMode, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE,
@@ -285,26 +286,28 @@ impl PostgresStore {
         client.execute(&statement, params).await.map_err(map_err)
     }
 
-    /// Runs a statement that changes something when its condition holds (`hit`) and, in the
-    /// same statement, inserts `audit` only if it did: true when it did.
+    /// Runs a statement that changes something when its condition holds (`hit`: a `… RETURNING`
+    /// statement) and, in the same transaction, records `audit` only if it did: true when it
+    /// did. The change takes its row locks before the audit insert takes the chain head's.
     async fn conditional_with_audit(
         &self,
         change: &str,
         params: &[Param<'_>],
         audit: &NewAuditEvent,
     ) -> Result<bool, StoreError> {
-        let columns = AuditColumns::of(std::slice::from_ref(audit))?;
-        let sql = format!(
-            "WITH hit AS ({change}), logged AS ({}) SELECT count(*) FROM hit",
-            rows::insert_audit_sql(params.len() + 1, Some("hit"))
-        );
-        let mut all: Vec<Param<'_>> = params.to_vec();
-        all.extend(columns.params());
-        let rows = self.query(&sql, &all).await?;
+        let sql = format!("WITH hit AS ({change}) SELECT count(*) FROM hit");
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        let statement = tx.prepare_cached(&sql).await.map_err(map_err)?;
+        let rows = tx.query(&statement, params).await.map_err(map_err)?;
         let changed: i64 = match rows.first() {
             Some(row) => rows::col(row, 0)?,
             None => 0,
         };
+        if changed > 0 {
+            tx_audit(&tx, std::slice::from_ref(audit)).await?;
+        }
+        tx.commit().await.map_err(map_err)?;
         Ok(changed > 0)
     }
 }
@@ -319,17 +322,13 @@ async fn tx_execute(
     tx.execute(&statement, params).await.map_err(map_err)
 }
 
-/// Inserts audit events inside a transaction, in order.
+/// Inserts audit events inside a transaction, in order, as the next links of the audit chain
+/// (holding the chain head's lock until the transaction ends).
 async fn tx_audit(
     tx: &deadpool_postgres::Transaction<'_>,
     events: &[NewAuditEvent],
 ) -> Result<(), StoreError> {
-    let columns = AuditColumns::of(events)?;
-    if columns.is_empty() {
-        return Ok(());
-    }
-    tx_execute(tx, &rows::insert_audit_sql(1, None), &columns.params()).await?;
-    Ok(())
+    audit_chain::insert(tx, events).await
 }
 
 /// The fence check of a sync's transaction, its last statement before the commit: locks the
@@ -1202,29 +1201,62 @@ impl Store for PostgresStore {
     }
 
     async fn append_audit(&self, event: &NewAuditEvent) -> Result<(), StoreError> {
-        let columns = AuditColumns::of(std::slice::from_ref(event))?;
-        self.execute(&rows::insert_audit_sql(1, None), &columns.params())
-            .await?;
-        Ok(())
+        self.append_audits(std::slice::from_ref(event)).await
     }
 
     async fn append_audits(&self, events: &[NewAuditEvent]) -> Result<(), StoreError> {
         if events.is_empty() {
             return Ok(());
         }
-        let columns = AuditColumns::of(events)?;
-        self.execute(&rows::insert_audit_sql(1, None), &columns.params())
-            .await?;
-        Ok(())
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        tx_audit(&tx, events).await?;
+        tx.commit().await.map_err(map_err)
     }
 
     async fn prune_audit(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError> {
-        self.execute(
-            "DELETE FROM audit WHERE id IN \
-             (SELECT id FROM audit WHERE time < $1 ORDER BY time, id LIMIT $2)",
-            &[&to_db_time(before), &i64::from(limit)],
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        let deleted = audit_chain::prune(&tx, before, limit, self.sealer()).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(deleted)
+    }
+
+    async fn audit_chain(&self) -> Result<crate::store::chain::ChainState, StoreError> {
+        let rows = self.query(audit_chain::STATE_SQL, &[]).await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| StoreError::corrupt("the audit chain head row is missing"))?;
+        audit_chain::state(row)
+    }
+
+    async fn audit_chain_rows(
+        &self,
+        from_seq: i64,
+        to_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::store::chain::ChainRow>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM audit WHERE seq >= $1 AND seq <= $2 ORDER BY seq LIMIT $3",
+            audit_chain::CHAIN_COLUMNS
+        );
+        self.query_all(
+            &sql,
+            &[&from_seq, &to_seq, &i64::from(limit)],
+            audit_chain::chain_row,
         )
         .await
+    }
+
+    fn checkpoint_signature_holds(&self, checkpoint: &crate::store::chain::Checkpoint) -> bool {
+        let message = crate::store::chain::Checkpoint::message(
+            checkpoint.seq,
+            &checkpoint.hash,
+            checkpoint.count,
+        );
+        self.sealer().is_some_and(|s| {
+            s.checkpoint_signature_holds(&message, &checkpoint.key_id, &checkpoint.mac)
+        })
     }
 
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {

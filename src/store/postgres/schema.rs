@@ -9,9 +9,10 @@
 //! [`StoreError::SchemaTooNew`], and one whose records don't name tapd's migrations is refused
 //! as not a tapd database.
 //!
-//! Depends only on tokio-postgres and the store's error type.
+//! Depends only on tokio-postgres and the store's error type, and on the audit chain for the
+//! migration that adds it (the events already stored are linked in the same transaction).
 
-use tokio_postgres::Client;
+use deadpool_postgres::ClientWrapper as Client;
 
 use super::map_err;
 use crate::store::StoreError;
@@ -32,7 +33,15 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_identity_claims",
         include_str!("migrations/0004_identity_claims.sql"),
     ),
+    (
+        "0005_audit_chain",
+        include_str!("migrations/0005_audit_chain.sql"),
+    ),
 ];
+
+/// The version whose migration adds the audit chain: the events already stored are linked
+/// right after its script, in the same transaction.
+const AUDIT_CHAIN_VERSION: i64 = 5;
 
 /// The schema version this binary writes and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -106,6 +115,9 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
             continue;
         }
         tx.batch_execute(sql).await.map_err(map_err)?;
+        if version == AUDIT_CHAIN_VERSION {
+            super::audit_chain::link_existing(&tx).await?;
+        }
         tx.execute(
             "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
             &[&version, name],

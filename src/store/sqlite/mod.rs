@@ -23,6 +23,7 @@
 //! order, so that it can be read against the PostgreSQL backend; the schema, rows, identity
 //! and checkpoint code already live in their own files.
 
+mod audit_chain;
 mod checkpoint;
 mod identity;
 mod rows;
@@ -383,7 +384,6 @@ fn prepare_file(path: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// Inserts one audit event inside a write transaction.
 /// Seals every authenticator secret in clear or under the previous key ([`seal::reseal`]);
 /// the number of rows changed.
 fn reseal_all(tx: &Transaction<'_>, sealer: &Sealer) -> Result<usize, StoreError> {
@@ -449,27 +449,9 @@ fn method_owner(
         .map_err(map_err)
 }
 
+/// Inserts one audit event inside a write transaction, as the chain's next link.
 fn insert_audit(tx: &Transaction<'_>, event: &NewAuditEvent) -> Result<(), StoreError> {
-    let details = rows::to_json(&event.details)?;
-    tx.prepare_cached(
-        "INSERT INTO audit (time, actor, activity, target, result, reason_code, channel, \
-         source_address, details) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )
-    .and_then(|mut stmt| {
-        stmt.execute(params![
-            rows::to_micros(event.time),
-            event.actor,
-            event.activity,
-            event.target,
-            rows::result_str(event.result),
-            event.reason_code,
-            event.channel.as_str(),
-            event.source_address,
-            details,
-        ])
-    })
-    .map_err(map_err)?;
-    Ok(())
+    audit_chain::insert(tx, std::slice::from_ref(event))
 }
 
 /// Runs `sql` with a web session's values bound as `?1`…`?10`: `id_hash, user_id, created,
@@ -1509,22 +1491,39 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let events = events.to_vec();
-        self.write(move |tx| events.iter().try_for_each(|event| insert_audit(tx, event)))
-            .await
+        self.write(move |tx| audit_chain::insert(tx, &events)).await
     }
 
     async fn prune_audit(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError> {
-        self.write(move |tx| {
-            let deleted = tx
-                .prepare_cached(
-                    "DELETE FROM audit WHERE id IN \
-                     (SELECT id FROM audit WHERE time < ?1 ORDER BY time, id LIMIT ?2)",
-                )
-                .and_then(|mut stmt| stmt.execute(params![rows::to_micros(before), limit]))
-                .map_err(map_err)?;
-            Ok(deleted as u64)
+        let sealer = self.secrets.clone();
+        self.write(move |tx| audit_chain::prune(tx, before, limit, sealer.as_deref()))
+            .await
+    }
+
+    async fn audit_chain(&self) -> Result<crate::store::chain::ChainState, StoreError> {
+        // On the writer: head, checkpoint and count in one consistent view.
+        self.write(|tx| audit_chain::state(tx)).await
+    }
+
+    async fn audit_chain_rows(
+        &self,
+        from_seq: i64,
+        to_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::store::chain::ChainRow>, StoreError> {
+        self.read(move |conn| audit_chain::chain_rows(conn, from_seq, to_seq, limit))
+            .await
+    }
+
+    fn checkpoint_signature_holds(&self, checkpoint: &crate::store::chain::Checkpoint) -> bool {
+        let message = crate::store::chain::Checkpoint::message(
+            checkpoint.seq,
+            &checkpoint.hash,
+            checkpoint.count,
+        );
+        self.sealer().is_some_and(|s| {
+            s.checkpoint_signature_holds(&message, &checkpoint.key_id, &checkpoint.mac)
         })
-        .await
     }
 
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {

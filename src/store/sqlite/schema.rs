@@ -19,7 +19,12 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_membership_lists.sql"),
     include_str!("migrations/0004_sync_lease.sql"),
     include_str!("migrations/0005_identity_claims.sql"),
+    include_str!("migrations/0006_audit_chain.sql"),
 ];
+
+/// The version whose migration adds the audit chain: the events already stored are linked
+/// right after its script, in the same transaction.
+const AUDIT_CHAIN_VERSION: i64 = 6;
 
 /// The schema version this binary writes and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -107,6 +112,9 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             continue;
         }
         tx.execute_batch(sql).map_err(map_err)?;
+        if version == AUDIT_CHAIN_VERSION {
+            super::audit_chain::link_existing(&tx)?;
+        }
         // user_version lives in the database header, so it commits (or not) with the tables.
         tx.pragma_update(None, "user_version", version)
             .map_err(map_err)?;
