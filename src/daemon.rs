@@ -181,6 +181,7 @@ pub fn service_settings(config: &Config) -> ServiceSettings {
         ),
         root_is_global_administrator: config.admin.root_is_global_administrator,
         group_references: configured_group_references(config),
+        privileged_tap: config.policy.privileged_tap,
     }
 }
 
@@ -411,6 +412,16 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
             Ok(())
         }));
     }
+    {
+        // The audit chain head goes to the journal every minute (and once more below, after
+        // every other task has stopped, so the last head covers the last event).
+        let (store, shutdown) = (store.clone(), shutdown.clone());
+        tasks.spawn(heartbeats.supervise("audit chain head", async move {
+            crate::store::chain::head_loop(store, crate::store::chain::HEAD_INTERVAL, shutdown)
+                .await;
+            Ok(())
+        }));
+    }
 
     let mut sigterm =
         signal(SignalKind::terminate()).context("while installing SIGTERM handler")?;
@@ -483,6 +494,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         log::warn!("some work did not finish within {SHUTDOWN_GRACE:?}; stopping anyway");
         tasks.abort_all();
     }
+    crate::store::chain::log_head(&*store).await;
     remove_socket(&socket.path);
     match failure {
         Some(e) => Err(e),

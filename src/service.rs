@@ -26,7 +26,7 @@ use crate::clock::Clock;
 use crate::directory::DirectorySource;
 use crate::group_ref::GroupIndex;
 use crate::logging::ErrorChain;
-use crate::metrics::{Metrics, StoreOperation, TapIssueChannel};
+use crate::metrics::{AlertKind, Metrics, StoreOperation, TapIssueChannel};
 use crate::model::{
     AuditEvent, AuditFilter, AuditResult, Channel, Group, NewAuditEvent, RegisteredMethod,
     StoredTap, SyncStatus, TapPolicy, Timestamp, User,
@@ -41,6 +41,9 @@ use crate::tapcode::{self, HashError, Hasher};
 pub use crate::policy::{CreateTapRequest, PolicyPatch};
 
 /// Entra's activity names, used in audit events and logs.
+/// Reason code of a TAP creation refused by `[policy] privileged_tap = "deny"`.
+pub const PRIVILEGED_TAP_DENIED: &str = "privileged_tap_denied";
+
 pub mod activity {
     /// An administrator created a TAP.
     pub const TAP_CREATED: &str = "Admin registered temporary access pass method for user";
@@ -183,6 +186,8 @@ pub struct ServiceSettings {
     /// Group references written elsewhere in the configuration, as (where, reference), that
     /// each sync checks for ambiguity (`crate::group_ref`).
     pub group_references: Vec<(String, String)>,
+    /// `[policy] privileged_tap`: what creating a TAP for an administrator does.
+    pub privileged_tap: crate::config::PrivilegedTap,
 }
 
 /// The TAP service.
@@ -488,6 +493,66 @@ impl AdminSession {
     }
 
     /// Checks `action` on `target`, whose effective groups the caller already read.
+    /// `[policy] privileged_tap` for a TAP about to be created for `user`: the admin roles
+    /// the user holds when an alert is due (`alert`, or `deny`, which is also refused here,
+    /// audited, with 403 naming the rule); `None` for a user without roles or under `allow`.
+    async fn privileged_target(
+        &self,
+        user: &User,
+        groups: &[Group],
+    ) -> Result<Option<Vec<&'static str>>> {
+        use crate::config::PrivilegedTap;
+        let rule = self.service.settings().privileged_tap;
+        let roles: Vec<&'static str> = self
+            .service
+            .roles_in(groups)
+            .into_iter()
+            .map(AdminRole::as_str)
+            .collect();
+        if roles.is_empty() || rule == PrivilegedTap::Allow {
+            return Ok(None);
+        }
+        if rule == PrivilegedTap::Deny {
+            self.alert_privileged_tap(user, &roles, "refused");
+            let message = format!(
+                "creating a TAP for {}, who holds admin role(s) {}, is refused by the rule \
+                 [policy] privileged_tap = \"deny\"",
+                user.user_principal_name,
+                roles.join(", ")
+            );
+            self.service
+                .audit_failure(
+                    &self.actor_name,
+                    &self.source,
+                    activity::TAP_CREATED,
+                    Some(&user.user_principal_name),
+                    PRIVILEGED_TAP_DENIED,
+                    &message,
+                )
+                .await;
+            return Err(ServiceError::Forbidden(message));
+        }
+        Ok(Some(roles))
+    }
+
+    /// The privileged-target alert: a warning with the journal field `TAPD_ALERT=privileged_tap`
+    /// (the `tapd_alert` key), counted in `tapd_alerts_total{kind="privileged_tap"}`.
+    fn alert_privileged_tap(&self, user: &User, roles: &[&str], outcome: &str) {
+        self.service.metrics.alerts.inc(AlertKind::PrivilegedTap);
+        let roles = roles.join(",");
+        log::warn!(
+            target: "tapd::alert",
+            tapd_alert = "privileged_tap",
+            tapd_user = user.user_principal_name.as_str(),
+            tapd_actor = self.actor_name.as_str(),
+            admin_roles = roles.as_str(),
+            outcome = outcome;
+            "ALERT privileged_tap: {} {outcome} a TAP for {}, who holds admin role(s) {roles}",
+            self.actor_name,
+            user.user_principal_name
+        );
+    }
+
     async fn check_target(
         &self,
         action: AdminAction,
@@ -627,6 +692,7 @@ impl AdminSession {
             &groups,
         )
         .await?;
+        let privileged = self.privileged_target(&user, &groups).await?;
         if let Some(conflict) = &user.identity_conflict {
             let message = format!(
                 "user {} is quarantined by an identity conflict and can't receive a TAP until \
@@ -691,6 +757,9 @@ impl AdminSession {
             .await?;
         self.service.metrics.taps_issued.inc(TapIssueChannel::Admin);
         crate::audit::log(&event);
+        if let Some(roles) = &privileged {
+            self.alert_privileged_tap(&user, roles, "created");
+        }
         // Usability under the policy the terms were computed from, at the creation instant.
         let index = self.service.group_index();
         let details = evaluate_tap(&current_policy, &user, &groups, &index, tap, now);

@@ -78,6 +78,39 @@ pub struct Config {
     pub security: SecurityConfig,
     /// `[audit]`.
     pub audit: AuditConfig,
+    /// `[policy]`.
+    pub policy: PolicyConfig,
+}
+
+/// `[policy]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PolicyConfig {
+    /// What creating a TAP for an administrator does.
+    pub privileged_tap: PrivilegedTap,
+}
+
+/// `[policy] privileged_tap`: what happens when a TAP is created for a user who holds any
+/// admin role (a common account-takeover path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PrivilegedTap {
+    /// Created like any other.
+    Allow,
+    /// Created, with a warning journal entry (`TAPD_ALERT=privileged_tap`) and a counted alert.
+    #[default]
+    Alert,
+    /// Refused (403), audited, and alerted as above.
+    Deny,
+}
+
+impl PrivilegedTap {
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrivilegedTap::Allow => "allow",
+            PrivilegedTap::Alert => "alert",
+            PrivilegedTap::Deny => "deny",
+        }
+    }
 }
 
 /// `[audit]`.

@@ -31,6 +31,27 @@ pub struct RawConfig {
     pub security: RawSecurity,
     /// `[audit]`: how long audit events are kept.
     pub audit: RawAudit,
+    /// `[policy]`: rules on what administrators may do beyond the role matrix.
+    pub policy: RawPolicy,
+}
+
+/// `[policy]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawPolicy {
+    /// A TAP created for a user holding any admin role: `allow` (nothing special), `alert`
+    /// (a warning journal entry `TAPD_ALERT=privileged_tap` and the
+    /// `tapd_alerts_total{kind="privileged_tap"}` counter) or `deny` (refused with 403).
+    /// Default `alert`.
+    pub privileged_tap: String,
+}
+
+impl Default for RawPolicy {
+    fn default() -> Self {
+        Self {
+            privileged_tap: "alert".into(),
+        }
+    }
 }
 
 /// `[audit]`.

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{
-    RawAdmin, RawAudit, RawConfig, RawDirectory, RawFederation, RawLog, RawMetrics, RawRadius,
-    RawReplyAttribute, RawSecurity, RawStore, RawWeb,
+    RawAdmin, RawAudit, RawConfig, RawDirectory, RawFederation, RawLog, RawMetrics, RawPolicy,
+    RawRadius, RawReplyAttribute, RawSecurity, RawStore, RawWeb,
 };
 use super::values::{
     is_loopback_host, parse_duration, read_secret_file, resolve_path, unsafe_secret_file,
@@ -26,8 +26,9 @@ use super::values::{
 use super::{
     AdminConfig, AuditConfig, Config, ConfigError, DeletionGuard, DirectoryBind, DirectoryConfig,
     DirectoryPreset, DirectorySource, DirectoryUnavailable, FederationConfig, HttpLimits, Loaded,
-    LogConfig, LogFormat, MetricsConfig, RadiusClient, RadiusConfig, RelyingParty,
-    ReplyAttributeRule, RoleMapping, SecurityConfig, StoreConfig, TlsFiles, WebConfig,
+    LogConfig, LogFormat, MetricsConfig, PolicyConfig, PrivilegedTap, RadiusClient, RadiusConfig,
+    RelyingParty, ReplyAttributeRule, RoleMapping, SecurityConfig, StoreConfig, TlsFiles,
+    WebConfig,
 };
 
 /// Shortest accepted sync interval: more often would hammer the directory.
@@ -178,6 +179,7 @@ pub(super) fn validate(
     let metrics = metrics(&mut report, &raw.metrics);
     let security = security(&mut report, &raw.security);
     let audit = audit(&mut report, &raw.audit);
+    let policy = policy(&mut report, &raw.policy);
     check_tcp_listeners(&mut report, &web, &federation, &metrics);
 
     if !report.problems.is_empty() {
@@ -198,9 +200,26 @@ pub(super) fn validate(
             metrics,
             security,
             audit,
+            policy,
         },
         warnings: report.warnings,
     })
+}
+
+fn policy(report: &mut Report<'_>, raw: &RawPolicy) -> PolicyConfig {
+    let privileged_tap = match raw.privileged_tap.trim() {
+        "allow" => PrivilegedTap::Allow,
+        "alert" => PrivilegedTap::Alert,
+        "deny" => PrivilegedTap::Deny,
+        other => {
+            report.problem(
+                "policy.privileged_tap",
+                format!("{other:?} is not one of allow, alert, deny"),
+            );
+            PrivilegedTap::default()
+        }
+    };
+    PolicyConfig { privileged_tap }
 }
 
 fn audit(report: &mut Report<'_>, raw: &RawAudit) -> AuditConfig {

@@ -23,6 +23,7 @@
 //! | `tapd_radius_retransmissions_replayed_total` | – | RADIUS handler (reply cache hit) |
 //! | `tapd_federation_requests_total{result,reason}` | [`FederationOutcome`] | federation adapter |
 //! | `tapd_taps_issued_total{channel}` | [`TapIssueChannel`] | service (`create_tap`) |
+//! | `tapd_alerts_total{kind}` | [`AlertKind`] | service (`create_tap`: `privileged_tap`) |
 //! | `tapd_taps_used_total{channel}` | [`TapUseChannel`] | web sign-in |
 //! | `tapd_tap_rejections_total{channel,reason}` | [`TapRejection`] | `signin` (RADIUS, federation), web |
 //! | `tapd_web_sign_ins_total{method,result}` | [`WebSignIn`] | web sign-in |
@@ -259,6 +260,15 @@ label_set! {
     pub enum TapIssueChannel ["channel"] {
         /// By an administrator over the admin API.
         Admin => ["admin"],
+    }
+}
+
+label_set! {
+    /// Security alerts raised, by kind.
+    pub enum AlertKind ["kind"] {
+        /// A TAP was created (or, with `[policy] privileged_tap = "deny"`, refused) for a
+        /// user holding an admin role.
+        PrivilegedTap => ["privileged_tap"],
     }
 }
 
@@ -573,6 +583,8 @@ pub struct Metrics {
     pub taps_issued: CounterVec<TapIssueChannel>,
     /// TAPs used to sign in, by channel.
     pub taps_used: CounterVec<TapUseChannel>,
+    /// Security alerts, by kind.
+    pub alerts: CounterVec<AlertKind>,
     /// TAP sign-ins refused, by channel and reason.
     pub tap_rejections: CounterVec<TapRejection>,
     /// Web sign-ins, by method and result.
@@ -615,6 +627,7 @@ impl Metrics {
             radius_replayed: Counter::default(),
             federation_requests: CounterVec::default(),
             taps_issued: CounterVec::default(),
+            alerts: CounterVec::default(),
             taps_used: CounterVec::default(),
             tap_rejections: CounterVec::default(),
             web_sign_ins: CounterVec::default(),
@@ -692,6 +705,12 @@ impl Metrics {
             "tapd_taps_issued_total",
             "Temporary Access Passes issued, by channel.",
             &self.taps_issued,
+        );
+        exposition::counter(
+            &mut out,
+            "tapd_alerts_total",
+            "Security alerts raised (also logged with a TAPD_ALERT journal field), by kind.",
+            &self.alerts,
         );
         exposition::counter(
             &mut out,

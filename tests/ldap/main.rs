@@ -121,6 +121,7 @@ impl Node {
                 roles,
                 root_is_global_administrator: true,
                 group_references: Vec::new(),
+                ..ServiceSettings::default()
             },
             SyncOptions {
                 interval: Duration::from_secs(300),
