@@ -547,9 +547,10 @@ impl AdminSession {
             tapd_actor = self.actor_name.as_str(),
             admin_roles = roles.as_str(),
             outcome = outcome;
-            "ALERT privileged_tap: {} {outcome} a TAP for {}, who holds admin role(s) {roles}",
-            self.actor_name,
-            user.user_principal_name
+            "ALERT privileged_tap: a TAP for {}, who holds admin role(s) {roles}, requested by \
+             {}: {outcome}",
+            user.user_principal_name,
+            self.actor_name
         );
     }
 

@@ -14,6 +14,7 @@
 //! checked in `tests/radius/metrics.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod audit_chain;
 mod metrics;
 mod notify;
 mod unit;
@@ -67,8 +68,15 @@ impl Tapd {
 
     /// Like [`Tapd::start`], in a dir the caller prepared (e.g. holding a notify socket).
     pub fn start_in(dir: tempfile::TempDir, env: &[(&str, String)]) -> Tapd {
+        let text = Self::config_text(dir.path());
+        Self::start_with_config(dir, &text, env)
+    }
+
+    /// Like [`Tapd::start_in`], with the config text given (built from [`Tapd::config_text`]'s
+    /// pieces; the admin socket and metrics listener must stay as there).
+    pub fn start_with_config(dir: tempfile::TempDir, text: &str, env: &[(&str, String)]) -> Tapd {
         let config = dir.path().join("tapd.toml");
-        std::fs::write(&config, Self::config_text(dir.path())).unwrap();
+        std::fs::write(&config, text).unwrap();
         let admin_socket = dir.path().join("admin.sock");
         let mut launch = Launch::new(dir)
             .env_remove("NOTIFY_SOCKET")
@@ -115,6 +123,11 @@ impl Tapd {
     /// Waits (bounded) for the daemon to exit.
     pub fn wait_exit(&mut self) -> ExitStatus {
         self.daemon.wait_exit()
+    }
+
+    /// Starts the daemon again with the same config and dir (after it exited).
+    pub fn restart(&mut self) {
+        self.daemon.restart();
     }
 
     /// Whether the process is still running.
