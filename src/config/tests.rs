@@ -1355,6 +1355,44 @@ fn audit_retention_defaults_to_400_days_and_can_be_turned_off() {
 }
 
 #[test]
+fn policy_privileged_tap_defaults_to_alert_and_names_a_bad_value() {
+    use crate::config::PrivilegedTap;
+    let dir = Dir::new();
+    let config = dir.load(MINIMAL).unwrap().config;
+    assert_eq!(config.policy.privileged_tap, PrivilegedTap::Alert);
+    for (text, want) in [
+        ("allow", PrivilegedTap::Allow),
+        ("alert", PrivilegedTap::Alert),
+        ("deny", PrivilegedTap::Deny),
+    ] {
+        let config = dir
+            .load(&format!(
+                "{MINIMAL}\n[policy]\nprivileged_tap = \"{text}\"\n"
+            ))
+            .unwrap()
+            .config;
+        assert_eq!(config.policy.privileged_tap, want);
+        assert_eq!(want.as_str(), text);
+    }
+    let problems = problems(dir.load(&format!("{MINIMAL}\n[policy]\nprivileged_tap = \"warn\"\n")));
+    assert!(
+        has(
+            &problems,
+            "policy.privileged_tap:",
+            "\"warn\" is not one of allow, alert, deny"
+        ),
+        "{problems:#?}"
+    );
+    let problems = self::problems(dir.load(&format!(
+        "{MINIMAL}\n[policy]\nprivileged_taps = \"deny\"\n"
+    )));
+    assert!(
+        problems.iter().any(|p| p.contains("privileged_taps")),
+        "{problems:#?}"
+    );
+}
+
+#[test]
 fn secrets_key_file_defaults_next_to_the_database_and_a_bad_one_is_refused() {
     use std::os::unix::fs::PermissionsExt;
     let dir = Dir::new();
