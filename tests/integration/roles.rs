@@ -129,6 +129,13 @@ fn each_role_may_do_what_the_matrix_allows_and_gets_403_otherwise() {
     assert!(!table.stdout.contains(&code_by_aa), "{table}");
     tapd.tapctl(RD, &["policy", "show"]).ok();
     tapd.tapctl(RD, &["audit"]).ok();
+    // The audit chain's verification is a read of the audit: readers may, others may not.
+    assert!(tapd
+        .tapctl(RD, &["audit", "verify"])
+        .ok()
+        .contains("audit chain verified"));
+    tapd.tapctl(POL, &["audit", "verify"])
+        .forbidden("to read the audit log you need one of: global_administrator, global_reader");
     tapd.tapctl(RD, &["tap", "create", "tapit-m1"])
         .forbidden(NEEDS_TAP_ROLE);
     tapd.tapctl(RD, &["tap", "delete", "tapit-m1"])
