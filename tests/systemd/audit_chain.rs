@@ -52,6 +52,7 @@ fn start(env: &[(&str, String)]) -> Tapd {
 
 fn sqlite3(tapd: &Tapd, sql: &str) -> String {
     let output = Command::new("sqlite3")
+        .args(["-cmd", ".timeout 5000"])
         .arg(tapd.dir().join("tapd.db"))
         .arg(sql)
         .output()

@@ -172,17 +172,38 @@ fn checkpoint(conn: &Connection) -> Result<Option<Checkpoint>, StoreError> {
     .map_err(map_err)
 }
 
-/// The chain's head, checkpoint and unchained rows, read in one snapshot.
+/// The chain's head, checkpoint and unchained rows, read in one statement (one snapshot).
 pub(super) fn state(conn: &Connection) -> Result<ChainState, StoreError> {
-    let unchained: i64 = conn
-        .prepare_cached("SELECT count(*) FROM audit WHERE seq IS NULL")
-        .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
-        .map_err(map_err)?;
-    Ok(ChainState {
-        head: head(conn)?,
-        checkpoint: checkpoint(conn)?,
-        unchained: unchained.max(0) as u64,
+    conn.prepare_cached(
+        "SELECT head_seq, head_hash, checkpoint_seq, checkpoint_hash, checkpoint_count, \
+         checkpoint_key_id, checkpoint_mac, (SELECT count(*) FROM audit WHERE seq IS NULL) \
+         FROM audit_chain WHERE id = 1",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row([], |row| {
+            let checkpoint = match row.get::<_, Option<i64>>(2)? {
+                None => None,
+                Some(seq) => Some(Checkpoint {
+                    seq,
+                    hash: row.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                    count: row.get::<_, Option<i64>>(4)?.unwrap_or_default(),
+                    key_id: row.get::<_, Option<String>>(5)?.unwrap_or_default(),
+                    mac: row.get::<_, Option<String>>(6)?.unwrap_or_default(),
+                }),
+            };
+            Ok(ChainState {
+                head: ChainHead {
+                    seq: row.get(0)?,
+                    hash: row.get(1)?,
+                },
+                checkpoint,
+                unchained: row.get::<_, i64>(7)?.max(0) as u64,
+            })
+        })
+        .optional()
     })
+    .map_err(map_err)?
+    .ok_or_else(|| StoreError::corrupt("the audit chain head row is missing"))
 }
 
 /// Up to `limit` chained rows from `from_seq` to `to_seq`.

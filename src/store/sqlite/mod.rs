@@ -1501,8 +1501,7 @@ impl Store for SqliteStore {
     }
 
     async fn audit_chain(&self) -> Result<crate::store::chain::ChainState, StoreError> {
-        // On the writer: head, checkpoint and count in one consistent view.
-        self.write(|tx| audit_chain::state(tx)).await
+        self.read(audit_chain::state).await
     }
 
     async fn audit_chain_rows(
