@@ -38,7 +38,11 @@ with drop-ins: \fBsystemctl edit tapd\fR.
 .SH LOGGING
 Under systemd, log lines go to the journal with structured fields: \fBREASON_CODE\fR,
 \fBCHANNEL\fR, \fBTAPD_USER\fR, \fBSOURCE_ADDRESS\fR and \fBRADIUS_CLIENT\fR, e.g.
-\fBjournalctl -u tapd REASON_CODE=tap_not_supported_radius\fR.
+\fBjournalctl -u tapd REASON_CODE=tap_not_supported_radius\fR. Security alerts carry
+\fBTAPD_ALERT\fR (\fBjournalctl -u tapd TAPD_ALERT=privileged_tap\fR: a TAP created for, or
+refused to, a user holding an admin role). The tamper-evident audit chain's head is logged
+at start, every minute and at shutdown with \fBAUDIT_CHAIN_SEQ\fR and \fBAUDIT_CHAIN_HASH\fR;
+\fBtapctl audit verify\fR checks the stored chain.
 .SH FILES
 .TP
 \fI/etc/tapd/tapd.toml\fR

@@ -2659,6 +2659,11 @@ async fn audit_chain_links_every_write_and_names_tampering(backend: Backend) {
     assert!(v.valid, "{v:?}");
     assert_eq!(v.head.seq, base + 6);
     assert_eq!(v.checked as i64, base + 6);
+    // Starting past the head is not a pass.
+    let beyond = tapd::store::chain::verify(&*store, Some(base + 9))
+        .await
+        .unwrap();
+    assert_eq!(broken_at(&beyond), base + 9);
 
     // An edited row is named by its own sequence number.
     let target = base + 2;

@@ -354,6 +354,17 @@ pub async fn verify(store: &dyn Store, from: Option<i64>) -> Result<Verification
         walker.expected_prev = Some(cp.hash.clone());
     }
     if let Some(from) = from {
+        if from > state.head.seq {
+            result.from = from;
+            result.first_break = Some(ChainBreak {
+                sequence: from,
+                problem: format!(
+                    "sequence {from} does not exist yet (the chain head is at {})",
+                    state.head.seq
+                ),
+            });
+            return Ok(result);
+        }
         if from < walker.expected_seq {
             if state.checkpoint.is_some() {
                 result.first_break = Some(ChainBreak {
