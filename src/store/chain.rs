@@ -458,6 +458,8 @@ pub async fn head_loop(store: Arc<dyn Store>, interval: Duration, shutdown: Canc
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
     use super::*;
 
     fn row(n: u8) -> ChainRow {
