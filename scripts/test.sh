@@ -12,8 +12,9 @@ need=()
 # conformance suite and tests/postgres_nodes.rs.
 # libssl-dev, pkg-config: webauthn-rs links OpenSSL. chromium: the web end-to-end test.
 # slapd + ldap-utils: the throwaway OpenLDAP server of tests/ldap (and the LDAP benchmark).
-# sqlite3, postgresql-client (psql): the audit-chain tests edit the stores as an attacker would.
-for pkg in passwd slapd ldap-utils freeradius-utils curl systemd man-db postgresql postgresql-client openssl libssl-dev pkg-config chromium sqlite3; do
+# sqlite3 (and psql, which postgresql brings): the audit-chain tests edit the stores as an
+# attacker would.
+for pkg in passwd slapd ldap-utils freeradius-utils curl systemd man-db postgresql openssl libssl-dev pkg-config chromium sqlite3; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 command -v node >/dev/null 2>&1 || need+=(nodejs npm)
