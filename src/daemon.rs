@@ -181,6 +181,7 @@ pub fn service_settings(config: &Config) -> ServiceSettings {
         ),
         root_is_global_administrator: config.admin.root_is_global_administrator,
         group_references: configured_group_references(config),
+        registration_interrupt_groups: config.web.registration_interrupt_groups.clone(),
     }
 }
 

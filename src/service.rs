@@ -54,7 +54,11 @@ pub mod activity {
     pub const POLICY_RESET: &str = "Reset authentication methods policy";
     /// An administrator started a directory sync.
     pub const SYNC_REQUESTED: &str = "Admin started directory sync";
+    /// A sign-in attempt on any channel.
+    pub const SIGN_IN: &str = "User sign-in";
 }
+
+pub mod explain;
 
 /// Errors of service operations; the admin layer maps each to one HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +187,8 @@ pub struct ServiceSettings {
     /// Group references written elsewhere in the configuration, as (where, reference), that
     /// each sync checks for ambiguity (`crate::group_ref`).
     pub group_references: Vec<(String, String)>,
+    /// `[web] registration_interrupt_groups`, shown by `tap explain`.
+    pub registration_interrupt_groups: Vec<String>,
 }
 
 /// The TAP service.
@@ -428,6 +434,9 @@ fn evaluate_tap(
         reason,
     }
 }
+
+/// How many of a user's newest audit events `tap explain` reads for the last attempts.
+const EXPLAIN_AUDIT_EVENTS: u32 = 500;
 
 /// An identified administrator; every method checks the role matrix first.
 pub struct AdminSession {
@@ -732,6 +741,43 @@ impl AdminSession {
                     "user {user_key:?} has no temporary access pass with id {tap_id:?}"
                 ))
             })
+    }
+
+    /// Why the user's TAP does or doesn't work now, with the evidence ([`explain`]). A read:
+    /// whoever may see the user's TAP may explain it; no code exists to show.
+    pub async fn explain_tap(&self, user_key: &str) -> Result<explain::Explanation> {
+        let (user, groups) = self.find_user_with_groups(user_key).await?;
+        self.check_target(
+            AdminAction::ReadTap,
+            "Explain temporary access pass method",
+            &user,
+            &groups,
+        )
+        .await?;
+        let policy = self.store().policy().await?;
+        let tap = self.store().tap_for_user(&user.id).await?;
+        let audit = self
+            .store()
+            .audit(&AuditFilter {
+                user: Some(user.user_principal_name.clone()),
+                limit: EXPLAIN_AUDIT_EVENTS,
+                ..AuditFilter::default()
+            })
+            .await?;
+        let index = self.service.group_index();
+        let nesting = self.service.syncer.nesting();
+        let interrupt_groups = self.service.settings().registration_interrupt_groups;
+        Ok(explain::walk(&explain::Inputs {
+            user: &user,
+            groups: &groups,
+            index: &index,
+            nesting: nesting.as_ref(),
+            policy: &policy,
+            tap: tap.as_ref(),
+            interrupt_groups: &interrupt_groups,
+            audit: &audit,
+            now: self.service.clock.now(),
+        }))
     }
 
     /// Deletes the user's TAP.
