@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use crate::model::{
     AuditEvent, AuditResult, Group, RegisteredMethod, SyncStatus, TapPolicy, Timestamp, User,
 };
+use crate::service::explain::{self, Attempt, Explanation, TargetMatch};
 use crate::service::{TapDetails, UserDetails, UserMethods};
 
 pub use crate::model::PASSWORD_METHOD_ID;
@@ -41,6 +42,7 @@ pub fn policy(p: &TapPolicy) -> Value {
 /// A TAP; the code only when given (the create response).
 pub fn tap(d: &TapDetails, code: Option<&str>) -> Value {
     json!({
+        "endDateTime": time(&d.tap.expires()),
         "@odata.type": "#microsoft.graph.temporaryAccessPassAuthenticationMethod",
         "id": d.tap.id,
         "temporaryAccessPass": code,
@@ -176,5 +178,99 @@ pub fn audit_event(e: &AuditEvent) -> Value {
         "channel": ev.channel.as_str(),
         "sourceAddress": ev.source_address,
         "additionalDetails": ev.details,
+    })
+}
+
+/// `GET …/temporaryAccessPassMethods/explain`: the first cause and the evidence. The shape is
+/// documented in the README ("Why doesn't my TAP work?") and pinned by a golden file in the
+/// integration tests; times are RFC 3339 UTC.
+pub fn explanation(e: &Explanation) -> Value {
+    let mut cause = serde_json::to_value(&e.cause).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut cause {
+        for (_, value) in map.iter_mut() {
+            if let Some(t) = value.as_str().and_then(|s| s.parse::<Timestamp>().ok()) {
+                *value = Value::String(time(&t));
+            }
+        }
+        map.insert("reasonCode".into(), json!(e.cause.reason_code()));
+        map.insert(
+            "message".into(),
+            json!(e.cause.sentence(&e.user.username, &|t| time(t))),
+        );
+    }
+    let checks: Vec<Value> = explain::steps(&e.cause)
+        .into_iter()
+        .map(|(check, result)| json!({ "check": check, "result": result }))
+        .collect();
+    let tap = e.tap.as_ref().map(|t| {
+        json!({
+            "id": t.id,
+            "createdDateTime": time(&t.created),
+            "startDateTime": time(&t.start),
+            "endDateTime": time(&t.expires()),
+            "lifetimeInMinutes": t.lifetime_in_minutes,
+            "isUsableOnce": t.is_usable_once,
+            "usedDateTime": opt_time(&t.used_at),
+            "usedOn": e.tap_use.as_ref().map(|u| json!({
+                "channel": u.channel,
+                "sourceAddress": u.source_address,
+            })),
+        })
+    });
+    let last = |channel: &str| {
+        e.last_attempts
+            .iter()
+            .find(|a| a.channel == channel)
+            .map_or(Value::Null, attempt)
+    };
+    json!({
+        "@odata.context": "#users/authentication/temporaryAccessPassMethods/explain",
+        "user": {
+            "id": e.user.id,
+            "userPrincipalName": e.user.user_principal_name,
+            "onPremisesSamAccountName": e.user.username,
+        },
+        "evaluatedDateTime": time(&e.evaluated),
+        "isUsable": e.cause.reason_code().is_none(),
+        "cause": cause,
+        "checks": checks,
+        "evidence": {
+            "policy": {
+                "state": e.policy_state,
+                "isUsableOnce": e.policy_requires_one_time,
+            },
+            "accountEnabled": e.user.account_enabled,
+            "identityConflict": e.user.identity_conflict.as_ref().map(|c| c.describe()),
+            "includeTargets": e.included_by.iter().map(target).collect::<Vec<_>>(),
+            "excludeTargets": e.excluded_by.iter().map(target).collect::<Vec<_>>(),
+            "temporaryAccessPass": tap,
+            "registrationInterrupt": {
+                "inScope": !e.registration_interrupt.is_empty(),
+                "groups": e.registration_interrupt.iter().map(target).collect::<Vec<_>>(),
+            },
+            "throttle": {
+                "throttledAttemptsLastHour": e.throttled.len(),
+                "lastThrottled": e.throttled.first().map_or(Value::Null, attempt),
+            },
+            "lastAttempts": {
+                "web": last("web"),
+                "radius": last("radius"),
+                "federation": last("federation"),
+            },
+        },
+    })
+}
+
+fn target(t: &TargetMatch) -> Value {
+    json!({ "id": t.id, "targetType": t.target_type, "path": t.path })
+}
+
+fn attempt(a: &Attempt) -> Value {
+    json!({
+        "activityDateTime": time(&a.time),
+        "result": a.result,
+        "reasonCode": a.reason_code,
+        "authenticationMethod": a.method,
+        "sourceAddress": a.source_address,
     })
 }

@@ -30,7 +30,11 @@ use crate::policy::scope::target_matches;
 
 /// The first cause the walk found, with what its sentence needs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "code", rename_all = "snake_case")]
+#[serde(
+    tag = "code",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase"
+)]
 pub enum Cause {
     /// The user is quarantined: one of their sign-in names is also another user's.
     IdentityConflict {
@@ -55,16 +59,19 @@ pub enum Cause {
     /// The TAP's start lies in the future.
     NotYetValid {
         /// When it becomes usable.
+        #[serde(rename = "startDateTime")]
         start: Timestamp,
     },
     /// The TAP's lifetime is over.
     Expired {
         /// When it stopped being usable.
+        #[serde(rename = "endDateTime")]
         end: Timestamp,
     },
     /// A one-time TAP that was already used.
     OneTimeUsed {
         /// When it was used.
+        #[serde(rename = "usedDateTime")]
         used: Timestamp,
         /// Where it was used, from the audit (`web`), when the audit still has the event.
         channel: Option<String>,
@@ -76,6 +83,7 @@ pub enum Cause {
     /// Nothing is in the way: the TAP works on the web page now.
     Usable {
         /// When it stops being usable.
+        #[serde(rename = "endDateTime")]
         end: Timestamp,
     },
 }
