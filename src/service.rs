@@ -40,18 +40,25 @@ use crate::tapcode::{self, HashError, Hasher};
 /// The request types of the admin operations, part of this service's API.
 pub use crate::policy::{CreateTapRequest, PolicyPatch};
 
-/// Entra's activity names, used in audit events and logs.
+/// Entra's activity names (Graph `directoryAudit.activityDisplayName`), used in audit events
+/// and logs; what exactly happened is the event's `resultReason` (Entra's "status reason"),
+/// kept in its details. The README's audit mapping table lists them all.
 pub mod activity {
-    /// An administrator created a TAP.
-    pub const TAP_CREATED: &str = "Admin registered temporary access pass method for user";
-    /// An administrator deleted a TAP.
-    pub const TAP_DELETED: &str = "Admin deleted temporary access pass method for user";
+    /// An administrator created a TAP (resultReason [`TAP_CREATED_REASON`]).
+    pub const TAP_CREATED: &str = "Admin registered security info";
+    /// Entra's status reason of [`TAP_CREATED`].
+    pub const TAP_CREATED_REASON: &str = "Admin registered temporary access pass method for user";
+    /// An administrator deleted a TAP (resultReason [`TAP_DELETED_REASON`]).
+    pub const TAP_DELETED: &str = "Admin deleted security info";
+    /// Entra's status reason of [`TAP_DELETED`].
+    pub const TAP_DELETED_REASON: &str = "Admin deleted temporary access pass method for user";
     /// An administrator deleted a registered method.
     pub const METHOD_DELETED: &str = "Admin deleted security info";
     /// The TAP policy was changed.
     pub const POLICY_UPDATED: &str = "Update authentication methods policy";
-    /// The TAP policy was reset to defaults.
-    pub const POLICY_RESET: &str = "Reset authentication methods policy";
+    /// The TAP policy was reset to defaults: an update in Entra's terms (resultReason
+    /// "Reset to defaults").
+    pub const POLICY_RESET: &str = "Update authentication methods policy";
     /// An administrator started a directory sync.
     pub const SYNC_REQUESTED: &str = "Admin started directory sync";
     /// A sign-in attempt on any channel.
@@ -613,7 +620,7 @@ impl AdminSession {
         let event = self.event(
             activity::POLICY_RESET,
             None,
-            json!({ "old": current, "new": updated }),
+            json!({ "resultReason": "Reset to defaults", "old": current, "new": updated }),
         );
         self.store().put_policy(&updated, &event).await?;
         crate::audit::log(&event);
@@ -683,7 +690,7 @@ impl AdminSession {
             Some(&user.user_principal_name),
             json!({
                 "category": "UserManagement",
-                "activityDisplayName": "Admin registered security info",
+                "resultReason": activity::TAP_CREATED_REASON,
                 "TemporaryAccessPass.Id": tap.id,
                 "TemporaryAccessPass.StartDateTime": tap.start,
                 "TemporaryAccessPass.EndDateTime": tap.expires(),
@@ -793,7 +800,11 @@ impl AdminSession {
         let event = self.event(
             activity::TAP_DELETED,
             Some(&user.user_principal_name),
-            json!({ "category": "UserManagement", "TemporaryAccessPass.Id": tap_id }),
+            json!({
+                "category": "UserManagement",
+                "resultReason": activity::TAP_DELETED_REASON,
+                "TemporaryAccessPass.Id": tap_id,
+            }),
         );
         if !self.store().delete_tap(&user.id, tap_id, &event).await? {
             return Err(ServiceError::NotFound(format!(
@@ -855,7 +866,11 @@ impl AdminSession {
         let event = self.event(
             activity::METHOD_DELETED,
             Some(&user.user_principal_name),
-            json!({ "category": "UserManagement", "methodId": method_id }),
+            json!({
+                "category": "UserManagement",
+                "resultReason": "Admin deleted authentication method for user",
+                "methodId": method_id,
+            }),
         );
         if !self
             .store()

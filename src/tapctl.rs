@@ -456,9 +456,15 @@ async fn run(cli: &Cli) -> Result<(), CliError> {
                 &v,
                 &[
                     ("TIME", "activityDateTime"),
-                    ("ACTOR", "initiatedBy"),
+                    (
+                        "ACTOR",
+                        "/initiatedBy/user/userPrincipalName|/initiatedBy/app/displayName|/appDisplayName",
+                    ),
                     ("ACTIVITY", "activityDisplayName"),
-                    ("TARGET", "targetResource"),
+                    (
+                        "TARGET",
+                        "/targetResources/0/displayName|/userPrincipalName",
+                    ),
                     ("RESULT", "result"),
                     ("REASON", "reasonCode"),
                     ("CHANNEL", "channel"),
@@ -855,6 +861,16 @@ fn print_explanation(v: &Value) {
     );
 }
 
+/// A table cell: a top-level field, or the first of `|`-separated JSON pointers that is set.
+fn column<'a>(item: &'a Value, key: &str) -> Option<&'a Value> {
+    if !key.starts_with('/') {
+        return item.get(key);
+    }
+    key.split('|')
+        .filter_map(|pointer| item.pointer(pointer))
+        .find(|v| !v.is_null())
+}
+
 fn str_of(v: Option<&Value>) -> String {
     match v {
         None | Some(Value::Null) => "-".to_owned(),
@@ -967,7 +983,7 @@ impl Output {
                         columns
                             .iter()
                             .map(|(_, key)| {
-                                let s = str_of(item.get(*key));
+                                let s = str_of(column(item, key));
                                 s.strip_prefix("#microsoft.graph.")
                                     .map(str::to_owned)
                                     .unwrap_or(s)

@@ -492,4 +492,138 @@ fn one_time_used_on_the_web_and_tap_attempts_on_every_channel() {
         "{text}"
     );
     golden("explain-one-time-used.json", &alice);
+
+    // The audit, as the admin API serves it (curl on the socket) and as tapctl prints it:
+    // Graph `signIn` fields, one distinct reason code per refusal.
+    require_tool("curl", "curl");
+    let raw = Command::new("curl")
+        .args([
+            "--silent",
+            "--show-error",
+            "--max-time",
+            "10",
+            "--unix-socket",
+        ])
+        .arg(tapd.socket())
+        .arg("http://localhost/v1/auditLogs?user=alice%40example.org&activity=User%20sign-in")
+        .output()
+        .unwrap();
+    let api: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let via_tapctl = tapd.tapctl(&[
+        "audit",
+        "--user",
+        "alice@example.org",
+        "--activity",
+        "User sign-in",
+    ]);
+    for listing in [&api, &via_tapctl] {
+        let events = listing["value"].as_array().unwrap();
+        let expected = [
+            (
+                "federation",
+                "tap_not_supported_federation",
+                130506,
+                "relying party test-idp",
+                "Federation",
+            ),
+            (
+                "radius",
+                "tap_not_supported_radius",
+                130506,
+                "RADIUS client test-nas",
+                "RADIUS",
+            ),
+            (
+                "web",
+                "tap_one_time_used",
+                130501,
+                "tapd web registration",
+                "Browser",
+            ),
+        ];
+        assert_eq!(
+            events.len(),
+            4,
+            "three refusals and the sign-in: {listing:#}"
+        );
+        for (event, (channel, reason, error_code, app, client)) in events.iter().zip(expected) {
+            assert_eq!(event["@odata.type"], "#microsoft.graph.signIn", "{event:#}");
+            assert_eq!(event["channel"], channel);
+            assert_eq!(event["reasonCode"], reason);
+            assert_eq!(event["userPrincipalName"], "alice@example.org");
+            assert_eq!(event["appDisplayName"], app);
+            assert_eq!(event["clientAppUsed"], client);
+            assert_eq!(event["ipAddress"], "127.0.0.1");
+            assert_eq!(event["status"]["errorCode"], error_code);
+            assert_eq!(event["status"]["additionalDetails"], reason);
+            assert!(event["status"]["failureReason"]
+                .as_str()
+                .is_some_and(|r| !r.is_empty()));
+            let step = &event["authenticationDetails"][0];
+            assert_eq!(step["authenticationMethod"], "Temporary Access Pass");
+            assert_eq!(step["succeeded"], false);
+        }
+        let success = &events[3];
+        assert_eq!(success["status"]["errorCode"], 0, "{success:#}");
+        assert_eq!(success["authenticationDetails"][0]["succeeded"], true);
+    }
+    let table = String::from_utf8(
+        Command::new(env!("CARGO_BIN_EXE_tapctl"))
+            .arg("--socket")
+            .arg(tapd.socket())
+            .args(["audit", "--user", "alice@example.org"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    for row in [
+        ("relying party test-idp", "tap_not_supported_federation"),
+        ("RADIUS client test-nas", "tap_not_supported_radius"),
+        ("tapd web registration", "tap_one_time_used"),
+    ] {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.contains(row.0) && l.contains(row.1) && l.contains("User sign-in")),
+            "{row:?} not in\n{table}"
+        );
+    }
+
+    // The TAP's creation: Entra's activity, status reason, category and service, the TAP
+    // detail in additionalDetails; the activity filter finds it by Entra's name.
+    let created = tapd.tapctl(&["audit", "--activity", "Admin registered security info"]);
+    let created = &created["value"][0];
+    assert_eq!(
+        created["@odata.type"], "#microsoft.graph.directoryAudit",
+        "{created:#}"
+    );
+    assert_eq!(
+        created["activityDisplayName"],
+        "Admin registered security info"
+    );
+    assert_eq!(
+        created["resultReason"],
+        "Admin registered temporary access pass method for user"
+    );
+    assert_eq!(created["category"], "UserManagement");
+    assert_eq!(created["loggedByService"], "Authentication Methods");
+    assert_eq!(created["result"], "success");
+    assert_eq!(created["initiatedBy"]["app"]["displayName"], "root (uid 0)");
+    assert_eq!(
+        created["targetResources"][0]["userPrincipalName"],
+        "alice@example.org"
+    );
+    assert_eq!(created["targetResources"][0]["type"], "User");
+    let detail = |key: &str| crate::support::audit::detail(created, key).map(str::to_owned);
+    assert_eq!(
+        detail("TemporaryAccessPass.Id").as_deref(),
+        alice["evidence"]["temporaryAccessPass"]["id"].as_str()
+    );
+    assert_eq!(
+        detail("TemporaryAccessPass.AccessPassUsage").as_deref(),
+        Some("Once")
+    );
+    assert!(detail("TemporaryAccessPass.EndDateTime").is_some());
+    assert!(!created.to_string().contains(&code));
 }
