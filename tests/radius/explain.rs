@@ -12,7 +12,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::harness::{
-    curl, radclient, require_tool, Options, Tapd, FEDERATION_TOKEN, RADIUS_SECRET,
+    curl, metric, radclient, require_tool, Options, Tapd, FEDERATION_TOKEN, RADIUS_SECRET,
 };
 use crate::pap_attributes;
 
@@ -456,6 +456,33 @@ fn one_time_used_on_the_web_and_tap_attempts_on_every_channel() {
         )),
     );
     assert_eq!(federation.status, 403, "{federation:?}");
+
+    // Metrics count the refusal under its own reason.
+    let scraped = tapd.scrape();
+    for (series, want) in [
+        (
+            r#"tapd_tap_rejections_total{channel="web",reason="tap_one_time_used"}"#,
+            1.0,
+        ),
+        (
+            r#"tapd_tap_rejections_total{channel="web",reason="tap_out_of_scope"}"#,
+            0.0,
+        ),
+        (
+            r#"tapd_tap_rejections_total{channel="web",reason="tap_multi_use_forbidden"}"#,
+            0.0,
+        ),
+        (
+            r#"tapd_tap_rejections_total{channel="radius",reason="tap_not_supported_radius"}"#,
+            1.0,
+        ),
+        (
+            r#"tapd_tap_rejections_total{channel="federation",reason="tap_not_supported_federation"}"#,
+            1.0,
+        ),
+    ] {
+        assert_eq!(metric(&scraped, series), want, "{series}\n{scraped}");
+    }
 
     let alice = explain(&tapd, "alice");
     assert_eq!(alice["cause"]["code"], "one_time_used", "{alice:#}");
