@@ -310,7 +310,8 @@ fn explain_names_each_cause_with_its_evidence() {
     let tapd = start();
 
     // Out of scope through a two-level nested exclude group.
-    tapd.tapctl(&["tap", "create", "nina"]);
+    // Her TAP is not valid yet either: the walk names the earlier cause, the exclusion.
+    tapd.tapctl(&["tap", "create", "nina", "--start", "+1h"]);
     let nina = explain(&tapd, "nina");
     assert_eq!(nina["cause"]["code"], "excluded", "{nina:#}");
     assert_eq!(nina["cause"]["reasonCode"], "tap_out_of_scope");
