@@ -572,6 +572,16 @@ mod tests {
         .cause
     }
 
+    /// (name, policy, user, the user's TAP, now, expected cause code)
+    type WalkCase<'a> = (
+        &'a str,
+        &'a TapPolicy,
+        &'a User,
+        Option<&'a StoredTap>,
+        &'a str,
+        &'a str,
+    );
+
     /// Where two causes hold at once, the one earlier in Entra's list is named.
     #[test]
     fn the_walk_stops_at_the_first_cause_in_order() {
@@ -610,7 +620,7 @@ mod tests {
         let used = tap(true, true);
         let multi = tap(false, false);
         #[rustfmt::skip]
-        let cases: Vec<(&str, &TapPolicy, &User, Option<&StoredTap>, &str, &str)> = vec![
+        let cases: Vec<WalkCase<'_>> = vec![
             ("policy disabled before account", &default_policy, &disabled_user, Some(&multi), in_window, "policy_disabled"),
             ("account before inclusion", &nobody, &disabled_user, Some(&multi), in_window, "account_disabled"),
             ("inclusion before tap", &nobody, &erin, None, in_window, "not_included"),
