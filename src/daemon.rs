@@ -184,6 +184,7 @@ pub fn service_settings(config: &Config) -> ServiceSettings {
         root_is_global_administrator: config.admin.root_is_global_administrator,
         group_references: configured_group_references(config),
         privileged_tap: config.policy.privileged_tap,
+        registration_interrupt_groups: config.web.registration_interrupt_groups.clone(),
     }
 }
 

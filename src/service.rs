@@ -40,24 +40,35 @@ use crate::tapcode::{self, HashError, Hasher};
 /// The request types of the admin operations, part of this service's API.
 pub use crate::policy::{CreateTapRequest, PolicyPatch};
 
-/// Entra's activity names, used in audit events and logs.
 /// Reason code of a TAP creation refused by `[policy] privileged_tap = "deny"`.
 pub const PRIVILEGED_TAP_DENIED: &str = "privileged_tap_denied";
 
+/// Entra's activity names (Graph `directoryAudit.activityDisplayName`), used in audit events
+/// and logs; what exactly happened is the event's `resultReason` (Entra's "status reason"),
+/// kept in its details. The README's audit mapping table lists them all.
 pub mod activity {
-    /// An administrator created a TAP.
-    pub const TAP_CREATED: &str = "Admin registered temporary access pass method for user";
-    /// An administrator deleted a TAP.
-    pub const TAP_DELETED: &str = "Admin deleted temporary access pass method for user";
+    /// An administrator created a TAP (resultReason [`TAP_CREATED_REASON`]).
+    pub const TAP_CREATED: &str = "Admin registered security info";
+    /// Entra's status reason of [`TAP_CREATED`].
+    pub const TAP_CREATED_REASON: &str = "Admin registered temporary access pass method for user";
+    /// An administrator deleted a TAP (resultReason [`TAP_DELETED_REASON`]).
+    pub const TAP_DELETED: &str = "Admin deleted security info";
+    /// Entra's status reason of [`TAP_DELETED`].
+    pub const TAP_DELETED_REASON: &str = "Admin deleted temporary access pass method for user";
     /// An administrator deleted a registered method.
     pub const METHOD_DELETED: &str = "Admin deleted security info";
     /// The TAP policy was changed.
     pub const POLICY_UPDATED: &str = "Update authentication methods policy";
-    /// The TAP policy was reset to defaults.
-    pub const POLICY_RESET: &str = "Reset authentication methods policy";
+    /// The TAP policy was reset to defaults: an update in Entra's terms (resultReason
+    /// "Reset to defaults").
+    pub const POLICY_RESET: &str = "Update authentication methods policy";
     /// An administrator started a directory sync.
     pub const SYNC_REQUESTED: &str = "Admin started directory sync";
+    /// A sign-in attempt on any channel.
+    pub const SIGN_IN: &str = "User sign-in";
 }
+
+pub mod explain;
 
 /// Errors of service operations; the admin layer maps each to one HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +199,8 @@ pub struct ServiceSettings {
     pub group_references: Vec<(String, String)>,
     /// `[policy] privileged_tap`: what creating a TAP for an administrator does.
     pub privileged_tap: crate::config::PrivilegedTap,
+    /// `[web] registration_interrupt_groups`, shown by `tap explain`.
+    pub registration_interrupt_groups: Vec<String>,
 }
 
 /// The TAP service.
@@ -434,6 +447,9 @@ fn evaluate_tap(
     }
 }
 
+/// How many of a user's newest audit events `tap explain` reads for the last attempts.
+const EXPLAIN_AUDIT_EVENTS: u32 = 500;
+
 /// An identified administrator; every method checks the role matrix first.
 pub struct AdminSession {
     service: Arc<TapService>,
@@ -670,7 +686,7 @@ impl AdminSession {
         let event = self.event(
             activity::POLICY_RESET,
             None,
-            json!({ "old": current, "new": updated }),
+            json!({ "resultReason": "Reset to defaults", "old": current, "new": updated }),
         );
         self.store().put_policy(&updated, &event).await?;
         crate::audit::log(&event);
@@ -741,7 +757,7 @@ impl AdminSession {
             Some(&user.user_principal_name),
             json!({
                 "category": "UserManagement",
-                "activityDisplayName": "Admin registered security info",
+                "resultReason": activity::TAP_CREATED_REASON,
                 "TemporaryAccessPass.Id": tap.id,
                 "TemporaryAccessPass.StartDateTime": tap.start,
                 "TemporaryAccessPass.EndDateTime": tap.expires(),
@@ -804,6 +820,43 @@ impl AdminSession {
             })
     }
 
+    /// Why the user's TAP does or doesn't work now, with the evidence ([`explain`]). A read:
+    /// whoever may see the user's TAP may explain it; no code exists to show.
+    pub async fn explain_tap(&self, user_key: &str) -> Result<explain::Explanation> {
+        let (user, groups) = self.find_user_with_groups(user_key).await?;
+        self.check_target(
+            AdminAction::ReadTap,
+            "Explain temporary access pass method",
+            &user,
+            &groups,
+        )
+        .await?;
+        let policy = self.store().policy().await?;
+        let tap = self.store().tap_for_user(&user.id).await?;
+        let audit = self
+            .store()
+            .audit(&AuditFilter {
+                user: Some(user.user_principal_name.clone()),
+                limit: EXPLAIN_AUDIT_EVENTS,
+                ..AuditFilter::default()
+            })
+            .await?;
+        let index = self.service.group_index();
+        let nesting = self.service.syncer.nesting();
+        let interrupt_groups = self.service.settings().registration_interrupt_groups;
+        Ok(explain::walk(&explain::Inputs {
+            user: &user,
+            groups: &groups,
+            index: &index,
+            nesting: nesting.as_ref(),
+            policy: &policy,
+            tap: tap.as_ref(),
+            interrupt_groups: &interrupt_groups,
+            audit: &audit,
+            now: self.service.clock.now(),
+        }))
+    }
+
     /// Deletes the user's TAP.
     pub async fn delete_tap(&self, user_key: &str, tap_id: &str) -> Result<()> {
         let (user, groups) = self.find_user_with_groups(user_key).await?;
@@ -817,7 +870,11 @@ impl AdminSession {
         let event = self.event(
             activity::TAP_DELETED,
             Some(&user.user_principal_name),
-            json!({ "category": "UserManagement", "TemporaryAccessPass.Id": tap_id }),
+            json!({
+                "category": "UserManagement",
+                "resultReason": activity::TAP_DELETED_REASON,
+                "TemporaryAccessPass.Id": tap_id,
+            }),
         );
         if !self.store().delete_tap(&user.id, tap_id, &event).await? {
             return Err(ServiceError::NotFound(format!(
@@ -879,7 +936,11 @@ impl AdminSession {
         let event = self.event(
             activity::METHOD_DELETED,
             Some(&user.user_principal_name),
-            json!({ "category": "UserManagement", "methodId": method_id }),
+            json!({
+                "category": "UserManagement",
+                "resultReason": "Admin deleted authentication method for user",
+                "methodId": method_id,
+            }),
         );
         if !self
             .store()

@@ -1,7 +1,8 @@
 //! `tapctl`: the admin CLI. Every admin API route is a verb; tables for people, `--json` for
 //! scripts. The binary in `src/bin/tapctl.rs` only calls [`main`].
 //!
-//! May depend on: `admin::client`, `admin::graph` (for formats). Talks to the daemon only
+//! May depend on: `admin::client`, `admin::graph` (for formats), `service::explain` (the
+//! words of a `tap explain` cause, rendered here in local time). Talks to the daemon only
 //! through the socket, never to the store.
 //!
 //! Over 800 lines on purpose: one verb per admin route, each a few lines of arguments and a
@@ -153,6 +154,12 @@ pub enum TapCommand {
     },
     /// Delete USER's TAP.
     Delete {
+        /// User id, userPrincipalName or username.
+        user: String,
+    },
+    /// Why USER's TAP does or doesn't work: the first cause in Entra's troubleshooting order,
+    /// and the evidence (times in local time; `--json` gives RFC 3339 UTC).
+    Explain {
         /// User id, userPrincipalName or username.
         user: String,
     },
@@ -478,9 +485,15 @@ async fn run(cli: &Cli) -> Result<(), CliError> {
                 &v,
                 &[
                     ("TIME", "activityDateTime"),
-                    ("ACTOR", "initiatedBy"),
+                    (
+                        "ACTOR",
+                        "/initiatedBy/user/userPrincipalName|/initiatedBy/app/displayName|/appDisplayName",
+                    ),
                     ("ACTIVITY", "activityDisplayName"),
-                    ("TARGET", "targetResource"),
+                    (
+                        "TARGET",
+                        "/targetResources/0/displayName|/userPrincipalName",
+                    ),
                     ("RESULT", "result"),
                     ("REASON", "reasonCode"),
                     ("CHANNEL", "channel"),
@@ -535,6 +548,7 @@ async fn tap(client: &mut AdminClient, out: &Output, cmd: &TapCommand) -> Result
                         "id",
                         "createdDateTime",
                         "startDateTime",
+                        "endDateTime",
                         "lifetimeInMinutes",
                         "isUsableOnce",
                         "isUsable",
@@ -565,6 +579,7 @@ async fn tap(client: &mut AdminClient, out: &Output, cmd: &TapCommand) -> Result
                         "id",
                         "createdDateTime",
                         "startDateTime",
+                        "endDateTime",
                         "lifetimeInMinutes",
                         "isUsableOnce",
                         "isUsable",
@@ -572,6 +587,19 @@ async fn tap(client: &mut AdminClient, out: &Output, cmd: &TapCommand) -> Result
                     ],
                 ),
                 None => println!("{user} has no Temporary Access Pass."),
+            }
+            Ok(())
+        }
+        TapCommand::Explain { user } => {
+            let path = format!(
+                "/v1/users/{}/authentication/temporaryAccessPassMethods/explain",
+                segment(user)
+            );
+            let v = client.call(Method::GET, &path, None).await?;
+            if out.json {
+                println!("{v:#}");
+            } else {
+                print_explanation(&v);
             }
             Ok(())
         }
@@ -683,6 +711,193 @@ async fn policy(
         println!("{:<26} {}", "excludeTargets", ids("excludeTargets"));
     }
     Ok(())
+}
+
+/// A Graph time (RFC 3339) in the reader's local zone; anything else as given.
+fn local_time(v: Option<&Value>) -> String {
+    match v.and_then(Value::as_str) {
+        Some(s) => match chrono::DateTime::parse_from_rfc3339(s) {
+            Ok(t) => local(&t.with_timezone(&chrono::Utc)),
+            Err(_) => s.to_owned(),
+        },
+        None => "-".to_owned(),
+    }
+}
+
+fn local(t: &chrono::DateTime<chrono::Utc>) -> String {
+    t.with_timezone(&chrono::Local)
+        .format("%Y-%m-%d %H:%M:%S %:z")
+        .to_string()
+}
+
+/// `tap explain` for people: the cause in a sentence (times in local time), the checks, the
+/// evidence.
+fn print_explanation(v: &Value) {
+    let username = str_of(v.pointer("/user/onPremisesSamAccountName"));
+    let upn = str_of(v.pointer("/user/userPrincipalName"));
+    let cause = v.get("cause").cloned().unwrap_or(Value::Null);
+    let sentence = match serde_json::from_value::<crate::service::explain::Cause>(cause.clone()) {
+        Ok(cause) => cause.sentence(&username, &local),
+        Err(_) => str_of(cause.get("message")),
+    };
+    let verdict = if v.get("isUsable") == Some(&Value::Bool(true)) {
+        "the TAP works"
+    } else {
+        "the TAP does not work"
+    };
+    println!("{upn}: {verdict}.");
+    match cause.get("reasonCode").and_then(Value::as_str) {
+        Some(code) => println!("{sentence} (reason code {code})"),
+        None => println!("{sentence}"),
+    }
+    println!();
+    println!("Checks, in order:");
+    for check in v
+        .get("checks")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "  {:<18} {}",
+            str_of(check.get("check")),
+            str_of(check.get("result"))
+        );
+    }
+    println!();
+    println!("Evidence:");
+    let e = v.get("evidence").cloned().unwrap_or(Value::Null);
+    let field = |label: &str, value: String| println!("  {label:<26} {value}");
+    let yes_no = |b: Option<&Value>| match b.and_then(Value::as_bool) {
+        Some(true) => "yes".to_owned(),
+        Some(false) => "no".to_owned(),
+        None => "-".to_owned(),
+    };
+    let targets = |key: &str| -> String {
+        let list: Vec<String> = e
+            .pointer(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                let path: Vec<String> = t
+                    .get("path")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|p| str_of(Some(p)))
+                    .collect();
+                format!(
+                    "{} ({}: {})",
+                    str_of(t.get("id")),
+                    str_of(t.get("targetType")),
+                    path.join(" → ")
+                )
+            })
+            .collect();
+        if list.is_empty() {
+            "-".to_owned()
+        } else {
+            list.join("; ")
+        }
+    };
+    field(
+        "policy",
+        format!(
+            "{}, one-time required: {}",
+            str_of(e.pointer("/policy/state")),
+            yes_no(e.pointer("/policy/isUsableOnce"))
+        ),
+    );
+    field("account enabled", yes_no(e.get("accountEnabled")));
+    field("identity conflict", str_of(e.get("identityConflict")));
+    field("included by", targets("/includeTargets"));
+    field("excluded by", targets("/excludeTargets"));
+    match e.get("temporaryAccessPass").filter(|t| !t.is_null()) {
+        None => field("Temporary Access Pass", "none".to_owned()),
+        Some(tap) => {
+            field("Temporary Access Pass", str_of(tap.get("id")));
+            field("  created", local_time(tap.get("createdDateTime")));
+            field("  start", local_time(tap.get("startDateTime")));
+            field("  end", local_time(tap.get("endDateTime")));
+            let once = tap.get("isUsableOnce") == Some(&Value::Bool(true));
+            field(
+                "  usage",
+                if once {
+                    "one-time".to_owned()
+                } else if e.pointer("/policy/isUsableOnce") == Some(&Value::Bool(true)) {
+                    "multi-use (the policy now requires one-time)".to_owned()
+                } else {
+                    "multi-use".to_owned()
+                },
+            );
+            if once {
+                let used = match tap.get("usedDateTime").filter(|u| !u.is_null()) {
+                    None => "not yet".to_owned(),
+                    Some(at) => format!(
+                        "{} on {} from {}",
+                        local_time(Some(at)),
+                        str_of(tap.pointer("/usedOn/channel")),
+                        str_of(tap.pointer("/usedOn/sourceAddress"))
+                    ),
+                };
+                field("  used", used);
+            }
+        }
+    }
+    field(
+        "registration interrupt",
+        match e
+            .pointer("/registrationInterrupt/inScope")
+            .and_then(Value::as_bool)
+        {
+            Some(true) => format!("yes, {}", targets("/registrationInterrupt/groups")),
+            _ => "no".to_owned(),
+        },
+    );
+    let attempt = |a: Option<&Value>| match a.filter(|a| !a.is_null()) {
+        None => "-".to_owned(),
+        Some(a) => format!(
+            "{} {} {} ({}) from {}",
+            local_time(a.get("activityDateTime")),
+            str_of(a.get("result")),
+            str_of(a.get("reasonCode")),
+            str_of(a.get("authenticationMethod")),
+            str_of(a.get("sourceAddress"))
+        ),
+    };
+    field(
+        "throttled (last hour)",
+        match e
+            .pointer("/throttle/throttledAttemptsLastHour")
+            .and_then(Value::as_u64)
+        {
+            Some(0) | None => "no".to_owned(),
+            Some(n) => format!(
+                "{n} refusal(s), last: {}",
+                attempt(e.pointer("/throttle/lastThrottled"))
+            ),
+        },
+    );
+    field("last web attempt", attempt(e.pointer("/lastAttempts/web")));
+    field(
+        "last RADIUS attempt",
+        attempt(e.pointer("/lastAttempts/radius")),
+    );
+    field(
+        "last federation attempt",
+        attempt(e.pointer("/lastAttempts/federation")),
+    );
+}
+
+/// A table cell: a top-level field, or the first of `|`-separated JSON pointers that is set.
+fn column<'a>(item: &'a Value, key: &str) -> Option<&'a Value> {
+    if !key.starts_with('/') {
+        return item.get(key);
+    }
+    key.split('|')
+        .filter_map(|pointer| item.pointer(pointer))
+        .find(|v| !v.is_null())
 }
 
 fn str_of(v: Option<&Value>) -> String {
@@ -846,7 +1061,7 @@ impl Output {
                         columns
                             .iter()
                             .map(|(_, key)| {
-                                let s = str_of(item.get(*key));
+                                let s = str_of(column(item, key));
                                 s.strip_prefix("#microsoft.graph.")
                                     .map(str::to_owned)
                                     .unwrap_or(s)

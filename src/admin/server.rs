@@ -216,6 +216,10 @@ fn router(service: Arc<TapService>) -> Router {
             get(list_taps).post(create_tap),
         )
         .route(
+            "/v1/users/{user}/authentication/temporaryAccessPassMethods/explain",
+            get(explain_tap),
+        )
+        .route(
             "/v1/users/{user}/authentication/temporaryAccessPassMethods/{id}",
             get(get_tap).delete(delete_tap),
         )
@@ -395,6 +399,14 @@ async fn list_taps(
         taps.iter().map(|t| graph::tap(t, None)).collect(),
     ))
     .into_response())
+}
+
+async fn explain_tap(
+    Admin(session): Admin,
+    user: Result<UrlPath<String>, PathRejection>,
+) -> ApiResult {
+    let UrlPath(user) = user?;
+    Ok(Json(graph::explanation(&session.explain_tap(&user).await?)).into_response())
 }
 
 async fn get_tap(

@@ -138,8 +138,12 @@ label_set! {
         WebNotYetValid => ["web", "tap_not_yet_valid"],
         /// Web: no TAP, or the code does not match.
         WebNotFound => ["web", "tap_not_found"],
-        /// Web: out of scope, one-time TAP used, or multi-use while the policy wants one-time.
-        WebBlockedByPolicy => ["web", "tap_blocked_by_policy"],
+        /// Web: the user is not in the policy's scope.
+        WebOutOfScope => ["web", "tap_out_of_scope"],
+        /// Web: a one-time TAP already used.
+        WebOneTimeUsed => ["web", "tap_one_time_used"],
+        /// Web: a multi-use TAP while the policy requires one-time passes.
+        WebMultiUseForbidden => ["web", "tap_multi_use_forbidden"],
     }
 }
 
@@ -150,7 +154,9 @@ impl TapRejection {
             SignInFailure::TapExpired => Self::WebExpired,
             SignInFailure::TapNotYetValid { .. } => Self::WebNotYetValid,
             SignInFailure::TapNotFound => Self::WebNotFound,
-            SignInFailure::TapBlockedByPolicy => Self::WebBlockedByPolicy,
+            SignInFailure::TapOutOfScope => Self::WebOutOfScope,
+            SignInFailure::TapOneTimeUsed => Self::WebOneTimeUsed,
+            SignInFailure::TapMultiUseForbidden => Self::WebMultiUseForbidden,
             SignInFailure::TapNotSupportedRadius => Self::Radius,
             SignInFailure::TapNotSupportedFederation => Self::Federation,
         }

@@ -266,9 +266,18 @@ pub enum SignInFailure {
     /// No TAP, or the code does not match it.
     #[error("tap_not_found")]
     TapNotFound,
-    /// Not in scope, one-time already used, or multi-use while the policy requires one-time.
-    #[error("tap_blocked_by_policy")]
-    TapBlockedByPolicy,
+    /// The user is not in the policy's scope (policy disabled, not included, excluded, or the
+    /// account disabled). The user sees Entra's single "blocked due to User Credential Policy"
+    /// sentence; the code tells an administrator which of the three policy blocks it was.
+    #[error("tap_out_of_scope")]
+    TapOutOfScope,
+    /// A one-time TAP that was already used for a sign-in (same user-facing sentence).
+    #[error("tap_one_time_used")]
+    TapOneTimeUsed,
+    /// A multi-use TAP while the policy now requires one-time passes (same user-facing
+    /// sentence).
+    #[error("tap_multi_use_forbidden")]
+    TapMultiUseForbidden,
     /// A TAP was presented on the RADIUS path, which never accepts one.
     #[error("tap_not_supported_radius")]
     TapNotSupportedRadius,
@@ -284,7 +293,9 @@ impl SignInFailure {
             SignInFailure::TapExpired => "tap_expired",
             SignInFailure::TapNotYetValid { .. } => "tap_not_yet_valid",
             SignInFailure::TapNotFound => "tap_not_found",
-            SignInFailure::TapBlockedByPolicy => "tap_blocked_by_policy",
+            SignInFailure::TapOutOfScope => "tap_out_of_scope",
+            SignInFailure::TapOneTimeUsed => "tap_one_time_used",
+            SignInFailure::TapMultiUseForbidden => "tap_multi_use_forbidden",
             SignInFailure::TapNotSupportedRadius => "tap_not_supported_radius",
             SignInFailure::TapNotSupportedFederation => "tap_not_supported_federation",
         }
@@ -302,7 +313,9 @@ impl SignInFailure {
             SignInFailure::TapNotFound => {
                 "An access pass could not be found or verified for the user.".to_owned()
             }
-            SignInFailure::TapBlockedByPolicy => {
+            SignInFailure::TapOutOfScope
+            | SignInFailure::TapOneTimeUsed
+            | SignInFailure::TapMultiUseForbidden => {
                 "Temporary Access Pass sign in was blocked due to User Credential Policy."
                     .to_owned()
             }
@@ -323,14 +336,14 @@ impl SignInFailure {
 /// it should still spend the same hashing time so timing does not reveal that.
 ///
 /// Checked in this order, first failure wins:
-/// 1. user not in scope → [`SignInFailure::TapBlockedByPolicy`];
+/// 1. user not in scope → [`SignInFailure::TapOutOfScope`];
 /// 2. no TAP, a TAP of another user, or the code does not match → [`SignInFailure::TapNotFound`];
 /// 3. `now < start` → [`SignInFailure::TapNotYetValid`];
 /// 4. `now >= start + lifetime` → [`SignInFailure::TapExpired`];
-/// 5. one-time TAP already used → [`SignInFailure::TapBlockedByPolicy`];
-/// 6. multi-use TAP while the policy requires one-time → [`SignInFailure::TapBlockedByPolicy`];
+/// 5. one-time TAP already used → [`SignInFailure::TapOneTimeUsed`];
+/// 6. multi-use TAP while the policy requires one-time → [`SignInFailure::TapMultiUseForbidden`];
 /// 7. else `Ok`: for a one-time TAP the caller must now consume it atomically
-///    (`Store::consume_one_time_tap`) and fail with `TapBlockedByPolicy` if that returns false.
+///    (`Store::consume_one_time_tap`) and fail with `TapOneTimeUsed` if that returns false.
 pub fn web_sign_in_check(
     policy: &TapPolicy,
     user: &User,
@@ -341,7 +354,7 @@ pub fn web_sign_in_check(
     now: Timestamp,
 ) -> Result<(), SignInFailure> {
     if !in_scope(policy, user, groups, index) {
-        return Err(SignInFailure::TapBlockedByPolicy);
+        return Err(SignInFailure::TapOutOfScope);
     }
     let tap = match tap {
         Some(tap) if code_matches && tap.user_id == user.id => tap,
@@ -353,8 +366,11 @@ pub fn web_sign_in_check(
     if now >= tap.expires() {
         return Err(SignInFailure::TapExpired);
     }
-    if one_time_used(tap) || multi_use_forbidden(policy, tap) {
-        return Err(SignInFailure::TapBlockedByPolicy);
+    if one_time_used(tap) {
+        return Err(SignInFailure::TapOneTimeUsed);
+    }
+    if multi_use_forbidden(policy, tap) {
+        return Err(SignInFailure::TapMultiUseForbidden);
     }
     Ok(())
 }
@@ -674,7 +690,9 @@ mod tests {
             (SignInFailure::TapExpired, "tap_expired", "Your Temporary Access Pass has expired.".to_owned()),
             (SignInFailure::TapNotYetValid { start }, "tap_not_yet_valid", "Your Temporary Access Pass is not valid yet. It can be used from 2026-11-27T10:00:00Z.".to_owned()),
             (SignInFailure::TapNotFound, "tap_not_found", "An access pass could not be found or verified for the user.".to_owned()),
-            (SignInFailure::TapBlockedByPolicy, "tap_blocked_by_policy", "Temporary Access Pass sign in was blocked due to User Credential Policy.".to_owned()),
+            (SignInFailure::TapOutOfScope, "tap_out_of_scope", "Temporary Access Pass sign in was blocked due to User Credential Policy.".to_owned()),
+            (SignInFailure::TapOneTimeUsed, "tap_one_time_used", "Temporary Access Pass sign in was blocked due to User Credential Policy.".to_owned()),
+            (SignInFailure::TapMultiUseForbidden, "tap_multi_use_forbidden", "Temporary Access Pass sign in was blocked due to User Credential Policy.".to_owned()),
             (SignInFailure::TapNotSupportedRadius, "tap_not_supported_radius", "A Temporary Access Pass can't be used with RADIUS (NPS extension). Use it for web sign-in at https://tap.example.org.".to_owned()),
             (SignInFailure::TapNotSupportedFederation, "tap_not_supported_federation", "A Temporary Access Pass can't be used with the federation (AD FS) adapter. Use it for web sign-in at https://tap.example.org.".to_owned()),
         ];
@@ -725,12 +743,13 @@ mod tests {
             ("wrong code", &enabled, Some(tap(false, false)), false, start, Err(TapNotFound)),
             ("someone else's tap", &enabled, Some(someone_elses), true, start, Err(TapNotFound)),
             // blocked by policy
-            ("one-time used", &enabled, Some(tap(true, true)), true, start + secs(600), Err(TapBlockedByPolicy)),
-            ("multi-use under one-time policy", &one_time_policy, Some(tap(false, false)), true, start, Err(TapBlockedByPolicy)),
+            ("one-time used", &enabled, Some(tap(true, true)), true, start + secs(600), Err(TapOneTimeUsed)),
+            ("multi-use under one-time policy", &one_time_policy, Some(tap(false, false)), true, start, Err(TapMultiUseForbidden)),
             ("one-time under one-time policy", &one_time_policy, Some(tap(true, false)), true, start, Ok(())),
-            ("out of scope", &disabled, Some(tap(false, false)), true, start, Err(TapBlockedByPolicy)),
+            ("out of scope", &disabled, Some(tap(false, false)), true, start, Err(TapOutOfScope)),
             // order
-            ("scope before not found", &disabled, None, false, start, Err(TapBlockedByPolicy)),
+            ("scope before not found", &disabled, None, false, start, Err(TapOutOfScope)),
+            ("one-time used before multi-use rule", &one_time_policy, Some(tap(true, true)), true, start + secs(600), Err(TapOneTimeUsed)),
             ("not found before not yet valid", &enabled, Some(tap(false, false)), false, start - secs(1), Err(TapNotFound)),
             ("not found before expired", &enabled, Some(tap(false, false)), false, end, Err(TapNotFound)),
             ("not yet valid before used", &enabled, Some(tap(true, true)), true, start - secs(1), Err(not_yet)),
@@ -784,8 +803,13 @@ mod tests {
                         UsabilityReason::EnabledByPolicy => None,
                         UsabilityReason::NotYetValid => Some("tap_not_yet_valid"),
                         UsabilityReason::Expired => Some("tap_expired"),
-                        UsabilityReason::DisabledByPolicy | UsabilityReason::OneTimeUsed => {
-                            Some("tap_blocked_by_policy")
+                        UsabilityReason::OneTimeUsed => Some("tap_one_time_used"),
+                        UsabilityReason::DisabledByPolicy => {
+                            Some(if p.state == crate::model::PolicyState::Disabled {
+                                "tap_out_of_scope"
+                            } else {
+                                "tap_multi_use_forbidden"
+                            })
                         }
                     };
                     assert_eq!(signed_in.err().map(|e| e.code()), expected);

@@ -86,7 +86,7 @@ use super::MAX_NAME_BYTES;
 use super::{check_sign_in_name, NameError};
 
 /// The audit activity of every RADIUS and federation sign-in attempt.
-pub const SIGN_IN_ACTIVITY: &str = "User sign-in";
+pub const SIGN_IN_ACTIVITY: &str = crate::service::activity::SIGN_IN;
 
 /// Longest credential passed to the directory; longer ones are rejected unchecked.
 pub const MAX_CREDENTIAL_BYTES: usize = 1024;

@@ -28,7 +28,7 @@ pub const PRODUCT_NAME: &str = "tapd";
 /// Entra's activity names for what happens on the web page (audit and logs).
 pub mod activity {
     /// A sign-in attempt, successful or not; `details.authenticationMethod` says how.
-    pub const SIGN_IN: &str = "User sign-in";
+    pub const SIGN_IN: &str = crate::service::activity::SIGN_IN;
     /// A user added a passkey or authenticator app.
     pub const REGISTERED: &str = "User registered security info";
     /// A user deleted one of their methods or their own TAP.

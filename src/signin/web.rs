@@ -450,7 +450,7 @@ impl SelfService {
                     .refuse(
                         &actor,
                         method_name::TAP,
-                        Refusal::Tap(SignInFailure::TapBlockedByPolicy),
+                        Refusal::Tap(SignInFailure::TapOneTimeUsed),
                         source,
                     )
                     .await;

@@ -93,7 +93,12 @@ fn holdings(rules: AccessRules<'_>, side: Side<'_>) -> (Holdings, Result<(), Out
     (held, scope)
 }
 
-/// The user's name, then the chain of groups from one the user is directly in to `group`.
+/// The user's name, then the chain of groups from one the user is directly in to `group`
+/// (`erin → engineering → staff → tap-users`); just the group when the nesting is unknown.
+pub fn membership_path(side: Side<'_>, group: &Group) -> Vec<String> {
+    path(side, group)
+}
+
 fn path(side: Side<'_>, group: &Group) -> Vec<String> {
     let ids = match side.nesting {
         Some(nesting) => nesting.path(&side.user.group_ids, &group.id),

@@ -241,6 +241,14 @@ impl Syncer {
         &self.group_index
     }
 
+    /// The group nesting the last sync on this node saw, when the directory told.
+    pub fn nesting(&self) -> Option<GroupNesting> {
+        self.nesting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Reloads the group index from the store (at start, and when another node synced).
     pub async fn refresh_group_index(&self) -> Result<(), StoreError> {
         let groups = self.store.groups().await?;

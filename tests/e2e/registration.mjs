@@ -164,7 +164,7 @@ try {
   await shot("11-signed-in-with-passkey");
   await signOut();
 
-  step("the same one-time TAP is refused with tap_blocked_by_policy's message");
+  step("the same one-time TAP is refused with tap_one_time_used's message");
   await identify("alice");
   await page.waitForSelector("text=Enter Temporary Access Pass");
   await page.getByLabel("Temporary Access Pass").fill(env("ALICE_TAP"));

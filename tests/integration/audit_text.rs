@@ -10,6 +10,7 @@ use tapd::store::sqlite::{SqliteStore, DEFAULT_BUSY_TIMEOUT};
 use tapd::store::Store;
 
 use super::harness::{Tapd, Who};
+use crate::support::audit;
 
 /// ESC sequences (clear screen, set title), BEL, CR (overwrite the line), NUL, DEL, a C1 CSI
 /// and a right-to-left override.
@@ -80,10 +81,8 @@ fn control_characters_in_audit_text_never_reach_tapctl_output_raw() {
         .json();
     let events = json["value"].as_array().unwrap();
     assert!(
-        events
-            .iter()
-            .any(|e| e["initiatedBy"].as_str() == Some(HOSTILE)
-                || e["initiatedBy"].as_str() == Some(&HOSTILE.replace('\0', "\u{fffd}"))),
+        events.iter().any(|e| audit::initiator(e) == Some(HOSTILE)
+            || audit::initiator(e) == Some(&HOSTILE.replace('\0', "\u{fffd}"))),
         "{json}"
     );
 }

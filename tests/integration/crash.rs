@@ -14,6 +14,7 @@ use serde_json::json;
 use tapd::admin::client::AdminClient;
 
 use super::harness::{taps_path, Tapd};
+use crate::support::audit;
 
 const WRITERS: [&str; 4] = ["tapit-w0", "tapit-w1", "tapit-w2", "tapit-w3"];
 
@@ -178,7 +179,7 @@ fn acknowledged_creations_survive_kill_9_and_the_daemon_restarts_cleanly() {
     let audited: Vec<&str> = audit
         .iter()
         .filter(|e| e["result"] == "success")
-        .filter_map(|e| e["additionalDetails"]["TemporaryAccessPass.Id"].as_str())
+        .filter_map(|e| audit::detail(e, "TemporaryAccessPass.Id"))
         .collect();
     for writer in &logs {
         for id in &writer.acknowledged {

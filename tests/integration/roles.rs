@@ -6,6 +6,7 @@
 use serde_json::Value;
 
 use super::harness::{local_accounts, str_field, upn, Tapd, Who};
+use crate::support::audit;
 
 const GA: Who = Who::Local("tapit-ga");
 const PA: Who = Who::Local("tapit-pa");
@@ -15,7 +16,7 @@ const RD: Who = Who::Local("tapit-rd");
 const MEM: Who = Who::Local("tapit-mem");
 const NOBODY: Who = Who::Local("tapit-nobody");
 
-const CREATE_ACTIVITY: &str = "Admin registered temporary access pass method for user";
+const CREATE_ACTIVITY: &str = "Admin registered security info";
 const NEEDS_TAP_ROLE: &str = "you need one of: global_administrator, \
      privileged_authentication_administrator, authentication_administrator";
 const NEEDS_POLICY_ROLE: &str =
@@ -174,9 +175,9 @@ fn each_role_may_do_what_the_matrix_allows_and_gets_403_otherwise() {
             e["result"] == "failure"
                 && e["reasonCode"] == "forbidden"
                 && e["channel"] == "admin"
-                && e["initiatedBy"] == actor
+                && audit::initiator(e) == Some(actor)
                 && e["activityDisplayName"] == activity
-                && target.is_none_or(|t| e["targetResource"] == t)
+                && target.is_none_or(|t| audit::target(e) == Some(t))
                 && e["sourceAddress"]
                     .as_str()
                     .is_some_and(|s| s.starts_with(&format!("uid={uid} ")))
@@ -210,7 +211,7 @@ fn each_role_may_do_what_the_matrix_allows_and_gets_403_otherwise() {
     );
     refused(
         &upn("tapit-rd"),
-        "Admin deleted temporary access pass method for user",
+        "Admin deleted security info",
         Some(&upn("tapit-m1")),
         uid("tapit-rd"),
     );
@@ -230,8 +231,11 @@ fn each_role_may_do_what_the_matrix_allows_and_gets_403_otherwise() {
     // Successful changes name the acting directory user and their uid.
     let created_by_aa = audit.iter().any(|e| {
         e["result"] == "success"
-            && e["initiatedBy"] == upn("tapit-aa").as_str()
-            && e["additionalDetails"]["TemporaryAccessPass.Id"] == by_aa["id"]
+            && audit::initiator(e) == Some(upn("tapit-aa").as_str())
+            && audit::detail(e, "TemporaryAccessPass.Id") == by_aa["id"].as_str()
+            && e["resultReason"] == "Admin registered temporary access pass method for user"
+            && e["category"] == "UserManagement"
+            && e["loggedByService"] == "Authentication Methods"
             && e["sourceAddress"]
                 .as_str()
                 .is_some_and(|s| s.starts_with(&format!("uid={} ", uid("tapit-aa"))))

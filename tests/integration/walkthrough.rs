@@ -175,13 +175,17 @@ fn readme_walkthrough_works_with_tapctl() {
     let out = root(&tapd, &["tap", "show", "tapit-m1"]);
     assert!(out.contains("has no Temporary Access Pass"), "{out}");
     let audit = root(&tapd, &["audit"]);
+    // Entra's activity names; the TAP detail is the status reason (resultReason).
+    assert!(audit.contains("Admin registered security info"), "{audit}");
+    assert!(audit.contains("Admin deleted security info"), "{audit}");
+    let json = root(&tapd, &["--json", "audit"]);
     assert!(
-        audit.contains("Admin registered temporary access pass method for user"),
-        "{audit}"
+        json.contains("Admin registered temporary access pass method for user"),
+        "{json}"
     );
     assert!(
-        audit.contains("Admin deleted temporary access pass method for user"),
-        "{audit}"
+        json.contains("Admin deleted temporary access pass method for user"),
+        "{json}"
     );
     assert!(
         !audit.contains(&code),

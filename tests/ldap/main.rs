@@ -121,6 +121,7 @@ impl Node {
                 roles,
                 root_is_global_administrator: true,
                 group_references: Vec::new(),
+                registration_interrupt_groups: Vec::new(),
                 ..ServiceSettings::default()
             },
             SyncOptions {

@@ -4,6 +4,7 @@
 //! on loopback ports chosen by the OS; nothing is sent anywhere else.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod explain;
 mod harness;
 mod load;
 /// The load generator's engine, shared with `examples/radius_load` (see `load`).
@@ -123,7 +124,10 @@ fn radius_accepts_the_password_and_rejects_a_tap_without_consuming_it() {
         ["invalid_credentials", "tap_not_supported_radius", "-"]
     );
     assert_eq!(events[1]["channel"], "radius");
-    assert_eq!(events[1]["initiatedBy"], "RADIUS client test-nas");
+    assert_eq!(
+        support::audit::initiator(&events[1]),
+        Some("RADIUS client test-nas")
+    );
     assert!(events[1]["sourceAddress"]
         .as_str()
         .unwrap()
@@ -203,7 +207,7 @@ fn radius_answers_status_server_and_refuses_chap() {
     let events = tapd.sign_ins("alice@example.org");
     assert_eq!(events[0]["reasonCode"], "unsupported_method");
     assert_eq!(
-        events[0]["additionalDetails"]["authenticationMethod"],
+        events[0]["authenticationDetails"][0]["authenticationMethod"],
         "chap"
     );
 }
@@ -441,7 +445,10 @@ fn federation_outcomes_over_http() {
         ["invalid_credentials", "tap_not_supported_federation", "-"]
     );
     assert!(events.iter().all(|e| e["channel"] == "federation"));
-    assert_eq!(events[0]["initiatedBy"], "relying party test-idp");
+    assert_eq!(
+        support::audit::initiator(&events[0]),
+        Some("relying party test-idp")
+    );
 }
 
 /// PAP attributes with a Calling-Station-Id.

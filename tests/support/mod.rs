@@ -8,6 +8,7 @@
 //! part of it, hence the `dead_code` allowance.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod audit;
 pub mod config;
 pub mod daemon;
 pub mod http;

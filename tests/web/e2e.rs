@@ -2,8 +2,8 @@
 //! an administrator creates a one-time TAP with `tapctl` → the user signs in with it →
 //! registers a passkey (WebAuthn virtual authenticator) → registers an authenticator app with a
 //! code computed from the shown secret → signs out → signs in again with the passkey → the same
-//! one-time TAP is refused with `tap_blocked_by_policy`'s message; the admin API then lists both
-//! methods. The browser is driven by `tests/e2e/registration.mjs` (playwright-core); it saves a
+//! one-time TAP is refused (audited as `tap_one_time_used`, shown as Entra's "blocked due to
+//! User Credential Policy" sentence); the admin API then lists both methods. The browser is driven by `tests/e2e/registration.mjs` (playwright-core); it saves a
 //! screenshot of every page under `target/screenshots/`.
 
 use std::path::Path;
@@ -65,7 +65,7 @@ fn passkey_and_authenticator_app_registration_in_chromium() {
         .env("SCREENSHOTS", &screenshots)
         .env(
             "BLOCKED_MESSAGE",
-            SignInFailure::TapBlockedByPolicy.message(&base),
+            SignInFailure::TapOneTimeUsed.message(&base),
         )
         .env(
             "NOT_YET_VALID_MESSAGE",

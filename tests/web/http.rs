@@ -85,7 +85,7 @@ async fn only_in_scope_users_holding_a_tap_get_the_tap_prompt() {
         )
         .await;
     assert_eq!(page.status, StatusCode::UNAUTHORIZED);
-    assert!(unescape(&page.body).contains(&SignInFailure::TapBlockedByPolicy.message(PUBLIC_URL)));
+    assert!(unescape(&page.body).contains(&SignInFailure::TapOneTimeUsed.message(PUBLIC_URL)));
 
     // His password works; with no method registered he may register one.
     browser.get("/").await;
@@ -222,7 +222,7 @@ async fn twenty_concurrent_sign_ins_with_one_one_time_tap_yield_exactly_one_sess
             StatusCode::UNAUTHORIZED => {
                 assert!(!has_session);
                 assert!(unescape(&page.body)
-                    .contains(&SignInFailure::TapBlockedByPolicy.message(PUBLIC_URL)));
+                    .contains(&SignInFailure::TapOneTimeUsed.message(PUBLIC_URL)));
                 blocked += 1;
             }
             other => panic!("unexpected {other}: {}", page.body),
