@@ -31,6 +31,60 @@ pub struct RawConfig {
     pub security: RawSecurity,
     /// `[audit]`: how long audit events are kept.
     pub audit: RawAudit,
+    /// `[smtp]`: the mail server onboarding messages are sent through; off while `url` is
+    /// empty.
+    pub smtp: RawSmtp,
+}
+
+/// `[smtp]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawSmtp {
+    /// `smtps://host[:465]` (TLS from the first byte) or `smtp://host[:587]` (STARTTLS, which
+    /// is required unless the host is loopback). Default: empty, no mail is sent.
+    pub url: String,
+    /// The sender, `Name <address>` or `address`. Required with `url`.
+    pub from: String,
+    /// The account to authenticate as (with `password_file`). Default: none, no AUTH.
+    pub username: Option<String>,
+    /// A file (mode 0600) holding the password of `username`.
+    pub password_file: Option<String>,
+    /// PEM file with the CA certificate(s) that sign the server's certificate. Default: the
+    /// system roots.
+    pub ca_file: Option<String>,
+    /// A file that replaces the built-in message (subject, plain text and HTML parts), e.g.
+    /// to translate it. Default: the built-in English message.
+    pub template_file: Option<String>,
+    /// The time zone the validity window is written in (an IANA name). Default `UTC`.
+    pub time_zone: String,
+    /// Delivery attempts of one message before it is given up (and its TAP deleted).
+    /// Default 8.
+    pub max_attempts: u32,
+    /// The wait after the first failed attempt; it doubles after each further one.
+    /// Default `30s`.
+    pub retry_initial: String,
+    /// The longest wait between two attempts. Default `1h`.
+    pub retry_max: String,
+    /// The longest one delivery (connect, TLS, dialogue) may take. Default `30s`.
+    pub timeout: String,
+}
+
+impl Default for RawSmtp {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            from: String::new(),
+            username: None,
+            password_file: None,
+            ca_file: None,
+            template_file: None,
+            time_zone: "UTC".into(),
+            max_attempts: 8,
+            retry_initial: "30s".into(),
+            retry_max: "1h".into(),
+            timeout: "30s".into(),
+        }
+    }
 }
 
 /// `[audit]`.

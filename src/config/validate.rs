@@ -30,6 +30,9 @@ use super::{
     ReplyAttributeRule, RoleMapping, SecurityConfig, StoreConfig, TlsFiles, WebConfig,
 };
 
+#[path = "smtp.rs"]
+mod smtp;
+
 /// Shortest accepted sync interval: more often would hammer the directory.
 const MIN_SYNC_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -179,6 +182,7 @@ pub(super) fn validate(
     let security = security(&mut report, &raw.security);
     let audit = audit(&mut report, &raw.audit);
     check_tcp_listeners(&mut report, &web, &federation, &metrics);
+    let smtp = smtp::smtp(&mut report, &raw.smtp, &web);
 
     if !report.problems.is_empty() {
         return Err(ConfigError {
@@ -198,6 +202,7 @@ pub(super) fn validate(
             metrics,
             security,
             audit,
+            smtp,
         },
         warnings: report.warnings,
     })
