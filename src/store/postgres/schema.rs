@@ -32,6 +32,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_identity_claims",
         include_str!("migrations/0004_identity_claims.sql"),
     ),
+    ("0005_outbox", include_str!("migrations/0005_outbox.sql")),
 ];
 
 /// The schema version this binary writes and understands.
