@@ -181,6 +181,7 @@ pub fn service_settings(config: &Config) -> ServiceSettings {
         ),
         root_is_global_administrator: config.admin.root_is_global_administrator,
         group_references: configured_group_references(config),
+        mail_delivery: config.smtp.is_some(),
     }
 }
 
@@ -408,6 +409,20 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         let (store, clock, shutdown) = (store.clone(), clock.clone(), shutdown.clone());
         tasks.spawn(heartbeats.supervise("audit retention", async move {
             crate::store::retention::prune_loop(store, clock, retention, shutdown).await;
+            Ok(())
+        }));
+    }
+    if let Some(smtp) = &config.smtp {
+        let worker = crate::onboarding::MailWorker::new(
+            store.clone(),
+            clock.clone(),
+            smtp,
+            service.syncer().node().to_owned(),
+        )
+        .context("while preparing the SMTP client")?;
+        let shutdown = shutdown.clone();
+        tasks.spawn(heartbeats.supervise("onboarding mail", async move {
+            worker.run(shutdown).await;
             Ok(())
         }));
     }

@@ -655,6 +655,7 @@ impl MailState {
 /// itself is never part of this type's serialised form; the store keeps it sealed until the
 /// SMTP server accepts the message and hands it out only to the node that claimed the message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct OutboxMail {
     /// Random UUID.
     pub id: String,

@@ -37,6 +37,9 @@ use crate::store::{Cause, Store, StoreError};
 use crate::sync::{SyncOptions, Syncer};
 use crate::tapcode::{self, HashError, Hasher};
 
+mod bulk;
+pub use bulk::{BulkResult, BulkRow, MAX_BULK_ROWS};
+
 /// The request types of the admin operations, part of this service's API.
 pub use crate::policy::{CreateTapRequest, PolicyPatch};
 
@@ -183,6 +186,8 @@ pub struct ServiceSettings {
     /// Group references written elsewhere in the configuration, as (where, reference), that
     /// each sync checks for ambiguity (`crate::group_ref`).
     pub group_references: Vec<(String, String)>,
+    /// An `[smtp]` server is configured, so TAPs can be mailed (bulk issuance).
+    pub mail_delivery: bool,
 }
 
 /// The TAP service.

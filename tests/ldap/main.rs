@@ -121,6 +121,7 @@ impl Node {
                 roles,
                 root_is_global_administrator: true,
                 group_references: Vec::new(),
+                mail_delivery: false,
             },
             SyncOptions {
                 interval: Duration::from_secs(300),
