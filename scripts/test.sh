@@ -12,7 +12,8 @@ need=()
 # conformance suite and tests/postgres_nodes.rs.
 # libssl-dev, pkg-config: webauthn-rs links OpenSSL. chromium: the web end-to-end test.
 # slapd + ldap-utils: the throwaway OpenLDAP server of tests/ldap (and the LDAP benchmark).
-for pkg in passwd slapd ldap-utils freeradius-utils curl systemd man-db postgresql openssl libssl-dev pkg-config chromium; do
+# python3-aiosmtpd: the SMTP server tests/onboarding.rs mails TAPs to.
+for pkg in passwd slapd ldap-utils freeradius-utils curl systemd man-db postgresql openssl libssl-dev pkg-config chromium python3-aiosmtpd; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 command -v node >/dev/null 2>&1 || need+=(nodejs npm)
