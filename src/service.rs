@@ -38,6 +38,7 @@ use crate::sync::{SyncOptions, Syncer};
 use crate::tapcode::{self, HashError, Hasher};
 
 mod bulk;
+mod rules;
 pub use bulk::{BulkResult, BulkRow, MAX_BULK_ROWS};
 
 /// The request types of the admin operations, part of this service's API.
@@ -188,6 +189,8 @@ pub struct ServiceSettings {
     pub group_references: Vec<(String, String)>,
     /// An `[smtp]` server is configured, so TAPs can be mailed (bulk issuance).
     pub mail_delivery: bool,
+    /// `[[onboarding.rules]]`, evaluated after each successful sync.
+    pub onboarding_rules: Vec<crate::config::OnboardingRule>,
 }
 
 /// The TAP service.
@@ -198,6 +201,8 @@ pub struct TapService {
     syncer: Arc<Syncer>,
     settings: RwLock<ServiceSettings>,
     metrics: Arc<Metrics>,
+    /// (rule, user) pairs an onboarding rule already logged or audited a problem for.
+    onboarding_notes: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 impl TapService {
@@ -228,6 +233,7 @@ impl TapService {
             syncer,
             settings: RwLock::new(settings),
             metrics,
+            onboarding_notes: std::sync::Mutex::default(),
         }
     }
 
@@ -883,6 +889,7 @@ impl AdminSession {
                 | crate::sync::SyncError::LeaseLost(_) => ServiceError::Conflict(e.to_string()),
                 crate::sync::SyncError::Store(s) => ServiceError::from(s),
             })?;
+        self.service.run_onboarding_rules().await;
         self.with_conflicts(status).await
     }
 

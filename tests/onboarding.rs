@@ -551,3 +551,177 @@ async fn a_thousand_row_list_with_five_bad_rows_gives_five_errors_and_995_mails(
         delivered.as_secs_f64()
     );
 }
+
+/// A small directory for slapd: the service account tapd binds as, `old` already in
+/// `new-hires`, `gadmin` in the role group `tap-admins`.
+fn slapd_ldif() -> String {
+    use support::slapd::{SERVICE_DN, SERVICE_PASSWORD};
+    let mut ldif = format!(
+        "dn: {BASE_DN}\nobjectClass: top\nobjectClass: dcObject\nobjectClass: organization\n\
+         o: onboarding\ndc: example\n\n"
+    );
+    for ou in ["people", "groups", "services"] {
+        ldif.push_str(&format!(
+            "dn: ou={ou},{BASE_DN}\nobjectClass: organizationalUnit\nou: {ou}\n\n"
+        ));
+    }
+    ldif.push_str(&format!(
+        "dn: {SERVICE_DN}\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\n\
+         cn: tapd\nuserPassword: {SERVICE_PASSWORD}\n\n"
+    ));
+    for name in ["old", "gadmin"] {
+        ldif.push_str(&person(name));
+    }
+    ldif.push_str(&format!(
+        "dn: cn=new-hires,ou=groups,{BASE_DN}\nobjectClass: groupOfNames\ncn: new-hires\n\
+         member: uid=old,ou=people,{BASE_DN}\n\n\
+         dn: cn=tap-admins,ou=groups,{BASE_DN}\nobjectClass: groupOfNames\ncn: tap-admins\n\
+         member: uid=gadmin,ou=people,{BASE_DN}\n\n"
+    ));
+    ldif
+}
+
+fn person(name: &str) -> String {
+    format!(
+        "dn: uid={name},ou=people,{BASE_DN}\nobjectClass: inetOrgPerson\nuid: {name}\n\
+         cn: {name}\nsn: Hire\ndisplayName: New hire {name}\nmail: {name}@example.org\n\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_added_to_the_rules_group_gets_one_tap_mailed_to_the_rules_recipient() {
+    use support::slapd::{Slapd, SERVICE_DN, SERVICE_PASSWORD};
+    let slapd = Slapd::start(&slapd_ldif());
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = SmtpServer::start(dir.path());
+    let tapd_dir = tempfile::tempdir().unwrap();
+    let secret = tapd_dir.path().join("ldap.secret");
+    support::config::write_private(&secret, SERVICE_PASSWORD);
+    let socket = tapd_dir.path().join("admin.sock");
+    let public_url = format!("http://localhost:{}", free_port());
+    ConfigFile::new()
+        .store(&sqlite_url(tapd_dir.path()))
+        .string("directory", "url", slapd.url())
+        .string("directory", "preset", "openldap")
+        .string("directory", "base_dn", BASE_DN)
+        .string("directory", "bind_dn", SERVICE_DN)
+        .string("directory", "bind_password_file", secret.display())
+        .string("directory", "sync_interval", "1h")
+        .string("directory", "incremental_interval", "0s")
+        .admin(&socket)
+        .set(
+            "admin.roles",
+            "privileged_authentication_administrator",
+            "[\"tap-admins\"]",
+        )
+        .web_on_loopback(&public_url)
+        .string("smtp", "url", smtp.url())
+        .string("smtp", "from", "tapd <tapd@example.org>")
+        .string("smtp", "ca_file", smtp.ca_file().display())
+        .entry(
+            "onboarding.rules",
+            "name = \"new-hires\"\ngroup = \"new-hires\"\n\
+             recipient = \"it-onboarding@example.org\"\nlifetime = \"8h\"\none_time = true",
+        )
+        .log_to_stderr()
+        .no_metrics()
+        .write(&tapd_dir.path().join("tapd.toml"));
+    let mut daemon = Launch::new(tapd_dir)
+        .listener("web")
+        .listener("admin")
+        .first_sync()
+        .terminate_on_drop()
+        .start();
+    daemon.wait_for_log("the rule's first evaluation", |l| {
+        l.contains("onboarding rule \"new-hires\": 1 current member(s)")
+    });
+    let node = Node {
+        web: daemon.addr("web"),
+        daemon,
+        tapctl: Tapctl::new(socket),
+        public_url,
+    };
+    node.tapctl.ok(&[
+        "policy",
+        "set",
+        "--state",
+        "enabled",
+        "--include-groups",
+        "new-hires",
+    ]);
+
+    // A new hire and an administrator join the group in the directory.
+    let mut admin = slapd.admin().await;
+    admin
+        .add(
+            &format!("uid=newbie,ou=people,{BASE_DN}"),
+            vec![
+                ("objectClass", ["inetOrgPerson"].into()),
+                ("uid", ["newbie"].into()),
+                ("cn", ["newbie"].into()),
+                ("sn", ["Hire"].into()),
+                ("displayName", ["Nina Newbie"].into()),
+                ("mail", ["newbie@example.org"].into()),
+            ],
+        )
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    let members: std::collections::HashSet<String> = [
+        format!("uid=newbie,ou=people,{BASE_DN}"),
+        format!("uid=gadmin,ou=people,{BASE_DN}"),
+    ]
+    .into_iter()
+    .collect();
+    admin
+        .modify(
+            &format!("cn=new-hires,ou=groups,{BASE_DN}"),
+            vec![ldap3::Mod::Add("member".to_owned(), members)],
+        )
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    node.tapctl.ok(&["sync", "run"]);
+
+    let mails = smtp.wait_for(1, Duration::from_secs(30));
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    assert_eq!(mails[0].recipients, ["it-onboarding@example.org"]);
+    let text = mails[0].decoded();
+    assert!(text.contains("Nina Newbie"), "{text}");
+    let code = mails[0].value_after("Temporary Access Pass:").unwrap();
+    let signed_in = sign_in(&node, "newbie", &code).await;
+    assert!(
+        signed_in
+            .cookie("tapd-session")
+            .is_some_and(|s| !s.is_empty()),
+        "the mailed code did not sign newbie in: {} {}",
+        signed_in.status,
+        signed_in.body
+    );
+    assert!(
+        node.tap_of("old").is_empty(),
+        "a member from before the rule got a pass"
+    );
+    assert!(
+        node.tap_of("gadmin").is_empty(),
+        "an administrator got a pass"
+    );
+
+    // Another sync: the rule served newbie already; no second pass, no second mail.
+    node.tapctl.ok(&["sync", "run"]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(smtp.messages().len(), 1);
+    let audit = node.tapctl.ok(&["--json", "audit", "--limit", "200"]);
+    assert!(audit.contains("onboarding_admin_skipped"), "{audit}");
+    assert!(audit.contains("it-onboarding@example.org"), "{audit}");
+    assert!(!audit.contains(&code), "the audit shows the code");
+    assert!(
+        !node.daemon.log_text().contains(&code),
+        "the log shows the code"
+    );
+    let status = node.status();
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0]["origin"], "rule new-hires");
+}

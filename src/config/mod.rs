@@ -81,6 +81,31 @@ pub struct Config {
     pub audit: AuditConfig,
     /// `[smtp]`; `None`: no mail is sent (and nothing that needs mail can be configured).
     pub smtp: Option<SmtpConfig>,
+    /// `[[onboarding.rules]]`.
+    pub onboarding_rules: Vec<OnboardingRule>,
+}
+
+/// One `[[onboarding.rules]]`, validated.
+#[derive(Debug, Clone)]
+pub struct OnboardingRule {
+    /// Unique name.
+    pub name: String,
+    /// Group reference.
+    pub group: String,
+    /// Mailbox the codes go to.
+    pub recipient: String,
+    /// Lifetime in minutes; `None`: the policy's default.
+    pub lifetime_in_minutes: Option<i64>,
+    /// Time of day (hour, minute) the TAP starts on its start day; `None`: at once.
+    pub start_time: Option<(i8, i8)>,
+    /// Days from matching to the start day.
+    pub start_after_days: u32,
+    /// Zone of `start_time`.
+    pub time_zone: jiff::tz::TimeZone,
+    /// One-time; `None`: the policy's default.
+    pub one_time: Option<bool>,
+    /// Serve admin-role holders too.
+    pub include_admins: bool,
 }
 
 /// `[smtp]`, validated.

@@ -34,6 +34,59 @@ pub struct RawConfig {
     /// `[smtp]`: the mail server onboarding messages are sent through; off while `url` is
     /// empty.
     pub smtp: RawSmtp,
+    /// `[onboarding]`: rules that issue and mail a TAP when a synced user first matches.
+    pub onboarding: RawOnboarding,
+}
+
+/// `[onboarding]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawOnboarding {
+    /// `[[onboarding.rules]]`.
+    pub rules: Vec<RawOnboardingRule>,
+}
+
+/// `[[onboarding.rules]]`: a user who joins `group` (after the rule was first evaluated) gets
+/// one TAP, mailed to `recipient`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawOnboardingRule {
+    /// Unique name; the store remembers per name which users the rule served.
+    pub name: String,
+    /// The group whose new members the rule serves (id, DN or unique cn).
+    pub group: String,
+    /// The mailbox every code of this rule goes to.
+    pub recipient: String,
+    /// The TAP's lifetime. Default: the policy's default lifetime.
+    pub lifetime: Option<String>,
+    /// `HH:MM`: the TAP starts at this time of day (in `time_zone`) on the start day, or at
+    /// once when that moment has passed. Default: at once.
+    pub start_time: Option<String>,
+    /// The start day: this many days after the day the user first matched. Default 0.
+    pub start_after_days: u32,
+    /// Zone of `start_time`. Default: `[smtp] time_zone`.
+    pub time_zone: Option<String>,
+    /// One-time TAP. Default: the policy's default.
+    pub one_time: Option<bool>,
+    /// Also serve users who hold an admin role (each such issuance is audited as such).
+    /// Default false: they are skipped, and the skip is audited.
+    pub include_admins: bool,
+}
+
+impl Default for RawOnboardingRule {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            group: String::new(),
+            recipient: String::new(),
+            lifetime: None,
+            start_time: None,
+            start_after_days: 0,
+            time_zone: None,
+            one_time: None,
+            include_admins: false,
+        }
+    }
 }
 
 /// `[smtp]`.
@@ -537,6 +590,7 @@ impl RawConfig {
             .federation
             .relying_parties
             .push(RawRelyingParty::default());
+        example.onboarding.rules.push(RawOnboardingRule::default());
         example
     }
 }

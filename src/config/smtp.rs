@@ -1,9 +1,9 @@
 //! `[smtp]`: checked as one section, every problem named by its key.
 
 use super::super::mail_template::MailTemplate;
-use super::super::raw::RawSmtp;
+use super::super::raw::{RawOnboarding, RawSmtp};
 use super::super::values::{is_loopback_host, split_host_port};
-use super::super::{SmtpConfig, SmtpSecurity, SmtpServer, WebConfig};
+use super::super::{OnboardingRule, SmtpConfig, SmtpSecurity, SmtpServer, WebConfig};
 use super::Report;
 
 /// The `[smtp]` section; `None` when `url` is empty (no mail is sent).
@@ -176,4 +176,82 @@ fn parse_url(text: &str) -> Result<SmtpServer, String> {
         port,
         security,
     })
+}
+
+/// `[[onboarding.rules]]`: each needs `[smtp]`, a unique name, a group and a recipient.
+pub(super) fn onboarding_rules(
+    report: &mut Report<'_>,
+    raw: &RawOnboarding,
+    smtp: Option<&SmtpConfig>,
+) -> Vec<OnboardingRule> {
+    let mut rules: Vec<OnboardingRule> = Vec::new();
+    for (i, rule) in raw.rules.iter().enumerate() {
+        let key = |field: &str| format!("onboarding.rules[{i}].{field}");
+        if smtp.is_none() {
+            report.problem(
+                &key("name"),
+                "a rule mails each pass: configure [smtp] url and from",
+            );
+        }
+        let name = rule.name.trim();
+        if name.is_empty() {
+            report.problem(&key("name"), "required");
+        } else if rules.iter().any(|r| r.name == name) {
+            report.problem(&key("name"), format!("{name:?} is used by another rule"));
+        }
+        report.non_empty(&key("group"), &rule.group);
+        if rule.recipient.trim().is_empty() {
+            report.problem(
+                &key("recipient"),
+                "required (tapd does not sync the manager attribute yet)",
+            );
+        } else if let Err(e) = rule.recipient.trim().parse::<lettre::Address>() {
+            report.problem(
+                &key("recipient"),
+                format!("{:?} is not a mail address: {e}", rule.recipient),
+            );
+        }
+        let lifetime_in_minutes = rule.lifetime.as_deref().map(|text| {
+            let lifetime = report.positive_duration(&key("lifetime"), text);
+            i64::try_from(lifetime.as_secs() / 60).unwrap_or(i64::MAX)
+        });
+        let start_time = rule.start_time.as_deref().and_then(|text| {
+            let parsed = text.split_once(':').and_then(|(h, m)| {
+                let (h, m) = (h.parse::<i8>().ok()?, m.parse::<i8>().ok()?);
+                ((0..24).contains(&h) && (0..60).contains(&m) && text.len() == 5).then_some((h, m))
+            });
+            if parsed.is_none() {
+                report.problem(
+                    &key("start_time"),
+                    format!("{text:?} is not a time of day HH:MM (e.g. \"08:00\")"),
+                );
+            }
+            parsed
+        });
+        let time_zone = match &rule.time_zone {
+            Some(name) => jiff::tz::TimeZone::get(name.trim()).unwrap_or_else(|err| {
+                report.problem(
+                    &key("time_zone"),
+                    format!("{name:?} is not a known time zone: {err}"),
+                );
+                jiff::tz::TimeZone::UTC
+            }),
+            None => smtp.map_or(jiff::tz::TimeZone::UTC, |s| s.time_zone.clone()),
+        };
+        if rule.start_after_days > 365 {
+            report.problem(&key("start_after_days"), "at most 365");
+        }
+        rules.push(OnboardingRule {
+            name: name.to_owned(),
+            group: rule.group.trim().to_owned(),
+            recipient: rule.recipient.trim().to_owned(),
+            lifetime_in_minutes,
+            start_time,
+            start_after_days: rule.start_after_days,
+            time_zone,
+            one_time: rule.one_time,
+            include_admins: rule.include_admins,
+        });
+    }
+    rules
 }

@@ -183,6 +183,7 @@ pub(super) fn validate(
     let audit = audit(&mut report, &raw.audit);
     check_tcp_listeners(&mut report, &web, &federation, &metrics);
     let smtp = smtp::smtp(&mut report, &raw.smtp, &web);
+    let onboarding_rules = smtp::onboarding_rules(&mut report, &raw.onboarding, smtp.as_ref());
 
     if !report.problems.is_empty() {
         return Err(ConfigError {
@@ -203,6 +204,7 @@ pub(super) fn validate(
             security,
             audit,
             smtp,
+            onboarding_rules,
         },
         warnings: report.warnings,
     })

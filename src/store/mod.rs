@@ -474,7 +474,17 @@ pub trait Store: Send + Sync + 'static {
     /// The newest `limit` messages (every state), newest first; never a code.
     async fn mails(&self, limit: u32) -> Result<Vec<OutboxMail>, StoreError>;
 
-    /// Of `user_ids`, those `rule` already gave a pass to.
+    /// Records `user_ids` as already served by `rule` without issuing anything (the members a
+    /// rule finds when it is first evaluated are not new), in one transaction; ids already
+    /// recorded are kept as they are.
+    async fn onboarding_baseline(
+        &self,
+        rule: &str,
+        user_ids: &[String],
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Of `user_ids`, those `rule` already gave a pass to (or recorded as a baseline).
     async fn onboarding_granted(
         &self,
         rule: &str,

@@ -122,6 +122,7 @@ impl Node {
                 root_is_global_administrator: true,
                 group_references: Vec::new(),
                 mail_delivery: false,
+                onboarding_rules: Vec::new(),
             },
             SyncOptions {
                 interval: Duration::from_secs(300),

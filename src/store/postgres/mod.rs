@@ -1035,6 +1035,23 @@ impl Store for PostgresStore {
             .await
     }
 
+    async fn onboarding_baseline(
+        &self,
+        rule: &str,
+        user_ids: &[String],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let rule = text(rule);
+        let ids: Vec<Cow<'_, str>> = user_ids.iter().map(|id| text(id)).collect();
+        self.execute(
+            "INSERT INTO onboarding_grants (rule, user_id, granted) \
+             SELECT $1, id, $3 FROM unnest($2::text[]) AS id ON CONFLICT DO NOTHING",
+            &[&rule, &ids, &to_db_time(now)],
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn onboarding_granted(
         &self,
         rule: &str,

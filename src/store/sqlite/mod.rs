@@ -1311,6 +1311,29 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn onboarding_baseline(
+        &self,
+        rule: &str,
+        user_ids: &[String],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let (rule, user_ids) = (rule.to_owned(), user_ids.to_vec());
+        self.write(move |tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO onboarding_grants (rule, user_id, granted) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .map_err(map_err)?;
+            for id in user_ids {
+                stmt.execute(params![rule, id, rows::to_micros(now)])
+                    .map_err(map_err)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn onboarding_granted(
         &self,
         rule: &str,
