@@ -1477,3 +1477,37 @@ fn smtp_problems_are_each_named_by_key() {
         .iter()
         .any(|p| p == "smtp.password_file: required when smtp.username is set"));
 }
+
+#[test]
+fn onboarding_rules_load_and_their_problems_are_named() {
+    let dir = Dir::new();
+    let smtp = "[smtp]\nurl = \"smtps://mail.example.org\"\nfrom = \"tapd@example.org\"\n";
+    let rule = "[[onboarding.rules]]\nname = \"new-hires\"\ngroup = \"new-hires\"\n\
+                recipient = \"it@example.org\"\nlifetime = \"8h\"\nstart_time = \"08:00\"\n\
+                time_zone = \"Europe/Berlin\"\none_time = true\n";
+    let config = dir.load(&format!("{MINIMAL}{WEB}{smtp}{rule}")).unwrap().config;
+    let loaded = &config.onboarding_rules[0];
+    assert_eq!(loaded.lifetime_in_minutes, Some(480));
+    assert_eq!(loaded.start_time, Some((8, 0)));
+    assert_eq!(loaded.one_time, Some(true));
+    assert!(!loaded.include_admins);
+    // Without [smtp], twice the same name, bad values: each named.
+    let bad = "[[onboarding.rules]]\nname = \"a\"\ngroup = \"g\"\nrecipient = \"nobody\"\n\
+               start_time = \"8 am\"\ntime_zone = \"Nowhere/Land\"\n\
+               [[onboarding.rules]]\nname = \"a\"\ngroup = \"\"\nrecipient = \"\"\n";
+    let found = problems(dir.load(&format!("{MINIMAL}{WEB}{bad}")));
+    for expected in [
+        "onboarding.rules[0].name: a rule mails each pass",
+        "onboarding.rules[0].recipient: \"nobody\" is not a mail address",
+        "onboarding.rules[0].start_time: \"8 am\" is not a time of day",
+        "onboarding.rules[0].time_zone: \"Nowhere/Land\" is not a known time zone",
+        "onboarding.rules[1].name: \"a\" is used by another rule",
+        "onboarding.rules[1].group: must not be empty",
+        "onboarding.rules[1].recipient: required",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(expected)),
+            "missing {expected:?} in {found:#?}"
+        );
+    }
+}
