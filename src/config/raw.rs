@@ -48,7 +48,7 @@ pub struct RawOnboarding {
 
 /// `[[onboarding.rules]]`: a user who joins `group` (after the rule was first evaluated) gets
 /// one TAP, mailed to `recipient`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawOnboardingRule {
     /// Unique name; the store remembers per name which users the rule served.
@@ -71,22 +71,6 @@ pub struct RawOnboardingRule {
     /// Also serve users who hold an admin role (each such issuance is audited as such).
     /// Default false: they are skipped, and the skip is audited.
     pub include_admins: bool,
-}
-
-impl Default for RawOnboardingRule {
-    fn default() -> Self {
-        Self {
-            name: String::new(),
-            group: String::new(),
-            recipient: String::new(),
-            lifetime: None,
-            start_time: None,
-            start_after_days: 0,
-            time_zone: None,
-            one_time: None,
-            include_admins: false,
-        }
-    }
 }
 
 /// `[smtp]`.

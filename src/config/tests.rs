@@ -1485,7 +1485,10 @@ fn onboarding_rules_load_and_their_problems_are_named() {
     let rule = "[[onboarding.rules]]\nname = \"new-hires\"\ngroup = \"new-hires\"\n\
                 recipient = \"it@example.org\"\nlifetime = \"8h\"\nstart_time = \"08:00\"\n\
                 time_zone = \"Europe/Berlin\"\none_time = true\n";
-    let config = dir.load(&format!("{MINIMAL}{WEB}{smtp}{rule}")).unwrap().config;
+    let config = dir
+        .load(&format!("{MINIMAL}{WEB}{smtp}{rule}"))
+        .unwrap()
+        .config;
     let loaded = &config.onboarding_rules[0];
     assert_eq!(loaded.lifetime_in_minutes, Some(480));
     assert_eq!(loaded.start_time, Some((8, 0)));
