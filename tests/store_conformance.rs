@@ -238,6 +238,7 @@ macro_rules! conformance {
             );
             conformance!(@backend $factory;
                 outbox_code_is_sealed_until_accepted_then_erased,
+                outbox_codes_are_resealed_on_key_rotation,
                 data_survives_reopen,
                 totp_seeds_are_never_stored_in_clear,
                 clear_seeds_are_sealed_at_open_once,
@@ -3007,4 +3008,37 @@ async fn outbox_each_message_is_claimed_by_one_node(backend: Backend) {
     let unique: std::collections::BTreeSet<_> = all.iter().cloned().collect();
     assert_eq!(all.len(), 30, "each message claimed once: {all:?}");
     assert_eq!(unique.len(), 30);
+}
+
+async fn outbox_codes_are_resealed_on_key_rotation(backend: Backend) {
+    let Backend {
+        store,
+        reopen,
+        raw,
+        _guard,
+    } = backend;
+    seed(&store).await;
+    queue(&store, "m1", "tap-1", "u-alice", "ROTATED1234").await;
+    drop(store);
+    let old_sealed = raw
+        .text("SELECT sealed_code FROM outbox WHERE id = 'm1'")
+        .await;
+    // Rotation: a new current key, the old one as previous; the queued code is sealed again.
+    let new_key = [0x17; 32];
+    let rotated = reopen(Some(Sealer::new(&new_key, Some(&KEY))))
+        .await
+        .unwrap();
+    drop(rotated);
+    let new_sealed = raw
+        .text("SELECT sealed_code FROM outbox WHERE id = 'm1'")
+        .await;
+    assert_ne!(new_sealed, old_sealed, "the queued code was not resealed");
+    // The previous key retired: the message still opens and goes out.
+    let store = reopen(Some(Sealer::new(&new_key, None))).await.unwrap();
+    let (mail, code) = store
+        .claim_mail("node-a", t(1), LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((mail.id.as_str(), code.as_str()), ("m1", "ROTATED1234"));
 }

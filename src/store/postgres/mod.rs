@@ -191,6 +191,26 @@ impl PostgresStore {
                 .await?;
             }
         }
+        // Codes waiting in the onboarding outbox.
+        let queued = tx
+            .query(
+                "SELECT id, sealed_code FROM outbox WHERE sealed_code IS NOT NULL",
+                &[],
+            )
+            .await
+            .map_err(map_err)?;
+        for row in queued {
+            let (id, code): (String, String) = (rows::col(&row, 0)?, rows::col(&row, 1)?);
+            let what = format!("outbox message {id}");
+            if let Some(sealed) = seal::reseal(&sealer, &code, &seal::outbox_row(&id), &what)? {
+                resealed += tx_execute(
+                    &tx,
+                    "UPDATE outbox SET sealed_code = $1 WHERE id = $2 AND sealed_code = $3",
+                    &[&sealed, &id, &code],
+                )
+                .await?;
+            }
+        }
         tx.commit().await.map_err(map_err)?;
         drop(client);
         if resealed > 0 {

@@ -440,6 +440,27 @@ fn reseal_all(tx: &Transaction<'_>, sealer: &Sealer) -> Result<usize, StoreError
             changed += 1;
         }
     }
+    // Codes waiting in the onboarding outbox.
+    let queued: Vec<(String, String)> = {
+        let mut stmt = tx
+            .prepare("SELECT id, sealed_code FROM outbox WHERE sealed_code IS NOT NULL")
+            .map_err(map_err)?;
+        let rows = stmt
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(map_err)?;
+        rows.collect::<Result<_, _>>().map_err(map_err)?
+    };
+    for (id, code) in queued {
+        let what = format!("outbox message {id}");
+        if let Some(sealed) = seal::reseal(sealer, &code, &seal::outbox_row(&id), &what)? {
+            tx.execute(
+                "UPDATE outbox SET sealed_code = ?1 WHERE id = ?2",
+                [&sealed, &id],
+            )
+            .map_err(map_err)?;
+            changed += 1;
+        }
+    }
     Ok(changed)
 }
 
