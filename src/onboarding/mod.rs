@@ -51,6 +51,8 @@ pub struct MailWorker {
     mailer: Mailer,
     config: SmtpConfig,
     node: String,
+    /// The last read of the outbox failed (logged once until it works again).
+    unreadable: std::sync::atomic::AtomicBool,
 }
 
 impl MailWorker {
@@ -67,6 +69,7 @@ impl MailWorker {
             mailer: Mailer::new(config, CONCURRENCY)?,
             config: config.clone(),
             node,
+            unreadable: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -91,20 +94,26 @@ impl MailWorker {
 
     async fn deliver_loop(&self, shutdown: CancellationToken) {
         while !shutdown.is_cancelled() {
-            match self
+            use std::sync::atomic::Ordering;
+            let claimed = self
                 .store
                 .claim_mail(&self.node, self.clock.now(), CLAIM_LEASE)
-                .await
-            {
+                .await;
+            if claimed.is_ok() && self.unreadable.swap(false, Ordering::Relaxed) {
+                log::info!("onboarding mail: the outbox can be read again");
+            }
+            match claimed {
                 Ok(Some((mail, code))) => {
                     self.deliver(mail, code).await;
                     continue;
                 }
                 Ok(None) => {}
-                Err(e) => log::warn!(
-                    "onboarding mail: cannot read the outbox: {}",
+                // Once per outage, not once per loop and second.
+                Err(e) if !self.unreadable.swap(true, Ordering::Relaxed) => log::warn!(
+                    "onboarding mail: cannot read the outbox (messages wait, nothing is lost): {}",
                     ErrorChain(&e)
                 ),
+                Err(_) => {}
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
