@@ -14,7 +14,8 @@ need=()
 # slapd + ldap-utils: the throwaway OpenLDAP server of tests/ldap (and the LDAP benchmark).
 # sqlite3 (and psql, which postgresql brings): the audit-chain tests edit the stores as an
 # attacker would.
-for pkg in passwd slapd ldap-utils freeradius-utils curl systemd man-db postgresql openssl libssl-dev pkg-config chromium sqlite3; do
+# python3-aiosmtpd: the SMTP server tests/onboarding.rs mails TAPs to.
+for pkg in passwd slapd ldap-utils freeradius-utils curl systemd man-db postgresql openssl libssl-dev pkg-config chromium python3-aiosmtpd sqlite3; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 command -v node >/dev/null 2>&1 || need+=(nodejs npm)

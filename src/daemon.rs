@@ -42,7 +42,7 @@ use crate::store::postgres::{PostgresSettings, PostgresStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 use crate::sync::plan::DeletionGuard;
-use crate::sync::{SyncError, SyncOptions, Syncer};
+use crate::sync::{SyncError, SyncOptions};
 use crate::tapcode::Hasher;
 use crate::watchdog::Heartbeats;
 use crate::web;
@@ -185,6 +185,8 @@ pub fn service_settings(config: &Config) -> ServiceSettings {
         group_references: configured_group_references(config),
         privileged_tap: config.policy.privileged_tap,
         registration_interrupt_groups: config.web.registration_interrupt_groups.clone(),
+        mail_delivery: config.smtp.is_some(),
+        onboarding_rules: config.onboarding_rules.clone(),
     }
 }
 
@@ -402,12 +404,12 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         ));
     }
     {
-        let syncer = service.syncer().clone();
+        let service = service.clone();
         let shutdown = shutdown.clone();
         let notifier = notifier.clone();
         let incremental = config.directory.incremental_interval;
         tasks.spawn(heartbeats.supervise("directory sync", async move {
-            sync_loop(syncer, incremental, notifier, shutdown).await;
+            sync_loop(service, incremental, notifier, shutdown).await;
             Ok(())
         }));
     }
@@ -425,6 +427,20 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         tasks.spawn(heartbeats.supervise("audit chain head", async move {
             crate::store::chain::head_loop(store, crate::store::chain::HEAD_INTERVAL, shutdown)
                 .await;
+            Ok(())
+        }));
+    }
+    if let Some(smtp) = &config.smtp {
+        let worker = crate::onboarding::MailWorker::new(
+            store.clone(),
+            clock.clone(),
+            smtp,
+            service.syncer().node().to_owned(),
+        )
+        .context("while preparing the SMTP client")?;
+        let shutdown = shutdown.clone();
+        tasks.spawn(heartbeats.supervise("onboarding mail", async move {
+            worker.run(shutdown).await;
             Ok(())
         }));
     }
@@ -595,11 +611,12 @@ fn reload(config_path: &Path, reloader: &Reloader, metrics: &Metrics) -> String 
 /// `incremental` in between (when set and shorter), until shutdown; the outcome goes into
 /// systemd's STATUS line.
 async fn sync_loop(
-    syncer: Arc<Syncer>,
+    service: Arc<TapService>,
     incremental: Option<Duration>,
     notifier: Notifier,
     shutdown: CancellationToken,
 ) {
+    let syncer = service.syncer().clone();
     let interval = syncer.interval();
     match incremental {
         Some(every) if every < interval => log::info!(
@@ -635,7 +652,11 @@ async fn sync_loop(
             _ = shutdown.cancelled() => return,
             result = run => {
                 let status = match result {
-                    Ok(Some(status)) => Some(directory_status(&status)),
+                    Ok(Some(status)) => {
+                        // New users are known now: the onboarding rules look for them.
+                        service.run_onboarding_rules().await;
+                        Some(directory_status(&status))
+                    }
                     Ok(None) => None,
                     // Logged by the syncer: another node is syncing.
                     Err(SyncError::HeldElsewhere { holder, .. }) => {

@@ -14,7 +14,8 @@
 //! - services: `service` (the TAP/admin service every front end calls); `signin` (the RADIUS
 //!   / federation credential decision: password accepted, TAP refused and never consumed, with
 //!   throttling and audit); `sync` (directory syncs: the pure plan and deletion guard, applying
-//!   it in one transaction, the lease across nodes, the schedule);
+//!   it in one transaction, the lease across nodes, the schedule); `onboarding` (the outbox
+//!   worker that mails queued TAPs through SMTP);
 //! - front ends: `radius` (the sans-io RADIUS protocol core: validation, replies, reply cache;
 //!   the request handler and the UDP loop); `federation` (the federation-adapter HTTP
 //!   endpoint); `web` (the web registration site: TAP sign-in, passkeys, authenticator apps);
@@ -42,6 +43,7 @@ pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod onboarding;
 pub mod policy;
 pub mod radius;
 pub mod reload;

@@ -616,3 +616,96 @@ pub struct WebCeremony {
     /// The first instant at which it can no longer be finished.
     pub expires: Timestamp,
 }
+
+/// Where an onboarding message stands in the outbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailState {
+    /// Waiting for (another) delivery attempt.
+    Queued,
+    /// Accepted by the SMTP server; the code was erased.
+    Sent,
+    /// Given up (retry limit, or superseded by a newer pass); the code was erased and the TAP
+    /// deleted.
+    Failed,
+}
+
+impl MailState {
+    /// The word stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MailState::Queued => "queued",
+            MailState::Sent => "sent",
+            MailState::Failed => "failed",
+        }
+    }
+
+    /// The inverse of [`MailState::as_str`].
+    pub fn parse(text: &str) -> Option<MailState> {
+        match text {
+            "queued" => Some(MailState::Queued),
+            "sent" => Some(MailState::Sent),
+            "failed" => Some(MailState::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// One onboarding message in the outbox: a TAP's code on its way to a mailbox. The code
+/// itself is never part of this type's serialised form; the store keeps it sealed until the
+/// SMTP server accepts the message and hands it out only to the node that claimed the message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxMail {
+    /// Random UUID.
+    pub id: String,
+    /// The TAP the message carries.
+    pub tap_id: String,
+    /// Its owner's stable id.
+    pub user_id: String,
+    /// Its owner's sign-in name, for the message and the status listing.
+    pub user_principal_name: String,
+    /// Its owner's display name, for the message.
+    pub display_name: String,
+    /// The mailbox the message goes to.
+    pub recipient: String,
+    /// The TAP's validity window, for the message.
+    pub tap_start: Timestamp,
+    /// First instant the TAP is no longer usable.
+    pub tap_expires: Timestamp,
+    /// One-time or multi-use, for the message.
+    pub one_time: bool,
+    /// What queued it: `bulk` (with the administrator) or `rule NAME`.
+    pub origin: String,
+    /// When it was queued.
+    pub created: Timestamp,
+    /// Where it stands.
+    pub state: MailState,
+    /// Delivery attempts made so far.
+    pub attempts: u32,
+    /// Not before this instant is the next attempt made.
+    pub next_attempt: Timestamp,
+    /// The last attempt's failure, as the server or the network said it.
+    pub last_error: Option<String>,
+    /// When it was sent or given up.
+    pub finished: Option<Timestamp>,
+}
+
+/// How a claimed delivery ended ([`crate::store::Store::finish_mail`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MailOutcome {
+    /// The server accepted the message: the code is erased.
+    Accepted,
+    /// It failed and is tried again at `next_attempt`.
+    Retry {
+        /// When.
+        next_attempt: Timestamp,
+        /// Why this attempt failed.
+        error: String,
+    },
+    /// It failed for the last time: the code is erased and the TAP deleted.
+    Failed {
+        /// Why.
+        error: String,
+    },
+}

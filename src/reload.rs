@@ -194,6 +194,22 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
         old.security.argon2_max_concurrent != new.security.argon2_max_concurrent,
         "security.argon2_max_concurrent",
     );
+    // The mail worker is built once at start; messages queued meanwhile wait for it.
+    let smtp = |c: &Config| {
+        c.smtp.as_ref().map(|s| {
+            (
+                s.server.clone(),
+                s.from.clone(),
+                s.ca_file.clone(),
+                s.credentials.as_ref().map(|(user, _)| user.clone()),
+                s.template.clone(),
+                s.time_zone.iana_name().map(str::to_owned),
+                (s.max_attempts, s.retry_initial, s.retry_max, s.timeout),
+                s.sign_in_url.clone(),
+            )
+        })
+    };
+    check(smtp(old) != smtp(new), "smtp");
     keys
 }
 
@@ -213,6 +229,25 @@ mod tests {
         crate::config::load_from_str(&text, &[], Path::new("/"))
             .unwrap()
             .config
+    }
+
+    #[test]
+    fn an_smtp_change_needs_a_restart_and_onboarding_rules_do_not() {
+        let web = "[web]\npublic_url = \"https://tapd.example.org\"\n";
+        let smtp = |host: &str| {
+            format!("{web}[smtp]\nurl = \"smtps://{host}\"\nfrom = \"tapd@example.org\"\n")
+        };
+        let rule =
+            "[[onboarding.rules]]\nname = \"n\"\ngroup = \"g\"\nrecipient = \"r@example.org\"\n";
+        let old = config(&smtp("mail.example.org"));
+        assert!(restart_required(&old, &config(&smtp("mail.example.org"))).is_empty());
+        assert_eq!(
+            restart_required(&old, &config(&smtp("other.example.org"))),
+            vec!["smtp"]
+        );
+        assert_eq!(restart_required(&old, &config(web)), vec!["smtp"]);
+        let with_rule = format!("{}{rule}", smtp("mail.example.org"));
+        assert!(restart_required(&old, &config(&with_rule)).is_empty());
     }
 
     #[test]

@@ -37,6 +37,10 @@ use crate::store::{Cause, Store, StoreError};
 use crate::sync::{SyncOptions, Syncer};
 use crate::tapcode::{self, HashError, Hasher};
 
+mod bulk;
+mod rules;
+pub use bulk::{BulkResult, BulkRow, MAX_BULK_ROWS};
+
 /// The request types of the admin operations, part of this service's API.
 pub use crate::policy::{CreateTapRequest, PolicyPatch};
 
@@ -201,6 +205,10 @@ pub struct ServiceSettings {
     pub privileged_tap: crate::config::PrivilegedTap,
     /// `[web] registration_interrupt_groups`, shown by `tap explain`.
     pub registration_interrupt_groups: Vec<String>,
+    /// An `[smtp]` server is configured, so TAPs can be mailed (bulk issuance).
+    pub mail_delivery: bool,
+    /// `[[onboarding.rules]]`, evaluated after each successful sync.
+    pub onboarding_rules: Vec<crate::config::OnboardingRule>,
 }
 
 /// The TAP service.
@@ -211,6 +219,8 @@ pub struct TapService {
     syncer: Arc<Syncer>,
     settings: RwLock<ServiceSettings>,
     metrics: Arc<Metrics>,
+    /// (rule, user) pairs an onboarding rule already logged or audited a problem for.
+    onboarding_notes: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 impl TapService {
@@ -241,6 +251,7 @@ impl TapService {
             syncer,
             settings: RwLock::new(settings),
             metrics,
+            onboarding_notes: std::sync::Mutex::default(),
         }
     }
 
@@ -1009,6 +1020,7 @@ impl AdminSession {
                 | crate::sync::SyncError::LeaseLost(_) => ServiceError::Conflict(e.to_string()),
                 crate::sync::SyncError::Store(s) => ServiceError::from(s),
             })?;
+        self.service.run_onboarding_rules().await;
         self.with_conflicts(status).await
     }
 

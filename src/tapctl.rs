@@ -13,6 +13,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+mod bulk_csv;
 use hyper::Method;
 use serde_json::{json, Map, Value};
 
@@ -113,6 +115,9 @@ pub enum Command {
     Sync(SyncCommand),
     /// Audit events, newest first; `audit verify` checks the tamper-evident chain.
     Audit(AuditArgs),
+    /// TAPs mailed to new users' managers: delivery status.
+    #[command(subcommand)]
+    Onboarding(OnboardingCommand),
 }
 
 /// `tapctl audit verify …`
@@ -162,6 +167,29 @@ pub enum TapCommand {
     Explain {
         /// User id, userPrincipalName or username.
         user: String,
+    },
+    /// Issue a TAP for every row of a CSV file and mail each code to its recipient (never
+    /// printed). Columns (header row required, only `user` mandatory): user, start (RFC 3339),
+    /// lifetime (minutes or 8h, 2d), one_time (true/false), recipient. Every row is checked
+    /// first; bad rows are reported with their line and skipped. Exits 1 when a row failed.
+    Bulk {
+        /// The CSV file.
+        #[arg(long)]
+        csv: PathBuf,
+        /// Check every row, create nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// `tapctl onboarding …`
+#[derive(Debug, Subcommand)]
+pub enum OnboardingCommand {
+    /// Where each onboarding message stands (queued, sent, failed), newest first; never a code.
+    Status {
+        /// At most this many messages.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
     },
 }
 
@@ -293,6 +321,9 @@ pub enum CliError {
     /// A check ran and found a problem (the audit chain is broken).
     #[error("{0}")]
     CheckFailed(String),
+    /// Some rows of a bulk list were not issued (each is named in the output).
+    #[error("{0}")]
+    RowsFailed(String),
 }
 
 impl CliError {
@@ -301,7 +332,7 @@ impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::Usage(_) => 2,
-            CliError::Client(_) | CliError::CheckFailed(_) => 1,
+            CliError::Client(_) | CliError::CheckFailed(_) | CliError::RowsFailed(_) => 1,
         }
     }
 }
@@ -365,6 +396,30 @@ async fn run(cli: &Cli) -> Result<(), CliError> {
     let out = Output { json: cli.json };
     match &cli.command {
         Command::Tap(cmd) => tap(&mut client, &out, cmd).await,
+        Command::Onboarding(OnboardingCommand::Status { limit }) => {
+            let v = client
+                .call(
+                    Method::GET,
+                    &format!("/v1/onboarding/messages?$top={limit}"),
+                    None,
+                )
+                .await?;
+            out.table(
+                &v,
+                &[
+                    ("CREATED", "created"),
+                    ("USER", "userPrincipalName"),
+                    ("RECIPIENT", "recipient"),
+                    ("STATE", "state"),
+                    ("ATTEMPTS", "attempts"),
+                    ("NEXT ATTEMPT", "nextAttempt"),
+                    ("LAST ERROR", "lastError"),
+                    ("ORIGIN", "origin"),
+                    ("ID", "id"),
+                ],
+            );
+            Ok(())
+        }
         Command::Policy(cmd) => policy(&mut client, &out, cmd).await,
         Command::User(UserCommand::List { search }) => {
             let path = match search {
@@ -504,6 +559,65 @@ async fn run(cli: &Cli) -> Result<(), CliError> {
     }
 }
 
+/// `tapctl tap bulk`: the CSV is read and split here, every field is checked by the daemon.
+async fn bulk(
+    client: &mut AdminClient,
+    out: &Output,
+    csv: &std::path::Path,
+    dry_run: bool,
+) -> Result<(), CliError> {
+    let text = std::fs::read_to_string(csv)
+        .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", csv.display())))?;
+    let rows = bulk_csv::parse(&text).map_err(CliError::Usage)?;
+    if rows.is_empty() {
+        return Err(CliError::Usage(format!(
+            "{} has no rows below its header",
+            csv.display()
+        )));
+    }
+    let body = json!({ "dryRun": dry_run, "rows": rows });
+    let v = client
+        .call(Method::POST, "/v1/onboarding/bulk", Some(&body))
+        .await?;
+    out.table(
+        &v,
+        &[
+            ("LINE", "line"),
+            ("USER", "user"),
+            ("STATUS", "status"),
+            ("RECIPIENT", "recipient"),
+            ("STARTS", "start"),
+            ("EXPIRES", "expires"),
+            ("TAP ID", "tapId"),
+            ("ERROR", "error"),
+        ],
+    );
+    let results = v
+        .get("value")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let failed = results
+        .iter()
+        .filter(|r| r.get("status").and_then(Value::as_str) == Some("error"))
+        .count();
+    let done = results.len() - failed;
+    let verb = if dry_run {
+        "valid"
+    } else {
+        "issued and queued for mail"
+    };
+    if failed > 0 {
+        return Err(CliError::RowsFailed(format!(
+            "{done} row(s) {verb}, {failed} row(s) with errors (see the ERROR column)"
+        )));
+    }
+    if !out.json {
+        eprintln!("tapctl: {done} row(s) {verb}");
+    }
+    Ok(())
+}
+
 async fn tap(client: &mut AdminClient, out: &Output, cmd: &TapCommand) -> Result<(), CliError> {
     match cmd {
         TapCommand::Create {
@@ -590,6 +704,7 @@ async fn tap(client: &mut AdminClient, out: &Output, cmd: &TapCommand) -> Result
             }
             Ok(())
         }
+        TapCommand::Bulk { csv, dry_run } => bulk(client, out, csv, *dry_run).await,
         TapCommand::Explain { user } => {
             let path = format!(
                 "/v1/users/{}/authentication/temporaryAccessPassMethods/explain",

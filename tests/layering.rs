@@ -35,7 +35,7 @@ fn layer(module: &str) -> Option<(u8, &'static str)> {
         // directory::ldap/ldif), and the audit trail's writer.
         "store" | "directory" | "audit" => (2, "port"),
         // Services: every decision front ends ask for.
-        "service" | "signin" | "sync" => (3, "service"),
+        "service" | "signin" | "sync" | "onboarding" => (3, "service"),
         // Front ends: protocol adapters only (parse, call a service, render).
         "radius" | "federation" | "web" | "admin" => (4, "front end"),
         // Composition root and the admin CLI's library half.

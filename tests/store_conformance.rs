@@ -20,8 +20,9 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
 use tapd::model::{
     AuditFilter, AuditResult, CeremonyKind, Channel, ExcludeTarget, Group, GroupRef, IncludeTarget,
-    MethodKind, NewAuditEvent, PolicyState, RegisteredMethod, StoredTap, SyncStatus, TapPolicy,
-    TargetType, Timestamp, User, WebAuthMethod, WebCeremony, WebSession,
+    MailOutcome, MailState, MethodKind, NewAuditEvent, OutboxMail, PolicyState, RegisteredMethod,
+    StoredTap, SyncStatus, TapPolicy, TargetType, Timestamp, User, WebAuthMethod, WebCeremony,
+    WebSession,
 };
 use tapd::store::postgres::{PostgresSettings, PostgresStore};
 use tapd::store::seal::Sealer;
@@ -230,8 +231,14 @@ macro_rules! conformance {
                 web_sessions_expired_are_purged_and_follow_their_user,
                 web_ceremonies_are_taken_exactly_once,
                 audit_retention_prunes_old_events_in_batches,
+                outbox_retries_then_fails_and_deletes_the_tap,
+                outbox_claim_is_held_until_it_lapses,
+                onboarding_rule_grants_one_pass_per_user,
+                outbox_a_newer_pass_fails_the_queued_message,
             );
             conformance!(@backend $factory;
+                outbox_code_is_sealed_until_accepted_then_erased,
+                outbox_codes_are_resealed_on_key_rotation,
                 data_survives_reopen,
                 totp_seeds_are_never_stored_in_clear,
                 clear_seeds_are_sealed_at_open_once,
@@ -271,6 +278,7 @@ macro_rules! shared_store {
                 consume_one_time_tap_exactly_once_across_nodes,
                 writes_on_one_node_are_read_on_the_other,
                 audit_chain_has_no_gaps_or_forks_across_nodes,
+                outbox_each_message_is_claimed_by_one_node,
             );
         }
     };
@@ -2036,7 +2044,8 @@ async fn postgres_nodes_migrate_one_at_a_time() {
             (2, "0002_web_sessions".to_owned()),
             (3, "0003_sync_lease_epoch".to_owned()),
             (4, "0004_identity_claims".to_owned()),
-            (5, "0005_audit_chain".to_owned())
+            (5, "0005_audit_chain".to_owned()),
+            (6, "0006_outbox".to_owned()),
         ]
     );
 }
@@ -2876,4 +2885,442 @@ async fn audit_chain_has_no_gaps_or_forks_across_nodes(backend: Backend) {
         assert!(v.valid, "{v:?}");
         assert_eq!(v.head.seq, base + 80);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The onboarding outbox
+
+fn mail(id: &str, tap: &StoredTap) -> OutboxMail {
+    OutboxMail {
+        id: id.to_owned(),
+        tap_id: tap.id.clone(),
+        user_id: tap.user_id.clone(),
+        user_principal_name: format!("{}@example.org", tap.user_id),
+        display_name: format!("{} display", tap.user_id),
+        recipient: "manager@example.org".to_owned(),
+        tap_start: tap.start,
+        tap_expires: tap.expires(),
+        one_time: tap.is_usable_once,
+        origin: "bulk by root".to_owned(),
+        created: t(0),
+        state: MailState::Queued,
+        attempts: 0,
+        next_attempt: t(0),
+        last_error: None,
+        finished: None,
+    }
+}
+
+async fn queue(store: &Arc<dyn Store>, mail_id: &str, tap_id: &str, user_id: &str, code: &str) {
+    let tap = tap(tap_id, user_id, true);
+    assert!(store
+        .issue_tap_by_mail(
+            &tap,
+            &mail(mail_id, &tap),
+            code,
+            None,
+            &event(
+                "Admin registered security info",
+                "root",
+                Some(user_id),
+                t(0)
+            ),
+        )
+        .await
+        .unwrap());
+}
+
+async fn mail_state(store: &Arc<dyn Store>, id: &str) -> OutboxMail {
+    store
+        .mails(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.id == id)
+        .expect("the message is listed")
+}
+
+const LEASE: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn outbox_code_is_sealed_until_accepted_then_erased(backend: Backend) {
+    let store = backend.store.clone();
+    seed(&store).await;
+    let code = "QZXWVUTSRQ7";
+    queue(&store, "m1", "tap-1", "u-alice", code).await;
+    assert_eq!(
+        store.tap_for_user("u-alice").await.unwrap().unwrap().id,
+        "tap-1"
+    );
+    let dump = backend.raw.dump();
+    assert!(
+        !dump.windows(code.len()).any(|w| w == code.as_bytes()),
+        "the code is in the store in clear"
+    );
+    let sealed = backend
+        .raw
+        .text("SELECT sealed_code FROM outbox WHERE id = 'm1'")
+        .await;
+    assert!(sealed.starts_with("sealed:v1:"), "{sealed}");
+    // The sealed code is bound to its row: copied into another message it does not open.
+    queue(&store, "m2", "tap-2", "u-bob", "OTHERCODE22").await;
+    backend
+        .raw
+        .execute(&format!(
+            "UPDATE outbox SET sealed_code = '{sealed}' WHERE id = 'm2'"
+        ))
+        .await;
+
+    let (claimed, opened) = store
+        .claim_mail("node-a", t(1), LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((claimed.id.as_str(), opened.as_str()), ("m1", code));
+    assert!(matches!(
+        store.claim_mail("node-a", t(1), LEASE).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(store
+        .finish_mail(
+            "m1",
+            "node-a",
+            t(2),
+            &MailOutcome::Accepted,
+            &event("Mail accepted", "tapd", None, t(2))
+        )
+        .await
+        .unwrap());
+    let sent = mail_state(&store, "m1").await;
+    assert_eq!(
+        (sent.state, sent.attempts, sent.finished),
+        (MailState::Sent, 1, Some(t(2)))
+    );
+    let erased = backend
+        .raw
+        .text("SELECT coalesce(sealed_code, 'erased') FROM outbox WHERE id = 'm1'")
+        .await;
+    assert_eq!(erased, "erased", "the code outlived its delivery");
+    // Finished once: a second report changes nothing.
+    assert!(!store
+        .finish_mail(
+            "m1",
+            "node-a",
+            t(3),
+            &MailOutcome::Accepted,
+            &event("again", "tapd", None, t(3))
+        )
+        .await
+        .unwrap());
+    assert!(!audit_all(&store).await.contains(&"again".to_owned()));
+}
+
+async fn outbox_retries_then_fails_and_deletes_the_tap(store: Arc<dyn Store>) {
+    seed(&store).await;
+    queue(&store, "m1", "tap-1", "u-alice", "CODE1111111").await;
+    let (claimed, _) = store
+        .claim_mail("node-a", t(1), LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.id, "m1");
+    let retry = MailOutcome::Retry {
+        next_attempt: t(10),
+        error: "421 try later".to_owned(),
+    };
+    assert!(store
+        .finish_mail(
+            "m1",
+            "node-a",
+            t(1),
+            &retry,
+            &event("Mail retried", "tapd", None, t(1))
+        )
+        .await
+        .unwrap());
+    let queued = mail_state(&store, "m1").await;
+    assert_eq!(queued.state, MailState::Queued);
+    assert_eq!(queued.attempts, 1);
+    assert_eq!(queued.last_error.as_deref(), Some("421 try later"));
+    // Not before its next attempt.
+    assert!(store
+        .claim_mail("node-a", t(9), LEASE)
+        .await
+        .unwrap()
+        .is_none());
+    let (again, code) = store
+        .claim_mail("node-a", t(10), LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((again.id.as_str(), code.as_str()), ("m1", "CODE1111111"));
+    let failed = MailOutcome::Failed {
+        error: "550 no such mailbox".to_owned(),
+    };
+    assert!(store
+        .finish_mail(
+            "m1",
+            "node-a",
+            t(11),
+            &failed,
+            &event("Mail failed", "tapd", None, t(11))
+        )
+        .await
+        .unwrap());
+    let gone = mail_state(&store, "m1").await;
+    assert_eq!(gone.state, MailState::Failed);
+    assert_eq!(gone.attempts, 2);
+    assert_eq!(gone.last_error.as_deref(), Some("550 no such mailbox"));
+    assert_eq!(
+        store.tap_for_user("u-alice").await.unwrap(),
+        None,
+        "an undelivered pass must not stay usable"
+    );
+    assert!(store
+        .claim_mail("node-a", t(20), LEASE)
+        .await
+        .unwrap()
+        .is_none());
+    let activities = audit_all(&store).await;
+    assert!(activities.contains(&"Mail retried".to_owned()));
+    assert!(activities.contains(&"Mail failed".to_owned()));
+}
+
+async fn outbox_claim_is_held_until_it_lapses(store: Arc<dyn Store>) {
+    seed(&store).await;
+    queue(&store, "m1", "tap-1", "u-alice", "CODE1111111").await;
+    let short = std::time::Duration::from_millis(1500);
+    let (claimed, _) = store
+        .claim_mail("node-a", Utc::now(), short)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.id, "m1");
+    assert!(store
+        .claim_mail("node-b", Utc::now(), short)
+        .await
+        .unwrap()
+        .is_none());
+    // Another node can't finish a message it does not hold.
+    assert!(!store
+        .finish_mail(
+            "m1",
+            "node-b",
+            Utc::now(),
+            &MailOutcome::Accepted,
+            &event("stolen", "tapd", None, t(1))
+        )
+        .await
+        .unwrap());
+    // Node A died: once its claim lapses node B takes the message over, and A's late report
+    // is refused.
+    tokio::time::sleep(short + std::time::Duration::from_millis(500)).await;
+    let (taken, _) = store
+        .claim_mail("node-b", Utc::now(), LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(taken.id, "m1");
+    assert!(!store
+        .finish_mail(
+            "m1",
+            "node-a",
+            Utc::now(),
+            &MailOutcome::Accepted,
+            &event("late", "tapd", None, t(1))
+        )
+        .await
+        .unwrap());
+    assert!(store
+        .finish_mail(
+            "m1",
+            "node-b",
+            Utc::now(),
+            &MailOutcome::Accepted,
+            &event("Mail accepted", "tapd", None, t(1))
+        )
+        .await
+        .unwrap());
+    let activities = audit_all(&store).await;
+    assert!(!activities.contains(&"stolen".to_owned()));
+    assert!(!activities.contains(&"late".to_owned()));
+}
+
+async fn onboarding_rule_grants_one_pass_per_user(store: Arc<dyn Store>) {
+    seed(&store).await;
+    let first = tap("tap-1", "u-alice", true);
+    let audit = event(
+        "Admin registered security info",
+        "tapd",
+        Some("alice"),
+        t(0),
+    );
+    assert!(store
+        .issue_tap_by_mail(
+            &first,
+            &mail("m1", &first),
+            "CODE1111111",
+            Some("new-hires"),
+            &audit
+        )
+        .await
+        .unwrap());
+    let second = tap("tap-2", "u-alice", true);
+    assert!(!store
+        .issue_tap_by_mail(
+            &second,
+            &mail("m2", &second),
+            "CODE2222222",
+            Some("new-hires"),
+            &audit
+        )
+        .await
+        .unwrap());
+    assert_eq!(
+        store.tap_for_user("u-alice").await.unwrap().unwrap().id,
+        "tap-1"
+    );
+    assert_eq!(store.mails(10).await.unwrap().len(), 1);
+    // Another rule, or another user, is a grant of its own.
+    let other = tap("tap-3", "u-bob", true);
+    assert!(store
+        .issue_tap_by_mail(
+            &other,
+            &mail("m3", &other),
+            "CODE3333333",
+            Some("new-hires"),
+            &audit
+        )
+        .await
+        .unwrap());
+    let ids = [
+        "u-alice".to_owned(),
+        "u-bob".to_owned(),
+        "u-carol".to_owned(),
+    ];
+    let mut granted = store.onboarding_granted("new-hires", &ids).await.unwrap();
+    granted.sort();
+    assert_eq!(granted, ["u-alice", "u-bob"]);
+    assert!(store
+        .onboarding_granted("contractors", &ids)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn outbox_a_newer_pass_fails_the_queued_message(store: Arc<dyn Store>) {
+    seed(&store).await;
+    queue(&store, "m1", "tap-1", "u-alice", "CODE1111111").await;
+    queue(&store, "m2", "tap-2", "u-alice", "CODE2222222").await;
+    let old = mail_state(&store, "m1").await;
+    assert_eq!(old.state, MailState::Failed);
+    assert_eq!(old.last_error.as_deref(), Some("replaced by a newer pass"));
+    let (claimed, code) = store
+        .claim_mail("node-a", t(1), LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((claimed.id.as_str(), code.as_str()), ("m2", "CODE2222222"));
+    assert!(store
+        .claim_mail("node-a", t(1), LEASE)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn outbox_each_message_is_claimed_by_one_node(backend: Backend) {
+    let stores = [
+        backend.store.clone(),
+        (backend.reopen)(Some(sealer())).await.unwrap(),
+    ];
+    let users: Vec<User> = (0..30)
+        .map(|i| {
+            user(
+                &format!("u-{i}"),
+                &format!("user{i}"),
+                &format!("user{i}@example.org"),
+                &[],
+            )
+        })
+        .collect();
+    let plan = SyncPlan {
+        upsert_users: users,
+        ..SyncPlan::default()
+    };
+    stores[0]
+        .apply_sync(&fence(&stores[0]).await, &plan, &[])
+        .await
+        .unwrap();
+    for i in 0..30 {
+        queue(
+            &stores[i % 2],
+            &format!("m{i}"),
+            &format!("tap-{i}"),
+            &format!("u-{i}"),
+            &format!("CODE{i:07}"),
+        )
+        .await;
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..8 {
+        let store = stores[worker % 2].clone();
+        tasks.spawn(async move {
+            let node = format!("node-{worker}");
+            let mut mine = Vec::new();
+            while let Some((mail, _)) = store.claim_mail(&node, t(1), LEASE).await.unwrap() {
+                assert!(store
+                    .finish_mail(
+                        &mail.id,
+                        &node,
+                        t(1),
+                        &MailOutcome::Accepted,
+                        &event("Mail accepted", "tapd", None, t(1))
+                    )
+                    .await
+                    .unwrap());
+                mine.push(mail.id);
+            }
+            mine
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(mine) = tasks.join_next().await {
+        all.extend(mine.unwrap());
+    }
+    all.sort();
+    let unique: std::collections::BTreeSet<_> = all.iter().cloned().collect();
+    assert_eq!(all.len(), 30, "each message claimed once: {all:?}");
+    assert_eq!(unique.len(), 30);
+}
+
+async fn outbox_codes_are_resealed_on_key_rotation(backend: Backend) {
+    let Backend {
+        store,
+        reopen,
+        raw,
+        _guard,
+    } = backend;
+    seed(&store).await;
+    queue(&store, "m1", "tap-1", "u-alice", "ROTATED1234").await;
+    drop(store);
+    let old_sealed = raw
+        .text("SELECT sealed_code FROM outbox WHERE id = 'm1'")
+        .await;
+    // Rotation: a new current key, the old one as previous; the queued code is sealed again.
+    let new_key = [0x17; 32];
+    let rotated = reopen(Some(Sealer::new(&new_key, Some(&KEY))))
+        .await
+        .unwrap();
+    drop(rotated);
+    let new_sealed = raw
+        .text("SELECT sealed_code FROM outbox WHERE id = 'm1'")
+        .await;
+    assert_ne!(new_sealed, old_sealed, "the queued code was not resealed");
+    // The previous key retired: the message still opens and goes out.
+    let store = reopen(Some(Sealer::new(&new_key, None))).await.unwrap();
+    let (mail, code) = store
+        .claim_mail("node-a", t(1), LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((mail.id.as_str(), code.as_str()), ("m1", "ROTATED1234"));
 }

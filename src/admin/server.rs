@@ -33,10 +33,13 @@ use super::error::{method_not_allowed, not_found};
 use super::graph;
 use crate::model::AuditFilter;
 use crate::service::{AdminSession, Caller, ServiceError, TapService};
-use crate::service::{CreateTapRequest, PolicyPatch};
+use crate::service::{BulkRow, CreateTapRequest, PolicyPatch};
 
 /// Largest request body accepted (the biggest legitimate one is a policy with many targets).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// Largest bulk-issuance body: a list of the longest allowed length.
+pub const MAX_BULK_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 const POLICY_PATH: &str =
     "/v1/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/temporaryAccessPass";
@@ -234,6 +237,11 @@ fn router(service: Arc<TapService>) -> Router {
         .route("/v1/directory/sync", get(sync_status).post(run_sync))
         .route("/v1/auditLogs", get(audit_logs))
         .route("/v1/auditLogs/verify", get(verify_audit))
+        .route(
+            "/v1/onboarding/bulk",
+            axum::routing::post(bulk_issue).layer(DefaultBodyLimit::max(MAX_BULK_BODY_BYTES)),
+        )
+        .route("/v1/onboarding/messages", get(onboarding_messages))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -576,4 +584,36 @@ pub fn is_socket(path: &Path) -> bool {
 /// JSON value helper for tests.
 pub fn error_message(body: &Value) -> Option<&str> {
     body.get("error")?.get("message")?.as_str()
+}
+
+/// Body of a bulk issuance.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct BulkBody {
+    #[serde(default)]
+    dry_run: bool,
+    rows: Vec<BulkRow>,
+}
+
+async fn bulk_issue(Admin(session): Admin, RawBody(body): RawBody) -> ApiResult {
+    let BulkBody { dry_run, rows } = parse_body(&body)?;
+    let results = session.bulk_issue(rows, dry_run).await?;
+    Ok(Json(serde_json::json!({ "dryRun": dry_run, "value": results })).into_response())
+}
+
+/// Query of the onboarding status.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessagesQuery {
+    #[serde(rename = "$top")]
+    top: Option<u32>,
+}
+
+async fn onboarding_messages(
+    Admin(session): Admin,
+    query: Result<Query<MessagesQuery>, QueryRejection>,
+) -> ApiResult {
+    let Query(query) = query?;
+    let mails = session.onboarding_status(query.top.unwrap_or(100)).await?;
+    Ok(Json(serde_json::json!({ "value": mails })).into_response())
 }

@@ -10,6 +10,7 @@
 //! Depends on `config`, `serde`, `serde_json` (to walk the key tree), `log` (level words)
 //! and `zeroize`; nothing else in the crate.
 
+pub mod mail_template;
 mod raw;
 pub mod secrets_key;
 mod validate;
@@ -80,6 +81,82 @@ pub struct Config {
     pub audit: AuditConfig,
     /// `[policy]`.
     pub policy: PolicyConfig,
+    /// `[smtp]`; `None`: no mail is sent (and nothing that needs mail can be configured).
+    pub smtp: Option<SmtpConfig>,
+    /// `[[onboarding.rules]]`.
+    pub onboarding_rules: Vec<OnboardingRule>,
+}
+
+/// One `[[onboarding.rules]]`, validated.
+#[derive(Debug, Clone)]
+pub struct OnboardingRule {
+    /// Unique name.
+    pub name: String,
+    /// Group reference.
+    pub group: String,
+    /// Mailbox the codes go to.
+    pub recipient: String,
+    /// Lifetime in minutes; `None`: the policy's default.
+    pub lifetime_in_minutes: Option<i64>,
+    /// Time of day (hour, minute) the TAP starts on its start day; `None`: at once.
+    pub start_time: Option<(i8, i8)>,
+    /// Days from matching to the start day.
+    pub start_after_days: u32,
+    /// Zone of `start_time`.
+    pub time_zone: jiff::tz::TimeZone,
+    /// One-time; `None`: the policy's default.
+    pub one_time: Option<bool>,
+    /// Serve admin-role holders too.
+    pub include_admins: bool,
+}
+
+/// `[smtp]`, validated.
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    /// How to reach the server.
+    pub server: SmtpServer,
+    /// The sender mailbox as written (checked to parse).
+    pub from: String,
+    /// `username` and the password read from `password_file`.
+    pub credentials: Option<(String, Secret)>,
+    /// CA certificate(s) of the server; `None`: the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// The message, built in or from `template_file`.
+    pub template: mail_template::MailTemplate,
+    /// Zone the validity window is written in.
+    pub time_zone: jiff::tz::TimeZone,
+    /// Attempts before a message is given up (≥ 1).
+    pub max_attempts: u32,
+    /// Wait after the first failure (doubles each time).
+    pub retry_initial: Duration,
+    /// Longest wait between attempts.
+    pub retry_max: Duration,
+    /// Longest single delivery.
+    pub timeout: Duration,
+    /// The web sign-in page the message points to (`web.public_url`).
+    pub sign_in_url: String,
+}
+
+/// Where the SMTP server is and how the connection is secured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpServer {
+    /// Host name or address (also the name the certificate must carry).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// The transport security.
+    pub security: SmtpSecurity,
+}
+
+/// Transport security of the SMTP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// `smtps://`: TLS from the first byte.
+    Tls,
+    /// `smtp://` to a remote host: STARTTLS, and no delivery without it.
+    StartTlsRequired,
+    /// `smtp://` to a loopback host: STARTTLS when offered, plain otherwise.
+    StartTlsOpportunistic,
 }
 
 /// `[policy]`.

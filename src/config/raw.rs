@@ -33,6 +33,97 @@ pub struct RawConfig {
     pub audit: RawAudit,
     /// `[policy]`: rules on what administrators may do beyond the role matrix.
     pub policy: RawPolicy,
+    /// `[smtp]`: the mail server onboarding messages are sent through; off while `url` is
+    /// empty.
+    pub smtp: RawSmtp,
+    /// `[onboarding]`: rules that issue and mail a TAP when a synced user first matches.
+    pub onboarding: RawOnboarding,
+}
+
+/// `[onboarding]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawOnboarding {
+    /// `[[onboarding.rules]]`.
+    pub rules: Vec<RawOnboardingRule>,
+}
+
+/// `[[onboarding.rules]]`: a user who joins `group` (after the rule was first evaluated) gets
+/// one TAP, mailed to `recipient`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawOnboardingRule {
+    /// Unique name; the store remembers per name which users the rule served.
+    pub name: String,
+    /// The group whose new members the rule serves (id, DN or unique cn).
+    pub group: String,
+    /// The mailbox every code of this rule goes to.
+    pub recipient: String,
+    /// The TAP's lifetime. Default: the policy's default lifetime.
+    pub lifetime: Option<String>,
+    /// `HH:MM`: the TAP starts at this time of day (in `time_zone`) on the start day, or at
+    /// once when that moment has passed. Default: at once.
+    pub start_time: Option<String>,
+    /// The start day: this many days after the day the user first matched. Default 0.
+    pub start_after_days: u32,
+    /// Zone of `start_time`. Default: `[smtp] time_zone`.
+    pub time_zone: Option<String>,
+    /// One-time TAP. Default: the policy's default.
+    pub one_time: Option<bool>,
+    /// Also serve users who hold an admin role (each such issuance is audited as such).
+    /// Default false: they are skipped, and the skip is audited.
+    pub include_admins: bool,
+}
+
+/// `[smtp]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawSmtp {
+    /// `smtps://host[:465]` (TLS from the first byte) or `smtp://host[:587]` (STARTTLS, which
+    /// is required unless the host is loopback). Default: empty, no mail is sent.
+    pub url: String,
+    /// The sender, `Name <address>` or `address`. Required with `url`.
+    pub from: String,
+    /// The account to authenticate as (with `password_file`). Default: none, no AUTH.
+    pub username: Option<String>,
+    /// A file (mode 0600) holding the password of `username`.
+    pub password_file: Option<String>,
+    /// PEM file with the CA certificate(s) that sign the server's certificate. Default: the
+    /// system roots.
+    pub ca_file: Option<String>,
+    /// A file that replaces the built-in message (subject, plain text and HTML parts), e.g.
+    /// to translate it. Default: the built-in English message.
+    pub template_file: Option<String>,
+    /// The time zone the validity window is written in (an IANA name). Default `UTC`.
+    pub time_zone: String,
+    /// Delivery attempts of one message before it is given up (and its TAP deleted).
+    /// Default 8.
+    pub max_attempts: u32,
+    /// The wait after the first failed attempt; it doubles after each further one.
+    /// Default `30s`.
+    pub retry_initial: String,
+    /// The longest wait between two attempts. Default `1h`.
+    pub retry_max: String,
+    /// The longest one delivery (connect, TLS, dialogue) may take. Default `30s`.
+    pub timeout: String,
+}
+
+impl Default for RawSmtp {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            from: String::new(),
+            username: None,
+            password_file: None,
+            ca_file: None,
+            template_file: None,
+            time_zone: "UTC".into(),
+            max_attempts: 8,
+            retry_initial: "30s".into(),
+            retry_max: "1h".into(),
+            timeout: "30s".into(),
+        }
+    }
 }
 
 /// `[policy]`.
@@ -504,6 +595,7 @@ impl RawConfig {
             .federation
             .relying_parties
             .push(RawRelyingParty::default());
+        example.onboarding.rules.push(RawOnboardingRule::default());
         example
     }
 }

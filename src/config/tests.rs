@@ -1428,3 +1428,127 @@ fn secrets_key_file_defaults_next_to_the_database_and_a_bad_one_is_refused() {
         .config;
     assert_eq!(config.store.secrets_previous_key_file, Some(key));
 }
+
+// ---- [smtp] ----
+
+const WEB: &str = r#"
+[web]
+listen = "127.0.0.1:0"
+public_url = "https://tapd.example.org"
+"#;
+
+#[test]
+fn smtp_is_off_by_default_and_a_full_section_loads() {
+    let dir = Dir::new();
+    assert!(dir.load(MINIMAL).unwrap().config.smtp.is_none());
+    dir.write("smtp.secret", "mail-password\n");
+    dir.write(
+        "mail.tmpl",
+        "Subject: Zugang für {display_name}\n--- text\nCode: {code}\n--- html\n<p>{code}</p>\n",
+    );
+    let toml = format!(
+        "{MINIMAL}{WEB}[smtp]\nurl = \"smtp://mail.example.org\"\nfrom = \"tapd <tapd@example.org>\"\n\
+         username = \"tapd\"\npassword_file = \"smtp.secret\"\ntemplate_file = \"mail.tmpl\"\n\
+         time_zone = \"Europe/Berlin\"\n"
+    );
+    let smtp = dir.load(&toml).unwrap().config.smtp.unwrap();
+    assert_eq!(smtp.server.host, "mail.example.org");
+    assert_eq!(smtp.server.port, 587);
+    assert_eq!(smtp.server.security, SmtpSecurity::StartTlsRequired);
+    assert_eq!(
+        smtp.credentials.as_ref().unwrap().1.expose(),
+        "mail-password"
+    );
+    assert_eq!(smtp.sign_in_url, "https://tapd.example.org/sign-in");
+    assert_eq!(smtp.max_attempts, 8);
+    let loopback = format!(
+        "{MINIMAL}{WEB}[smtp]\nurl = \"smtp://127.0.0.1:2525\"\nfrom = \"tapd@example.org\"\n"
+    );
+    let smtp = dir.load(&loopback).unwrap().config.smtp.unwrap();
+    assert_eq!(smtp.server.security, SmtpSecurity::StartTlsOpportunistic);
+    let tls =
+        format!("{MINIMAL}{WEB}[smtp]\nurl = \"smtps://mail.example.org\"\nfrom = \"t@e.org\"\n");
+    let smtp = dir.load(&tls).unwrap().config.smtp.unwrap();
+    assert_eq!(
+        (smtp.server.security, smtp.server.port),
+        (SmtpSecurity::Tls, 465)
+    );
+}
+
+#[test]
+fn smtp_problems_are_each_named_by_key() {
+    let dir = Dir::new();
+    use std::os::unix::fs::PermissionsExt;
+    dir.write("open.secret", "pw\n");
+    std::fs::set_permissions(
+        dir.path().join("open.secret"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    dir.write(
+        "bad.tmpl",
+        "Subject: x\n--- text\nno code here\n--- html\n{code}\n",
+    );
+    let toml = format!(
+        "{MINIMAL}[smtp]\nurl = \"imap://mail.example.org\"\nfrom = \"not an address\"\n\
+         username = \"tapd\"\npassword_file = \"open.secret\"\ntemplate_file = \"bad.tmpl\"\n\
+         time_zone = \"Mars/Olympus\"\nmax_attempts = 0\nretry_initial = \"2h\"\n"
+    );
+    let found = problems(dir.load(&toml));
+    for expected in [
+        "smtp.url: \"imap://mail.example.org\" is not an smtps:// or smtp:// URL",
+        "smtp.from: \"not an address\" is not a mail address",
+        "smtp.password_file:",
+        "smtp.template_file:",
+        "smtp.time_zone: \"Mars/Olympus\" is not a known time zone",
+        "smtp.max_attempts: must be at least 1",
+        "smtp.retry_max: must not be shorter than smtp.retry_initial",
+        "smtp.url: needs web.public_url",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(expected)),
+            "missing {expected:?} in {found:#?}"
+        );
+    }
+    let half = format!("{MINIMAL}{WEB}[smtp]\nurl = \"smtps://m.example.org\"\nfrom = \"a@b.org\"\nusername = \"u\"\n");
+    assert!(problems(dir.load(&half))
+        .iter()
+        .any(|p| p == "smtp.password_file: required when smtp.username is set"));
+}
+
+#[test]
+fn onboarding_rules_load_and_their_problems_are_named() {
+    let dir = Dir::new();
+    let smtp = "[smtp]\nurl = \"smtps://mail.example.org\"\nfrom = \"tapd@example.org\"\n";
+    let rule = "[[onboarding.rules]]\nname = \"new-hires\"\ngroup = \"new-hires\"\n\
+                recipient = \"it@example.org\"\nlifetime = \"8h\"\nstart_time = \"08:00\"\n\
+                time_zone = \"Europe/Berlin\"\none_time = true\n";
+    let config = dir
+        .load(&format!("{MINIMAL}{WEB}{smtp}{rule}"))
+        .unwrap()
+        .config;
+    let loaded = &config.onboarding_rules[0];
+    assert_eq!(loaded.lifetime_in_minutes, Some(480));
+    assert_eq!(loaded.start_time, Some((8, 0)));
+    assert_eq!(loaded.one_time, Some(true));
+    assert!(!loaded.include_admins);
+    // Without [smtp], twice the same name, bad values: each named.
+    let bad = "[[onboarding.rules]]\nname = \"a\"\ngroup = \"g\"\nrecipient = \"nobody\"\n\
+               start_time = \"8 am\"\ntime_zone = \"Nowhere/Land\"\n\
+               [[onboarding.rules]]\nname = \"a\"\ngroup = \"\"\nrecipient = \"\"\n";
+    let found = problems(dir.load(&format!("{MINIMAL}{WEB}{bad}")));
+    for expected in [
+        "onboarding.rules[0].name: a rule mails each pass",
+        "onboarding.rules[0].recipient: \"nobody\" is not a mail address",
+        "onboarding.rules[0].start_time: \"8 am\" is not a time of day",
+        "onboarding.rules[0].time_zone: \"Nowhere/Land\" is not a known time zone",
+        "onboarding.rules[1].name: \"a\" is used by another rule",
+        "onboarding.rules[1].group: must not be empty",
+        "onboarding.rules[1].recipient: required",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(expected)),
+            "missing {expected:?} in {found:#?}"
+        );
+    }
+}

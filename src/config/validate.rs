@@ -31,6 +31,9 @@ use super::{
     WebConfig,
 };
 
+#[path = "smtp.rs"]
+mod smtp;
+
 /// Shortest accepted sync interval: more often would hammer the directory.
 const MIN_SYNC_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -181,6 +184,8 @@ pub(super) fn validate(
     let audit = audit(&mut report, &raw.audit);
     let policy = policy(&mut report, &raw.policy);
     check_tcp_listeners(&mut report, &web, &federation, &metrics);
+    let smtp = smtp::smtp(&mut report, &raw.smtp, &web);
+    let onboarding_rules = smtp::onboarding_rules(&mut report, &raw.onboarding, smtp.as_ref());
 
     if !report.problems.is_empty() {
         return Err(ConfigError {
@@ -201,6 +206,8 @@ pub(super) fn validate(
             security,
             audit,
             policy,
+            smtp,
+            onboarding_rules,
         },
         warnings: report.warnings,
     })

@@ -497,7 +497,7 @@ fn bracket(host: &str) -> String {
 }
 
 /// Splits `host[:port]` / `[v6][:port]`; `None` when empty or malformed.
-fn split_host_port(authority: &str, default_port: u16) -> Option<(String, u16)> {
+pub(crate) fn split_host_port(authority: &str, default_port: u16) -> Option<(String, u16)> {
     let (host, port_text) = if let Some(rest) = authority.strip_prefix('[') {
         let (host, after) = rest.split_once(']')?;
         host.parse::<Ipv6Addr>().ok()?;

@@ -24,8 +24,8 @@ use async_trait::async_trait;
 pub use crate::logging::Cause;
 
 use crate::model::{
-    AuditEvent, AuditFilter, Group, GroupRef, NewAuditEvent, RegisteredMethod, StoredTap,
-    SyncStatus, TapPolicy, Timestamp, User, WebCeremony, WebSession,
+    AuditEvent, AuditFilter, Group, GroupRef, MailOutcome, NewAuditEvent, OutboxMail,
+    RegisteredMethod, StoredTap, SyncStatus, TapPolicy, Timestamp, User, WebCeremony, WebSession,
 };
 
 /// Errors a store backend reports.
@@ -429,6 +429,68 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
         audit: &NewAuditEvent,
     ) -> Result<bool, StoreError>;
+
+    // ---- onboarding outbox ----
+
+    /// Stores `tap` as the user's only TAP (as [`Store::replace_tap`]), queues `mail` with
+    /// `code` sealed under the store's secrets key (bound to the message's id), and records
+    /// `audit`, in one transaction. Messages still queued for the same user are failed with
+    /// "replaced", their codes erased: their pass no longer exists. With `grant = Some(rule)`
+    /// it also records that `rule` gave this user a pass; when it already had, nothing is
+    /// changed and the answer is `Ok(false)`. Refused without a secrets key: a code is never
+    /// stored in clear.
+    async fn issue_tap_by_mail(
+        &self,
+        tap: &StoredTap,
+        mail: &OutboxMail,
+        code: &str,
+        grant: Option<&str>,
+        audit: &NewAuditEvent,
+    ) -> Result<bool, StoreError>;
+
+    /// Claims for `node`, until `now + lease`, the queued message due longest (its
+    /// `next_attempt` at or before `now`) that no other node holds an unexpired claim on, and
+    /// returns it with its code opened. One conditional write: of several nodes asking at once
+    /// each message goes to exactly one; a claim that lapsed (its node died) is taken over.
+    async fn claim_mail(
+        &self,
+        node: &str,
+        now: Timestamp,
+        lease: Duration,
+    ) -> Result<Option<(OutboxMail, zeroize::Zeroizing<String>)>, StoreError>;
+
+    /// Records how `node`'s delivery of message `id` ended, with `audit`, only while `node`
+    /// still holds its claim (false otherwise: another node took it over). Accepted: sent, the
+    /// code erased. Retry: queued for `next_attempt`, the claim released. Failed: the code
+    /// erased and the message's TAP deleted, in the same transaction.
+    async fn finish_mail(
+        &self,
+        id: &str,
+        node: &str,
+        now: Timestamp,
+        outcome: &MailOutcome,
+        audit: &NewAuditEvent,
+    ) -> Result<bool, StoreError>;
+
+    /// The newest `limit` messages (every state), newest first; never a code.
+    async fn mails(&self, limit: u32) -> Result<Vec<OutboxMail>, StoreError>;
+
+    /// Records `user_ids` as already served by `rule` without issuing anything (the members a
+    /// rule finds when it is first evaluated are not new), in one transaction; ids already
+    /// recorded are kept as they are.
+    async fn onboarding_baseline(
+        &self,
+        rule: &str,
+        user_ids: &[String],
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Of `user_ids`, those `rule` already gave a pass to (or recorded as a baseline).
+    async fn onboarding_granted(
+        &self,
+        rule: &str,
+        user_ids: &[String],
+    ) -> Result<Vec<String>, StoreError>;
 
     // ---- registered methods ----
 

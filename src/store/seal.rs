@@ -263,7 +263,12 @@ pub(crate) fn method_row(user_id: &str, method_id: &str) -> Vec<u8> {
     format!("tapd method\0{user_id}\0{method_id}").into_bytes()
 }
 
-/// The associated data of a ceremony row.
+/// The associated data of an outbox row's sealed code.
+pub(crate) fn outbox_row(mail_id: &str) -> Vec<u8> {
+    format!("tapd outbox\0{mail_id}").into_bytes()
+}
+
+/// The associated data of a web ceremony's sealed state.
 pub(crate) fn ceremony_row(ceremony_id: &str) -> Vec<u8> {
     format!("tapd ceremony\0{ceremony_id}").into_bytes()
 }

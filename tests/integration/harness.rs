@@ -279,6 +279,11 @@ impl Tapd {
     /// Creates the test accounts, writes config and directory, starts the daemon and waits
     /// until it serves the admin socket with the directory synced.
     pub fn start() -> Tapd {
+        Tapd::start_with(|config| config)
+    }
+
+    /// [`Tapd::start`] with more configuration (`extra` gets the generated file).
+    pub fn start_with(extra: impl FnOnce(ConfigFile) -> ConfigFile) -> Tapd {
         local_accounts();
         // Other local accounts must reach the socket and run the copied tapctl: use a temp
         // dir whose ancestors everyone may traverse, and open it up (0755).
@@ -289,7 +294,7 @@ impl Tapd {
         let root = dir.path().to_path_buf();
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::write(root.join("directory.ldif"), directory_ldif()).unwrap();
-        let config = config(&root).write(&root.join("tapd.toml"));
+        let config = extra(config(&root)).write(&root.join("tapd.toml"));
         let tapctl = root.join("tapctl");
         std::fs::copy(env!("CARGO_BIN_EXE_tapctl"), &tapctl).unwrap();
         std::fs::set_permissions(&tapctl, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -310,6 +315,11 @@ impl Tapd {
     /// [`Tapd::terminate`]) and waits until it is ready.
     pub fn restart(&mut self) {
         self.daemon.restart();
+    }
+
+    /// The daemon's directory (readable by every test account).
+    pub fn root(&self) -> &Path {
+        self.daemon.dir()
     }
 
     /// Everything the daemon logged so far (all runs).

@@ -11,12 +11,14 @@
 //! - `bad_input`: raw HTTP with bad input gets JSON 4xx and changes nothing;
 //! - `crash`: acknowledged creations survive `kill -9`, and the daemon restarts cleanly;
 //! - `cli`: `check-config`, `--help`/`--version`, SIGTERM;
+//! - `bulk_roles`: `tapctl tap bulk` applies the role rules of a single create to each row;
 //! - `audit_text`: control characters in audit text never reach the terminal through `tapctl`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod audit_text;
 mod bad_input;
+mod bulk_roles;
 mod cli;
 mod crash;
 mod harness;

@@ -122,6 +122,8 @@ impl Node {
                 root_is_global_administrator: true,
                 group_references: Vec::new(),
                 registration_interrupt_groups: Vec::new(),
+                mail_delivery: false,
+                onboarding_rules: Vec::new(),
                 ..ServiceSettings::default()
             },
             SyncOptions {

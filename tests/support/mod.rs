@@ -15,4 +15,5 @@ pub mod http;
 pub mod metrics;
 pub mod postgres;
 pub mod slapd;
+pub mod smtp;
 pub mod tapctl;

@@ -24,6 +24,7 @@
 mod audit_chain;
 mod connect;
 mod identity;
+mod outbox;
 mod rows;
 mod schema;
 #[cfg(test)]
@@ -43,8 +44,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use crate::model::{
-    AuditEvent, AuditFilter, Group, GroupRef, NewAuditEvent, RegisteredMethod, StoredTap,
-    SyncStatus, TapPolicy, Timestamp, User,
+    AuditEvent, AuditFilter, Group, GroupRef, MailOutcome, NewAuditEvent, OutboxMail,
+    RegisteredMethod, StoredTap, SyncStatus, TapPolicy, Timestamp, User,
 };
 use crate::store::seal::{self, Sealer};
 use crate::store::{
@@ -191,6 +192,26 @@ impl PostgresStore {
                 .await?;
             }
         }
+        // Codes waiting in the onboarding outbox.
+        let queued = tx
+            .query(
+                "SELECT id, sealed_code FROM outbox WHERE sealed_code IS NOT NULL",
+                &[],
+            )
+            .await
+            .map_err(map_err)?;
+        for row in queued {
+            let (id, code): (String, String) = (rows::col(&row, 0)?, rows::col(&row, 1)?);
+            let what = format!("outbox message {id}");
+            if let Some(sealed) = seal::reseal(&sealer, &code, &seal::outbox_row(&id), &what)? {
+                resealed += tx_execute(
+                    &tx,
+                    "UPDATE outbox SET sealed_code = $1 WHERE id = $2 AND sealed_code = $3",
+                    &[&sealed, &id, &code],
+                )
+                .await?;
+            }
+        }
         tx.commit().await.map_err(map_err)?;
         drop(client);
         if resealed > 0 {
@@ -322,6 +343,57 @@ async fn tx_execute(
     tx.execute(&statement, params).await.map_err(map_err)
 }
 
+/// Deletes the user's TAP and inserts `tap` in its place; the id of the one replaced.
+async fn tx_replace_tap(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tap: &StoredTap,
+) -> Result<Option<String>, StoreError> {
+    let (id, user_id, code_hash) = (text(&tap.id), text(&tap.user_id), text(&tap.code_hash));
+    let lifetime = i64::from(tap.lifetime_in_minutes);
+    let created = to_db_time(tap.created);
+    let start = to_db_time(tap.start);
+    let used_at = tap.used_at.map(to_db_time);
+    // Two replacements for one user queue on the user's row, so the second one sees (and
+    // deletes) the TAP the first one inserted, as SQLite's serialised writers would.
+    tx_execute(
+        tx,
+        "SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE",
+        &[&user_id],
+    )
+    .await?;
+    let statement = tx
+        .prepare_cached("DELETE FROM taps WHERE user_id = $1 RETURNING id")
+        .await
+        .map_err(map_err)?;
+    let replaced: Option<String> = match tx
+        .query(&statement, &[&user_id])
+        .await
+        .map_err(map_err)?
+        .first()
+    {
+        Some(row) => Some(rows::col(row, 0)?),
+        None => None,
+    };
+    tx_execute(
+        tx,
+        "INSERT INTO taps (id, user_id, code_hash, created, start, lifetime_in_minutes, \
+         is_usable_once, used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            &id,
+            &user_id,
+            &code_hash,
+            &created,
+            &start,
+            &lifetime,
+            &tap.is_usable_once,
+            &used_at,
+        ],
+    )
+    .await?;
+    Ok(replaced)
+}
+
+/// Inserts audit events inside a transaction, in order.
 /// Inserts audit events inside a transaction, in order, as the next links of the audit chain
 /// (holding the chain head's lock until the transaction ends).
 async fn tx_audit(
@@ -882,50 +954,9 @@ impl Store for PostgresStore {
         tap: &StoredTap,
         audit: &NewAuditEvent,
     ) -> Result<Option<String>, StoreError> {
-        let (id, user_id, code_hash) = (text(&tap.id), text(&tap.user_id), text(&tap.code_hash));
-        let lifetime = i64::from(tap.lifetime_in_minutes);
-        let created = to_db_time(tap.created);
-        let start = to_db_time(tap.start);
-        let used_at = tap.used_at.map(to_db_time);
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(map_err)?;
-        // Two replacements for one user queue on the user's row, so the second one sees (and
-        // deletes) the TAP the first one inserted, as SQLite's serialised writers would.
-        tx_execute(
-            &tx,
-            "SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE",
-            &[&user_id],
-        )
-        .await?;
-        let statement = tx
-            .prepare_cached("DELETE FROM taps WHERE user_id = $1 RETURNING id")
-            .await
-            .map_err(map_err)?;
-        let replaced: Option<String> = match tx
-            .query(&statement, &[&user_id])
-            .await
-            .map_err(map_err)?
-            .first()
-        {
-            Some(row) => Some(rows::col(row, 0)?),
-            None => None,
-        };
-        tx_execute(
-            &tx,
-            "INSERT INTO taps (id, user_id, code_hash, created, start, lifetime_in_minutes, \
-             is_usable_once, used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[
-                &id,
-                &user_id,
-                &code_hash,
-                &created,
-                &start,
-                &lifetime,
-                &tap.is_usable_once,
-                &used_at,
-            ],
-        )
-        .await?;
+        let replaced = tx_replace_tap(&tx, tap).await?;
         tx_audit(&tx, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(replaced)
@@ -964,6 +995,97 @@ impl Store for PostgresStore {
             audit,
         )
         .await
+    }
+
+    async fn issue_tap_by_mail(
+        &self,
+        tap: &StoredTap,
+        mail: &OutboxMail,
+        code: &str,
+        grant: Option<&str>,
+        audit: &NewAuditEvent,
+    ) -> Result<bool, StoreError> {
+        let sealer = self.sealer().ok_or_else(outbox::no_secrets_key)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        if !outbox::issue(&tx, sealer, tap, mail, code, grant).await? {
+            return Ok(false);
+        }
+        tx_replace_tap(&tx, tap).await?;
+        tx_audit(&tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(true)
+    }
+
+    async fn claim_mail(
+        &self,
+        node: &str,
+        now: Timestamp,
+        lease: Duration,
+    ) -> Result<Option<(OutboxMail, zeroize::Zeroizing<String>)>, StoreError> {
+        let sealer = self.sealer().ok_or_else(outbox::no_secrets_key)?;
+        let client = self.client().await?;
+        outbox::claim(&client, sealer, node, now, lease).await
+    }
+
+    async fn finish_mail(
+        &self,
+        id: &str,
+        node: &str,
+        now: Timestamp,
+        outcome: &MailOutcome,
+        audit: &NewAuditEvent,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        if !outbox::finish(&tx, id, node, now, outcome).await? {
+            return Ok(false);
+        }
+        tx_audit(&tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(true)
+    }
+
+    async fn mails(&self, limit: u32) -> Result<Vec<OutboxMail>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM outbox ORDER BY created DESC, id LIMIT $1",
+            outbox::COLUMNS
+        );
+        self.query_all(&sql, &[&i64::from(limit)], outbox::mail)
+            .await
+    }
+
+    async fn onboarding_baseline(
+        &self,
+        rule: &str,
+        user_ids: &[String],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let rule = text(rule);
+        let ids: Vec<Cow<'_, str>> = user_ids.iter().map(|id| text(id)).collect();
+        self.execute(
+            "INSERT INTO onboarding_grants (rule, user_id, granted) \
+             SELECT $1, id, $3 FROM unnest($2::text[]) AS id ON CONFLICT DO NOTHING",
+            &[&rule, &ids, &to_db_time(now)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn onboarding_granted(
+        &self,
+        rule: &str,
+        user_ids: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        let rule = text(rule);
+        let ids: Vec<Cow<'_, str>> = user_ids.iter().map(|id| text(id)).collect();
+        let rows = self
+            .query(
+                "SELECT user_id FROM onboarding_grants WHERE rule = $1 AND user_id = ANY($2)",
+                &[&rule, &ids],
+            )
+            .await?;
+        rows.iter().map(|row| rows::col(row, 0)).collect()
     }
 
     async fn methods(&self, user_id: &str) -> Result<Vec<RegisteredMethod>, StoreError> {

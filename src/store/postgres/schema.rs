@@ -37,6 +37,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_audit_chain",
         include_str!("migrations/0005_audit_chain.sql"),
     ),
+    ("0006_outbox", include_str!("migrations/0006_outbox.sql")),
 ];
 
 /// The version whose migration adds the audit chain: the events already stored are linked

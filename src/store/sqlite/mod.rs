@@ -26,6 +26,7 @@
 mod audit_chain;
 mod checkpoint;
 mod identity;
+mod outbox;
 mod rows;
 mod schema;
 mod sign_in_cache;
@@ -42,10 +43,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
+use zeroize::Zeroizing;
 
 use crate::model::{
-    AuditEvent, AuditFilter, Group, GroupRef, NewAuditEvent, RegisteredMethod, StoredTap,
-    SyncStatus, TapPolicy, Timestamp, User, WebCeremony, WebSession,
+    AuditEvent, AuditFilter, Group, GroupRef, MailOutcome, NewAuditEvent, OutboxMail,
+    RegisteredMethod, StoredTap, SyncStatus, TapPolicy, Timestamp, User, WebCeremony, WebSession,
 };
 use crate::store::seal::{self, Sealer};
 use crate::store::{
@@ -95,6 +97,13 @@ pub(crate) fn map_err(err: rusqlite::Error) -> StoreError {
         | E::QueryReturnedNoRows => StoreError::corrupt_from(err.to_string(), err),
         other => StoreError::unavailable_from(other.to_string(), other),
     }
+}
+
+/// The answer of an outbox operation on a store opened without a secrets key.
+fn no_secrets_key() -> StoreError {
+    StoreError::unavailable(
+        "the onboarding outbox needs the store's secrets key (codes are kept only sealed)",
+    )
 }
 
 fn join_err(err: tokio::task::JoinError) -> StoreError {
@@ -431,6 +440,27 @@ fn reseal_all(tx: &Transaction<'_>, sealer: &Sealer) -> Result<usize, StoreError
             changed += 1;
         }
     }
+    // Codes waiting in the onboarding outbox.
+    let queued: Vec<(String, String)> = {
+        let mut stmt = tx
+            .prepare("SELECT id, sealed_code FROM outbox WHERE sealed_code IS NOT NULL")
+            .map_err(map_err)?;
+        let rows = stmt
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(map_err)?;
+        rows.collect::<Result<_, _>>().map_err(map_err)?
+    };
+    for (id, code) in queued {
+        let what = format!("outbox message {id}");
+        if let Some(sealed) = seal::reseal(sealer, &code, &seal::outbox_row(&id), &what)? {
+            tx.execute(
+                "UPDATE outbox SET sealed_code = ?1 WHERE id = ?2",
+                [&sealed, &id],
+            )
+            .map_err(map_err)?;
+            changed += 1;
+        }
+    }
     Ok(changed)
 }
 
@@ -447,6 +477,32 @@ fn method_owner(
             .optional()
         })
         .map_err(map_err)
+}
+
+/// Deletes the user's TAP and inserts `tap` in its place; the id of the one replaced.
+fn replace_tap_in(tx: &Transaction<'_>, tap: &StoredTap) -> Result<Option<String>, StoreError> {
+    let replaced: Option<String> = tx
+        .prepare_cached("DELETE FROM taps WHERE user_id = ?1 RETURNING id")
+        .and_then(|mut stmt| stmt.query_row([&tap.user_id], |row| row.get(0)).optional())
+        .map_err(map_err)?;
+    tx.prepare_cached(
+        "INSERT INTO taps (id, user_id, code_hash, created, start, lifetime_in_minutes, \
+         is_usable_once, used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            tap.id,
+            tap.user_id,
+            tap.code_hash,
+            rows::to_micros(tap.created),
+            rows::to_micros(tap.start),
+            tap.lifetime_in_minutes,
+            tap.is_usable_once,
+            tap.used_at.map(rows::to_micros),
+        ])
+    })
+    .map_err(map_err)?;
+    Ok(replaced)
 }
 
 /// Inserts one audit event inside a write transaction, as the chain's next link.
@@ -1165,27 +1221,7 @@ impl Store for SqliteStore {
         let tap = tap.clone();
         let audit = audit.clone();
         self.write(move |tx| {
-            let replaced: Option<String> = tx
-                .prepare_cached("DELETE FROM taps WHERE user_id = ?1 RETURNING id")
-                .and_then(|mut stmt| stmt.query_row([&tap.user_id], |row| row.get(0)).optional())
-                .map_err(map_err)?;
-            tx.prepare_cached(
-                "INSERT INTO taps (id, user_id, code_hash, created, start, lifetime_in_minutes, \
-                 is_usable_once, used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    tap.id,
-                    tap.user_id,
-                    tap.code_hash,
-                    rows::to_micros(tap.created),
-                    rows::to_micros(tap.start),
-                    tap.lifetime_in_minutes,
-                    tap.is_usable_once,
-                    tap.used_at.map(rows::to_micros),
-                ])
-            })
-            .map_err(map_err)?;
+            let replaced = replace_tap_in(tx, &tap)?;
             insert_audit(tx, &audit)?;
             Ok(replaced)
         })
@@ -1204,6 +1240,121 @@ impl Store for SqliteStore {
             vec![tap_id.to_owned().into(), user_id.to_owned().into()],
             audit,
         )
+        .await
+    }
+
+    async fn issue_tap_by_mail(
+        &self,
+        tap: &StoredTap,
+        mail: &OutboxMail,
+        code: &str,
+        grant: Option<&str>,
+        audit: &NewAuditEvent,
+    ) -> Result<bool, StoreError> {
+        let sealer = self.secrets.clone().ok_or_else(no_secrets_key)?;
+        let (tap, mail, audit) = (tap.clone(), mail.clone(), audit.clone());
+        let code = Zeroizing::new(code.to_owned());
+        let grant = grant.map(str::to_owned);
+        self.write(move |tx| {
+            if !outbox::issue(tx, &sealer, &tap, &mail, &code, grant.as_deref())? {
+                return Ok(false);
+            }
+            replace_tap_in(tx, &tap)?;
+            insert_audit(tx, &audit)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn claim_mail(
+        &self,
+        node: &str,
+        now: Timestamp,
+        lease: Duration,
+    ) -> Result<Option<(OutboxMail, Zeroizing<String>)>, StoreError> {
+        let sealer = self.secrets.clone().ok_or_else(no_secrets_key)?;
+        let node = node.to_owned();
+        self.write(move |tx| outbox::claim(tx, &sealer, &node, now, lease))
+            .await
+    }
+
+    async fn finish_mail(
+        &self,
+        id: &str,
+        node: &str,
+        now: Timestamp,
+        outcome: &MailOutcome,
+        audit: &NewAuditEvent,
+    ) -> Result<bool, StoreError> {
+        let (id, node, outcome, audit) = (
+            id.to_owned(),
+            node.to_owned(),
+            outcome.clone(),
+            audit.clone(),
+        );
+        self.write(move |tx| outbox::finish(tx, &id, &node, now, &outcome, &audit))
+            .await
+    }
+
+    async fn mails(&self, limit: u32) -> Result<Vec<OutboxMail>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {} FROM outbox ORDER BY created DESC, id LIMIT ?1",
+                    outbox::COLUMNS
+                ))
+                .map_err(map_err)?;
+            let mut rows = stmt.query([limit]).map_err(map_err)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(map_err)? {
+                out.push(outbox::mail(row)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn onboarding_baseline(
+        &self,
+        rule: &str,
+        user_ids: &[String],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let (rule, user_ids) = (rule.to_owned(), user_ids.to_vec());
+        self.write(move |tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO onboarding_grants (rule, user_id, granted) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .map_err(map_err)?;
+            for id in user_ids {
+                stmt.execute(params![rule, id, rows::to_micros(now)])
+                    .map_err(map_err)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn onboarding_granted(
+        &self,
+        rule: &str,
+        user_ids: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        let (rule, user_ids) = (rule.to_owned(), user_ids.to_vec());
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT 1 FROM onboarding_grants WHERE rule = ?1 AND user_id = ?2")
+                .map_err(map_err)?;
+            let mut granted = Vec::new();
+            for id in user_ids {
+                if stmt.exists(params![rule, id]).map_err(map_err)? {
+                    granted.push(id);
+                }
+            }
+            Ok(granted)
+        })
         .await
     }
 
