@@ -341,6 +341,7 @@ fn tap(id: &str, user_id: &str, once: bool) -> StoredTap {
         lifetime_in_minutes: 60,
         is_usable_once: once,
         used_at: None,
+        code_length: Some(12),
     }
 }
 

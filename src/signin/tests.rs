@@ -67,6 +67,7 @@ impl Fixture {
             lifetime_in_minutes: 60,
             is_usable_once: true,
             used_at: None,
+            code_length: Some(TAP_CODE.len() as u32),
         };
         store
             .replace_tap(&tap, &audit_stub(clock.now()))

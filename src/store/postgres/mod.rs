@@ -888,6 +888,9 @@ impl Store for PostgresStore {
         let created = to_db_time(tap.created);
         let start = to_db_time(tap.start);
         let used_at = tap.used_at.map(to_db_time);
+        let code_length = tap
+            .code_length
+            .map(|n| i32::try_from(n).unwrap_or(i32::MAX));
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(map_err)?;
         // Two replacements for one user queue on the user's row, so the second one sees (and
@@ -914,7 +917,7 @@ impl Store for PostgresStore {
         tx_execute(
             &tx,
             "INSERT INTO taps (id, user_id, code_hash, created, start, lifetime_in_minutes, \
-             is_usable_once, used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             is_usable_once, used_at, code_length) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             &[
                 &id,
                 &user_id,
@@ -924,6 +927,7 @@ impl Store for PostgresStore {
                 &lifetime,
                 &tap.is_usable_once,
                 &used_at,
+                &code_length,
             ],
         )
         .await?;

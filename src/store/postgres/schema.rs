@@ -32,6 +32,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_identity_claims",
         include_str!("migrations/0004_identity_claims.sql"),
     ),
+    (
+        "0005_tap_code_length",
+        include_str!("migrations/0005_tap_code_length.sql"),
+    ),
 ];
 
 /// The schema version this binary writes and understands.

@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_membership_lists.sql"),
     include_str!("migrations/0004_sync_lease.sql"),
     include_str!("migrations/0005_identity_claims.sql"),
+    include_str!("migrations/0006_tap_code_length.sql"),
 ];
 
 /// The schema version this binary writes and understands.
