@@ -2032,7 +2032,8 @@ async fn postgres_nodes_migrate_one_at_a_time() {
             (1, "0001_initial".to_owned()),
             (2, "0002_web_sessions".to_owned()),
             (3, "0003_sync_lease_epoch".to_owned()),
-            (4, "0004_identity_claims".to_owned())
+            (4, "0004_identity_claims".to_owned()),
+            (5, "0005_tap_code_length".to_owned())
         ]
     );
 }
@@ -2049,12 +2050,12 @@ async fn postgres_refuses_a_newer_or_foreign_schema() {
         .unwrap();
     tokio::spawn(connection);
     client
-        .batch_execute("INSERT INTO schema_migrations (version, name) VALUES (5, '0005_future')")
+        .batch_execute("INSERT INTO schema_migrations (version, name) VALUES (6, '0006_future')")
         .await
         .unwrap();
     match PostgresStore::open(&PostgresSettings::new(url.clone())).await {
         Err(StoreError::SchemaTooNew { found, supported }) => {
-            assert_eq!((found, supported), (5, 4));
+            assert_eq!((found, supported), (6, 5));
         }
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
