@@ -194,6 +194,10 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
         old.security.argon2_max_concurrent != new.security.argon2_max_concurrent,
         "security.argon2_max_concurrent",
     );
+    check(
+        old.audit.sign_in_flush != new.audit.sign_in_flush,
+        "audit.sign_in_flush",
+    );
     keys
 }
 

@@ -275,6 +275,22 @@ impl SignIn {
         self
     }
 
+    /// Stores sign-in audit events within `window` of each decision by group commit instead of
+    /// before answering (`[audit] sign_in_flush`; zero keeps durable-before-answer). Starts
+    /// the writer on the current runtime.
+    pub fn with_audit_flush(mut self, window: Duration) -> Self {
+        self.audit_writer = AuditWriter::with_window(self.store.clone(), window);
+        self.audit_writer.start();
+        self
+    }
+
+    /// Stores every sign-in audit event still waiting for its window (at shutdown).
+    pub async fn flush_audit(&self) {
+        if let Err(e) = self.audit_writer.flush().await {
+            log::error!("could not store the last sign-in audit events: {e}");
+        }
+    }
+
     /// Resolves group references (an accept's reply attributes) against `index`, the one the
     /// sync keeps current; without it, no cn reference names a group.
     pub fn with_group_index(mut self, index: SharedGroupIndex) -> Self {

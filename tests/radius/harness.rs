@@ -168,6 +168,17 @@ impl Tapd {
         self.daemon.is_running()
     }
 
+    /// Sends SIGTERM and waits until tapd has exited.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.daemon.terminate()
+    }
+
+    /// Starts tapd again with the same config and state (after [`Tapd::terminate`]); the
+    /// listeners' addresses may change, the admin socket stays.
+    pub fn restart(&mut self) {
+        self.daemon.restart();
+    }
+
     /// Sends SIGHUP (reload the configuration).
     pub fn hang_up(&self) {
         self.daemon.hang_up();
