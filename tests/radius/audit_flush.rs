@@ -26,7 +26,7 @@ fn sign_ins(tapd: &Tapd, target: &str) -> usize {
 #[test]
 fn sign_in_audit_waiting_in_its_window_is_stored_at_sigterm() {
     let mut tapd = Tapd::start_with(Options {
-        extra: "[audit]\nsign_in_flush = \"10s\"\n".into(),
+        sign_in_flush: "10s",
         ..Options::default()
     });
     let started = Instant::now();
