@@ -39,8 +39,29 @@ pub struct BindPool {
     connector: Connector,
     schema: Schema,
     permits: Semaphore,
-    idle: Mutex<Vec<Ldap>>,
+    /// Idle connections with the runtime thread whose tasks drive them.
+    idle: Mutex<Vec<(Driver, Ldap)>>,
     size: usize,
+}
+
+/// Where a connection's I/O task runs: a connection opened on a single-threaded runtime (one
+/// RADIUS thread) is driven by that thread, so it is reused only there, where a bind doesn't
+/// cross threads; connections of a multi-threaded runtime are shared by its callers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Driver {
+    Shared,
+    Thread(std::thread::ThreadId),
+}
+
+impl Driver {
+    fn current() -> Driver {
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::CurrentThread) => {
+                Driver::Thread(std::thread::current().id())
+            }
+            _ => Driver::Shared,
+        }
+    }
 }
 
 /// Why one bind attempt did not produce an answer.
@@ -204,19 +225,20 @@ impl BindPool {
     }
 
     fn take_idle(&self) -> Option<Ldap> {
+        let here = Driver::current();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(mut ldap) = idle.pop() {
-            if !ldap.is_closed() {
-                return Some(ldap);
-            }
-        }
-        None
+        idle.retain_mut(|(_, ldap)| !ldap.is_closed());
+        let found = idle.iter().rposition(|(driver, _)| *driver == here)?;
+        Some(idle.swap_remove(found).1)
     }
 
+    /// Keeps `ldap` for reuse on this runtime thread; at most `size` idle per thread (each
+    /// RADIUS thread keeps its own, so a busy thread never waits for another's connection).
     fn put_idle(&self, ldap: Ldap) {
+        let here = Driver::current();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < self.size {
-            idle.push(ldap);
+        if idle.iter().filter(|(driver, _)| *driver == here).count() < self.size {
+            idle.push((here, ldap));
         }
     }
 
