@@ -644,7 +644,11 @@ impl SignIn {
             }
         }
 
-        let tap = match self.store.tap_for_user(&user.id).await {
+        // A credential no TAP could be (length, alphabet) doesn't need the user's TAP at all.
+        let tap = match self
+            .store_tap_if(could_be_tap(credential, None), &user.id)
+            .await
+        {
             Ok(tap) => tap,
             Err(e) => {
                 log::error!("sign-in: the store could not be read: {e}");
@@ -657,7 +661,7 @@ impl SignIn {
         // Only a credential that could be the user's TAP is hashed: no TAP, or another length
         // or alphabet, is a plain wrong password, decided without argon2 (whether a user holds
         // a TAP is no secret: the web page prompts for it; the reject delay evens out timing).
-        let candidate = tap.filter(|tap| could_be_tap(credential, tap));
+        let candidate = tap.filter(|tap| could_be_tap(credential, tap.code_length));
         let is_tap = match candidate {
             None => false,
             Some(tap) => {
@@ -713,6 +717,18 @@ impl SignIn {
         (SignInOutcome::Reject { reason, message }, Some(user), false)
     }
 
+    /// The user's TAP when `wanted`, else `None` without a store read.
+    async fn store_tap_if(
+        &self,
+        wanted: bool,
+        user_id: &str,
+    ) -> Result<Option<StoredTap>, crate::store::StoreError> {
+        if !wanted {
+            return Ok(None);
+        }
+        self.store.tap_for_user(user_id).await
+    }
+
     async fn audit(
         &self,
         context: &AttemptContext,
@@ -760,11 +776,12 @@ impl SignIn {
     }
 }
 
-/// Whether `credential` has the length and alphabet of `tap`'s code (any length a TAP may
-/// have when the TAP predates recorded lengths).
-fn could_be_tap(credential: &str, tap: &StoredTap) -> bool {
+/// Whether `credential` has the length and alphabet of a TAP code of `code_length`
+/// characters (of any length a TAP may have when `None`: a TAP from before lengths were
+/// recorded, or no TAP known yet).
+fn could_be_tap(credential: &str, code_length: Option<u32>) -> bool {
     let length = credential.len();
-    let length_fits = match tap.code_length {
+    let length_fits = match code_length {
         Some(n) => usize::try_from(n).is_ok_and(|n| n == length),
         None => {
             usize::try_from(LENGTH_MIN).is_ok_and(|min| length >= min)

@@ -606,3 +606,20 @@ fn the_audit_aggregator_counts_and_stays_bounded() {
     }
     assert!(aggregator.len() <= AGGREGATOR_ENTRIES);
 }
+
+#[test]
+fn only_a_credential_shaped_like_a_tap_code_could_be_the_tap() {
+    use super::could_be_tap;
+    assert!(could_be_tap("K7m+Qx2@", Some(8)));
+    assert!(!could_be_tap("K7m+Qx2@9", Some(8)), "another length");
+    assert!(
+        !could_be_tap("K7m+Qx20", Some(8)),
+        "0 is not in the alphabet"
+    );
+    assert!(!could_be_tap("K7m+Qx2 ", Some(8)), "nor is a space");
+    // A TAP from before lengths were recorded: any length a policy allows.
+    assert!(could_be_tap("K7m+Qx2@9", None));
+    assert!(could_be_tap(&"a".repeat(48), None));
+    assert!(!could_be_tap("K7m+Qx2", None));
+    assert!(!could_be_tap(&"a".repeat(49), None));
+}
