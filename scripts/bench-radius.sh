@@ -86,7 +86,13 @@ n, work = int(sys.argv[1]), sys.argv[2]
 with open(f"{work}/right.txt", "w") as right, open(f"{work}/wrong.txt", "w") as wrong:
     for i in range(n):
         right.write(f"user{i:06d} user{i:06d}-pw\n")
-        wrong.write(f"user{i:06d} not-the-password-{i}\n")
+    # Enough distinct wrong passwords that no run repeats one: a repeat is answered from
+    # tapd's rejection cache, which would measure the cache instead of a failed bind. After
+    # a few per user, tapd's per-(user, source) throttle refuses the rest without a bind,
+    # as it would a real password spray.
+    for v in range(max(1, 500_000 // max(1, n))):
+        for i in range(n):
+            wrong.write(f"user{i:06d} not-the-password-{v}-{i}\n")
 PY
 printf '%s' "$SECRET" > "$work/radius.secret"; chmod 600 "$work/radius.secret"
 printf '%s' tapd-service-pw > "$work/ldap.secret"; chmod 600 "$work/ldap.secret"

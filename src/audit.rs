@@ -35,9 +35,9 @@ use crate::model::{AuditResult, NewAuditEvent};
 use crate::store::{Store, StoreError};
 
 /// Most events one group commit writes; more wait for the next.
-const MAX_BATCH: usize = 512;
-/// Events waiting for a commit at most; a caller beyond that waits for room.
-const QUEUE_DEPTH: usize = 4096;
+const MAX_BATCH: usize = 2048;
+/// Events waiting for a commit at most (a few MB); a caller beyond that waits for room.
+const QUEUE_DEPTH: usize = 16_384;
 
 type Done = oneshot::Sender<Result<(), StoreError>>;
 

@@ -1,8 +1,9 @@
 //! Password checks by LDAP bind, on a small bounded pool of connections kept apart from the
 //! sync connection.
 //!
-//! At most `size` binds run at once; a check that can't get a connection within the operation
-//! timeout is answered "directory unavailable" rather than queued without end (a RADIUS client
+//! At most `size` binds run at once per RADIUS thread (each drives its own connections, see
+//! [`Driver`]) and `size` for every other caller together; a check that can't get a
+//! connection within the operation timeout is answered "directory unavailable" rather than queued without end (a RADIUS client
 //! retries, a person sees a clear message). Connections are reused: a later check simply binds
 //! again on a connection a previous check used (a bind replaces the connection's identity, and
 //! pool connections are used for nothing but binds). A reused connection the server has closed
@@ -23,7 +24,7 @@
 //!
 //! May depend on: `connection`, `schema`, `directory` (trait types), `tokio`.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use ldap3::{Ldap, LdapError, Scope};
 use tokio::sync::Semaphore;
@@ -38,7 +39,9 @@ use crate::directory::{DirectoryError, PasswordCheck};
 pub struct BindPool {
     connector: Connector,
     schema: Schema,
-    permits: Semaphore,
+    /// Binds allowed at once, per driver: a RADIUS thread waits only for its own binds, so a
+    /// bind finishing on one thread never has to wake another.
+    permits: Mutex<Vec<(Driver, Arc<Semaphore>)>>,
     /// Idle connections with the runtime thread whose tasks drive them.
     idle: Mutex<Vec<(Driver, Ldap)>>,
     size: usize,
@@ -80,7 +83,7 @@ impl BindPool {
         BindPool {
             connector,
             schema,
-            permits: Semaphore::new(size),
+            permits: Mutex::new(Vec::new()),
             idle: Mutex::new(Vec::with_capacity(size)),
             size,
         }
@@ -96,7 +99,8 @@ impl BindPool {
         password: &str,
     ) -> Result<PasswordCheck, DirectoryError> {
         let wait = self.connector.operation_timeout();
-        let _permit = match tokio::time::timeout(wait, self.permits.acquire()).await {
+        let permits = self.permits_here();
+        let _permit = match tokio::time::timeout(wait, permits.acquire()).await {
             Ok(Ok(permit)) => permit,
             Ok(Err(_)) | Err(_) => {
                 return Err(DirectoryError::unavailable(format!(
@@ -222,6 +226,18 @@ impl BindPool {
             .into_iter()
             .find(|e| !e.is_ref() && !e.is_intermediate())
             .and_then(|entry| decode_entry(entry.0).ok()))
+    }
+
+    /// The bind permits of the calling runtime thread (or of the shared runtime).
+    fn permits_here(&self) -> Arc<Semaphore> {
+        let here = Driver::current();
+        let mut all = self.permits.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, permits)) = all.iter().find(|(driver, _)| *driver == here) {
+            return permits.clone();
+        }
+        let permits = Arc::new(Semaphore::new(self.size));
+        all.push((here, permits.clone()));
+        permits
     }
 
     fn take_idle(&self) -> Option<Ldap> {
