@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use super::metrics::{RadiusDropCause, RadiusMetrics, RadiusOutcome};
 use super::{
     encode_reply, find_client, parse_request, AuthKind, CacheKey, CacheLookup, Decision,
     DropReason, RadiusClient, RadiusError, ReplyAttribute, ReplyCache, ReplyCacheConfig, Request,
@@ -39,7 +40,7 @@ use super::{
 };
 use crate::config::{self, DirectoryUnavailable};
 use crate::group_ref::GroupIndex;
-use crate::metrics::{Metrics, NoLabels, RadiusDropCause, RadiusOutcome};
+use crate::metrics::{Metrics, NoLabels};
 use crate::model::GroupRef;
 use crate::signin::{AttemptContext, RejectReason, SignIn, SignInChannel, SignInOutcome};
 
@@ -222,7 +223,7 @@ pub struct RadiusHandler {
     settings: RwLock<Arc<RadiusSettings>>,
     signin: Arc<SignIn>,
     cache: Mutex<ReplyCache>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<RadiusMetrics>,
     log_limiter: Mutex<LogLimiter>,
     status_server: Mutex<StatusServerLimiter>,
 }
@@ -242,7 +243,7 @@ impl RadiusHandler {
             settings: RwLock::new(Arc::new(settings)),
             signin,
             cache: Mutex::new(ReplyCache::new(cache)),
-            metrics,
+            metrics: metrics.group(),
             log_limiter: Mutex::new(LogLimiter {
                 period_start: None,
                 logged: 0,
@@ -261,7 +262,7 @@ impl RadiusHandler {
     }
 
     /// The registry this handler counts into (the socket loop counts there too).
-    pub fn metrics(&self) -> &Arc<Metrics> {
+    pub fn metrics(&self) -> &Arc<RadiusMetrics> {
         &self.metrics
     }
 
@@ -283,9 +284,7 @@ impl RadiusHandler {
     }
 
     fn unknown_client(&self, source: IpAddr, now: Instant) {
-        self.metrics
-            .radius_dropped
-            .inc(RadiusDropCause::UnknownClient);
+        self.metrics.dropped.inc(RadiusDropCause::UnknownClient);
         self.log_limited(now, || {
             format!(
                 "RADIUS: ignoring a packet from {source}: no [[radius.clients]] entry covers it"
@@ -368,9 +367,7 @@ impl RadiusHandler {
         let request = match parse_request(datagram, client) {
             Ok(request) => request,
             Err(reason) => {
-                self.metrics
-                    .radius_dropped
-                    .inc(RadiusDropCause::Invalid(reason));
+                self.metrics.dropped.inc(RadiusDropCause::Invalid(reason));
                 self.log_drop(client, source, reason, now);
                 return None;
             }
@@ -383,7 +380,7 @@ impl RadiusHandler {
             .admit(&key, now);
         match lookup {
             CacheLookup::Replay(reply) => {
-                self.metrics.radius_replayed.inc(NoLabels);
+                self.metrics.replayed.inc(NoLabels);
                 return Some(PendingReply {
                     bytes: reply,
                     key: None,
@@ -391,9 +388,7 @@ impl RadiusHandler {
                 });
             }
             CacheLookup::InFlight => {
-                self.metrics
-                    .radius_dropped
-                    .inc(RadiusDropCause::DuplicateInFlight);
+                self.metrics.dropped.inc(RadiusDropCause::DuplicateInFlight);
                 return None;
             }
             CacheLookup::Miss => {}
@@ -409,7 +404,7 @@ impl RadiusHandler {
         let (decision, outcome) = match decision {
             Ok(answer) => answer,
             Err(cause) => {
-                self.metrics.radius_dropped.inc(cause);
+                self.metrics.dropped.inc(cause);
                 self.cache
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -419,7 +414,7 @@ impl RadiusHandler {
         };
         match encode_reply(&request, &decision, &client.secret) {
             Ok(reply) => {
-                self.metrics.radius_requests.inc(outcome);
+                self.metrics.requests.inc(outcome);
                 // Rejects leave at arrival + reject_delay whatever the decision cost, so
                 // an unknown, a disabled and a known user answer at the same time.
                 let not_before = match decision {
@@ -435,9 +430,7 @@ impl RadiusHandler {
                 })
             }
             Err(e) => {
-                self.metrics
-                    .radius_dropped
-                    .inc(RadiusDropCause::EncodeFailed);
+                self.metrics.dropped.inc(RadiusDropCause::EncodeFailed);
                 log::error!(
                     "RADIUS: could not encode the reply to {source} (client {}): {e}",
                     client.name
