@@ -58,7 +58,7 @@ ldap_ops() {
 }
 
 echo "building tapd, tapctl and the load generators..." >&2
-cargo build --release --quiet --bins --example radius_load --example ldap_bind_load
+cargo build --release --quiet --bins --example radius_load --example ldap_bind_load --example argon2_verify
 bin=${CARGO_TARGET_DIR:-target}/release
 load=$bin/examples/radius_load
 
@@ -86,7 +86,13 @@ n, work = int(sys.argv[1]), sys.argv[2]
 with open(f"{work}/right.txt", "w") as right, open(f"{work}/wrong.txt", "w") as wrong:
     for i in range(n):
         right.write(f"user{i:06d} user{i:06d}-pw\n")
-        wrong.write(f"user{i:06d} not-the-password-{i}\n")
+    # Enough distinct wrong passwords that no run repeats one: a repeat is answered from
+    # tapd's rejection cache, which would measure the cache instead of a failed bind. After
+    # a few per user, tapd's per-(user, source) throttle refuses the rest without a bind,
+    # as it would a real password spray.
+    for v in range(max(1, 500_000 // max(1, n))):
+        for i in range(n):
+            wrong.write(f"user{i:06d} not-the-password-{v}-{i}\n")
 PY
 printf '%s' "$SECRET" > "$work/radius.secret"; chmod 600 "$work/radius.secret"
 printf '%s' tapd-service-pw > "$work/ldap.secret"; chmod 600 "$work/ldap.secret"
@@ -123,11 +129,27 @@ secret_file = "$work/radius.secret"
 [log]
 level = "info"
 format = "stderr"
+
+[security]
+# Every request comes from one address: with the default per-(user, source) throttle, a few
+# wrong passwords per user lock that user out from there (as designed), the right-password
+# rows after them would be refused, and the wrong-password rows would measure throttled
+# refusals instead of failed binds. FreeRADIUS has no such throttle; neither has tapd here.
+sign_in_max_failures = 1000000000
+
+[audit]
+# The default window (group commit of sign-in audit events); a second pass below runs the
+# right-password rows again with "0" (each event durable before its answer).
+sign_in_flush = "100ms"
 TOML
-"$bin/tapd" --config "$work/tapd/tapd.toml" 2>"$work/tapd.log" </dev/null >/dev/null &
-tapd_pid=$!; pids+=("$tapd_pid")
-for _ in $(seq 600); do grep -q "directory sync from.* users, " "$work/tapd.log" && break; sleep 0.1; done
-grep -q "directory sync from.* users, " "$work/tapd.log" || { cat "$work/tapd.log" >&2; echo "tapd did not sync" >&2; exit 1; }
+start_tapd() {
+  : > "$work/tapd.log"
+  "$bin/tapd" --config "$work/tapd/tapd.toml" 2>"$work/tapd.log" </dev/null >/dev/null &
+  tapd_pid=$!; pids+=("$tapd_pid")
+  for _ in $(seq 600); do grep -q "directory sync from.* users, " "$work/tapd.log" && break; sleep 0.1; done
+  grep -q "directory sync from.* users, " "$work/tapd.log" || { cat "$work/tapd.log" >&2; echo "tapd did not sync" >&2; exit 1; }
+}
+start_tapd
 rss_mb() { awk '/VmRSS/ {printf "%d", $2 / 1024}' "/proc/$tapd_pid/status"; }
 echo "tapd RSS after the first sync: $(rss_mb) MB" >&2
 tapctl() { "$bin/tapctl" --socket "$work/tapd/admin.sock" --json "$@"; }
@@ -276,7 +298,8 @@ measure() { # name server concurrency credentials [extra-cmd-in-background]
   ops1=$(ldap_ops)
   if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
   local rss; rss=$(awk '/VmRSS/ {print $2}' "/proc/$tapd_pid/status")
-  echo "{\"name\":\"$name\",\"server\":\"$server\",\"report\":$report,\"cpu_ticks\":{\"slapd\":$((s1 - s0)),\"tapd\":$((t1 - t0)),\"freeradius\":$((f1 - f0))},\"tapd_rss_kb\":$rss,\"ldap_ops\":[$(( ${ops1% *} - ${ops0% *} )),$(( ${ops1#* } - ${ops0#* } ))]}" >> "$results"
+  local ctx=0; [ "$server" = tapd ] && ctx=$((x1 - x0))
+  echo "{\"name\":\"$name\",\"server\":\"$server\",\"ctx_switches\":$ctx,\"report\":$report,\"cpu_ticks\":{\"slapd\":$((s1 - s0)),\"tapd\":$((t1 - t0)),\"freeradius\":$((f1 - f0))},\"tapd_rss_kb\":$rss,\"ldap_ops\":[$(( ${ops1% *} - ${ops0% *} )),$(( ${ops1#* } - ${ops0#* } ))]}" >> "$results"
   local sent; sent=$(python3 -c 'import json, sys; print(max(1, json.loads(sys.argv[1])["sent"]))' "$report")
   echo "  $name: $report (tapd RSS $((rss / 1024)) MB: $(awk '/RssAnon|RssFile/ {printf "%s %d MB ", $1, $2 / 1024}' "/proc/$tapd_pid/status"); tapd context switches per request sent: $(python3 -c "print(round(($x1 - $x0) / $sent, 2))"))" >&2
 }
@@ -319,13 +342,31 @@ fi
 load_after=$(cut -d" " -f1 /proc/loadavg)
 peak_rss=$(awk '/VmHWM/ {print $2}' "/proc/$tapd_pid/status")
 
+# The cost of one argon2 verification on this machine, for the TAP rejection p99 target.
+"$bin/examples/argon2_verify" --count 40 > "$work/argon2.json"
+echo "  one argon2 verification: $(cat "$work/argon2.json")" >&2
+
+# Right passwords again with sign_in_flush = "0" (each sign-in event durable before its
+# answer), after a restart on the same database.
+if wanted right-flush0/tapd/32 || wanted right-flush0/tapd/256; then
+  echo "restarting tapd with sign_in_flush = 0..." >&2
+  kill "$tapd_pid"; wait "$tapd_pid" 2>/dev/null || true
+  sed -i 's/^sign_in_flush = .*/sign_in_flush = "0"/' "$work/tapd/tapd.toml"
+  start_tapd
+  "$load" --target 127.0.0.1:$tapd_port --secret-file "$work/radius.secret" --credentials "$work/right.txt" --concurrency 8 --duration 2 >/dev/null
+  for c in 32 256; do
+    measure right-flush0 tapd "$c" "$work/right.txt"
+  done
+fi
+
 slapd_version=$(slapd -VV 2>&1 | sed -n '1s/.*slapd \([^ ]*\).*/\1/p')
 fr_version=$(freeradius -v 2>/dev/null | sed -n '1s/.*Version \([^,]*\).*/\1/p')
 tapd_version=$(git describe --always --dirty 2>/dev/null || echo unknown)
 python3 - "$results" "$work/flood.json" "$(getconf CLK_TCK)" "$peak_rss" "$cores" \
-  "$slapd_version" "$fr_version" "$tapd_version" "$NUSERS" "$SECONDS_PER_RUN" "$load_before" "$load_after" <<'PY'
+  "$slapd_version" "$fr_version" "$tapd_version" "$NUSERS" "$SECONDS_PER_RUN" "$load_before" "$load_after" \
+  "$work/argon2.json" <<'PY'
 import json, sys, datetime, platform
-results, flood_path, hz, peak_rss, cores, slapd_v, fr_v, tapd_v, nusers, secs, load_before, load_after = sys.argv[1:]
+results, flood_path, hz, peak_rss, cores, slapd_v, fr_v, tapd_v, nusers, secs, load_before, load_after, argon2_path = sys.argv[1:]
 hz = int(hz)
 rows = [json.loads(l) for l in open(results)]
 try:
@@ -343,12 +384,16 @@ print(f"{nusers} users in OpenLDAP slapd {slapd_v} (back_mdb, uid indexed); Free
       f"same 2 cores as the servers, so absolute rates are lower than on a separate client machine. "
       f"CPU is utime+stime from /proc/PID/stat over the run, per 1,000 answered requests.")
 print()
-print("| run | server | conc. | sent | accepts | rejects | timeouts | answered/s | p50 ms | p99 ms | p99.9 ms | server CPU s/1k | slapd CPU s/1k | LDAP binds + searches per request |")
-print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+print("| run | server | conc. | sent | accepts | rejects | timeouts | answered/s | p50 ms | p99 ms | p99.9 ms | server CPU s/1k | slapd CPU s/1k | LDAP binds + searches per request | tapd ctx switches per request | tapd RSS MB |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 def ops(r, n):
     binds, searches = r.get("ldap_ops", [0, 0])
     # The TAP flood running beside a measured run adds its own (few) operations.
     return f"{binds / n:.2f} + {searches / n:.2f}" if n else "–"
+def ctx(r):
+    return f"{r.get('ctx_switches', 0) / max(1, r['report']['sent']):.2f}" if r["server"] == "tapd" else "–"
+def rss(r):
+    return f"{r['tapd_rss_kb'] // 1024}" if r["server"] == "tapd" else "–"
 def per_k(ticks, n):
     return f"{ticks / hz / n * 1000:.3f}" if n else "–"
 for r in rows:
@@ -356,13 +401,13 @@ for r in rows:
     if r["name"] == "ldap-bind":
         b = r["bind"]
         print(f"| raw LDAP simple binds | slapd | {b['concurrency']} | {b['binds'] + b['failures']} | {b['binds']} | {b['failures']} | – | "
-              f"{b['binds_per_second']:.0f} | {b['latency_ms']['p50']:.2f} | {b['latency_ms']['p99']:.2f} | {b['latency_ms']['p99_9']:.2f} | – | {per_k(cpu_t['slapd'], b['binds'])} | 1 + 0 |")
+              f"{b['binds_per_second']:.0f} | {b['latency_ms']['p50']:.2f} | {b['latency_ms']['p99']:.2f} | {b['latency_ms']['p99_9']:.2f} | – | {per_k(cpu_t['slapd'], b['binds'])} | 1 + 0 | – | – |")
         continue
     n = rep["accepts"] + rep["rejects"]
     own = cpu_t[r["server"]]
     lat = rep["latency_ms"]
     print(f"| {r['name']} | {r['server']} | {rep['concurrency']} | {rep['sent']} | {rep['accepts']} | {rep['rejects']} | {rep['timeouts']} | "
-          f"{rep['requests_per_second']:.0f} | {lat['p50']:.2f} | {lat['p99']:.2f} | {lat['p99_9']:.2f} | {per_k(own, n)} | {per_k(cpu_t['slapd'], n)} | {ops(r, n)} |")
+          f"{rep['requests_per_second']:.0f} | {lat['p50']:.2f} | {lat['p99']:.2f} | {lat['p99_9']:.2f} | {per_k(own, n)} | {per_k(cpu_t['slapd'], n)} | {ops(r, n)} | {ctx(r)} | {rss(r)} |")
 fl = flood
 if fl: print(f"| (the concurrent TAP flood) | tapd | {fl['concurrency']} | {fl['sent']} | {fl['accepts']} | {fl['rejects']} | {fl['timeouts']} | "
       f"{fl['requests_per_second']:.0f} | {fl['latency_ms']['p50']:.2f} | {fl['latency_ms']['p99']:.2f} | {fl['latency_ms']['p99_9']:.2f} | | | |")
@@ -371,4 +416,51 @@ load_rss = max((r["tapd_rss_kb"] for r in rows if r["server"] == "tapd"), defaul
 print(f"tapd RSS (VmRSS) at the end of each load run: at most {load_rss // 1024} MB. "
       f"Peak (VmHWM) over the whole run, including the first sync of {nusers} users and issuing the TAPs: {int(peak_rss)//1024} MB.")
 print(f" 1-minute load average before the runs {load_before}, after {load_after}.")
+
+# The targets, each met or not with its number.
+def row(name, server, c):
+    return next((r for r in rows if r["name"] == name and r["server"] == server and r["report"].get("concurrency") == c), None)
+def answered(r):
+    return r["report"]["accepts"] + r["report"]["rejects"] if r else 0
+def cpu_per(r):
+    n = answered(r)
+    return r["cpu_ticks"][r["server"]] / hz / n if r and n else None
+def verdict(ok):
+    return "met" if ok else "NOT met"
+print()
+print("| target | figure | verdict |")
+print("| --- | --- | --- |")
+for c in (32, 256):
+    t, f = row("wrong", "tapd", c), row("wrong", "freeradius", c)
+    if t and f:
+        ratio = t["report"]["requests_per_second"] / max(1e-9, f["report"]["requests_per_second"])
+        print(f"| wrong passwords/s ≥ 1.0 × FreeRADIUS at {c}, no timeouts | {ratio:.2f} ×, {t['report']['timeouts']} timeouts | {verdict(ratio >= 1.0 and t['report']['timeouts'] == 0)} |")
+for c in (32, 256):
+    t, f = row("right", "tapd", c), row("right", "freeradius", c)
+    if t and f:
+        ratio = t["report"]["requests_per_second"] / max(1e-9, f["report"]["requests_per_second"])
+        tp, fp = t["report"]["latency_ms"]["p99"], f["report"]["latency_ms"]["p99"]
+        print(f"| accepts/s ≥ 1.5 × FreeRADIUS at {c}, p99 ≤ FreeRADIUS's | {ratio:.2f} ×, p99 {tp:.2f} vs {fp:.2f} ms | {verdict(ratio >= 1.5 and tp <= fp)} |")
+for c in (32, 256):
+    f = cpu_per(row("right", "freeradius", c))
+    for name, label in (("right", "sign_in_flush = 100ms"), ("right-flush0", "sign_in_flush = 0")):
+        t = cpu_per(row(name, "tapd", c))
+        if t is not None and f:
+            target = " (target ≤ 0.3 ×)" if name == "right" else " (reported beside it)"
+            print(f"| tapd CPU per accept vs FreeRADIUS at {c}, {label}{target} | {t * 1e6:.0f} µs vs {f * 1e6:.0f} µs = {t / f:.2f} × | {verdict(t / f <= 0.3) if name == 'right' else '–'} |")
+tapd_rows = [r for r in rows if r["server"] == "tapd" and r["report"].get("sent")]
+if tapd_rows:
+    worst = max(tapd_rows, key=lambda r: r.get("ctx_switches", 0) / max(1, r["report"]["sent"]))
+    w = worst.get("ctx_switches", 0) / max(1, worst["report"]["sent"])
+    print(f"| tapd context switches per request ≤ 0.5 (all threads, every row) | at most {w:.2f} ({worst['name']} at {worst['report']['concurrency']}) | {verdict(w <= 0.5)} |")
+    big = max(tapd_rows, key=lambda r: r["tapd_rss_kb"])
+    print(f"| RSS ≤ 64 MB in every row | at most {big['tapd_rss_kb'] // 1024} MB ({big['name']} at {big['report']['concurrency']}) | {verdict(big['tapd_rss_kb'] <= 64 * 1024)} |")
+try:
+    argon2 = json.load(open(argon2_path))
+except (FileNotFoundError, ValueError):
+    argon2 = None
+tap = row("tap-at-cores", "tapd", int(cores))
+if tap and argon2:
+    p99 = tap["report"]["latency_ms"]["p99"]
+    print(f"| TAP rejections at concurrency {cores}: p99 ≤ 2 × one argon2 verification | p99 {p99:.1f} ms vs one verification {argon2['p50_ms']:.1f} ms (median of {argon2['count']}) = {p99 / argon2['p50_ms']:.2f} × | {verdict(p99 <= 2 * argon2['p50_ms'])} |")
 PY

@@ -9,60 +9,137 @@
 //! [`RADIUS_CLIENT_DETAIL`], so the RADIUS path only has to put it there.
 //!
 //! [`AuditWriter`] stores the sign-in events of the RADIUS and federation paths by group
-//! commit: each caller waits until its event is durable, but the events that arrive while one
-//! commit is in progress go to the store together in the next, so a busy server pays one
-//! fsync per batch instead of one per request.
+//! commit, in one of two modes (`[audit] sign_in_flush`):
+//! - a window (default 100 ms): a sign-in decision changes no state, so its event is queued and
+//!   the answer goes out at once; the writer task wakes for the first event of a window,
+//!   sleeps out the window while more queue up (without being woken by each), and hands the
+//!   whole batch to [`Store::append_audits`] in one transaction. An event is durable within
+//!   the window (plus the commit); [`AuditWriter::flush`], called at shutdown, commits what
+//!   is queued, so a SIGTERM loses nothing. A crash (SIGKILL, power loss) may lose at most the
+//!   last window's events; the journal line written before the answer still has them.
+//! - `0`: each caller waits until its event is durable, but the events that arrive while one
+//!   commit is in progress go to the store together in the next, so a busy server pays one
+//!   fsync per batch instead of one per request.
+//!
+//! Only sign-in events that change nothing go through here; admin actions and TAP
+//! consumption are written by the store together with the change they record.
 //!
 //! May depend on: `model`, `store`, tokio.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::model::{AuditResult, NewAuditEvent};
 use crate::store::{Store, StoreError};
 
 /// Most events one group commit writes; more wait for the next.
-const MAX_BATCH: usize = 512;
-/// Events waiting for a commit at most; a caller beyond that waits for room.
-const QUEUE_DEPTH: usize = 4096;
+const MAX_BATCH: usize = 2048;
+/// Events waiting for a commit at most (a few MB); a caller beyond that waits for room.
+const QUEUE_DEPTH: usize = 16_384;
 
-type Pending = (NewAuditEvent, oneshot::Sender<Result<(), StoreError>>);
+type Done = oneshot::Sender<Result<(), StoreError>>;
+
+enum Pending {
+    /// An event, with the caller waiting for its commit when the window is zero.
+    Event(NewAuditEvent, Option<Done>),
+    /// Commit everything queued before this now, then answer.
+    Flush(Done),
+}
+
+/// The queue into the writer task, and the bell that cuts its window short.
+struct Queue {
+    sender: mpsc::Sender<Pending>,
+    hurry: Arc<Notify>,
+}
 
 /// Stores audit events through one background task that commits whatever has queued up as one
-/// transaction ([`Store::append_audits`]). Started on first use, inside the runtime of the
-/// caller; ends when the writer is dropped.
+/// transaction ([`Store::append_audits`]), at most `window` after the first of them (at once
+/// with a zero window, the caller waiting for the commit). Started by [`AuditWriter::start`]
+/// or on first use, inside the runtime of the caller; ends when the writer is dropped.
 pub struct AuditWriter {
     store: Arc<dyn Store>,
-    queue: OnceLock<mpsc::Sender<Pending>>,
+    window: Duration,
+    queue: OnceLock<Queue>,
 }
 
 impl std::fmt::Debug for AuditWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditWriter").finish_non_exhaustive()
+        f.debug_struct("AuditWriter")
+            .field("window", &self.window)
+            .finish_non_exhaustive()
     }
 }
 
 impl AuditWriter {
-    /// A writer into `store`.
+    /// A writer into `store` whose callers wait for each commit (`sign_in_flush = 0`).
     pub fn new(store: Arc<dyn Store>) -> Self {
+        Self::with_window(store, Duration::ZERO)
+    }
+
+    /// A writer into `store` that commits within `window` of an event (zero: before
+    /// answering the caller).
+    pub fn with_window(store: Arc<dyn Store>, window: Duration) -> Self {
         AuditWriter {
             store,
+            window,
             queue: OnceLock::new(),
         }
     }
 
-    /// Stores `event`; returns once it is committed (or the commit failed).
-    pub async fn record(&self, event: NewAuditEvent) -> Result<(), StoreError> {
-        let queue = self.queue.get_or_init(|| {
+    /// How long an event may wait before it is durable.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// Starts the writer task on the current runtime (if not yet started), so that it runs
+    /// there whichever runtime records the first event.
+    pub fn start(&self) {
+        self.queue();
+    }
+
+    fn queue(&self) -> &Queue {
+        self.queue.get_or_init(|| {
             let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
-            tokio::spawn(commit_batches(self.store.clone(), receiver));
-            sender
-        });
+            let hurry = Arc::new(Notify::new());
+            tokio::spawn(commit_batches(
+                self.store.clone(),
+                receiver,
+                self.window,
+                hurry.clone(),
+            ));
+            Queue { sender, hurry }
+        })
+    }
+
+    /// Stores `event`: with a window, queues it and returns (it is committed within the
+    /// window); without, returns once it is committed (or the commit failed).
+    pub async fn record(&self, event: NewAuditEvent) -> Result<(), StoreError> {
+        let queue = self.queue();
+        if !self.window.is_zero() {
+            let pending = match queue.sender.try_send(Pending::Event(event, None)) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(pending)) => {
+                    // A full queue is committed now rather than at the end of the window.
+                    queue.hurry.notify_one();
+                    pending
+                }
+                Err(mpsc::error::TrySendError::Closed(pending)) => {
+                    return self.write_directly(pending).await
+                }
+            };
+            return match queue.sender.send(pending).await {
+                Ok(()) => Ok(()),
+                Err(mpsc::error::SendError(pending)) => self.write_directly(pending).await,
+            };
+        }
         let (done, committed) = oneshot::channel();
-        if let Err(mpsc::error::SendError((event, _))) = queue.send((event, done)).await {
+        if let Err(mpsc::error::SendError(pending)) =
+            queue.sender.send(Pending::Event(event, Some(done))).await
+        {
             // The task is gone (its runtime shut down): write this one directly.
-            return self.store.append_audit(&event).await;
+            return self.write_directly(pending).await;
         }
         match committed.await {
             Ok(result) => result,
@@ -71,20 +148,96 @@ impl AuditWriter {
             )),
         }
     }
+
+    async fn write_directly(&self, pending: Pending) -> Result<(), StoreError> {
+        match pending {
+            Pending::Event(event, _) => self.store.append_audit(&event).await,
+            Pending::Flush(_) => Ok(()),
+        }
+    }
+
+    /// Commits every event queued so far and returns when they are durable (at shutdown).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let Some(queue) = self.queue.get() else {
+            return Ok(());
+        };
+        let (done, committed) = oneshot::channel();
+        queue.hurry.notify_one();
+        if queue.sender.send(Pending::Flush(done)).await.is_err() {
+            return Ok(());
+        }
+        committed.await.unwrap_or_else(|_| {
+            Err(StoreError::unavailable(
+                "the audit writer stopped before committing".to_owned(),
+            ))
+        })
+    }
 }
 
-/// The writer task: take what has queued (up to [`MAX_BATCH`]), commit it in one
-/// transaction, tell every waiting caller, repeat until all senders are gone.
-async fn commit_batches(store: Arc<dyn Store>, mut queue: mpsc::Receiver<Pending>) {
+/// Moves `batch` into `events` and `waiters`; true when it held a flush.
+fn take(
+    batch: &mut Vec<Pending>,
+    events: &mut Vec<NewAuditEvent>,
+    waiters: &mut Vec<Done>,
+) -> bool {
+    let mut flushing = false;
+    for pending in batch.drain(..) {
+        match pending {
+            Pending::Event(event, done) => {
+                events.push(event);
+                waiters.extend(done);
+            }
+            Pending::Flush(done) => {
+                flushing = true;
+                waiters.push(done);
+            }
+        }
+    }
+    flushing
+}
+
+/// The writer task: take what has queued (up to [`MAX_BATCH`]); with a window and nobody
+/// waiting, sleep out the window (or until hurried) and take what queued meanwhile; commit
+/// it in one transaction, tell every waiting caller, repeat until all senders are gone.
+async fn commit_batches(
+    store: Arc<dyn Store>,
+    mut queue: mpsc::Receiver<Pending>,
+    window: Duration,
+    hurry: Arc<Notify>,
+) {
     let mut events = Vec::with_capacity(MAX_BATCH);
-    let mut waiters = Vec::with_capacity(MAX_BATCH);
+    let mut waiters: Vec<Done> = Vec::with_capacity(MAX_BATCH);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        for (event, done) in batch.drain(..) {
-            events.push(event);
-            waiters.push(done);
+        let mut flushing = take(&mut batch, &mut events, &mut waiters);
+        if !window.is_zero() && !flushing && events.len() < MAX_BATCH {
+            tokio::select! {
+                _ = tokio::time::sleep(window) => {}
+                _ = hurry.notified() => {}
+            }
+            while events.len() < MAX_BATCH && !flushing {
+                match queue.try_recv() {
+                    Ok(pending) => {
+                        batch.push(pending);
+                        flushing |= take(&mut batch, &mut events, &mut waiters);
+                    }
+                    Err(_) => break,
+                }
+            }
         }
-        let result = store.append_audits(&events).await;
+        let result = if events.is_empty() {
+            Ok(())
+        } else {
+            store.append_audits(&events).await
+        };
+        if let Err(e) = &result {
+            if !window.is_zero() {
+                log::error!(
+                    "could not record {} sign-in audit events: {e}",
+                    events.len()
+                );
+            }
+        }
         for done in waiters.drain(..) {
             // A caller that stopped waiting doesn't need the answer.
             let _ = done.send(result.clone());

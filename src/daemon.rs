@@ -516,6 +516,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         log::warn!("some work did not finish within {SHUTDOWN_GRACE:?}; stopping anyway");
         tasks.abort_all();
     }
+    // The front ends are stopped: store the sign-in audit events still in their window.
+    front_ends.signin.flush_audit().await;
     crate::store::chain::log_head(&*store).await;
     remove_socket(&socket.path);
     match failure {
@@ -747,7 +749,8 @@ pub fn build_signin(
     )
     .context("while preparing the sign-in service")?
     .with_syncer(service.syncer().clone())
-    .with_group_index(service.syncer().group_index().clone());
+    .with_group_index(service.syncer().group_index().clone())
+    .with_audit_flush(config.audit.sign_in_flush);
     Ok(Arc::new(signin))
 }
 

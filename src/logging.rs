@@ -96,6 +96,32 @@ pub fn set_level(level: LevelFilter) {
 /// Readable stderr lines: `LEVEL target: message key=value…`.
 struct StderrLog;
 
+thread_local! {
+    /// The line being written by this thread, kept between lines.
+    static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// A buffer grown beyond this by an unusually long line is given back.
+const MAX_KEPT_LINE: usize = 64 * 1024;
+
+/// Formats `record` into `line` (cleared first) and writes it to stderr in one call.
+fn write_line(line: &mut String, record: &Record) {
+    use std::fmt::Write as _;
+    line.clear();
+    let _ = write!(
+        line,
+        "{:<5} {}: {}",
+        record.level(),
+        record.target(),
+        record.args()
+    );
+    if record.target() != "tapd::audit" {
+        let _ = record.key_values().visit(&mut KvWriter(line));
+    }
+    line.push('\n');
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
 struct KvWriter<'a>(&'a mut String);
 
 impl<'kvs> log::kv::VisitSource<'kvs> for KvWriter<'_> {
@@ -119,17 +145,18 @@ impl Log for StderrLog {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let mut line = format!(
-            "{:<5} {}: {}",
-            record.level(),
-            record.target(),
-            record.args()
-        );
-        if record.target() != "tapd::audit" {
-            let _ = record.key_values().visit(&mut KvWriter(&mut line));
-        }
-        line.push('\n');
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        // Each thread formats into its own reused buffer: a line per sign-in decision costs
+        // no allocation once the buffer has grown to the longest line.
+        LINE.with(|buffer| match buffer.try_borrow_mut() {
+            Ok(mut line) => {
+                write_line(&mut line, record);
+                if line.capacity() > MAX_KEPT_LINE {
+                    *line = String::new();
+                }
+            }
+            // Logging from inside a Display of this very line: a line of its own.
+            Err(_) => write_line(&mut String::new(), record),
+        });
     }
 
     fn flush(&self) {

@@ -294,6 +294,10 @@ pub struct StoredTap {
     pub is_usable_once: bool,
     /// When a one-time TAP was consumed; `None` while unused.
     pub used_at: Option<Timestamp>,
+    /// Characters in the code, recorded at creation so that a credential of another length
+    /// is known not to be this TAP without hashing it; `None` for TAPs created before it was
+    /// recorded (any TAP length is then possible).
+    pub code_length: Option<u32>,
 }
 
 impl StoredTap {

@@ -210,6 +210,10 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
         })
     };
     check(smtp(old) != smtp(new), "smtp");
+    check(
+        old.audit.sign_in_flush != new.audit.sign_in_flush,
+        "audit.sign_in_flush",
+    );
     keys
 }
 

@@ -762,6 +762,7 @@ impl AdminSession {
             lifetime_in_minutes: terms.lifetime_in_minutes,
             is_usable_once: terms.is_usable_once,
             used_at: None,
+            code_length: Some(current_policy.default_length),
         };
         let event = self.event(
             activity::TAP_CREATED,

@@ -46,6 +46,11 @@ pub enum HashError {
     Internal(String),
 }
 
+/// Whether every character of `credential` is in [`ALPHABET`] (as every code's is).
+pub fn in_alphabet(credential: &str) -> bool {
+    credential.bytes().all(|b| ALPHABET.contains(&b))
+}
+
 /// Generates a code of `length` characters from [`ALPHABET`] with the OS CSPRNG.
 pub fn generate(length: u32) -> Zeroizing<String> {
     let mut rng = OsRng;

@@ -353,6 +353,7 @@ fn tap(id: &str, user_id: &str, once: bool) -> StoredTap {
         lifetime_in_minutes: 60,
         is_usable_once: once,
         used_at: None,
+        code_length: Some(12),
     }
 }
 
@@ -2046,6 +2047,7 @@ async fn postgres_nodes_migrate_one_at_a_time() {
             (4, "0004_identity_claims".to_owned()),
             (5, "0005_audit_chain".to_owned()),
             (6, "0006_outbox".to_owned()),
+            (7, "0007_tap_code_length".to_owned()),
         ]
     );
 }

@@ -195,6 +195,9 @@ impl PrivilegedTap {
 pub struct AuditConfig {
     /// Events older than this are pruned; `None`: kept forever.
     pub retention: Option<Duration>,
+    /// RADIUS and federation sign-in events are stored within this window (group commit);
+    /// zero: each before its answer.
+    pub sign_in_flush: Duration,
 }
 
 /// `[store]`.

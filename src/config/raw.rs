@@ -152,12 +152,16 @@ pub struct RawAudit {
     /// Events older than this are deleted (in small batches, hourly). `"0"` or `"off"` keeps
     /// them forever. Default `400d`: a year of compliance plus margin.
     pub retention: String,
+    /// How long a RADIUS or federation sign-in event may wait to be stored (group commit);
+    /// `"0"` stores each before the answer. Default `100ms`, at most `10s`.
+    pub sign_in_flush: String,
 }
 
 impl Default for RawAudit {
     fn default() -> Self {
         Self {
             retention: "400d".into(),
+            sign_in_flush: "100ms".into(),
         }
     }
 }

@@ -1393,6 +1393,28 @@ fn policy_privileged_tap_defaults_to_alert_and_names_a_bad_value() {
 }
 
 #[test]
+fn sign_in_flush_defaults_to_100ms_and_zero_means_before_the_answer() {
+    let dir = Dir::new();
+    let config = dir.load(MINIMAL).unwrap().config;
+    assert_eq!(config.audit.sign_in_flush, Duration::from_millis(100));
+    for (text, window) in [("0", Duration::ZERO), ("250ms", Duration::from_millis(250))] {
+        let config = dir
+            .load(&format!("{MINIMAL}\n[audit]\nsign_in_flush = \"{text}\"\n"))
+            .unwrap()
+            .config;
+        assert_eq!(config.audit.sign_in_flush, window, "{text}");
+    }
+    for (text, says) in [("1m", "longer than"), ("soon", "not a duration")] {
+        let problems =
+            problems(dir.load(&format!("{MINIMAL}\n[audit]\nsign_in_flush = \"{text}\"\n")));
+        assert!(
+            has(&problems, "audit.sign_in_flush:", says),
+            "{text}: {problems:#?}"
+        );
+    }
+}
+
+#[test]
 fn secrets_key_file_defaults_next_to_the_database_and_a_bad_one_is_refused() {
     use std::os::unix::fs::PermissionsExt;
     let dir = Dir::new();

@@ -230,25 +230,61 @@ fn policy(report: &mut Report<'_>, raw: &RawPolicy) -> PolicyConfig {
 }
 
 fn audit(report: &mut Report<'_>, raw: &RawAudit) -> AuditConfig {
+    AuditConfig {
+        retention: audit_retention(report, raw),
+        sign_in_flush: sign_in_flush(report, raw),
+    }
+}
+
+/// `[audit] sign_in_flush` when the value given can't be used (the default is in `raw`).
+const DEFAULT_SIGN_IN_FLUSH: Duration = Duration::from_millis(100);
+
+/// Longest `[audit] sign_in_flush`: the sign-in events a crash may lose are bounded by it.
+const MAX_SIGN_IN_FLUSH: Duration = Duration::from_secs(10);
+
+fn sign_in_flush(report: &mut Report<'_>, raw: &RawAudit) -> Duration {
+    let text = raw.sign_in_flush.trim();
+    match parse_duration(text) {
+        Ok(window) if window > MAX_SIGN_IN_FLUSH => {
+            report.problem(
+                "audit.sign_in_flush",
+                format!(
+                    "{text:?} is longer than {MAX_SIGN_IN_FLUSH:?}; a crash could lose that much \
+                     sign-in audit (use e.g. \"100ms\", or \"0\" to store each event before \
+                     answering)"
+                ),
+            );
+            DEFAULT_SIGN_IN_FLUSH
+        }
+        Ok(window) => window,
+        Err(err) => {
+            report.problem(
+                "audit.sign_in_flush",
+                format!("{err}, or \"0\" to store each event before answering"),
+            );
+            DEFAULT_SIGN_IN_FLUSH
+        }
+    }
+}
+
+fn audit_retention(report: &mut Report<'_>, raw: &RawAudit) -> Option<Duration> {
     let text = raw.retention.trim();
     if text == "off" {
-        return AuditConfig { retention: None };
+        return None;
     }
     match parse_duration(text) {
-        Ok(retention) if retention.is_zero() => AuditConfig { retention: None },
+        Ok(retention) if retention.is_zero() => None,
         Ok(retention) if retention < Duration::from_secs(86_400) => {
             report.problem(
                 "audit.retention",
                 format!("{text:?} is less than a day; use at least \"1d\", or \"off\" to keep every event"),
             );
-            AuditConfig { retention: None }
+            None
         }
-        Ok(retention) => AuditConfig {
-            retention: Some(retention),
-        },
+        Ok(retention) => Some(retention),
         Err(err) => {
             report.problem("audit.retention", format!("{err}, or \"off\""));
-            AuditConfig { retention: None }
+            None
         }
     }
 }

@@ -41,6 +41,7 @@
 //! | `tapd_ldap_bind_duration_seconds{result}` | [`LdapBindResult`] | `signin` (every password check) |
 //! | `tapd_store_operation_duration_seconds{operation}` | [`StoreOperation`] | callers of the store |
 //! | `tapd_config_reloads_total{result}` | [`ReloadResult`] | daemon (SIGHUP) |
+//! | `tapd_tap_verifications_total` | – | `signin` (a RADIUS or federation credential hashed against a TAP) |
 //! | `tapd_build_info{version}`, `tapd_start_time_seconds` | – | daemon |
 //!
 //! To count a new outcome, add a variant to the label enum (with its label values) rather
@@ -508,6 +509,8 @@ pub struct Metrics {
     pub config_reloads: CounterVec<ReloadResult>,
     /// Unix time the daemon started (set by the daemon).
     pub start_time: Gauge,
+    /// argon2 verifications of a RADIUS or federation credential against a stored TAP.
+    pub tap_verifications: Counter,
     /// The families registered by the modules that own them ([`Metrics::group`]).
     groups: Groups,
 }
@@ -537,6 +540,7 @@ impl Metrics {
             store_duration: HistogramVec::new(LATENCY_BUCKETS),
             config_reloads: CounterVec::default(),
             start_time: Gauge::default(),
+            tap_verifications: Counter::default(),
             groups: Groups::default(),
         }
     }
@@ -659,6 +663,12 @@ impl Metrics {
             "tapd_config_reloads_total",
             "Configuration reloads (SIGHUP), by result.",
             &self.config_reloads,
+        );
+        exposition::counter(
+            &mut out,
+            "tapd_tap_verifications_total",
+            "argon2 verifications of a RADIUS or federation credential against a stored TAP.",
+            &self.tap_verifications,
         );
         out
     }

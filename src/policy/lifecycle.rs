@@ -426,6 +426,7 @@ mod tests {
             lifetime_in_minutes: 60,
             is_usable_once: once,
             used_at: used.then(|| t("2026-11-27T10:05:00Z")),
+            code_length: Some(8),
         }
     }
 

@@ -1,6 +1,16 @@
 //! The RADIUS socket loop, kept small: receive datagrams on already-bound UDP sockets, drop
 //! unknown sources before any work, hand the rest to the [`RadiusHandler`] on a bounded
-//! number of tasks (excess dropped and counted), send what it returns. An Access-Reject is
+//! number of tasks (excess dropped and counted), send what it returns.
+//!
+//! One thread per core, each with its own single-threaded tokio runtime and its own socket
+//! per listen address (`SO_REUSEPORT`: the kernel spreads the clients' flows over them), so a
+//! request is received, decided and answered on one thread in the common case: the user comes
+//! from the store's in-memory sign-in snapshot, the bind runs on a connection that thread
+//! drives, and the audit event is queued for the group commit. Only an argon2 verification
+//! (a credential shaped like the user's TAP) or a store read the snapshot can't answer moves
+//! to another thread. The handler (its reply cache included) is shared by all threads, so a
+//! retransmission is replayed whichever socket it lands on. `SO_REUSEPORT` lets only
+//! processes of the same user join the port. An Access-Reject is
 //! held on a tokio timer until `reject_delay` after its arrival, after the task gave its
 //! permit back, so held rejects occupy neither a thread nor a slot of [`MAX_IN_FLIGHT`]. Stops when the
 //! shutdown token fires, after the requests in progress finished.
@@ -33,19 +43,31 @@ pub const MAX_IN_FLIGHT: usize = 256;
 pub const MAX_HELD_REJECTS: usize = 65_536;
 
 /// Binds a UDP socket for RADIUS. An IPv6 socket is IPv6-only, so `0.0.0.0:1812` and
-/// `[::]:1812` can both be listed.
+/// `[::]:1812` can both be listed. The socket allows more on its port (`SO_REUSEPORT`, same
+/// user only): [`serve`] binds one per thread beside it.
 pub fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
+    UdpSocket::from_std(bind_std(addr)?)
+}
+
+fn bind_std(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
+    socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket.into())
+}
+
+/// RADIUS threads: one per core (at least one).
+fn thread_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Serves RADIUS on `sockets` until `shutdown` fires. Logs `listening for RADIUS on ADDR`
-/// for each socket, with its real address (so tests can bind port 0).
+/// for each socket, with its real address (so tests can bind port 0). Each socket is served
+/// by one thread per core, each with its own socket on the same port.
 pub async fn serve(
     handler: Arc<RadiusHandler>,
     sockets: Vec<UdpSocket>,
@@ -54,37 +76,115 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let held = Arc::new(Semaphore::new(MAX_HELD_REJECTS));
     let requests = TaskTracker::new();
-    let mut listeners = tokio::task::JoinSet::new();
+    let threads = thread_count();
+    // Per thread: the sockets it serves (the given one goes to the first thread).
+    let mut per_thread: Vec<Vec<(std::net::UdpSocket, SocketAddr)>> =
+        (0..threads).map(|_| Vec::new()).collect();
     for socket in sockets {
         let local = socket.local_addr()?;
         log::info!("listening for RADIUS on {local}");
-        listeners.spawn(receive_loop(
-            Arc::new(socket),
-            local,
+        let socket = socket.into_std()?;
+        for (index, slot) in per_thread.iter_mut().enumerate() {
+            let own = if index == 0 {
+                socket.try_clone()?
+            } else {
+                bind_std(local)?
+            };
+            slot.push((own, local));
+        }
+    }
+    let (finished_tx, mut finished) = tokio::sync::mpsc::channel::<io::Result<()>>(threads);
+    let mut running = 0;
+    for (index, sockets) in per_thread.into_iter().enumerate() {
+        let (handler, permits, held, requests, stop, finished_tx) = (
             handler.clone(),
             permits.clone(),
             held.clone(),
             requests.clone(),
             shutdown.clone(),
-        ));
-    }
-    let mut result = Ok(());
-    while let Some(finished) = listeners.join_next().await {
-        match finished {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                shutdown.cancel();
-                result = Err(e);
-            }
+            finished_tx.clone(),
+        );
+        let spawned = std::thread::Builder::new()
+            .name(format!("radius-{index}"))
+            .spawn(move || {
+                let result =
+                    serve_on_this_thread(handler, sockets, permits, held, requests, stop.clone());
+                if result.is_err() {
+                    stop.cancel();
+                }
+                let _ = finished_tx.blocking_send(result);
+            });
+        match spawned {
+            Ok(_) => running += 1,
             Err(e) => {
                 shutdown.cancel();
-                result = Err(io::Error::other(format!("RADIUS listener failed: {e}")));
+                log::error!("RADIUS: could not start thread {index}: {e}");
             }
+        }
+    }
+    drop(finished_tx);
+    let mut result = if running == threads {
+        Ok(())
+    } else {
+        Err(io::Error::other("could not start every RADIUS thread"))
+    };
+    while let Some(done) = finished.recv().await {
+        if let Err(e) = done {
+            shutdown.cancel();
+            result = Err(e);
         }
     }
     requests.close();
     requests.wait().await;
     result
+}
+
+/// One RADIUS thread: a single-threaded runtime serving `sockets` until shutdown, then
+/// finishing the requests it started.
+fn serve_on_this_thread(
+    handler: Arc<RadiusHandler>,
+    sockets: Vec<(std::net::UdpSocket, SocketAddr)>,
+    permits: Arc<Semaphore>,
+    held: Arc<Semaphore>,
+    requests: TaskTracker,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let mut listeners = tokio::task::JoinSet::new();
+        for (socket, local) in sockets {
+            let socket = UdpSocket::from_std(socket)?;
+            listeners.spawn(receive_loop(
+                Arc::new(socket),
+                local,
+                handler.clone(),
+                permits.clone(),
+                held.clone(),
+                requests.clone(),
+                shutdown.clone(),
+            ));
+        }
+        let mut result = Ok(());
+        while let Some(finished) = listeners.join_next().await {
+            match finished {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    shutdown.cancel();
+                    result = Err(e);
+                }
+                Err(e) => {
+                    shutdown.cancel();
+                    result = Err(io::Error::other(format!("RADIUS listener failed: {e}")));
+                }
+            }
+        }
+        // The requests this thread started run on this runtime: wait for them here.
+        requests.close();
+        requests.wait().await;
+        result
+    })
 }
 
 async fn receive_loop(

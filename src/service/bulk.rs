@@ -275,6 +275,7 @@ impl AdminSession {
             lifetime_in_minutes: terms.lifetime_in_minutes,
             is_usable_once: terms.is_usable_once,
             used_at: None,
+            code_length: u32::try_from(code.len()).ok(),
         };
         let mail = OutboxMail {
             id: uuid::Uuid::new_v4().to_string(),

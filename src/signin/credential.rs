@@ -21,9 +21,13 @@
 //!    the directory can't be reached → `Unavailable`; the password bound, but to an entry that
 //!    is not this user → `bound_identity_mismatch`, and an incremental sync is requested
 //!    (without waiting for it) so that the store learns where the user went;
-//! 6. invalid → the credential is verified against the user's TAP hash (against the decoy
-//!    when there is none, so both cost the same): a match → `tap_not_supported_radius` /
-//!    `tap_not_supported_federation` with the DESIGN §2 message; else `invalid_credentials`.
+//! 6. invalid → when the user holds a TAP and the credential has that TAP's length (recorded at
+//!    creation) and alphabet, it is verified against the TAP's hash: a match →
+//!    `tap_not_supported_radius` / `tap_not_supported_federation` with the DESIGN §2 message;
+//!    anything else is `invalid_credentials` without any argon2 work (no decoy: whether a user
+//!    holds a TAP is not a secret, the web page prompts for it; `[radius] reject_delay` and
+//!    `[federation] reject_delay` even out the answer time). Every verification counts in
+//!    `tapd_tap_verifications_total`.
 //!    Both count as a failure for throttling (the directory saw a failed bind either way).
 //!
 //! Metrics: every password check is timed into `tapd_ldap_bind_duration_seconds` (whatever
@@ -69,7 +73,8 @@ use crate::group_ref::{GroupIndex, SharedGroupIndex};
 use crate::metrics::{LdapBindResult, Metrics, TapRejection};
 #[cfg(test)]
 use crate::model::Channel;
-use crate::model::{AuditResult, GroupRef, NewAuditEvent, Timestamp, User};
+use crate::model::{AuditResult, GroupRef, NewAuditEvent, StoredTap, Timestamp, User};
+use crate::policy::{LENGTH_MAX, LENGTH_MIN};
 use crate::store::Store;
 use crate::sync::Syncer;
 use crate::tapcode::{HashError, Hasher};
@@ -268,6 +273,22 @@ impl SignIn {
     pub fn with_syncer(mut self, syncer: Arc<Syncer>) -> Self {
         self.syncer = Some(syncer);
         self
+    }
+
+    /// Stores sign-in audit events within `window` of each decision by group commit instead of
+    /// before answering (`[audit] sign_in_flush`; zero keeps durable-before-answer). Starts
+    /// the writer on the current runtime.
+    pub fn with_audit_flush(mut self, window: Duration) -> Self {
+        self.audit_writer = AuditWriter::with_window(self.store.clone(), window);
+        self.audit_writer.start();
+        self
+    }
+
+    /// Stores every sign-in audit event still waiting for its window (at shutdown).
+    pub async fn flush_audit(&self) {
+        if let Err(e) = self.audit_writer.flush().await {
+            log::error!("could not store the last sign-in audit events: {e}");
+        }
     }
 
     /// Resolves group references (an accept's reply attributes) against `index`, the one the
@@ -623,8 +644,12 @@ impl SignIn {
             }
         }
 
-        let tap_hash = match self.store.tap_for_user(&user.id).await {
-            Ok(tap) => tap.map(|tap| tap.code_hash),
+        // A credential no TAP could be (length, alphabet) doesn't need the user's TAP at all.
+        let tap = match self
+            .store_tap_if(could_be_tap(credential, None), &user.id)
+            .await
+        {
+            Ok(tap) => tap,
             Err(e) => {
                 log::error!("sign-in: the store could not be read: {e}");
                 let outcome = SignInOutcome::Unavailable {
@@ -633,24 +658,34 @@ impl SignIn {
                 return (outcome, Some(user), false);
             }
         };
-        let is_tap = match self
-            .hasher
-            .verify(Zeroizing::new(credential.to_owned()), tap_hash)
-            .await
-        {
-            Ok(matches) => matches,
-            Err(HashError::Overloaded) => {
-                let outcome = SignInOutcome::Unavailable {
-                    reason: UnavailableReason::Overloaded,
-                };
-                return (outcome, Some(user), false);
-            }
-            Err(e) => {
-                log::error!(
-                    "sign-in: the TAP of {} can't be checked: {e}",
-                    user.user_principal_name
-                );
-                false
+        // Only a credential that could be the user's TAP is hashed: no TAP, or another length
+        // or alphabet, is a plain wrong password, decided without argon2 (whether a user holds
+        // a TAP is no secret: the web page prompts for it; the reject delay evens out timing).
+        let candidate = tap.filter(|tap| could_be_tap(credential, tap.code_length));
+        let is_tap = match candidate {
+            None => false,
+            Some(tap) => {
+                self.metrics.tap_verifications.inc(crate::metrics::NoLabels);
+                match self
+                    .hasher
+                    .verify(Zeroizing::new(credential.to_owned()), Some(tap.code_hash))
+                    .await
+                {
+                    Ok(matches) => matches,
+                    Err(HashError::Overloaded) => {
+                        let outcome = SignInOutcome::Unavailable {
+                            reason: UnavailableReason::Overloaded,
+                        };
+                        return (outcome, Some(user), false);
+                    }
+                    Err(e) => {
+                        log::error!(
+                            "sign-in: the TAP of {} can't be checked: {e}",
+                            user.user_principal_name
+                        );
+                        false
+                    }
+                }
             }
         };
         let reason = if is_tap {
@@ -680,6 +715,18 @@ impl SignIn {
         }
         let message = is_tap.then(tap_message);
         (SignInOutcome::Reject { reason, message }, Some(user), false)
+    }
+
+    /// The user's TAP when `wanted`, else `None` without a store read.
+    async fn store_tap_if(
+        &self,
+        wanted: bool,
+        user_id: &str,
+    ) -> Result<Option<StoredTap>, crate::store::StoreError> {
+        if !wanted {
+            return Ok(None);
+        }
+        self.store.tap_for_user(user_id).await
     }
 
     async fn audit(
@@ -727,6 +774,21 @@ impl SignIn {
             log::error!("could not record the sign-in audit event: {e}");
         }
     }
+}
+
+/// Whether `credential` has the length and alphabet of a TAP code of `code_length`
+/// characters (of any length a TAP may have when `None`: a TAP from before lengths were
+/// recorded, or no TAP known yet).
+fn could_be_tap(credential: &str, code_length: Option<u32>) -> bool {
+    let length = credential.len();
+    let length_fits = match code_length {
+        Some(n) => usize::try_from(n).is_ok_and(|n| n == length),
+        None => {
+            usize::try_from(LENGTH_MIN).is_ok_and(|min| length >= min)
+                && usize::try_from(LENGTH_MAX).is_ok_and(|max| length <= max)
+        }
+    };
+    length_fits && crate::tapcode::in_alphabet(credential)
 }
 
 fn log_directory_error(error: &DirectoryError) {

@@ -67,6 +67,7 @@ impl Fixture {
             lifetime_in_minutes: 60,
             is_usable_once: true,
             used_at: None,
+            code_length: Some(TAP_CODE.len() as u32),
         };
         store
             .replace_tap(&tap, &audit_stub(clock.now()))
@@ -604,4 +605,21 @@ fn the_audit_aggregator_counts_and_stays_bounded() {
         aggregator.note(&format!("k{i}"), now);
     }
     assert!(aggregator.len() <= AGGREGATOR_ENTRIES);
+}
+
+#[test]
+fn only_a_credential_shaped_like_a_tap_code_could_be_the_tap() {
+    use super::could_be_tap;
+    assert!(could_be_tap("K7m+Qx2@", Some(8)));
+    assert!(!could_be_tap("K7m+Qx2@9", Some(8)), "another length");
+    assert!(
+        !could_be_tap("K7m+Qx20", Some(8)),
+        "0 is not in the alphabet"
+    );
+    assert!(!could_be_tap("K7m+Qx2 ", Some(8)), "nor is a space");
+    // A TAP from before lengths were recorded: any length a policy allows.
+    assert!(could_be_tap("K7m+Qx2@9", None));
+    assert!(could_be_tap(&"a".repeat(48), None));
+    assert!(!could_be_tap("K7m+Qx2", None));
+    assert!(!could_be_tap(&"a".repeat(49), None));
 }

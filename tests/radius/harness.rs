@@ -46,6 +46,9 @@ pub struct Options {
     pub radius_reject_delay: &'static str,
     /// `[federation] reject_delay`; default `0`.
     pub federation_reject_delay: &'static str,
+    /// `[audit] sign_in_flush`; the fixture's default `0` stores each sign-in event before
+    /// the answer, so a test reads the audit right after a reply.
+    pub sign_in_flush: &'static str,
     /// Extra lines in `[web]`.
     pub web: String,
     /// Extra lines in `[federation]` (e.g. its own `listen`).
@@ -63,6 +66,7 @@ impl Default for Options {
         Options {
             radius_reject_delay: "0",
             federation_reject_delay: "0",
+            sign_in_flush: "0",
             web: String::new(),
             federation: String::new(),
             admin: String::new(),
@@ -114,6 +118,7 @@ impl Tapd {
                 options.federation_reject_delay,
             )
             .lines("federation", &options.federation)
+            .string("audit", "sign_in_flush", options.sign_in_flush)
             .entry(
                 "federation.relying_parties",
                 "name = \"test-idp\"\ntoken_file = \"federation.token\"",
@@ -168,6 +173,17 @@ impl Tapd {
         self.daemon.is_running()
     }
 
+    /// Sends SIGTERM and waits until tapd has exited.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.daemon.terminate()
+    }
+
+    /// Starts tapd again with the same config and state (after [`Tapd::terminate`]); the
+    /// listeners' addresses may change, the admin socket stays.
+    pub fn restart(&mut self) {
+        self.daemon.restart();
+    }
+
     /// Sends SIGHUP (reload the configuration).
     pub fn hang_up(&self) {
         self.daemon.hang_up();
@@ -211,6 +227,7 @@ impl Tapd {
     }
 
     /// Sign-in audit events about `upn`, newest first.
+    /// (With `sign_in_flush` other than `0`, only what its window has stored yet.)
     pub fn sign_ins(&self, upn: &str) -> Vec<Value> {
         let audit = self.tapctl(&["audit", "--activity", "User sign-in", "--user", upn]);
         audit["value"].as_array().cloned().unwrap_or_default()

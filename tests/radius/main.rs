@@ -4,6 +4,7 @@
 //! on loopback ports chosen by the OS; nothing is sent anywhere else.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod audit_flush;
 mod explain;
 mod harness;
 mod load;

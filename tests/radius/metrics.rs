@@ -87,3 +87,48 @@ fn metrics_move_after_a_radius_accept_tap_rejections_and_a_sync() {
     // No user name ever appears in a label.
     assert!(!after.contains("alice"), "{after}");
 }
+
+const TAP_VERIFICATIONS: &str = "tapd_tap_verifications_total";
+
+/// Wrong passwords cost no argon2: only a credential with the length and alphabet of the
+/// user's own TAP is hashed, and a retried TAP is answered from the rejection cache.
+#[test]
+fn wrong_passwords_are_rejected_without_touching_the_hashing_pool() {
+    let tapd = Tapd::start();
+    let code = tapd.create_one_time_tap("alice");
+    let before = tapd.scrape();
+    let reject = |user: &str, password: &str| {
+        let answer = radclient(
+            tapd.radius,
+            "auth",
+            RADIUS_SECRET,
+            &pap_attributes(user, password),
+        );
+        assert_eq!(answer.reply.as_deref(), Some("Access-Reject"), "{answer:?}");
+    };
+    let same_length_outside_alphabet = "0".repeat(code.len());
+    // Another length than alice's TAP, a character no code has, and a user without a TAP
+    // (a credential that could be a code): none of them is hashed.
+    reject("alice", &format!("{code}x"));
+    reject("alice", &same_length_outside_alphabet);
+    reject("bob", &code);
+    let after = tapd.scrape();
+    let moved = |text: &str, series: &str| metric(text, series) - metric(&before, series);
+    assert_eq!(moved(&after, RADIUS_INVALID), 3.0, "{after}");
+    assert_eq!(moved(&after, TAP_VERIFICATIONS), 0.0, "{after}");
+
+    // The TAP itself is recognised (one verification), and so is a same-shaped wrong code.
+    reject("alice", &code);
+    let mut other = code.clone().into_bytes();
+    other[0] = if other[0] == b'A' { b'B' } else { b'A' };
+    reject("alice", std::str::from_utf8(&other).unwrap());
+    let later = tapd.scrape();
+    assert_eq!(moved(&later, RADIUS_TAP), 1.0, "{later}");
+    assert_eq!(moved(&later, TAP_VERIFICATIONS), 2.0, "{later}");
+
+    // Retried, the TAP is answered from the cache without another verification.
+    reject("alice", &code);
+    let last = tapd.scrape();
+    assert_eq!(moved(&last, RADIUS_TAP), 2.0, "{last}");
+    assert_eq!(moved(&last, TAP_VERIFICATIONS), 2.0, "{last}");
+}

@@ -1,8 +1,9 @@
 //! Password checks by LDAP bind, on a small bounded pool of connections kept apart from the
 //! sync connection.
 //!
-//! At most `size` binds run at once; a check that can't get a connection within the operation
-//! timeout is answered "directory unavailable" rather than queued without end (a RADIUS client
+//! At most `size` binds run at once per RADIUS thread (each drives its own connections, see
+//! [`Driver`]) and `size` for every other caller together; a check that can't get a
+//! connection within the operation timeout is answered "directory unavailable" rather than queued without end (a RADIUS client
 //! retries, a person sees a clear message). Connections are reused: a later check simply binds
 //! again on a connection a previous check used (a bind replaces the connection's identity, and
 //! pool connections are used for nothing but binds). A reused connection the server has closed
@@ -23,7 +24,7 @@
 //!
 //! May depend on: `connection`, `schema`, `directory` (trait types), `tokio`.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use ldap3::{Ldap, LdapError, Scope};
 use tokio::sync::Semaphore;
@@ -38,9 +39,32 @@ use crate::directory::{DirectoryError, PasswordCheck};
 pub struct BindPool {
     connector: Connector,
     schema: Schema,
-    permits: Semaphore,
-    idle: Mutex<Vec<Ldap>>,
+    /// Binds allowed at once, per driver: a RADIUS thread waits only for its own binds, so a
+    /// bind finishing on one thread never has to wake another.
+    permits: Mutex<Vec<(Driver, Arc<Semaphore>)>>,
+    /// Idle connections with the runtime thread whose tasks drive them.
+    idle: Mutex<Vec<(Driver, Ldap)>>,
     size: usize,
+}
+
+/// Where a connection's I/O task runs: a connection opened on a single-threaded runtime (one
+/// RADIUS thread) is driven by that thread, so it is reused only there, where a bind doesn't
+/// cross threads; connections of a multi-threaded runtime are shared by its callers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Driver {
+    Shared,
+    Thread(std::thread::ThreadId),
+}
+
+impl Driver {
+    fn current() -> Driver {
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::CurrentThread) => {
+                Driver::Thread(std::thread::current().id())
+            }
+            _ => Driver::Shared,
+        }
+    }
 }
 
 /// Why one bind attempt did not produce an answer.
@@ -59,7 +83,7 @@ impl BindPool {
         BindPool {
             connector,
             schema,
-            permits: Semaphore::new(size),
+            permits: Mutex::new(Vec::new()),
             idle: Mutex::new(Vec::with_capacity(size)),
             size,
         }
@@ -75,7 +99,8 @@ impl BindPool {
         password: &str,
     ) -> Result<PasswordCheck, DirectoryError> {
         let wait = self.connector.operation_timeout();
-        let _permit = match tokio::time::timeout(wait, self.permits.acquire()).await {
+        let permits = self.permits_here();
+        let _permit = match tokio::time::timeout(wait, permits.acquire()).await {
             Ok(Ok(permit)) => permit,
             Ok(Err(_)) | Err(_) => {
                 return Err(DirectoryError::unavailable(format!(
@@ -203,20 +228,33 @@ impl BindPool {
             .and_then(|entry| decode_entry(entry.0).ok()))
     }
 
-    fn take_idle(&self) -> Option<Ldap> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(mut ldap) = idle.pop() {
-            if !ldap.is_closed() {
-                return Some(ldap);
-            }
+    /// The bind permits of the calling runtime thread (or of the shared runtime).
+    fn permits_here(&self) -> Arc<Semaphore> {
+        let here = Driver::current();
+        let mut all = self.permits.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, permits)) = all.iter().find(|(driver, _)| *driver == here) {
+            return permits.clone();
         }
-        None
+        let permits = Arc::new(Semaphore::new(self.size));
+        all.push((here, permits.clone()));
+        permits
     }
 
-    fn put_idle(&self, ldap: Ldap) {
+    fn take_idle(&self) -> Option<Ldap> {
+        let here = Driver::current();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < self.size {
-            idle.push(ldap);
+        idle.retain_mut(|(_, ldap)| !ldap.is_closed());
+        let found = idle.iter().rposition(|(driver, _)| *driver == here)?;
+        Some(idle.swap_remove(found).1)
+    }
+
+    /// Keeps `ldap` for reuse on this runtime thread; at most `size` idle per thread (each
+    /// RADIUS thread keeps its own, so a busy thread never waits for another's connection).
+    fn put_idle(&self, ldap: Ldap) {
+        let here = Driver::current();
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.iter().filter(|(driver, _)| *driver == here).count() < self.size {
+            idle.push((here, ldap));
         }
     }
 

@@ -114,6 +114,7 @@ impl Fixture {
             lifetime_in_minutes: 60,
             is_usable_once: true,
             used_at: None,
+            code_length: Some(TAP_CODE.len() as u32),
         };
         let event = NewAuditEvent {
             time: now,

@@ -353,6 +353,9 @@ async fn tx_replace_tap(
     let created = to_db_time(tap.created);
     let start = to_db_time(tap.start);
     let used_at = tap.used_at.map(to_db_time);
+    let code_length = tap
+        .code_length
+        .map(|n| i32::try_from(n).unwrap_or(i32::MAX));
     // Two replacements for one user queue on the user's row, so the second one sees (and
     // deletes) the TAP the first one inserted, as SQLite's serialised writers would.
     tx_execute(
@@ -377,7 +380,7 @@ async fn tx_replace_tap(
     tx_execute(
         tx,
         "INSERT INTO taps (id, user_id, code_hash, created, start, lifetime_in_minutes, \
-         is_usable_once, used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         is_usable_once, used_at, code_length) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         &[
             &id,
             &user_id,
@@ -387,6 +390,7 @@ async fn tx_replace_tap(
             &lifetime,
             &tap.is_usable_once,
             &used_at,
+            &code_length,
         ],
     )
     .await?;

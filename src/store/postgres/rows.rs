@@ -139,7 +139,8 @@ pub(crate) fn group(row: &Row) -> Result<Group, StoreError> {
 
 /// Columns a [`StoredTap`] is read from, in this order.
 pub(crate) const TAP_COLUMNS: &str =
-    "id, user_id, code_hash, created, start, lifetime_in_minutes, is_usable_once, used_at";
+    "id, user_id, code_hash, created, start, lifetime_in_minutes, is_usable_once, used_at, \
+     code_length";
 
 /// Reads a TAP selected with [`TAP_COLUMNS`].
 pub(crate) fn tap(row: &Row) -> Result<StoredTap, StoreError> {
@@ -152,6 +153,14 @@ pub(crate) fn tap(row: &Row) -> Result<StoredTap, StoreError> {
         lifetime_in_minutes: minutes(row, 5)?,
         is_usable_once: col(row, 6)?,
         used_at: col(row, 7)?,
+        code_length: match col::<Option<i32>>(row, 8)? {
+            Some(n) => {
+                Some(u32::try_from(n).map_err(|_| {
+                    StoreError::corrupt(format!("taps.code_length is negative: {n}"))
+                })?)
+            }
+            None => None,
+        },
     })
 }
 

@@ -38,6 +38,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/0005_audit_chain.sql"),
     ),
     ("0006_outbox", include_str!("migrations/0006_outbox.sql")),
+    (
+        "0007_tap_code_length",
+        include_str!("migrations/0007_tap_code_length.sql"),
+    ),
 ];
 
 /// The version whose migration adds the audit chain: the events already stored are linked

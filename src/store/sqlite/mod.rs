@@ -487,7 +487,7 @@ fn replace_tap_in(tx: &Transaction<'_>, tap: &StoredTap) -> Result<Option<String
         .map_err(map_err)?;
     tx.prepare_cached(
         "INSERT INTO taps (id, user_id, code_hash, created, start, lifetime_in_minutes, \
-         is_usable_once, used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         is_usable_once, used_at, code_length) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -499,6 +499,7 @@ fn replace_tap_in(tx: &Transaction<'_>, tap: &StoredTap) -> Result<Option<String
             tap.lifetime_in_minutes,
             tap.is_usable_once,
             tap.used_at.map(rows::to_micros),
+            tap.code_length,
         ])
     })
     .map_err(map_err)?;

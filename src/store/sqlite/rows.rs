@@ -93,7 +93,8 @@ pub(crate) fn group_ref(row: &Row<'_>) -> Result<GroupRef, StoreError> {
 
 /// Columns a [`StoredTap`] is read from, in this order.
 pub(crate) const TAP_COLUMNS: &str =
-    "id, user_id, code_hash, created, start, lifetime_in_minutes, is_usable_once, used_at";
+    "id, user_id, code_hash, created, start, lifetime_in_minutes, is_usable_once, used_at, \
+     code_length";
 
 /// Reads a TAP selected with [`TAP_COLUMNS`].
 pub(crate) fn tap(row: &Row<'_>) -> Result<StoredTap, StoreError> {
@@ -106,6 +107,7 @@ pub(crate) fn tap(row: &Row<'_>) -> Result<StoredTap, StoreError> {
         lifetime_in_minutes: col(row, 5)?,
         is_usable_once: col(row, 6)?,
         used_at: opt_from_micros(col(row, 7)?)?,
+        code_length: col(row, 8)?,
     })
 }
 
