@@ -21,6 +21,7 @@
 //! | `tapd_radius_dropped_total{cause}` | [`RadiusDropCause`] | RADIUS handler and socket loop |
 //! | `tapd_radius_datagrams_received_total` | – | RADIUS socket loop |
 //! | `tapd_radius_retransmissions_replayed_total` | – | RADIUS handler (reply cache hit) |
+//! | `tapd_radius_challenges_total{result}` | `RadiusChallengeResult` | RADIUS handler |
 //! | `tapd_federation_requests_total{result,reason}` | [`FederationOutcome`] | federation adapter |
 //! | `tapd_taps_issued_total{channel}` | [`TapIssueChannel`] | service (`create_tap`) |
 //! | `tapd_taps_used_total{channel}` | [`TapUseChannel`] | web sign-in |
@@ -567,6 +568,8 @@ pub struct Metrics {
     pub radius_received: Counter,
     /// RADIUS retransmissions answered from the reply cache (byte-identical reply).
     pub radius_replayed: Counter,
+    /// RADIUS Access-Challenges sent and their answers, by result.
+    pub radius_challenges: CounterVec<crate::radius::RadiusChallengeResult>,
     /// Federation authenticate requests, by result and reason.
     pub federation_requests: CounterVec<FederationOutcome>,
     /// TAPs issued, by channel.
@@ -613,6 +616,7 @@ impl Metrics {
             radius_dropped: CounterVec::default(),
             radius_received: Counter::default(),
             radius_replayed: Counter::default(),
+            radius_challenges: CounterVec::default(),
             federation_requests: CounterVec::default(),
             taps_issued: CounterVec::default(),
             taps_used: CounterVec::default(),
@@ -680,6 +684,12 @@ impl Metrics {
             "tapd_radius_retransmissions_replayed_total",
             "RADIUS retransmissions answered from the reply cache.",
             &self.radius_replayed,
+        );
+        exposition::counter(
+            &mut out,
+            "tapd_radius_challenges_total",
+            "RADIUS Access-Challenges sent (issued) and their answers (accepted, rejected).",
+            &self.radius_challenges,
         );
         exposition::counter(
             &mut out,
