@@ -135,7 +135,11 @@ impl ChallengeStore {
             return Err(StateProblem::Unknown);
         };
         self.order.retain(|k| *k != key);
-        if issued.binding != *binding {
+        let bound = &issued.binding;
+        if bound.user_id != binding.user_id
+            || bound.client != binding.client
+            || bound.station != binding.station
+        {
             return Err(StateProblem::Unknown);
         }
         if now >= issued.expires {
