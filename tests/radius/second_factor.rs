@@ -293,6 +293,35 @@ fn password_then_authenticator_code_over_radius_with_a_tap_refused_throughout() 
     web.sign_in_with_tap("erin@example.org", &erin_tap);
     let erin_secret = web.register_app();
 
+    // A State answered from another station (Calling-Station-Id), or for another user, with
+    // a fresh code: refused.
+    let state = challenge(&tapd, "bob", "bob-demo-pw", "02-00-00-00-00-b4");
+    let elsewhere = send(
+        &tapd,
+        "bob",
+        &code_at(&bob_secret, 1),
+        "02-00-00-00-00-66",
+        Some(&state),
+    );
+    expect(&elsewhere, "Access-Reject");
+    assert_eq!(
+        legs(&tapd, "bob@example.org").last().unwrap().1,
+        "state_unknown"
+    );
+    let state = challenge(&tapd, "bob", "bob-demo-pw", "02-00-00-00-00-b4");
+    let other_user = send(
+        &tapd,
+        "erin",
+        &code_at(&erin_secret, 1),
+        "02-00-00-00-00-b4",
+        Some(&state),
+    );
+    expect(&other_user, "Access-Reject");
+    assert_eq!(
+        legs(&tapd, "erin@example.org").last().unwrap().1,
+        "state_unknown"
+    );
+
     // Password → Access-Challenge (State, Reply-Message, Message-Authenticator) → code →
     // Access-Accept. The registration used the current step; the next one is fresh.
     let state = challenge(&tapd, "bob", "bob-demo-pw", "02-00-00-00-00-b1");
@@ -304,8 +333,9 @@ fn password_then_authenticator_code_over_radius_with_a_tap_refused_throughout() 
         "{}",
         accepted.output
     );
+    let events = legs(&tapd, "bob@example.org");
     assert_eq!(
-        legs(&tapd, "bob@example.org")[..2],
+        events[events.len() - 2..],
         [
             ("success".into(), "-".into(), "Password".into()),
             (
@@ -351,34 +381,6 @@ fn password_then_authenticator_code_over_radius_with_a_tap_refused_throughout() 
     expect(&wrong, "Access-Reject");
     assert_eq!(
         legs(&tapd, "bob@example.org").last().unwrap().1,
-        "state_unknown"
-    );
-
-    // A State answered from another station (Calling-Station-Id), or for another user.
-    let state = challenge(&tapd, "bob", "bob-demo-pw", "02-00-00-00-00-b4");
-    let elsewhere = send(
-        &tapd,
-        "bob",
-        &code_at(&bob_secret, 1),
-        "02-00-00-00-00-66",
-        Some(&state),
-    );
-    expect(&elsewhere, "Access-Reject");
-    assert_eq!(
-        legs(&tapd, "bob@example.org").last().unwrap().1,
-        "state_unknown"
-    );
-    let state = challenge(&tapd, "bob", "bob-demo-pw", "02-00-00-00-00-b4");
-    let other_user = send(
-        &tapd,
-        "erin",
-        &code_at(&erin_secret, 1),
-        "02-00-00-00-00-b4",
-        Some(&state),
-    );
-    expect(&other_user, "Access-Reject");
-    assert_eq!(
-        legs(&tapd, "erin@example.org").last().unwrap().1,
         "state_unknown"
     );
 
@@ -497,11 +499,14 @@ fn password_then_authenticator_code_over_radius_with_a_tap_refused_throughout() 
 
 /// Both legs are ordinary requests for the reply cache: a retransmitted password leg gets the
 /// same Access-Challenge (the same State, no second one issued), a retransmitted answer the
-/// same Access-Accept (not a replay rejection).
+/// same Access-Accept (not a replay rejection). And a State is bound to the client that got
+/// it: the answer from another configured client (127.0.0.2, same secret) is refused.
 #[test]
-fn retransmissions_of_both_legs_get_their_cached_replies() {
+fn retransmissions_of_both_legs_get_their_cached_replies_and_a_state_is_bound_to_its_client() {
     let slapd = Slapd::start(&demo_directory());
-    let tapd = Tapd::start_with(challenge_options(&slapd.url(), "120s"));
+    let mut options = challenge_options(&slapd.url(), "120s");
+    options.extra = "[[radius.clients]]\nname = \"other-nas\"\naddress = \"127.0.0.2\"\nsecret_file = \"radius.secret\"\nsecond_factor = \"totp\"\n".into();
+    let tapd = Tapd::start_with(options);
     tapd.tapctl(&[
         "policy",
         "set",
@@ -516,40 +521,65 @@ fn retransmissions_of_both_legs_get_their_cached_replies() {
     web.sign_in_with_tap("bob@example.org", &tap);
     let secret = web.register_app();
 
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    socket.connect(tapd.radius).unwrap();
-    let exchange = |packet: &[u8]| {
+    let connect = |local: &str| {
+        let socket = UdpSocket::bind(local).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        socket.connect(tapd.radius).unwrap();
+        socket
+    };
+    let socket = connect("127.0.0.1:0");
+    let exchange = |socket: &UdpSocket, packet: &[u8], times: usize| {
         let mut replies = Vec::new();
-        for _ in 0..2 {
+        for _ in 0..times {
             socket.send(packet).unwrap();
             let mut buffer = [0u8; 4096];
             let len = socket.recv(&mut buffer).expect("a reply");
             replies.push(buffer[..len].to_vec());
         }
-        assert_eq!(
-            replies[0], replies[1],
-            "the retransmission gets the same reply"
+        assert!(
+            replies.windows(2).all(|w| w[0] == w[1]),
+            "a retransmission gets the same reply"
         );
         replies.remove(0)
     };
-    let first = crate::access_request(1, *b"first-leg-bob-01", "bob", "bob-demo-pw");
-    let challenge = exchange(&first);
-    assert_eq!(challenge[0], 11, "Access-Challenge");
-    assert_eq!(&challenge[20..22], &[80, 18], "Message-Authenticator first");
-    let state = attribute_value(&challenge, 24).expect("State");
-    let mut state_attribute = vec![24, u8::try_from(state.len() + 2).unwrap()];
-    state_attribute.extend_from_slice(&state);
-    let answer = crate::access_request_with(
+    let state_of = |challenge: &[u8]| {
+        assert_eq!(challenge[0], 11, "Access-Challenge");
+        assert_eq!(&challenge[20..22], &[80, 18], "Message-Authenticator first");
+        let state = attribute_value(challenge, 24).expect("State");
+        let mut attribute = vec![24, u8::try_from(state.len() + 2).unwrap()];
+        attribute.extend_from_slice(&state);
+        attribute
+    };
+
+    // The State test-nas got, answered by other-nas with a fresh code: refused.
+    let first = crate::access_request(1, *b"first-leg-bob-00", "bob", "bob-demo-pw");
+    let state = state_of(&exchange(&socket, &first, 1));
+    let foreign = crate::access_request_with(
         2,
+        *b"foreign-answer-0",
+        "bob",
+        &code_at(&secret, 1),
+        &[state],
+    );
+    let refused = exchange(&connect("127.0.0.2:0"), &foreign, 1);
+    assert_eq!(refused[0], 3, "Access-Reject");
+    let events = tapd.sign_ins("bob@example.org");
+    assert_eq!(events[0]["reasonCode"], "state_unknown", "{events:#?}");
+    assert_eq!(events[0]["initiatedBy"], "RADIUS client other-nas");
+
+    // Retransmissions of both legs.
+    let first = crate::access_request(3, *b"first-leg-bob-01", "bob", "bob-demo-pw");
+    let state = state_of(&exchange(&socket, &first, 2));
+    let answer = crate::access_request_with(
+        4,
         *b"second-leg-bob-1",
         "bob",
         &code_at(&secret, 1),
-        &[state_attribute],
+        &[state],
     );
-    let accept = exchange(&answer);
+    let accept = exchange(&socket, &answer, 2);
     assert_eq!(accept[0], 2, "Access-Accept");
     let scraped = tapd.scrape();
     assert_eq!(
@@ -558,7 +588,7 @@ fn retransmissions_of_both_legs_get_their_cached_replies() {
     );
     assert_eq!(
         metric(&scraped, r#"tapd_radius_challenges_total{result="issued"}"#),
-        1.0
+        2.0
     );
 }
 
