@@ -25,6 +25,7 @@ use crate::config::{Config, DirectorySource as DirectoryConfig, LogFormat, Store
 use crate::directory::ldap::{LdapDirectory, LdapSettings};
 use crate::directory::ldif::LdifDirectory;
 use crate::directory::DirectorySource;
+use crate::federation::FederationMetrics;
 use crate::federation::{self, FederationState};
 use crate::logging::ErrorChain;
 use crate::metrics::http::{self as metrics_http, Readiness};
@@ -32,6 +33,7 @@ use crate::metrics::{Metrics, ReloadResult};
 use crate::model::SyncStatus;
 use crate::notify::{Notifier, NotifyError};
 use crate::policy::{AdminRole, RoleMapping};
+use crate::radius::RadiusMetrics;
 use crate::radius::{RadiusHandler, RadiusSettings, ReplyCacheConfig};
 use crate::reload::{self, Reloader};
 use crate::service::{ServiceSettings, TapService};
@@ -313,6 +315,9 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let service = build_service(&config, store.clone(), directory.clone(), clock.clone())?;
     let signin = build_signin(&config, &service, directory.clone())?;
     let metrics = service.metrics().clone();
+    // The front ends' families are exported at zero from the start, configured or not.
+    metrics.group::<RadiusMetrics>();
+    metrics.group::<FederationMetrics>();
     // Group references resolve against the synced groups from the first request on.
     if let Err(e) = service.syncer().refresh_group_index().await {
         log::warn!("could not read the synced groups (group references by cn match nothing until the first sync): {}", ErrorChain(&e));

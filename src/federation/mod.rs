@@ -22,6 +22,10 @@
 //!
 //! May depend on: `signin`, `config` (relying parties), `model`, `metrics`; axum.
 
+pub mod metrics;
+
+pub use metrics::{FederationMetrics, FederationOutcome, FederationRefusal};
+
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -40,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{HttpLimits, RelyingParty};
 use crate::http_listener::ClientAddr;
-use crate::metrics::{FederationOutcome, FederationRefusal, Metrics};
+use crate::metrics::Metrics;
 use crate::signin::{AttemptContext, RejectReason, SignIn, SignInChannel, SignInOutcome};
 
 /// Path of the authenticate endpoint.
@@ -75,7 +79,7 @@ struct Party {
 pub struct FederationState {
     signin: Arc<SignIn>,
     parties: RwLock<Arc<Vec<Party>>>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<FederationMetrics>,
     /// `[federation] reject_delay`: a rejection (401, 403) leaves no earlier than this long
     /// after its request arrived.
     reject_delay: RwLock<Duration>,
@@ -108,7 +112,7 @@ impl FederationState {
         FederationState {
             signin,
             parties: RwLock::new(parties(relying_parties)),
-            metrics,
+            metrics: metrics.group(),
             reject_delay: RwLock::new(Duration::ZERO),
         }
     }
@@ -123,7 +127,7 @@ impl FederationState {
     }
 
     fn count(&self, outcome: FederationOutcome) {
-        self.metrics.federation_requests.inc(outcome);
+        self.metrics.requests.inc(outcome);
     }
 
     /// Replaces the relying parties (SIGHUP).

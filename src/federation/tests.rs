@@ -98,9 +98,18 @@ async fn tokens_are_required_and_challenged() {
         .iter()
         .any(|g| g["displayName"] == "tap-users"));
     let invalid_token = FederationOutcome::Refused(FederationRefusal::InvalidToken);
-    assert_eq!(metrics.federation_requests.get(invalid_token), 2);
     assert_eq!(
-        metrics.federation_requests.get(FederationOutcome::Accept),
+        metrics
+            .group::<FederationMetrics>()
+            .requests
+            .get(invalid_token),
+        2
+    );
+    assert_eq!(
+        metrics
+            .group::<FederationMetrics>()
+            .requests
+            .get(FederationOutcome::Accept),
         1
     );
 }
@@ -133,7 +142,7 @@ async fn bodies_are_checked_strictly() {
     );
     let (status, _, _) = call(&app, Some(TOKEN), &big).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    let count = |outcome| metrics.federation_requests.get(outcome);
+    let count = |outcome| metrics.group::<FederationMetrics>().requests.get(outcome);
     let refused = FederationOutcome::Refused;
     assert_eq!(count(refused(FederationRefusal::BadRequest)), 5);
     assert_eq!(count(refused(FederationRefusal::PayloadTooLarge)), 1);
@@ -164,7 +173,7 @@ async fn wrong_credentials_and_declared_taps() {
         json["error"]["message"],
         "A Temporary Access Pass can't be used with the federation (AD FS) adapter. Use it for web sign-in at https://tap.example.org."
     );
-    let count = |outcome| metrics.federation_requests.get(outcome);
+    let count = |outcome| metrics.group::<FederationMetrics>().requests.get(outcome);
     let reject = FederationOutcome::Reject;
     assert_eq!(count(reject(RejectReason::InvalidCredentials)), 1);
     assert_eq!(count(reject(RejectReason::TapNotSupported)), 1);

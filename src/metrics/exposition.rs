@@ -55,12 +55,7 @@ fn header(out: &mut String, name: &str, help: &str, kind: &str) {
 }
 
 /// Appends a counter family.
-pub(super) fn counter<L: LabelSet>(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    family: &CounterVec<L>,
-) {
+pub fn counter<L: LabelSet>(out: &mut String, name: &str, help: &str, family: &CounterVec<L>) {
     header(out, name, help, "counter");
     for (values, count) in family.series() {
         let _ = writeln!(out, "{name}{} {count}", label_text(L::NAMES, &values, None));
@@ -68,18 +63,13 @@ pub(super) fn counter<L: LabelSet>(
 }
 
 /// Appends a gauge without labels.
-pub(super) fn gauge(out: &mut String, name: &str, help: &str, gauge: &Gauge) {
+pub fn gauge(out: &mut String, name: &str, help: &str, gauge: &Gauge) {
     header(out, name, help, "gauge");
     let _ = writeln!(out, "{name} {}", number(gauge.get()));
 }
 
 /// Appends a histogram family.
-pub(super) fn histogram<L: LabelSet>(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    family: &HistogramVec<L>,
-) {
+pub fn histogram<L: LabelSet>(out: &mut String, name: &str, help: &str, family: &HistogramVec<L>) {
     header(out, name, help, "histogram");
     for (label, series) in family.labels.iter().zip(&family.series) {
         let values = label.values();

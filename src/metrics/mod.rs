@@ -11,18 +11,22 @@
 //!
 //! # Who increments what
 //!
-//! Every family the daemon exports is declared here, so the exposition is complete even
-//! before a component lands. The component that owns a code path increments its family
-//! through the shared `Arc<Metrics>` ([`crate::service::TapService::metrics`]):
+//! Every family whose labels are this module's own is declared here; the RADIUS and
+//! federation families, whose labels are sign-in reasons and packet faults, are declared by
+//! those front ends as a [`FamilyGroup`] (`radius::RadiusMetrics`,
+//! `federation::FederationMetrics`) and registered into the same registry with
+//! [`Metrics::group`], so this module names none of their types. The daemon registers every
+//! group at start, so the exposition is complete before the first event. The component that
+//! owns a code path increments its family through the shared `Arc<Metrics>`
+//! ([`crate::service::TapService::metrics`]) or its group's `Arc`:
 //!
 //! | family | label enum | incremented by |
 //! | --- | --- | --- |
-//! | `tapd_radius_requests_total{result,reason}` | [`RadiusOutcome`] | RADIUS handler |
-//! | `tapd_radius_dropped_total{cause}` | [`RadiusDropCause`] | RADIUS handler and socket loop |
+//! | `tapd_radius_requests_total{result,reason}` | `radius::RadiusOutcome` | RADIUS handler |
+//! | `tapd_radius_dropped_total{cause}` | `radius::RadiusDropCause` | RADIUS handler and socket loop |
 //! | `tapd_radius_datagrams_received_total` | – | RADIUS socket loop |
 //! | `tapd_radius_retransmissions_replayed_total` | – | RADIUS handler (reply cache hit) |
-//! | `tapd_radius_challenges_total{result}` | `RadiusChallengeResult` | RADIUS handler |
-//! | `tapd_federation_requests_total{result,reason}` | [`FederationOutcome`] | federation adapter |
+//! | `tapd_federation_requests_total{result,reason}` | `federation::FederationOutcome` | federation adapter |
 //! | `tapd_taps_issued_total{channel}` | [`TapIssueChannel`] | service (`create_tap`) |
 //! | `tapd_taps_used_total{channel}` | [`TapUseChannel`] | web sign-in |
 //! | `tapd_tap_rejections_total{channel,reason}` | [`TapRejection`] | `signin` (RADIUS, federation), web |
@@ -41,20 +45,20 @@
 //! To count a new outcome, add a variant to the label enum (with its label values) rather
 //! than a new family; never put a user name, address or client name in a label.
 //!
-//! May depend on: `policy` (to map sign-in failures to labels), `radius` (drop reasons) and
-//! `signin` (reject and unavailable reasons), only for their label enums; the HTTP endpoint also uses the `store` trait for
-//! `/readyz`.
+//! May depend on: `policy` (to map sign-in failures to labels); the HTTP endpoint also uses
+//! the `store` trait for `/readyz`. Never on the front ends or the sign-in service: their
+//! families come in as [`FamilyGroup`]s.
 
-mod exposition;
+pub mod exposition;
 pub mod http;
 
+use std::any::{Any, TypeId};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::policy::SignInFailure;
-use crate::radius::DropReason;
-use crate::signin::{RejectReason, SignInChannel, UnavailableReason};
 
 /// A set of label values for one metric family: a small enum whose every value is exported
 /// from the start. Implemented by the label enums below (mostly through `label_set!`).
@@ -93,166 +97,6 @@ macro_rules! label_set {
             }
         }
     };
-}
-
-/// How a RADIUS request was answered (replays from the reply cache are not counted here).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum RadiusOutcome {
-    /// Access-Accept: the directory password was right (`accept`, `password`).
-    Accept,
-    /// Access-Accept to a Status-Server, RFC 5997 (`accept`, `status_server`).
-    StatusServer,
-    /// Access-Reject for a sign-in reason (`reject`, its RADIUS reason code, e.g.
-    /// `tap_not_supported_radius`, `invalid_credentials`, `throttled`).
-    Reject(RejectReason),
-    /// Access-Reject because nothing could decide, with `directory_unavailable = "reject"`
-    /// (`reject`, `directory_unavailable` / `store_unavailable` / `overloaded`).
-    Unavailable(UnavailableReason),
-}
-
-impl LabelSet for RadiusOutcome {
-    const NAMES: &'static [&'static str] = &["result", "reason"];
-
-    fn all() -> Vec<Self> {
-        let mut all = vec![Self::Accept, Self::StatusServer];
-        all.extend(RejectReason::ALL.map(Self::Reject));
-        all.extend(UnavailableReason::ALL.map(Self::Unavailable));
-        all
-    }
-
-    fn values(self) -> Vec<&'static str> {
-        match self {
-            Self::Accept => vec!["accept", "password"],
-            Self::StatusServer => vec!["accept", "status_server"],
-            Self::Reject(reason) => vec!["reject", reason.code(SignInChannel::Radius)],
-            Self::Unavailable(reason) => vec!["reject", reason.code()],
-        }
-    }
-}
-
-/// Why a RADIUS datagram got no answer at all.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum RadiusDropCause {
-    /// The source address matches no `[[radius.clients]]` network.
-    UnknownClient,
-    /// The packet failed validation (see [`DropReason`]).
-    Invalid(DropReason),
-    /// A retransmission of a request still being processed (its reply will answer it).
-    DuplicateInFlight,
-    /// A Status-Server beyond the per-client rate limit (RFC 5997 §3).
-    StatusServerRateLimited,
-    /// The directory could not be reached and `directory_unavailable = "drop"`.
-    DirectoryUnavailable,
-    /// The store could not be read and `directory_unavailable = "drop"`.
-    StoreUnavailable,
-    /// Load shedding: the request queue or the TAP hashing pool was full.
-    Overloaded,
-    /// The reply could not be encoded (a bug or an oversized attribute set).
-    EncodeFailed,
-    /// The reply was decided (and counted in `tapd_radius_requests_total`) but the socket
-    /// refused to send it.
-    SendFailed,
-}
-
-impl RadiusDropCause {
-    /// The drop for a request nothing could decide (`directory_unavailable = "drop"`).
-    pub fn unavailable(reason: UnavailableReason) -> Self {
-        match reason {
-            UnavailableReason::Directory => Self::DirectoryUnavailable,
-            UnavailableReason::Store => Self::StoreUnavailable,
-            UnavailableReason::Overloaded => Self::Overloaded,
-        }
-    }
-}
-
-impl LabelSet for RadiusDropCause {
-    const NAMES: &'static [&'static str] = &["cause"];
-
-    fn all() -> Vec<Self> {
-        let mut all = vec![Self::UnknownClient];
-        all.extend(DropReason::ALL.iter().copied().map(Self::Invalid));
-        all.extend([
-            Self::DuplicateInFlight,
-            Self::StatusServerRateLimited,
-            Self::DirectoryUnavailable,
-            Self::StoreUnavailable,
-            Self::Overloaded,
-            Self::EncodeFailed,
-            Self::SendFailed,
-        ]);
-        all
-    }
-
-    fn values(self) -> Vec<&'static str> {
-        vec![match self {
-            Self::UnknownClient => "unknown_client",
-            Self::Invalid(reason) => reason.as_str(),
-            Self::DuplicateInFlight => "duplicate_in_flight",
-            Self::StatusServerRateLimited => "status_server_rate_limited",
-            Self::DirectoryUnavailable => "directory_unavailable",
-            Self::StoreUnavailable => "store_unavailable",
-            Self::Overloaded => "overloaded",
-            Self::EncodeFailed => "encode_failed",
-            Self::SendFailed => "send_failed",
-        }]
-    }
-}
-
-/// How a federation authenticate request was answered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FederationOutcome {
-    /// 200: the directory password was right (`accept`, `password`).
-    Accept,
-    /// 403 or 401: refused for a sign-in reason (`reject`, its federation reason code, e.g.
-    /// `tap_not_supported_federation`, `invalid_credentials`, `unsupported_method`).
-    Reject(RejectReason),
-    /// 503: nothing could decide (`unavailable`, `directory_unavailable` / …).
-    Unavailable(UnavailableReason),
-    /// Refused before any decision (`refused`, the reason below).
-    Refused(FederationRefusal),
-}
-
-/// Why a federation request was refused before any sign-in decision.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FederationRefusal {
-    /// 401: missing or unknown bearer token (`invalid_token`).
-    InvalidToken,
-    /// 400: the body is not the expected JSON (`bad_request`).
-    BadRequest,
-    /// 413: the body is too large (`payload_too_large`).
-    PayloadTooLarge,
-}
-
-impl LabelSet for FederationOutcome {
-    const NAMES: &'static [&'static str] = &["result", "reason"];
-
-    fn all() -> Vec<Self> {
-        let mut all = vec![Self::Accept];
-        all.extend(RejectReason::ALL.map(Self::Reject));
-        all.extend(UnavailableReason::ALL.map(Self::Unavailable));
-        all.extend(
-            [
-                FederationRefusal::InvalidToken,
-                FederationRefusal::BadRequest,
-                FederationRefusal::PayloadTooLarge,
-            ]
-            .map(Self::Refused),
-        );
-        all
-    }
-
-    fn values(self) -> Vec<&'static str> {
-        match self {
-            Self::Accept => vec!["accept", "password"],
-            Self::Reject(reason) => vec!["reject", reason.code(SignInChannel::Federation)],
-            Self::Unavailable(reason) => vec!["unavailable", reason.code()],
-            Self::Refused(FederationRefusal::InvalidToken) => vec!["refused", "invalid_token"],
-            Self::Refused(FederationRefusal::BadRequest) => vec!["refused", "bad_request"],
-            Self::Refused(FederationRefusal::PayloadTooLarge) => {
-                vec!["refused", "payload_too_large"]
-            }
-        }
-    }
 }
 
 label_set! {
@@ -557,21 +401,67 @@ impl<L: LabelSet> HistogramVec<L> {
 /// A histogram without labels.
 pub type Histogram = HistogramVec<NoLabels>;
 
+/// A set of metric families owned by the module that produces them (the RADIUS and
+/// federation front ends), so that their label types, which name sign-in reasons and packet
+/// faults, stay beside the code that decides them and this module depends on none of it.
+/// Obtained once through [`Metrics::group`] and counted into directly: one atomic add per
+/// event, as for the families declared here.
+pub trait FamilyGroup: Default + Send + Sync + 'static {
+    /// Appends every family of the group in the text format (see [`exposition`]).
+    fn render(&self, out: &mut String);
+}
+
+/// A registered group, kept both as itself (to hand out again) and as something to render.
+struct Registered {
+    id: TypeId,
+    group: Arc<dyn Any + Send + Sync>,
+    render: fn(&(dyn Any + Send + Sync), &mut String),
+}
+
+/// The [`FamilyGroup`]s registered so far, rendered in registration order.
+#[derive(Default)]
+struct Groups(Mutex<Vec<Registered>>);
+
+impl Groups {
+    fn get_or_register<G: FamilyGroup>(&self) -> Arc<G> {
+        let mut groups = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let id = TypeId::of::<G>();
+        if let Some(known) = groups.iter().find(|known| known.id == id) {
+            if let Ok(group) = known.group.clone().downcast::<G>() {
+                return group;
+            }
+        }
+        let group = Arc::new(G::default());
+        groups.push(Registered {
+            id,
+            group: group.clone(),
+            render: |group, out| {
+                if let Some(group) = group.downcast_ref::<G>() {
+                    group.render(out);
+                }
+            },
+        });
+        group
+    }
+
+    fn render(&self, out: &mut String) {
+        let groups = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for registered in groups.iter() {
+            (registered.render)(registered.group.as_ref(), out);
+        }
+    }
+}
+
+impl std::fmt::Debug for Groups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let groups = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        write!(f, "Groups({} registered)", groups.len())
+    }
+}
+
 /// Every metric tapd exports. Shared as `Arc<Metrics>`; all methods take `&self`.
 #[derive(Debug)]
 pub struct Metrics {
-    /// RADIUS requests answered, by result and reason.
-    pub radius_requests: CounterVec<RadiusOutcome>,
-    /// RADIUS datagrams dropped without an answer, by cause.
-    pub radius_dropped: CounterVec<RadiusDropCause>,
-    /// RADIUS datagrams received on any listener.
-    pub radius_received: Counter,
-    /// RADIUS retransmissions answered from the reply cache (byte-identical reply).
-    pub radius_replayed: Counter,
-    /// RADIUS Access-Challenges sent and their answers, by result.
-    pub radius_challenges: CounterVec<crate::radius::RadiusChallengeResult>,
-    /// Federation authenticate requests, by result and reason.
-    pub federation_requests: CounterVec<FederationOutcome>,
     /// TAPs issued, by channel.
     pub taps_issued: CounterVec<TapIssueChannel>,
     /// TAPs used to sign in, by channel.
@@ -600,6 +490,8 @@ pub struct Metrics {
     pub config_reloads: CounterVec<ReloadResult>,
     /// Unix time the daemon started (set by the daemon).
     pub start_time: Gauge,
+    /// The families registered by the modules that own them ([`Metrics::group`]).
+    groups: Groups,
 }
 
 impl Default for Metrics {
@@ -612,12 +504,6 @@ impl Metrics {
     /// A registry with every series at zero.
     pub fn new() -> Self {
         Metrics {
-            radius_requests: CounterVec::default(),
-            radius_dropped: CounterVec::default(),
-            radius_received: Counter::default(),
-            radius_replayed: Counter::default(),
-            radius_challenges: CounterVec::default(),
-            federation_requests: CounterVec::default(),
             taps_issued: CounterVec::default(),
             taps_used: CounterVec::default(),
             tap_rejections: CounterVec::default(),
@@ -632,7 +518,16 @@ impl Metrics {
             store_duration: HistogramVec::new(LATENCY_BUCKETS),
             config_reloads: CounterVec::default(),
             start_time: Gauge::default(),
+            groups: Groups::default(),
         }
+    }
+
+    /// The registry's instance of the family group `G`, registered (every series at zero)
+    /// on the first call; later calls return the same instance. The daemon asks for every
+    /// group at start, so the exposition is complete before the first event; components
+    /// ask when they are built and keep the `Arc` (no lookup on the hot path).
+    pub fn group<G: FamilyGroup>(&self) -> Arc<G> {
+        self.groups.get_or_register()
     }
 
     /// Runs a store call and records its latency under `operation`.
@@ -661,42 +556,7 @@ impl Metrics {
             "Unix time the daemon started.",
             &self.start_time,
         );
-        exposition::counter(
-            &mut out,
-            "tapd_radius_requests_total",
-            "RADIUS requests answered, by result and reason.",
-            &self.radius_requests,
-        );
-        exposition::counter(
-            &mut out,
-            "tapd_radius_dropped_total",
-            "RADIUS datagrams dropped without an answer, by cause.",
-            &self.radius_dropped,
-        );
-        exposition::counter(
-            &mut out,
-            "tapd_radius_datagrams_received_total",
-            "RADIUS datagrams received on any listener.",
-            &self.radius_received,
-        );
-        exposition::counter(
-            &mut out,
-            "tapd_radius_retransmissions_replayed_total",
-            "RADIUS retransmissions answered from the reply cache.",
-            &self.radius_replayed,
-        );
-        exposition::counter(
-            &mut out,
-            "tapd_radius_challenges_total",
-            "RADIUS Access-Challenges sent (issued) and their answers (accepted, rejected).",
-            &self.radius_challenges,
-        );
-        exposition::counter(
-            &mut out,
-            "tapd_federation_requests_total",
-            "Federation authenticate requests, by result and reason.",
-            &self.federation_requests,
-        );
+        self.groups.render(&mut out);
         exposition::counter(
             &mut out,
             "tapd_taps_issued_total",

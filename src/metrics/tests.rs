@@ -26,10 +26,6 @@ fn value(text: &str, series: &str) -> f64 {
 fn every_family_is_exported_at_zero_with_its_labels() {
     let text = Metrics::new().render();
     for series in [
-        r#"tapd_radius_requests_total{result="accept",reason="password"}"#,
-        r#"tapd_radius_requests_total{result="reject",reason="tap_not_supported_radius"}"#,
-        r#"tapd_radius_dropped_total{cause="unknown_client"}"#,
-        r#"tapd_radius_dropped_total{cause="bad_message_authenticator"}"#,
         r#"tapd_taps_issued_total{channel="admin"}"#,
         r#"tapd_taps_used_total{channel="web"}"#,
         r#"tapd_tap_rejections_total{channel="radius",reason="tap_not_supported_radius"}"#,
@@ -45,7 +41,7 @@ fn every_family_is_exported_at_zero_with_its_labels() {
     ] {
         assert_eq!(value(&text, series), 0.0, "{series}");
     }
-    assert!(text.contains("# TYPE tapd_radius_requests_total counter\n"));
+    assert!(text.contains("# TYPE tapd_taps_issued_total counter\n"));
     assert!(text.contains("# TYPE tapd_ldap_bind_duration_seconds histogram\n"));
     assert!(text.contains("# TYPE tapd_directory_sync_last_success_timestamp_seconds gauge\n"));
     assert!(text.ends_with('\n'));
@@ -56,9 +52,7 @@ fn counters_move_only_their_own_series() {
     let metrics = Metrics::new();
     metrics.taps_issued.inc(TapIssueChannel::Admin);
     metrics.taps_issued.inc(TapIssueChannel::Admin);
-    metrics.radius_dropped.inc(RadiusDropCause::Invalid(
-        DropReason::BadMessageAuthenticator,
-    ));
+    metrics.sync_errors.inc(SyncErrorCause::DeletionGuard);
     metrics
         .tap_rejections
         .inc(TapRejection::of(&SignInFailure::TapNotSupportedRadius));
@@ -70,12 +64,12 @@ fn counters_move_only_their_own_series() {
     assert_eq!(
         value(
             &text,
-            r#"tapd_radius_dropped_total{cause="bad_message_authenticator"}"#
+            r#"tapd_directory_sync_errors_total{cause="deletion_guard"}"#
         ),
         1.0
     );
     assert_eq!(
-        value(&text, r#"tapd_radius_dropped_total{cause="too_short"}"#),
+        value(&text, r#"tapd_directory_sync_runs_total{result="success"}"#),
         0.0
     );
     assert_eq!(
@@ -158,44 +152,34 @@ fn distinct_series<L: LabelSet>() {
 
 #[test]
 fn no_family_exports_the_same_series_twice() {
-    distinct_series::<RadiusOutcome>();
-    distinct_series::<RadiusDropCause>();
-    distinct_series::<FederationOutcome>();
     distinct_series::<TapRejection>();
+    distinct_series::<WebSignIn>();
+    distinct_series::<SyncErrorCause>();
+}
+
+/// A family group as a front end declares one.
+#[derive(Debug, Default)]
+struct Probe {
+    seen: Counter,
+}
+
+impl FamilyGroup for Probe {
+    fn render(&self, out: &mut String) {
+        exposition::counter(out, "tapd_probe_total", "A probe.", &self.seen);
+    }
 }
 
 #[test]
-fn radius_and_federation_reasons_are_the_sign_in_reason_codes() {
-    let text = Metrics::new().render();
-    for series in [
-        r#"tapd_radius_requests_total{result="reject",reason="invalid_credentials"}"#,
-        r#"tapd_radius_requests_total{result="reject",reason="user_not_found"}"#,
-        r#"tapd_radius_requests_total{result="reject",reason="throttled"}"#,
-        r#"tapd_radius_requests_total{result="reject",reason="unsupported_method"}"#,
-        r#"tapd_radius_requests_total{result="reject",reason="directory_unavailable"}"#,
-        r#"tapd_radius_requests_total{result="accept",reason="status_server"}"#,
-        r#"tapd_radius_dropped_total{cause="duplicate_in_flight"}"#,
-        r#"tapd_radius_dropped_total{cause="directory_unavailable"}"#,
-        r#"tapd_radius_dropped_total{cause="overloaded"}"#,
-        "tapd_radius_retransmissions_replayed_total",
-        "tapd_radius_datagrams_received_total",
-        r#"tapd_federation_requests_total{result="accept",reason="password"}"#,
-        r#"tapd_federation_requests_total{result="reject",reason="tap_not_supported_federation"}"#,
-        r#"tapd_federation_requests_total{result="unavailable",reason="directory_unavailable"}"#,
-        r#"tapd_federation_requests_total{result="refused",reason="invalid_token"}"#,
-    ] {
-        assert_eq!(value(&text, series), 0.0, "{series}");
-    }
+fn a_group_is_registered_once_exported_at_zero_and_counted_into_directly() {
     let metrics = Metrics::new();
-    metrics
-        .radius_requests
-        .inc(RadiusOutcome::Reject(RejectReason::TapNotSupported));
+    assert!(!metrics.render().contains("tapd_probe_total"));
+    let first = metrics.group::<Probe>();
+    assert_eq!(value(&metrics.render(), "tapd_probe_total"), 0.0);
+    first.seen.inc(NoLabels);
+    let again = metrics.group::<Probe>();
+    assert!(Arc::ptr_eq(&first, &again), "one instance per registry");
+    again.seen.inc(NoLabels);
     let text = metrics.render();
-    assert_eq!(
-        value(
-            &text,
-            r#"tapd_radius_requests_total{result="reject",reason="tap_not_supported_radius"}"#
-        ),
-        1.0
-    );
+    assert_eq!(value(&text, "tapd_probe_total"), 2.0);
+    assert_eq!(text.matches("# TYPE tapd_probe_total counter").count(), 1);
 }

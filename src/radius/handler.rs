@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use super::metrics::{RadiusChallengeResult, RadiusDropCause, RadiusMetrics, RadiusOutcome};
 use super::{
     encode_reply, find_client, parse_request, AuthKind, CacheKey, CacheLookup, Decision,
     DropReason, RadiusClient, RadiusError, ReplyAttribute, ReplyCache, ReplyCacheConfig, Request,
@@ -46,7 +47,7 @@ use super::{
 };
 use crate::config::{self, DirectoryUnavailable, SecondFactorMode, TotpRequirement};
 use crate::group_ref::GroupIndex;
-use crate::metrics::{LabelSet, Metrics, NoLabels, RadiusDropCause, RadiusOutcome};
+use crate::metrics::{Metrics, NoLabels};
 use crate::model::GroupRef;
 use crate::signin::{
     AttemptContext, RejectReason, SecondFactorOutcome, SignIn, SignInChannel, SignInOutcome,
@@ -94,33 +95,6 @@ pub struct RadiusSettings {
     pub second_factors: HashMap<String, TotpRequirement>,
     /// How long an Access-Challenge's State is valid (`[radius] challenge_lifetime`).
     pub challenge_lifetime: Duration,
-}
-
-/// The series of `tapd_radius_challenges_total{result}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum RadiusChallengeResult {
-    /// An Access-Challenge was sent (`issued`).
-    Issued,
-    /// An answer to a challenge was accepted (`accepted`).
-    Accepted,
-    /// An answer to a challenge was rejected, whatever the reason (`rejected`).
-    Rejected,
-}
-
-impl LabelSet for RadiusChallengeResult {
-    const NAMES: &'static [&'static str] = &["result"];
-
-    fn all() -> Vec<Self> {
-        vec![Self::Issued, Self::Accepted, Self::Rejected]
-    }
-
-    fn values(self) -> Vec<&'static str> {
-        vec![match self {
-            Self::Issued => "issued",
-            Self::Accepted => "accepted",
-            Self::Rejected => "rejected",
-        }]
-    }
 }
 
 impl RadiusSettings {
@@ -276,7 +250,7 @@ pub struct RadiusHandler {
     settings: RwLock<Arc<RadiusSettings>>,
     signin: Arc<SignIn>,
     cache: Mutex<ReplyCache>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<RadiusMetrics>,
     log_limiter: Mutex<LogLimiter>,
     status_server: Mutex<StatusServerLimiter>,
 }
@@ -296,7 +270,7 @@ impl RadiusHandler {
             settings: RwLock::new(Arc::new(settings)),
             signin,
             cache: Mutex::new(ReplyCache::new(cache)),
-            metrics,
+            metrics: metrics.group(),
             log_limiter: Mutex::new(LogLimiter {
                 period_start: None,
                 logged: 0,
@@ -315,7 +289,7 @@ impl RadiusHandler {
     }
 
     /// The registry this handler counts into (the socket loop counts there too).
-    pub fn metrics(&self) -> &Arc<Metrics> {
+    pub fn metrics(&self) -> &Arc<RadiusMetrics> {
         &self.metrics
     }
 
@@ -337,9 +311,7 @@ impl RadiusHandler {
     }
 
     fn unknown_client(&self, source: IpAddr, now: Instant) {
-        self.metrics
-            .radius_dropped
-            .inc(RadiusDropCause::UnknownClient);
+        self.metrics.dropped.inc(RadiusDropCause::UnknownClient);
         self.log_limited(now, || {
             format!(
                 "RADIUS: ignoring a packet from {source}: no [[radius.clients]] entry covers it"
@@ -422,9 +394,7 @@ impl RadiusHandler {
         let request = match parse_request(datagram, client) {
             Ok(request) => request,
             Err(reason) => {
-                self.metrics
-                    .radius_dropped
-                    .inc(RadiusDropCause::Invalid(reason));
+                self.metrics.dropped.inc(RadiusDropCause::Invalid(reason));
                 self.log_drop(client, source, reason, now);
                 return None;
             }
@@ -437,7 +407,7 @@ impl RadiusHandler {
             .admit(&key, now);
         match lookup {
             CacheLookup::Replay(reply) => {
-                self.metrics.radius_replayed.inc(NoLabels);
+                self.metrics.replayed.inc(NoLabels);
                 return Some(PendingReply {
                     bytes: reply,
                     key: None,
@@ -445,9 +415,7 @@ impl RadiusHandler {
                 });
             }
             CacheLookup::InFlight => {
-                self.metrics
-                    .radius_dropped
-                    .inc(RadiusDropCause::DuplicateInFlight);
+                self.metrics.dropped.inc(RadiusDropCause::DuplicateInFlight);
                 return None;
             }
             CacheLookup::Miss => {}
@@ -463,7 +431,7 @@ impl RadiusHandler {
         let (decision, outcome) = match decision {
             Ok(answer) => answer,
             Err(cause) => {
-                self.metrics.radius_dropped.inc(cause);
+                self.metrics.dropped.inc(cause);
                 self.cache
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -474,7 +442,7 @@ impl RadiusHandler {
         match encode_reply(&request, &decision, &client.secret) {
             Ok(reply) => {
                 if let Some(outcome) = outcome {
-                    self.metrics.radius_requests.inc(outcome);
+                    self.metrics.requests.inc(outcome);
                 }
                 // Rejects leave at arrival + reject_delay whatever the decision cost, so
                 // an unknown, a disabled and a known user answer at the same time.
@@ -491,9 +459,7 @@ impl RadiusHandler {
                 })
             }
             Err(e) => {
-                self.metrics
-                    .radius_dropped
-                    .inc(RadiusDropCause::EncodeFailed);
+                self.metrics.dropped.inc(RadiusDropCause::EncodeFailed);
                 log::error!(
                     "RADIUS: could not encode the reply to {source} (client {}): {e}",
                     client.name
@@ -566,9 +532,7 @@ impl RadiusHandler {
                     match outcome {
                         SecondFactorOutcome::Decided(outcome) => outcome,
                         SecondFactorOutcome::Challenge { state, message } => {
-                            self.metrics
-                                .radius_challenges
-                                .inc(RadiusChallengeResult::Issued);
+                            self.metrics.challenges.inc(RadiusChallengeResult::Issued);
                             let decision = Decision::Challenge {
                                 state,
                                 reply_message: message,
@@ -604,7 +568,7 @@ impl RadiusHandler {
                 SignInOutcome::Accept { .. } => RadiusChallengeResult::Accepted,
                 _ => RadiusChallengeResult::Rejected,
             };
-            self.metrics.radius_challenges.inc(result);
+            self.metrics.challenges.inc(result);
         }
         match outcome {
             SignInOutcome::Accept { groups, .. } => {

@@ -54,6 +54,7 @@ mod cache;
 mod client;
 mod crypto;
 pub mod handler;
+pub mod metrics;
 mod reply;
 mod request;
 pub mod server;
@@ -63,10 +64,9 @@ mod tests;
 
 pub use cache::{CacheKey, CacheLookup, ReplyCache, ReplyCacheConfig};
 pub use client::{find_client, parse_network, RadiusClient, SharedSecret};
-pub use handler::{
-    RadiusChallengeResult, RadiusHandler, RadiusSettings, ReplyAttributeRule, PAP_ONLY_MESSAGE,
-};
+pub use handler::{RadiusHandler, RadiusSettings, ReplyAttributeRule, PAP_ONLY_MESSAGE};
 pub use ipnet::IpNet;
+pub use metrics::{RadiusChallengeResult, RadiusDropCause, RadiusMetrics, RadiusOutcome};
 pub use reply::{encode_reply, Decision, ReplyAttribute};
 pub use request::{parse_request, AuthKind, DropReason, Request, RequestKind};
 

@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::handler::RadiusHandler;
+use super::metrics::RadiusDropCause;
 use super::MAX_PACKET_LEN;
-use crate::metrics::{NoLabels, RadiusDropCause};
+use crate::metrics::NoLabels;
 
 /// Requests processed at once, across all listeners; more are dropped (and counted) so a
 /// flood can't queue unbounded work. The NAS retransmits.
@@ -117,12 +118,12 @@ async fn receive_loop(
             }
         };
         let metrics = handler.metrics().clone();
-        metrics.radius_received.inc(NoLabels);
+        metrics.received.inc(NoLabels);
         if !handler.admits(source.ip(), Instant::now()) {
             continue;
         }
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            metrics.radius_dropped.inc(RadiusDropCause::Overloaded);
+            metrics.dropped.inc(RadiusDropCause::Overloaded);
             continue;
         };
         let shutdown_hold = shutdown.clone();
@@ -139,7 +140,7 @@ async fn receive_loop(
             let Some(pending) = pending else { return };
             if let Some(not_before) = pending.not_before() {
                 let Ok(_hold) = held.try_acquire_owned() else {
-                    metrics.radius_dropped.inc(RadiusDropCause::Overloaded);
+                    metrics.dropped.inc(RadiusDropCause::Overloaded);
                     handler.abandon(pending);
                     return;
                 };
@@ -151,7 +152,7 @@ async fn receive_loop(
             }
             let reply = handler.release(pending);
             if let Err(e) = socket.send_to(&reply, source).await {
-                metrics.radius_dropped.inc(RadiusDropCause::SendFailed);
+                metrics.dropped.inc(RadiusDropCause::SendFailed);
                 log::warn!("RADIUS: could not send the reply to {source}: {e}");
             }
         });

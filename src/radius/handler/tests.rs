@@ -260,7 +260,7 @@ async fn the_password_is_accepted_with_group_reply_attributes() {
     let packet = pap(2, "alice", "alice-demo-pw");
     let (code, attributes) = open_reply(&f.send(&packet).await.unwrap(), &packet);
     assert_eq!((code, attributes), (2, vec![]));
-    assert_eq!(f.metrics.radius_requests.get(RadiusOutcome::Accept), 2);
+    assert_eq!(f.handler.metrics().requests.get(RadiusOutcome::Accept), 2);
     let ok = LdapBindResult::Success;
     assert_eq!(f.metrics.ldap_bind_duration.count(ok), 2);
 }
@@ -287,7 +287,7 @@ async fn a_tap_is_rejected_with_the_documented_reply_message() {
         None
     );
     let tap_rejected = RadiusOutcome::Reject(RejectReason::TapNotSupported);
-    assert_eq!(f.metrics.radius_requests.get(tap_rejected), 1);
+    assert_eq!(f.handler.metrics().requests.get(tap_rejected), 1);
     assert_eq!(f.metrics.tap_rejections.get(TapRejection::Radius), 1);
     assert_eq!(f.metrics.tap_rejections.get(TapRejection::Federation), 0);
 
@@ -296,7 +296,7 @@ async fn a_tap_is_rejected_with_the_documented_reply_message() {
     let (code, attributes) = open_reply(&f.send(&packet).await.unwrap(), &packet);
     assert_eq!((code, attributes), (3, vec![]));
     let invalid = RadiusOutcome::Reject(RejectReason::InvalidCredentials);
-    assert_eq!(f.metrics.radius_requests.get(invalid), 1);
+    assert_eq!(f.handler.metrics().requests.get(invalid), 1);
     let invalid = LdapBindResult::InvalidCredentials;
     assert_eq!(f.metrics.ldap_bind_duration.count(invalid), 2);
     // An unknown user: no directory check.
@@ -304,7 +304,7 @@ async fn a_tap_is_rejected_with_the_documented_reply_message() {
     let (code, _) = open_reply(&f.send(&packet).await.unwrap(), &packet);
     assert_eq!(code, 3);
     let not_found = RadiusOutcome::Reject(RejectReason::UserNotFound);
-    assert_eq!(f.metrics.radius_requests.get(not_found), 1);
+    assert_eq!(f.handler.metrics().requests.get(not_found), 1);
     assert_eq!(f.metrics.ldap_bind_duration.count(invalid), 2);
 }
 
@@ -316,8 +316,8 @@ async fn a_retransmission_gets_the_identical_reply_without_a_second_check() {
     let second = f.send(&packet).await.unwrap();
     assert_eq!(first, second);
     assert_eq!(f.checks(), 1);
-    assert_eq!(f.metrics.radius_replayed.get(NoLabels), 1);
-    assert_eq!(f.metrics.radius_requests.get(RadiusOutcome::Accept), 1);
+    assert_eq!(f.handler.metrics().replayed.get(NoLabels), 1);
+    assert_eq!(f.handler.metrics().requests.get(RadiusOutcome::Accept), 1);
     let events = f
         .store
         .audit(&AuditFilter {
@@ -355,8 +355,9 @@ async fn a_reject_is_held_for_the_reject_delay_and_its_retransmission_is_not_ans
         .await
         .is_none());
     assert_eq!(
-        f.metrics
-            .radius_dropped
+        f.handler
+            .metrics()
+            .dropped
             .get(RadiusDropCause::DuplicateInFlight),
         1
     );
@@ -402,8 +403,9 @@ async fn a_zero_length_proxy_state_is_dropped_at_parse_time_and_counted() {
     };
     assert!(f.send(&with_states(&[b"ok", b""])).await.is_none());
     assert_eq!(
-        f.metrics
-            .radius_dropped
+        f.handler
+            .metrics()
+            .dropped
             .get(RadiusDropCause::Invalid(DropReason::EmptyProxyState)),
         1
     );
@@ -412,8 +414,9 @@ async fn a_zero_length_proxy_state_is_dropped_at_parse_time_and_counted() {
     let too_many: Vec<&[u8]> = (0..9).map(|_| &big[..]).collect();
     assert!(f.send(&with_states(&too_many)).await.is_none());
     assert_eq!(
-        f.metrics
-            .radius_dropped
+        f.handler
+            .metrics()
+            .dropped
             .get(RadiusDropCause::Invalid(DropReason::ProxyStateTooLarge)),
         1
     );
@@ -444,7 +447,7 @@ async fn chap_and_missing_credentials_get_the_pap_only_message() {
     assert_eq!(reply_message(&attributes), PAP_ONLY_MESSAGE);
     assert_eq!(f.checks(), 0);
     let unsupported = RadiusOutcome::Reject(RejectReason::UnsupportedMethod);
-    assert_eq!(f.metrics.radius_requests.get(unsupported), 2);
+    assert_eq!(f.handler.metrics().requests.get(unsupported), 2);
 }
 
 #[tokio::test]
@@ -454,7 +457,7 @@ async fn status_server_is_answered_with_a_bare_accept() {
     let (code, attributes) = open_reply(&f.send(&packet).await.unwrap(), &packet);
     assert_eq!((code, attributes), (2, vec![]));
     let status_server = RadiusOutcome::StatusServer;
-    assert_eq!(f.metrics.radius_requests.get(status_server), 1);
+    assert_eq!(f.handler.metrics().requests.get(status_server), 1);
 }
 
 #[tokio::test]
@@ -480,13 +483,13 @@ async fn unknown_sources_bad_signatures_and_missing_ma_get_no_reply() {
     let len = bare.len() as u16;
     bare[2..4].copy_from_slice(&len.to_be_bytes());
     assert_eq!(f.send(&bare).await, None);
-    let dropped = |cause| f.metrics.radius_dropped.get(cause);
+    let dropped = |cause| f.handler.metrics().dropped.get(cause);
     assert_eq!(dropped(RadiusDropCause::UnknownClient), 1);
     let bad_ma = DropReason::BadMessageAuthenticator;
     assert_eq!(dropped(RadiusDropCause::Invalid(bad_ma)), 1);
     let missing_ma = DropReason::MissingMessageAuthenticator;
     assert_eq!(dropped(RadiusDropCause::Invalid(missing_ma)), 1);
-    assert_eq!(f.metrics.radius_requests.get(RadiusOutcome::Accept), 0);
+    assert_eq!(f.handler.metrics().requests.get(RadiusOutcome::Accept), 0);
     assert_eq!(f.checks(), 0);
 }
 
@@ -497,7 +500,7 @@ async fn an_unavailable_directory_means_no_reply_and_a_retry_is_processed_again(
     let packet = pap(11, "alice", "alice-demo-pw");
     assert_eq!(f.send(&packet).await, None);
     let drop_cause = RadiusDropCause::DirectoryUnavailable;
-    assert_eq!(f.metrics.radius_dropped.get(drop_cause), 1);
+    assert_eq!(f.handler.metrics().dropped.get(drop_cause), 1);
     let error = LdapBindResult::Error;
     assert_eq!(f.metrics.ldap_bind_duration.count(error), 1);
     f.directory.down.store(false, Ordering::SeqCst);
@@ -510,7 +513,7 @@ async fn an_unavailable_directory_means_no_reply_and_a_retry_is_processed_again(
     let (code, attributes) = open_reply(&f.send(&packet).await.unwrap(), &packet);
     assert_eq!((code, attributes), (3, vec![]));
     let rejected = RadiusOutcome::Unavailable(crate::signin::UnavailableReason::Directory);
-    assert_eq!(f.metrics.radius_requests.get(rejected), 1);
+    assert_eq!(f.handler.metrics().requests.get(rejected), 1);
 }
 
 #[test]
