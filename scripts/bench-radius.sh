@@ -42,6 +42,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+wanted() { [ -z "${RUNS:-}" ] || [[ " $RUNS " == *" $1 "* ]]; }
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -280,7 +281,6 @@ grep -q "Ready to process requests" "$fr/log/radius.log" || { cat "$fr/log/radiu
 # --- measurements: one JSON line per run in results.jsonl
 results=$work/results.jsonl
 : > "$results"
-wanted() { [ -z "${RUNS:-}" ] || [[ " $RUNS " == *" $1 "* ]]; }
 measure() { # name server concurrency credentials [extra-cmd-in-background]
   local name=$1 server=$2 concurrency=$3 credentials=$4
   wanted "$name/$server/$concurrency" || return 0
