@@ -11,6 +11,10 @@
 #
 #   scripts/bench-radius.sh [USERS] [SECONDS_PER_RUN]      (defaults 10000 10)
 #   PERF_OUT=/tmp/tapd.perf scripts/bench-radius.sh        (also profiles tapd's accept path)
+#   NTWOLEG=300: users who register an authenticator app on the web page (their TAP, then the
+#   app) for the two-leg row: a second client (127.0.0.2) with second_factor = "totp" in
+#   challenge mode, each user signing in once (a code works once) with password,
+#   Access-Challenge, then the code with the State; CPU is per completed sign-in.
 #   RUNS="right/tapd/32 right/freeradius/32" scripts/bench-radius.sh   (only these runs, for
 #   quick iterations; names are RUN/SERVER/CONCURRENCY as in the table, ldap-bind/slapd/C for
 #   the raw binds; the published table comes from a full run)
@@ -20,6 +24,7 @@ cd "$(dirname "$0")/.."
 NUSERS=${1:-10000}
 SECONDS_PER_RUN=${2:-10}
 NTAPS=100
+NTWOLEG=${NTWOLEG:-300}
 SECRET=bench-radius-secret-0123456789
 export PATH=/usr/sbin:$PATH
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
@@ -37,6 +42,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+wanted() { [ -z "${RUNS:-}" ] || [[ " $RUNS " == *" $1 "* ]]; }
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -99,6 +105,7 @@ printf '%s' tapd-service-pw > "$work/ldap.secret"; chmod 600 "$work/ldap.secret"
 
 # --- tapd
 tapd_port=$(free_port udp)
+web_port=$(free_port tcp)
 mkdir "$work/tapd"
 cat > "$work/tapd/tapd.toml" <<TOML
 [store]
@@ -125,6 +132,18 @@ reject_delay = "0"
 name = "bench"
 address = "127.0.0.1"
 secret_file = "$work/radius.secret"
+
+# The two-leg row: password, Access-Challenge, authenticator-app code.
+[[radius.clients]]
+name = "bench-2fa"
+address = "127.0.0.2"
+secret_file = "$work/radius.secret"
+second_factor = "totp"
+second_factor_mode = "challenge"
+
+[web]
+listen = "127.0.0.1:$web_port"
+public_url = "http://localhost:$web_port"
 
 [log]
 level = "info"
@@ -163,6 +182,16 @@ for i in $(seq 0 $((NTAPS - 1))); do
 done
 
 echo "tapd RSS after creating the TAPs: $(rss_mb) MB" >&2
+if wanted two-leg/tapd/32; then
+  echo "registering $NTWOLEG authenticator apps on the web page..." >&2
+  : > "$work/twoleg-taps.txt"
+  for i in $(seq "$NTAPS" $((NTAPS + NTWOLEG - 1))); do
+    user=$(printf 'user%06d' "$i")
+    code=$(tapctl tap create "$user" | python3 -c 'import json,sys; print(json.load(sys.stdin)["temporaryAccessPass"])')
+    echo "$user $code" >> "$work/twoleg-taps.txt"
+  done
+  python3 scripts/enrol-bench-apps.py "127.0.0.1:$web_port" < "$work/twoleg-taps.txt" > "$work/twoleg.txt"
+fi
 
 # --- FreeRADIUS 3.2 with rlm_ldap, bind authentication, same slapd
 fr_port=$(free_port udp)
@@ -274,7 +303,6 @@ grep -q "Ready to process requests" "$fr/log/radius.log" || { cat "$fr/log/radiu
 # --- measurements: one JSON line per run in results.jsonl
 results=$work/results.jsonl
 : > "$results"
-wanted() { [ -z "${RUNS:-}" ] || [[ " $RUNS " == *" $1 "* ]]; }
 measure() { # name server concurrency credentials [extra-cmd-in-background]
   local name=$1 server=$2 concurrency=$3 credentials=$4
   wanted "$name/$server/$concurrency" || return 0
@@ -291,8 +319,10 @@ measure() { # name server concurrency credentials [extra-cmd-in-background]
     perf record -q -F 499 --call-graph "${PERF_CALL_GRAPH:-fp}" -p "$tapd_pid" -o "$PERF_OUT" >/dev/null 2>&1 &
     perf_pid=$!
   fi
+  # LOAD_ARGS: extra radius_load arguments for this run (the two-leg row's --two-leg --source).
+  # shellcheck disable=SC2086
   report=$("$load" --target "$target" --secret-file "$work/radius.secret" --credentials "$credentials" \
-    --concurrency "$concurrency" --duration "$SECONDS_PER_RUN" --timeout-ms 2000)
+    --concurrency "$concurrency" --duration "$SECONDS_PER_RUN" --timeout-ms 2000 ${LOAD_ARGS:-})
   s1=$(cpu_ticks "$slapd_pid"); t1=$(cpu_ticks "$tapd_pid"); f1=$(cpu_ticks "$fr_pid")
   x1=$(ctx_switches "$tapd_pid")
   ops1=$(ldap_ops)
@@ -328,6 +358,10 @@ for c in 32 256; do
   measure wrong freeradius "$c" "$work/wrong.txt"
   measure tap tapd "$c" "$work/tap.txt"
 done
+if wanted two-leg/tapd/32; then
+  echo "two-leg sign-ins (password, challenge, code) at concurrency 32..." >&2
+  LOAD_ARGS="--two-leg --source 127.0.0.2" measure two-leg tapd 32 "$work/twoleg.txt"
+fi
 cores=$(nproc)
 echo "TAP rejections at concurrency $cores, and right passwords during a TAP flood..." >&2
 measure tap-at-cores tapd "$cores" "$work/tap.txt"
@@ -411,6 +445,13 @@ for r in rows:
 fl = flood
 if fl: print(f"| (the concurrent TAP flood) | tapd | {fl['concurrency']} | {fl['sent']} | {fl['accepts']} | {fl['rejects']} | {fl['timeouts']} | "
       f"{fl['requests_per_second']:.0f} | {fl['latency_ms']['p50']:.2f} | {fl['latency_ms']['p99']:.2f} | {fl['latency_ms']['p99_9']:.2f} | | | |")
+if any(r["name"] == "two-leg" for r in rows):
+    print()
+    print("two-leg: one sign-in = password → Access-Challenge → code with State → Access-Accept (two "
+          "RADIUS round trips, one LDAP bind, one TOTP check and its store write); `sent` counts sign-ins "
+          "begun, accepts the completed ones, answered/s is sign-ins per second and server CPU s/1k is "
+          "tapd's CPU seconds per 1,000 completed sign-ins. Each user signs in once (a code works once), so "
+          "the run ends when the registered users are used up.")
 print()
 load_rss = max((r["tapd_rss_kb"] for r in rows if r["server"] == "tapd"), default=0)
 print(f"tapd RSS (VmRSS) at the end of each load run: at most {load_rss // 1024} MB. "

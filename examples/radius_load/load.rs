@@ -8,7 +8,12 @@
 //! count is reached. Replies are checked (Identifier, Response Authenticator, and the
 //! Message-Authenticator when present) before they count. It builds packets itself with
 //! RustCrypto `md-5`/`hmac`, independently of tapd's own RADIUS core, and only ever talks to
-//! loopback. Depends on tokio, `md-5`, `hmac`, `rand`, `serde` and `thiserror` only.
+//! loopback. Depends on tokio, `md-5`, `hmac`, `sha1`, `rand`, `serde` and `thiserror` only.
+//!
+//! Two-leg mode (`two_leg`, for a client with `second_factor = "totp"` in challenge mode): each
+//! credential line also carries the user's authenticator secret (base32); a sign-in is the
+//! password, the Access-Challenge, then the RFC 6238 code of the next 30-second step with the
+//! challenge's State. A code works once, so each credential is used at most once per run.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +27,8 @@ use rand::{RngCore, SeedableRng};
 const ACCESS_REQUEST: u8 = 1;
 const ACCESS_ACCEPT: u8 = 2;
 const ACCESS_REJECT: u8 = 3;
+const ACCESS_CHALLENGE: u8 = 11;
+const STATE: u8 = 24;
 const USER_NAME: u8 = 1;
 const USER_PASSWORD: u8 = 2;
 const NAS_IP_ADDRESS: u8 = 4;
@@ -52,6 +59,8 @@ pub struct Credential {
     pub user: String,
     /// The cleartext User-Password.
     pub password: String,
+    /// The authenticator-app secret (two-leg mode), decoded from base32.
+    pub totp_secret: Option<Vec<u8>>,
 }
 
 /// Parses `user password` lines (whitespace between; the password is the rest of the line);
@@ -69,6 +78,7 @@ pub fn parse_credentials(text: &str) -> Result<Vec<Credential>, LoadError> {
         let credential = Credential {
             user: user.to_owned(),
             password: password.trim_start().to_owned(),
+            totp_secret: None,
         };
         check_credential(&credential)?;
         out.push(credential);
@@ -84,6 +94,68 @@ fn check_credential(credential: &Credential) -> Result<(), LoadError> {
     } else {
         Err(LoadError::BadCredential(credential.user.clone()))
     }
+}
+
+/// Parses `user password base32-secret` lines for two-leg mode (the password may not
+/// contain whitespace here).
+pub fn parse_two_leg_credentials(text: &str) -> Result<Vec<Credential>, LoadError> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [user, password, secret] = fields[..] else {
+            return Err(LoadError::BadCredential(line.to_owned()));
+        };
+        let credential = Credential {
+            user: user.to_owned(),
+            password: password.to_owned(),
+            totp_secret: Some(
+                base32_decode(secret).ok_or_else(|| LoadError::BadCredential(line.to_owned()))?,
+            ),
+        };
+        check_credential(&credential)?;
+        out.push(credential);
+    }
+    Ok(out)
+}
+
+fn base32_decode(text: &str) -> Option<Vec<u8>> {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut out = Vec::new();
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for c in text.bytes().filter(|c| *c != b'=') {
+        let value = ALPHABET.iter().position(|&b| b == c.to_ascii_uppercase())? as u32;
+        buffer = (buffer << 5) | value;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(((buffer >> bits) & 0xff) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// The RFC 6238 code (HMAC-SHA-1, 6 digits, 30 s) of `secret` one step after now: fresh even
+/// when the current step's code was used (at registration).
+fn next_step_code(secret: &[u8]) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let step = now / 30 + 1;
+    let Ok(mut mac) = Hmac::<sha1::Sha1>::new_from_slice(secret) else {
+        return String::new();
+    };
+    mac.update(&step.to_be_bytes());
+    let digest = mac.finalize().into_bytes();
+    let offset = usize::from(digest[digest.len() - 1] & 0x0f);
+    let binary = (u32::from(digest[offset] & 0x7f) << 24)
+        | (u32::from(digest[offset + 1]) << 16)
+        | (u32::from(digest[offset + 2]) << 8)
+        | u32::from(digest[offset + 3]);
+    format!("{:06}", binary % 1_000_000)
 }
 
 /// What to send, where, and for how long.
@@ -103,6 +175,11 @@ pub struct LoadConfig {
     pub timeout: Duration,
     /// Credentials, cycled through; worker `w` starts at offset `w`.
     pub credentials: Vec<Credential>,
+    /// Two-leg mode (see the module documentation): every credential once, at most.
+    pub two_leg: bool,
+    /// Local address to send from (a loopback address; default 127.0.0.1 or ::1), so that a
+    /// second RADIUS client entry can be addressed.
+    pub source: Option<std::net::IpAddr>,
 }
 
 /// The result of a run, printed as JSON.
@@ -167,11 +244,21 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
     }
     let concurrency = config.concurrency.max(1);
     let config = Arc::new(config);
-    let budget = Arc::new(AtomicU64::new(config.max_requests.unwrap_or(u64::MAX)));
-    let bind: SocketAddr = if config.target.is_ipv4() {
-        SocketAddr::from(([127, 0, 0, 1], 0))
-    } else {
-        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0))
+    let mut budget = config.max_requests.unwrap_or(u64::MAX);
+    if config.two_leg {
+        budget = budget.min(config.credentials.len() as u64);
+        if config.credentials.iter().any(|c| c.totp_secret.is_none()) {
+            return Err(LoadError::BadCredential(
+                "a two-leg credential without a secret".into(),
+            ));
+        }
+    }
+    let budget = Arc::new(AtomicU64::new(budget));
+    let bind: SocketAddr = match config.source {
+        Some(source) if source.is_loopback() => SocketAddr::new(source, 0),
+        Some(source) => return Err(LoadError::NotLoopback(SocketAddr::new(source, 0))),
+        None if config.target.is_ipv4() => SocketAddr::from(([127, 0, 0, 1], 0)),
+        None => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0)),
     };
     let mut sockets = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
@@ -182,10 +269,21 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
     let start = Instant::now();
     let deadline = start + config.duration;
     let mut workers = tokio::task::JoinSet::new();
+    let taken = Arc::new(AtomicU64::new(0));
     for (index, socket) in sockets.into_iter().enumerate() {
         let config = config.clone();
         let budget = budget.clone();
-        workers.spawn(worker(index, socket, config, budget, deadline));
+        if config.two_leg {
+            workers.spawn(two_leg_worker(
+                socket,
+                config,
+                budget,
+                taken.clone(),
+                deadline,
+            ));
+        } else {
+            workers.spawn(worker(index, socket, config, budget, deadline));
+        }
     }
     let mut total = WorkerTally::default();
     while let Some(joined) = workers.join_next().await {
@@ -297,6 +395,127 @@ async fn worker(
     Ok(tally)
 }
 
+/// Sends `packet` and waits for the reply to `identifier` (late replies to earlier requests
+/// are skipped); `None` on timeout.
+async fn exchange(
+    socket: &tokio::net::UdpSocket,
+    packet: &[u8],
+    identifier: u8,
+    timeout: Duration,
+    buf: &mut [u8],
+) -> Result<Option<usize>, LoadError> {
+    let sent_at = Instant::now();
+    socket.send(packet).await?;
+    loop {
+        let remaining = timeout.saturating_sub(sent_at.elapsed());
+        match tokio::time::timeout(remaining, socket.recv(buf)).await {
+            Err(_) => return Ok(None),
+            Ok(Err(e)) => return Err(e.into()),
+            Ok(Ok(len)) if len >= 2 && buf.get(1) != Some(&identifier) => continue,
+            Ok(Ok(len)) => return Ok(Some(len)),
+        }
+    }
+}
+
+/// Two-leg sign-ins: password → Access-Challenge → code with State → Access-Accept. `sent`
+/// counts sign-ins begun, `accepts` sign-ins completed; latency is of both legs.
+async fn two_leg_worker(
+    socket: tokio::net::UdpSocket,
+    config: Arc<LoadConfig>,
+    budget: Arc<AtomicU64>,
+    taken: Arc<AtomicU64>,
+    deadline: Instant,
+) -> Result<WorkerTally, LoadError> {
+    let mut tally = WorkerTally::default();
+    let mut identifier = 0u8;
+    let mut buf = vec![0u8; 4096];
+    let mut rng = rand::rngs::StdRng::from_entropy();
+    while Instant::now() < deadline {
+        if budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(1)
+            })
+            .is_err()
+        {
+            break;
+        }
+        let index = taken.fetch_add(1, Ordering::Relaxed) as usize;
+        let Some(credential) = config.credentials.get(index % config.credentials.len()) else {
+            break;
+        };
+        let started = Instant::now();
+        tally.sent += 1;
+        identifier = identifier.wrapping_add(1);
+        let mut authenticator = [0u8; 16];
+        rng.fill_bytes(&mut authenticator);
+        let packet = access_request(identifier, authenticator, credential, &config.secret);
+        let Some(len) = exchange(&socket, &packet, identifier, config.timeout, &mut buf).await?
+        else {
+            tally.timeouts += 1;
+            continue;
+        };
+        let reply = buf.get(..len).unwrap_or_default();
+        match verify_reply(reply, identifier, &authenticator, &config.secret) {
+            Some(ACCESS_CHALLENGE) => {}
+            Some(ACCESS_REJECT) => {
+                tally.rejects += 1;
+                continue;
+            }
+            _ => {
+                tally.bad_replies += 1;
+                continue;
+            }
+        }
+        let Some(state) = attribute(reply, STATE) else {
+            tally.bad_replies += 1;
+            continue;
+        };
+        let answer = Credential {
+            user: credential.user.clone(),
+            password: next_step_code(credential.totp_secret.as_deref().unwrap_or_default()),
+            totp_secret: None,
+        };
+        identifier = identifier.wrapping_add(1);
+        rng.fill_bytes(&mut authenticator);
+        let packet =
+            access_request_with_state(identifier, authenticator, &answer, &config.secret, &state);
+        let Some(len) = exchange(&socket, &packet, identifier, config.timeout, &mut buf).await?
+        else {
+            tally.timeouts += 1;
+            continue;
+        };
+        let reply = buf.get(..len).unwrap_or_default();
+        match verify_reply(reply, identifier, &authenticator, &config.secret) {
+            Some(ACCESS_ACCEPT) => tally.accepts += 1,
+            Some(ACCESS_REJECT) => tally.rejects += 1,
+            _ => {
+                tally.bad_replies += 1;
+                continue;
+            }
+        }
+        tally
+            .latencies_us
+            .push(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+    }
+    Ok(tally)
+}
+
+/// The value of the first attribute `kind` of a (verified) reply.
+fn attribute(reply: &[u8], kind: u8) -> Option<Vec<u8>> {
+    let mut offset = 20;
+    while offset + 2 <= reply.len() {
+        let len = usize::from(reply[offset + 1]);
+        if len < 2 || offset + len > reply.len() {
+            return None;
+        }
+        if reply[offset] == kind {
+            return Some(reply[offset + 2..offset + len].to_vec());
+        }
+        offset += len;
+    }
+    None
+}
+
 fn push_attribute(packet: &mut Vec<u8>, kind: u8, value: &[u8]) {
     packet.push(kind);
     packet.push((value.len() + 2) as u8);
@@ -344,6 +563,18 @@ pub fn access_request(
     credential: &Credential,
     secret: &[u8],
 ) -> Vec<u8> {
+    access_request_with_state(identifier, authenticator, credential, secret, &[])
+}
+
+/// [`access_request`] with a State attribute (the answer to an Access-Challenge); an empty
+/// `state` adds none.
+pub fn access_request_with_state(
+    identifier: u8,
+    authenticator: [u8; 16],
+    credential: &Credential,
+    secret: &[u8],
+    state: &[u8],
+) -> Vec<u8> {
     let mut packet = Vec::with_capacity(128);
     packet.extend_from_slice(&[ACCESS_REQUEST, identifier, 0, 0]);
     packet.extend_from_slice(&authenticator);
@@ -353,6 +584,9 @@ pub fn access_request(
     let hidden = hide_password(credential.password.as_bytes(), secret, &authenticator);
     push_attribute(&mut packet, USER_PASSWORD, &hidden);
     push_attribute(&mut packet, NAS_IP_ADDRESS, &[127, 0, 0, 1]);
+    if !state.is_empty() {
+        push_attribute(&mut packet, STATE, state);
+    }
     let len = packet.len() as u16;
     packet[2..4].copy_from_slice(&len.to_be_bytes());
     let ma = hmac_md5(secret, &[&packet]);

@@ -42,6 +42,13 @@ struct Args {
     /// Reply timeout per request, in milliseconds (no retransmission).
     #[arg(long, default_value_t = 2000)]
     timeout_ms: u64,
+    /// Two legs per sign-in (password, Access-Challenge, authenticator code with State);
+    /// credential lines are `user password base32-secret`, each used at most once.
+    #[arg(long)]
+    two_leg: bool,
+    /// Loopback address to send from (e.g. 127.0.0.2, to reach another client entry).
+    #[arg(long)]
+    source: Option<std::net::IpAddr>,
 }
 
 fn main() -> ExitCode {
@@ -61,7 +68,12 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<String, Box<dyn std::error::Error>> {
     let secret = std::fs::read_to_string(&args.secret_file)?;
     let secret = secret.trim_end_matches(['\n', '\r']).as_bytes().to_vec();
-    let credentials = load::parse_credentials(&std::fs::read_to_string(&args.credentials)?)?;
+    let text = std::fs::read_to_string(&args.credentials)?;
+    let credentials = if args.two_leg {
+        load::parse_two_leg_credentials(&text)?
+    } else {
+        load::parse_credentials(&text)?
+    };
     let config = load::LoadConfig {
         target: args.target,
         secret,
@@ -70,6 +82,8 @@ fn run(args: Args) -> Result<String, Box<dyn std::error::Error>> {
         max_requests: args.requests,
         timeout: Duration::from_millis(args.timeout_ms),
         credentials,
+        two_leg: args.two_leg,
+        source: args.source,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -459,6 +459,9 @@ pub struct RadiusConfig {
     /// Every Access-Reject is sent no earlier than this long after its request arrived
     /// (zero: at once; at most 10 s).
     pub reject_delay: Duration,
+    /// How long an Access-Challenge's State stays valid (`challenge_lifetime`; 1 s to 120 s,
+    /// default 120 s).
+    pub challenge_lifetime: Duration,
 }
 
 /// One `[[radius.reply_attributes]]` entry: at least one of `class` and `filter_id`, each 1
@@ -509,6 +512,41 @@ pub struct RadiusClient {
     pub secret: Secret,
     /// Drop requests lacking a valid Message-Authenticator.
     pub require_message_authenticator: bool,
+    /// `second_factor = "totp"`: after the directory password, an authenticator-app code;
+    /// `None`: `second_factor = "none"`, the password alone.
+    pub second_factor: Option<TotpRequirement>,
+}
+
+/// How a RADIUS client asks for the authenticator-app code (`second_factor = "totp"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TotpRequirement {
+    /// What a user without a registered authenticator app gets (`without_second_factor`).
+    pub without_app: WithoutSecondFactor,
+    /// Challenge (RFC 2865 §4.4) or the code appended to the password
+    /// (`second_factor_mode`).
+    pub mode: SecondFactorMode,
+}
+
+/// `without_second_factor`: a correct password from a user who has no authenticator app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WithoutSecondFactor {
+    /// Access-Reject (`second_factor_missing`), telling the user to register at the web page.
+    Reject,
+    /// Access-Accept on the password alone.
+    Accept,
+}
+
+/// `second_factor_mode`: how the code reaches tapd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecondFactorMode {
+    /// Access-Challenge with State; the code comes in the follow-up request's User-Password.
+    Challenge,
+    /// The user types password, separator, code in one User-Password; split at the LAST
+    /// separator (`second_factor_separator`).
+    Append {
+        /// One to four characters, no digit, no whitespace.
+        separator: String,
+    },
 }
 
 /// `[web]`.

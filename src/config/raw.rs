@@ -381,6 +381,9 @@ pub struct RawRadius {
     /// (FreeRADIUS `reject_delay`), so unknown, disabled and known users answer alike.
     /// `0` answers at once. Default `1s`.
     pub reject_delay: String,
+    /// How long the State of an Access-Challenge (`second_factor = "totp"`) stays valid;
+    /// 1 s to 120 s. Default `120s`; shorter values exist for tests and impatient NASes.
+    pub challenge_lifetime: String,
 }
 
 impl Default for RawRadius {
@@ -391,6 +394,7 @@ impl Default for RawRadius {
             clients: Vec::new(),
             reply_attributes: Vec::new(),
             reject_delay: "1s".into(),
+            challenge_lifetime: "120s".into(),
         }
     }
 }
@@ -420,6 +424,18 @@ pub struct RawRadiusClient {
     pub secret_file: String,
     /// Drop Access-Requests without a valid Message-Authenticator (BlastRADIUS). Default true.
     pub require_message_authenticator: bool,
+    /// `none` (the directory password alone) or `totp` (then an authenticator-app code).
+    /// Default `none`.
+    pub second_factor: String,
+    /// With `totp`: what a user without an authenticator app gets, `reject` or `accept`.
+    /// Default `reject`.
+    pub without_second_factor: String,
+    /// With `totp`: `challenge` (Access-Challenge, RFC 2865 §4.4) or `append` (password,
+    /// separator, code in one User-Password). Default `challenge`.
+    pub second_factor_mode: String,
+    /// With `append`: what separates the password from the code; tapd splits at the last
+    /// one. One to four characters, no digit, no whitespace. Default `,`.
+    pub second_factor_separator: String,
 }
 
 impl Default for RawRadiusClient {
@@ -429,6 +445,10 @@ impl Default for RawRadiusClient {
             address: String::new(),
             secret_file: String::new(),
             require_message_authenticator: true,
+            second_factor: "none".into(),
+            without_second_factor: "reject".into(),
+            second_factor_mode: "challenge".into(),
+            second_factor_separator: ",".into(),
         }
     }
 }

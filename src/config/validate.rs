@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use super::raw::{
     RawAdmin, RawAudit, RawConfig, RawDirectory, RawFederation, RawLog, RawMetrics, RawPolicy,
-    RawRadius, RawReplyAttribute, RawSecurity, RawStore, RawWeb,
+    RawRadius, RawRadiusClient, RawReplyAttribute, RawSecurity, RawStore, RawWeb,
 };
 use super::values::{
     is_loopback_host, parse_duration, read_secret_file, resolve_path, unsafe_secret_file,
@@ -27,8 +27,8 @@ use super::{
     AdminConfig, AuditConfig, Config, ConfigError, DeletionGuard, DirectoryBind, DirectoryConfig,
     DirectoryPreset, DirectorySource, DirectoryUnavailable, FederationConfig, HttpLimits, Loaded,
     LogConfig, LogFormat, MetricsConfig, PolicyConfig, PrivilegedTap, RadiusClient, RadiusConfig,
-    RelyingParty, ReplyAttributeRule, RoleMapping, SecurityConfig, StoreConfig, TlsFiles,
-    WebConfig,
+    RelyingParty, ReplyAttributeRule, RoleMapping, SecondFactorMode, SecurityConfig, StoreConfig,
+    TlsFiles, TotpRequirement, WebConfig, WithoutSecondFactor,
 };
 
 #[path = "smtp.rs"]
@@ -834,12 +834,14 @@ fn radius(report: &mut Report<'_>, raw: &RawRadius, web: &WebConfig) -> RadiusCo
                 "false: requests without Message-Authenticator are accepted (BlastRADIUS, CVE-2024-3596); upgrade the client",
             );
         }
+        let second_factor = second_factor(report, &key, client);
         if let (Some(address), Some(secret)) = (address, secret) {
             clients.push(RadiusClient {
                 name: client.name.clone(),
                 address,
                 secret,
                 require_message_authenticator: client.require_message_authenticator,
+                second_factor,
             });
         }
     }
@@ -868,13 +870,120 @@ fn radius(report: &mut Report<'_>, raw: &RawRadius, web: &WebConfig) -> RadiusCo
         .filter_map(|(index, rule)| reply_attribute(report, index, rule))
         .collect();
     let reject_delay = reject_delay(report, "radius.reject_delay", &raw.reject_delay);
+    let challenge_lifetime =
+        report.positive_duration("radius.challenge_lifetime", &raw.challenge_lifetime);
+    if challenge_lifetime > MAX_CHALLENGE_LIFETIME {
+        report.problem(
+            "radius.challenge_lifetime",
+            format!(
+                "{:?} is longer than the maximum of {}s",
+                raw.challenge_lifetime,
+                MAX_CHALLENGE_LIFETIME.as_secs()
+            ),
+        );
+    }
     RadiusConfig {
         listen,
         directory_unavailable,
         clients,
         reply_attributes,
         reject_delay,
+        challenge_lifetime: challenge_lifetime.min(MAX_CHALLENGE_LIFETIME),
     }
+}
+
+/// Longest `challenge_lifetime`: an Access-Challenge's State is valid for 120 s at most.
+pub(super) const MAX_CHALLENGE_LIFETIME: Duration = Duration::from_secs(120);
+
+/// Longest `second_factor_separator`, in characters.
+const MAX_SEPARATOR_CHARS: usize = 4;
+
+/// Reads a client's `second_factor`, `without_second_factor`, `second_factor_mode` and
+/// `second_factor_separator`.
+fn second_factor(
+    report: &mut Report<'_>,
+    key: &str,
+    client: &RawRadiusClient,
+) -> Option<TotpRequirement> {
+    let defaults = RawRadiusClient::default();
+    let totp = match client.second_factor.as_str() {
+        "none" => false,
+        "totp" => true,
+        other => {
+            report.problem(
+                &format!("{key}.second_factor"),
+                format!("{other:?} is not one of none, totp"),
+            );
+            false
+        }
+    };
+    let without_app = match client.without_second_factor.as_str() {
+        "reject" => WithoutSecondFactor::Reject,
+        "accept" => WithoutSecondFactor::Accept,
+        other => {
+            report.problem(
+                &format!("{key}.without_second_factor"),
+                format!("{other:?} is not one of reject, accept"),
+            );
+            WithoutSecondFactor::Reject
+        }
+    };
+    let separator = client.second_factor_separator.clone();
+    let separator_key = format!("{key}.second_factor_separator");
+    let chars = separator.chars().count();
+    if chars == 0 || chars > MAX_SEPARATOR_CHARS {
+        report.problem(
+            &separator_key,
+            format!("{separator:?}: must be 1 to {MAX_SEPARATOR_CHARS} characters"),
+        );
+    } else if separator
+        .chars()
+        .any(|c| c.is_ascii_digit() || c.is_whitespace() || c.is_control())
+    {
+        report.problem(
+            &separator_key,
+            format!("{separator:?}: must not contain a digit, whitespace or a control character (the code is digits)"),
+        );
+    }
+    let mode = match client.second_factor_mode.as_str() {
+        "challenge" => SecondFactorMode::Challenge,
+        "append" => SecondFactorMode::Append { separator },
+        other => {
+            report.problem(
+                &format!("{key}.second_factor_mode"),
+                format!("{other:?} is not one of challenge, append"),
+            );
+            SecondFactorMode::Challenge
+        }
+    };
+    if !totp {
+        for (name, value, default) in [
+            (
+                "without_second_factor",
+                &client.without_second_factor,
+                &defaults.without_second_factor,
+            ),
+            (
+                "second_factor_mode",
+                &client.second_factor_mode,
+                &defaults.second_factor_mode,
+            ),
+            (
+                "second_factor_separator",
+                &client.second_factor_separator,
+                &defaults.second_factor_separator,
+            ),
+        ] {
+            if value != default {
+                report.warn(
+                    &format!("{key}.{name}"),
+                    "has no effect unless second_factor = \"totp\"",
+                );
+            }
+        }
+        return None;
+    }
+    Some(TotpRequirement { without_app, mode })
 }
 
 /// Longest `reject_delay` accepted: a NAS retransmits after a few seconds and gives up

@@ -12,7 +12,14 @@
 //!   Reply-Message; anything else → Access-Reject; directory unavailable → no reply (the NAS
 //!   fails over) or Access-Reject, as configured, and nothing cached so a retry is
 //!   processed again;
-//! - CHAP, MS-CHAP, EAP or no credential → Access-Reject saying only PAP is supported.
+//! - CHAP, MS-CHAP, EAP or no credential → Access-Reject saying only PAP is supported;
+//! - a client with `second_factor = "totp"`: the password, then the authenticator-app code
+//!   ([`crate::signin::second_factor`]): in challenge mode a correct password gets
+//!   Access-Challenge (State, Reply-Message, Message-Authenticator, sent at once) and the
+//!   request carrying that State is the answer; in append mode the code follows the password.
+//!   Both legs are ordinary requests for the reply cache, so each leg's retransmission gets
+//!   its cached reply. Counted in `tapd_radius_challenges_total{result}` (`issued`, and the
+//!   answers `accepted` / `rejected`).
 //!
 //! Every answer and every drop is counted in the shared [`Metrics`] registry:
 //! `tapd_radius_requests_total{result,reason}` (reason = the sign-in reason code),
@@ -32,17 +39,19 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::metrics::{RadiusDropCause, RadiusMetrics, RadiusOutcome};
+use super::metrics::{RadiusChallengeResult, RadiusDropCause, RadiusMetrics, RadiusOutcome};
 use super::{
     encode_reply, find_client, parse_request, AuthKind, CacheKey, CacheLookup, Decision,
     DropReason, RadiusClient, RadiusError, ReplyAttribute, ReplyCache, ReplyCacheConfig, Request,
     RequestKind, SharedSecret,
 };
-use crate::config::{self, DirectoryUnavailable};
+use crate::config::{self, DirectoryUnavailable, SecondFactorMode, TotpRequirement};
 use crate::group_ref::GroupIndex;
 use crate::metrics::{Metrics, NoLabels};
 use crate::model::GroupRef;
-use crate::signin::{AttemptContext, RejectReason, SignIn, SignInChannel, SignInOutcome};
+use crate::signin::{
+    AttemptContext, RejectReason, SecondFactorOutcome, SignIn, SignInChannel, SignInOutcome,
+};
 
 /// The Reply-Message of an Access-Reject for CHAP, MS-CHAP, EAP or a missing credential.
 pub const PAP_ONLY_MESSAGE: &str =
@@ -82,6 +91,10 @@ pub struct RadiusSettings {
     /// Every Access-Reject leaves no earlier than this long after its request arrived
     /// (`[radius] reject_delay`); zero: at once.
     pub reject_delay: Duration,
+    /// Clients (by name) with `second_factor = "totp"`, and how they ask for the code.
+    pub second_factors: HashMap<String, TotpRequirement>,
+    /// How long an Access-Challenge's State is valid (`[radius] challenge_lifetime`).
+    pub challenge_lifetime: Duration,
 }
 
 impl RadiusSettings {
@@ -110,11 +123,23 @@ impl RadiusSettings {
                 filter_id: rule.filter_id.clone(),
             })
             .collect();
+        let second_factors = radius
+            .clients
+            .iter()
+            .filter_map(|client| {
+                client
+                    .second_factor
+                    .clone()
+                    .map(|requirement| (client.name.clone(), requirement))
+            })
+            .collect();
         Ok(RadiusSettings {
             clients,
             directory_unavailable: radius.directory_unavailable,
             reply_attributes,
             reject_delay: radius.reject_delay,
+            second_factors,
+            challenge_lifetime: radius.challenge_lifetime,
         })
     }
 
@@ -194,8 +219,10 @@ impl StatusServerLimiter {
     }
 }
 
-/// What a request gets: a reply decision with the series it counts in, or no reply and why.
-type Answer = Result<(Decision, RadiusOutcome), RadiusDropCause>;
+/// What a request gets: a reply decision with the `tapd_radius_requests_total` series it
+/// counts in (`None`: an Access-Challenge, counted in `tapd_radius_challenges_total`), or no
+/// reply and why.
+type Answer = Result<(Decision, Option<RadiusOutcome>), RadiusDropCause>;
 
 /// A reply decided but not sent yet: an Access-Reject is held until `not_before`
 /// (`reject_delay` after the request arrived). While it is held its request stays "in
@@ -414,7 +441,9 @@ impl RadiusHandler {
         };
         match encode_reply(&request, &decision, &client.secret) {
             Ok(reply) => {
-                self.metrics.requests.inc(outcome);
+                if let Some(outcome) = outcome {
+                    self.metrics.requests.inc(outcome);
+                }
                 // Rejects leave at arrival + reject_delay whatever the decision cost, so
                 // an unknown, a disabled and a known user answer at the same time.
                 let not_before = match decision {
@@ -457,7 +486,7 @@ impl RadiusHandler {
         let decision = Decision::Accept {
             attributes: Vec::new(),
         };
-        Ok((decision, RadiusOutcome::StatusServer))
+        Ok((decision, Some(RadiusOutcome::StatusServer)))
     }
 
     async fn access_request(
@@ -470,10 +499,49 @@ impl RadiusHandler {
     ) -> Answer {
         let context = attempt_context(client, source, request);
         let username = request.user_name.as_deref().unwrap_or_default();
+        let second_factor = settings.second_factors.get(&client.name);
+        let station = request.calling_station_id.as_deref();
+        let mut challenge_answer = false;
         let outcome = match &request.auth {
-            AuthKind::Pap(password) => match std::str::from_utf8(password) {
-                Ok(password) => self.signin.authenticate(&context, username, password).await,
-                Err(_) => {
+            AuthKind::Pap(password) => match (std::str::from_utf8(password), second_factor) {
+                (Ok(password), None) => {
+                    self.signin.authenticate(&context, username, password).await
+                }
+                (Ok(answer), Some(requirement))
+                    if requirement.mode == SecondFactorMode::Challenge
+                        && request.state.is_some() =>
+                {
+                    challenge_answer = true;
+                    let state = request.state.as_deref().unwrap_or_default();
+                    self.signin
+                        .answer_challenge(&context, username, state, answer, station)
+                        .await
+                }
+                (Ok(password), Some(requirement)) => {
+                    let outcome = self
+                        .signin
+                        .sign_in_with_second_factor(
+                            &context,
+                            username,
+                            password,
+                            requirement,
+                            station,
+                            settings.challenge_lifetime,
+                        )
+                        .await;
+                    match outcome {
+                        SecondFactorOutcome::Decided(outcome) => outcome,
+                        SecondFactorOutcome::Challenge { state, message } => {
+                            self.metrics.challenges.inc(RadiusChallengeResult::Issued);
+                            let decision = Decision::Challenge {
+                                state,
+                                reply_message: message,
+                            };
+                            return Ok((decision, None));
+                        }
+                    }
+                }
+                (Err(_), _) => {
                     self.signin
                         .refuse(
                             &context,
@@ -495,21 +563,28 @@ impl RadiusHandler {
                     .await
             }
         };
+        if challenge_answer && !matches!(outcome, SignInOutcome::Unavailable { .. }) {
+            let result = match outcome {
+                SignInOutcome::Accept { .. } => RadiusChallengeResult::Accepted,
+                _ => RadiusChallengeResult::Rejected,
+            };
+            self.metrics.challenges.inc(result);
+        }
         match outcome {
             SignInOutcome::Accept { groups, .. } => {
                 let decision = Decision::Accept {
                     attributes: settings.attributes_for(&groups, &self.signin.group_index()),
                 };
-                Ok((decision, RadiusOutcome::Accept))
+                Ok((decision, Some(RadiusOutcome::Accept)))
             }
             SignInOutcome::Reject { reason, message } => {
                 let reply_message = match reason {
-                    RejectReason::TapNotSupported => message,
+                    RejectReason::TapNotSupported | RejectReason::SecondFactorMissing => message,
                     RejectReason::UnsupportedMethod => Some(PAP_ONLY_MESSAGE.to_owned()),
                     _ => None,
                 };
                 let decision = Decision::Reject { reply_message };
-                Ok((decision, RadiusOutcome::Reject(reason)))
+                Ok((decision, Some(RadiusOutcome::Reject(reason))))
             }
             SignInOutcome::Unavailable { reason } => match settings.directory_unavailable {
                 DirectoryUnavailable::Drop => {
@@ -533,7 +608,7 @@ impl RadiusHandler {
                     let decision = Decision::Reject {
                         reply_message: None,
                     };
-                    Ok((decision, RadiusOutcome::Unavailable(reason)))
+                    Ok((decision, Some(RadiusOutcome::Unavailable(reason))))
                 }
             },
         }

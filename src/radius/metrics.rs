@@ -13,7 +13,8 @@ use crate::signin::{RejectReason, SignInChannel, UnavailableReason};
 use super::DropReason;
 
 /// The RADIUS families: `tapd_radius_requests_total`, `tapd_radius_dropped_total`,
-/// `tapd_radius_datagrams_received_total`, `tapd_radius_retransmissions_replayed_total`.
+/// `tapd_radius_datagrams_received_total`, `tapd_radius_retransmissions_replayed_total`,
+/// `tapd_radius_challenges_total`.
 /// Obtain the registry's instance with `Metrics::group::<RadiusMetrics>()`.
 #[derive(Debug, Default)]
 pub struct RadiusMetrics {
@@ -25,6 +26,8 @@ pub struct RadiusMetrics {
     pub received: Counter,
     /// RADIUS retransmissions answered from the reply cache (byte-identical reply).
     pub replayed: Counter,
+    /// Access-Challenges sent (second factor) and the answers to them, by result.
+    pub challenges: CounterVec<RadiusChallengeResult>,
 }
 
 impl FamilyGroup for RadiusMetrics {
@@ -53,6 +56,39 @@ impl FamilyGroup for RadiusMetrics {
             "RADIUS retransmissions answered from the reply cache.",
             &self.replayed,
         );
+        exposition::counter(
+            out,
+            "tapd_radius_challenges_total",
+            "RADIUS Access-Challenges sent (issued) and the answers to them (accepted, rejected).",
+            &self.challenges,
+        );
+    }
+}
+
+/// The series of `tapd_radius_challenges_total{result}`: a small fixed set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RadiusChallengeResult {
+    /// An Access-Challenge was sent (`issued`).
+    Issued,
+    /// An answer to a challenge was accepted (`accepted`).
+    Accepted,
+    /// An answer to a challenge was rejected, whatever the reason (`rejected`).
+    Rejected,
+}
+
+impl LabelSet for RadiusChallengeResult {
+    const NAMES: &'static [&'static str] = &["result"];
+
+    fn all() -> Vec<Self> {
+        vec![Self::Issued, Self::Accepted, Self::Rejected]
+    }
+
+    fn values(self) -> Vec<&'static str> {
+        vec![match self {
+            Self::Issued => "issued",
+            Self::Accepted => "accepted",
+            Self::Rejected => "rejected",
+        }]
     }
 }
 
@@ -209,6 +245,9 @@ mod tests {
             r#"tapd_radius_dropped_total{cause="overloaded"}"#,
             "tapd_radius_retransmissions_replayed_total",
             "tapd_radius_datagrams_received_total",
+            r#"tapd_radius_challenges_total{result="issued"}"#,
+            r#"tapd_radius_challenges_total{result="accepted"}"#,
+            r#"tapd_radius_challenges_total{result="rejected"}"#,
         ] {
             assert_eq!(value(&text, series), 0, "{series}");
         }

@@ -66,7 +66,7 @@ pub use cache::{CacheKey, CacheLookup, ReplyCache, ReplyCacheConfig};
 pub use client::{find_client, parse_network, RadiusClient, SharedSecret};
 pub use handler::{RadiusHandler, RadiusSettings, ReplyAttributeRule, PAP_ONLY_MESSAGE};
 pub use ipnet::IpNet;
-pub use metrics::{RadiusDropCause, RadiusMetrics, RadiusOutcome};
+pub use metrics::{RadiusChallengeResult, RadiusDropCause, RadiusMetrics, RadiusOutcome};
 pub use reply::{encode_reply, Decision, ReplyAttribute};
 pub use request::{parse_request, AuthKind, DropReason, Request, RequestKind};
 

@@ -1,5 +1,5 @@
-//! Encoding replies: a [`Decision`] for a validated [`Request`] becomes Access-Accept or
-//! Access-Reject bytes with Message-Authenticator as the FIRST attribute (R3, BlastRADIUS),
+//! Encoding replies: a [`Decision`] for a validated [`Request`] becomes Access-Accept,
+//! Access-Reject or Access-Challenge (RFC 2865 §4.4: State and Reply-Message) bytes with Message-Authenticator as the FIRST attribute (R3, BlastRADIUS),
 //! then Reply-Message, the caller's attributes, and the request's Proxy-State copied in
 //! order (RFC 2865 §5.33). MA is computed (with the request authenticator in the header)
 //! before the Response Authenticator, which covers it.
@@ -13,6 +13,7 @@ use super::{RadiusError, HEADER_LEN, MAX_PACKET_LEN};
 
 const CODE_ACCESS_ACCEPT: u8 = 2;
 const CODE_ACCESS_REJECT: u8 = 3;
+const CODE_ACCESS_CHALLENGE: u8 = 11;
 /// Largest attribute value (the length octet counts type and length too).
 const MAX_VALUE_LEN: usize = 253;
 
@@ -52,6 +53,14 @@ pub enum Decision {
     Reject {
         /// Text shown to the user by NASes that display it.
         reply_message: Option<String>,
+    },
+    /// Access-Challenge (RFC 2865 §4.4): the NAS shows `reply_message` and sends the
+    /// user's answer in a new Access-Request carrying `state` unchanged.
+    Challenge {
+        /// State (RFC 2865 §5.24), 1 to 253 octets.
+        state: Vec<u8>,
+        /// The prompt.
+        reply_message: String,
     },
 }
 
@@ -133,6 +142,7 @@ pub fn encode_reply(
     let code = match (request.code, decision) {
         (RequestKind::StatusServer, _) | (_, Decision::Accept { .. }) => CODE_ACCESS_ACCEPT,
         (_, Decision::Reject { .. }) => CODE_ACCESS_REJECT,
+        (_, Decision::Challenge { .. }) => CODE_ACCESS_CHALLENGE,
     };
     out.extend_from_slice(&[code, request.identifier, 0, 0]);
     out.extend_from_slice(&request.authenticator);
@@ -154,6 +164,13 @@ pub fn encode_reply(
                 if let Some(message) = reply_message {
                     push_reply_message(&mut out, message)?;
                 }
+            }
+            Decision::Challenge {
+                state,
+                reply_message,
+            } => {
+                push_reply_message(&mut out, reply_message)?;
+                push_attribute(&mut out, rfc2865::STATE_TYPE, state)?;
             }
         }
     }

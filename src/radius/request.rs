@@ -90,7 +90,7 @@ pub enum DropReason {
     #[error("User-Name empty or not UTF-8")]
     BadUserName,
     /// A single-valued attribute (User-Name, User-Password, CHAP-Password, NAS-Identifier,
-    /// NAS-IP-Address, NAS-IPv6-Address, Calling-Station-Id) appears twice.
+    /// NAS-IP-Address, NAS-IPv6-Address, Calling-Station-Id, State) appears twice.
     #[error("single-valued attribute repeated")]
     DuplicateAttribute,
     /// EAP-Message together with User-Password or CHAP-Password.
@@ -206,6 +206,9 @@ pub struct Request {
     pub calling_station_id: Option<String>,
     /// Whether the request carried a (verified) Message-Authenticator.
     pub message_authenticator: bool,
+    /// State (RFC 2865 §5.24): the answer to an Access-Challenge carries the State the
+    /// challenge sent, unchanged.
+    pub state: Option<Vec<u8>>,
 }
 
 /// Attributes of interest found by the framing walk, borrowed from the datagram.
@@ -224,6 +227,7 @@ struct Scan<'a> {
     nas_ipv4: Option<Ipv4Addr>,
     nas_ipv6: Option<Ipv6Addr>,
     calling_station_id: Option<&'a [u8]>,
+    state: Option<&'a [u8]>,
 }
 
 fn set_once<T>(slot: &mut Option<T>, value: T) -> Result<(), DropReason> {
@@ -298,6 +302,7 @@ fn scan_attributes(packet: &[u8]) -> Result<Scan<'_>, DropReason> {
             }
             rfc2865::NAS_IDENTIFIER_TYPE => set_once(&mut scan.nas_identifier, value)?,
             rfc2865::CALLING_STATION_ID_TYPE => set_once(&mut scan.calling_station_id, value)?,
+            rfc2865::STATE_TYPE => set_once(&mut scan.state, value)?,
             rfc2865::PROXY_STATE_TYPE => {
                 // Every Proxy-State goes back in the reply; one that can't be encoded there
                 // is refused now rather than breaking the reply later.
@@ -439,5 +444,6 @@ pub fn parse_request(buf: &[u8], client: &RadiusClient) -> Result<Request, DropR
             .or(scan.nas_ipv6.map(IpAddr::V6)),
         calling_station_id: lossy(scan.calling_station_id),
         message_authenticator: scan.ma_value_offset.is_some(),
+        state: scan.state.map(<[u8]>::to_vec),
     })
 }

@@ -82,6 +82,7 @@ use crate::tapcode::{HashError, Hasher};
 use super::outcome::{
     AttemptContext, RejectReason, SignInChannel, SignInError, SignInOutcome, UnavailableReason,
 };
+use super::second_factor::ChallengeStore;
 use super::site::method_name;
 #[cfg(test)]
 use super::throttle::AGGREGATOR_ENTRIES;
@@ -202,24 +203,41 @@ impl RejectionCache {
     }
 }
 
+/// A credential checked by [`SignIn::check_credential`], before its audit event.
+pub(super) struct Checked {
+    /// The decision on the credential.
+    pub outcome: SignInOutcome,
+    /// The user it concerned, when known.
+    pub user: Option<User>,
+    /// The method the credential turned out to be (password or TAP).
+    pub method: &'static str,
+    /// What the audit event says beyond the decision.
+    pub note: AuditNote,
+    /// `false`: a throttled attempt already stood for by an earlier event.
+    pub audited: bool,
+}
+
 /// What an audit event says beyond the decision.
 #[derive(Clone, Copy, Debug, Default)]
-struct AuditNote {
+pub(super) struct AuditNote {
     /// Answered from the rejection cache.
-    cached: bool,
+    pub cached: bool,
     /// The throttled attempts this event stands for ([`AuditAggregator`]).
-    attempts: Option<u64>,
+    pub attempts: Option<u64>,
+    /// A password leg on a client that wants a second factor: what came of it
+    /// (`details.secondFactor`).
+    pub second_factor: Option<&'static str>,
 }
 
 /// The sign-in decision service; see the module documentation. Cheap to share in an `Arc`.
 pub struct SignIn {
-    store: Arc<dyn Store>,
+    pub(super) store: Arc<dyn Store>,
     directory: Arc<dyn DirectorySource>,
-    hasher: Hasher,
-    clock: Arc<dyn Clock>,
-    metrics: Arc<Metrics>,
+    pub(super) hasher: Hasher,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) metrics: Arc<Metrics>,
     settings: RwLock<SignInSettings>,
-    throttle: Mutex<FailureThrottle>,
+    pub(super) throttle: Mutex<FailureThrottle>,
     rejections: Mutex<RejectionCache>,
     cache_key: Zeroizing<[u8; 32]>,
     audit_writer: AuditWriter,
@@ -232,6 +250,8 @@ pub struct SignIn {
     /// Asked for an incremental sync when a bind reached another entry than the user's.
     syncer: Option<Arc<Syncer>>,
     group_index: SharedGroupIndex,
+    /// The States of outstanding Access-Challenges ([`super::second_factor`]).
+    pub(super) challenges: Mutex<ChallengeStore>,
 }
 
 impl SignIn {
@@ -265,6 +285,7 @@ impl SignIn {
             rejections: Mutex::new(RejectionCache::default()),
             cache_key,
             syncer: None,
+            challenges: Mutex::new(ChallengeStore::default()),
         })
     }
 
@@ -344,8 +365,42 @@ impl SignIn {
         username: &str,
         credential: &str,
     ) -> SignInOutcome {
+        match self
+            .check_credential(context, username, credential, true)
+            .await
+        {
+            Ok(checked) => {
+                if checked.audited {
+                    self.audit(
+                        context,
+                        username,
+                        checked.user.as_ref(),
+                        &checked.outcome,
+                        checked.method,
+                        checked.note,
+                    )
+                    .await;
+                }
+                checked.outcome
+            }
+            Err(outcome) => outcome,
+        }
+    }
+
+    /// [`SignIn::authenticate`] without the audit event, for callers that decide more before
+    /// auditing (the second factor). `Err`: refused or shed before any user was looked up,
+    /// never audited. `clear_throttle`: whether an accepted password forgets the user's
+    /// failures from this source (not while a second factor is still to come, so that wrong
+    /// codes keep counting).
+    pub(super) async fn check_credential(
+        &self,
+        context: &AttemptContext,
+        username: &str,
+        credential: &str,
+        clear_throttle: bool,
+    ) -> Result<Checked, SignInOutcome> {
         if let Err(e) = check_sign_in_name(username) {
-            return self.refuse_name(context, e);
+            return Err(self.refuse_name(context, e));
         }
         let name_key = self.cache_key_for(&username.to_lowercase(), credential);
         let now = self.clock.now();
@@ -360,15 +415,17 @@ impl SignIn {
                 Ok(permit) => Some(permit),
                 Err(_) => {
                     self.log_shedding(username);
-                    return SignInOutcome::Unavailable {
+                    return Err(SignInOutcome::Unavailable {
                         reason: UnavailableReason::Overloaded,
-                    };
+                    });
                 }
             }
         } else {
             None
         };
-        let (outcome, user, cached) = self.decide(context, username, credential).await;
+        let (outcome, user, cached) = self
+            .decide(context, username, credential, clear_throttle)
+            .await;
         let method = match &outcome {
             SignInOutcome::Reject {
                 reason: RejectReason::TapNotSupported,
@@ -388,6 +445,7 @@ impl SignIn {
                 .insert(name_key, *reason, self.clock.now());
         }
         let mut attempts = None;
+        let mut audited = true;
         if let (
             SignInOutcome::Reject {
                 reason: RejectReason::Throttled,
@@ -399,19 +457,20 @@ impl SignIn {
             let key = format!("{}\u{0}{}", user.id, context.throttle_source());
             match self.refusal_audits.note(&key, self.clock.now()) {
                 Some(n) => attempts = Some(n),
-                None => return outcome,
+                None => audited = false,
             }
         }
-        self.audit(
-            context,
-            username,
-            user.as_ref(),
-            &outcome,
+        Ok(Checked {
+            outcome,
+            user,
             method,
-            AuditNote { cached, attempts },
-        )
-        .await;
-        outcome
+            note: AuditNote {
+                cached,
+                attempts,
+                second_factor: None,
+            },
+            audited,
+        })
     }
 
     /// A name refused by [`check_sign_in_name`]: rejected, logged (rate-limited with the
@@ -484,7 +543,7 @@ impl SignIn {
         outcome
     }
 
-    fn count_tap_rejection(&self, context: &AttemptContext, outcome: &SignInOutcome) {
+    pub(super) fn count_tap_rejection(&self, context: &AttemptContext, outcome: &SignInOutcome) {
         if let SignInOutcome::Reject {
             reason: RejectReason::TapNotSupported,
             ..
@@ -517,7 +576,7 @@ impl SignIn {
 
     /// The user a sign-in names and the groups it is in (for an accept's reply attributes and
     /// claims), read together in one store round trip.
-    async fn find_user(
+    pub(super) async fn find_user(
         &self,
         username: &str,
     ) -> Result<Option<(User, Vec<GroupRef>)>, crate::store::StoreError> {
@@ -545,6 +604,7 @@ impl SignIn {
         context: &AttemptContext,
         username: &str,
         credential: &str,
+        clear_throttle: bool,
     ) -> (SignInOutcome, Option<User>, bool) {
         let channel = context.channel;
         let reject = |reason| SignInOutcome::Reject {
@@ -605,10 +665,12 @@ impl SignIn {
 
         match self.check_password(&user, credential).await {
             Ok(PasswordCheck::Valid) => {
-                self.throttle
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .record_success(&throttle_key);
+                if clear_throttle {
+                    self.throttle
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .record_success(&throttle_key);
+                }
                 let outcome = SignInOutcome::Accept {
                     user: user.clone(),
                     groups,
@@ -729,7 +791,7 @@ impl SignIn {
         self.store.tap_for_user(user_id).await
     }
 
-    async fn audit(
+    pub(super) async fn audit(
         &self,
         context: &AttemptContext,
         username: &str,
@@ -754,6 +816,9 @@ impl SignIn {
         }
         if let Some(attempts) = note.attempts {
             details.insert("attempts".into(), json!(attempts));
+        }
+        if let Some(second_factor) = note.second_factor {
+            details.insert("secondFactor".into(), json!(second_factor));
         }
         let event = NewAuditEvent {
             time: self.clock.now(),

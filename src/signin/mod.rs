@@ -2,6 +2,8 @@
 //!
 //! - [`credential`]: the RADIUS and federation decision (directory password accepted, TAP
 //!   refused with its message, never consumed), as [`SignIn`];
+//! - [`second_factor`]: the authenticator-app code after the password for RADIUS clients
+//!   that want one (Access-Challenge State store, append mode);
 //! - [`site`], [`web`], [`passkey_sign_in`], [`registration`]: the registration site's sign-in
 //!   steps (TAP, password, second factor, passkey) and self-service registration, as
 //!   [`SelfService`];
@@ -22,6 +24,7 @@ pub mod outcome;
 pub mod passkey_sign_in;
 pub mod passkeys;
 pub mod registration;
+pub mod second_factor;
 pub mod session;
 pub mod site;
 pub mod throttle;
@@ -33,6 +36,7 @@ pub use credential::{SignIn, SignInSettings, MAX_CREDENTIAL_BYTES, SIGN_IN_ACTIV
 pub use outcome::{
     AttemptContext, RejectReason, SignInChannel, SignInError, SignInOutcome, UnavailableReason,
 };
+pub use second_factor::{SecondFactorOutcome, CHALLENGE_MESSAGE};
 pub use site::{Failure, PasswordDirectory, SelfService, SelfServiceSettings, Source};
 pub use throttle::{AuditAggregator, REFUSAL_AUDIT_INTERVAL};
 

@@ -75,11 +75,23 @@ pub enum RejectReason {
     /// ([`check_sign_in_name`]): refused before any store read, hashing, throttle entry or
     /// audit event.
     NameInvalid,
+    /// The authenticator-app code is not a current code of the user's apps.
+    TotpInvalid,
+    /// The authenticator-app code was used already (each code works once).
+    TotpReplayed,
+    /// The State of a challenge answer is not one tapd issued, was used already, or was
+    /// issued for another user, client or Calling-Station-Id.
+    StateUnknown,
+    /// The State of a challenge answer was issued longer ago than its lifetime.
+    StateExpired,
+    /// The client asks for a second factor and none came: no authenticator app registered
+    /// (`without_second_factor = "reject"`) or, in append mode, no code after the password.
+    SecondFactorMissing,
 }
 
 impl RejectReason {
     /// Every reason, for metric label sets.
-    pub const ALL: [RejectReason; 10] = [
+    pub const ALL: [RejectReason; 15] = [
         RejectReason::UserNotFound,
         RejectReason::AccountDisabled,
         RejectReason::EmptyPassword,
@@ -90,6 +102,11 @@ impl RejectReason {
         RejectReason::BoundIdentityMismatch,
         RejectReason::IdentityConflict,
         RejectReason::NameInvalid,
+        RejectReason::TotpInvalid,
+        RejectReason::TotpReplayed,
+        RejectReason::StateUnknown,
+        RejectReason::StateExpired,
+        RejectReason::SecondFactorMissing,
     ];
 
     /// Stable snake_case reason code; the TAP code depends on the channel.
@@ -105,6 +122,11 @@ impl RejectReason {
             RejectReason::BoundIdentityMismatch => "bound_identity_mismatch",
             RejectReason::IdentityConflict => crate::store::identity::IDENTITY_CONFLICT_REASON,
             RejectReason::NameInvalid => "name_invalid",
+            RejectReason::TotpInvalid => "totp_invalid",
+            RejectReason::TotpReplayed => "totp_replayed",
+            RejectReason::StateUnknown => "state_unknown",
+            RejectReason::StateExpired => "state_expired",
+            RejectReason::SecondFactorMissing => "second_factor_missing",
         }
     }
 }

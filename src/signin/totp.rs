@@ -6,7 +6,12 @@
 //! step either side (RFC 6238 §5.2 allows for clock drift and typing delay), and only for a step
 //! later than the last one accepted, so each code works once (NIST SP 800-63B §5.1.4.2).
 //!
-//! May depend on: `model` (timestamps), hmac/sha1, qrcode, rand.
+//! [`accept_code`] applies that rule to a user's stored apps (the web's second step and the
+//! RADIUS second factor share it): the accepted step is swapped in with a conditional update,
+//! so of two concurrent uses of one code exactly one wins.
+//!
+//! May depend on: `model` (timestamps, methods), `store` (the trait, for [`accept_code`]),
+//! hmac/sha1, qrcode, rand.
 
 use hmac::{Hmac, Mac};
 use rand::RngCore;
@@ -108,21 +113,159 @@ pub fn verify(
     now: Timestamp,
     last_used_step: Option<i64>,
 ) -> Option<i64> {
+    match classify(secret, typed, now, last_used_step) {
+        CodeMatch::Fresh(step) => Some(step),
+        CodeMatch::Used | CodeMatch::NoMatch => None,
+    }
+}
+
+/// What a typed code is, for one secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodeMatch {
+    /// The code of this step, within the window and later than the last one accepted.
+    Fresh(i64),
+    /// The code of a step within the window that was already used (or is older than one
+    /// that was): a replay.
+    Used,
+    /// Not the code of any step within the window (or not six digits).
+    NoMatch,
+}
+
+/// Whether `typed` is a fresh code, a used one or neither ([`verify`] is this, without the
+/// difference between the last two).
+pub fn classify(
+    secret: &[u8],
+    typed: &str,
+    now: Timestamp,
+    last_used_step: Option<i64>,
+) -> CodeMatch {
     let typed: String = typed.chars().filter(|c| !c.is_whitespace()).collect();
-    if typed.len() != DIGITS || !typed.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+    if !looks_like_code(&typed) {
+        return CodeMatch::NoMatch;
     }
     let current = step_at(now);
-    let mut matched = None;
+    let mut fresh = None;
+    let mut used = false;
     for step in (current - DRIFT_STEPS)..=(current + DRIFT_STEPS) {
         let expected = code_at_step(secret, step);
         let equal: bool =
             subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), typed.as_bytes()).into();
-        if equal && last_used_step.is_none_or(|last| step > last) && matched.is_none() {
-            matched = Some(step);
+        if !equal {
+            continue;
+        }
+        if last_used_step.is_none_or(|last| step > last) {
+            if fresh.is_none() {
+                fresh = Some(step);
+            }
+        } else {
+            used = true;
         }
     }
-    matched
+    match (fresh, used) {
+        (Some(step), _) => CodeMatch::Fresh(step),
+        (None, true) => CodeMatch::Used,
+        (None, false) => CodeMatch::NoMatch,
+    }
+}
+
+/// Whether `typed` (spaces ignored) has the shape of a code: [`DIGITS`] ASCII digits.
+pub fn looks_like_code(typed: &str) -> bool {
+    let mut digits = 0;
+    for c in typed.chars().filter(|c| !c.is_whitespace()) {
+        if !c.is_ascii_digit() {
+            return false;
+        }
+        digits += 1;
+    }
+    digits == DIGITS
+}
+
+/// What [`accept_code`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppCode {
+    /// A fresh code of one of the user's apps; it is now marked used.
+    Accepted,
+    /// A code of one of the user's apps that was used already (or lost the race to a
+    /// concurrent use of the same code).
+    Replayed,
+    /// Not a current code of any of the user's apps.
+    Invalid,
+    /// The user has no authenticator app.
+    NoApp,
+}
+
+/// Checks `code` against every authenticator app `user_id` registered and marks a fresh code
+/// used (the accepted step swapped in atomically, so each code works once, whichever channel
+/// presents it). An app whose stored data can't be read is logged and skipped.
+pub async fn accept_code(
+    store: &dyn crate::store::Store,
+    user_id: &str,
+    code: &str,
+    now: Timestamp,
+) -> Result<AppCode, crate::store::StoreError> {
+    let mut found = AppCode::NoApp;
+    for method in store.methods(user_id).await? {
+        if method.kind != crate::model::MethodKind::SoftwareOath {
+            continue;
+        }
+        if found == AppCode::NoApp {
+            found = AppCode::Invalid;
+        }
+        let Some((mut stored, secret)) = read_app(&method) else {
+            continue;
+        };
+        match classify(&secret, code, now, stored.last_used_step) {
+            CodeMatch::Fresh(step) => {
+                stored.last_used_step = Some(step);
+                let Ok(updated) = serde_json::to_string(&stored) else {
+                    continue;
+                };
+                // Only one of two concurrent uses of the same code wins the swap.
+                return Ok(
+                    if store
+                        .swap_method_data(&method.id, &method.data, &updated)
+                        .await?
+                    {
+                        AppCode::Accepted
+                    } else {
+                        AppCode::Replayed
+                    },
+                );
+            }
+            CodeMatch::Used => found = AppCode::Replayed,
+            CodeMatch::NoMatch => {}
+        }
+    }
+    Ok(found)
+}
+
+/// Whether `user_id` has at least one authenticator app.
+pub async fn has_app(
+    store: &dyn crate::store::Store,
+    user_id: &str,
+) -> Result<bool, crate::store::StoreError> {
+    Ok(store
+        .methods(user_id)
+        .await?
+        .iter()
+        .any(|m| m.kind == crate::model::MethodKind::SoftwareOath))
+}
+
+fn read_app(method: &crate::model::RegisteredMethod) -> Option<(StoredTotp, Zeroizing<Vec<u8>>)> {
+    let stored = match serde_json::from_str::<StoredTotp>(&method.data) {
+        Ok(stored) => stored,
+        Err(e) => {
+            log::error!("authenticator app {} is unreadable: {e}", method.id);
+            return None;
+        }
+    };
+    match stored.secret_bytes() {
+        Ok(secret) => Some((stored, secret)),
+        Err(e) => {
+            log::error!("authenticator app {} is unreadable: {e}", method.id);
+            None
+        }
+    }
 }
 
 /// Percent-encodes everything but unreserved characters (RFC 3986 §2.3).

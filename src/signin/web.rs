@@ -36,11 +36,11 @@ use super::session::{
     hash_id, is_token, random_token, REGISTRATION_WINDOW, SECOND_FACTOR_WINDOW, SESSION_LIFETIME,
 };
 use super::site::{activity, method_name, Failure, SelfService, Source};
-use super::totp::{self, StoredTotp};
+use super::totp;
 use crate::directory::PasswordCheck;
 use crate::model::{
-    AuditResult, Channel, Group, MethodKind, NewAuditEvent, StoredTap, Timestamp, User,
-    WebAuthMethod, WebSession,
+    AuditResult, Channel, Group, NewAuditEvent, StoredTap, Timestamp, User, WebAuthMethod,
+    WebSession,
 };
 use crate::policy::{self, SignInFailure, UsabilityReason};
 use crate::service::TapDetails;
@@ -595,7 +595,8 @@ impl SelfService {
         .await
     }
 
-    /// Whether `code` is a fresh code of one of the user's authenticator apps; marks it used.
+    /// Whether `code` is a fresh code of one of the user's authenticator apps; marks it used
+    /// (the rule RADIUS shares: [`totp::accept_code`]).
     pub(super) async fn accept_app_code(
         &self,
         user: &User,
@@ -603,32 +604,8 @@ impl SelfService {
         now: Timestamp,
     ) -> Result<bool, Failure> {
         let store = self.service.store();
-        for method in store.methods(&user.id).await? {
-            if method.kind != MethodKind::SoftwareOath {
-                continue;
-            }
-            let Ok(mut stored) = serde_json::from_str::<StoredTotp>(&method.data) else {
-                log::error!(
-                    "authenticator app {} of {} is unreadable",
-                    method.id,
-                    user.id
-                );
-                continue;
-            };
-            let secret = stored
-                .secret_bytes()
-                .map_err(|e| Failure::Internal(e.to_string()))?;
-            if let Some(step) = totp::verify(&secret, code, now, stored.last_used_step) {
-                stored.last_used_step = Some(step);
-                let updated =
-                    serde_json::to_string(&stored).map_err(|e| Failure::Internal(e.to_string()))?;
-                // Only one of two concurrent uses of the same code wins the swap.
-                return Ok(store
-                    .swap_method_data(&method.id, &method.data, &updated)
-                    .await?);
-            }
-        }
-        Ok(false)
+        let found = totp::accept_code(store.as_ref(), &user.id, code, now).await?;
+        Ok(found == totp::AppCode::Accepted)
     }
 
     /// Replaces a pending session by a full one (a new id: privileges changed).

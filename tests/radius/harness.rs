@@ -59,6 +59,13 @@ pub struct Options {
     pub extra: String,
     /// Extra entries appended to a copy of the demo directory.
     pub ldif: String,
+    /// Extra lines in `[radius]`.
+    pub radius: String,
+    /// Extra lines in the `test-nas` client's `[[radius.clients]]` entry.
+    pub client: String,
+    /// Sync from and check passwords against this LDAP server (`ldap://…`, the kit's slapd
+    /// loaded with the demo directory) instead of the LDIF file.
+    pub ldap_url: Option<String>,
 }
 
 impl Default for Options {
@@ -72,6 +79,9 @@ impl Default for Options {
             admin: String::new(),
             extra: String::new(),
             ldif: String::new(),
+            radius: String::new(),
+            client: String::new(),
+            ldap_url: None,
         }
     }
 }
@@ -89,45 +99,15 @@ impl Tapd {
             "these tests administer tapd as root (the break-glass administrator); run them as root, e.g. scripts/test.sh"
         );
         let dir = tempfile::tempdir().unwrap();
-        let mut ldif = demo_ldif();
-        if !options.ldif.is_empty() {
-            let mut contents = std::fs::read_to_string(&ldif).unwrap();
-            contents.push('\n');
-            contents.push_str(&options.ldif);
-            ldif = dir.path().join("directory.ldif");
-            std::fs::write(&ldif, contents).unwrap();
-        }
-        write_private(&dir.path().join("radius.secret"), RADIUS_SECRET);
-        write_private(&dir.path().join("federation.token"), FEDERATION_TOKEN);
-        let config = ConfigFile::new()
-            .store("sqlite:state/tapd.db")
-            .ldif_directory(&ldif, "dc=example,dc=org")
-            .string("admin", "socket", "state/admin.sock")
-            .lines("admin", &options.admin)
-            .radius_on_loopback(options.radius_reject_delay)
-            .radius_client("test-nas", "127.0.0.1", Path::new("radius.secret"))
-            .entry(
-                "radius.reply_attributes",
-                "group = \"engineering\"\nclass = \"eng-class\"\nfilter_id = \"eng-acl\"",
-            )
-            .web_on_loopback(PUBLIC_URL)
-            .lines("web", &options.web)
-            .string(
-                "federation",
-                "reject_delay",
-                options.federation_reject_delay,
-            )
-            .lines("federation", &options.federation)
-            .string("audit", "sign_in_flush", options.sign_in_flush)
-            .entry(
-                "federation.relying_parties",
-                "name = \"test-idp\"\ntoken_file = \"federation.token\"",
-            )
-            .log_to_stderr()
-            .metrics_on_loopback()
-            .raw(&options.extra);
+        let config = fixture_config(dir.path(), &options);
         let own_federation_listener = options.federation.contains("listen");
         config.write(&dir.path().join("tapd.toml"));
+        if options.ldap_url.is_some() {
+            write_private(
+                &dir.path().join("ldap.secret"),
+                crate::support::slapd::ROOT_PASSWORD,
+            );
+        }
 
         let mut launch = Launch::new(dir)
             .listener("RADIUS")
@@ -145,6 +125,16 @@ impl Tapd {
             federation: own_federation_listener.then(|| daemon.addr("federation")),
             daemon,
         }
+    }
+
+    /// Rewrites the config from `options` and reloads it (SIGHUP), waiting for the reload.
+    pub fn reconfigure(&mut self, options: &Options) {
+        fixture_config(self.dir(), options).write(&self.dir().join("tapd.toml"));
+        let from = self.daemon.log_len();
+        self.hang_up();
+        self.daemon.wait_for_log_from(from, "the reload", |line| {
+            line.contains("configuration reloaded from")
+        });
     }
 
     /// The log so far.
@@ -234,10 +224,69 @@ impl Tapd {
     }
 }
 
+/// The fixture's config in `dir` with `options` (a copy of the demo directory with
+/// `options.ldif` is written there when needed).
+fn fixture_config(dir: &Path, options: &Options) -> ConfigFile {
+    let mut ldif = demo_ldif();
+    if !options.ldif.is_empty() {
+        let mut contents = std::fs::read_to_string(&ldif).unwrap();
+        contents.push('\n');
+        contents.push_str(&options.ldif);
+        ldif = dir.join("directory.ldif");
+        std::fs::write(&ldif, contents).unwrap();
+    }
+    write_private(&dir.join("radius.secret"), RADIUS_SECRET);
+    write_private(&dir.join("federation.token"), FEDERATION_TOKEN);
+    let config = ConfigFile::new().store("sqlite:state/tapd.db");
+    let config = match &options.ldap_url {
+        None => config.ldif_directory(&ldif, "dc=example,dc=org"),
+        Some(url) => config
+            .string("directory", "url", url)
+            .string("directory", "preset", "openldap")
+            .string("directory", "base_dn", crate::support::slapd::BASE_DN)
+            .string("directory", "bind_dn", crate::support::slapd::ROOT_DN)
+            .string("directory", "bind_password_file", "ldap.secret")
+            .string("directory", "connect_timeout", "2s")
+            .string("directory", "operation_timeout", "2s")
+            .string("directory", "sync_interval", "1h")
+            .string("directory", "incremental_interval", "0s"),
+    };
+    let client = format!(
+        "name = \"test-nas\"\naddress = \"127.0.0.1\"\nsecret_file = \"radius.secret\"\n{}",
+        options.client
+    );
+    config
+        .string("admin", "socket", "state/admin.sock")
+        .lines("admin", &options.admin)
+        .radius_on_loopback(options.radius_reject_delay)
+        .lines("radius", &options.radius)
+        .entry("radius.clients", &client)
+        .entry(
+            "radius.reply_attributes",
+            "group = \"engineering\"\nclass = \"eng-class\"\nfilter_id = \"eng-acl\"",
+        )
+        .web_on_loopback(PUBLIC_URL)
+        .lines("web", &options.web)
+        .string(
+            "federation",
+            "reject_delay",
+            options.federation_reject_delay,
+        )
+        .lines("federation", &options.federation)
+        .string("audit", "sign_in_flush", options.sign_in_flush)
+        .entry(
+            "federation.relying_parties",
+            "name = \"test-idp\"\ntoken_file = \"federation.token\"",
+        )
+        .log_to_stderr()
+        .metrics_on_loopback()
+        .raw(&options.extra)
+}
+
 /// What `radclient` saw.
 #[derive(Debug)]
 pub struct RadclientResult {
-    /// `Access-Accept`, `Access-Reject`, or `None` when no reply came.
+    /// `Access-Accept`, `Access-Reject`, `Access-Challenge`, or `None` when no reply came.
     pub reply: Option<String>,
     /// Its whole output, for assertions on attributes and for failure messages.
     pub output: String,
@@ -253,6 +302,16 @@ impl RadclientResult {
             .map(|value| value.trim_matches('"').replace("\\'", "'"))
             .collect();
         (!parts.is_empty()).then(|| parts.concat())
+    }
+
+    /// The value of the received attribute `name` as radclient prints it (`0x…` for octets).
+    pub fn attribute(&self, name: &str) -> Option<String> {
+        let received = self.output.split("Received ").nth(1)?;
+        received.lines().find_map(|line| {
+            line.trim()
+                .strip_prefix(&format!("{name} = "))
+                .map(|value| value.trim_matches('"').to_owned())
+        })
     }
 }
 
@@ -287,7 +346,7 @@ pub fn radclient(
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    let reply = ["Access-Accept", "Access-Reject"]
+    let reply = ["Access-Accept", "Access-Reject", "Access-Challenge"]
         .into_iter()
         .find(|code| text.contains(&format!("Received {code}")))
         .map(str::to_owned);

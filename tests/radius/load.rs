@@ -27,6 +27,8 @@ fn the_load_generator_gets_accepts_and_rejects_from_tapd_without_timeouts() {
             max_requests: Some(300),
             timeout: Duration::from_secs(5),
             credentials,
+            two_leg: false,
+            source: None,
         }))
         .unwrap();
     assert!(report.accepts > 0, "{report:?}");

@@ -14,6 +14,7 @@ mod load;
 mod load_engine;
 mod metrics;
 mod reload;
+mod second_factor;
 mod slow_clients;
 #[path = "../support/mod.rs"]
 mod support;
@@ -234,7 +235,7 @@ pub(crate) fn access_request(
 
 /// [`access_request`] with `extra` attributes (already encoded) before the
 /// Message-Authenticator.
-fn access_request_with(
+pub(crate) fn access_request_with(
     identifier: u8,
     authenticator: [u8; 16],
     user: &str,

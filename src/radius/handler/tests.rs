@@ -46,6 +46,8 @@ fn settings(unavailable: DirectoryUnavailable) -> RadiusSettings {
         }],
         directory_unavailable: unavailable,
         reject_delay: Duration::ZERO,
+        second_factors: Default::default(),
+        challenge_lifetime: Duration::from_secs(120),
         reply_attributes: vec![
             ReplyAttributeRule {
                 group: "cn=engineering,ou=groups,dc=example,dc=org".into(),
