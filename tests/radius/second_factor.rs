@@ -231,8 +231,8 @@ fn legs(tapd: &Tapd, upn: &str) -> Vec<(String, String, String)> {
             (
                 e["result"].as_str().unwrap_or("-").to_owned(),
                 e["reasonCode"].as_str().unwrap_or("-").to_owned(),
-                e["additionalDetails"]["authenticationMethod"]
-                    .as_str()
+                e.pointer("/authenticationDetails/0/authenticationMethod")
+                    .and_then(serde_json::Value::as_str)
                     .unwrap_or("-")
                     .to_owned(),
             )
@@ -567,7 +567,7 @@ fn retransmissions_of_both_legs_get_their_cached_replies_and_a_state_is_bound_to
     assert_eq!(refused[0], 3, "Access-Reject");
     let events = tapd.sign_ins("bob@example.org");
     assert_eq!(events[0]["reasonCode"], "state_unknown", "{events:#?}");
-    assert_eq!(events[0]["initiatedBy"], "RADIUS client other-nas");
+    assert_eq!(events[0]["appDisplayName"], "RADIUS client other-nas");
 
     // Retransmissions of both legs.
     let first = crate::access_request(3, *b"first-leg-bob-01", "bob", "bob-demo-pw");
