@@ -2064,12 +2064,12 @@ async fn postgres_refuses_a_newer_or_foreign_schema() {
         .unwrap();
     tokio::spawn(connection);
     client
-        .batch_execute("INSERT INTO schema_migrations (version, name) VALUES (6, '0006_future')")
+        .batch_execute("INSERT INTO schema_migrations (version, name) VALUES (8, '0008_future')")
         .await
         .unwrap();
     match PostgresStore::open(&PostgresSettings::new(url.clone())).await {
         Err(StoreError::SchemaTooNew { found, supported }) => {
-            assert_eq!((found, supported), (6, 5));
+            assert_eq!((found, supported), (8, 7));
         }
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
@@ -2817,14 +2817,17 @@ async fn audit_chain_migration_links_existing_rows(backend: Backend) {
             raw.execute(
                 "DROP INDEX audit_seq; ALTER TABLE audit DROP COLUMN seq; \
                  ALTER TABLE audit DROP COLUMN prev_hash; DROP TABLE audit_chain; \
-                 PRAGMA user_version = 5;",
+                 DROP TABLE onboarding_grants; DROP TABLE outbox; \
+                 ALTER TABLE taps DROP COLUMN code_length; PRAGMA user_version = 5;",
             )
             .await
         }
         Raw::Postgres { .. } => {
             raw.execute(
                 "ALTER TABLE audit DROP COLUMN seq, DROP COLUMN prev_hash; \
-                 DROP TABLE audit_chain; DELETE FROM schema_migrations WHERE version = 5;",
+                 DROP TABLE audit_chain; DROP TABLE onboarding_grants; DROP TABLE outbox; \
+                 ALTER TABLE taps DROP COLUMN code_length; \
+                 DELETE FROM schema_migrations WHERE version >= 5;",
             )
             .await
         }

@@ -1,4 +1,4 @@
--- tapd schema version 5: the onboarding outbox (as SQLite's version 6).
+-- tapd schema version 6: the onboarding outbox (as SQLite's version 7).
 --
 -- Each row is one message carrying a TAP's code to a mailbox. The code is kept only sealed
 -- (sealed_code, under the store's secrets key, bound to the row's id) and only while the

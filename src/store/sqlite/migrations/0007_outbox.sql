@@ -1,4 +1,4 @@
--- tapd schema version 6: the onboarding outbox.
+-- tapd schema version 7: the onboarding outbox.
 --
 -- Each row is one message carrying a TAP's code to a mailbox. The code is kept only sealed
 -- (sealed_code, under the store's secrets key, bound to the row's id) and only while the
