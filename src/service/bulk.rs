@@ -266,35 +266,15 @@ impl AdminSession {
         let terms = policy::creation_terms(current_policy, &checked.request, now)
             .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
         let user = &checked.user;
-        let tap = StoredTap {
-            id: uuid::Uuid::new_v4().to_string(),
-            user_id: user.id.clone(),
+        let (tap, mail) = tap_and_mail(
+            user,
+            &terms,
+            code,
             code_hash,
-            created: now,
-            start: terms.start.trunc_subsecs(6),
-            lifetime_in_minutes: terms.lifetime_in_minutes,
-            is_usable_once: terms.is_usable_once,
-            used_at: None,
-            code_length: u32::try_from(code.len()).ok(),
-        };
-        let mail = OutboxMail {
-            id: uuid::Uuid::new_v4().to_string(),
-            tap_id: tap.id.clone(),
-            user_id: user.id.clone(),
-            user_principal_name: user.user_principal_name.clone(),
-            display_name: user.display_name.clone(),
-            recipient: checked.recipient.clone(),
-            tap_start: tap.start,
-            tap_expires: tap.expires(),
-            one_time: tap.is_usable_once,
-            origin: format!("bulk by {}", self.actor_name),
-            created: now,
-            state: MailState::Queued,
-            attempts: 0,
-            next_attempt: now,
-            last_error: None,
-            finished: None,
-        };
+            now,
+            checked.recipient.clone(),
+            format!("bulk by {}", self.actor_name),
+        );
         let event = self.event(
             activity::TAP_CREATED,
             Some(&user.user_principal_name),
@@ -374,4 +354,48 @@ impl AdminSession {
             .mails(limit.clamp(1, MAX_BULK_ROWS as u32))
             .await?)
     }
+}
+
+/// A new TAP for `user` on `terms` (its code `code`, hashed as `code_hash`) and the queued
+/// message that carries the code to `recipient`; `origin` says who asked, for the status list.
+/// Bulk issuance and onboarding rules both write exactly this pair.
+pub(super) fn tap_and_mail(
+    user: &User,
+    terms: &policy::TapTerms,
+    code: &str,
+    code_hash: String,
+    now: Timestamp,
+    recipient: String,
+    origin: String,
+) -> (StoredTap, OutboxMail) {
+    let tap = StoredTap {
+        id: uuid::Uuid::new_v4().to_string(),
+        user_id: user.id.clone(),
+        code_hash,
+        created: now,
+        start: terms.start.trunc_subsecs(6),
+        lifetime_in_minutes: terms.lifetime_in_minutes,
+        is_usable_once: terms.is_usable_once,
+        used_at: None,
+        code_length: u32::try_from(code.len()).ok(),
+    };
+    let mail = OutboxMail {
+        id: uuid::Uuid::new_v4().to_string(),
+        tap_id: tap.id.clone(),
+        user_id: user.id.clone(),
+        user_principal_name: user.user_principal_name.clone(),
+        display_name: user.display_name.clone(),
+        recipient,
+        tap_start: tap.start,
+        tap_expires: tap.expires(),
+        one_time: tap.is_usable_once,
+        origin,
+        created: now,
+        state: MailState::Queued,
+        attempts: 0,
+        next_attempt: now,
+        last_error: None,
+        finished: None,
+    };
+    (tap, mail)
 }

@@ -15,9 +15,7 @@ use super::{activity, Result, TapService};
 use crate::config::OnboardingRule;
 use crate::logging::ErrorChain;
 use crate::metrics::{StoreOperation, TapIssueChannel};
-use crate::model::{
-    AuditResult, Channel, MailState, NewAuditEvent, OutboxMail, StoredTap, Timestamp, User,
-};
+use crate::model::{AuditResult, Channel, NewAuditEvent, Timestamp, User};
 use crate::policy::{self, CreateTapRequest};
 use crate::tapcode;
 
@@ -144,35 +142,15 @@ impl TapService {
         };
         let code = tapcode::generate(current_policy.default_length);
         let code_hash = self.hasher.hash(code.clone()).await?;
-        let tap = StoredTap {
-            id: uuid::Uuid::new_v4().to_string(),
-            user_id: user.id.clone(),
+        let (tap, mail) = super::bulk::tap_and_mail(
+            user,
+            &terms,
+            &code,
             code_hash,
-            created: now,
-            start: terms.start.trunc_subsecs(6),
-            lifetime_in_minutes: terms.lifetime_in_minutes,
-            is_usable_once: terms.is_usable_once,
-            used_at: None,
-            code_length: u32::try_from(code.len()).ok(),
-        };
-        let mail = OutboxMail {
-            id: uuid::Uuid::new_v4().to_string(),
-            tap_id: tap.id.clone(),
-            user_id: user.id.clone(),
-            user_principal_name: user.user_principal_name.clone(),
-            display_name: user.display_name.clone(),
-            recipient: rule.recipient.clone(),
-            tap_start: tap.start,
-            tap_expires: tap.expires(),
-            one_time: tap.is_usable_once,
-            origin: format!("rule {}", rule.name),
-            created: now,
-            state: MailState::Queued,
-            attempts: 0,
-            next_attempt: now,
-            last_error: None,
-            finished: None,
-        };
+            now,
+            rule.recipient.clone(),
+            format!("rule {}", rule.name),
+        );
         let event = NewAuditEvent {
             time: now,
             actor: format!("tapd (onboarding rule {})", rule.name),
