@@ -428,6 +428,38 @@ pub fn check_prefix(after: &ChainHead, rows: &[ChainRow]) -> Result<(), ChainBre
     rows.iter().cloned().try_for_each(|row| walker.step(row))
 }
 
+/// Whether `prefix` (the events about to be pruned, in order) may go, on either backend: the
+/// current checkpoint `previous`, when a key is there to check it, must carry its signature,
+/// and `prefix` must link up after it (or after genesis). Pruning never signs over a forgery or
+/// a broken chain.
+pub fn check_prune(
+    previous: Option<&Checkpoint>,
+    sealer: Option<&crate::store::seal::Sealer>,
+    prefix: &[ChainRow],
+) -> Result<(), StoreError> {
+    let after = previous
+        .map(|cp| ChainHead {
+            seq: cp.seq,
+            hash: cp.hash.clone(),
+        })
+        .unwrap_or_default();
+    if let (Some(cp), Some(sealer)) = (previous, sealer) {
+        let message = Checkpoint::message(cp.seq, &cp.hash, cp.count);
+        if !sealer.checkpoint_signature_holds(&message, &cp.key_id, &cp.mac) {
+            return Err(StoreError::corrupt(
+                "audit retention refuses to prune: the retention checkpoint's signature does \
+                 not verify (forged or altered)",
+            ));
+        }
+    }
+    check_prefix(&after, prefix).map_err(|broken| {
+        StoreError::corrupt(format!(
+            "audit retention refuses to prune a broken chain: at sequence {}: {}",
+            broken.sequence, broken.problem
+        ))
+    })
+}
+
 /// Writes the chain head to the log (and so the journal: fields `AUDIT_CHAIN_SEQ`,
 /// `AUDIT_CHAIN_HASH`).
 pub async fn log_head(store: &dyn Store) {

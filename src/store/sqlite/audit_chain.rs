@@ -251,28 +251,7 @@ pub(super) fn prune(
         return Ok(0);
     };
     let previous = checkpoint(tx)?;
-    let after = previous
-        .as_ref()
-        .map(|cp| ChainHead {
-            seq: cp.seq,
-            hash: cp.hash.clone(),
-        })
-        .unwrap_or_default();
-    if let (Some(cp), Some(sealer)) = (&previous, sealer) {
-        let message = Checkpoint::message(cp.seq, &cp.hash, cp.count);
-        if !sealer.checkpoint_signature_holds(&message, &cp.key_id, &cp.mac) {
-            return Err(StoreError::corrupt(
-                "audit retention refuses to prune: the retention checkpoint's signature does \
-                 not verify (forged or altered)",
-            ));
-        }
-    }
-    if let Err(broken) = chain::check_prefix(&after, &prefix) {
-        return Err(StoreError::corrupt(format!(
-            "audit retention refuses to prune a broken chain: at sequence {}: {}",
-            broken.sequence, broken.problem
-        )));
-    }
+    chain::check_prune(previous.as_ref(), sealer, &prefix)?;
     let deleted = tx
         .prepare_cached("DELETE FROM audit WHERE seq <= ?1")
         .and_then(|mut stmt| stmt.execute([last.seq]))
