@@ -16,6 +16,8 @@
 #[path = "support/mod.rs"]
 mod support;
 
+use support::http::form_encode;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -204,25 +206,6 @@ fn message_of<'a>(status: &'a [Value], user: &str) -> &'a Value {
                 .is_some_and(|u| u.starts_with(user))
         })
         .unwrap_or_else(|| panic!("no message for {user}: {status:#?}"))
-}
-
-fn form_encode(pairs: &[(&str, &str)]) -> String {
-    let enc = |s: &str| {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-                    char::from(b).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect::<String>()
-    };
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
-        .collect::<Vec<_>>()
-        .join("&")
 }
 
 /// The web's TAP sign-in with `code`, as a browser would post it.

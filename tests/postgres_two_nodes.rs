@@ -26,7 +26,9 @@
 
 #[path = "support/mod.rs"]
 mod support;
+
 use support::audit;
+use support::http::form_encode;
 use support::postgres as postgres_cluster;
 
 use std::io::Write;
@@ -229,25 +231,6 @@ fn radius_reply(server: SocketAddr, user: &str, password: &str) -> Option<String
         .into_iter()
         .find(|code| text.contains(&format!("Received {code}")))
         .map(str::to_owned)
-}
-
-fn form_encode(pairs: &[(&str, &str)]) -> String {
-    let enc = |s: &str| {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-                    char::from(b).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect::<String>()
-    };
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
-        .collect::<Vec<_>>()
-        .join("&")
 }
 
 /// GET `/` for a CSRF cookie (plain-HTTP public URL: `tapd-csrf`).

@@ -55,3 +55,24 @@ where
 pub async fn http(addr: SocketAddr, request: Request<Full<Bytes>>) -> Answer {
     send(TcpStream::connect(addr).await.unwrap(), request).await
 }
+
+/// `application/x-www-form-urlencoded` body of `pairs` (every byte but RFC 3986's unreserved
+/// ones percent-encoded), as a browser posts a form.
+pub fn form_encode(pairs: &[(&str, &str)]) -> String {
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect::<String>()
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}

@@ -3,6 +3,7 @@
 //! cookie-keeping browser, and a fixture that runs the real `tapd` binary through the test kit
 //! (`tests/support`).
 
+pub use crate::support::http::form_encode;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -213,26 +214,6 @@ fn attribute_after(body: &str, marker: &str) -> Option<String> {
     let start = body.find(marker)? + marker.len();
     let end = body[start..].find('"')?;
     Some(body[start..start + end].to_owned())
-}
-
-/// Percent-encodes a form value.
-pub fn form_encode(pairs: &[(&str, &str)]) -> String {
-    let enc = |s: &str| {
-        let mut out = String::new();
-        for b in s.bytes() {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-                out.push(char::from(b));
-            } else {
-                out.push_str(&format!("%{b:02X}"));
-            }
-        }
-        out
-    };
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
-        .collect::<Vec<_>>()
-        .join("&")
 }
 
 /// A cookie-keeping client of an in-process router.
