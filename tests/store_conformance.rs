@@ -163,10 +163,18 @@ async fn sqlite_backend() -> Backend {
     }
 }
 
-/// PostgreSQL: a fresh database in the shared test cluster.
+/// PostgreSQL: a fresh database in the shared test cluster, copied from one the store's
+/// migrations ran on once (the migrations themselves are tested on empty databases below).
 async fn postgres_backend() -> Backend {
     let cluster = PostgresCluster::shared();
-    let url = cluster.create_database().await;
+    let url = cluster
+        .create_database_from_template(|url| async move {
+            let store = PostgresStore::open(&PostgresSettings::new(url))
+                .await
+                .unwrap();
+            drop(store);
+        })
+        .await;
     let store = PostgresStore::open(&PostgresSettings::new(url.clone()))
         .await
         .unwrap()
