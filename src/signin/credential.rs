@@ -56,7 +56,6 @@
 //! May depend on: `model`, `policy` (messages), `store` and `directory` (traits), `tapcode`,
 //! `clock`, `audit`, `metrics`, `sync` (to request a sync). Knows nothing about RADIUS packets or HTTP.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -73,7 +72,7 @@ use crate::group_ref::{GroupIndex, SharedGroupIndex};
 use crate::metrics::{LdapBindResult, Metrics, TapRejection};
 #[cfg(test)]
 use crate::model::Channel;
-use crate::model::{AuditResult, GroupRef, NewAuditEvent, StoredTap, Timestamp, User};
+use crate::model::{AuditResult, GroupRef, NewAuditEvent, StoredTap, User};
 use crate::policy::{LENGTH_MAX, LENGTH_MIN};
 use crate::store::Store;
 use crate::sync::Syncer;
@@ -91,6 +90,13 @@ use super::throttle::{AuditAggregator, FailureThrottle};
 use super::MAX_NAME_BYTES;
 use super::{check_sign_in_name, NameError};
 
+mod rejection_cache;
+mod settings;
+
+use rejection_cache::RejectionCache;
+pub(super) use rejection_cache::REJECTION_CACHE_ENTRIES;
+pub use settings::SignInSettings;
+
 /// The audit activity of every RADIUS and federation sign-in attempt.
 pub const SIGN_IN_ACTIVITY: &str = crate::service::activity::SIGN_IN;
 
@@ -99,12 +105,6 @@ pub const MAX_CREDENTIAL_BYTES: usize = 1024;
 
 /// Longest presented user name recorded in audit as given (longer ones are cut).
 const MAX_AUDITED_NAME_CHARS: usize = 128;
-
-/// How long a rejected (user, credential) pair is remembered.
-const REJECTION_CACHE_TTL: Duration = Duration::from_secs(120);
-
-/// Most remembered rejections; the oldest go first.
-pub(super) const REJECTION_CACHE_ENTRIES: usize = 10_000;
 
 /// Quoted in TAP rejections when no `web.public_url` is configured.
 /// Repeats of a recently rejected (name, credential) pair decided at once; more are shed
@@ -118,89 +118,8 @@ const SHED_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 const UNKNOWN_PUBLIC_URL: &str = "the web registration page";
 
-/// Reloadable settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SignInSettings {
-    /// The web page's public URL, quoted in TAP rejections; empty when none is configured.
-    pub public_url: String,
-    /// Failures within `failure_window` that throttle a user (≥ 1).
-    pub max_failures: u32,
-    /// Window in which failures are counted.
-    pub failure_window: Duration,
-    /// How long a throttled user is rejected without a directory check.
-    pub cooldown: Duration,
-}
-
-impl Default for SignInSettings {
-    fn default() -> Self {
-        SignInSettings {
-            public_url: String::new(),
-            max_failures: 5,
-            failure_window: Duration::from_secs(300),
-            cooldown: Duration::from_secs(60),
-        }
-    }
-}
-
-impl SignInSettings {
-    pub(super) fn check(&self) -> Result<(), SignInError> {
-        if self.max_failures == 0 {
-            return Err(SignInError::BadSetting("max_failures must be ≥ 1".into()));
-        }
-        if self.failure_window.is_zero() || self.cooldown.is_zero() {
-            return Err(SignInError::BadSetting(
-                "failure_window and cooldown must be longer than zero".into(),
-            ));
-        }
-        Ok(())
-    }
-}
-
 pub(super) fn chrono_duration(duration: Duration) -> chrono::Duration {
     chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
-}
-
-/// Recently rejected (user, credential) pairs, keyed by an HMAC with a per-process random
-/// key so that the credential itself is never kept. Pure: `now` is a parameter.
-#[derive(Debug, Default)]
-struct RejectionCache {
-    entries: HashMap<[u8; 32], (RejectReason, Timestamp)>,
-    order: VecDeque<([u8; 32], Timestamp)>,
-}
-
-impl RejectionCache {
-    fn lookup(&mut self, key: &[u8; 32], now: Timestamp) -> Option<RejectReason> {
-        self.purge(now);
-        self.entries
-            .get(key)
-            .filter(|(_, expires)| now < *expires)
-            .map(|(reason, _)| *reason)
-    }
-
-    fn insert(&mut self, key: [u8; 32], reason: RejectReason, now: Timestamp) {
-        self.purge(now);
-        while self.entries.len() >= REJECTION_CACHE_ENTRIES {
-            let Some((oldest, _)) = self.order.pop_front() else {
-                break;
-            };
-            self.entries.remove(&oldest);
-        }
-        let expires = now + chrono_duration(REJECTION_CACHE_TTL);
-        self.entries.insert(key, (reason, expires));
-        self.order.push_back((key, expires));
-    }
-
-    fn purge(&mut self, now: Timestamp) {
-        while let Some((key, expires)) = self.order.front().copied() {
-            if now < expires {
-                break;
-            }
-            self.order.pop_front();
-            if self.entries.get(&key).is_some_and(|(_, e)| *e == expires) {
-                self.entries.remove(&key);
-            }
-        }
-    }
 }
 
 /// A credential checked by [`SignIn::check_credential`], before its audit event.

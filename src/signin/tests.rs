@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use super::*;
 use crate::clock::ManualClock;
 use crate::directory::fake::FakeDirectory;
-use crate::model::{AuditFilter, Group, StoredTap};
+use crate::model::{AuditFilter, Group, StoredTap, Timestamp};
 use crate::store::sqlite::SqliteStore;
 use crate::store::SyncPlan;
 
