@@ -70,17 +70,18 @@ impl Site {
     /// [`Site::new`] believing `X-Forwarded-For` from `trusted_proxies` (CIDRs).
     pub async fn with_trusted_proxies(trusted_proxies: &[&str]) -> Site {
         let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(t0()));
         let store = Arc::new(
             SqliteStore::open(&dir.path().join("tapd.db"), DEFAULT_BUSY_TIMEOUT)
                 .await
-                .unwrap(),
+                .unwrap()
+                .with_clock(clock.clone()),
         );
         let directory = Arc::new(
             LdifDirectory::open(demo_ldif())
                 .unwrap()
                 .with_base_dn("dc=example,dc=org"),
         );
-        let clock = Arc::new(ManualClock::new(t0()));
         let service = Arc::new(TapService::new(
             store,
             directory.clone(),
