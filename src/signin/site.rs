@@ -12,11 +12,12 @@ use std::sync::Arc;
 
 use crate::config::PublicUrl;
 use crate::directory::DirectorySource;
-use crate::model::{RegisteredMethod, User};
+use crate::model::RegisteredMethod;
 use crate::service::TapService;
 
 use super::passkeys::{self, PasskeyError, Passkeys};
 use super::throttle::{Throttle, ThrottleSettings};
+use super::web::Current;
 
 /// The directory the sign-in service checks passwords against. Front ends receive it from the
 /// daemon and hand it over untouched.
@@ -173,8 +174,8 @@ impl SelfService {
         &self.throttle
     }
 
-    /// The methods `user` has registered.
-    pub async fn methods_of(&self, user: &User) -> Result<Vec<RegisteredMethod>, Failure> {
-        Ok(self.service.store().methods(&user.id).await?)
+    /// The methods the session's user has registered (the second-factor page offers them).
+    pub async fn methods_of(&self, current: &Current) -> Result<Vec<RegisteredMethod>, Failure> {
+        Ok(self.service.store().methods(&current.user.id).await?)
     }
 }

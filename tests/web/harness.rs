@@ -23,6 +23,7 @@ use tapd::http_listener::ClientAddr;
 use tapd::model::Timestamp;
 use tapd::policy::{CreateTapRequest, PolicyPatch};
 use tapd::service::{AdminSession, Caller, ServiceSettings, TapService};
+use tapd::signin::SelfService;
 use tapd::store::sqlite::{SqliteStore, DEFAULT_BUSY_TIMEOUT};
 use tapd::sync::SyncOptions;
 use tapd::tapcode::Hasher;
@@ -160,6 +161,11 @@ impl Site {
             .await
             .unwrap();
         created.code.to_string()
+    }
+
+    /// The site's sign-in service, as its handlers call it.
+    pub fn signin(&self) -> &SelfService {
+        self.state.signin()
     }
 
     /// The clock's now.
