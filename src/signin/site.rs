@@ -119,8 +119,9 @@ impl From<crate::service::ServiceError> for Failure {
     fn from(e: crate::service::ServiceError) -> Self {
         use crate::service::ServiceError as E;
         match e {
-            E::BadRequest(m) | E::NotFound(m) => Failure::BadRequest(m),
-            E::Forbidden(m) | E::Conflict(m) => Failure::Forbidden(m),
+            E::BadRequest(m) => Failure::BadRequest(m.to_string()),
+            E::NotFound(m) => Failure::BadRequest(m),
+            E::Forbidden(m) | E::Conflict(m) => Failure::Forbidden(m.to_string()),
             E::Unavailable(m) => Failure::Unavailable(m.to_string()),
             E::Overloaded(_) => Failure::Busy,
             E::Internal(m) => Failure::Internal(m.to_string()),
