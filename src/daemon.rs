@@ -62,24 +62,21 @@ pub const ARGON2_QUEUE_PER_WORKER: usize = 16;
 /// itself takes `clock`'s time, the services' clock.
 pub async fn open_store(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn Store>> {
     let sealer = sealer(config)?;
+    let sealing = "while sealing the store's secrets (store.secrets_key_file)";
     Ok(match open_store_unsealed(config).await? {
         OpenedStore::Sqlite(store) => Arc::new(
             store
                 .with_clock(clock)
                 .with_secrets(sealer)
                 .await
-                .with_context(|| {
-                    "while sealing the store's secrets (store.secrets_key_file)".to_owned()
-                })?,
+                .context(sealing)?,
         ),
         OpenedStore::Postgres(store) => Arc::new(
             store
                 .with_clock(clock)
                 .with_secrets(sealer)
                 .await
-                .with_context(|| {
-                    "while sealing the store's secrets (store.secrets_key_file)".to_owned()
-                })?,
+                .context(sealing)?,
         ),
     })
 }

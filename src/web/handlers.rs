@@ -30,9 +30,10 @@ use super::respond::{
     home_of, landing, page, redirect, refusal_status, refused_page, signed_out, with_cookie,
     ClearSession, JsonFailure, PageFailure,
 };
+use super::security_info::SecurityInfo;
 use super::session::{clear_cookie, cookie_names, set_cookie};
 use super::signin::{Current, Prompt, SignInError, SignedIn};
-use super::{Source, WebState};
+use super::{Failure, Source, WebState};
 use crate::model::MethodKind;
 
 /// What a page handler answers.
@@ -421,6 +422,11 @@ fn notice_of(notices: &Notices) -> Option<Notice> {
     }
 }
 
+/// What the Security info page and the registration wizard show `current`'s user.
+async fn security_info_of(state: &WebState, current: &Current) -> Result<SecurityInfo, Failure> {
+    state.signin().registration(current)?.security_info().await
+}
+
 async fn security_info_page(
     State(state): State<WebState>,
     Query(notices): Query<Notices>,
@@ -431,11 +437,7 @@ async fn security_info_page(
         Some(c) if c.is_pending() || c.session().interrupt_mode => return Ok(redirect(home_of(c))),
         Some(c) => c,
     };
-    let info = state
-        .signin()
-        .registration(current)?
-        .security_info()
-        .await?;
+    let info = security_info_of(&state, current).await?;
     let (csrf, session) = (&current.session().csrf_token, current.session());
     let note = notice_of(&notices);
     let markup = pages::security_info(csrf, current.user(), session, &info, note.as_ref());
@@ -447,11 +449,7 @@ async fn wizard(State(state): State<WebState>, visitor: SignedInVisitor) -> Page
     if !current.session().interrupt_mode {
         return Ok(redirect("/security-info"));
     }
-    let info = state
-        .signin()
-        .registration(current)?
-        .security_info()
-        .await?;
+    let info = security_info_of(&state, current).await?;
     let (csrf, session) = (&current.session().csrf_token, current.session());
     let markup = pages::interrupt_wizard(csrf, current.user(), session, &info, None);
     Ok(page(StatusCode::OK, markup))

@@ -6,9 +6,9 @@ use chrono::Duration;
 use serde_json::json;
 use tapd::model::{MethodKind, RegisteredMethod, WebAuthMethod};
 use tapd::policy::{PolicyPatch, SignInFailure};
-use tapd::web::security_info::{REGISTRATION_TOO_SLOW, WINDOW_CLOSED};
-use tapd::web::signin::{Refusal, SignInError, SignedIn};
-use tapd::web::{Failure, Source};
+use tapd::web::security_info::{AppEnrolment, REGISTRATION_TOO_SLOW, WINDOW_CLOSED};
+use tapd::web::signin::{Current, Refusal, SignInError, SignedIn};
+use tapd::web::{totp, Failure, Source};
 use zeroize::Zeroizing;
 
 use crate::harness::Site;
@@ -36,6 +36,37 @@ fn forbidden_message<T: std::fmt::Debug>(result: Result<T, Failure>) -> String {
         Err(Failure::Forbidden(m)) => m,
         other => panic!("expected Forbidden, got {other:?}"),
     }
+}
+
+/// The session `signed_in` opened, as a request carrying its cookie finds it.
+async fn current(site: &Site, signed_in: &SignedIn) -> Current {
+    site.signin()
+        .current(Some(&signed_in.session_id))
+        .await
+        .unwrap()
+        .expect("session")
+}
+
+/// Starts adding an authenticator app in `signed_in`'s session, as its handler does.
+async fn start_app(site: &Site, signed_in: &SignedIn) -> Result<AppEnrolment, Failure> {
+    let current = current(site, signed_in).await;
+    let registration = site.signin().registration(&current)?;
+    registration.start_authenticator_app().await
+}
+
+/// Confirms `enrolment` in `signed_in`'s session with the code the app shows now.
+async fn confirm_app(
+    site: &Site,
+    signed_in: &SignedIn,
+    enrolment: &AppEnrolment,
+) -> Result<Result<RegisteredMethod, AppEnrolment>, Failure> {
+    let secret = totp::base32_decode(&enrolment.secret).unwrap();
+    let code = totp::code_at_step(&secret, totp::step_at(site.now()));
+    let current = current(site, signed_in).await;
+    let registration = site.signin().registration(&current)?;
+    registration
+        .confirm_authenticator_app(&enrolment.ceremony_id, &code, None, &source())
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,69 +145,33 @@ async fn after_a_one_time_tap_registrations_must_finish_within_ten_minutes() {
     let signed_in = tap_sign_in(&site, "alice", &code).await.unwrap();
     let deadline = site.now() + Duration::minutes(10);
     assert_eq!(signed_in.session.registration_deadline, Some(deadline));
-    let current = || async {
-        site.signin()
-            .current(Some(&signed_in.session_id))
-            .await
-            .unwrap()
-            .expect("session")
-    };
 
     // Started at 9:58 and confirmed at 9:59: saved.
     site.clock.set(deadline - Duration::seconds(2));
-    let enrolment = site
-        .signin()
-        .registration(&current().await)
-        .unwrap()
-        .start_authenticator_app()
-        .await
-        .unwrap();
+    let enrolment = start_app(&site, &signed_in).await.unwrap();
     site.clock.set(deadline - Duration::seconds(1));
-    let secret = tapd::web::totp::base32_decode(&enrolment.secret).unwrap();
-    let now_code = tapd::web::totp::code_at_step(&secret, tapd::web::totp::step_at(site.now()));
-    site.signin()
-        .registration(&current().await)
-        .unwrap()
-        .confirm_authenticator_app(&enrolment.ceremony_id, &now_code, None, &source())
+    confirm_app(&site, &signed_in, &enrolment)
         .await
         .unwrap()
         .unwrap();
 
     // Started before the deadline but confirmed at it: refused.
     site.clock.set(deadline - Duration::seconds(1));
-    let late = site
-        .signin()
-        .registration(&current().await)
-        .unwrap()
-        .start_authenticator_app()
-        .await
-        .unwrap();
+    let late = start_app(&site, &signed_in).await.unwrap();
     site.clock.set(deadline);
-    let secret = tapd::web::totp::base32_decode(&late.secret).unwrap();
-    let late_code = tapd::web::totp::code_at_step(&secret, tapd::web::totp::step_at(site.now()));
-    let refused = site
-        .signin()
-        .registration(&current().await)
-        .unwrap()
-        .confirm_authenticator_app(&late.ceremony_id, &late_code, None, &source())
-        .await;
+    let refused = confirm_app(&site, &signed_in, &late).await;
     assert_eq!(forbidden_message(refused), WINDOW_CLOSED);
 
     // Nothing new can start at or after the deadline, and the window does not restart.
     assert_eq!(
-        forbidden_message(
-            site.signin()
-                .registration(&current().await)
-                .unwrap()
-                .start_authenticator_app()
-                .await
-        ),
+        forbidden_message(start_app(&site, &signed_in).await),
         WINDOW_CLOSED
     );
+    let current = current(&site, &signed_in).await;
     assert_eq!(
         forbidden_message(
             site.signin()
-                .registration(&current().await)
+                .registration(&current)
                 .unwrap()
                 .start_passkey_registration()
                 .await
@@ -185,13 +180,7 @@ async fn after_a_one_time_tap_registrations_must_finish_within_ten_minutes() {
     );
     site.clock.advance(Duration::minutes(20));
     assert_eq!(
-        forbidden_message(
-            site.signin()
-                .registration(&current().await)
-                .unwrap()
-                .start_authenticator_app()
-                .await
-        ),
+        forbidden_message(start_app(&site, &signed_in).await),
         WINDOW_CLOSED
     );
 }
@@ -202,57 +191,28 @@ async fn with_a_multi_use_tap_the_window_restarts_with_each_registration() {
     let code = site.create_tap("alice", false, None, Some(120)).await;
     let signed_in = tap_sign_in(&site, "alice", &code).await.unwrap();
     let t_sign_in = site.now();
-    let current = || async {
-        site.signin()
-            .current(Some(&signed_in.session_id))
-            .await
-            .unwrap()
-            .expect("session")
-    };
 
     // Thirty minutes after signing in a registration may still start; it opens 10 minutes.
     site.clock.set(t_sign_in + Duration::minutes(30));
-    let first = site
-        .signin()
-        .registration(&current().await)
-        .unwrap()
-        .start_authenticator_app()
-        .await
-        .unwrap();
+    let first = start_app(&site, &signed_in).await.unwrap();
     assert_eq!(
-        current().await.session().registration_deadline,
+        current(&site, &signed_in)
+            .await
+            .session()
+            .registration_deadline,
         Some(t_sign_in + Duration::minutes(40))
     );
     // Confirming at the new deadline is too late.
     site.clock.set(t_sign_in + Duration::minutes(40));
-    let secret = tapd::web::totp::base32_decode(&first.secret).unwrap();
-    let code_then = tapd::web::totp::code_at_step(&secret, tapd::web::totp::step_at(site.now()));
     assert_eq!(
-        forbidden_message(
-            site.signin()
-                .registration(&current().await)
-                .unwrap()
-                .confirm_authenticator_app(&first.ceremony_id, &code_then, None, &source())
-                .await
-        ),
+        forbidden_message(confirm_app(&site, &signed_in, &first).await),
         REGISTRATION_TOO_SLOW
     );
     // A new registration restarts the window.
     site.clock.set(t_sign_in + Duration::minutes(45));
-    let second = site
-        .signin()
-        .registration(&current().await)
-        .unwrap()
-        .start_authenticator_app()
-        .await
-        .unwrap();
+    let second = start_app(&site, &signed_in).await.unwrap();
     site.clock.set(t_sign_in + Duration::minutes(49));
-    let secret = tapd::web::totp::base32_decode(&second.secret).unwrap();
-    let code_now = tapd::web::totp::code_at_step(&secret, tapd::web::totp::step_at(site.now()));
-    site.signin()
-        .registration(&current().await)
-        .unwrap()
-        .confirm_authenticator_app(&second.ceremony_id, &code_now, None, &source())
+    confirm_app(&site, &signed_in, &second)
         .await
         .unwrap()
         .unwrap();
