@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tapd::clock::SystemClock;
+use tapd::clock::{Clock, SystemClock};
 use tapd::model::{AuditResult, Channel, MethodKind, NewAuditEvent, RegisteredMethod};
 use tapd::policy::{CreateTapRequest, PolicyPatch};
 use tapd::service::Caller;
@@ -120,11 +120,12 @@ async fn run() {
     let config = tapd::config::load_from_str(toml, &[], dir.path())
         .unwrap()
         .config;
-    let store = tapd::daemon::open_store(&config).await.unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = tapd::daemon::open_store(&config, clock.clone())
+        .await
+        .unwrap();
     let directory = tapd::daemon::open_directory(&config).unwrap();
-    let service =
-        tapd::daemon::build_service(&config, store, directory.clone(), Arc::new(SystemClock))
-            .unwrap();
+    let service = tapd::daemon::build_service(&config, store, directory.clone(), clock).unwrap();
     service.syncer().run(false, "bench").await.unwrap();
     let admin = service
         .admin(Caller {

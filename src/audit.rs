@@ -350,7 +350,7 @@ mod tests {
 
     fn event(channel: Channel, details: serde_json::Value) -> NewAuditEvent {
         NewAuditEvent {
-            time: chrono::Utc::now(),
+            time: "2026-12-06T09:00:00Z".parse().unwrap(),
             actor: "vpn".into(),
             activity: "audit-field-test sign-in".into(),
             target: Some("alice@example.org".into()),

@@ -58,20 +58,26 @@ pub const ARGON2_QUEUE_PER_WORKER: usize = 16;
 
 /// Opens the configured store, sealing authenticator-app secrets with the key of
 /// `[store] secrets_key_file` (created when missing; rows in clear, or under
-/// `secrets_previous_key_file` during a rotation, are sealed now).
-pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+/// `secrets_previous_key_file` during a rotation, are sealed now). What the store stamps
+/// itself takes `clock`'s time, the services' clock.
+pub async fn open_store(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn Store>> {
     let sealer = sealer(config)?;
+    let sealing = "while sealing the store's secrets (store.secrets_key_file)";
     Ok(match open_store_unsealed(config).await? {
-        OpenedStore::Sqlite(store) => {
-            Arc::new(store.with_secrets(sealer).await.with_context(|| {
-                "while sealing the store's secrets (store.secrets_key_file)".to_owned()
-            })?)
-        }
-        OpenedStore::Postgres(store) => {
-            Arc::new(store.with_secrets(sealer).await.with_context(|| {
-                "while sealing the store's secrets (store.secrets_key_file)".to_owned()
-            })?)
-        }
+        OpenedStore::Sqlite(store) => Arc::new(
+            store
+                .with_clock(clock)
+                .with_secrets(sealer)
+                .await
+                .context(sealing)?,
+        ),
+        OpenedStore::Postgres(store) => Arc::new(
+            store
+                .with_clock(clock)
+                .with_secrets(sealer)
+                .await
+                .context(sealing)?,
+        ),
     })
 }
 
@@ -314,7 +320,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let notifier = Notifier::from_env();
     let heartbeats = Heartbeats::for_watchdog(notifier.watchdog_interval());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store = open_store(&config).await?;
+    let store = open_store(&config, clock.clone()).await?;
     let directory = open_directory(&config)?;
     let service = build_service(&config, store.clone(), directory.clone(), clock.clone())?;
     let signin = build_signin(&config, &service, directory.clone())?;

@@ -75,20 +75,27 @@ pub mod activity {
 pub mod explain;
 
 /// Errors of service operations; the admin layer maps each to one HTTP status.
+///
+/// Every variant's `Display` is the message the caller sees. A variant that can come from an
+/// underlying error (a policy or patch the rules refuse, a role check, a sync the lease keeps
+/// from running, the store) holds a [`Cause`]: that message, with the underlying error as its
+/// source, so the log's chain reaches it. A rule detected here is a `Cause` without a source
+/// (`message.into()`). `NotFound` only ever reports a lookup that found nothing, so it is a
+/// plain message.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     /// The request is malformed or breaks a rule; nothing changed.
     #[error("{0}")]
-    BadRequest(String),
+    BadRequest(#[source] Cause),
     /// The caller may not do this.
     #[error("{0}")]
-    Forbidden(String),
+    Forbidden(#[source] Cause),
     /// The user, TAP or method does not exist.
     #[error("{0}")]
     NotFound(String),
     /// The request conflicts with the current state (e.g. a sync already running).
     #[error("{0}")]
-    Conflict(String),
+    Conflict(#[source] Cause),
     /// The store or directory can't be reached; retrying later may work. The message is the
     /// underlying error's, which is kept as the source.
     #[error("{0}")]
@@ -100,6 +107,13 @@ pub enum ServiceError {
     /// is one, is the source.
     #[error("{0}")]
     Internal(#[source] Cause),
+}
+
+impl ServiceError {
+    /// A request a rule refused: the rule's error is the message and the source.
+    pub(crate) fn refused(refused: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ServiceError::BadRequest(Cause::with_source(refused.to_string(), refused))
+    }
 }
 
 impl From<StoreError> for ServiceError {
@@ -345,7 +359,7 @@ impl TapService {
             );
             self.audit_refusal(&name, &caller.source(), "Admin API access", None, &message)
                 .await;
-            return Err(ServiceError::Forbidden(message));
+            return Err(ServiceError::Forbidden(message.into()));
         };
         let roles = self.roles_in(&groups);
         if roles.is_empty() || !user.account_enabled {
@@ -361,7 +375,7 @@ impl TapService {
                 &message,
             )
             .await;
-            return Err(ServiceError::Forbidden(message));
+            return Err(ServiceError::Forbidden(message.into()));
         }
         Ok(AdminSession {
             service: self.clone(),
@@ -557,7 +571,7 @@ impl AdminSession {
                     &message,
                 )
                 .await;
-            return Err(ServiceError::Forbidden(message));
+            return Err(ServiceError::Forbidden(message.into()));
         }
         Ok(Some(roles))
     }
@@ -614,19 +628,21 @@ impl AdminSession {
                     &message,
                 )
                 .await;
-            return Err(ServiceError::Forbidden(message));
+            return Err(ServiceError::Forbidden(Cause::with_source(message, denied)));
         }
         Ok(())
     }
 
-    /// Audits an action refused for bad input and returns the error for the caller.
+    /// Audits an action refused for bad input and returns the error for the caller, `refused`
+    /// as its source.
     async fn invalid(
         &self,
         activity: &str,
         target: Option<&User>,
         reason_code: &str,
-        message: String,
+        refused: impl std::error::Error + Send + Sync + 'static,
     ) -> ServiceError {
+        let message = refused.to_string();
         self.service
             .audit_failure(
                 &self.actor_name,
@@ -637,7 +653,7 @@ impl AdminSession {
                 &message,
             )
             .await;
-        ServiceError::BadRequest(message)
+        ServiceError::refused(refused)
     }
 
     /// The user named by `key` and their effective groups, read together.
@@ -669,12 +685,7 @@ impl AdminSession {
             Ok(updated) => updated,
             Err(e) => {
                 return Err(self
-                    .invalid(
-                        activity::POLICY_UPDATED,
-                        None,
-                        "invalid_policy",
-                        e.to_string(),
-                    )
+                    .invalid(activity::POLICY_UPDATED, None, "invalid_policy", e)
                     .await)
             }
         };
@@ -738,7 +749,7 @@ impl AdminSession {
                     &message,
                 )
                 .await;
-            return Err(ServiceError::Conflict(message));
+            return Err(ServiceError::Conflict(message.into()));
         }
         // Stores keep microseconds; cut here so the create response and later reads agree.
         let now = self.service.clock.now().trunc_subsecs(6);
@@ -747,7 +758,7 @@ impl AdminSession {
             Ok(terms) => terms,
             Err(e) => {
                 return Err(self
-                    .invalid(activity::TAP_CREATED, Some(&user), e.code(), e.to_string())
+                    .invalid(activity::TAP_CREATED, Some(&user), e.code(), e)
                     .await)
             }
         };
@@ -1018,7 +1029,9 @@ impl AdminSession {
             .map_err(|e| match e {
                 crate::sync::SyncError::AlreadyRunning
                 | crate::sync::SyncError::HeldElsewhere { .. }
-                | crate::sync::SyncError::LeaseLost(_) => ServiceError::Conflict(e.to_string()),
+                | crate::sync::SyncError::LeaseLost(_) => {
+                    ServiceError::Conflict(Cause::with_source(e.to_string(), e))
+                }
                 crate::sync::SyncError::Store(s) => ServiceError::from(s),
             })?;
         self.service.run_onboarding_rules().await;

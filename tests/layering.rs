@@ -72,6 +72,44 @@ const KNOWN_VIOLATIONS: &[(&str, &str, &str)] = &[];
 /// change that breaks it. Exact, like [`KNOWN_VIOLATIONS`].
 const KNOWN_CYCLES: &[(&[&str], &str)] = &[];
 
+/// The files that may read the system clock (ARCHITECTURE.md: time only through `Clock`), how
+/// many reads each may hold, and why. Everything else is handed a `Clock` or a `now`, tests
+/// included, so a manual clock moves every time the code sees.
+const WALL_CLOCK_READERS: &[(&str, usize, &str)] = &[
+    (
+        "src/clock.rs",
+        1,
+        "`SystemClock`, the `Clock` the daemon hands everyone",
+    ),
+    (
+        "src/tapctl.rs",
+        1,
+        "`parse_time`: the CLI's relative `--start`, against the operator's clock",
+    ),
+];
+
+/// Calls that read the wall clock (chrono, std, the `time` crate).
+const WALL_CLOCK_CALLS: &[&str] = &[
+    "Utc::now(",
+    "Local::now(",
+    "SystemTime::now(",
+    "now_utc(",
+    "now_local(",
+];
+
+/// Each line of `code` (comments and literals already blanked by [`strip`]) that reads the
+/// wall clock, as its 1-based number.
+fn wall_clock_reads(code: &str) -> Vec<usize> {
+    code.lines()
+        .enumerate()
+        .filter(|(_, line)| {
+            let squeezed: String = line.chars().filter(|c| !c.is_whitespace()).collect();
+            WALL_CLOCK_CALLS.iter().any(|call| squeezed.contains(call))
+        })
+        .map(|(n, _)| n + 1)
+        .collect()
+}
+
 /// One `crate::` reference: the file and line it is on, the top-level module it names.
 #[derive(Clone, Debug)]
 struct Reference {
@@ -696,4 +734,38 @@ fn the_reader_sees_grouped_relative_and_inline_paths() {
         .collect();
     assert_eq!(targets, vec!["model".to_owned()]);
     assert_eq!(test_files, vec!["other".to_owned()]);
+}
+
+#[test]
+fn the_system_clock_is_read_only_through_clock() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = walk(&root.join("src"));
+    files.sort();
+    let mut found: Vec<String> = Vec::new();
+    for file in files {
+        let name = file.strip_prefix(root).unwrap().display().to_string();
+        let code = strip(&fs::read_to_string(&file).unwrap());
+        let reads = wall_clock_reads(&code);
+        let allowed = WALL_CLOCK_READERS
+            .iter()
+            .find(|(f, _, _)| *f == name)
+            .map_or(0, |(_, n, _)| *n);
+        if reads.len() > allowed {
+            found.extend(reads.iter().map(|line| format!("{name}:{line}")));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the system clock is read outside `Clock` (take an `Arc<dyn Clock>` or a `now` \
+         parameter; tests use `ManualClock` or a fixed time): {found:?}"
+    );
+}
+
+#[test]
+fn the_clock_check_sees_calls_and_not_comments_or_text() {
+    let code = "// chrono::Utc::now() in a comment\n\
+                let s = \"Utc::now()\";\n\
+                let t = chrono::Utc :: now ();\n\
+                let u = std::time::SystemTime::now();\n";
+    assert_eq!(wall_clock_reads(&strip(code)), vec![3, 4]);
 }

@@ -89,14 +89,13 @@ impl AdminSession {
     pub async fn bulk_issue(&self, rows: Vec<BulkRow>, dry_run: bool) -> Result<Vec<BulkResult>> {
         if !self.service.settings().mail_delivery {
             return Err(ServiceError::Conflict(
-                "bulk issuance mails each pass, and no [smtp] server is configured".to_owned(),
+                "bulk issuance mails each pass, and no [smtp] server is configured".into(),
             ));
         }
         if rows.len() > MAX_BULK_ROWS {
-            return Err(ServiceError::BadRequest(format!(
-                "{} rows; at most {MAX_BULK_ROWS} per list",
-                rows.len()
-            )));
+            return Err(ServiceError::BadRequest(
+                format!("{} rows; at most {MAX_BULK_ROWS} per list", rows.len()).into(),
+            ));
         }
         let now = self.service.clock.now().trunc_subsecs(6);
         let current_policy = self.store().policy().await?;
@@ -264,7 +263,7 @@ impl AdminSession {
     ) -> Result<StoredTap> {
         let now = self.service.clock.now().trunc_subsecs(6);
         let terms = policy::creation_terms(current_policy, &checked.request, now)
-            .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+            .map_err(ServiceError::refused)?;
         let user = &checked.user;
         let (tap, mail) = tap_and_mail(
             user,

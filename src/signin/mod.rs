@@ -36,6 +36,7 @@ pub use credential::{SignIn, SignInSettings, MAX_CREDENTIAL_BYTES, SIGN_IN_ACTIV
 pub use outcome::{
     AttemptContext, RejectReason, SignInChannel, SignInError, SignInOutcome, UnavailableReason,
 };
+pub use registration::Registration;
 pub use second_factor::{SecondFactorOutcome, CHALLENGE_MESSAGE};
 pub use site::{Failure, PasswordDirectory, SelfService, SelfServiceSettings, Source};
 pub use throttle::{AuditAggregator, REFUSAL_AUDIT_INTERVAL};

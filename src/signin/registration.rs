@@ -1,13 +1,14 @@
 //! What a signed-in user may see and change on their Security info page, without HTTP: their
 //! methods and TAP, adding a passkey or an authenticator app, deleting a method or their own
-//! TAP, signing out.
+//! TAP (the methods of a [`Registration`], a capability only a fully signed-in session gets),
+//! signing out.
 //!
 //! Registration windows (DESIGN §2): after a one-time TAP sign-in every registration must
 //! start and finish within 10 minutes of the sign-in; with a multi-use TAP the 10 minutes
 //! start again whenever a new registration starts. Interrupt mode (a TAP sign-in by a member
 //! of a registration-interrupt group) refuses FIDO2 and phone sign-in registration with
 //! [`INTERRUPT_REFUSAL`], as Entra's interrupt mode does. A session still owing its second
-//! factor can change nothing.
+//! factor gets no [`Registration`], so it can see and change nothing.
 //!
 //! Every change is written with its audit event ("User registered security info", "User
 //! deleted security info") in one store call.
@@ -25,7 +26,8 @@ use super::site::{activity, method_name, Failure, SelfService, Source};
 use super::totp::{self, StoredTotp};
 use super::web::Current;
 use crate::model::{
-    AuditResult, CeremonyKind, MethodKind, RegisteredMethod, Timestamp, WebCeremony, WebSession,
+    AuditResult, CeremonyKind, MethodKind, NewAuditEvent, RegisteredMethod, Timestamp, WebCeremony,
+    WebSession,
 };
 use crate::service::TapDetails;
 
@@ -118,32 +120,47 @@ fn method_display_name(typed: Option<&str>, default: &str) -> String {
     }
 }
 
+/// Self-service registration for one fully signed-in session: the only way to see or change
+/// a user's own methods and TAP. Obtained from [`SelfService::registration`] with the
+/// [`Current`] session of the request (which only [`SelfService::current`] makes, from the
+/// session cookie), so no front end can register or delete anything for a user without that
+/// user's session; a session still owing its second factor gets none. The registration window
+/// and interrupt mode are checked by each operation, at its time.
+pub struct Registration<'a> {
+    signin: &'a SelfService,
+    current: &'a Current,
+}
+
 impl SelfService {
-    fn require_full(current: &Current) -> Result<(), Failure> {
+    /// The registration operations for `current`'s user; refused with
+    /// [`Failure::SignInRequired`] while the session still owes its second factor.
+    pub fn registration<'a>(&'a self, current: &'a Current) -> Result<Registration<'a>, Failure> {
         if current.is_pending() {
             return Err(Failure::SignInRequired);
         }
-        Ok(())
+        Ok(Registration {
+            signin: self,
+            current,
+        })
     }
 
-    /// What the Security info page shows.
-    pub async fn security_info(&self, current: &Current) -> Result<SecurityInfo, Failure> {
-        Self::require_full(current)?;
-        let store = self.service.store();
-        let methods = store.methods(&current.user.id).await?;
-        // A TAP session already looked its TAP up for this request.
-        let tap = match &current.tap {
-            Some(details) => Some(details.clone()),
-            None => match store.tap_for_user(&current.user.id).await? {
-                Some(tap) => Some(self.service.tap_details(&current.user, tap).await?),
-                None => None,
-            },
-        };
-        Ok(SecurityInfo {
-            methods,
-            tap,
-            now: self.now(),
-        })
+    /// The audit event of what `current`'s user did to their own account: a change to their
+    /// security info, or signing out.
+    fn own_change(
+        &self,
+        activity: &str,
+        current: &Current,
+        source: &Source,
+        details: serde_json::Value,
+    ) -> NewAuditEvent {
+        self.web_event(
+            activity,
+            &current.user.user_principal_name,
+            AuditResult::Success,
+            None,
+            source,
+            details,
+        )
     }
 
     /// Checks the registration window before a registration starts, restarting it for a
@@ -153,7 +170,6 @@ impl SelfService {
         current: &Current,
         now: Timestamp,
     ) -> Result<WebSession, Failure> {
-        Self::require_full(current)?;
         let mut session = current.session.clone();
         let one_time = current.tap.as_ref().is_some_and(|t| t.tap.is_usable_once);
         if one_time {
@@ -174,7 +190,6 @@ impl SelfService {
 
     /// Checks that a registration may finish now.
     fn check_registration_open(current: &Current, now: Timestamp) -> Result<(), Failure> {
-        Self::require_full(current)?;
         let one_time = current.tap.as_ref().is_some_and(|t| t.tap.is_usable_once);
         match current.session.registration_deadline {
             Some(deadline) if now >= deadline => Err(Failure::Forbidden(if one_time {
@@ -255,89 +270,6 @@ impl SelfService {
             })
     }
 
-    /// Starts registering a passkey or security key; refused in interrupt mode.
-    pub async fn start_passkey_registration(
-        &self,
-        current: &Current,
-    ) -> Result<PasskeyRegistrationChallenge, Failure> {
-        Self::require_full(current)?;
-        if current.session.interrupt_mode {
-            return Err(Failure::Forbidden(INTERRUPT_REFUSAL.to_owned()));
-        }
-        let now = self.now();
-        let session = self.open_registration(current, now).await?;
-        let existing = self.passkeys_of(&current.user).await?;
-        let (options, state) = self
-            .passkeys
-            .start_registration(&current.user, &existing)
-            .map_err(|e| Failure::Internal(e.to_string()))?;
-        let state = serde_json::to_string(&state).map_err(|e| Failure::Internal(e.to_string()))?;
-        let ceremony_id = self
-            .put_ceremony(&session, CeremonyKind::PasskeyRegistration, state, now)
-            .await?;
-        Ok(PasskeyRegistrationChallenge {
-            ceremony_id,
-            options,
-        })
-    }
-
-    /// Finishes a passkey registration: verified against the stored challenge, the origin
-    /// and user verification, and saved with its audit event.
-    pub async fn finish_passkey_registration(
-        &self,
-        current: &Current,
-        ceremony_id: &str,
-        name: Option<&str>,
-        response: &RegisterPublicKeyCredential,
-        source: &Source,
-    ) -> Result<RegisteredMethod, Failure> {
-        let now = self.now();
-        Self::check_registration_open(current, now)?;
-        if current.session.interrupt_mode {
-            return Err(Failure::Forbidden(INTERRUPT_REFUSAL.to_owned()));
-        }
-        let ceremony = self
-            .take_ceremony(current, ceremony_id, CeremonyKind::PasskeyRegistration, now)
-            .await?;
-        let state: PasskeyRegistration = serde_json::from_str(&ceremony.state)
-            .map_err(|e| Failure::Internal(format!("ceremony state: {e}")))?;
-        let passkey = match self.passkeys.finish_registration(response, &state) {
-            Ok(passkey) => passkey,
-            Err(e) => {
-                let event = self.web_event(
-                    activity::REGISTERED,
-                    &current.user.user_principal_name,
-                    AuditResult::Failure,
-                    Some("passkey_refused"),
-                    source,
-                    json!({ "methodType": method_name::PASSKEY, "error": e.to_string() }),
-                );
-                crate::audit::log(&event);
-                self.service.store().append_audit(&event).await?;
-                return Err(Failure::Forbidden(
-                    "The passkey could not be verified, so it was not added. Try again.".to_owned(),
-                ));
-            }
-        };
-        let method_id = method_id_for_credential(passkey.cred_id());
-        if self.service.store().method(&method_id).await?.is_some() {
-            return Err(Failure::Forbidden(
-                "This passkey or security key is already registered.".to_owned(),
-            ));
-        }
-        let method = new_method(
-            current,
-            method_id,
-            MethodKind::Fido2,
-            method_display_name(name, "Passkey"),
-            &passkey,
-            now,
-        )?;
-        self.save_method(current, &method, method_name::PASSKEY, source)
-            .await?;
-        Ok(method)
-    }
-
     async fn save_method(
         &self,
         current: &Current,
@@ -345,11 +277,9 @@ impl SelfService {
         method_type: &str,
         source: &Source,
     ) -> Result<(), Failure> {
-        let event = self.web_event(
+        let event = self.own_change(
             activity::REGISTERED,
-            &current.user.user_principal_name,
-            AuditResult::Success,
-            None,
+            current,
             source,
             json!({
                 "category": "UserManagement",
@@ -388,23 +318,138 @@ impl SelfService {
         })
     }
 
-    /// Starts adding an authenticator app: a new secret, kept server-side until confirmed.
-    pub async fn start_authenticator_app(
+    /// Ends the session.
+    pub async fn sign_out(&self, current: &Current, source: &Source) -> Result<(), Failure> {
+        self.service
+            .store()
+            .delete_web_session(&current.session.id_hash)
+            .await?;
+        let event = self.own_change(activity::SIGNED_OUT, current, source, json!({}));
+        crate::audit::log(&event);
+        self.service.store().append_audit(&event).await?;
+        Ok(())
+    }
+}
+
+impl Registration<'_> {
+    /// What the Security info page shows.
+    pub async fn security_info(&self) -> Result<SecurityInfo, Failure> {
+        let (signin, current) = (self.signin, self.current);
+        let store = signin.service.store();
+        let methods = store.methods(&current.user.id).await?;
+        // A TAP session already looked its TAP up for this request.
+        let tap = match &current.tap {
+            Some(details) => Some(details.clone()),
+            None => match store.tap_for_user(&current.user.id).await? {
+                Some(tap) => Some(signin.service.tap_details(&current.user, tap).await?),
+                None => None,
+            },
+        };
+        Ok(SecurityInfo {
+            methods,
+            tap,
+            now: signin.now(),
+        })
+    }
+
+    /// Starts registering a passkey or security key; refused in interrupt mode.
+    pub async fn start_passkey_registration(
         &self,
-        current: &Current,
-    ) -> Result<AppEnrolment, Failure> {
-        let now = self.now();
-        let session = self.open_registration(current, now).await?;
+    ) -> Result<PasskeyRegistrationChallenge, Failure> {
+        let (signin, current) = (self.signin, self.current);
+        if current.session.interrupt_mode {
+            return Err(Failure::Forbidden(INTERRUPT_REFUSAL.to_owned()));
+        }
+        let now = signin.now();
+        let session = signin.open_registration(current, now).await?;
+        let existing = signin.passkeys_of(&current.user).await?;
+        let (options, state) = signin
+            .passkeys
+            .start_registration(&current.user, &existing)
+            .map_err(|e| Failure::Internal(e.to_string()))?;
+        let state = serde_json::to_string(&state).map_err(|e| Failure::Internal(e.to_string()))?;
+        let ceremony_id = signin
+            .put_ceremony(&session, CeremonyKind::PasskeyRegistration, state, now)
+            .await?;
+        Ok(PasskeyRegistrationChallenge {
+            ceremony_id,
+            options,
+        })
+    }
+
+    /// Finishes a passkey registration: verified against the stored challenge, the origin
+    /// and user verification, and saved with its audit event.
+    pub async fn finish_passkey_registration(
+        &self,
+        ceremony_id: &str,
+        name: Option<&str>,
+        response: &RegisterPublicKeyCredential,
+        source: &Source,
+    ) -> Result<RegisteredMethod, Failure> {
+        let (signin, current) = (self.signin, self.current);
+        let now = signin.now();
+        SelfService::check_registration_open(current, now)?;
+        if current.session.interrupt_mode {
+            return Err(Failure::Forbidden(INTERRUPT_REFUSAL.to_owned()));
+        }
+        let ceremony = signin
+            .take_ceremony(current, ceremony_id, CeremonyKind::PasskeyRegistration, now)
+            .await?;
+        let state: PasskeyRegistration = serde_json::from_str(&ceremony.state)
+            .map_err(|e| Failure::Internal(format!("ceremony state: {e}")))?;
+        let passkey = match signin.passkeys.finish_registration(response, &state) {
+            Ok(passkey) => passkey,
+            Err(e) => {
+                let event = signin.web_event(
+                    activity::REGISTERED,
+                    &current.user.user_principal_name,
+                    AuditResult::Failure,
+                    Some("passkey_refused"),
+                    source,
+                    json!({ "methodType": method_name::PASSKEY, "error": e.to_string() }),
+                );
+                crate::audit::log(&event);
+                signin.service.store().append_audit(&event).await?;
+                return Err(Failure::Forbidden(
+                    "The passkey could not be verified, so it was not added. Try again.".to_owned(),
+                ));
+            }
+        };
+        let method_id = method_id_for_credential(passkey.cred_id());
+        if signin.service.store().method(&method_id).await?.is_some() {
+            return Err(Failure::Forbidden(
+                "This passkey or security key is already registered.".to_owned(),
+            ));
+        }
+        let method = new_method(
+            current,
+            method_id,
+            MethodKind::Fido2,
+            method_display_name(name, "Passkey"),
+            &passkey,
+            now,
+        )?;
+        signin
+            .save_method(current, &method, method_name::PASSKEY, source)
+            .await?;
+        Ok(method)
+    }
+
+    /// Starts adding an authenticator app: a new secret, kept server-side until confirmed.
+    pub async fn start_authenticator_app(&self) -> Result<AppEnrolment, Failure> {
+        let (signin, current) = (self.signin, self.current);
+        let now = signin.now();
+        let session = signin.open_registration(current, now).await?;
         let secret = totp::generate_secret();
         let state = serde_json::to_string(&StoredTotp {
             secret: totp::base32_encode(&secret),
             last_used_step: None,
         })
         .map_err(|e| Failure::Internal(e.to_string()))?;
-        let ceremony_id = self
+        let ceremony_id = signin
             .put_ceremony(&session, CeremonyKind::TotpEnrolment, state, now)
             .await?;
-        self.app_enrolment(current, ceremony_id, &secret, None)
+        signin.app_enrolment(current, ceremony_id, &secret, None)
     }
 
     /// Confirms an authenticator app with its first code; the app is saved only then. A wrong
@@ -412,15 +457,15 @@ impl SelfService {
     /// throttle).
     pub async fn confirm_authenticator_app(
         &self,
-        current: &Current,
         ceremony_id: &str,
         code: &str,
         name: Option<&str>,
         source: &Source,
     ) -> Result<Result<RegisteredMethod, AppEnrolment>, Failure> {
-        let now = self.now();
-        Self::check_registration_open(current, now)?;
-        let ceremony = self
+        let (signin, current) = (self.signin, self.current);
+        let now = signin.now();
+        SelfService::check_registration_open(current, now)?;
+        let ceremony = signin
             .take_ceremony(current, ceremony_id, CeremonyKind::TotpEnrolment, now)
             .await?;
         let mut pending: StoredTotp = serde_json::from_str(&ceremony.state)
@@ -429,14 +474,14 @@ impl SelfService {
             .secret_bytes()
             .map_err(|e| Failure::Internal(e.to_string()))?;
         let key = format!("id:{}", current.user.id);
-        let throttled = self.throttle.check(&key, source.ip, now).err();
+        let throttled = signin.throttle.check(&key, source.ip, now).err();
         let step = match throttled {
             Some(_) => None,
             None => totp::verify(&secret, code, now, None),
         };
         let Some(step) = step else {
             if throttled.is_none() {
-                self.throttle.record_failure(&key, source.ip, now);
+                signin.throttle.record_failure(&key, source.ip, now);
             }
             let message = match throttled {
                 Some(t) => super::web::Refusal::Throttled(t).message(""),
@@ -450,15 +495,15 @@ impl SelfService {
                 created: now,
                 ..ceremony
             };
-            self.service.store().put_web_ceremony(&retry, now).await?;
-            return Ok(Err(self.app_enrolment(
+            signin.service.store().put_web_ceremony(&retry, now).await?;
+            return Ok(Err(signin.app_enrolment(
                 current,
                 retry.id,
                 &secret,
                 Some(message),
             )?));
         };
-        self.throttle.record_success(&key, source.ip);
+        signin.throttle.record_success(&key, source.ip);
         pending.last_used_step = Some(step);
         let method = new_method(
             current,
@@ -468,28 +513,22 @@ impl SelfService {
             &pending,
             now,
         )?;
-        self.save_method(current, &method, method_name::AUTHENTICATOR_APP, source)
+        signin
+            .save_method(current, &method, method_name::AUTHENTICATOR_APP, source)
             .await?;
         Ok(Ok(method))
     }
 
     /// Deletes one of the user's own methods.
-    pub async fn delete_own_method(
-        &self,
-        current: &Current,
-        method_id: &str,
-        source: &Source,
-    ) -> Result<(), Failure> {
-        Self::require_full(current)?;
-        let event = self.web_event(
+    pub async fn delete_own_method(&self, method_id: &str, source: &Source) -> Result<(), Failure> {
+        let (signin, current) = (self.signin, self.current);
+        let event = signin.own_change(
             activity::DELETED,
-            &current.user.user_principal_name,
-            AuditResult::Success,
-            None,
+            current,
             source,
             json!({ "category": "UserManagement", "methodId": method_id }),
         );
-        if !self
+        if !signin
             .service
             .store()
             .delete_method(&current.user.id, method_id, &event)
@@ -504,23 +543,17 @@ impl SelfService {
     }
 
     /// Deletes the user's own TAP. A session that began with that TAP ends with it.
-    pub async fn delete_own_tap(
-        &self,
-        current: &Current,
-        source: &Source,
-    ) -> Result<bool, Failure> {
-        Self::require_full(current)?;
-        let store = self.service.store();
+    pub async fn delete_own_tap(&self, source: &Source) -> Result<bool, Failure> {
+        let (signin, current) = (self.signin, self.current);
+        let store = signin.service.store();
         let Some(tap) = store.tap_for_user(&current.user.id).await? else {
             return Err(Failure::BadRequest(
                 "You have no Temporary Access Pass.".to_owned(),
             ));
         };
-        let event = self.web_event(
+        let event = signin.own_change(
             activity::DELETED,
-            &current.user.user_principal_name,
-            AuditResult::Success,
-            None,
+            current,
             source,
             json!({
                 "category": "UserManagement",
@@ -539,25 +572,6 @@ impl SelfService {
             store.delete_web_session(&current.session.id_hash).await?;
         }
         Ok(session_ends)
-    }
-
-    /// Ends the session.
-    pub async fn sign_out(&self, current: &Current, source: &Source) -> Result<(), Failure> {
-        self.service
-            .store()
-            .delete_web_session(&current.session.id_hash)
-            .await?;
-        let event = self.web_event(
-            activity::SIGNED_OUT,
-            &current.user.user_principal_name,
-            AuditResult::Success,
-            None,
-            source,
-            json!({}),
-        );
-        crate::audit::log(&event);
-        self.service.store().append_audit(&event).await?;
-        Ok(())
     }
 }
 

@@ -12,11 +12,12 @@ use std::sync::Arc;
 
 use crate::config::PublicUrl;
 use crate::directory::DirectorySource;
-use crate::model::{RegisteredMethod, User};
+use crate::model::RegisteredMethod;
 use crate::service::TapService;
 
 use super::passkeys::{self, PasskeyError, Passkeys};
 use super::throttle::{Throttle, ThrottleSettings};
+use super::web::Current;
 
 /// The directory the sign-in service checks passwords against. Front ends receive it from the
 /// daemon and hand it over untouched.
@@ -118,8 +119,9 @@ impl From<crate::service::ServiceError> for Failure {
     fn from(e: crate::service::ServiceError) -> Self {
         use crate::service::ServiceError as E;
         match e {
-            E::BadRequest(m) | E::NotFound(m) => Failure::BadRequest(m),
-            E::Forbidden(m) | E::Conflict(m) => Failure::Forbidden(m),
+            E::BadRequest(m) => Failure::BadRequest(m.to_string()),
+            E::NotFound(m) => Failure::BadRequest(m),
+            E::Forbidden(m) | E::Conflict(m) => Failure::Forbidden(m.to_string()),
             E::Unavailable(m) => Failure::Unavailable(m.to_string()),
             E::Overloaded(_) => Failure::Busy,
             E::Internal(m) => Failure::Internal(m.to_string()),
@@ -173,8 +175,8 @@ impl SelfService {
         &self.throttle
     }
 
-    /// The methods `user` has registered.
-    pub async fn methods_of(&self, user: &User) -> Result<Vec<RegisteredMethod>, Failure> {
-        Ok(self.service.store().methods(&user.id).await?)
+    /// The methods the session's user has registered (the second-factor page offers them).
+    pub async fn methods_of(&self, current: &Current) -> Result<Vec<RegisteredMethod>, Failure> {
+        Ok(self.service.store().methods(&current.user.id).await?)
     }
 }

@@ -58,20 +58,43 @@ pub enum Prompt {
 }
 
 /// A valid session and its user, as found from the request's cookie.
+///
+/// Only [`SelfService::current`] makes one, from a session id, and nobody can change one: what
+/// is done for "the signed-in user" (self-service registration,
+/// [`SelfService::registration`]) is done for the user whose cookie came with the request.
+///
+/// ```compile_fail
+/// // A front end can't make up a session for someone.
+/// fn forge(session: tapd::model::WebSession, user: tapd::model::User) -> tapd::signin::web::Current {
+///     tapd::signin::web::Current { session, user, tap: None }
+/// }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Current {
-    /// The session.
-    pub session: WebSession,
-    /// Its user.
-    pub user: User,
-    /// The TAP the session began with, when it did, with its usability at the request.
-    pub tap: Option<TapDetails>,
+    pub(super) session: WebSession,
+    pub(super) user: User,
+    pub(super) tap: Option<TapDetails>,
 }
 
 impl Current {
     /// Whether the user still has to present a second factor.
     pub fn is_pending(&self) -> bool {
         self.session.auth_method == WebAuthMethod::PasswordPendingSecondFactor
+    }
+
+    /// The session.
+    pub fn session(&self) -> &WebSession {
+        &self.session
+    }
+
+    /// Its user.
+    pub fn user(&self) -> &User {
+        &self.user
+    }
+
+    /// The TAP the session began with, when it did, with its usability at the request.
+    pub fn tap(&self) -> Option<&TapDetails> {
+        self.tap.as_ref()
     }
 }
 

@@ -15,12 +15,13 @@
 //! So a user who edits their own `mail` to a colleague's username gets quarantined, and the
 //! colleague keeps signing in; nothing is ever decided by row order.
 //!
-//! May depend on: `model`.
+//! May depend on: `model`, `clock`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::json;
 
+use crate::clock::Clock;
 use crate::model::{
     name_key, AuditResult, Channel, IdentityConflict, NameClaimant, NameConflict, NewAuditEvent,
     User,
@@ -243,10 +244,10 @@ pub(crate) fn conflict_event(
 }
 
 /// The template [`conflict_event`] is stamped from: the last of a sync's own events, or (a
-/// plan applied without any) the daemon now.
-pub(crate) fn event_template(audit: &[NewAuditEvent]) -> NewAuditEvent {
+/// plan applied without any) the store's clock now.
+pub(crate) fn event_template(audit: &[NewAuditEvent], clock: &dyn Clock) -> NewAuditEvent {
     audit.last().cloned().unwrap_or_else(|| NewAuditEvent {
-        time: chrono::Utc::now(),
+        time: clock.now(),
         actor: "tapd".to_owned(),
         activity: String::new(),
         target: None,

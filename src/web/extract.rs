@@ -45,7 +45,7 @@ struct Looked {
 async fn look(parts: &Parts, state: &WebState) -> Result<Looked, Failure> {
     let names = cookie_names(state.settings().secure_cookies);
     let cookie = read_cookie(&parts.headers, names.session);
-    let current = state.current(cookie.as_deref()).await?;
+    let current = state.signin().current(cookie.as_deref()).await?;
     let peer = parts.extensions.get::<ClientAddr>().map(|ClientAddr(a)| *a);
     let source = source_of(state, &parts.headers, peer);
     let pre_sign_in = read_cookie(&parts.headers, names.csrf).filter(|t| is_token(t));
@@ -82,7 +82,13 @@ pub fn pre_sign_in_csrf(state: &WebState, existing: Option<String>) -> (String, 
     }
     let token = random_token();
     let secure = state.settings().secure_cookies;
-    let cookie = set_cookie(cookie_names(secure).csrf, &token, secure, None, state.now());
+    let cookie = set_cookie(
+        cookie_names(secure).csrf,
+        &token,
+        secure,
+        None,
+        state.signin().now(),
+    );
     (token, Some(cookie))
 }
 
@@ -120,7 +126,7 @@ impl<F: From<Failure> + IntoResponse> FromRequestParts<WebState> for AnyVisitor<
 impl<F: From<Failure> + IntoResponse> Visit for AnyVisitor<F> {
     fn expected_token(&self) -> Option<&str> {
         match &self.current {
-            Some(current) => Some(&current.session.csrf_token),
+            Some(current) => Some(&current.session().csrf_token),
             None => self.pre_sign_in.as_deref(),
         }
     }
@@ -178,7 +184,7 @@ impl FromRequestParts<WebState> for SessionVisitor {
 
 impl Visit for SessionVisitor {
     fn expected_token(&self) -> Option<&str> {
-        Some(&self.current.session.csrf_token)
+        Some(&self.current.session().csrf_token)
     }
 }
 
@@ -208,7 +214,7 @@ impl FromRequestParts<WebState> for PendingVisitor {
 
 impl Visit for PendingVisitor {
     fn expected_token(&self) -> Option<&str> {
-        Some(&self.current.session.csrf_token)
+        Some(&self.current.session().csrf_token)
     }
 }
 
@@ -240,7 +246,7 @@ impl<F: From<Failure> + IntoResponse> FromRequestParts<WebState> for SignedInVis
 
 impl<F: From<Failure> + IntoResponse> Visit for SignedInVisitor<F> {
     fn expected_token(&self) -> Option<&str> {
-        Some(&self.current.session.csrf_token)
+        Some(&self.current.session().csrf_token)
     }
 }
 

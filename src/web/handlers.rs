@@ -30,9 +30,10 @@ use super::respond::{
     home_of, landing, page, redirect, refusal_status, refused_page, signed_out, with_cookie,
     ClearSession, JsonFailure, PageFailure,
 };
+use super::security_info::SecurityInfo;
 use super::session::{clear_cookie, cookie_names, set_cookie};
 use super::signin::{Current, Prompt, SignInError, SignedIn};
-use super::{Source, WebState};
+use super::{Failure, Source, WebState};
 use crate::model::MethodKind;
 
 /// What a page handler answers.
@@ -209,7 +210,7 @@ fn session_cookie(state: &WebState, signed_in: &SignedIn) -> String {
         &signed_in.session_id,
         secure,
         Some(signed_in.session.expires),
-        state.now(),
+        state.signin().now(),
     )
 }
 
@@ -243,7 +244,7 @@ async fn identify(
     let prompt = if form.prefer.as_deref() == Some("password") {
         Prompt::Password
     } else {
-        state.prompt_for(username).await?
+        state.signin().prompt_for(username).await?
     };
     Ok(page(
         StatusCode::OK,
@@ -297,10 +298,14 @@ async fn attempt(
 ) -> Result<SignedIn, SignInError> {
     if tap {
         let code = Zeroizing::new(form.code.unwrap_or_default().trim().to_owned());
-        state.sign_in_with_tap(username, code, source).await
+        state
+            .signin()
+            .sign_in_with_tap(username, code, source)
+            .await
     } else {
         let password = Zeroizing::new(form.password.unwrap_or_default());
         state
+            .signin()
             .sign_in_with_password(username, password, source)
             .await
     }
@@ -330,14 +335,14 @@ async fn second_factor_page(
     note: Option<&Notice>,
     status: StatusCode,
 ) -> PageResult {
-    let methods = state.methods_of(&current.user).await?;
+    let methods = state.signin().methods_of(current).await?;
     let has_app = methods.iter().any(|m| m.kind == MethodKind::SoftwareOath);
     let has_passkey = methods.iter().any(|m| m.kind == MethodKind::Fido2);
     Ok(page(
         status,
         pages::second_factor(
-            &current.session.csrf_token,
-            &current.user,
+            &current.session().csrf_token,
+            current.user(),
             has_app,
             has_passkey,
             note,
@@ -352,6 +357,7 @@ async fn verify_code(
     let (Form(form), visitor) = (checked.body, checked.visitor);
     let current = &visitor.current;
     match state
+        .signin()
         .verify_app_code(current, &form.code, &visitor.source)
         .await
     {
@@ -371,6 +377,7 @@ async fn passkey_sign_in_start(
 ) -> JsonResult {
     let visitor = checked.visitor;
     let challenge = state
+        .signin()
         .start_passkey_sign_in(visitor.current.as_ref(), &visitor.source)
         .await?;
     let answer = json!({ "ceremony": challenge.ceremony_id, "options": challenge.options });
@@ -384,6 +391,7 @@ async fn passkey_sign_in_finish(
     let (Json(body), visitor) = (checked.body, checked.visitor);
     let current = visitor.current.as_ref();
     let outcome = state
+        .signin()
         .finish_passkey_sign_in(current, &body.ceremony, &body.credential, &visitor.source)
         .await;
     match outcome {
@@ -414,6 +422,11 @@ fn notice_of(notices: &Notices) -> Option<Notice> {
     }
 }
 
+/// What the Security info page and the registration wizard show `current`'s user.
+async fn security_info_of(state: &WebState, current: &Current) -> Result<SecurityInfo, Failure> {
+    state.signin().registration(current)?.security_info().await
+}
+
 async fn security_info_page(
     State(state): State<WebState>,
     Query(notices): Query<Notices>,
@@ -421,24 +434,24 @@ async fn security_info_page(
 ) -> PageResult {
     let current = match &visitor.current {
         None => return Ok(redirect("/")),
-        Some(c) if c.is_pending() || c.session.interrupt_mode => return Ok(redirect(home_of(c))),
+        Some(c) if c.is_pending() || c.session().interrupt_mode => return Ok(redirect(home_of(c))),
         Some(c) => c,
     };
-    let info = state.security_info(current).await?;
-    let (csrf, session) = (&current.session.csrf_token, &current.session);
+    let info = security_info_of(&state, current).await?;
+    let (csrf, session) = (&current.session().csrf_token, current.session());
     let note = notice_of(&notices);
-    let markup = pages::security_info(csrf, &current.user, session, &info, note.as_ref());
+    let markup = pages::security_info(csrf, current.user(), session, &info, note.as_ref());
     Ok(page(StatusCode::OK, markup))
 }
 
 async fn wizard(State(state): State<WebState>, visitor: SignedInVisitor) -> PageResult {
     let current = &visitor.current;
-    if !current.session.interrupt_mode {
+    if !current.session().interrupt_mode {
         return Ok(redirect("/security-info"));
     }
-    let info = state.security_info(current).await?;
-    let (csrf, session) = (&current.session.csrf_token, &current.session);
-    let markup = pages::interrupt_wizard(csrf, &current.user, session, &info, None);
+    let info = security_info_of(&state, current).await?;
+    let (csrf, session) = (&current.session().csrf_token, current.session());
+    let markup = pages::interrupt_wizard(csrf, current.user(), session, &info, None);
     Ok(page(StatusCode::OK, markup))
 }
 
@@ -446,9 +459,8 @@ async fn passkey_register_start(
     State(state): State<WebState>,
     checked: Checked<(), SignedInVisitor<JsonFailure>>,
 ) -> JsonResult {
-    let challenge = state
-        .start_passkey_registration(&checked.visitor.current)
-        .await?;
+    let registration = state.signin().registration(&checked.visitor.current)?;
+    let challenge = registration.start_passkey_registration().await?;
     let answer = json!({ "ceremony": challenge.ceremony_id, "options": challenge.options });
     Ok(Json(answer).into_response())
 }
@@ -463,13 +475,9 @@ async fn passkey_register_finish(
     let (Json(body), visitor) = (checked.body, checked.visitor);
     let name = body.name.as_deref();
     state
-        .finish_passkey_registration(
-            &visitor.current,
-            &body.ceremony,
-            name,
-            &body.credential,
-            &visitor.source,
-        )
+        .signin()
+        .registration(&visitor.current)?
+        .finish_passkey_registration(&body.ceremony, name, &body.credential, &visitor.source)
         .await?;
     Ok(Json(json!({ "redirect": "/security-info?added=passkey" })).into_response())
 }
@@ -479,9 +487,10 @@ async fn app_start(
     checked: Checked<Form<CsrfForm>, SignedInVisitor>,
 ) -> PageResult {
     let current = &checked.visitor.current;
-    let enrolment = state.start_authenticator_app(current).await?;
-    let csrf = &current.session.csrf_token;
-    let markup = pages::authenticator_app(csrf, &current.user, &enrolment);
+    let registration = state.signin().registration(current)?;
+    let enrolment = registration.start_authenticator_app().await?;
+    let csrf = &current.session().csrf_token;
+    let markup = pages::authenticator_app(csrf, current.user(), &enrolment);
     Ok(page(StatusCode::OK, markup))
 }
 
@@ -493,14 +502,16 @@ async fn app_confirm(
     let current = &visitor.current;
     let name = form.name.as_deref();
     let outcome = state
-        .confirm_authenticator_app(current, &form.ceremony, &form.code, name, &visitor.source)
+        .signin()
+        .registration(current)?
+        .confirm_authenticator_app(&form.ceremony, &form.code, name, &visitor.source)
         .await?;
     match outcome {
-        Ok(_) if current.session.interrupt_mode => Ok(redirect("/register")),
+        Ok(_) if current.session().interrupt_mode => Ok(redirect("/register")),
         Ok(_) => Ok(redirect("/security-info?added=app")),
         Err(retry) => {
-            let csrf = &current.session.csrf_token;
-            let markup = pages::authenticator_app(csrf, &current.user, &retry);
+            let csrf = &current.session().csrf_token;
+            let markup = pages::authenticator_app(csrf, current.user(), &retry);
             Ok(page(StatusCode::BAD_REQUEST, markup))
         }
     }
@@ -512,8 +523,9 @@ async fn delete_method(
     checked: Checked<Form<CsrfForm>, SignedInVisitor>,
 ) -> PageResult {
     let visitor = checked.visitor;
-    state
-        .delete_own_method(&visitor.current, &method_id, &visitor.source)
+    let registration = state.signin().registration(&visitor.current)?;
+    registration
+        .delete_own_method(&method_id, &visitor.source)
         .await?;
     Ok(redirect("/security-info?deleted=method"))
 }
@@ -523,10 +535,8 @@ async fn delete_tap(
     checked: Checked<Form<CsrfForm>, SignedInVisitor>,
 ) -> PageResult {
     let visitor = checked.visitor;
-    if !state
-        .delete_own_tap(&visitor.current, &visitor.source)
-        .await?
-    {
+    let registration = state.signin().registration(&visitor.current)?;
+    if !registration.delete_own_tap(&visitor.source).await? {
         return Ok(redirect("/security-info?deleted=tap"));
     }
     let markup = pages::message(
@@ -543,7 +553,10 @@ async fn sign_out(
     checked: Checked<Form<CsrfForm>, SessionVisitor>,
 ) -> PageResult {
     let visitor = checked.visitor;
-    state.sign_out(&visitor.current, &visitor.source).await?;
+    state
+        .signin()
+        .sign_out(&visitor.current, &visitor.source)
+        .await?;
     let markup = pages::message("", "Signed out", "You have signed out.", false);
     Ok(signed_out(page(StatusCode::OK, markup)))
 }

@@ -29,7 +29,6 @@ pub mod respond;
 pub mod session;
 
 use std::net::IpAddr;
-use std::ops::Deref;
 use std::sync::Arc;
 
 use crate::config::{IpNetwork, PublicUrl, WebConfig};
@@ -166,17 +165,9 @@ impl WebState {
         &self.0.settings
     }
 
-    /// The sign-in service the handlers call.
+    /// The sign-in service the handlers call: every step a handler may take is one of its
+    /// methods (self-service registration through [`SelfService::registration`]).
     pub fn signin(&self) -> &SelfService {
-        &self.0.signin
-    }
-}
-
-/// The sign-in service's steps, callable on the state directly (the tests drive them so).
-impl Deref for WebState {
-    type Target = SelfService;
-
-    fn deref(&self) -> &SelfService {
         &self.0.signin
     }
 }

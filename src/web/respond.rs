@@ -64,7 +64,7 @@ pub fn landing(signed_in: &SignedIn) -> &'static str {
 pub fn home_of(current: &Current) -> &'static str {
     if current.is_pending() {
         "/sign-in/verify"
-    } else if current.session.interrupt_mode {
+    } else if current.session().interrupt_mode {
         "/register"
     } else {
         "/security-info"

@@ -214,7 +214,11 @@ async fn names_too_long_or_with_control_characters_get_a_400_and_nothing_is_stor
         }
     }
     assert_eq!(sign_in_events(&site).await.len(), before, "no audit event");
-    assert_eq!(site.state.throttle().tracked(), (0, 0), "no throttle entry");
+    assert_eq!(
+        site.signin().throttle().tracked(),
+        (0, 0),
+        "no throttle entry"
+    );
     assert!(!browser.cookies.contains_key("tapd-session"));
 }
 

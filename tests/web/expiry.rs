@@ -6,9 +6,9 @@ use chrono::Duration;
 use serde_json::json;
 use tapd::model::{MethodKind, RegisteredMethod, WebAuthMethod};
 use tapd::policy::{PolicyPatch, SignInFailure};
-use tapd::web::security_info::{REGISTRATION_TOO_SLOW, WINDOW_CLOSED};
-use tapd::web::signin::{Refusal, SignInError, SignedIn};
-use tapd::web::{Failure, Source};
+use tapd::web::security_info::{AppEnrolment, REGISTRATION_TOO_SLOW, WINDOW_CLOSED};
+use tapd::web::signin::{Current, Refusal, SignInError, SignedIn};
+use tapd::web::{totp, Failure, Source};
 use zeroize::Zeroizing;
 
 use crate::harness::Site;
@@ -18,7 +18,7 @@ fn source() -> Source {
 }
 
 async fn tap_sign_in(site: &Site, user: &str, code: &str) -> Result<SignedIn, SignInError> {
-    site.state
+    site.signin()
         .sign_in_with_tap(user, Zeroizing::new(code.to_owned()), &source())
         .await
 }
@@ -36,6 +36,37 @@ fn forbidden_message<T: std::fmt::Debug>(result: Result<T, Failure>) -> String {
         Err(Failure::Forbidden(m)) => m,
         other => panic!("expected Forbidden, got {other:?}"),
     }
+}
+
+/// The session `signed_in` opened, as a request carrying its cookie finds it.
+async fn current(site: &Site, signed_in: &SignedIn) -> Current {
+    site.signin()
+        .current(Some(&signed_in.session_id))
+        .await
+        .unwrap()
+        .expect("session")
+}
+
+/// Starts adding an authenticator app in `signed_in`'s session, as its handler does.
+async fn start_app(site: &Site, signed_in: &SignedIn) -> Result<AppEnrolment, Failure> {
+    let current = current(site, signed_in).await;
+    let registration = site.signin().registration(&current)?;
+    registration.start_authenticator_app().await
+}
+
+/// Confirms `enrolment` in `signed_in`'s session with the code the app shows now.
+async fn confirm_app(
+    site: &Site,
+    signed_in: &SignedIn,
+    enrolment: &AppEnrolment,
+) -> Result<Result<RegisteredMethod, AppEnrolment>, Failure> {
+    let secret = totp::base32_decode(&enrolment.secret).unwrap();
+    let code = totp::code_at_step(&secret, totp::step_at(site.now()));
+    let current = current(site, signed_in).await;
+    let registration = site.signin().registration(&current)?;
+    registration
+        .confirm_authenticator_app(&enrolment.ceremony_id, &code, None, &source())
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,14 +115,14 @@ async fn a_tap_session_never_outlives_its_tap() {
 
     site.clock.set(tap_end - Duration::seconds(1));
     assert!(site
-        .state
+        .signin()
         .current(Some(&signed_in.session_id))
         .await
         .unwrap()
         .is_some());
     site.clock.set(tap_end);
     assert!(site
-        .state
+        .signin()
         .current(Some(&signed_in.session_id))
         .await
         .unwrap()
@@ -114,74 +145,42 @@ async fn after_a_one_time_tap_registrations_must_finish_within_ten_minutes() {
     let signed_in = tap_sign_in(&site, "alice", &code).await.unwrap();
     let deadline = site.now() + Duration::minutes(10);
     assert_eq!(signed_in.session.registration_deadline, Some(deadline));
-    let current = || async {
-        site.state
-            .current(Some(&signed_in.session_id))
-            .await
-            .unwrap()
-            .expect("session")
-    };
 
     // Started at 9:58 and confirmed at 9:59: saved.
     site.clock.set(deadline - Duration::seconds(2));
-    let enrolment = site
-        .state
-        .start_authenticator_app(&current().await)
-        .await
-        .unwrap();
+    let enrolment = start_app(&site, &signed_in).await.unwrap();
     site.clock.set(deadline - Duration::seconds(1));
-    let secret = tapd::web::totp::base32_decode(&enrolment.secret).unwrap();
-    let now_code = tapd::web::totp::code_at_step(&secret, tapd::web::totp::step_at(site.now()));
-    site.state
-        .confirm_authenticator_app(
-            &current().await,
-            &enrolment.ceremony_id,
-            &now_code,
-            None,
-            &source(),
-        )
+    confirm_app(&site, &signed_in, &enrolment)
         .await
         .unwrap()
         .unwrap();
 
     // Started before the deadline but confirmed at it: refused.
     site.clock.set(deadline - Duration::seconds(1));
-    let late = site
-        .state
-        .start_authenticator_app(&current().await)
-        .await
-        .unwrap();
+    let late = start_app(&site, &signed_in).await.unwrap();
     site.clock.set(deadline);
-    let secret = tapd::web::totp::base32_decode(&late.secret).unwrap();
-    let late_code = tapd::web::totp::code_at_step(&secret, tapd::web::totp::step_at(site.now()));
-    let refused = site
-        .state
-        .confirm_authenticator_app(
-            &current().await,
-            &late.ceremony_id,
-            &late_code,
-            None,
-            &source(),
-        )
-        .await;
+    let refused = confirm_app(&site, &signed_in, &late).await;
     assert_eq!(forbidden_message(refused), WINDOW_CLOSED);
 
     // Nothing new can start at or after the deadline, and the window does not restart.
     assert_eq!(
-        forbidden_message(site.state.start_authenticator_app(&current().await).await),
+        forbidden_message(start_app(&site, &signed_in).await),
         WINDOW_CLOSED
     );
+    let current = current(&site, &signed_in).await;
     assert_eq!(
         forbidden_message(
-            site.state
-                .start_passkey_registration(&current().await)
+            site.signin()
+                .registration(&current)
+                .unwrap()
+                .start_passkey_registration()
                 .await
         ),
         WINDOW_CLOSED
     );
     site.clock.advance(Duration::minutes(20));
     assert_eq!(
-        forbidden_message(site.state.start_authenticator_app(&current().await).await),
+        forbidden_message(start_app(&site, &signed_in).await),
         WINDOW_CLOSED
     );
 }
@@ -192,61 +191,28 @@ async fn with_a_multi_use_tap_the_window_restarts_with_each_registration() {
     let code = site.create_tap("alice", false, None, Some(120)).await;
     let signed_in = tap_sign_in(&site, "alice", &code).await.unwrap();
     let t_sign_in = site.now();
-    let current = || async {
-        site.state
-            .current(Some(&signed_in.session_id))
-            .await
-            .unwrap()
-            .expect("session")
-    };
 
     // Thirty minutes after signing in a registration may still start; it opens 10 minutes.
     site.clock.set(t_sign_in + Duration::minutes(30));
-    let first = site
-        .state
-        .start_authenticator_app(&current().await)
-        .await
-        .unwrap();
+    let first = start_app(&site, &signed_in).await.unwrap();
     assert_eq!(
-        current().await.session.registration_deadline,
+        current(&site, &signed_in)
+            .await
+            .session()
+            .registration_deadline,
         Some(t_sign_in + Duration::minutes(40))
     );
     // Confirming at the new deadline is too late.
     site.clock.set(t_sign_in + Duration::minutes(40));
-    let secret = tapd::web::totp::base32_decode(&first.secret).unwrap();
-    let code_then = tapd::web::totp::code_at_step(&secret, tapd::web::totp::step_at(site.now()));
     assert_eq!(
-        forbidden_message(
-            site.state
-                .confirm_authenticator_app(
-                    &current().await,
-                    &first.ceremony_id,
-                    &code_then,
-                    None,
-                    &source()
-                )
-                .await
-        ),
+        forbidden_message(confirm_app(&site, &signed_in, &first).await),
         REGISTRATION_TOO_SLOW
     );
     // A new registration restarts the window.
     site.clock.set(t_sign_in + Duration::minutes(45));
-    let second = site
-        .state
-        .start_authenticator_app(&current().await)
-        .await
-        .unwrap();
+    let second = start_app(&site, &signed_in).await.unwrap();
     site.clock.set(t_sign_in + Duration::minutes(49));
-    let secret = tapd::web::totp::base32_decode(&second.secret).unwrap();
-    let code_now = tapd::web::totp::code_at_step(&secret, tapd::web::totp::step_at(site.now()));
-    site.state
-        .confirm_authenticator_app(
-            &current().await,
-            &second.ceremony_id,
-            &code_now,
-            None,
-            &source(),
-        )
+    confirm_app(&site, &signed_in, &second)
         .await
         .unwrap()
         .unwrap();
@@ -281,7 +247,7 @@ async fn the_second_factor_must_come_within_ten_minutes_of_the_password() {
         .await
         .unwrap();
     let signed_in = site
-        .state
+        .signin()
         .sign_in_with_password("bob", Zeroizing::new("bob-demo-pw".into()), &source())
         .await
         .unwrap();
@@ -294,18 +260,18 @@ async fn the_second_factor_must_come_within_ten_minutes_of_the_password() {
         site.now() + Duration::minutes(10)
     );
     let pending = site
-        .state
+        .signin()
         .current(Some(&signed_in.session_id))
         .await
         .unwrap()
         .unwrap();
     assert!(matches!(
-        site.state.security_info(&pending).await,
+        site.signin().registration(&pending),
         Err(Failure::SignInRequired)
     ));
     site.clock.advance(Duration::minutes(10));
     assert!(site
-        .state
+        .signin()
         .current(Some(&signed_in.session_id))
         .await
         .unwrap()
@@ -318,7 +284,7 @@ async fn a_tap_session_ends_when_the_policy_no_longer_covers_the_user() {
     let code = site.create_tap("alice", false, None, None).await;
     let signed_in = tap_sign_in(&site, "alice", &code).await.unwrap();
     assert!(site
-        .state
+        .signin()
         .current(Some(&signed_in.session_id))
         .await
         .unwrap()
@@ -328,7 +294,7 @@ async fn a_tap_session_ends_when_the_policy_no_longer_covers_the_user() {
             .unwrap();
     site.admin().await.patch_policy(&patch).await.unwrap();
     assert!(site
-        .state
+        .signin()
         .current(Some(&signed_in.session_id))
         .await
         .unwrap()
@@ -354,7 +320,7 @@ async fn web_sign_ins_and_tap_refusals_are_counted_in_metrics() {
     assert_eq!(metrics.taps_used.get(TapUseChannel::Web), 1);
 
     let wrong = site
-        .state
+        .signin()
         .sign_in_with_password("bob", Zeroizing::new("not-bobs-password".into()), &source())
         .await;
     assert!(matches!(
@@ -362,7 +328,7 @@ async fn web_sign_ins_and_tap_refusals_are_counted_in_metrics() {
         Err(SignInError::Refused(Refusal::InvalidPassword))
     ));
     assert_eq!(metrics.web_sign_ins.get(WebSignIn::PasswordFailure), 1);
-    site.state
+    site.signin()
         .sign_in_with_password("bob", Zeroizing::new("bob-demo-pw".into()), &source())
         .await
         .unwrap();

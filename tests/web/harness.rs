@@ -23,6 +23,7 @@ use tapd::http_listener::ClientAddr;
 use tapd::model::Timestamp;
 use tapd::policy::{CreateTapRequest, PolicyPatch};
 use tapd::service::{AdminSession, Caller, ServiceSettings, TapService};
+use tapd::signin::SelfService;
 use tapd::store::sqlite::{SqliteStore, DEFAULT_BUSY_TIMEOUT};
 use tapd::sync::SyncOptions;
 use tapd::tapcode::Hasher;
@@ -70,17 +71,18 @@ impl Site {
     /// [`Site::new`] believing `X-Forwarded-For` from `trusted_proxies` (CIDRs).
     pub async fn with_trusted_proxies(trusted_proxies: &[&str]) -> Site {
         let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(t0()));
         let store = Arc::new(
             SqliteStore::open(&dir.path().join("tapd.db"), DEFAULT_BUSY_TIMEOUT)
                 .await
-                .unwrap(),
+                .unwrap()
+                .with_clock(clock.clone()),
         );
         let directory = Arc::new(
             LdifDirectory::open(demo_ldif())
                 .unwrap()
                 .with_base_dn("dc=example,dc=org"),
         );
-        let clock = Arc::new(ManualClock::new(t0()));
         let service = Arc::new(TapService::new(
             store,
             directory.clone(),
@@ -159,6 +161,11 @@ impl Site {
             .await
             .unwrap();
         created.code.to_string()
+    }
+
+    /// The site's sign-in service, as its handlers call it.
+    pub fn signin(&self) -> &SelfService {
+        self.state.signin()
     }
 
     /// The clock's now.

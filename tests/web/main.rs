@@ -7,6 +7,7 @@ mod abuse;
 mod authenticator;
 mod daemon;
 mod e2e;
+mod errors;
 mod expiry;
 mod harness;
 mod http;

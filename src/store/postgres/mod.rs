@@ -15,7 +15,7 @@
 //! discarded when it returns to the pool, and the next caller opens a fresh one, so tapd
 //! recovers by itself when PostgreSQL comes back.
 //!
-//! May depend on: `model`, `store`. Connecting and TLS live in `connect`, the schema in
+//! May depend on: `model`, `store`, `clock`. Connecting and TLS live in `connect`, the schema in
 //! `schema`, row decoding in `rows`.
 //!
 //! Over 800 lines on purpose: the one `impl Store` block, method for method in the trait's
@@ -30,6 +30,7 @@ mod schema;
 #[cfg(test)]
 mod tests;
 
+use crate::clock::{Clock, SystemClock};
 use crate::logging::ErrorChain;
 use crate::model::{WebCeremony, WebSession};
 use std::borrow::Cow;
@@ -110,6 +111,9 @@ pub struct PostgresStore {
     /// Seals authenticator-app secrets ([`seal`]); `None` only for a store opened without
     /// [`PostgresStore::with_secrets`] (tests of other parts): secrets are then kept as given.
     secrets: Option<Arc<Sealer>>,
+    /// Stamps what the store audits on its own when no caller's event gives the time (the
+    /// identity conflicts of a sync applied without events); [`PostgresStore::with_clock`].
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -137,7 +141,15 @@ impl PostgresStore {
             pool,
             reachable: AtomicBool::new(true),
             secrets: None,
+            clock: Arc::new(SystemClock),
         })
+    }
+
+    /// Reads the time from `clock` (the daemon's, or a test's manual one) instead of the
+    /// system clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> PostgresStore {
+        self.clock = clock;
+        self
     }
 
     /// Seals every secret the store holds with `sealer` from now on, and seals, in one
@@ -810,7 +822,7 @@ impl Store for PostgresStore {
             .await?;
         }
         tx_audit(&tx, audit).await?;
-        let template = crate::store::identity::event_template(audit);
+        let template = crate::store::identity::event_template(audit, &*self.clock);
         let conflicts = identity::check_conflicts(&tx, &written, &template).await?;
         tx_audit(&tx, &conflicts).await?;
         tx_check_fence(&tx, fence).await?;

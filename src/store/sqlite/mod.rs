@@ -16,7 +16,7 @@
 //! Names are compared ASCII-case-insensitively (SQLite's `lower()`), the same rule as
 //! [`crate::group_ref`]. Timestamps are kept to the microsecond.
 //!
-//! May depend on: `model`, `store`. The schema and its migrations live in `schema`, row
+//! May depend on: `model`, `store`, `clock`. The schema and its migrations live in `schema`, row
 //! decoding in `rows`.
 //!
 //! Over 800 lines on purpose: the one `impl Store` block, method for method in the trait's
@@ -45,6 +45,7 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Tran
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 use zeroize::Zeroizing;
 
+use crate::clock::{Clock, SystemClock};
 use crate::model::{
     AuditEvent, AuditFilter, Group, GroupRef, MailOutcome, NewAuditEvent, OutboxMail,
     RegisteredMethod, StoredTap, SyncStatus, TapPolicy, Timestamp, User, WebCeremony, WebSession,
@@ -171,6 +172,9 @@ pub struct SqliteStore {
     /// Seals authenticator-app secrets ([`seal`]); `None` only for a store opened without
     /// [`SqliteStore::with_secrets`] (tests of other parts): secrets are then kept as given.
     secrets: Option<Arc<Sealer>>,
+    /// Stamps what the store audits on its own when no caller's event gives the time (the
+    /// identity conflicts of a sync applied without events); [`SqliteStore::with_clock`].
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -236,6 +240,7 @@ impl SqliteStore {
             checkpoint,
             sign_ins: Arc::default(),
             secrets: None,
+            clock: Arc::new(SystemClock),
         })
     }
 
@@ -256,6 +261,7 @@ impl SqliteStore {
             checkpoint: None,
             sign_ins: Arc::default(),
             secrets: None,
+            clock: Arc::new(SystemClock),
         })
     }
 
@@ -286,6 +292,13 @@ impl SqliteStore {
         }
         self.secrets = Some(sealer);
         Ok(self)
+    }
+
+    /// Reads the time from `clock` (the daemon's, or a test's manual one) instead of the
+    /// system clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> SqliteStore {
+        self.clock = clock;
+        self
     }
 
     fn sealer(&self) -> Option<&Sealer> {
@@ -664,12 +677,14 @@ fn group_refs_by_ids(conn: &Connection, ids: &[String]) -> Result<Vec<GroupRef>,
 }
 
 /// Writes a sync plan (group member lists are not read: memberships are written from the
-/// users' group ids) and its audit events inside a write transaction.
+/// users' group ids) and its audit events inside a write transaction; identity-conflict events
+/// without a sync event to stamp them from take `clock`'s time.
 fn write_plan(
     tx: &Transaction<'_>,
     plan: &SyncPlan,
     audit: &[NewAuditEvent],
     mut written: std::collections::BTreeSet<String>,
+    clock: &dyn Clock,
 ) -> Result<(), StoreError> {
     let mut upsert_group = tx
         .prepare_cached(
@@ -709,7 +724,7 @@ fn write_plan(
     for event in audit {
         insert_audit(tx, event)?;
     }
-    let template = crate::store::identity::event_template(audit);
+    let template = crate::store::identity::event_template(audit, clock);
     for event in identity::check_conflicts(tx, &written, &template)? {
         insert_audit(tx, &event)?;
     }
@@ -1041,10 +1056,11 @@ impl Store for SqliteStore {
         };
         let audit = audit.to_vec();
         let fence = fence.clone();
+        let clock = self.clock.clone();
         let written = self
             .write(move |tx| {
                 check_fence(tx, &fence)?;
-                write_plan(tx, &plan, &audit, Default::default())
+                write_plan(tx, &plan, &audit, Default::default(), &*clock)
             })
             .await;
         self.sign_ins.invalidate();
@@ -1078,6 +1094,7 @@ impl Store for SqliteStore {
         let mut conn = self.writer.clone().lock_owned().await;
         let checkpoint = self.checkpoint.clone();
         let fence = fence.clone();
+        let clock = self.clock.clone();
         let written = tokio::task::spawn_blocking(move || {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -1098,7 +1115,7 @@ impl Store for SqliteStore {
             let Ok(end) = end.blocking_recv() else {
                 return Ok(false);
             };
-            write_plan(&tx, &end.plan, &end.audit, written)?;
+            write_plan(&tx, &end.plan, &end.audit, written, &*clock)?;
             check_fence(&tx, &fence)?;
             tx.commit().map_err(map_err)?;
             if let Some(checkpoint) = checkpoint {

@@ -242,3 +242,67 @@ async fn version_3_carries_version_2_memberships_over() {
         .unwrap();
     assert_eq!(rows, 1, "no membership rows left behind");
 }
+
+/// The identity-conflict events of a sync applied without events of its own (nothing else to
+/// stamp them from) carry the store's clock's time, not the system clock's.
+#[tokio::test]
+async fn conflict_events_without_a_sync_event_take_the_store_clock_time() {
+    use crate::clock::ManualClock;
+    use crate::directory::DirectorySource;
+    let quarantined_at: Timestamp = "2031-03-04T05:06:07Z".parse().unwrap();
+    let clock = Arc::new(ManualClock::new(quarantined_at));
+    let store = SqliteStore::open_in_memory()
+        .await
+        .unwrap()
+        .with_clock(clock.clone());
+    let demo = crate::directory::fake::FakeDirectory::demo()
+        .read_all()
+        .await
+        .unwrap();
+    let named = |name: &str| demo.users.iter().find(|u| u.username == name).cloned();
+    let (alice, bob) = (named("alice").unwrap(), named("bob").unwrap());
+    let sync = |users: Vec<User>| SyncPlan {
+        upsert_users: users,
+        ..SyncPlan::default()
+    };
+    crate::store::apply_sync_leased(&store, &sync(vec![alice, bob.clone()]))
+        .await
+        .unwrap();
+    // Bob takes Alice's name as his userPrincipalName: quarantined, audited by the store.
+    let mut claiming = bob.clone();
+    claiming.user_principal_name = "ALICE".to_owned();
+    crate::store::apply_sync_leased(&store, &sync(vec![claiming]))
+        .await
+        .unwrap();
+    let released_at = quarantined_at + chrono::Duration::hours(3);
+    clock.set(released_at);
+    crate::store::apply_sync_leased(&store, &sync(vec![bob]))
+        .await
+        .unwrap();
+
+    let filter = AuditFilter {
+        activity: Some("identity conflict".to_owned()),
+        ..AuditFilter::default()
+    };
+    let mut stamped: Vec<(String, Timestamp)> = store
+        .audit(&filter)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.event.activity, e.event.time))
+        .collect();
+    stamped.sort_by_key(|(_, time)| *time);
+    assert_eq!(
+        stamped,
+        [
+            (
+                crate::store::identity::activity::IDENTITY_CONFLICT.to_owned(),
+                quarantined_at
+            ),
+            (
+                crate::store::identity::activity::IDENTITY_CONFLICT_RESOLVED.to_owned(),
+                released_at
+            ),
+        ]
+    );
+}
