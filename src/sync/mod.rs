@@ -37,11 +37,12 @@
 //!
 //! May depend on: `model`, `store` (trait), `directory`, `clock`, `metrics` (sync runs,
 //! errors, duration, last success and the apply latency are counted here), `policy`,
-//! `group_ref`.
+//! `group_ref`, `dn` (matching managers' DNs).
 
 pub mod access;
 mod apply;
 mod events;
+pub mod managers;
 pub mod plan;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -212,6 +213,31 @@ pub struct Syncer {
 }
 
 impl Syncer {
+    /// Brings every user's `manager_id` in line with its entry's `manager` DN after a
+    /// successful sync ([`managers`]), and says once per sync how many managers are no synced
+    /// user. A store error is logged; the next sync tries again.
+    async fn resolve_managers(&self) {
+        match managers::resolve_in(self.store.as_ref()).await {
+            Ok(report) => {
+                if !report.outside.is_empty() {
+                    let (upn, dn) = &report.outside[0];
+                    log::info!(
+                        "{} user(s) name a manager who is no synced user (outside the synced \
+                         base or filter), so no mail goes to a manager for them; e.g. {upn}: {dn}",
+                        report.outside.len()
+                    );
+                }
+                for (upn, dn) in &report.ambiguous {
+                    log::warn!(
+                        "{upn}: manager {dn} is the DN of several stored users; no manager is \
+                         assumed"
+                    );
+                }
+            }
+            Err(e) => log::warn!("could not resolve managers: {}", ErrorChain(&e)),
+        }
+    }
+
     /// A runner over `directory` into `store`.
     pub fn new(
         store: Arc<dyn Store>,
@@ -385,6 +411,7 @@ impl Syncer {
         match error {
             None => {
                 self.metrics.sync_runs.inc(SyncResult::Success);
+                self.resolve_managers().await;
                 match self.store.quarantined_users().await {
                     Ok(users) => self.metrics.identity_conflicts.set(users.len() as f64),
                     Err(e) => log::warn!("could not count quarantined users: {}", ErrorChain(&e)),
