@@ -965,4 +965,25 @@ async fn the_manager_gets_the_code_a_user_without_one_waits_and_hire_dates_open_
     node.tapctl.ok(&["sync", "run"]);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(smtp.messages().len(), 3, "one pass per user and rule");
+
+    // A bulk row without a recipient mails the user's manager, and refuses a user whose
+    // manager can't be mailed.
+    let csv = dir.path().join("list.csv");
+    std::fs::write(&csv, "user,recipient\nnewbie,\nlockee,\n").unwrap();
+    let (code, stdout, stderr) = node.bulk(&csv, &["--json"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let rows: Value = serde_json::from_str(&stdout).unwrap();
+    let rows = rows["value"].as_array().unwrap();
+    assert_eq!(rows[0]["status"], "queued", "{rows:#?}");
+    assert_eq!(rows[0]["recipient"], "boss@example.org", "{rows:#?}");
+    assert_eq!(rows[1]["status"], "error", "{rows:#?}");
+    let error = rows[1]["error"].as_str().unwrap();
+    assert!(
+        error.contains("no recipient") && error.contains("disabled"),
+        "{error}"
+    );
+    let mails = smtp.wait_for(4, Duration::from_secs(30));
+    assert_eq!(mails.len(), 4, "{mails:#?}");
+    assert_eq!(mails[3].recipients, ["boss@example.org"]);
+    assert!(node.tap_of("lockee").is_empty());
 }

@@ -92,14 +92,14 @@ mod tests {
     #[test]
     fn a_manager_dn_resolves_to_the_one_user_at_exactly_that_dn() {
         let links = [
-            link("boss", "UID=Boss, ou=People,dc=example,dc=org", None, None),
-            // Same first RDN value under another branch: not the manager.
+            // Same first RDN value under another branch, listed first: not the manager.
             link(
                 "boss2",
                 "uid=boss,ou=contractors,dc=example,dc=org",
                 None,
                 None,
             ),
+            link("boss", "UID=Boss, ou=People,dc=example,dc=org", None, None),
             link(
                 "new",
                 "uid=new,ou=people,dc=example,dc=org",
