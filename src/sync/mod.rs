@@ -210,14 +210,25 @@ pub struct Syncer {
     /// The nesting the last sync saw (for the path of a revocation).
     nesting: std::sync::Mutex<Option<GroupNesting>>,
     references: std::sync::RwLock<ConfiguredReferences>,
+    /// The managers were resolved since this process started and no sync changed users
+    /// since (a failed resolution clears it, so the next sync tries again).
+    managers_resolved: AtomicBool,
 }
 
 impl Syncer {
     /// Brings every user's `manager_id` in line with its entry's `manager` DN after a
-    /// successful sync ([`managers`]), and says once per sync how many managers are no synced
-    /// user. A store error is logged; the next sync tries again.
-    async fn resolve_managers(&self) {
-        match managers::resolve_in(self.store.as_ref()).await {
+    /// successful sync that changed users (and after the first one of this process)
+    /// ([`managers`]), and says once per such sync how many managers are no synced user. A
+    /// store error is logged; the next sync tries again.
+    async fn resolve_managers(&self, status: &SyncStatus) {
+        let changed = status.users_added + status.users_updated + status.users_deleted > 0;
+        if !changed && self.managers_resolved.load(Ordering::SeqCst) {
+            return;
+        }
+        let resolved = managers::resolve_in(self.store.as_ref()).await;
+        self.managers_resolved
+            .store(resolved.is_ok(), Ordering::SeqCst);
+        match resolved {
             Ok(report) => {
                 if !report.outside.is_empty() {
                     let (upn, dn) = &report.outside[0];
@@ -258,6 +269,7 @@ impl Syncer {
             index_loaded: AtomicBool::new(false),
             nesting: std::sync::Mutex::new(None),
             references: std::sync::RwLock::new(ConfiguredReferences::default()),
+            managers_resolved: AtomicBool::new(false),
         }
     }
 
@@ -411,7 +423,9 @@ impl Syncer {
         match error {
             None => {
                 self.metrics.sync_runs.inc(SyncResult::Success);
-                self.resolve_managers().await;
+                if let Ok(status) = &outcome {
+                    self.resolve_managers(status).await;
+                }
                 match self.store.quarantined_users().await {
                     Ok(users) => self.metrics.identity_conflicts.set(users.len() as f64),
                     Err(e) => log::warn!("could not count quarantined users: {}", ErrorChain(&e)),
