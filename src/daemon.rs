@@ -163,6 +163,7 @@ pub fn open_directory(config: &Config) -> anyhow::Result<Arc<dyn DirectorySource
             if !config.directory.base_dn.is_empty() {
                 source = source.with_base_dn(&config.directory.base_dn);
             }
+            let source = source.with_date_attributes(&config.directory.attributes.dates);
             Ok(Arc::new(source))
         }
         DirectoryConfig::Ldap { url, .. } => {

@@ -39,11 +39,24 @@ pub struct User {
     /// until the directory is fixed. See [`IdentityConflict`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_conflict: Option<IdentityConflict>,
+    /// The DN in the entry's `manager` attribute, normalised (`crate::dn::normalize_dn`), as
+    /// the directory wrote it; `None` when the entry names no manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manager_dn: Option<String>,
+    /// Set by the store, never by the directory: the stable id of the synced user whose
+    /// normalised DN is exactly [`User::manager_dn`], resolved after each sync. `None` when
+    /// there is no manager or it is no synced user (outside the synced base, or not found).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manager_id: Option<String>,
+    /// Dates read from the date attributes onboarding rules ask for (`date_attribute`), keyed
+    /// by the attribute name in lower case; a value that does not parse is left out.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub dates: std::collections::BTreeMap<String, chrono::NaiveDate>,
 }
 
 impl User {
     /// Whether `other` holds the same directory data: every field but the store's own
-    /// [`User::identity_conflict`], which the directory never sets.
+    /// [`User::identity_conflict`] and [`User::manager_id`], which the directory never sets.
     pub fn same_directory_entry(&self, other: &User) -> bool {
         let User {
             id,
@@ -55,6 +68,9 @@ impl User {
             account_enabled,
             group_ids,
             identity_conflict: _,
+            manager_dn,
+            manager_id: _,
+            dates,
         } = self;
         *id == other.id
             && *dn == other.dn
@@ -64,7 +80,25 @@ impl User {
             && *mail == other.mail
             && *account_enabled == other.account_enabled
             && *group_ids == other.group_ids
+            && *manager_dn == other.manager_dn
+            && *dates == other.dates
     }
+}
+
+/// What the store holds of one user for resolving managers: its DN, and the `manager` DN of
+/// its entry with the id that DN was last resolved to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManagerLink {
+    /// Stable directory id.
+    pub id: String,
+    /// Current distinguished name, as the directory spelled it.
+    pub dn: String,
+    /// userPrincipalName (for log lines).
+    pub user_principal_name: String,
+    /// [`User::manager_dn`].
+    pub manager_dn: Option<String>,
+    /// [`User::manager_id`] as stored.
+    pub manager_id: Option<String>,
 }
 
 /// Why a user is quarantined: sign-in names (usernames and userPrincipalNames, compared

@@ -177,6 +177,11 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
         old.directory.deletion_guard != new.directory.deletion_guard,
         "directory.deletion_guard_*",
     );
+    // The directory source reads the date attributes it was built with.
+    check(
+        old.directory.attributes.dates != new.directory.attributes.dates,
+        "onboarding.rules.date_attribute",
+    );
     check(old.admin.socket != new.admin.socket, "admin.socket");
     check(
         old.admin.socket_group != new.admin.socket_group,
@@ -252,6 +257,12 @@ mod tests {
         assert_eq!(restart_required(&old, &config(web)), vec!["smtp"]);
         let with_rule = format!("{}{rule}", smtp("mail.example.org"));
         assert!(restart_required(&old, &config(&with_rule)).is_empty());
+        // A new date attribute is read by the directory source, which is built at start.
+        let dated = format!("{with_rule}date_attribute = \"employeeHireDate\"\n");
+        assert_eq!(
+            restart_required(&old, &config(&dated)),
+            vec!["onboarding.rules.date_attribute"]
+        );
     }
 
     #[test]

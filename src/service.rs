@@ -192,6 +192,8 @@ pub struct UserDetails {
     pub roles: BTreeSet<AdminRole>,
     /// Whether the TAP policy covers the user now.
     pub in_tap_scope: bool,
+    /// The user's manager (the synced user `user.manager_id` names), when there is one.
+    pub manager: Option<User>,
 }
 
 /// Everything known about a user's authentication methods.
@@ -995,11 +997,16 @@ impl AdminSession {
         let roles = self.service.roles_in(&groups);
         let policy = self.store().policy().await?;
         let in_tap_scope = policy::in_scope(&policy, &user, &groups, &self.service.group_index());
+        let manager = match &user.manager_id {
+            Some(id) => self.store().user(id).await?.filter(|m| m.id == *id),
+            None => None,
+        };
         Ok(UserDetails {
             user,
             groups,
             roles,
             in_tap_scope,
+            manager,
         })
     }
 

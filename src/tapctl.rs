@@ -1119,6 +1119,29 @@ impl Output {
                 "inTemporaryAccessPassScope",
             ],
         );
+        let manager = match v.get("manager") {
+            Some(m) if m.is_object() => format!(
+                "{} ({})",
+                str_of(m.get("userPrincipalName")),
+                match m.get("mail").and_then(Value::as_str) {
+                    Some(mail) => mail.to_owned(),
+                    None => "no mail".to_owned(),
+                }
+            ),
+            _ => match v
+                .get("onPremisesManagerDistinguishedName")
+                .and_then(Value::as_str)
+            {
+                Some(dn) => format!("none synced ({dn})"),
+                None => "none".to_owned(),
+            },
+        };
+        println!("{:<26} {manager}", "manager");
+        if let Some(dates) = v.get("onboardingDates").and_then(Value::as_object) {
+            for (attribute, date) in dates {
+                println!("{:<26} {}", attribute, str_of(Some(date)));
+            }
+        }
         if let Some(conflict) = v.get("identityConflictMessage").and_then(Value::as_str) {
             println!(
                 "{:<26} QUARANTINED (no sign-in, no TAP): {conflict}",

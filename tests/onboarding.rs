@@ -571,18 +571,17 @@ fn person(name: &str) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_user_added_to_the_rules_group_gets_one_tap_mailed_to_the_rules_recipient() {
-    use support::slapd::{Slapd, SERVICE_DN, SERVICE_PASSWORD};
-    let slapd = Slapd::start(&slapd_ldif());
-    let dir = tempfile::tempdir().unwrap();
-    let smtp = SmtpServer::start(dir.path());
+/// One tapd syncing `slapd` (as the service account, full syncs on demand), mailing through
+/// `smtp`, with `rules` as its `[[onboarding.rules]]` and `tap-admins` granting a role; it
+/// returns once the first sync ran.
+fn rule_node(slapd: &support::slapd::Slapd, smtp: &SmtpServer, rules: &[&str]) -> Node {
+    use support::slapd::{SERVICE_DN, SERVICE_PASSWORD};
     let tapd_dir = tempfile::tempdir().unwrap();
     let secret = tapd_dir.path().join("ldap.secret");
     support::config::write_private(&secret, SERVICE_PASSWORD);
     let socket = tapd_dir.path().join("admin.sock");
     let public_url = format!("http://localhost:{}", free_port());
-    ConfigFile::new()
+    let mut config = ConfigFile::new()
         .store(&sqlite_url(tapd_dir.path()))
         .string("directory", "url", slapd.url())
         .string("directory", "preset", "openldap")
@@ -600,30 +599,44 @@ async fn a_user_added_to_the_rules_group_gets_one_tap_mailed_to_the_rules_recipi
         .web_on_loopback(&public_url)
         .string("smtp", "url", smtp.url())
         .string("smtp", "from", "tapd <tapd@example.org>")
-        .string("smtp", "ca_file", smtp.ca_file().display())
-        .entry(
-            "onboarding.rules",
-            "name = \"new-hires\"\ngroup = \"new-hires\"\n\
-             recipient = \"it-onboarding@example.org\"\nlifetime = \"8h\"\none_time = true",
-        )
+        .string("smtp", "ca_file", smtp.ca_file().display());
+    for rule in rules {
+        config = config.entry("onboarding.rules", rule);
+    }
+    config
         .log_to_stderr()
         .no_metrics()
         .write(&tapd_dir.path().join("tapd.toml"));
-    let mut daemon = Launch::new(tapd_dir)
+    let daemon = Launch::new(tapd_dir)
         .listener("web")
         .listener("admin")
         .first_sync()
         .terminate_on_drop()
         .start();
-    daemon.wait_for_log("the rule's first evaluation", |l| {
-        l.contains("onboarding rule \"new-hires\": 1 current member(s)")
-    });
-    let node = Node {
+    Node {
         web: daemon.addr("web"),
         daemon,
         tapctl: Tapctl::new(socket),
         public_url,
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_added_to_the_rules_group_gets_one_tap_mailed_to_the_rules_recipient() {
+    use support::slapd::Slapd;
+    let slapd = Slapd::start(&slapd_ldif());
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = SmtpServer::start(dir.path());
+    let mut node = rule_node(
+        &slapd,
+        &smtp,
+        &["name = \"new-hires\"\ngroup = \"new-hires\"\n\
+           recipient = \"it-onboarding@example.org\"\nlifetime = \"8h\"\none_time = true"],
+    );
+    node.daemon
+        .wait_for_log("the rule's first evaluation", |l| {
+            l.contains("onboarding rule \"new-hires\": 1 current member(s)")
+        });
     node.tapctl.ok(&[
         "policy",
         "set",
@@ -707,4 +720,270 @@ async fn a_user_added_to_the_rules_group_gets_one_tap_mailed_to_the_rules_recipi
     let status = node.status();
     assert_eq!(status.len(), 1);
     assert_eq!(status[0]["origin"], "rule new-hires");
+}
+
+/// `person` with more attribute lines (`manager: …`, an auxiliary class and its values),
+/// right after its structural class (slapadd wants each attribute's values together).
+fn person_with(name: &str, extra: &str) -> String {
+    person(name).replacen(
+        "objectClass: inetOrgPerson\n",
+        &format!("objectClass: inetOrgPerson\n{extra}\n"),
+        1,
+    )
+}
+
+/// A GeneralizedTime `days` days from today (UTC), as a directory writes a hire date.
+fn hire_date(days: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::days(days))
+        .format("%Y%m%d000000Z")
+        .to_string()
+}
+
+/// Rules that mail the user's manager: `new-hires` (by group, no recipient given) and
+/// `hire-date` (by `employeeHireDate`, five days ahead, to a fixed mailbox, starting at 08:00
+/// UTC on the hire date). The directory has `boss`, a disabled `lockedboss`, and a decoy whose
+/// DN differs from boss's only in its branch (`cn=boss,ou=contractors`), with the lower id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manager_gets_the_code_a_user_without_one_waits_and_hire_dates_open_a_window() {
+    use support::slapd::{Slapd, HIRE_DATE_SCHEMA};
+    let mut ldif = slapd_ldif();
+    ldif.push_str(&format!(
+        "dn: ou=contractors,{BASE_DN}\nobjectClass: organizationalUnit\nou: contractors\n\n\
+         dn: cn=boss,ou=contractors,{BASE_DN}\nobjectClass: inetOrgPerson\n\
+         entryUUID: 00000000-0000-4000-8000-000000000001\nuid: cboss\ncn: boss\nsn: Decoy\n\
+         mail: decoy@example.org\n\n"
+    ));
+    ldif.push_str(&person_with(
+        "boss",
+        "entryUUID: ffffffff-0000-4000-8000-000000000001",
+    ));
+    ldif.push_str(&person_with(
+        "lockedboss",
+        "pwdAccountLockedTime: 000001010000Z",
+    ));
+    ldif.push_str(&person_with(
+        "soon",
+        &format!("objectClass: tapdHire\nemployeeHireDate: {}", hire_date(3)),
+    ));
+    ldif.push_str(&person_with(
+        "longago",
+        &format!(
+            "objectClass: tapdHire\nemployeeHireDate: {}",
+            hire_date(-40)
+        ),
+    ));
+    let slapd = Slapd::start_with_schema(&ldif, HIRE_DATE_SCHEMA);
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = SmtpServer::start(dir.path());
+    let mut node = rule_node(
+        &slapd,
+        &smtp,
+        &[
+            "name = \"new-hires\"\ngroup = \"new-hires\"\nlifetime = \"8h\"\none_time = true",
+            "name = \"hire-date\"\ndate_attribute = \"employeeHireDate\"\ndays_before = 5\n\
+             recipient = \"hr@example.org\"\nstart_time = \"08:00\"\ntime_zone = \"UTC\"\n\
+             lifetime = \"8h\"",
+        ],
+    );
+    node.daemon
+        .wait_for_log("the group rule's first evaluation", |l| {
+            l.contains("onboarding rule \"new-hires\": 1 current member(s)")
+        });
+    node.tapctl.ok(&[
+        "policy",
+        "set",
+        "--state",
+        "enabled",
+        "--include-groups",
+        "new-hires",
+    ]);
+
+    // The date rule: hired in three days (within five) gets a pass that starts at 08:00 on
+    // the hire date; hired forty days ago gets none.
+    let mails = smtp.wait_for(1, Duration::from_secs(30));
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    assert_eq!(mails[0].recipients, ["hr@example.org"]);
+    assert!(mails[0].decoded().contains("New hire soon"));
+    let soon = node.tap_of("soon");
+    assert_eq!(soon.len(), 1, "{soon:#?}");
+    let day = (chrono::Utc::now() + chrono::Duration::days(3)).format("%Y-%m-%dT08:00:00");
+    assert!(
+        soon[0]["startDateTime"]
+            .as_str()
+            .unwrap()
+            .starts_with(&day.to_string()),
+        "{soon:#?}"
+    );
+    assert!(node.tap_of("longago").is_empty(), "an old hire got a pass");
+    let shown = node.tapctl.json(&["user", "show", "soon"]);
+    assert!(
+        shown["onboardingDates"]["employeehiredate"].is_string(),
+        "{shown}"
+    );
+
+    // Three new hires join the group: one with boss as manager, one with none, one whose
+    // manager is disabled.
+    let mut admin = slapd.admin().await;
+    for (name, manager) in [
+        ("newbie", Some("boss")),
+        ("orphan", None),
+        ("lockee", Some("lockedboss")),
+    ] {
+        let value = |v: String| std::collections::HashSet::from([v]);
+        let mut attributes = vec![
+            ("objectClass".to_owned(), value("inetOrgPerson".to_owned())),
+            ("uid".to_owned(), value(name.to_owned())),
+            ("cn".to_owned(), value(name.to_owned())),
+            ("sn".to_owned(), value("Hire".to_owned())),
+            ("mail".to_owned(), value(format!("{name}@example.org"))),
+        ];
+        if let Some(manager) = manager {
+            attributes.push((
+                "manager".to_owned(),
+                value(format!("uid={manager},ou=people,{BASE_DN}")),
+            ));
+        }
+        admin
+            .add(&format!("uid={name},ou=people,{BASE_DN}"), attributes)
+            .await
+            .unwrap()
+            .success()
+            .unwrap();
+    }
+    let members: std::collections::HashSet<String> = ["newbie", "orphan", "lockee"]
+        .iter()
+        .map(|n| format!("uid={n},ou=people,{BASE_DN}"))
+        .collect();
+    admin
+        .modify(
+            &format!("cn=new-hires,ou=groups,{BASE_DN}"),
+            vec![ldap3::Mod::Add("member".to_owned(), members)],
+        )
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    node.tapctl.ok(&["sync", "run"]);
+
+    // Newbie's code goes to boss (not the decoy, not newbie) and signs newbie in.
+    let mails = smtp.wait_for(2, Duration::from_secs(30));
+    assert_eq!(mails.len(), 2, "{mails:#?}");
+    assert_eq!(mails[1].recipients, ["boss@example.org"]);
+    assert!(mails[1].decoded().contains("newbie"));
+    let code = mails[1].value_after("Temporary Access Pass:").unwrap();
+    let signed_in = sign_in(&node, "newbie", &code).await;
+    assert!(
+        signed_in
+            .cookie("tapd-session")
+            .is_some_and(|s| !s.is_empty()),
+        "the code mailed to the manager did not sign newbie in: {} {}",
+        signed_in.status,
+        signed_in.body
+    );
+    let shown = node.tapctl.json(&["user", "show", "newbie"]);
+    assert_eq!(
+        shown["manager"]["userPrincipalName"], "boss@example.org",
+        "{shown}"
+    );
+    assert!(node
+        .tapctl
+        .ok(&["user", "show", "newbie"])
+        .contains("boss@example.org"));
+
+    // Orphan (no manager) and lockee (a disabled manager): no pass, and the audit says why.
+    assert!(
+        node.tap_of("orphan").is_empty(),
+        "a pass with nowhere to go"
+    );
+    assert!(
+        node.tap_of("lockee").is_empty(),
+        "a disabled manager was mailed"
+    );
+    let failures = node.tapctl.json(&["audit", "--limit", "200"]);
+    let failed_for = |user: &str| -> Vec<Value> {
+        failures["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                e.to_string().contains("onboarding_no_recipient")
+                    && e.to_string().contains(&format!("{user}@example.org"))
+            })
+            .cloned()
+            .collect()
+    };
+    assert_eq!(failed_for("orphan").len(), 1, "{failures:#}");
+    let lockee = failed_for("lockee");
+    assert_eq!(lockee.len(), 1, "{failures:#}");
+    assert!(lockee[0].to_string().contains("disabled"), "{lockee:#?}");
+    let audit = node.tapctl.ok(&["--json", "audit", "--limit", "200"]);
+    // The issuance's audit names the manager as the delivery target.
+    let to_boss = failures["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(Value::to_string)
+        .find(|e| e.contains("recipientKind") && e.contains("newbie@example.org"))
+        .unwrap_or_else(|| panic!("no issuance for newbie: {failures:#}"));
+    assert!(
+        to_boss.contains("manager") && to_boss.contains("boss@example.org"),
+        "{to_boss}"
+    );
+    assert!(!audit.contains(&code), "the audit shows the code");
+
+    // Another sync without a change: still nothing for them, and audited only once.
+    node.tapctl.ok(&["sync", "run"]);
+    assert!(node.tap_of("orphan").is_empty());
+    let again = node.tapctl.json(&["audit", "--limit", "200"]);
+    let count = again["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e.to_string().contains("onboarding_no_recipient"))
+        .count();
+    assert_eq!(count, 2, "a lasting failure is audited once: {again:#}");
+
+    // The directory gets a manager for orphan: the next sync serves them, mailing boss.
+    admin
+        .modify(
+            &format!("uid=orphan,ou=people,{BASE_DN}"),
+            vec![ldap3::Mod::Add(
+                "manager".to_owned(),
+                [format!("uid=boss,ou=people,{BASE_DN}")].into(),
+            )],
+        )
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    node.tapctl.ok(&["sync", "run"]);
+    let mails = smtp.wait_for(3, Duration::from_secs(30));
+    assert_eq!(mails.len(), 3, "{mails:#?}");
+    assert_eq!(mails[2].recipients, ["boss@example.org"]);
+    assert_eq!(node.tap_of("orphan").len(), 1);
+    assert!(node.tap_of("lockee").is_empty());
+    node.tapctl.ok(&["sync", "run"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(smtp.messages().len(), 3, "one pass per user and rule");
+
+    // A bulk row without a recipient mails the user's manager, and refuses a user whose
+    // manager can't be mailed.
+    let csv = dir.path().join("list.csv");
+    std::fs::write(&csv, "user,recipient\nnewbie,\nlockee,\n").unwrap();
+    let (code, stdout, stderr) = node.bulk(&csv, &["--json"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let rows: Value = serde_json::from_str(&stdout).unwrap();
+    let rows = rows["value"].as_array().unwrap();
+    assert_eq!(rows[0]["status"], "queued", "{rows:#?}");
+    assert_eq!(rows[0]["recipient"], "boss@example.org", "{rows:#?}");
+    assert_eq!(rows[1]["status"], "error", "{rows:#?}");
+    let error = rows[1]["error"].as_str().unwrap();
+    assert!(
+        error.contains("no recipient") && error.contains("disabled"),
+        "{error}"
+    );
+    let mails = smtp.wait_for(4, Duration::from_secs(30));
+    assert_eq!(mails.len(), 4, "{mails:#?}");
+    assert_eq!(mails[3].recipients, ["boss@example.org"]);
+    assert!(node.tap_of("lockee").is_empty());
 }

@@ -243,6 +243,7 @@ macro_rules! conformance {
                 outbox_claim_is_held_until_it_lapses,
                 onboarding_rule_grants_one_pass_per_user,
                 outbox_a_newer_pass_fails_the_queued_message,
+                users_keep_their_manager_and_dates,
             );
             conformance!(@backend $factory;
                 outbox_code_is_sealed_until_accepted_then_erased,
@@ -325,6 +326,9 @@ fn user(id: &str, username: &str, upn: &str, groups: &[&str]) -> User {
         account_enabled: true,
         group_ids: groups.iter().map(|g| (*g).to_owned()).collect(),
         identity_conflict: None,
+        manager_dn: None,
+        manager_id: None,
+        dates: Default::default(),
     }
 }
 
@@ -2056,6 +2060,7 @@ async fn postgres_nodes_migrate_one_at_a_time() {
             (5, "0005_audit_chain".to_owned()),
             (6, "0006_outbox".to_owned()),
             (7, "0007_tap_code_length".to_owned()),
+            (8, "0008_user_manager".to_owned()),
         ]
     );
 }
@@ -2072,12 +2077,12 @@ async fn postgres_refuses_a_newer_or_foreign_schema() {
         .unwrap();
     tokio::spawn(connection);
     client
-        .batch_execute("INSERT INTO schema_migrations (version, name) VALUES (8, '0008_future')")
+        .batch_execute("INSERT INTO schema_migrations (version, name) VALUES (9, '0009_future')")
         .await
         .unwrap();
     match PostgresStore::open(&PostgresSettings::new(url.clone())).await {
         Err(StoreError::SchemaTooNew { found, supported }) => {
-            assert_eq!((found, supported), (8, 7));
+            assert_eq!((found, supported), (9, 8));
         }
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
@@ -2818,6 +2823,14 @@ async fn audit_chain_migration_links_existing_rows(backend: Backend) {
         ])
         .await
         .unwrap();
+    apply(
+        &store,
+        SyncPlan {
+            upsert_users: vec![user("u-old", "old", "old@example.org", &[])],
+            ..SyncPlan::default()
+        },
+    )
+    .await;
     drop(store);
     // Back to the schema before the chain, with the events as an older tapd left them.
     match &raw {
@@ -2826,7 +2839,9 @@ async fn audit_chain_migration_links_existing_rows(backend: Backend) {
                 "DROP INDEX audit_seq; ALTER TABLE audit DROP COLUMN seq; \
                  ALTER TABLE audit DROP COLUMN prev_hash; DROP TABLE audit_chain; \
                  DROP TABLE onboarding_grants; DROP TABLE outbox; \
-                 ALTER TABLE taps DROP COLUMN code_length; PRAGMA user_version = 5;",
+                 ALTER TABLE taps DROP COLUMN code_length; ALTER TABLE users DROP COLUMN dates; \
+                 ALTER TABLE users DROP COLUMN manager_id; \
+                 ALTER TABLE users DROP COLUMN manager_dn; PRAGMA user_version = 5;",
             )
             .await
         }
@@ -2835,12 +2850,19 @@ async fn audit_chain_migration_links_existing_rows(backend: Backend) {
                 "ALTER TABLE audit DROP COLUMN seq, DROP COLUMN prev_hash; \
                  DROP TABLE audit_chain; DROP TABLE onboarding_grants; DROP TABLE outbox; \
                  ALTER TABLE taps DROP COLUMN code_length; \
+                 ALTER TABLE users DROP COLUMN dates, DROP COLUMN manager_id, \
+                 DROP COLUMN manager_dn; \
                  DELETE FROM schema_migrations WHERE version >= 5;",
             )
             .await
         }
     }
     let store = reopen(Some(sealer())).await.unwrap();
+    // A user written before the manager columns reads back without manager or dates.
+    assert_eq!(
+        store.user("u-old").await.unwrap().unwrap(),
+        user("u-old", "old", "old@example.org", &[])
+    );
     let v = verified(&store).await;
     assert!(v.valid, "{v:?}");
     assert_eq!((v.head.seq, v.checked), (3, 3));
@@ -3336,4 +3358,83 @@ async fn outbox_codes_are_resealed_on_key_rotation(backend: Backend) {
         .unwrap()
         .unwrap();
     assert_eq!((mail.id.as_str(), code.as_str()), ("m1", "ROTATED1234"));
+}
+
+/// A user's manager DN and dates are stored as the directory gave them; the manager's id is
+/// the store's own (set after a sync's resolution), kept while the manager DN stays, cleared
+/// when it changes.
+async fn users_keep_their_manager_and_dates(store: Arc<dyn Store>) {
+    let boss = user("u-boss", "boss", "boss@example.org", &[]);
+    let mut new = user("u-new", "new", "new@example.org", &[]);
+    new.manager_dn = Some("uid=boss,ou=people,dc=example,dc=org".to_owned());
+    let hired = chrono::NaiveDate::from_ymd_opt(2026, 12, 9).unwrap();
+    new.dates.insert("employeehiredate".to_owned(), hired);
+    apply(
+        &store,
+        SyncPlan {
+            upsert_users: vec![boss.clone(), new.clone()],
+            ..SyncPlan::default()
+        },
+    )
+    .await;
+    let stored = store.user("u-new").await.unwrap().unwrap();
+    assert_eq!(stored, new);
+    assert!(stored.same_directory_entry(&new));
+    let links = store.manager_links().await.unwrap();
+    assert_eq!(links.len(), 2);
+    let link = links.iter().find(|l| l.id == "u-new").unwrap();
+    assert_eq!(link.manager_dn, new.manager_dn);
+    assert_eq!(link.manager_id, None);
+    assert_eq!(link.dn, new.dn);
+    assert_eq!(link.user_principal_name, "new@example.org");
+
+    store
+        .set_manager_ids(&[
+            ("u-new".to_owned(), Some("u-boss".to_owned())),
+            ("u-gone".to_owned(), Some("u-boss".to_owned())),
+        ])
+        .await
+        .unwrap();
+    let read = store.user("new").await.unwrap().unwrap();
+    assert_eq!(read.manager_id.as_deref(), Some("u-boss"));
+    assert_eq!(read.dates.get("employeehiredate"), Some(&hired));
+    let (with_refs, _) = store.user_with_group_refs("u-new").await.unwrap().unwrap();
+    assert_eq!(with_refs.manager_id.as_deref(), Some("u-boss"));
+    let listed = store.users(Some("new@")).await.unwrap();
+    assert_eq!(listed[0].manager_id.as_deref(), Some("u-boss"));
+    assert!(store.user("u-gone").await.unwrap().is_none());
+
+    // The same manager again: the resolved id stays. Another one: it is cleared until the
+    // next resolution, so no code goes to the former manager meanwhile.
+    let mut renamed = new.clone();
+    renamed.display_name = "New display".to_owned();
+    apply(
+        &store,
+        SyncPlan {
+            upsert_users: vec![renamed.clone()],
+            ..SyncPlan::default()
+        },
+    )
+    .await;
+    let read = store.user("u-new").await.unwrap().unwrap();
+    assert_eq!(read.manager_id.as_deref(), Some("u-boss"));
+    let mut moved = renamed.clone();
+    moved.manager_dn = Some("uid=other,ou=people,dc=example,dc=org".to_owned());
+    moved.dates.clear();
+    apply(
+        &store,
+        SyncPlan {
+            upsert_users: vec![moved.clone()],
+            ..SyncPlan::default()
+        },
+    )
+    .await;
+    let read = store.user("u-new").await.unwrap().unwrap();
+    assert_eq!(read, moved);
+    assert_eq!(read.manager_id, None);
+    store
+        .set_manager_ids(&[("u-new".to_owned(), None)])
+        .await
+        .unwrap();
+    assert_eq!(store.user("u-new").await.unwrap().unwrap().manager_id, None);
 }

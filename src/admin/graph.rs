@@ -66,7 +66,19 @@ pub fn user(u: &User) -> Value {
         "mail": u.mail,
         "accountEnabled": u.account_enabled,
         "onPremisesDistinguishedName": u.dn,
+        // Graph's `manager` is a navigation property; its id is given here, and the details
+        // of one user carry `manager` as `{id, userPrincipalName, mail}`.
+        "managerId": u.manager_id,
     });
+    if let (Some(manager_dn), Value::Object(map)) = (&u.manager_dn, &mut v) {
+        map.insert(
+            "onPremisesManagerDistinguishedName".into(),
+            json!(manager_dn),
+        );
+    }
+    if let (false, Value::Object(map)) = (u.dates.is_empty(), &mut v) {
+        map.insert("onboardingDates".into(), json!(u.dates));
+    }
     if let (Some(conflict), Value::Object(map)) = (&u.identity_conflict, &mut v) {
         map.insert("identityConflict".into(), json!(conflict));
         map.insert("identityConflictMessage".into(), json!(conflict.describe()));
@@ -78,6 +90,18 @@ pub fn user(u: &User) -> Value {
 pub fn user_details(d: &UserDetails) -> Value {
     let mut v = user(&d.user);
     if let Value::Object(map) = &mut v {
+        map.insert(
+            "manager".into(),
+            match &d.manager {
+                Some(m) => json!({
+                    "id": m.id,
+                    "userPrincipalName": m.user_principal_name,
+                    "mail": m.mail,
+                    "accountEnabled": m.account_enabled,
+                }),
+                None => Value::Null,
+            },
+        );
         map.insert(
             "memberOf".into(),
             Value::Array(d.groups.iter().map(group_ref).collect()),

@@ -92,10 +92,12 @@ pub struct Config {
 pub struct OnboardingRule {
     /// Unique name.
     pub name: String,
-    /// Group reference.
-    pub group: String,
-    /// Mailbox the codes go to.
-    pub recipient: String,
+    /// Group reference; `None`: the rule matches by date alone.
+    pub group: Option<String>,
+    /// Where the codes go.
+    pub recipient: RuleRecipient,
+    /// The date attribute the rule matches on, with `days_before`; `None`: by group alone.
+    pub date: Option<DateTrigger>,
     /// Lifetime in minutes; `None`: the policy's default.
     pub lifetime_in_minutes: Option<i64>,
     /// Time of day (hour, minute) the TAP starts on its start day; `None`: at once.
@@ -108,6 +110,25 @@ pub struct OnboardingRule {
     pub one_time: Option<bool>,
     /// Serve admin-role holders too.
     pub include_admins: bool,
+}
+
+/// Where an onboarding rule (or a bulk row without a recipient) mails a code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleRecipient {
+    /// The user's manager (the synced user the `manager` attribute names), at their `mail`.
+    Manager,
+    /// A fixed mailbox.
+    Mailbox(String),
+}
+
+/// A rule's date trigger: a user matches from `days_before` days before the date in
+/// `attribute` until that day (both included, in the rule's zone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DateTrigger {
+    /// The attribute, lower case (the key of `User::dates`).
+    pub attribute: String,
+    /// How many days before the date the user is served.
+    pub days_before: u32,
 }
 
 /// `[smtp]`, validated.
@@ -345,6 +366,8 @@ impl DirectoryPreset {
             member: "member".into(),
             group_id: id.into(),
             group_name: "cn".into(),
+            manager: "manager".into(),
+            dates: Vec::new(),
         }
     }
 
@@ -386,6 +409,11 @@ pub struct DirectoryAttributes {
     pub group_id: String,
     /// Group name.
     pub group_name: String,
+    /// The user's manager, a DN (`manager` in Active Directory and inetOrgPerson).
+    pub manager: String,
+    /// Date attributes read from user entries: the `date_attribute` of every onboarding rule,
+    /// de-duplicated case-insensitively (filled in from `[[onboarding.rules]]`).
+    pub dates: Vec<String>,
 }
 
 /// `[admin]`.

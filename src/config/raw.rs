@@ -48,17 +48,26 @@ pub struct RawOnboarding {
     pub rules: Vec<RawOnboardingRule>,
 }
 
-/// `[[onboarding.rules]]`: a user who joins `group` (after the rule was first evaluated) gets
-/// one TAP, mailed to `recipient`.
+/// `[[onboarding.rules]]`: a user who joins `group` (after the rule was first evaluated), or
+/// whose `date_attribute` is at most `days_before` days ahead, gets one TAP, mailed to
+/// `recipient` (by default their manager).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawOnboardingRule {
     /// Unique name; the store remembers per name which users the rule served.
     pub name: String,
-    /// The group whose new members the rule serves (id, DN or unique cn).
-    pub group: String,
-    /// The mailbox every code of this rule goes to.
-    pub recipient: String,
+    /// The group whose new members the rule serves (id, DN or unique cn). With
+    /// `date_attribute` too, a user must be a member and in the date window.
+    pub group: Option<String>,
+    /// Where each code goes: `manager` (the default), the user's manager's mail address (the
+    /// synced user the entry's `manager` DN names), or a fixed mailbox address.
+    pub recipient: Option<String>,
+    /// A user attribute holding a date (GeneralizedTime `YYYYMMDDHHMMSSZ` or `YYYY-MM-DD`,
+    /// e.g. `employeeHireDate`): the rule serves a user from `days_before` days before that
+    /// date until the date itself. Default: none (the rule matches by `group` alone).
+    pub date_attribute: Option<String>,
+    /// With `date_attribute`: how many days before the date the user gets the pass. Default 0.
+    pub days_before: u32,
     /// The TAP's lifetime. Default: the policy's default lifetime.
     pub lifetime: Option<String>,
     /// `HH:MM`: the TAP starts at this time of day (in `time_zone`) on the start day, or at

@@ -3,8 +3,10 @@
 use super::super::mail_template::MailTemplate;
 use super::super::raw::{RawOnboarding, RawSmtp};
 use super::super::values::{is_loopback_host, split_host_port};
-use super::super::{OnboardingRule, SmtpConfig, SmtpSecurity, SmtpServer, WebConfig};
-use super::Report;
+use super::super::{
+    DateTrigger, OnboardingRule, RuleRecipient, SmtpConfig, SmtpSecurity, SmtpServer, WebConfig,
+};
+use super::{is_attribute_name, Report};
 
 /// The `[smtp]` section; `None` when `url` is empty (no mail is sent).
 pub(super) fn smtp(report: &mut Report<'_>, raw: &RawSmtp, web: &WebConfig) -> Option<SmtpConfig> {
@@ -178,7 +180,7 @@ fn parse_url(text: &str) -> Result<SmtpServer, String> {
     })
 }
 
-/// `[[onboarding.rules]]`: each needs `[smtp]`, a unique name, a group and a recipient.
+/// `[[onboarding.rules]]`: each needs `[smtp]`, a unique name, and a group or a date attribute.
 pub(super) fn onboarding_rules(
     report: &mut Report<'_>,
     raw: &RawOnboarding,
@@ -199,18 +201,51 @@ pub(super) fn onboarding_rules(
         } else if rules.iter().any(|r| r.name == name) {
             report.problem(&key("name"), format!("{name:?} is used by another rule"));
         }
-        report.non_empty(&key("group"), &rule.group);
-        if rule.recipient.trim().is_empty() {
+        let group = rule.group.as_deref().map(str::trim).map(str::to_owned);
+        if group.as_deref() == Some("") {
             report.problem(
-                &key("recipient"),
-                "required (tapd does not sync the manager attribute yet)",
-            );
-        } else if let Err(e) = rule.recipient.trim().parse::<lettre::Address>() {
-            report.problem(
-                &key("recipient"),
-                format!("{:?} is not a mail address: {e}", rule.recipient),
+                &key("group"),
+                "must not be empty (leave it out to match by date alone)",
             );
         }
+        let date = match rule.date_attribute.as_deref().map(str::trim) {
+            None => None,
+            Some(attribute) if is_attribute_name(attribute) => Some(DateTrigger {
+                attribute: attribute.to_ascii_lowercase(),
+                days_before: rule.days_before,
+            }),
+            Some(attribute) => {
+                report.problem(
+                    &key("date_attribute"),
+                    format!("{attribute:?} is not an LDAP attribute name"),
+                );
+                None
+            }
+        };
+        if group.is_none() && rule.date_attribute.is_none() {
+            report.problem(
+                &key("group"),
+                "a rule needs a group, a date_attribute, or both",
+            );
+        }
+        if rule.date_attribute.is_none() && rule.days_before != 0 {
+            report.problem(&key("days_before"), "only applies with date_attribute");
+        }
+        if rule.days_before > 365 {
+            report.problem(&key("days_before"), "at most 365");
+        }
+        let recipient = match rule.recipient.as_deref().map(str::trim) {
+            None | Some("manager") => RuleRecipient::Manager,
+            Some(address) => {
+                if let Err(e) = address.parse::<lettre::Address>() {
+                    report.problem(
+                        &key("recipient"),
+                        format!("{address:?} is neither \"manager\" nor a mail address: {e}"),
+                    );
+                }
+                RuleRecipient::Mailbox(address.to_owned())
+            }
+        };
         let lifetime_in_minutes = rule.lifetime.as_deref().map(|text| {
             let lifetime = report.positive_duration(&key("lifetime"), text);
             i64::try_from(lifetime.as_secs() / 60).unwrap_or(i64::MAX)
@@ -243,8 +278,9 @@ pub(super) fn onboarding_rules(
         }
         rules.push(OnboardingRule {
             name: name.to_owned(),
-            group: rule.group.trim().to_owned(),
-            recipient: rule.recipient.trim().to_owned(),
+            group,
+            recipient,
+            date,
             lifetime_in_minutes,
             start_time,
             start_after_days: rule.start_after_days,

@@ -1561,12 +1561,66 @@ fn onboarding_rules_load_and_their_problems_are_named() {
     let found = problems(dir.load(&format!("{MINIMAL}{WEB}{bad}")));
     for expected in [
         "onboarding.rules[0].name: a rule mails each pass",
-        "onboarding.rules[0].recipient: \"nobody\" is not a mail address",
+        "onboarding.rules[0].recipient: \"nobody\" is neither \"manager\" nor a mail address",
         "onboarding.rules[0].start_time: \"8 am\" is not a time of day",
         "onboarding.rules[0].time_zone: \"Nowhere/Land\" is not a known time zone",
         "onboarding.rules[1].name: \"a\" is used by another rule",
         "onboarding.rules[1].group: must not be empty",
-        "onboarding.rules[1].recipient: required",
+        "onboarding.rules[1].recipient: \"\" is neither \"manager\" nor a mail address",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(expected)),
+            "missing {expected:?} in {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn onboarding_rules_mail_the_manager_by_default_and_may_match_by_date() {
+    use crate::config::{DateTrigger, RuleRecipient};
+    let dir = Dir::new();
+    let smtp = "[smtp]\nurl = \"smtps://mail.example.org\"\nfrom = \"tapd@example.org\"\n";
+    let rules = "[[onboarding.rules]]\nname = \"hires\"\ndate_attribute = \"employeeHireDate\"\n\
+                 days_before = 5\nstart_time = \"08:00\"\n\
+                 [[onboarding.rules]]\nname = \"staff\"\ngroup = \"staff\"\n\
+                 date_attribute = \"EMPLOYEEHIREDATE\"\nrecipient = \"manager\"\n\
+                 [[onboarding.rules]]\nname = \"desk\"\ngroup = \"g\"\nrecipient = \"it@example.org\"\n";
+    let config = dir
+        .load(&format!("{MINIMAL}{WEB}{smtp}{rules}"))
+        .unwrap()
+        .config;
+    let [hires, staff, desk] = &config.onboarding_rules[..] else {
+        panic!("three rules expected");
+    };
+    assert_eq!(hires.recipient, RuleRecipient::Manager);
+    assert_eq!(hires.group, None);
+    assert_eq!(
+        hires.date,
+        Some(DateTrigger {
+            attribute: "employeehiredate".to_owned(),
+            days_before: 5
+        })
+    );
+    assert_eq!(staff.recipient, RuleRecipient::Manager);
+    assert_eq!(staff.group.as_deref(), Some("staff"));
+    assert_eq!(
+        desk.recipient,
+        RuleRecipient::Mailbox("it@example.org".to_owned())
+    );
+    assert_eq!(desk.date, None);
+    // The directory reads each date attribute once.
+    assert_eq!(config.directory.attributes.dates, ["employeehiredate"]);
+
+    let bad = "[[onboarding.rules]]\nname = \"none\"\n\
+               [[onboarding.rules]]\nname = \"odd\"\ndate_attribute = \"hire date\"\n\
+               days_before = 400\n\
+               [[onboarding.rules]]\nname = \"stray\"\ngroup = \"g\"\ndays_before = 3\n";
+    let found = problems(dir.load(&format!("{MINIMAL}{WEB}{smtp}{bad}")));
+    for expected in [
+        "onboarding.rules[0].group: a rule needs a group, a date_attribute, or both",
+        "onboarding.rules[1].date_attribute: \"hire date\" is not an LDAP attribute name",
+        "onboarding.rules[1].days_before: at most 365",
+        "onboarding.rules[2].days_before: only applies with date_attribute",
     ] {
         assert!(
             found.iter().any(|p| p.starts_with(expected)),

@@ -186,6 +186,14 @@ pub(super) fn validate(
     check_tcp_listeners(&mut report, &web, &federation, &metrics);
     let smtp = smtp::smtp(&mut report, &raw.smtp, &web);
     let onboarding_rules = smtp::onboarding_rules(&mut report, &raw.onboarding, smtp.as_ref());
+    let mut directory = directory;
+    for rule in &onboarding_rules {
+        if let Some(date) = &rule.date {
+            if !directory.attributes.dates.contains(&date.attribute) {
+                directory.attributes.dates.push(date.attribute.clone());
+            }
+        }
+    }
 
     if !report.problems.is_empty() {
         return Err(ConfigError {

@@ -29,6 +29,7 @@ use base64::Engine as _;
 
 use super::groups::{normalize_dn, resolve, RawGroup, RawUser};
 use super::password::verify_user_password;
+use super::user_extras::{manager_dn, DateReader};
 use super::{
     password_is_unusable, DirectoryContents, DirectoryError, DirectorySource, PasswordCheck,
 };
@@ -263,6 +264,8 @@ fn valid_description(description: &str) -> bool {
 pub struct LdifDirectory {
     path: PathBuf,
     base_dn: Option<String>,
+    /// The date attributes onboarding rules match on.
+    dates: std::sync::Arc<DateReader>,
 }
 
 const USER_CLASSES: [&str; 4] = [
@@ -287,6 +290,7 @@ impl LdifDirectory {
         let directory = LdifDirectory {
             path: path.into(),
             base_dn: None,
+            dates: std::sync::Arc::default(),
         };
         directory.load()?;
         Ok(directory)
@@ -296,6 +300,12 @@ impl LdifDirectory {
     /// generated userPrincipalNames (`uid@domain`) from its `dc` components.
     pub fn with_base_dn(mut self, base_dn: &str) -> Self {
         self.base_dn = Some(base_dn.to_owned());
+        self
+    }
+
+    /// Also reads these date attributes of each user (see [`super::user_extras`]).
+    pub fn with_date_attributes(mut self, attributes: &[String]) -> Self {
+        self.dates = std::sync::Arc::new(DateReader::new(attributes));
         self
     }
 
@@ -448,6 +458,11 @@ impl LdifDirectory {
             account_enabled: account_enabled(entry),
             group_ids: Vec::new(),
             identity_conflict: None,
+            manager_dn: manager_dn(first_text(entry, "manager", &location)?.as_deref()),
+            manager_id: None,
+            dates: self.dates.read(&entry.dn, |name| {
+                first_text(entry, name, &location).ok().flatten()
+            }),
         }))
     }
 

@@ -18,6 +18,7 @@ pub mod groups;
 pub mod ldap;
 pub mod ldif;
 pub mod password;
+pub mod user_extras;
 
 use async_trait::async_trait;
 

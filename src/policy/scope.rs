@@ -121,6 +121,9 @@ mod tests {
             account_enabled: true,
             group_ids: vec!["g-staff".into()],
             identity_conflict: None,
+            manager_dn: None,
+            manager_id: None,
+            dates: Default::default(),
         }
     }
 

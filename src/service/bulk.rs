@@ -14,6 +14,7 @@ use chrono::SubsecRound;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::rules::Delivery;
 use super::{activity, AdminSession, Result, ServiceError};
 use crate::metrics::{StoreOperation, TapIssueChannel};
 use crate::model::{MailState, OutboxMail, StoredTap, Timestamp, User};
@@ -43,7 +44,7 @@ pub struct BulkRow {
     /// `true`/`false` (`yes`/`no`, `1`/`0`); empty: the policy's default.
     #[serde(default)]
     pub one_time: String,
-    /// Mailbox the code goes to.
+    /// Mailbox the code goes to; empty: the user's manager's mail.
     #[serde(default)]
     pub recipient: String,
 }
@@ -80,7 +81,7 @@ struct Checked {
     row: BulkRow,
     user: User,
     request: CreateTapRequest,
-    recipient: String,
+    delivery: Delivery,
 }
 
 impl AdminSession {
@@ -113,7 +114,7 @@ impl AdminSession {
                         line: row.line,
                         user: row.user.clone(),
                         status: "valid".to_owned(),
-                        recipient: Some(checked.recipient.clone()),
+                        recipient: Some(checked.delivery.address.clone()),
                         tap_id: None,
                         start: None,
                         expires: None,
@@ -234,22 +235,32 @@ impl AdminSession {
             return Ok(Err(e.to_string()));
         }
         let recipient = row.recipient.trim();
-        if recipient.is_empty() {
-            return Ok(Err(format!(
-                "no recipient: the row names none, and the manager of {} is not known to tapd",
-                user.username
-            )));
-        }
-        if let Err(e) = recipient.parse::<lettre::Address>() {
-            return Ok(Err(format!(
-                "recipient {recipient:?} is not a mail address: {e}"
-            )));
-        }
+        let delivery = if recipient.is_empty() {
+            match self.service.manager_mailbox(&user).await? {
+                Ok(delivery) => delivery,
+                Err(why) => {
+                    return Ok(Err(format!(
+                        "no recipient: the row names none, and {why} (user {})",
+                        user.username
+                    )))
+                }
+            }
+        } else {
+            if let Err(e) = recipient.parse::<lettre::Address>() {
+                return Ok(Err(format!(
+                    "recipient {recipient:?} is not a mail address: {e}"
+                )));
+            }
+            Delivery {
+                address: recipient.to_owned(),
+                manager: None,
+            }
+        };
         Ok(Ok(Checked {
             row: row.clone(),
             user,
             request,
-            recipient: recipient.to_owned(),
+            delivery,
         }))
     }
 
@@ -271,7 +282,7 @@ impl AdminSession {
             code,
             code_hash,
             now,
-            checked.recipient.clone(),
+            checked.delivery.address.clone(),
             format!("bulk by {}", self.actor_name),
         );
         let event = self.event(
@@ -284,7 +295,7 @@ impl AdminSession {
                 "TemporaryAccessPass.StartDateTime": tap.start,
                 "TemporaryAccessPass.EndDateTime": tap.expires(),
                 "TemporaryAccessPass.AccessPassUsage": if tap.is_usable_once { "Once" } else { "Multiple" },
-                "delivery": { "method": "mail", "recipient": mail.recipient, "mailId": mail.id },
+                "delivery": checked.delivery.audit(&mail.id),
                 "line": checked.row.line,
             }),
         );

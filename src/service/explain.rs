@@ -541,6 +541,9 @@ mod tests {
             account_enabled: true,
             group_ids: vec![],
             identity_conflict: None,
+            manager_dn: None,
+            manager_id: None,
+            dates: Default::default(),
         }
     }
 

@@ -1,18 +1,25 @@
 //! Onboarding rules (`[[onboarding.rules]]`): after each successful directory sync, a user who
-//! joined a rule's group since the rule was first evaluated gets one TAP with the rule's terms,
-//! mailed to the rule's recipient through the outbox. The store records which users each rule
-//! served, in the same transaction as the TAP, so a user gets at most one pass per rule however
-//! many nodes and syncs evaluate it. The members a rule finds the first time it runs are
-//! recorded without a pass (they are not new). Users holding an admin role are skipped, and
-//! the skip audited, unless the rule includes them (then the issuance says so).
+//! newly matches a rule gets one TAP with the rule's terms, mailed through the outbox to the
+//! user's manager (the synced user the entry's `manager` DN names, at their `mail`) or to the
+//! rule's fixed mailbox. A user matches a group rule by joining the group after the rule was
+//! first evaluated (the members it finds the first time are recorded without a pass: they are
+//! not new), and a date rule while the date in the rule's attribute (`employeeHireDate`) is at
+//! most `days_before` days ahead and not yet past, in the rule's zone (so the staff hired long
+//! ago get nothing when the rule is added); a rule with both needs both. The store records
+//! which users each rule served, in the same transaction as the TAP, so a user gets at most one
+//! pass per rule however many nodes and syncs evaluate it. A user whose code has nowhere to go
+//! (no manager, or a manager without mail, disabled or quarantined) gets no TAP: that is
+//! audited once (`onboarding_no_recipient`) and tried again at every later sync. Users holding
+//! an admin role are skipped, and the skip audited, unless the rule includes them (then the
+//! issuance says so).
 
 use std::collections::HashSet;
 
-use chrono::SubsecRound;
+use chrono::{NaiveDate, SubsecRound};
 use serde_json::json;
 
 use super::{activity, Result, TapService};
-use crate::config::OnboardingRule;
+use crate::config::{OnboardingRule, RuleRecipient};
 use crate::logging::ErrorChain;
 use crate::metrics::{StoreOperation, TapIssueChannel};
 use crate::model::{AuditResult, Channel, NewAuditEvent, Timestamp, User};
@@ -21,6 +28,39 @@ use crate::tapcode;
 
 /// The grant row that marks a rule as evaluated once (no user id is empty).
 const EVALUATED: &str = "";
+
+/// Reason code of a pass not issued because its code has nowhere to go.
+pub const NO_RECIPIENT: &str = "onboarding_no_recipient";
+
+/// Where a code goes, as decided for one user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Delivery {
+    /// The mail address.
+    pub address: String,
+    /// The manager it belongs to (id, userPrincipalName), when it is the manager's.
+    pub manager: Option<(String, String)>,
+}
+
+impl Delivery {
+    /// The audit's `delivery` object (never a code).
+    pub(super) fn audit(&self, mail_id: &str) -> serde_json::Value {
+        match &self.manager {
+            Some((id, upn)) => json!({
+                "method": "mail",
+                "recipient": self.address,
+                "recipientKind": "manager",
+                "manager": { "id": id, "userPrincipalName": upn },
+                "mailId": mail_id,
+            }),
+            None => json!({
+                "method": "mail",
+                "recipient": self.address,
+                "recipientKind": "mailbox",
+                "mailId": mail_id,
+            }),
+        }
+    }
+}
 
 impl TapService {
     /// Evaluates every onboarding rule against the synced directory (called after each
@@ -39,82 +79,211 @@ impl TapService {
     }
 
     async fn run_rule(&self, rule: &OnboardingRule) -> Result<()> {
-        let index = self.group_index();
-        let groups = self.store.groups().await?;
-        let Some(group) = groups.iter().find(|g| g.is_named_by(&rule.group, &index)) else {
-            self.note_once(rule, "", || {
-                log::warn!(
-                    "onboarding rule {:?}: group {:?} names no synced group",
-                    rule.name,
-                    rule.group
-                )
-            });
-            return Ok(());
+        let now = self.clock.now().trunc_subsecs(6);
+        let candidates: Vec<String> = match &rule.group {
+            Some(reference) => {
+                let index = self.group_index();
+                let groups = self.store.groups().await?;
+                let Some(group) = groups.iter().find(|g| g.is_named_by(reference, &index)) else {
+                    self.note_once(rule, "", || {
+                        log::warn!(
+                            "onboarding rule {:?}: group {:?} names no synced group",
+                            rule.name,
+                            reference
+                        )
+                    });
+                    return Ok(());
+                };
+                if rule.date.is_none() {
+                    return self.run_group_rule(rule, &group.member_user_ids, now).await;
+                }
+                group.member_user_ids.clone()
+            }
+            None => {
+                let Some(date) = &rule.date else {
+                    return Ok(());
+                };
+                let today = day_in(&rule.time_zone, now);
+                // Only the users whose date is in the window need a look.
+                self.store
+                    .users(None)
+                    .await?
+                    .into_iter()
+                    .filter(|u| {
+                        u.dates
+                            .get(&date.attribute)
+                            .is_some_and(|d| in_window(*d, date.days_before, today))
+                    })
+                    .map(|u| u.id)
+                    .collect()
+            }
         };
+        let served: HashSet<String> = self
+            .store
+            .onboarding_granted(&rule.name, &candidates)
+            .await?
+            .into_iter()
+            .collect();
+        for user_id in candidates.iter().filter(|id| !served.contains(*id)) {
+            self.serve(rule, user_id, now).await?;
+        }
+        Ok(())
+    }
+
+    /// A rule matched by group alone: the first evaluation records the members as not new.
+    async fn run_group_rule(
+        &self,
+        rule: &OnboardingRule,
+        members: &[String],
+        now: Timestamp,
+    ) -> Result<()> {
         let mut asked = vec![EVALUATED.to_owned()];
-        asked.extend(group.member_user_ids.iter().cloned());
+        asked.extend(members.iter().cloned());
         let served: HashSet<String> = self
             .store
             .onboarding_granted(&rule.name, &asked)
             .await?
             .into_iter()
             .collect();
-        let now = self.clock.now().trunc_subsecs(6);
         if !served.contains(EVALUATED) {
             self.store
                 .onboarding_baseline(&rule.name, &asked, now)
                 .await?;
             log::info!(
-                "onboarding rule {:?}: {} current member(s) of {} recorded as not new; members \
-                 who join from now on get a pass",
+                "onboarding rule {:?}: {} current member(s) of {:?} recorded as not new; \
+                 members who join from now on get a pass",
                 rule.name,
-                group.member_user_ids.len(),
-                group.display_name
+                members.len(),
+                rule.group.as_deref().unwrap_or_default()
             );
             return Ok(());
         }
-        for user_id in &group.member_user_ids {
-            if served.contains(user_id) {
-                continue;
-            }
-            let Some((user, user_groups)) = self.store.user_with_groups(user_id).await? else {
-                continue;
-            };
-            if !user.account_enabled || user.identity_conflict.is_some() {
-                continue;
-            }
-            let roles = self.roles_in(&user_groups);
-            if !roles.is_empty() && !rule.include_admins {
-                let message = format!(
-                    "{} holds an admin role ({}); onboarding rule {:?} does not serve admins \
-                     (set include_admins = true to)",
-                    user.user_principal_name,
-                    roles
-                        .iter()
-                        .map(|r| r.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    rule.name
-                );
-                if self.first_note(rule, &user.id) {
-                    self.rule_failure(rule, &user, "onboarding_admin_skipped", &message)
-                        .await;
-                }
-                continue;
-            }
-            if let Err(e) = self
-                .issue_for_rule(rule, &user, !roles.is_empty(), now)
-                .await
-            {
-                log::warn!(
-                    "onboarding rule {:?}: no pass for {}: {}",
-                    rule.name,
-                    user.user_principal_name,
-                    ErrorChain(&e)
-                );
-            }
+        for user_id in members.iter().filter(|id| !served.contains(*id)) {
+            self.serve(rule, user_id, now).await?;
         }
         Ok(())
+    }
+
+    /// Issues `rule`'s pass to one user not yet served, if the user (still) matches and the
+    /// code has somewhere to go.
+    async fn serve(&self, rule: &OnboardingRule, user_id: &str, now: Timestamp) -> Result<()> {
+        let Some((user, user_groups)) = self.store.user_with_groups(user_id).await? else {
+            return Ok(());
+        };
+        if !user.account_enabled || user.identity_conflict.is_some() {
+            return Ok(());
+        }
+        let hire_date = match &rule.date {
+            None => None,
+            Some(date) => {
+                let today = day_in(&rule.time_zone, now);
+                match user.dates.get(&date.attribute) {
+                    Some(day) if in_window(*day, date.days_before, today) => Some(*day),
+                    _ => return Ok(()),
+                }
+            }
+        };
+        let roles = self.roles_in(&user_groups);
+        if !roles.is_empty() && !rule.include_admins {
+            let message = format!(
+                "{} holds an admin role ({}); onboarding rule {:?} does not serve admins \
+                 (set include_admins = true to)",
+                user.user_principal_name,
+                roles
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                rule.name
+            );
+            if self.first_note(rule, &user.id) {
+                self.rule_failure(rule, &user, "onboarding_admin_skipped", &message)
+                    .await;
+            }
+            return Ok(());
+        }
+        let delivery = match &rule.recipient {
+            RuleRecipient::Mailbox(address) => Delivery {
+                address: address.clone(),
+                manager: None,
+            },
+            RuleRecipient::Manager => match self.manager_mailbox(&user).await? {
+                Ok(delivery) => delivery,
+                Err(why) => {
+                    let message = format!(
+                        "no pass for {} yet: {why}; tried again at every sync",
+                        user.user_principal_name
+                    );
+                    if self.first_note(rule, &format!("{}\0{NO_RECIPIENT}", user.id)) {
+                        log::warn!("onboarding rule {:?}: {message}", rule.name);
+                        self.rule_failure(rule, &user, NO_RECIPIENT, &message).await;
+                    }
+                    return Ok(());
+                }
+            },
+        };
+        if let Err(e) = self
+            .issue_for_rule(rule, &user, !roles.is_empty(), &delivery, hire_date, now)
+            .await
+        {
+            log::warn!(
+                "onboarding rule {:?}: no pass for {}: {}",
+                rule.name,
+                user.user_principal_name,
+                ErrorChain(&e)
+            );
+        }
+        Ok(())
+    }
+
+    /// The mailbox of `user`'s manager, or why there is none to mail: no manager is synced
+    /// for them, or the manager is disabled, quarantined or has no mail address.
+    pub(super) async fn manager_mailbox(
+        &self,
+        user: &User,
+    ) -> Result<std::result::Result<Delivery, String>> {
+        let Some(manager_id) = &user.manager_id else {
+            return Ok(Err(match &user.manager_dn {
+                Some(dn) => format!("their manager {dn} is no synced user"),
+                None => "the directory names no manager for them".to_owned(),
+            }));
+        };
+        let Some(manager) = self
+            .store
+            .user(manager_id)
+            .await?
+            .filter(|m| m.id == *manager_id)
+        else {
+            return Ok(Err(format!(
+                "their manager (id {manager_id}) is no longer synced"
+            )));
+        };
+        let who = &manager.user_principal_name;
+        if !manager.account_enabled {
+            return Ok(Err(format!("their manager {who} is disabled")));
+        }
+        if manager.identity_conflict.is_some() {
+            return Ok(Err(format!(
+                "their manager {who} is quarantined by an identity conflict"
+            )));
+        }
+        let Some(address) = manager
+            .mail
+            .as_deref()
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+        else {
+            return Ok(Err(format!("their manager {who} has no mail address")));
+        };
+        if let Err(e) = address.parse::<lettre::Address>() {
+            return Ok(Err(format!(
+                "the mail of their manager {who}, {address:?}, is not a mail address: {e}"
+            )));
+        }
+        Ok(Ok(Delivery {
+            address: address.to_owned(),
+            manager: Some((manager.id.clone(), manager.user_principal_name.clone())),
+        }))
     }
 
     async fn issue_for_rule(
@@ -122,11 +291,13 @@ impl TapService {
         rule: &OnboardingRule,
         user: &User,
         is_admin: bool,
+        delivery: &Delivery,
+        hire_date: Option<NaiveDate>,
         now: Timestamp,
     ) -> Result<()> {
         let current_policy = self.store.policy().await?;
         let request = CreateTapRequest {
-            start: rule_start(rule, now),
+            start: rule_start(rule, hire_date, now),
             lifetime_in_minutes: rule.lifetime_in_minutes,
             is_usable_once: rule.one_time,
         };
@@ -148,7 +319,7 @@ impl TapService {
             &code,
             code_hash,
             now,
-            rule.recipient.clone(),
+            delivery.address.clone(),
             format!("rule {}", rule.name),
         );
         let event = NewAuditEvent {
@@ -167,7 +338,7 @@ impl TapService {
                 "TemporaryAccessPass.StartDateTime": tap.start,
                 "TemporaryAccessPass.EndDateTime": tap.expires(),
                 "TemporaryAccessPass.AccessPassUsage": if tap.is_usable_once { "Once" } else { "Multiple" },
-                "delivery": { "method": "mail", "recipient": mail.recipient, "mailId": mail.id },
+                "delivery": delivery.audit(&mail.id),
                 "onboardingRule": rule.name,
                 "adminRoleHolder": is_admin,
             }),
@@ -224,15 +395,47 @@ impl TapService {
     }
 }
 
-/// The rule's start for a user matched at `now`: `start_time` on the start day in the rule's
-/// zone, or `None` (at once) when there is no start time or that moment has passed.
-fn rule_start(rule: &OnboardingRule, now: Timestamp) -> Option<Timestamp> {
+/// The day `now` is in `zone`.
+fn day_in(zone: &jiff::tz::TimeZone, now: Timestamp) -> NaiveDate {
+    jiff::Timestamp::from_microsecond(now.timestamp_micros())
+        .ok()
+        .and_then(|ts| {
+            let day = ts.to_zoned_datetime(zone.clone()).date();
+            NaiveDate::from_ymd_opt(
+                i32::from(day.year()),
+                u32::try_from(day.month()).ok()?,
+                u32::try_from(day.day()).ok()?,
+            )
+        })
+        .unwrap_or_else(|| now.date_naive())
+}
+
+/// Whether a user whose date is `date` matches on `today`: from `days_before` days before
+/// the date until the date itself, both included.
+pub(crate) fn in_window(date: NaiveDate, days_before: u32, today: NaiveDate) -> bool {
+    let opens = date
+        .checked_sub_days(chrono::Days::new(u64::from(days_before)))
+        .unwrap_or(NaiveDate::MIN);
+    opens <= today && today <= date
+}
+
+/// The rule's start for a user matched at `now`: `start_time` (in the rule's zone) on the
+/// start day, `start_after_days` after the user's date for a date rule, after the day of
+/// matching otherwise; `None` (at once) when there is no start time or that moment has passed.
+fn rule_start(
+    rule: &OnboardingRule,
+    hire_date: Option<NaiveDate>,
+    now: Timestamp,
+) -> Option<Timestamp> {
     let (hour, minute) = rule.start_time?;
-    let now_ts = jiff::Timestamp::from_microsecond(now.timestamp_micros()).ok()?;
-    let today = now_ts.to_zoned_datetime(rule.time_zone.clone()).date();
-    let day = today
-        .checked_add(jiff::Span::new().days(i64::from(rule.start_after_days)))
-        .ok()?;
+    let base = hire_date.unwrap_or_else(|| day_in(&rule.time_zone, now));
+    let day = base.checked_add_days(chrono::Days::new(u64::from(rule.start_after_days)))?;
+    let day = jiff::civil::Date::new(
+        i16::try_from(chrono::Datelike::year(&day)).ok()?,
+        i8::try_from(chrono::Datelike::month(&day)).ok()?,
+        i8::try_from(chrono::Datelike::day(&day)).ok()?,
+    )
+    .ok()?;
     let start = day
         .at(hour, minute, 0, 0)
         .to_zoned_datetime(rule.time_zone.clone())
@@ -240,4 +443,38 @@ fn rule_start(rule: &OnboardingRule, now: Timestamp) -> Option<Timestamp> {
         .timestamp();
     let start = chrono::DateTime::from_timestamp_micros(start.as_microsecond())?;
     (start > now).then_some(start)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    #[test]
+    fn the_window_opens_days_before_and_closes_after_the_date() {
+        let hired = day(2026, 12, 9);
+        assert!(in_window(hired, 5, day(2026, 12, 6)));
+        assert!(in_window(hired, 5, day(2026, 12, 4)));
+        assert!(!in_window(hired, 5, day(2026, 12, 3)));
+        assert!(in_window(hired, 5, day(2026, 12, 9)));
+        // Hired in the past: the window is closed (old hires get nothing).
+        assert!(!in_window(hired, 5, day(2026, 12, 10)));
+        assert!(!in_window(day(2026, 10, 27), 5, day(2026, 12, 6)));
+        assert!(in_window(hired, 0, hired));
+        assert!(!in_window(hired, 0, day(2026, 12, 8)));
+    }
+
+    #[test]
+    fn the_day_is_the_zone_s() {
+        let late = chrono::DateTime::parse_from_rfc3339("2026-12-06T23:30:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let berlin = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+        assert_eq!(day_in(&berlin, late), day(2026, 12, 7));
+        assert_eq!(day_in(&jiff::tz::TimeZone::UTC, late), day(2026, 12, 6));
+    }
 }

@@ -591,7 +591,7 @@ impl SignIn {
                         .record_success(&throttle_key);
                 }
                 let outcome = SignInOutcome::Accept {
-                    user: user.clone(),
+                    user: Box::new(user.clone()),
                     groups,
                 };
                 return (outcome, Some(user), false);

@@ -165,8 +165,8 @@ impl UnavailableReason {
 pub enum SignInOutcome {
     /// The directory password: sign the user in.
     Accept {
-        /// The user.
-        user: User,
+        /// The user (boxed: a user is much larger than the other outcomes).
+        user: Box<User>,
         /// The user's effective groups (nested resolved), for reply attributes and claims.
         groups: Vec<GroupRef>,
     },

@@ -221,7 +221,7 @@ impl SignIn {
             Err(outcome) => return SecondFactorOutcome::Decided(outcome),
         };
         let (user, groups) = match (&checked.outcome, &checked.user) {
-            (SignInOutcome::Accept { user, groups }, _) => (user.clone(), groups.clone()),
+            (SignInOutcome::Accept { user, groups }, _) => ((**user).clone(), groups.clone()),
             _ => {
                 if checked.audited {
                     self.audit(
@@ -480,7 +480,7 @@ impl SignIn {
         match totp::accept_code(self.store.as_ref(), &user.id, code, now).await {
             Ok(AppCode::Accepted) => {
                 let outcome = SignInOutcome::Accept {
-                    user: user.clone(),
+                    user: Box::new(user.clone()),
                     groups,
                 };
                 return (outcome, TOTP_METHOD);

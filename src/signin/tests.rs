@@ -23,6 +23,9 @@ fn user(id: &str, name: &str, enabled: bool, groups: &[&str]) -> User {
         account_enabled: enabled,
         group_ids: groups.iter().map(|g| (*g).to_owned()).collect(),
         identity_conflict: None,
+        manager_dn: None,
+        manager_id: None,
+        dates: Default::default(),
     }
 }
 

@@ -47,3 +47,14 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
 ) -> Result<T, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::corrupt_from(format!("{what}: {e}"), e))
 }
+
+/// A user's dates for the `users.dates` column: a JSON object, or NULL when there are none.
+pub(crate) fn dates_json(
+    dates: &std::collections::BTreeMap<String, chrono::NaiveDate>,
+) -> Result<Option<String>, StoreError> {
+    if dates.is_empty() {
+        Ok(None)
+    } else {
+        to_json(dates).map(Some)
+    }
+}

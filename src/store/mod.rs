@@ -24,7 +24,7 @@ use async_trait::async_trait;
 pub use crate::logging::Cause;
 
 use crate::model::{
-    AuditEvent, AuditFilter, Group, GroupRef, MailOutcome, NewAuditEvent, OutboxMail,
+    AuditEvent, AuditFilter, Group, GroupRef, MailOutcome, ManagerLink, NewAuditEvent, OutboxMail,
     RegisteredMethod, StoredTap, SyncStatus, TapPolicy, Timestamp, User, WebCeremony, WebSession,
 };
 
@@ -484,6 +484,15 @@ pub trait Store: Send + Sync + 'static {
         user_ids: &[String],
         now: Timestamp,
     ) -> Result<(), StoreError>;
+
+    /// Every user's id, DN and manager link (see [`ManagerLink`]), for the resolution of
+    /// managers after a sync.
+    async fn manager_links(&self) -> Result<Vec<ManagerLink>, StoreError>;
+
+    /// Sets each listed user's `manager_id` (`None` clears it), in one transaction. Users no
+    /// longer stored are passed over.
+    async fn set_manager_ids(&self, changes: &[(String, Option<String>)])
+        -> Result<(), StoreError>;
 
     /// Of `user_ids`, those `rule` already gave a pass to (or recorded as a baseline).
     async fn onboarding_granted(

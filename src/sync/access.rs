@@ -227,6 +227,9 @@ mod tests {
             account_enabled: true,
             group_ids: groups.iter().map(|g| format!("g-{g}")).collect(),
             identity_conflict: None,
+            manager_dn: None,
+            manager_id: None,
+            dates: Default::default(),
         }
     }
 

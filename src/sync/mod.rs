@@ -37,11 +37,12 @@
 //!
 //! May depend on: `model`, `store` (trait), `directory`, `clock`, `metrics` (sync runs,
 //! errors, duration, last success and the apply latency are counted here), `policy`,
-//! `group_ref`.
+//! `group_ref`, `dn` (matching managers' DNs).
 
 pub mod access;
 mod apply;
 mod events;
+pub mod managers;
 pub mod plan;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -209,9 +210,45 @@ pub struct Syncer {
     /// The nesting the last sync saw (for the path of a revocation).
     nesting: std::sync::Mutex<Option<GroupNesting>>,
     references: std::sync::RwLock<ConfiguredReferences>,
+    /// The managers were resolved since this process started and no sync changed users
+    /// since (a failed resolution clears it, so the next sync tries again).
+    managers_resolved: AtomicBool,
 }
 
 impl Syncer {
+    /// Brings every user's `manager_id` in line with its entry's `manager` DN after a
+    /// successful sync that changed users (and after the first one of this process)
+    /// ([`managers`]), and says once per such sync how many managers are no synced user. A
+    /// store error is logged; the next sync tries again.
+    async fn resolve_managers(&self, status: &SyncStatus) {
+        let changed = status.users_added + status.users_updated + status.users_deleted > 0;
+        if !changed && self.managers_resolved.load(Ordering::SeqCst) {
+            return;
+        }
+        let resolved = managers::resolve_in(self.store.as_ref()).await;
+        self.managers_resolved
+            .store(resolved.is_ok(), Ordering::SeqCst);
+        match resolved {
+            Ok(report) => {
+                if !report.outside.is_empty() {
+                    let (upn, dn) = &report.outside[0];
+                    log::info!(
+                        "{} user(s) name a manager who is no synced user (outside the synced \
+                         base or filter), so no mail goes to a manager for them; e.g. {upn}: {dn}",
+                        report.outside.len()
+                    );
+                }
+                for (upn, dn) in &report.ambiguous {
+                    log::warn!(
+                        "{upn}: manager {dn} is the DN of several stored users; no manager is \
+                         assumed"
+                    );
+                }
+            }
+            Err(e) => log::warn!("could not resolve managers: {}", ErrorChain(&e)),
+        }
+    }
+
     /// A runner over `directory` into `store`.
     pub fn new(
         store: Arc<dyn Store>,
@@ -232,6 +269,7 @@ impl Syncer {
             index_loaded: AtomicBool::new(false),
             nesting: std::sync::Mutex::new(None),
             references: std::sync::RwLock::new(ConfiguredReferences::default()),
+            managers_resolved: AtomicBool::new(false),
         }
     }
 
@@ -385,6 +423,9 @@ impl Syncer {
         match error {
             None => {
                 self.metrics.sync_runs.inc(SyncResult::Success);
+                if let Ok(status) = &outcome {
+                    self.resolve_managers(status).await;
+                }
                 match self.store.quarantined_users().await {
                     Ok(users) => self.metrics.identity_conflicts.set(users.len() as f64),
                     Err(e) => log::warn!("could not count quarantined users: {}", ErrorChain(&e)),

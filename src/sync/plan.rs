@@ -326,6 +326,9 @@ mod tests {
             account_enabled: true,
             group_ids: vec!["id-staff".to_owned()],
             identity_conflict: None,
+            manager_dn: None,
+            manager_id: None,
+            dates: Default::default(),
         }
     }
 

@@ -333,6 +333,14 @@ objectclass ( 2.25.229548716532913476958220390143745321.2.2 NAME 'group' SUP top
 objectclass ( 2.25.229548716532913476958220390143745321.2.3 NAME 'nTDSDSA' SUP top STRUCTURAL MUST cn MAY invocationId )
 ";
 
+/// A hire date such as Entra's `employeeHireDate` (GeneralizedTime), which OpenLDAP's schema
+/// lacks, for onboarding rules that match on a date: the attribute and an auxiliary class
+/// `tapdHire` that allows it, for [`Slapd::start_with_schema`].
+pub const HIRE_DATE_SCHEMA: &str = "\
+attributetype ( 2.25.229548716532913476958220390143745321.3.1 NAME 'employeeHireDate' EQUALITY generalizedTimeMatch ORDERING generalizedTimeOrderingMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.24 SINGLE-VALUE )
+objectclass ( 2.25.229548716532913476958220390143745321.4.1 NAME 'tapdHire' SUP top AUXILIARY MAY employeeHireDate )
+";
+
 fn slapd_conf(dir: &Path, map_bytes: u64) -> String {
     let schema_dir = schema_dir();
     let mut conf = String::new();

@@ -8,11 +8,13 @@
 //! becomes its GUID string. An account is disabled when `pwdAccountLockedTime` is present,
 //! `nsAccountLock` is `true`, or `userAccountControl` has the ACCOUNTDISABLE bit (2).
 //!
-//! May depend on: `config` (preset, attribute names), `model`, `directory::groups`.
+//! May depend on: `config` (preset, attribute names), `model`, `directory::groups`,
+//! `directory::user_extras`.
 
 use super::entry::{format_object_guid, LdapEntry};
 use crate::config::{DirectoryAttributes, DirectoryPreset};
 use crate::directory::groups::RawGroup;
+use crate::directory::user_extras::{manager_dn, DateReader};
 use crate::dn::{dc_domain, first_rdn_value, strip_optional_uid};
 use crate::model::User;
 
@@ -54,6 +56,8 @@ pub struct Schema {
     pub change_marker: ChangeMarker,
     /// Domain for generated userPrincipalNames (`example.org` from the base DN).
     upn_domain: String,
+    /// The date attributes onboarding rules match on.
+    dates: std::sync::Arc<DateReader>,
 }
 
 /// A group entry turned into membership input plus its display name.
@@ -79,6 +83,7 @@ impl Schema {
             attributes.upn.clone(),
             attributes.display_name.clone(),
             attributes.mail.clone(),
+            attributes.manager.clone(),
             "cn".to_owned(),
             "pwdAccountLockedTime".to_owned(),
             "nsAccountLock".to_owned(),
@@ -87,6 +92,8 @@ impl Schema {
         if preset == DirectoryPreset::ActiveDirectory {
             user_attributes.push("userAccountControl".to_owned());
         }
+        let dates = std::sync::Arc::new(DateReader::new(&attributes.dates));
+        user_attributes.extend(dates.attributes().iter().cloned());
         let mut group_attributes = vec![
             attributes.group_id.clone(),
             attributes.group_name.clone(),
@@ -105,6 +112,7 @@ impl Schema {
             group_attributes,
             change_marker,
             upn_domain: dc_domain(base_dn),
+            dates,
         }
     }
 
@@ -159,6 +167,11 @@ impl Schema {
             account_enabled: account_enabled(entry)?,
             group_ids: Vec::new(),
             identity_conflict: None,
+            manager_dn: manager_dn(name(entry, &self.attributes.manager)?.as_deref()),
+            manager_id: None,
+            dates: self.dates.read(&entry.dn, |attribute| {
+                entry.first_text(attribute).ok().flatten()
+            }),
         }))
     }
 
@@ -324,6 +337,34 @@ mod tests {
         assert_eq!(s.user(&no_uid).unwrap(), None);
         let no_id = entry("uid=y,dc=example,dc=org", &[("uid", &[b"y"])]);
         assert!(s.user(&no_id).unwrap_err().contains("entryUUID"));
+    }
+
+    #[test]
+    fn manager_and_configured_dates_are_read() {
+        let mut attributes = DirectoryPreset::OpenLdap.attributes();
+        attributes.dates = vec!["employeeHireDate".to_owned()];
+        let s = Schema::new(DirectoryPreset::OpenLdap, attributes, "dc=example,dc=org");
+        assert!(s.user_attributes.iter().any(|a| a == "manager"));
+        assert!(s.user_attributes.iter().any(|a| a == "employeehiredate"));
+        let e = entry(
+            "uid=new,ou=people,dc=example,dc=org",
+            &[
+                ("entryUUID", &[b"n"]),
+                ("uid", &[b"new"]),
+                ("manager", &[b"UID=Boss,ou=People,dc=example,dc=org"]),
+                ("employeeHireDate", &[b"20261209000000Z"]),
+            ],
+        );
+        let user = s.user(&e).unwrap().unwrap();
+        assert_eq!(
+            user.manager_dn.as_deref(),
+            Some("uid=boss,ou=people,dc=example,dc=org")
+        );
+        assert_eq!(user.manager_id, None);
+        assert_eq!(
+            user.dates.get("employeehiredate").copied(),
+            chrono::NaiveDate::from_ymd_opt(2026, 12, 9)
+        );
     }
 
     #[test]

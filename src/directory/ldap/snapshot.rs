@@ -263,6 +263,9 @@ mod tests {
             account_enabled: true,
             group_ids: Vec::new(),
             identity_conflict: None,
+            manager_dn: None,
+            manager_id: None,
+            dates: Default::default(),
         }
     }
 

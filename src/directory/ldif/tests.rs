@@ -335,6 +335,7 @@ async fn errors_name_the_file_and_line() {
     let directory = LdifDirectory {
         path: path.clone(),
         base_dn: None,
+        dates: Default::default(),
     };
     let message = directory.read_all().await.unwrap_err().to_string();
     assert!(
@@ -488,4 +489,42 @@ async fn demo_directory_nested_groups_and_passwords() {
             PasswordCheck::Invalid
         );
     }
+}
+
+#[tokio::test]
+async fn reads_the_manager_dn_and_the_configured_dates() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dir.ldif");
+    std::fs::write(
+        &path,
+        "dn: uid=boss,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: boss\n\
+         entryUUID: 00000000-0000-4000-8000-000000000001\n\n\
+         dn: uid=new,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: new\n\
+         entryUUID: 00000000-0000-4000-8000-000000000002\n\
+         manager: UID=Boss, ou=People,dc=example,dc=org\nemployeeHireDate: 2026-12-09\n\
+         startDate: 20261301000000Z\n",
+    )
+    .unwrap();
+    let directory = LdifDirectory::open(&path)
+        .unwrap()
+        .with_date_attributes(&["employeeHireDate".to_owned(), "startDate".to_owned()]);
+    let contents = directory.read_all().await.unwrap();
+    let new = by_name(&contents, "new");
+    assert_eq!(
+        new.manager_dn.as_deref(),
+        Some("uid=boss,ou=people,dc=example,dc=org")
+    );
+    assert_eq!(
+        new.manager_id, None,
+        "the store resolves managers, not the source"
+    );
+    assert_eq!(
+        new.dates.get("employeehiredate").copied(),
+        chrono::NaiveDate::from_ymd_opt(2026, 12, 9)
+    );
+    // Month 13: not a date, left out.
+    assert!(!new.dates.contains_key("startdate"));
+    let boss = by_name(&contents, "boss");
+    assert_eq!(boss.manager_dn, None);
+    assert!(boss.dates.is_empty());
 }

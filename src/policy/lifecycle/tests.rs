@@ -36,6 +36,9 @@ fn user() -> User {
         account_enabled: true,
         group_ids: vec![],
         identity_conflict: None,
+        manager_dn: None,
+        manager_id: None,
+        dates: Default::default(),
     }
 }
 

@@ -13,7 +13,7 @@ use crate::model::{name_key, IdentityConflict, NewAuditEvent, User};
 use crate::store::identity::{self, Claims};
 use crate::store::StoreError;
 
-/// The claim columns read after [`rows::USER_COLUMNS`] (which end at index 8).
+/// The claim columns read after [`rows::USER_COLUMNS`] (from [`rows::USER_COLUMN_COUNT`] on).
 pub(super) const CLAIM_COLUMNS: &str = "u.username_key, u.upn_key, u.username_since, u.upn_since";
 
 /// The WHERE clause of a name lookup: `$1` the key as typed, `$2` its folded form.
@@ -24,16 +24,17 @@ const BULK_CHECK: usize = 4096;
 
 /// Reads the claim columns of a row whose user is `user`.
 pub(super) fn claims(row: &Row, user: &User) -> Result<Claims, StoreError> {
-    let username_key: Option<String> = rows::col(row, 9)?;
-    let upn_key: Option<String> = rows::col(row, 10)?;
+    let at = rows::USER_COLUMN_COUNT;
+    let username_key: Option<String> = rows::col(row, at)?;
+    let upn_key: Option<String> = rows::col(row, at + 1)?;
     Ok(Claims {
         id: user.id.clone(),
         dn: user.dn.clone(),
         username: user.username.clone(),
         username_key: username_key.unwrap_or_else(|| name_key(&user.username)),
         upn_key: upn_key.unwrap_or_else(|| name_key(&user.user_principal_name)),
-        username_since: rows::col(row, 11)?,
-        upn_since: rows::col(row, 12)?,
+        username_since: rows::col(row, at + 2)?,
+        upn_since: rows::col(row, at + 3)?,
     })
 }
 

@@ -45,7 +45,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use crate::model::{
-    AuditEvent, AuditFilter, Group, GroupRef, MailOutcome, NewAuditEvent, OutboxMail,
+    AuditEvent, AuditFilter, Group, GroupRef, MailOutcome, ManagerLink, NewAuditEvent, OutboxMail,
     RegisteredMethod, StoredTap, SyncStatus, TapPolicy, Timestamp, User,
 };
 use crate::store::seal::{self, Sealer};
@@ -697,6 +697,14 @@ impl Store for PostgresStore {
             .map(|u| opt_text(&u.mail).map(Cow::into_owned))
             .collect();
         let enabled: Vec<bool> = users.iter().map(|u| u.account_enabled).collect();
+        let manager_dns: Vec<Option<String>> = users
+            .iter()
+            .map(|u| opt_text(&u.manager_dn).map(Cow::into_owned))
+            .collect();
+        let dates: Vec<Option<String>> = users
+            .iter()
+            .map(|u| crate::store::codec::dates_json(&u.dates))
+            .collect::<Result<_, _>>()?;
         let (username_keys, upn_keys): (Vec<String>, Vec<String>) = users
             .iter()
             .map(|u| {
@@ -752,15 +760,18 @@ impl Store for PostgresStore {
             tx_execute(
                 &tx,
                 "INSERT INTO users (id, dn, username, upn, display_name, mail, account_enabled, \
-                 username_key, upn_key, username_since, upn_since) \
+                 username_key, upn_key, manager_dn, dates, username_since, upn_since) \
                  SELECT *, $10::bigint, $10::bigint FROM unnest($1::text[], $2::text[], \
                  $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[], $8::text[], \
-                 $9::text[]) \
+                 $9::text[], $11::text[], $12::text[]) \
                  ON CONFLICT (id) DO UPDATE SET dn = excluded.dn, \
                  username = excluded.username, upn = excluded.upn, \
                  display_name = excluded.display_name, mail = excluded.mail, \
                  account_enabled = excluded.account_enabled, \
                  username_key = excluded.username_key, upn_key = excluded.upn_key, \
+                 manager_id = CASE WHEN users.manager_dn IS NOT DISTINCT FROM \
+                 excluded.manager_dn THEN users.manager_id ELSE NULL END, \
+                 manager_dn = excluded.manager_dn, dates = excluded.dates, \
                  username_since = CASE WHEN users.username_key IS NOT DISTINCT FROM \
                  excluded.username_key THEN users.username_since ELSE excluded.username_since END, \
                  upn_since = CASE WHEN users.upn_key IS NOT DISTINCT FROM excluded.upn_key \
@@ -776,6 +787,8 @@ impl Store for PostgresStore {
                     &username_keys,
                     &upn_keys,
                     &epoch,
+                    &manager_dns,
+                    &dates,
                 ],
             )
             .await?;
@@ -1083,6 +1096,44 @@ impl Store for PostgresStore {
             "INSERT INTO onboarding_grants (rule, user_id, granted) \
              SELECT $1, id, $3 FROM unnest($2::text[]) AS id ON CONFLICT DO NOTHING",
             &[&rule, &ids, &to_db_time(now)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn manager_links(&self) -> Result<Vec<ManagerLink>, StoreError> {
+        self.query_all(
+            "SELECT id, dn, upn, manager_dn, manager_id FROM users ORDER BY id",
+            &[],
+            |row| {
+                Ok(ManagerLink {
+                    id: rows::col(row, 0)?,
+                    dn: rows::col(row, 1)?,
+                    user_principal_name: rows::col(row, 2)?,
+                    manager_dn: rows::col(row, 3)?,
+                    manager_id: rows::col(row, 4)?,
+                })
+            },
+        )
+        .await
+    }
+
+    async fn set_manager_ids(
+        &self,
+        changes: &[(String, Option<String>)],
+    ) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Cow<'_, str>> = changes.iter().map(|(id, _)| text(id)).collect();
+        let managers: Vec<Option<Cow<'_, str>>> = changes
+            .iter()
+            .map(|(_, manager)| opt_text(manager))
+            .collect();
+        self.execute(
+            "UPDATE users SET manager_id = c.manager_id \
+             FROM unnest($1::text[], $2::text[]) AS c(id, manager_id) WHERE users.id = c.id",
+            &[&ids, &managers],
         )
         .await?;
         Ok(())

@@ -67,10 +67,15 @@ fn minutes(row: &Row, index: usize) -> Result<u32, StoreError> {
 }
 
 /// Columns a [`User`] is read from, in this order: an array of group ids at 7, the identity
-/// conflict (JSON or NULL) at 8.
+/// conflict (JSON or NULL) at 8, the manager's DN and id at 9 and 10, the dates (a JSON
+/// object or NULL) at 11.
 pub(crate) const USER_COLUMNS: &str = "u.id, u.dn, u.username, u.upn, u.display_name, u.mail, \
      u.account_enabled, \
-     ARRAY(SELECT ug.group_id FROM user_groups ug WHERE ug.user_id = u.id), u.identity_conflict";
+     ARRAY(SELECT ug.group_id FROM user_groups ug WHERE ug.user_id = u.id), u.identity_conflict, \
+     u.manager_dn, u.manager_id, u.dates";
+
+/// How many columns [`USER_COLUMNS`] has (columns selected after it start here).
+pub(crate) const USER_COLUMN_COUNT: usize = 12;
 
 /// Reads a user selected with [`USER_COLUMNS`].
 pub(crate) fn user(row: &Row) -> Result<User, StoreError> {
@@ -81,6 +86,11 @@ pub(crate) fn user(row: &Row) -> Result<User, StoreError> {
     let identity_conflict = conflict
         .map(|body| from_json("identity conflict", &body))
         .transpose()?;
+    let dates: Option<String> = col(row, 11)?;
+    let dates = dates
+        .map(|body| from_json("user dates", &body))
+        .transpose()?
+        .unwrap_or_default();
     Ok(User {
         id: col(row, 0)?,
         dn: col(row, 1)?,
@@ -91,6 +101,9 @@ pub(crate) fn user(row: &Row) -> Result<User, StoreError> {
         account_enabled: col(row, 6)?,
         group_ids,
         identity_conflict,
+        manager_dn: col(row, 9)?,
+        manager_id: col(row, 10)?,
+        dates,
     })
 }
 
@@ -98,9 +111,10 @@ pub(crate) fn user(row: &Row) -> Result<User, StoreError> {
 /// arrays of the same length: its groups' ids, DNs and display names.
 pub(crate) fn user_with_group_refs(row: &Row) -> Result<(User, Vec<GroupRef>), StoreError> {
     let user = user(row)?;
-    let ids: Vec<String> = col(row, 13)?;
-    let dns: Vec<String> = col(row, 14)?;
-    let names: Vec<String> = col(row, 15)?;
+    let groups_at = USER_COLUMN_COUNT + 4;
+    let ids: Vec<String> = col(row, groups_at)?;
+    let dns: Vec<String> = col(row, groups_at + 1)?;
+    let names: Vec<String> = col(row, groups_at + 2)?;
     if ids.len() != dns.len() || ids.len() != names.len() {
         return Err(StoreError::corrupt(format!(
             "the group columns of user {} have different lengths",

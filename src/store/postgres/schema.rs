@@ -42,6 +42,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_tap_code_length",
         include_str!("migrations/0007_tap_code_length.sql"),
     ),
+    (
+        "0008_user_manager",
+        include_str!("migrations/0008_user_manager.sql"),
+    ),
 ];
 
 /// The version whose migration adds the audit chain: the events already stored are linked

@@ -12,7 +12,7 @@ use crate::model::{name_key, IdentityConflict, NewAuditEvent, User};
 use crate::store::identity::{self, Claims};
 use crate::store::StoreError;
 
-/// The claim columns read after [`rows::USER_COLUMNS`] (which end at index 8).
+/// The claim columns read after [`rows::USER_COLUMNS`] (from [`rows::USER_COLUMN_COUNT`] on).
 const CLAIM_COLUMNS: &str = "u.username_key, u.upn_key, u.username_since, u.upn_since";
 
 /// Above this many names to check, one aggregate over the table finds the contested ones
@@ -20,15 +20,16 @@ const CLAIM_COLUMNS: &str = "u.username_key, u.upn_key, u.username_since, u.upn_
 const BULK_CHECK: usize = 4096;
 
 fn claims(row: &Row<'_>, user: &User) -> Result<Claims, StoreError> {
+    let at = rows::USER_COLUMN_COUNT;
     let get = |i: usize| -> Result<Option<String>, StoreError> { row.get(i).map_err(map_err) };
     Ok(Claims {
         id: user.id.clone(),
         dn: user.dn.clone(),
         username: user.username.clone(),
-        username_key: get(9)?.unwrap_or_else(|| name_key(&user.username)),
-        upn_key: get(10)?.unwrap_or_else(|| name_key(&user.user_principal_name)),
-        username_since: row.get(11).map_err(map_err)?,
-        upn_since: row.get(12).map_err(map_err)?,
+        username_key: get(at)?.unwrap_or_else(|| name_key(&user.username)),
+        upn_key: get(at + 1)?.unwrap_or_else(|| name_key(&user.user_principal_name)),
+        username_since: row.get(at + 2).map_err(map_err)?,
+        upn_since: row.get(at + 3).map_err(map_err)?,
     })
 }
 

@@ -47,7 +47,7 @@ use zeroize::Zeroizing;
 
 use crate::clock::{Clock, SystemClock};
 use crate::model::{
-    AuditEvent, AuditFilter, Group, GroupRef, MailOutcome, NewAuditEvent, OutboxMail,
+    AuditEvent, AuditFilter, Group, GroupRef, MailOutcome, ManagerLink, NewAuditEvent, OutboxMail,
     RegisteredMethod, StoredTap, SyncStatus, TapPolicy, Timestamp, User, WebCeremony, WebSession,
 };
 use crate::store::seal::{self, Sealer};
@@ -740,7 +740,8 @@ fn user_row<'a>(
     group_ids: &'a String,
     keys: &'a (String, String),
     epoch: &'a i64,
-) -> [&'a dyn rusqlite::ToSql; 11] {
+    dates: &'a Option<String>,
+) -> [&'a dyn rusqlite::ToSql; 13] {
     [
         &user.id,
         &user.dn,
@@ -753,6 +754,8 @@ fn user_row<'a>(
         &keys.0,
         &keys.1,
         epoch,
+        &user.manager_dn,
+        dates,
     ]
 }
 
@@ -776,7 +779,8 @@ impl<'c> UserWriter<'c> {
                 .prepare_cached(
                     "INSERT INTO users (id, dn, username, upn, display_name, mail, \
                      account_enabled, group_ids, username_key, upn_key, username_since, \
-                     upn_since) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11) \
+                     upn_since, manager_dn, dates) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13) \
                      ON CONFLICT (id) DO NOTHING",
                 )
                 .map_err(map_err)?,
@@ -804,7 +808,8 @@ impl<'c> UserWriter<'c> {
         let epoch = self.epoch;
         self.written.insert(keys.0.clone());
         self.written.insert(keys.1.clone());
-        let row = user_row(user, &list, &keys, &epoch);
+        let dates = crate::store::codec::dates_json(&user.dates)?;
+        let row = user_row(user, &list, &keys, &epoch, &dates);
         // A new user (every user of a first sync) is one insert and its memberships; only an
         // existing one needs its stored list read and the difference written.
         let inserted = self.insert.execute(&row[..]).map_err(map_err)?;
@@ -821,7 +826,9 @@ impl<'c> UserWriter<'c> {
                  mail = ?6, account_enabled = ?7, group_ids = ?8, username_key = ?9, \
                  upn_key = ?10, \
                  username_since = CASE WHEN username_key IS ?9 THEN username_since ELSE ?11 END, \
-                 upn_since = CASE WHEN upn_key IS ?10 THEN upn_since ELSE ?11 END \
+                 upn_since = CASE WHEN upn_key IS ?10 THEN upn_since ELSE ?11 END, \
+                 manager_id = CASE WHEN manager_dn IS ?12 THEN manager_id ELSE NULL END, \
+                 manager_dn = ?12, dates = ?13 \
                  WHERE id = ?1",
             )
             .and_then(|mut stmt| stmt.execute(&row[..]))
@@ -1353,6 +1360,51 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    async fn manager_links(&self) -> Result<Vec<ManagerLink>, StoreError> {
+        self.read(|conn| {
+            query_all(
+                conn,
+                "SELECT id, dn, upn, manager_dn, manager_id FROM users ORDER BY id",
+                [],
+                |row| {
+                    let get = |i| row.get(i).map_err(map_err);
+                    Ok(ManagerLink {
+                        id: get(0)?,
+                        dn: get(1)?,
+                        user_principal_name: get(2)?,
+                        manager_dn: row.get(3).map_err(map_err)?,
+                        manager_id: row.get(4).map_err(map_err)?,
+                    })
+                },
+            )
+        })
+        .await
+    }
+
+    async fn set_manager_ids(
+        &self,
+        changes: &[(String, Option<String>)],
+    ) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let changes = changes.to_vec();
+        let written = self
+            .write(move |tx| {
+                let mut stmt = tx
+                    .prepare_cached("UPDATE users SET manager_id = ?2 WHERE id = ?1")
+                    .map_err(map_err)?;
+                for (id, manager_id) in changes {
+                    stmt.execute(params![id, manager_id]).map_err(map_err)?;
+                }
+                Ok(())
+            })
+            .await;
+        // Users changed: the sign-in answers read before may hold the old manager.
+        self.sign_ins.invalidate();
+        written
     }
 
     async fn onboarding_granted(

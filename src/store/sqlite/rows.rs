@@ -37,9 +37,13 @@ fn col<T: rusqlite::types::FromSql>(row: &Row<'_>, index: usize) -> Result<T, St
 }
 
 /// Columns a [`User`] is read from, in this order: a JSON array of group ids at 7, the
-/// identity conflict (JSON or NULL) at 8.
+/// identity conflict (JSON or NULL) at 8, the manager's DN and id at 9 and 10, the dates
+/// (a JSON object or NULL) at 11.
 pub(crate) const USER_COLUMNS: &str = "u.id, u.dn, u.username, u.upn, u.display_name, u.mail, \
-     u.account_enabled, u.group_ids, u.identity_conflict";
+     u.account_enabled, u.group_ids, u.identity_conflict, u.manager_dn, u.manager_id, u.dates";
+
+/// How many columns [`USER_COLUMNS`] has (columns selected after it start here).
+pub(crate) const USER_COLUMN_COUNT: usize = 12;
 
 /// Reads a user selected with [`USER_COLUMNS`].
 pub(crate) fn user(row: &Row<'_>) -> Result<User, StoreError> {
@@ -51,6 +55,11 @@ pub(crate) fn user(row: &Row<'_>) -> Result<User, StoreError> {
     let identity_conflict = conflict
         .map(|body| from_json("identity conflict", &body))
         .transpose()?;
+    let dates: Option<String> = col(row, 11)?;
+    let dates = dates
+        .map(|body| from_json("user dates", &body))
+        .transpose()?
+        .unwrap_or_default();
     Ok(User {
         id: col(row, 0)?,
         dn: col(row, 1)?,
@@ -61,6 +70,9 @@ pub(crate) fn user(row: &Row<'_>) -> Result<User, StoreError> {
         account_enabled: col(row, 6)?,
         group_ids,
         identity_conflict,
+        manager_dn: col(row, 9)?,
+        manager_id: col(row, 10)?,
+        dates,
     })
 }
 

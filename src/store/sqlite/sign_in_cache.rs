@@ -4,9 +4,10 @@
 //! Why: every sign-in's audit commit changes the database, so each read connection starts its
 //! next read with an empty page cache and reads the user's pages again; on the RADIUS accept
 //! path that read (and its hop to a blocking thread) was the largest cost in tapd's own code.
-//! Users and groups change only through a sync (`apply_sync*`), in this process: this backend
-//! is one node's (several nodes share PostgreSQL, which has no such cache). So an answer stays
-//! right until a sync writes, and a sync invalidates everything once it has committed.
+//! Users and groups change only through a sync (`apply_sync*`, and the manager resolution
+//! after it, `set_manager_ids`), in this process: this backend is one node's (several nodes
+//! share PostgreSQL, which has no such cache). So an answer stays right until a sync writes,
+//! and each of those writes invalidates everything once it has ended.
 //!
 //! Correctness under a concurrent sync: a read records the generation before it starts and
 //! its answer is used only while the generation is unchanged. A sync bumps the generation
@@ -172,6 +173,9 @@ mod tests {
                 account_enabled: true,
                 group_ids: vec!["g-staff".to_owned()],
                 identity_conflict: None,
+                manager_dn: None,
+                manager_id: None,
+                dates: Default::default(),
             },
             vec![GroupRef {
                 id: "g-staff".to_owned(),
