@@ -51,7 +51,7 @@ use crate::model::{
 };
 use crate::store::seal::{self, Sealer};
 use crate::store::{
-    LeaseLost, Store, StoreError, SyncFence, SyncLease, SyncLeaseOutcome, SyncPlan,
+    ClaimedCode, LeaseLost, Store, StoreError, SyncFence, SyncLease, SyncLeaseOutcome, SyncPlan,
 };
 
 pub use schema::SCHEMA_VERSION;
@@ -451,6 +451,12 @@ fn reseal_all(tx: &Transaction<'_>, sealer: &Sealer) -> Result<usize, StoreError
         rows.collect::<Result<_, _>>().map_err(map_err)?
     };
     for (id, code) in queued {
+        // Codes were never stored in clear: a value that is not sealed was written behind
+        // tapd's back, and sealing it would mail it as a code. It stays as it is, and the
+        // outbox worker fails its message.
+        if !seal::is_sealed(&code) {
+            continue;
+        }
         let what = format!("outbox message {id}");
         if let Some(sealed) = seal::reseal(sealer, &code, &seal::outbox_row(&id), &what)? {
             tx.execute(
@@ -1272,7 +1278,7 @@ impl Store for SqliteStore {
         node: &str,
         now: Timestamp,
         lease: Duration,
-    ) -> Result<Option<(OutboxMail, Zeroizing<String>)>, StoreError> {
+    ) -> Result<Option<(OutboxMail, ClaimedCode)>, StoreError> {
         let sealer = self.secrets.clone().ok_or_else(no_secrets_key)?;
         let node = node.to_owned();
         self.write(move |tx| outbox::claim(tx, &sealer, &node, now, lease))
