@@ -19,7 +19,7 @@ mod support;
 use support::http::form_encode;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use http_body_util::Full;
@@ -98,7 +98,11 @@ impl Node {
             .log_to_stderr()
             .no_metrics();
         if store_url.starts_with("postgres") {
-            config = config.string("store", "secrets_key_file", shared_key(store_url).display());
+            config = config.string(
+                "store",
+                "secrets_key_file",
+                support::postgres::shared_secrets_key(store_url).display(),
+            );
         }
         config.write(&dir.path().join("tapd.toml"));
         let daemon = Launch::new(dir)
@@ -182,15 +186,6 @@ impl Node {
             .cloned()
             .unwrap_or_default()
     }
-}
-
-fn shared_key(store_url: &str) -> PathBuf {
-    let database = store_url
-        .split('?')
-        .next()
-        .and_then(|base| base.rsplit('/').next())
-        .unwrap_or("tapd");
-    std::env::temp_dir().join(format!("tapd-test-{database}.secrets.key"))
 }
 
 fn sqlite_url(dir: &Path) -> String {
