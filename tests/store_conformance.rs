@@ -25,7 +25,7 @@ use tapd::model::{
     WebSession,
 };
 use tapd::store::postgres::{PostgresSettings, PostgresStore};
-use tapd::store::seal::{SealError, Sealer};
+use tapd::store::seal::{key_id, SealError, Sealer};
 use tapd::store::sqlite::{SqliteStore, DEFAULT_BUSY_TIMEOUT};
 use tapd::store::{
     LeaseLost, Store, StoreError, SyncFence, SyncLease, SyncLeaseOutcome, SyncPlan, SyncPlanEnd,
@@ -3422,4 +3422,20 @@ async fn outbox_an_unopenable_code_fails_its_message_and_blocks_no_other(backend
     assert_eq!(why, UndeliverableCode::Unopenable(SealError::Malformed));
     fail_mail(&store, "m3", t(3)).await;
     assert_eq!(store.tap_for_user("u-carol").await.unwrap(), None);
+
+    // A queued code sealed under a key the store is opened without is not failed: the key
+    // file is wrong, not the message. The open is refused, naming the message and the key.
+    queue(&store, "m4", "tap-4", "u-carol", "CAROLCODE44").await;
+    drop(store);
+    let other = [0x55; 32];
+    let refused = match reopen(Some(Sealer::new(&other, None))).await {
+        Ok(_) => panic!("a store holding a code sealed under another key was opened"),
+        Err(e) => e.to_string(),
+    };
+    for part in ["outbox message m4", &key_id(&KEY), &key_id(&other)] {
+        assert!(refused.contains(part), "{part:?} not in {refused}");
+    }
+    let store = reopen(Some(sealer())).await.unwrap();
+    let (fourth, code) = claim(&store, "node-a", t(4)).await.unwrap();
+    assert_eq!((fourth.id.as_str(), code.as_str()), ("m4", "CAROLCODE44"));
 }
