@@ -19,7 +19,7 @@ mod support;
 use support::http::form_encode;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use http_body_util::Full;
@@ -98,7 +98,11 @@ impl Node {
             .log_to_stderr()
             .no_metrics();
         if store_url.starts_with("postgres") {
-            config = config.string("store", "secrets_key_file", shared_key(store_url).display());
+            config = config.string(
+                "store",
+                "secrets_key_file",
+                support::postgres::shared_secrets_key(store_url).display(),
+            );
         }
         config.write(&dir.path().join("tapd.toml"));
         let daemon = Launch::new(dir)
@@ -184,15 +188,6 @@ impl Node {
     }
 }
 
-fn shared_key(store_url: &str) -> PathBuf {
-    let database = store_url
-        .split('?')
-        .next()
-        .and_then(|base| base.rsplit('/').next())
-        .unwrap_or("tapd");
-    std::env::temp_dir().join(format!("tapd-test-{database}.secrets.key"))
-}
-
 fn sqlite_url(dir: &Path) -> String {
     format!("sqlite://{}/tapd.db", dir.display())
 }
@@ -232,6 +227,19 @@ async fn sign_in(node: &Node, user: &str, code: &str) -> Answer {
             .unwrap(),
     )
     .await
+}
+
+/// `tapctl tap bulk` for `users` (a list written in `dir`), each code mailed to
+/// `mgr-USER@example.org`; every row must be queued.
+fn bulk_to_managers(node: &Node, dir: &Path, users: &[String]) {
+    let csv = dir.join("managers.csv");
+    let mut list = "user,recipient\n".to_owned();
+    for name in users {
+        list.push_str(&format!("{name},mgr-{name}@example.org\n"));
+    }
+    std::fs::write(&csv, list).unwrap();
+    let (code, stdout, stderr) = node.bulk(&csv, &[]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -986,4 +994,112 @@ async fn the_manager_gets_the_code_a_user_without_one_waits_and_hire_dates_open_
     assert_eq!(mails.len(), 4, "{mails:#?}");
     assert_eq!(mails[3].recipients, ["boss@example.org"]);
     assert!(node.tap_of("lockee").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_code_that_cant_be_unsealed_fails_at_once_and_its_tap_is_deleted() {
+    use support::sqlite::sqlite3;
+    let dir = tempfile::tempdir().unwrap();
+    let ldif = dir.path().join("directory.ldif");
+    let staff: Vec<String> = ["altered", "planted", "intact"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    write_ldif(&ldif, &staff);
+    let mut smtp = SmtpServer::stopped_with(dir.path(), &[], &[]);
+    let tapd_dir = tempfile::tempdir().unwrap();
+    let store = sqlite_url(tapd_dir.path());
+    let mut node = Node::start(tapd_dir, &store, &ldif, &smtp, "max_attempts = 50");
+    node.enable_policy();
+    bulk_to_managers(&node, dir.path(), &staff);
+    node.wait_status("an attempt while the server is down", |s| {
+        s.len() == 3
+            && s.iter()
+                .all(|m| m["state"] == "queued" && m["attempts"].as_u64().unwrap_or(0) >= 1)
+    });
+
+    // tapd stopped, someone with write access to the database alters one sealed code (a
+    // character of its ciphertext) and replaces another with a code of their own.
+    node.daemon.terminate();
+    let db = node.daemon.dir().join("tapd.db");
+    sqlite3(
+        &db,
+        "UPDATE outbox SET sealed_code = substr(sealed_code, 1, length(sealed_code) - 10) \
+         || (CASE substr(sealed_code, length(sealed_code) - 9, 1) WHEN 'A' THEN 'B' ELSE 'A' END) \
+         || substr(sealed_code, length(sealed_code) - 8) WHERE upn LIKE 'altered%'",
+    );
+    sqlite3(
+        &db,
+        "UPDATE outbox SET sealed_code = 'PLANTED1234' WHERE upn LIKE 'planted%'",
+    );
+    assert_eq!(
+        sqlite3(
+            &db,
+            "SELECT count(*) FROM outbox WHERE sealed_code LIKE 'sealed:v1:%'"
+        ),
+        "2",
+        "the tampering missed"
+    );
+
+    // Back with the mail server up: both fail at their first attempt, their TAPs deleted; the
+    // intact message goes out.
+    smtp.resume();
+    node.daemon.restart();
+    let status = node.wait_status("two messages failed and one sent", |s| {
+        s.iter().filter(|m| m["state"] == "failed").count() == 2
+            && s.iter().filter(|m| m["state"] == "sent").count() == 1
+    });
+    for (user, cause) in [
+        ("altered", "does not authenticate"),
+        ("planted", "not a well-formed sealed value"),
+    ] {
+        let message = message_of(&status, user);
+        assert_eq!(message["state"], "failed", "{message}");
+        let error = message["lastError"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("the sealed code can't be opened with the current secrets key")
+                && error.contains(cause),
+            "{message}"
+        );
+        assert!(
+            node.tap_of(user).is_empty(),
+            "{user}'s undelivered pass stayed usable"
+        );
+        let logged = node.daemon.log().into_iter().any(|line| {
+            line.starts_with("ERROR")
+                && line.contains(message["id"].as_str().unwrap())
+                && line.contains("can't be opened")
+        });
+        assert!(logged, "no error logged for {user}'s message");
+    }
+    assert_eq!(message_of(&status, "intact")["state"], "sent");
+    assert_eq!(node.tap_of("intact").len(), 1);
+    let table = node.tapctl.ok(&["onboarding", "status"]);
+    assert!(
+        table.contains("failed") && table.contains("mgr-altered@example.org"),
+        "{table}"
+    );
+    let audit = node.tapctl.json(&[
+        "audit",
+        "--limit",
+        "100",
+        "--activity",
+        "Onboarding mail delivery failed",
+    ]);
+    let failures = audit["value"].as_array().cloned().unwrap_or_default();
+    assert_eq!(failures.len(), 2, "{audit:#}");
+    assert!(
+        failures
+            .iter()
+            .all(|e| e.to_string().contains("can't be opened")),
+        "{audit:#}"
+    );
+
+    // The mailbox got the intact message only: nothing carrying the planted code.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(smtp.recipients(), ["mgr-intact@example.org"]);
+    assert!(smtp
+        .messages()
+        .iter()
+        .all(|m| !m.decoded().contains("PLANTED1234")));
 }

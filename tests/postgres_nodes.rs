@@ -225,7 +225,7 @@ impl Tapd {
             .string(
                 "store",
                 "secrets_key_file",
-                shared_secrets_key(store_url).display(),
+                support::postgres::shared_secrets_key(store_url).display(),
             )
             .string("store", "statement_timeout", "3s")
             .string("store", "connect_timeout", "2s")
@@ -442,15 +442,4 @@ async fn one_node_syncs_at_a_time_and_another_takes_over() {
     clock_a.set(at(3700));
     let again = node_a.run(false, "root (uid 0)").await.unwrap();
     assert_eq!(again.node.as_deref(), Some("node-a"));
-}
-
-/// The secrets key every node of one store shares (`[store] secrets_key_file`): one file per
-/// database in the temp dir, created by whichever node starts first.
-fn shared_secrets_key(store_url: &str) -> std::path::PathBuf {
-    let database = store_url
-        .split('?')
-        .next()
-        .and_then(|base| base.rsplit('/').next())
-        .unwrap_or("tapd");
-    std::env::temp_dir().join(format!("tapd-test-{database}.secrets.key"))
 }

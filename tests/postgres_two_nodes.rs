@@ -100,7 +100,7 @@ impl Node {
             .string(
                 "store",
                 "secrets_key_file",
-                shared_secrets_key(store_url).display(),
+                support::postgres::shared_secrets_key(store_url).display(),
             )
             .string("store", "statement_timeout", setup.statement_timeout)
             .string("store", "connect_timeout", "2s")
@@ -1081,17 +1081,6 @@ async fn node_frozen_past_its_lease_cannot_commit_over_the_takeover() {
         Some(b.identity.as_str()),
         "{applied:?}"
     );
-}
-
-/// The secrets key every node of one store shares (`[store] secrets_key_file`): one file per
-/// database in the temp dir, created by whichever node starts first.
-fn shared_secrets_key(store_url: &str) -> std::path::PathBuf {
-    let database = store_url
-        .split('?')
-        .next()
-        .and_then(|base| base.rsplit('/').next())
-        .unwrap_or("tapd");
-    std::env::temp_dir().join(format!("tapd-test-{database}.secrets.key"))
 }
 
 /// Runs `sql` with the real `psql` on the test database (what anyone with write access to the

@@ -25,10 +25,11 @@ use tapd::model::{
     WebSession,
 };
 use tapd::store::postgres::{PostgresSettings, PostgresStore};
-use tapd::store::seal::Sealer;
+use tapd::store::seal::{key_id, SealError, Sealer};
 use tapd::store::sqlite::{SqliteStore, DEFAULT_BUSY_TIMEOUT};
 use tapd::store::{
     LeaseLost, Store, StoreError, SyncFence, SyncLease, SyncLeaseOutcome, SyncPlan, SyncPlanEnd,
+    UndeliverableCode,
 };
 
 use postgres_cluster::PostgresCluster;
@@ -248,6 +249,7 @@ macro_rules! conformance {
             conformance!(@backend $factory;
                 outbox_code_is_sealed_until_accepted_then_erased,
                 outbox_codes_are_resealed_on_key_rotation,
+                outbox_an_unopenable_code_fails_its_message_and_blocks_no_other,
                 data_survives_reopen,
                 totp_seeds_are_never_stored_in_clear,
                 clear_seeds_are_sealed_at_open_once,
@@ -2977,6 +2979,48 @@ async fn mail_state(store: &Arc<dyn Store>, id: &str) -> OutboxMail {
 
 const LEASE: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// `claim_mail` at `now` for node `node` and [`LEASE`], of a message whose code must open.
+async fn claim(store: &Arc<dyn Store>, node: &str, now: Timestamp) -> Option<(OutboxMail, String)> {
+    let claimed = store.claim_mail(node, now, LEASE).await.unwrap();
+    claimed.map(|(mail, code)| {
+        let code = code.unwrap_or_else(|e| panic!("the code of {} does not open: {e}", mail.id));
+        (mail, code.to_string())
+    })
+}
+
+/// `claim_mail` at `now` for node-a, of a message whose code must not open: the message and
+/// why it can't be delivered.
+async fn claim_undeliverable(
+    store: &Arc<dyn Store>,
+    now: Timestamp,
+) -> (OutboxMail, UndeliverableCode) {
+    let (mail, code) = store
+        .claim_mail("node-a", now, LEASE)
+        .await
+        .unwrap()
+        .expect("a due message");
+    let why = code.map(|_| ()).expect_err("the code opened");
+    (mail, why)
+}
+
+/// node-a records message `id` as failed at `at`.
+async fn fail_mail(store: &Arc<dyn Store>, id: &str, at: Timestamp) {
+    let failed = MailOutcome::Failed {
+        error: "the sealed code can't be opened".to_owned(),
+    };
+    let recorded = store
+        .finish_mail(
+            id,
+            "node-a",
+            at,
+            &failed,
+            &event("Mail failed", "tapd", None, at),
+        )
+        .await
+        .unwrap();
+    assert!(recorded, "node-a no longer held {id}");
+}
+
 async fn outbox_code_is_sealed_until_accepted_then_erased(backend: Backend) {
     let store = backend.store.clone();
     seed(&store).await;
@@ -3005,16 +3049,12 @@ async fn outbox_code_is_sealed_until_accepted_then_erased(backend: Backend) {
         ))
         .await;
 
-    let (claimed, opened) = store
-        .claim_mail("node-a", t(1), LEASE)
-        .await
-        .unwrap()
-        .unwrap();
+    let (claimed, opened) = claim(&store, "node-a", t(1)).await.unwrap();
     assert_eq!((claimed.id.as_str(), opened.as_str()), ("m1", code));
-    assert!(matches!(
-        store.claim_mail("node-a", t(1), LEASE).await,
-        Err(StoreError::Corrupt(_))
-    ));
+    // Claimed (so no poll takes it again) with the reason it can never be delivered.
+    let (moved, why) = claim_undeliverable(&store, t(1)).await;
+    assert_eq!(moved.id, "m2");
+    assert_eq!(why, UndeliverableCode::Unopenable(SealError::Tampered));
     assert!(store
         .finish_mail(
             "m1",
@@ -3082,11 +3122,7 @@ async fn outbox_retries_then_fails_and_deletes_the_tap(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .is_none());
-    let (again, code) = store
-        .claim_mail("node-a", t(10), LEASE)
-        .await
-        .unwrap()
-        .unwrap();
+    let (again, code) = claim(&store, "node-a", t(10)).await.unwrap();
     assert_eq!((again.id.as_str(), code.as_str()), ("m1", "CODE1111111"));
     let failed = MailOutcome::Failed {
         error: "550 no such mailbox".to_owned(),
@@ -3249,11 +3285,7 @@ async fn outbox_a_newer_pass_fails_the_queued_message(store: Arc<dyn Store>) {
     let old = mail_state(&store, "m1").await;
     assert_eq!(old.state, MailState::Failed);
     assert_eq!(old.last_error.as_deref(), Some("replaced by a newer pass"));
-    let (claimed, code) = store
-        .claim_mail("node-a", t(1), LEASE)
-        .await
-        .unwrap()
-        .unwrap();
+    let (claimed, code) = claim(&store, "node-a", t(1)).await.unwrap();
     assert_eq!((claimed.id.as_str(), code.as_str()), ("m2", "CODE2222222"));
     assert!(store
         .claim_mail("node-a", t(1), LEASE)
@@ -3352,12 +3384,90 @@ async fn outbox_codes_are_resealed_on_key_rotation(backend: Backend) {
     assert_ne!(new_sealed, old_sealed, "the queued code was not resealed");
     // The previous key retired: the message still opens and goes out.
     let store = reopen(Some(Sealer::new(&new_key, None))).await.unwrap();
-    let (mail, code) = store
+    let (mail, code) = claim(&store, "node-a", t(1)).await.unwrap();
+    assert_eq!((mail.id.as_str(), code.as_str()), ("m1", "ROTATED1234"));
+}
+
+async fn outbox_an_unopenable_code_fails_its_message_and_blocks_no_other(backend: Backend) {
+    let Backend {
+        store,
+        reopen,
+        raw,
+        _guard,
+    } = backend;
+    seed(&store).await;
+    queue(&store, "m1", "tap-1", "u-alice", "ALICECODE11").await;
+    queue(&store, "m2", "tap-2", "u-bob", "BOBCODE2222").await;
+    // Someone with write access to the database alters alice's sealed code.
+    let sealed = raw
+        .text("SELECT sealed_code FROM outbox WHERE id = 'm1'")
+        .await;
+    let mut altered = sealed.into_bytes();
+    let at = altered.len() - 10;
+    altered[at] = if altered[at] == b'A' { b'B' } else { b'A' };
+    let altered = String::from_utf8(altered).unwrap();
+    raw.execute(&format!(
+        "UPDATE outbox SET sealed_code = '{altered}' WHERE id = 'm1'"
+    ))
+    .await;
+
+    // The message is claimed with the reason it can never be delivered …
+    let (first, why) = claim_undeliverable(&store, t(1)).await;
+    assert_eq!(first.id, "m1");
+    assert_eq!(why, UndeliverableCode::Unopenable(SealError::Tampered));
+    // … and the claim stands: the queue goes on with the next message, not the same one.
+    let (second, code) = claim(&store, "node-a", t(1)).await.unwrap();
+    assert_eq!((second.id.as_str(), code.as_str()), ("m2", "BOBCODE2222"));
+    assert!(store
         .claim_mail("node-a", t(1), LEASE)
         .await
         .unwrap()
-        .unwrap();
-    assert_eq!((mail.id.as_str(), code.as_str()), ("m1", "ROTATED1234"));
+        .is_none());
+    let accepted = event("Mail accepted", "tapd", None, t(2));
+    assert!(store
+        .finish_mail("m2", "node-a", t(2), &MailOutcome::Accepted, &accepted)
+        .await
+        .unwrap());
+    fail_mail(&store, "m1", t(2)).await;
+    assert_eq!(store.tap_for_user("u-alice").await.unwrap(), None);
+    assert_eq!(
+        store.tap_for_user("u-bob").await.unwrap().unwrap().id,
+        "tap-2"
+    );
+
+    // A value that is not sealed at all is not sealed at the next open (it would go out as
+    // the code): it stays as written and its message can't be delivered.
+    queue(&store, "m3", "tap-3", "u-carol", "CAROLCODE33").await;
+    raw.execute("UPDATE outbox SET sealed_code = 'CHOSEN12345' WHERE id = 'm3'")
+        .await;
+    drop(store);
+    let store = reopen(Some(sealer())).await.unwrap();
+    assert_eq!(
+        raw.text("SELECT sealed_code FROM outbox WHERE id = 'm3'")
+            .await,
+        "CHOSEN12345"
+    );
+    let (third, why) = claim_undeliverable(&store, t(3)).await;
+    assert_eq!(third.id, "m3");
+    assert_eq!(why, UndeliverableCode::Unopenable(SealError::Malformed));
+    fail_mail(&store, "m3", t(3)).await;
+    assert_eq!(store.tap_for_user("u-carol").await.unwrap(), None);
+
+    // A queued code sealed under a key the store is opened without is not failed: the key
+    // file is wrong, not the message. The open is refused, naming the message and the key.
+    queue(&store, "m4", "tap-4", "u-carol", "CAROLCODE44").await;
+    drop(store);
+    let other = [0x55; 32];
+    let refused = match reopen(Some(Sealer::new(&other, None))).await {
+        Ok(_) => panic!("a store holding a code sealed under another key was opened"),
+        Err(e) => e.to_string(),
+    };
+    for part in ["outbox message m4", &key_id(&KEY), &key_id(&other)] {
+        assert!(refused.contains(part), "{part:?} not in {refused}");
+    }
+    let store = reopen(Some(sealer())).await.unwrap();
+    let (fourth, code) = claim(&store, "node-a", t(4)).await.unwrap();
+    assert_eq!((fourth.id.as_str(), code.as_str()), ("m4", "CAROLCODE44"));
 }
 
 /// A user's manager DN and dates are stored as the directory gave them; the manager's id is

@@ -1628,3 +1628,107 @@ fn onboarding_rules_mail_the_manager_by_default_and_may_match_by_date() {
         );
     }
 }
+
+/// `[[radius.clients]]` with a TOTP second factor in append mode, `extra` lines added to the
+/// client, and `radius` lines added to `[radius]`.
+fn totp_client(radius: &str, extra: &str) -> String {
+    format!(
+        r#"{MINIMAL}
+[radius]
+listen = ["127.0.0.1:0"]
+{radius}
+
+[[radius.clients]]
+name = "vpn"
+address = "10.0.0.0/8"
+secret_file = "radius.secret"
+second_factor = "totp"
+second_factor_mode = "append"
+{extra}
+"#
+    )
+}
+
+#[test]
+fn second_factor_separator_defaults_to_a_comma_and_a_bad_one_is_named() {
+    let dir = Dir::new();
+    let config = dir.load(&totp_client("", "")).unwrap().config;
+    assert_eq!(
+        config.radius.clients[0].second_factor,
+        Some(TotpRequirement {
+            without_app: WithoutSecondFactor::Reject,
+            mode: SecondFactorMode::Append {
+                separator: ",".to_owned()
+            },
+        })
+    );
+    // One to four characters, none of them a digit, whitespace or a control character.
+    for good in ["#", "::", "||||", "é"] {
+        let extra = format!("second_factor_separator = \"{good}\"");
+        let config = dir.load(&totp_client("", &extra)).unwrap().config;
+        assert_eq!(
+            config.radius.clients[0]
+                .second_factor
+                .as_ref()
+                .unwrap()
+                .mode,
+            SecondFactorMode::Append {
+                separator: good.to_owned()
+            }
+        );
+    }
+    for (bad, problem) in [
+        ("", "must be 1 to 4 characters"),
+        (",,,,,", "must be 1 to 4 characters"),
+        ("1", "must not contain a digit"),
+        (",9", "must not contain a digit"),
+        (" ", "whitespace"),
+        ("a b", "whitespace"),
+        ("\\t", "whitespace"),
+        ("\\u0007", "control character"),
+    ] {
+        let extra = format!("second_factor_separator = \"{bad}\"");
+        let lines = problems(dir.load(&totp_client("", &extra)));
+        assert!(
+            has(
+                &lines,
+                "radius.clients[0].second_factor_separator:",
+                problem
+            ),
+            "{bad:?}: {lines:#?}"
+        );
+    }
+}
+
+#[test]
+fn challenge_lifetime_defaults_to_120s_and_must_lie_between_1s_and_120s() {
+    let dir = Dir::new();
+    let config = dir.load(&totp_client("", "")).unwrap().config;
+    assert_eq!(config.radius.challenge_lifetime, Duration::from_secs(120));
+    for (good, expected) in [("1s", 1), ("120s", 120), ("2m", 120), ("90", 90)] {
+        let radius = format!("challenge_lifetime = \"{good}\"");
+        let config = dir.load(&totp_client(&radius, "")).unwrap().config;
+        assert_eq!(
+            config.radius.challenge_lifetime,
+            Duration::from_secs(expected),
+            "{good}"
+        );
+    }
+    for (bad, problem) in [
+        ("0s", "must be longer than zero"),
+        ("0", "must be longer than zero"),
+        ("121s", "longer than the maximum of 120s"),
+        ("2m1s", "longer than the maximum of 120s"),
+        ("999ms", "shorter than the minimum of 1s"),
+        ("2x", "is not a duration"),
+        ("", "is not a duration"),
+        ("-5s", "is not a duration"),
+    ] {
+        let radius = format!("challenge_lifetime = \"{bad}\"");
+        let lines = problems(dir.load(&totp_client(&radius, "")));
+        assert!(
+            has(&lines, "radius.challenge_lifetime:", problem),
+            "{bad:?}: {lines:#?}"
+        );
+    }
+}

@@ -889,6 +889,16 @@ fn radius(report: &mut Report<'_>, raw: &RawRadius, web: &WebConfig) -> RadiusCo
                 MAX_CHALLENGE_LIFETIME.as_secs()
             ),
         );
+    } else if !challenge_lifetime.is_zero() && challenge_lifetime < MIN_CHALLENGE_LIFETIME {
+        // Zero and a bad value are named already.
+        report.problem(
+            "radius.challenge_lifetime",
+            format!(
+                "{:?} is shorter than the minimum of {}s: no user types a code that fast",
+                raw.challenge_lifetime,
+                MIN_CHALLENGE_LIFETIME.as_secs()
+            ),
+        );
     }
     RadiusConfig {
         listen,
@@ -902,6 +912,9 @@ fn radius(report: &mut Report<'_>, raw: &RawRadius, web: &WebConfig) -> RadiusCo
 
 /// Longest `challenge_lifetime`: an Access-Challenge's State is valid for 120 s at most.
 pub(super) const MAX_CHALLENGE_LIFETIME: Duration = Duration::from_secs(120);
+
+/// Shortest `challenge_lifetime` (as documented: 1 s to 120 s).
+pub(super) const MIN_CHALLENGE_LIFETIME: Duration = Duration::from_secs(1);
 
 /// Longest `second_factor_separator`, in characters.
 const MAX_SEPARATOR_CHARS: usize = 4;

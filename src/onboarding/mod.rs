@@ -6,7 +6,9 @@
 //! through the SMTP server, and records the outcome with its audit event: accepted (the code
 //! is erased), retried after an exponential backoff, or failed after `[smtp] max_attempts` (or
 //! at once when the server refuses for good), which deletes the TAP so that no undelivered
-//! code stays usable. Codes appear in no log line and no audit event.
+//! code stays usable. A message whose sealed code can't be opened (altered in the database,
+//! or sealed under a key this tapd does not hold) fails the same way at once, logged as an
+//! error. Codes appear in no log line and no audit event.
 //!
 //! May depend on: `store` (trait), `model`, `clock`, `config`, `audit`, `logging`.
 
@@ -23,7 +25,7 @@ use crate::clock::Clock;
 use crate::config::SmtpConfig;
 use crate::logging::ErrorChain;
 use crate::model::{AuditResult, Channel, MailOutcome, NewAuditEvent, OutboxMail};
-use crate::store::Store;
+use crate::store::{Store, UndeliverableCode};
 pub use mailer::{Mailer, MailerError, SendFailure};
 
 /// Audit activities of deliveries.
@@ -103,8 +105,12 @@ impl MailWorker {
                 log::info!("onboarding mail: the outbox can be read again");
             }
             match claimed {
-                Ok(Some((mail, code))) => {
+                Ok(Some((mail, Ok(code)))) => {
                     self.deliver(mail, code).await;
+                    continue;
+                }
+                Ok(Some((mail, Err(undeliverable)))) => {
+                    self.fail_undeliverable(mail, &undeliverable).await;
                     continue;
                 }
                 Ok(None) => {}
@@ -131,7 +137,6 @@ impl MailWorker {
             }
             Err(failure) => Err(failure),
         };
-        let now = self.clock.now();
         let attempt = mail.attempts + 1;
         let (outcome, event) = match sent {
             Ok(()) => (
@@ -160,7 +165,7 @@ impl MailWorker {
                 (MailOutcome::Failed { error }, event)
             }
             Err(failure) => {
-                let next_attempt = now + backoff(&self.config, mail.attempts);
+                let next_attempt = self.clock.now() + backoff(&self.config, mail.attempts);
                 let event = self.event(
                     &mail,
                     activity::MAIL_RETRIED,
@@ -177,12 +182,40 @@ impl MailWorker {
                 )
             }
         };
+        self.finish(&mail, &outcome, &event).await;
+    }
+
+    /// A claimed message whose code can't be opened: no attempt can ever deliver it, so it
+    /// fails at once and its TAP is deleted (an undelivered code must not stay usable).
+    async fn fail_undeliverable(&self, mail: OutboxMail, undeliverable: &UndeliverableCode) {
+        let error = ErrorChain(undeliverable).to_string();
+        log::error!(
+            "onboarding mail {} to {} for {}: {error}; the message is failed and its TAP \
+             deleted (issue a new one)",
+            mail.id,
+            mail.recipient,
+            mail.user_principal_name
+        );
+        let event = self.event(
+            &mail,
+            activity::MAIL_FAILED,
+            AuditResult::Failure,
+            Some(("mail_delivery_failed", &error)),
+            mail.attempts + 1,
+        );
+        self.finish(&mail, &MailOutcome::Failed { error }, &event)
+            .await;
+    }
+
+    /// Records `outcome` for `mail` with its audit `event`, while this node holds the claim.
+    async fn finish(&self, mail: &OutboxMail, outcome: &MailOutcome, event: &NewAuditEvent) {
+        let now = self.clock.now();
         match self
             .store
-            .finish_mail(&mail.id, &self.node, now, &outcome, &event)
+            .finish_mail(&mail.id, &self.node, now, outcome, event)
             .await
         {
-            Ok(true) => crate::audit::log(&event),
+            Ok(true) => crate::audit::log(event),
             Ok(false) => log::warn!(
                 "onboarding mail {}: another node took the message over while it was being sent",
                 mail.id

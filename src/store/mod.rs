@@ -53,6 +53,23 @@ pub enum StoreError {
     },
 }
 
+/// Why the code of a claimed outbox message can't be opened. Such a message can never be
+/// delivered, however often it is tried: the caller fails it at once (which deletes its TAP).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UndeliverableCode {
+    /// The sealed code does not open: altered in the database, moved from another row, or
+    /// sealed under a key this tapd does not hold.
+    #[error("the sealed code can't be opened with the current secrets key")]
+    Unopenable(#[source] seal::SealError),
+    /// The queued message holds no code at all (the schema forbids it; read anyway, it fails
+    /// the message rather than the whole outbox).
+    #[error("the queued message holds no sealed code")]
+    Missing,
+}
+
+/// The code of a claimed outbox message: opened, or why it can't be.
+pub type ClaimedCode = Result<zeroize::Zeroizing<String>, UndeliverableCode>;
+
 impl StoreError {
     /// [`StoreError::Unavailable`] detected here, with no underlying error.
     pub fn unavailable(message: impl Into<String>) -> Self {
@@ -452,12 +469,14 @@ pub trait Store: Send + Sync + 'static {
     /// `next_attempt` at or before `now`) that no other node holds an unexpired claim on, and
     /// returns it with its code opened. One conditional write: of several nodes asking at once
     /// each message goes to exactly one; a claim that lapsed (its node died) is taken over.
+    /// A code that can't be opened does not undo the claim: the message comes back with
+    /// [`UndeliverableCode`], for the caller to fail with [`Store::finish_mail`].
     async fn claim_mail(
         &self,
         node: &str,
         now: Timestamp,
         lease: Duration,
-    ) -> Result<Option<(OutboxMail, zeroize::Zeroizing<String>)>, StoreError>;
+    ) -> Result<Option<(OutboxMail, ClaimedCode)>, StoreError>;
 
     /// Records how `node`'s delivery of message `id` ended, with `audit`, only while `node`
     /// still holds its claim (false otherwise: another node took it over). Accepted: sent, the

@@ -20,7 +20,7 @@ use sha2::Digest;
 use zeroize::Zeroizing;
 
 use crate::model::{CeremonyKind, MethodKind, RegisteredMethod, WebCeremony};
-use crate::store::StoreError;
+use crate::store::{ClaimedCode, StoreError, UndeliverableCode};
 
 /// Bytes of a secrets key.
 pub const KEY_BYTES: usize = 32;
@@ -266,6 +266,19 @@ pub(crate) fn method_row(user_id: &str, method_id: &str) -> Vec<u8> {
 /// The associated data of an outbox row's sealed code.
 pub(crate) fn outbox_row(mail_id: &str) -> Vec<u8> {
     format!("tapd outbox\0{mail_id}").into_bytes()
+}
+
+/// The code of the outbox message `mail_id` as stored (`sealed`), opened; or why it can't be,
+/// so that the message is failed rather than tried again forever.
+pub(crate) fn open_outbox_code(
+    sealer: &Sealer,
+    mail_id: &str,
+    sealed: Option<&str>,
+) -> ClaimedCode {
+    let sealed = sealed.ok_or(UndeliverableCode::Missing)?;
+    sealer
+        .open(sealed, &outbox_row(mail_id))
+        .map_err(UndeliverableCode::Unopenable)
 }
 
 /// The associated data of a web ceremony's sealed state.

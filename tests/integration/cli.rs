@@ -59,7 +59,7 @@ socket = "admin.sock"
 socket_grup = "tapd"
 
 [radius]
-listen = ["127.0.0.1:18120"]
+listen = ["127.0.0.1:0"]
 
 [[radius.clients]]
 name = "vpn"

@@ -1,5 +1,6 @@
 //! The real `tapd` binary synced from slapd, driven with the real `tapctl` over the admin
-//! socket: sync status, transitive groups and roles, and a sync while slapd is down.
+//! socket: sync status, transitive groups and roles, and a sync while slapd is down (also in
+//! `/metrics`, on the port the daemon chose).
 
 use std::process::Output;
 
@@ -37,11 +38,22 @@ impl Tapd {
             .string("admin", "socket", socket.display())
             .set("admin.roles", "global_administrator", "[\"tap-admins\"]")
             .log_to_stderr()
+            .metrics_on_loopback()
             .write(&dir.path().join("tapd.toml"));
         Tapd {
-            daemon: Launch::new(dir).config(config).listener("admin").start(),
+            daemon: Launch::new(dir)
+                .config(config)
+                .listener("admin")
+                .listener("metrics")
+                .start(),
             tapctl: Tapctl::new(socket),
         }
+    }
+
+    /// One series of `/metrics` on the port the daemon logged.
+    fn metric(&self, series: &str) -> f64 {
+        let body = support::metrics::scrape(self.daemon.addr("metrics"));
+        support::metrics::metric(&body, series)
     }
 
     fn tapctl(&self, args: &[&str]) -> Output {
@@ -110,6 +122,9 @@ fn tapd_syncs_from_slapd_and_reports_a_down_directory() {
     assert!(error.contains(&slapd.url()), "{status}");
     let human = stdout(&tapd.tapctl(&["sync", "status"]));
     assert!(human.contains("directory unavailable"), "{human}");
+    let unavailable =
+        tapd.metric(r#"tapd_directory_sync_errors_total{cause="directory_unavailable"}"#);
+    assert!(unavailable >= 1.0, "{unavailable}");
     let users = json(&tapd.tapctl(&["--json", "user", "list"]));
     let count = users
         .as_array()

@@ -15,6 +15,7 @@ use crate::harness::{
     curl, metric, radclient, require_tool, Options, Tapd, FEDERATION_TOKEN, RADIUS_SECRET,
 };
 use crate::pap_attributes;
+use crate::support::http::form_encode;
 
 /// nina is in `explain-users` (included) and in `contractors-emea`, which is nested in
 /// `contractors`, which is nested in `tap-blocked` (excluded): two levels of nesting. olga is
@@ -136,19 +137,6 @@ fn failed_check(v: &Value) -> String {
     failed[0].clone()
 }
 
-/// Percent-encodes a form value.
-fn form(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// Signs in on the web page with `code` (curl with a cookie jar: the page's CSRF cookie and
 /// form token); returns the HTTP status of the TAP step.
 fn web_tap_sign_in(web: SocketAddr, dir: &Path, user: &str, code: &str) -> u16 {
@@ -176,12 +164,7 @@ fn web_tap_sign_in(web: SocketAddr, dir: &Path, user: &str, code: &str) -> u16 {
         .unwrap_or_else(|| panic!("no CSRF field: {body}"))
         + marker.len();
     let csrf = &body[start..start + body[start..].find('"').unwrap()];
-    let data = format!(
-        "csrf={}&username={}&code={}",
-        form(csrf),
-        form(user),
-        form(code)
-    );
+    let data = form_encode(&[("csrf", csrf), ("username", user), ("code", code)]);
     let answer = Command::new("curl")
         .args([
             "--silent",

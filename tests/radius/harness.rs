@@ -197,6 +197,12 @@ impl Tapd {
     /// Enables the TAP policy for tap-users and creates a one-time TAP for `user`; returns
     /// the code.
     pub fn create_one_time_tap(&self, user: &str) -> String {
+        self.enable_policy();
+        self.create_tap(user, &["--one-time"])
+    }
+
+    /// Enables the TAP policy for tap-users.
+    pub fn enable_policy(&self) {
         self.tapctl(&[
             "policy",
             "set",
@@ -205,7 +211,13 @@ impl Tapd {
             "--include-groups",
             "tap-users",
         ]);
-        let created = self.tapctl(&["tap", "create", user, "--one-time"]);
+    }
+
+    /// `tapctl tap create USER OPTIONS…`, which must give a usable TAP; returns its code.
+    pub fn create_tap(&self, user: &str, options: &[&str]) -> String {
+        let mut args = vec!["tap", "create", user];
+        args.extend_from_slice(options);
+        let created = self.tapctl(&args);
         assert_eq!(created["isUsable"], true, "{created}");
         created["temporaryAccessPass"].as_str().unwrap().to_owned()
     }

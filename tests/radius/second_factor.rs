@@ -6,7 +6,6 @@
 //! answer (and still usable on the web afterwards), users without an app, retransmissions of
 //! both legs, and a State that outlives a configuration reload.
 
-use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use hyper::Request;
 use crate::harness::{
     metric, radclient, Options, RadclientResult, Tapd, PUBLIC_URL, RADIUS_SECRET,
 };
-use crate::support::http::{http, Answer};
+use crate::support::http::{form_encode, http, Answer, CookieJar};
 use crate::support::slapd::Slapd;
 
 const CHALLENGE_TEXT: &str = "Enter the code from your authenticator app";
@@ -26,7 +25,7 @@ const CHALLENGE_TEXT: &str = "Enter the code from your authenticator app";
 struct Web {
     addr: SocketAddr,
     runtime: tokio::runtime::Runtime,
-    cookies: HashMap<String, String>,
+    cookies: CookieJar,
     csrf: Option<String>,
 }
 
@@ -38,34 +37,19 @@ impl Web {
                 .enable_all()
                 .build()
                 .unwrap(),
-            cookies: HashMap::new(),
+            cookies: CookieJar::default(),
             csrf: None,
         }
     }
 
     fn send(&mut self, builder: hyper::http::request::Builder, body: String) -> Answer {
-        let mut builder = builder.header("host", "localhost:18080");
-        if !self.cookies.is_empty() {
-            let cookie = self
-                .cookies
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join("; ");
+        let mut builder = builder.header("host", PUBLIC_URL.trim_start_matches("http://"));
+        if let Some(cookie) = self.cookies.header() {
             builder = builder.header("cookie", cookie);
         }
         let request = builder.body(Full::new(Bytes::from(body))).unwrap();
         let answer = self.runtime.block_on(http(self.addr, request));
-        for value in answer.headers.get_all("set-cookie") {
-            let text = value.to_str().unwrap();
-            let (pair, attributes) = text.split_once(';').unwrap_or((text, ""));
-            let (name, value) = pair.split_once('=').unwrap();
-            if attributes.contains("Max-Age=0") {
-                self.cookies.remove(name);
-            } else {
-                self.cookies.insert(name.to_owned(), value.to_owned());
-            }
-        }
+        self.cookies.store(&answer.headers);
         let csrf = after(&answer.body, r#"name="csrf-token" content=""#)
             .or_else(|| after(&answer.body, r#"name="csrf" value=""#));
         if let Some(csrf) = csrf.filter(|c| !c.is_empty()) {
@@ -82,14 +66,9 @@ impl Web {
         let csrf = self.csrf.clone().expect("a page with a CSRF token first");
         let mut all = vec![("csrf", csrf.as_str())];
         all.extend_from_slice(pairs);
-        let body = all
-            .iter()
-            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
         self.send(
             Request::post(path).header("content-type", "application/x-www-form-urlencoded"),
-            body,
+            form_encode(&all),
         )
     }
 
@@ -148,18 +127,6 @@ fn after(body: &str, marker: &str) -> Option<String> {
     Some(body[start..start + end].to_owned())
 }
 
-fn encode(text: &str) -> String {
-    let mut out = String::new();
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// The RFC 6238 code of `secret` for the current step plus `offset` steps.
 fn code_at(secret: &[u8], offset: i64) -> String {
     let step = tapd::web::totp::step_at(chrono::Utc::now());
@@ -198,6 +165,13 @@ fn send(
 #[track_caller]
 fn expect(result: &RadclientResult, reply: &str) {
     assert_eq!(result.reply.as_deref(), Some(reply), "{}", result.output);
+}
+
+/// Expects an Access-Reject, audited for `upn` with `reason` as the last RADIUS sign-in.
+#[track_caller]
+fn expect_rejected(tapd: &Tapd, result: &RadclientResult, upn: &str, reason: &str) {
+    expect(result, "Access-Reject");
+    assert_eq!(legs(tapd, upn).last().unwrap().1, reason, "{upn}");
 }
 
 /// Sends the password and expects an Access-Challenge; returns its State (`0x…`).
@@ -269,21 +243,9 @@ fn hex(bytes: &[u8]) -> String {
 fn password_then_authenticator_code_over_radius_with_a_tap_refused_throughout() {
     let slapd = Slapd::start(&demo_directory());
     let mut tapd = Tapd::start_with(challenge_options(&slapd.url(), "120s"));
-    tapd.tapctl(&[
-        "policy",
-        "set",
-        "--state",
-        "enabled",
-        "--include-groups",
-        "tap-users",
-    ]);
-    let tap_of = |user: &str| {
-        let created = tapd.tapctl(&["tap", "create", user]);
-        assert_eq!(created["isUsable"], true, "{created}");
-        created["temporaryAccessPass"].as_str().unwrap().to_owned()
-    };
-    let bob_tap = tap_of("bob");
-    let erin_tap = tap_of("erin");
+    tapd.enable_policy();
+    let bob_tap = tapd.create_tap("bob", &[]);
+    let erin_tap = tapd.create_tap("erin", &[]);
 
     // Onboarding on the web: a TAP sign-in, then an authenticator app.
     let mut web = Web::new(tapd.web);
@@ -303,11 +265,7 @@ fn password_then_authenticator_code_over_radius_with_a_tap_refused_throughout() 
         "02-00-00-00-00-66",
         Some(&state),
     );
-    expect(&elsewhere, "Access-Reject");
-    assert_eq!(
-        legs(&tapd, "bob@example.org").last().unwrap().1,
-        "state_unknown"
-    );
+    expect_rejected(&tapd, &elsewhere, "bob@example.org", "state_unknown");
     let state = challenge(&tapd, "bob", "bob-demo-pw", "02-00-00-00-00-b4");
     let other_user = send(
         &tapd,
@@ -316,11 +274,7 @@ fn password_then_authenticator_code_over_radius_with_a_tap_refused_throughout() 
         "02-00-00-00-00-b4",
         Some(&state),
     );
-    expect(&other_user, "Access-Reject");
-    assert_eq!(
-        legs(&tapd, "erin@example.org").last().unwrap().1,
-        "state_unknown"
-    );
+    expect_rejected(&tapd, &other_user, "erin@example.org", "state_unknown");
 
     // Password → Access-Challenge (State, Reply-Message, Message-Authenticator) → code →
     // Access-Accept. The registration used the current step; the next one is fresh.
@@ -349,11 +303,7 @@ fn password_then_authenticator_code_over_radius_with_a_tap_refused_throughout() 
     // The same code again, after a new password leg: refused as a replay.
     let state = challenge(&tapd, "bob", "bob-demo-pw", "02-00-00-00-00-b2");
     let replay = send(&tapd, "bob", &code, "02-00-00-00-00-b2", Some(&state));
-    expect(&replay, "Access-Reject");
-    assert_eq!(
-        legs(&tapd, "bob@example.org").last().unwrap().1,
-        "totp_replayed"
-    );
+    expect_rejected(&tapd, &replay, "bob@example.org", "totp_replayed");
     // The State was used up by that answer.
     let again = send(
         &tapd,
@@ -362,11 +312,7 @@ fn password_then_authenticator_code_over_radius_with_a_tap_refused_throughout() 
         "02-00-00-00-00-b2",
         Some(&state),
     );
-    expect(&again, "Access-Reject");
-    assert_eq!(
-        legs(&tapd, "bob@example.org").last().unwrap().1,
-        "state_unknown"
-    );
+    expect_rejected(&tapd, &again, "bob@example.org", "state_unknown");
 
     // A State tapd never issued.
     challenge(&tapd, "bob", "bob-demo-pw", "02-00-00-00-00-b3");
@@ -378,11 +324,7 @@ fn password_then_authenticator_code_over_radius_with_a_tap_refused_throughout() 
         "02-00-00-00-00-b3",
         Some(&forged),
     );
-    expect(&wrong, "Access-Reject");
-    assert_eq!(
-        legs(&tapd, "bob@example.org").last().unwrap().1,
-        "state_unknown"
-    );
+    expect_rejected(&tapd, &wrong, "bob@example.org", "state_unknown");
 
     // The TAP as the password, and as the answer: the documented reject, not consumed.
     let tap_message = format!(
@@ -426,11 +368,7 @@ fn password_then_authenticator_code_over_radius_with_a_tap_refused_throughout() 
     let kept = challenge(&tapd, "erin", "erin-demo-pw", "02-00-00-00-00-e1");
     tapd.reconfigure(&challenge_options(&slapd.url(), "1s"));
     let wrong_code = send(&tapd, "erin", "000000", "02-00-00-00-00-e1", Some(&kept));
-    expect(&wrong_code, "Access-Reject");
-    assert_eq!(
-        legs(&tapd, "erin@example.org").last().unwrap().1,
-        "totp_invalid"
-    );
+    expect_rejected(&tapd, &wrong_code, "erin@example.org", "totp_invalid");
     // … and a State answered after its lifetime is refused as expired.
     let late = challenge(&tapd, "erin", "erin-demo-pw", "02-00-00-00-00-e2");
     std::thread::sleep(Duration::from_millis(1500));
@@ -441,11 +379,7 @@ fn password_then_authenticator_code_over_radius_with_a_tap_refused_throughout() 
         "02-00-00-00-00-e2",
         Some(&late),
     );
-    expect(&expired, "Access-Reject");
-    assert_eq!(
-        legs(&tapd, "erin@example.org").last().unwrap().1,
-        "state_expired"
-    );
+    expect_rejected(&tapd, &expired, "erin@example.org", "state_expired");
 
     let scraped = tapd.scrape();
     let series = |result: &str| format!(r#"tapd_radius_challenges_total{{result="{result}"}}"#);
@@ -460,11 +394,7 @@ fn password_then_authenticator_code_over_radius_with_a_tap_refused_throughout() 
         ..Options::default()
     });
     let alone = send(&tapd, "erin", "erin-demo-pw", "02-00-00-00-00-e3", None);
-    expect(&alone, "Access-Reject");
-    assert_eq!(
-        legs(&tapd, "erin@example.org").last().unwrap().1,
-        "second_factor_missing"
-    );
+    expect_rejected(&tapd, &alone, "erin@example.org", "second_factor_missing");
     let appended = send(
         &tapd,
         "erin",
@@ -484,10 +414,11 @@ fn password_then_authenticator_code_over_radius_with_a_tap_refused_throughout() 
     let reader = send(&tapd, "reader", "reader-demo-pw", "02-00-00-00-00-c1", None);
     expect(&reader, "Access-Accept");
     let tap_appended = send(&tapd, "bob", &bob_tap, "02-00-00-00-00-b7", None);
-    expect(&tap_appended, "Access-Reject");
-    assert_eq!(
-        legs(&tapd, "bob@example.org").last().unwrap().1,
-        "tap_not_supported_radius"
+    expect_rejected(
+        &tapd,
+        &tap_appended,
+        "bob@example.org",
+        "tap_not_supported_radius",
     );
 
     // After all that, the TAP still signs bob in on the web.
@@ -507,16 +438,8 @@ fn retransmissions_of_both_legs_get_their_cached_replies_and_a_state_is_bound_to
     let mut options = challenge_options(&slapd.url(), "120s");
     options.extra = "[[radius.clients]]\nname = \"other-nas\"\naddress = \"127.0.0.2\"\nsecret_file = \"radius.secret\"\nsecond_factor = \"totp\"\n".into();
     let tapd = Tapd::start_with(options);
-    tapd.tapctl(&[
-        "policy",
-        "set",
-        "--state",
-        "enabled",
-        "--include-groups",
-        "tap-users",
-    ]);
-    let created = tapd.tapctl(&["tap", "create", "bob"]);
-    let tap = created["temporaryAccessPass"].as_str().unwrap().to_owned();
+    tapd.enable_policy();
+    let tap = tapd.create_tap("bob", &[]);
     let mut web = Web::new(tapd.web);
     web.sign_in_with_tap("bob@example.org", &tap);
     let secret = web.register_app();

@@ -1,6 +1,8 @@
 //! One HTTP/1.1 request on a fresh connection, read whole: over plain TCP ([`http`]) or any
-//! stream the test has opened itself, such as a TLS session ([`send`]).
+//! stream the test has opened itself, such as a TLS session ([`send`]); a form body as a browser
+//! posts it ([`form_encode`]) and the cookies it keeps ([`CookieJar`]).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use http_body_util::{BodyExt, Full};
@@ -75,4 +77,43 @@ pub fn form_encode(pairs: &[(&str, &str)]) -> String {
         .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
         .collect::<Vec<_>>()
         .join("&")
+}
+
+/// The cookies a browser keeps for one site: each `Set-Cookie` of an answer stores its value
+/// (one with `Max-Age=0` removes it), and every request sends them back in one `Cookie`
+/// header. Read it as the map it holds (`jar.contains_key("tapd-session")`).
+#[derive(Clone, Debug, Default)]
+pub struct CookieJar(HashMap<String, String>);
+
+impl CookieJar {
+    /// Keeps what the `Set-Cookie` headers of an answer set.
+    pub fn store(&mut self, headers: &hyper::HeaderMap) {
+        for value in headers.get_all(hyper::header::SET_COOKIE) {
+            let text = value.to_str().unwrap();
+            let (pair, attributes) = text.split_once(';').unwrap_or((text, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            if attributes.contains("Max-Age=0") {
+                self.0.remove(name);
+            } else {
+                self.0.insert(name.to_owned(), value.to_owned());
+            }
+        }
+    }
+
+    /// The `Cookie` header a request carries; `None` while the jar is empty.
+    pub fn header(&self) -> Option<String> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let pairs: Vec<String> = self.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        Some(pairs.join("; "))
+    }
+}
+
+impl std::ops::Deref for CookieJar {
+    type Target = HashMap<String, String>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }

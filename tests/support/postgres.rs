@@ -15,6 +15,17 @@ use std::sync::{Arc, Mutex, Weak};
 
 use super::config::free_port;
 
+/// The secrets key every tapd on the store `store_url` shares (`[store] secrets_key_file`):
+/// one file per database in the temp dir, created by whichever node starts first.
+pub fn shared_secrets_key(store_url: &str) -> PathBuf {
+    let database = store_url
+        .split('?')
+        .next()
+        .and_then(|base| base.rsplit('/').next())
+        .unwrap_or("tapd");
+    std::env::temp_dir().join(format!("tapd-test-{database}.secrets.key"))
+}
+
 /// A running (or stopped, between [`PostgresCluster::stop`] and
 /// [`PostgresCluster::restart`]) test cluster.
 pub struct PostgresCluster {

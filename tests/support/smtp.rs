@@ -158,6 +158,17 @@ impl SmtpServer {
             .collect()
     }
 
+    /// The envelope recipients of every message accepted so far, sorted.
+    pub fn recipients(&self) -> Vec<String> {
+        let mut recipients: Vec<String> = self
+            .messages()
+            .into_iter()
+            .flat_map(|m| m.recipients)
+            .collect();
+        recipients.sort();
+        recipients
+    }
+
     /// Waits (bounded) until at least `count` messages arrived.
     pub fn wait_for(&self, count: usize, within: Duration) -> Vec<Mail> {
         let deadline = Instant::now() + within;

@@ -12,7 +12,6 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::process::Command;
 
 use crate::{demo_ldif, metric, require_tool, ConfigFile, Tapd, WAIT};
 
@@ -50,19 +49,9 @@ fn start(env: &[(&str, String)]) -> Tapd {
     tapd
 }
 
+/// `sqlite3` on the daemon's database.
 fn sqlite3(tapd: &Tapd, sql: &str) -> String {
-    let output = Command::new("sqlite3")
-        .args(["-cmd", ".timeout 5000"])
-        .arg(tapd.dir().join("tapd.db"))
-        .arg(sql)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "sqlite3 {sql:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    crate::support::sqlite::sqlite3(&tapd.dir().join("tapd.db"), sql)
 }
 
 /// `tapctl audit verify ARGS…`: success, stdout, stderr.

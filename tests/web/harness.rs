@@ -4,7 +4,7 @@
 //! (`tests/support`).
 
 pub use crate::support::http::form_encode;
-use std::collections::HashMap;
+use crate::support::http::CookieJar;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -177,7 +177,7 @@ impl Site {
     pub fn browser(&self) -> Browser {
         Browser {
             router: self.router.clone(),
-            cookies: HashMap::new(),
+            cookies: CookieJar::default(),
             origin: Some(PUBLIC_URL.to_owned()),
             peer: SocketAddr::from(([127, 0, 0, 1], 40000)),
             csrf: None,
@@ -227,7 +227,7 @@ fn attribute_after(body: &str, marker: &str) -> Option<String> {
 #[derive(Clone)]
 pub struct Browser {
     router: Router,
-    pub cookies: HashMap<String, String>,
+    pub cookies: CookieJar,
     /// The `Origin` header sent with POSTs (`None`: none sent).
     pub origin: Option<String>,
     pub peer: SocketAddr,
@@ -239,13 +239,7 @@ pub struct Browser {
 
 impl Browser {
     async fn send(&mut self, mut request: Request<Body>) -> Page {
-        if !self.cookies.is_empty() {
-            let cookie = self
-                .cookies
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join("; ");
+        if let Some(cookie) = self.cookies.header() {
             request
                 .headers_mut()
                 .insert(header::COOKIE, cookie.parse().unwrap());
@@ -259,16 +253,7 @@ impl Browser {
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
-        for value in headers.get_all(header::SET_COOKIE) {
-            let text = value.to_str().unwrap();
-            let (pair, attributes) = text.split_once(';').unwrap_or((text, ""));
-            let (name, value) = pair.split_once('=').unwrap();
-            if attributes.contains("Max-Age=0") {
-                self.cookies.remove(name);
-            } else {
-                self.cookies.insert(name.to_owned(), value.to_owned());
-            }
-        }
+        self.cookies.store(&headers);
         let body = response.into_body().collect().await.unwrap().to_bytes();
         let page = Page {
             status,

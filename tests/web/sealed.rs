@@ -3,43 +3,30 @@
 //! file and its write-ahead log, read as raw bytes (what a backup or a stolen disk holds), are
 //! searched for the seed in every spelling. The daemon created its secrets key, mode 0600.
 
-use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper::Request;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use hyper::{Request, StatusCode};
 
-use crate::harness::{form_encode, free_port, Page, Tapd};
+use crate::harness::{form_encode, Page, Tapd, PUBLIC_URL};
+use crate::support::http::{http, CookieJar};
 
 /// A minimal browser over plain HTTP to the daemon: a cookie jar and the last CSRF token.
 struct Client<'a> {
     tapd: &'a Tapd,
     origin: String,
-    cookies: HashMap<String, String>,
+    cookies: CookieJar,
     csrf: Option<String>,
 }
 
 impl Client<'_> {
     async fn send(&mut self, method: &str, path: &str, form: Option<&[(&str, &str)]>) -> Page {
-        let tcp = TcpStream::connect(self.tapd.web_addr).await.unwrap();
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
         let mut builder = Request::builder()
             .method(method)
             .uri(path)
             .header("host", self.origin.trim_start_matches("http://"));
-        if !self.cookies.is_empty() {
-            let cookie = self
-                .cookies
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join("; ");
+        if let Some(cookie) = self.cookies.header() {
             builder = builder.header("cookie", cookie);
         }
         let body = match form {
@@ -54,23 +41,13 @@ impl Client<'_> {
             }
             None => String::new(),
         };
-        let response = sender
-            .send_request(builder.body(Full::new(Bytes::from(body))).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        for value in headers.get_all("set-cookie") {
-            let text = value.to_str().unwrap();
-            let pair = text.split(';').next().unwrap();
-            let (name, value) = pair.split_once('=').unwrap();
-            self.cookies.insert(name.to_owned(), value.to_owned());
-        }
-        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let request = builder.body(Full::new(Bytes::from(body))).unwrap();
+        let answer = http(self.tapd.web_addr, request).await;
+        self.cookies.store(&answer.headers);
         let page = Page {
-            status,
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
+            status: StatusCode::from_u16(answer.status).unwrap(),
+            headers: answer.headers,
+            body: answer.body,
         };
         if let Some(csrf) = page.csrf().filter(|c| !c.is_empty()) {
             self.csrf = Some(csrf);
@@ -116,16 +93,16 @@ fn leaks(haystack: &[u8], bytes: &[u8], base32: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_authenticator_app_registered_on_the_daemon_is_sealed_on_disk() {
-    let port = free_port();
-    let origin = format!("http://localhost:{port}");
+    // The site listens on a port the OS picks; requests name the public origin.
+    let origin = PUBLIC_URL.to_owned();
     let tapd = Tapd::start(&format!(
-        "[web]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"{origin}\"\n"
+        "[web]\nlisten = \"127.0.0.1:0\"\npublic_url = \"{origin}\"\n"
     ));
     let tap = tapd.enable_policy_and_create_tap("alice", false);
     let mut client = Client {
         tapd: &tapd,
         origin,
-        cookies: HashMap::new(),
+        cookies: CookieJar::default(),
         csrf: None,
     };
     client.get("/").await;

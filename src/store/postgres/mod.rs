@@ -50,7 +50,7 @@ use crate::model::{
 };
 use crate::store::seal::{self, Sealer};
 use crate::store::{
-    LeaseLost, Store, StoreError, SyncFence, SyncLease, SyncLeaseOutcome, SyncPlan,
+    ClaimedCode, LeaseLost, Store, StoreError, SyncFence, SyncLease, SyncLeaseOutcome, SyncPlan,
 };
 use rows::{opt_text, text, to_db_time, WebSessionColumns};
 
@@ -214,6 +214,11 @@ impl PostgresStore {
             .map_err(map_err)?;
         for row in queued {
             let (id, code): (String, String) = (rows::col(&row, 0)?, rows::col(&row, 1)?);
+            // Never stored in clear: a value that is not sealed was written behind tapd's
+            // back, and sealing it would mail it as a code. The outbox worker fails it.
+            if !seal::is_sealed(&code) {
+                continue;
+            }
             let what = format!("outbox message {id}");
             if let Some(sealed) = seal::reseal(&sealer, &code, &seal::outbox_row(&id), &what)? {
                 resealed += tx_execute(
@@ -1051,7 +1056,7 @@ impl Store for PostgresStore {
         node: &str,
         now: Timestamp,
         lease: Duration,
-    ) -> Result<Option<(OutboxMail, zeroize::Zeroizing<String>)>, StoreError> {
+    ) -> Result<Option<(OutboxMail, ClaimedCode)>, StoreError> {
         let sealer = self.sealer().ok_or_else(outbox::no_secrets_key)?;
         let client = self.client().await?;
         outbox::claim(&client, sealer, node, now, lease).await

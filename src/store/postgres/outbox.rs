@@ -7,13 +7,12 @@ use std::time::Duration;
 
 use deadpool_postgres::{Object, Transaction};
 use tokio_postgres::Row;
-use zeroize::Zeroizing;
 
 use super::rows::{self, text, to_db_time};
 use super::{map_err, tx_execute};
 use crate::model::{MailOutcome, MailState, OutboxMail, StoredTap, Timestamp};
 use crate::store::seal::{self, Sealer};
-use crate::store::StoreError;
+use crate::store::{ClaimedCode, StoreError};
 
 /// Columns an [`OutboxMail`] is read from, in [`mail`]'s order.
 pub(super) const COLUMNS: &str = "id, tap_id, user_id, upn, display_name, recipient, tap_start, \
@@ -115,7 +114,7 @@ pub(super) async fn claim(
     node: &str,
     now: Timestamp,
     lease: Duration,
-) -> Result<Option<(OutboxMail, Zeroizing<String>)>, StoreError> {
+) -> Result<Option<(OutboxMail, ClaimedCode)>, StoreError> {
     let sql = format!(
         "UPDATE outbox SET claimed_by = $1, \
              claim_until = clock_timestamp() + make_interval(secs => $2) \
@@ -137,17 +136,7 @@ pub(super) async fn claim(
     };
     let mail = mail(row)?;
     let sealed: Option<String> = rows::col(row, 16)?;
-    let sealed = sealed.ok_or_else(|| {
-        StoreError::corrupt(format!("queued outbox message {} has no code", mail.id))
-    })?;
-    let code = sealer
-        .open(&sealed, &seal::outbox_row(&mail.id))
-        .map_err(|e| {
-            StoreError::corrupt_from(
-                format!("the code of outbox message {} can't be opened", mail.id),
-                e,
-            )
-        })?;
+    let code = seal::open_outbox_code(sealer, &mail.id, sealed.as_deref());
     Ok(Some((mail, code)))
 }
 

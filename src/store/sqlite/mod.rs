@@ -52,7 +52,7 @@ use crate::model::{
 };
 use crate::store::seal::{self, Sealer};
 use crate::store::{
-    LeaseLost, Store, StoreError, SyncFence, SyncLease, SyncLeaseOutcome, SyncPlan,
+    ClaimedCode, LeaseLost, Store, StoreError, SyncFence, SyncLease, SyncLeaseOutcome, SyncPlan,
 };
 
 pub use schema::SCHEMA_VERSION;
@@ -277,14 +277,17 @@ impl SqliteStore {
             // The clear rows may still sit in the write-ahead log: copy it into the database
             // (whose old cells `secure_delete` zeroed) and truncate it.
             let conn = self.writer.clone().lock_owned().await;
-            tokio::task::spawn_blocking(move || {
-                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
-                    row.get::<_, i64>(0)
-                })
-                .map_err(map_err)
-            })
-            .await
-            .map_err(join_err)??;
+            let truncated = tokio::task::spawn_blocking(move || truncate_log(&conn))
+                .await
+                .map_err(join_err)??;
+            if !truncated {
+                log::warn!(
+                    "store: the SQLite write-ahead log could not be truncated after sealing \
+                     (another checkpoint kept running for {}s); the clear copies it may hold \
+                     are overwritten by later writes and removed when tapd stops",
+                    DEFAULT_BUSY_TIMEOUT.as_secs()
+                );
+            }
             log::info!(
                 "store: sealed {resealed} authenticator secret(s) under secrets key {}",
                 sealer.key_id()
@@ -406,6 +409,27 @@ fn prepare_file(path: &Path) -> Result<(), StoreError> {
     }
 }
 
+/// Copies the write-ahead log into the database and truncates it to nothing: whether it was
+/// done. A checkpoint already running (the checkpointer thread, woken by the commit just
+/// made, or that of a store on the same file that is closing) holds the checkpoint lock, and
+/// `wal_checkpoint(TRUNCATE)` then answers "busy" having truncated nothing, without waiting:
+/// so it is tried again until it is done, for at most [`DEFAULT_BUSY_TIMEOUT`].
+fn truncate_log(conn: &Connection) -> Result<bool, StoreError> {
+    let deadline = std::time::Instant::now() + DEFAULT_BUSY_TIMEOUT;
+    loop {
+        let busy: i64 = conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
+            .map_err(map_err)?;
+        if busy == 0 {
+            return Ok(true);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Seals every authenticator secret in clear or under the previous key ([`seal::reseal`]);
 /// the number of rows changed.
 fn reseal_all(tx: &Transaction<'_>, sealer: &Sealer) -> Result<usize, StoreError> {
@@ -464,6 +488,12 @@ fn reseal_all(tx: &Transaction<'_>, sealer: &Sealer) -> Result<usize, StoreError
         rows.collect::<Result<_, _>>().map_err(map_err)?
     };
     for (id, code) in queued {
+        // Codes were never stored in clear: a value that is not sealed was written behind
+        // tapd's back, and sealing it would mail it as a code. It stays as it is, and the
+        // outbox worker fails its message.
+        if !seal::is_sealed(&code) {
+            continue;
+        }
         let what = format!("outbox message {id}");
         if let Some(sealed) = seal::reseal(sealer, &code, &seal::outbox_row(&id), &what)? {
             tx.execute(
@@ -1296,7 +1326,7 @@ impl Store for SqliteStore {
         node: &str,
         now: Timestamp,
         lease: Duration,
-    ) -> Result<Option<(OutboxMail, Zeroizing<String>)>, StoreError> {
+    ) -> Result<Option<(OutboxMail, ClaimedCode)>, StoreError> {
         let sealer = self.secrets.clone().ok_or_else(no_secrets_key)?;
         let node = node.to_owned();
         self.write(move |tx| outbox::claim(tx, &sealer, &node, now, lease))

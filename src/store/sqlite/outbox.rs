@@ -4,12 +4,11 @@
 use std::time::Duration;
 
 use rusqlite::{params, OptionalExtension, Row, Transaction};
-use zeroize::Zeroizing;
 
 use super::{insert_audit, map_err, rows};
 use crate::model::{MailOutcome, MailState, NewAuditEvent, OutboxMail, StoredTap, Timestamp};
 use crate::store::seal::{self, Sealer};
-use crate::store::StoreError;
+use crate::store::{ClaimedCode, StoreError};
 
 /// Columns an [`OutboxMail`] is read from, in [`mail`]'s order.
 pub(super) const COLUMNS: &str = "id, tap_id, user_id, upn, display_name, recipient, tap_start, \
@@ -109,7 +108,7 @@ pub(super) fn claim(
     node: &str,
     now: Timestamp,
     lease: Duration,
-) -> Result<Option<(OutboxMail, Zeroizing<String>)>, StoreError> {
+) -> Result<Option<(OutboxMail, ClaimedCode)>, StoreError> {
     let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::hours(1));
     let now = rows::to_micros(now);
     let claimed = tx
@@ -131,17 +130,7 @@ pub(super) fn claim(
         return Ok(None);
     };
     let mail = mail?;
-    let sealed = sealed.ok_or_else(|| {
-        StoreError::corrupt(format!("queued outbox message {} has no code", mail.id))
-    })?;
-    let code = sealer
-        .open(&sealed, &seal::outbox_row(&mail.id))
-        .map_err(|e| {
-            StoreError::corrupt_from(
-                format!("the code of outbox message {} can't be opened", mail.id),
-                e,
-            )
-        })?;
+    let code = seal::open_outbox_code(sealer, &mail.id, sealed.as_deref());
     Ok(Some((mail, code)))
 }
 
