@@ -30,7 +30,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -240,107 +241,160 @@ struct AuthenticateRequest {
     method: Option<String>,
 }
 
-async fn authenticate(State(state): State<Arc<FederationState>>, request: Request) -> Response {
-    let arrived = Instant::now();
-    let source = request
-        .extensions()
-        .get::<ClientAddr>()
-        .map(|ClientAddr(addr)| *addr)
-        .or_else(|| {
-            request
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|info| info.0)
-        })
-        .map_or_else(|| "unknown".to_owned(), |addr| addr.to_string());
-    let token = bearer_token(request.headers());
-    let party = token.and_then(|token| state.party_for(token));
-    let Some(party) = party else {
-        log::warn!(
-            "federation: refused a request from {source}: {} bearer token",
-            if token.is_some() { "unknown" } else { "no" }
-        );
-        state.count(FederationOutcome::Refused(FederationRefusal::InvalidToken));
-        return unauthorized(token.is_some());
-    };
-    let body = match axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES).await {
-        Ok(body) => body,
-        Err(_) => {
-            state.count(FederationOutcome::Refused(
-                FederationRefusal::PayloadTooLarge,
-            ));
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                &format!("the body must be JSON of at most {MAX_BODY_BYTES} bytes"),
-            );
-        }
-    };
-    let body: AuthenticateRequest = match serde_json::from_slice(&body) {
-        Ok(body) => body,
-        Err(e) => {
-            state.count(FederationOutcome::Refused(FederationRefusal::BadRequest));
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                &format!(
-                    "the body must be {{\"userPrincipalName\": \"…\", \"credential\": \"…\", \"method\"?: \"password\"}}: {e}"
-                ),
-            );
-        }
-    };
-    if body.user_principal_name.trim().is_empty() {
-        state.count(FederationOutcome::Refused(FederationRefusal::BadRequest));
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "userPrincipalName must not be empty",
-        );
-    }
-    let context = AttemptContext {
-        channel: SignInChannel::Federation,
-        client: party,
-        source,
-        details: serde_json::Map::new(),
-    };
-    let outcome = match body.method.as_deref() {
-        None | Some(PASSWORD_METHOD) => {
-            state
-                .signin
-                .authenticate(&context, &body.user_principal_name, &body.credential)
-                .await
-        }
-        Some(TAP_METHOD) => {
-            state
-                .signin
-                .refuse(
-                    &context,
-                    &body.user_principal_name,
-                    RejectReason::TapNotSupported,
-                    "Temporary Access Pass",
-                )
-                .await
-        }
-        Some(other) => {
-            state.count(FederationOutcome::Reject(RejectReason::UnsupportedMethod));
-            return error(
-                StatusCode::BAD_REQUEST,
-                "unsupported_method",
-                &format!("method {other:?} is not supported; use \"{PASSWORD_METHOD}\""),
-            );
-        }
+/// `POST /federation/v1/authenticate`: the relying party is known by its token before the
+/// body is read ([`Caller`]), the body checked ([`Credentials`]), then the sign-in service
+/// decides. A rejection leaves at arrival + `reject_delay` whatever the decision cost (a
+/// timer, no thread waits), so unknown, disabled and known users answer alike.
+async fn authenticate(
+    State(state): State<Arc<FederationState>>,
+    caller: Caller,
+    Credentials(body): Credentials,
+) -> Response {
+    let arrived = caller.arrived;
+    let outcome = match decide(&state, caller, body).await {
+        Ok(outcome) => outcome,
+        Err(refused) => return refused,
     };
     state.count(match &outcome {
         SignInOutcome::Accept { .. } => FederationOutcome::Accept,
         SignInOutcome::Reject { reason, .. } => FederationOutcome::Reject(*reason),
         SignInOutcome::Unavailable { reason } => FederationOutcome::Unavailable(*reason),
     });
-    // A rejection leaves at arrival + reject_delay whatever the decision cost (a timer, no
-    // thread waits), so unknown, disabled and known users answer alike.
     if matches!(outcome, SignInOutcome::Reject { .. }) {
         tokio::time::sleep_until((arrived + state.reject_delay()).into()).await;
     }
     outcome_response(outcome)
+}
+
+/// The sign-in service's decision on `body` for `caller`: the password method (the default)
+/// is checked, a TAP refused with its documented message, any other method is a 400.
+async fn decide(
+    state: &FederationState,
+    caller: Caller,
+    body: AuthenticateRequest,
+) -> Result<SignInOutcome, Response> {
+    let context = AttemptContext {
+        channel: SignInChannel::Federation,
+        client: caller.party,
+        source: caller.source,
+        details: serde_json::Map::new(),
+    };
+    let name = &body.user_principal_name;
+    match body.method.as_deref() {
+        None | Some(PASSWORD_METHOD) => Ok(state
+            .signin
+            .authenticate(&context, name, &body.credential)
+            .await),
+        Some(TAP_METHOD) => Ok(state
+            .signin
+            .refuse(
+                &context,
+                name,
+                RejectReason::TapNotSupported,
+                "Temporary Access Pass",
+            )
+            .await),
+        Some(other) => {
+            state.count(FederationOutcome::Reject(RejectReason::UnsupportedMethod));
+            Err(error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_method",
+                &format!("method {other:?} is not supported; use \"{PASSWORD_METHOD}\""),
+            ))
+        }
+    }
+}
+
+/// The relying party calling (by its bearer token, compared before the body is read), where
+/// from and when its request arrived. A missing or unknown token is refused with 401 and a
+/// `WWW-Authenticate` challenge, and counted.
+struct Caller {
+    party: String,
+    source: String,
+    arrived: Instant,
+}
+
+impl FromRequestParts<Arc<FederationState>> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<FederationState>,
+    ) -> Result<Self, Response> {
+        let arrived = Instant::now();
+        let source = parts
+            .extensions
+            .get::<ClientAddr>()
+            .map(|ClientAddr(addr)| *addr)
+            .or_else(|| {
+                parts
+                    .extensions
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|info| info.0)
+            })
+            .map_or_else(|| "unknown".to_owned(), |addr| addr.to_string());
+        let token = bearer_token(&parts.headers);
+        match token.and_then(|token| state.party_for(token)) {
+            Some(party) => Ok(Caller {
+                party,
+                source,
+                arrived,
+            }),
+            None => {
+                log::warn!(
+                    "federation: refused a request from {source}: {} bearer token",
+                    if token.is_some() { "unknown" } else { "no" }
+                );
+                state.count(FederationOutcome::Refused(FederationRefusal::InvalidToken));
+                Err(unauthorized(token.is_some()))
+            }
+        }
+    }
+}
+
+/// The authenticate body: at most [`MAX_BODY_BYTES`] of JSON naming a user and a credential.
+/// Anything else is refused (413 or 400, naming the problem) and counted.
+struct Credentials(AuthenticateRequest);
+
+impl FromRequest<Arc<FederationState>> for Credentials {
+    type Rejection = Response;
+
+    async fn from_request(
+        request: Request,
+        state: &Arc<FederationState>,
+    ) -> Result<Self, Response> {
+        let refuse = |refusal, status, code: &str, message: &str| {
+            state.count(FederationOutcome::Refused(refusal));
+            error(status, code, message)
+        };
+        let Ok(body) = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES).await else {
+            return Err(refuse(
+                FederationRefusal::PayloadTooLarge,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                &format!("the body must be JSON of at most {MAX_BODY_BYTES} bytes"),
+            ));
+        };
+        let body: AuthenticateRequest = serde_json::from_slice(&body).map_err(|e| {
+            refuse(
+                FederationRefusal::BadRequest,
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!(
+                    "the body must be {{\"userPrincipalName\": \"…\", \"credential\": \"…\", \"method\"?: \"password\"}}: {e}"
+                ),
+            )
+        })?;
+        if body.user_principal_name.trim().is_empty() {
+            return Err(refuse(
+                FederationRefusal::BadRequest,
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "userPrincipalName must not be empty",
+            ));
+        }
+        Ok(Credentials(body))
+    }
 }
 
 fn outcome_response(outcome: SignInOutcome) -> Response {
