@@ -769,3 +769,173 @@ fn the_clock_check_sees_calls_and_not_comments_or_text() {
                 let u = std::time::SystemTime::now();\n";
     assert_eq!(wall_clock_reads(&strip(code)), vec![3, 4]);
 }
+
+/// Longest file in `src/` that need not say why it is not split (CONTRIBUTING.md).
+const LONG_FILE_LINES: usize = 800;
+/// What a longer file's module doc says, followed by its reason.
+const LONG_FILE_MARK: &str = "Over 800 lines on purpose";
+/// Longest route handler of a front end, signature to closing brace (the architecture's
+/// "handlers become a few lines each": parse with extractors, call a service, render).
+const HANDLER_LINES: usize = 25;
+/// The front ends' files: where routers name their handlers and the handlers live.
+const FRONT_END_DIRS: &[&str] = &["src/web", "src/federation", "src/admin"];
+const FRONT_END_FILES: &[&str] = &["src/metrics/http.rs"];
+
+#[test]
+fn long_files_say_why_they_are_not_split() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = walk(&root.join("src"));
+    files.extend(walk(&root.join("src").join("bin")));
+    files.sort();
+    files.dedup();
+    let mut unexplained = Vec::new();
+    for file in files {
+        let text = fs::read_to_string(&file).unwrap();
+        let lines = text.lines().count();
+        let doc: String = text
+            .lines()
+            .take_while(|line| line.starts_with("//!") || line.starts_with("#!"))
+            .collect::<Vec<_>>()
+            .join(" ")
+            .replace("//!", " ");
+        let doc = doc.split_whitespace().collect::<Vec<_>>().join(" ");
+        if lines > LONG_FILE_LINES && !doc.contains(LONG_FILE_MARK) {
+            let name = file.strip_prefix(root).unwrap().display().to_string();
+            unexplained.push(format!("{name} ({lines} lines)"));
+        }
+    }
+    assert!(
+        unexplained.is_empty(),
+        "files over {LONG_FILE_LINES} lines whose module doc does not say \
+         \"{LONG_FILE_MARK}: <why>\"; split them along a seam or say why not: {unexplained:?}"
+    );
+}
+
+/// The handler names a router's `get(…)`, `post(…)`, `patch(…)`, `put(…)`, `delete(…)`,
+/// `fallback(…)` and `method_not_allowed_fallback(…)` calls name in `code` (literals and
+/// comments blanked).
+fn routed_handlers(code: &str) -> BTreeSet<String> {
+    let squeezed: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+    let mut names = BTreeSet::new();
+    for call in [
+        "get(",
+        "post(",
+        "patch(",
+        "put(",
+        "delete(",
+        "fallback(",
+        "method_not_allowed_fallback(",
+    ] {
+        for (at, _) in squeezed.match_indices(call) {
+            let before = squeezed[..at].chars().next_back();
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                continue;
+            }
+            let rest = &squeezed[at + call.len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            let closes = rest[name.len()..].starts_with(')');
+            if closes && !name.is_empty() && name.chars().next().is_some_and(char::is_lowercase) {
+                names.insert(name);
+            }
+        }
+    }
+    names
+}
+
+/// `(name, first line, lines)` of each `fn` in `code` whose body closes at its own indentation.
+fn function_spans(code: &str) -> Vec<(String, usize, usize)> {
+    let lines: Vec<&str> = code.lines().collect();
+    let mut spans = Vec::new();
+    for (start, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        let Some(after) = [
+            "pub async fn ",
+            "async fn ",
+            "pub fn ",
+            "fn ",
+            "pub(crate) async fn ",
+        ]
+        .iter()
+        .find_map(|prefix| trimmed.strip_prefix(prefix)) else {
+            continue;
+        };
+        let name: String = after
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let close = format!("{}}}", " ".repeat(indent));
+        if let Some(end) = (start + 1..lines.len()).find(|&i| lines[i] == close) {
+            spans.push((name, start + 1, end - start + 1));
+        }
+    }
+    spans
+}
+
+#[test]
+fn front_end_handlers_stay_short() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut too_long = Vec::new();
+    let mut seen = 0;
+    let groups: Vec<Vec<PathBuf>> = FRONT_END_DIRS
+        .iter()
+        .map(|dir| walk(&root.join(dir)))
+        .chain(FRONT_END_FILES.iter().map(|file| vec![root.join(file)]))
+        .collect();
+    for files in groups {
+        let codes: Vec<(String, String)> = files
+            .iter()
+            .filter(|file| !file.ends_with("tests.rs"))
+            .map(|file| {
+                let name = file.strip_prefix(root).unwrap().display().to_string();
+                (
+                    name,
+                    without_tests(&strip(&fs::read_to_string(file).unwrap())).0,
+                )
+            })
+            .collect();
+        let handlers: BTreeSet<String> = codes
+            .iter()
+            .flat_map(|(_, code)| routed_handlers(code))
+            .collect();
+        for (name, code) in &codes {
+            for (function, line, lines) in function_spans(code) {
+                if !handlers.contains(&function) {
+                    continue;
+                }
+                seen += 1;
+                if lines > HANDLER_LINES {
+                    too_long.push(format!("{name}:{line} {function} ({lines} lines)"));
+                }
+            }
+        }
+    }
+    assert!(
+        seen >= 40,
+        "the check found only {seen} handlers: is it still reading the routers?"
+    );
+    assert!(
+        too_long.is_empty(),
+        "route handlers over {HANDLER_LINES} lines (move parsing into extractors and the \
+         decision into a service): {too_long:?}"
+    );
+}
+
+#[test]
+fn the_handler_check_reads_routes_and_measures_bodies() {
+    let code = "Router::new().route(\"/a\", get(home).post(identify))\n\
+                .route(\"/b\", axum::routing::delete(remove)).fallback(not_found);\n\
+                let x = Some(get(&map));\n\
+                async fn home() -> R {\n    one();\n}\n\
+                pub async fn identify(\n    a: A,\n) -> R {\n    two();\n    three();\n}\n";
+    let routed: Vec<String> = routed_handlers(code).into_iter().collect();
+    assert_eq!(routed, ["home", "identify", "not_found", "remove"]);
+    let spans = function_spans(code);
+    assert_eq!(
+        spans,
+        [("home".to_owned(), 4, 3), ("identify".to_owned(), 7, 6)]
+    );
+}
