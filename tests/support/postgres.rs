@@ -11,7 +11,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
 use super::config::free_port;
 
@@ -39,7 +39,7 @@ pub struct PostgresCluster {
     template: tokio::sync::Mutex<Option<String>>,
 }
 
-static SHARED: Mutex<Weak<PostgresCluster>> = Mutex::new(Weak::new());
+static SHARED: Mutex<Option<Arc<PostgresCluster>>> = Mutex::new(None);
 
 /// Where Debian puts the server binaries: the newest `/usr/lib/postgresql/N/bin`.
 fn server_bin_dir() -> PathBuf {
@@ -64,16 +64,18 @@ fn server_bin_dir() -> PathBuf {
 }
 
 impl PostgresCluster {
-    /// A cluster shared by the tests of this process that run at the same time: started by
-    /// the first, stopped when the last one drops its handle. Tests isolate themselves with
-    /// [`PostgresCluster::create_database`].
+    /// The cluster shared by every test of this process: started by the first that asks,
+    /// kept until the process ends (a static is never dropped, so the watchdog stops it and
+    /// removes its files then). Tests isolate themselves with
+    /// [`PostgresCluster::create_database`]. Starting a cluster costs about a second; stopping
+    /// it whenever no test happened to hold it meant paying that again and again.
     pub fn shared() -> Arc<PostgresCluster> {
         let mut slot = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(cluster) = slot.upgrade() {
-            return cluster;
+        if let Some(cluster) = slot.as_ref() {
+            return cluster.clone();
         }
         let cluster = Arc::new(PostgresCluster::start());
-        *slot = Arc::downgrade(&cluster);
+        *slot = Some(cluster.clone());
         cluster
     }
 
