@@ -9,7 +9,7 @@ need=()
 # freeradius-utils: radclient, the real RADIUS client of tests/radius; curl: the federation tests.
 # systemd: systemd-analyze for the unit checks; man-db: `man -w` after installing the .deb.
 # postgresql (+ openssl for test certificates): the throwaway clusters of the store
-# conformance suite and tests/postgres_nodes.rs.
+# conformance suite and tests/postgres_nodes/.
 # libssl-dev, pkg-config: webauthn-rs links OpenSSL. chromium: the web end-to-end test.
 # slapd + ldap-utils: the throwaway OpenLDAP server of tests/ldap (and the LDAP benchmark).
 # sqlite3 (and psql, which postgresql brings): the audit-chain tests edit the stores as an

@@ -16,20 +16,16 @@
 //! Both nodes share one `public_url` (as nodes behind one load balancer do): the web checks the
 //! `Origin` header against it, not the port a request arrived on, so the test sends the same
 //! `Origin` to either node's listener. The lease rules themselves (one holder, renewal, lapse,
-//! by the database's clock) are also tested in `tests/postgres_nodes.rs` and the store
+//! by the database's clock) are also tested in `tests/postgres_nodes/database.rs` and the store
 //! conformance suite.
 //!
 //! A third test freezes a node (SIGSTOP) inside its sync past its lease: after another node
 //! took over and synced, the frozen node's late commit is refused by the lease's fencing token
 //! and the store keeps the other node's result.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "support/mod.rs"]
-mod support;
-
-use support::audit;
-use support::http::form_encode;
-use support::postgres as postgres_cluster;
+use crate::support::audit;
+use crate::support::http::form_encode;
+use crate::support::postgres as postgres_cluster;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -42,11 +38,11 @@ use hyper::body::Bytes;
 use hyper::Request;
 use serde_json::Value;
 
+use crate::support::config::{repo_path, require_tool, write_private, ConfigFile};
+use crate::support::daemon::Launch;
+use crate::support::http::{http, Answer};
+use crate::support::tapctl::Tapctl;
 use postgres_cluster::PostgresCluster;
-use support::config::{repo_path, require_tool, write_private, ConfigFile};
-use support::daemon::Launch;
-use support::http::{http, Answer};
-use support::tapctl::Tapctl;
 
 const RADIUS_SECRET: &str = "radius-test-secret-0123456789";
 
@@ -54,7 +50,7 @@ const RADIUS_SECRET: &str = "radius-test-secret-0123456789";
 /// printed on failure.
 struct Node {
     name: &'static str,
-    daemon: support::daemon::Tapd,
+    daemon: crate::support::daemon::Tapd,
     tapctl: Tapctl,
     web: SocketAddr,
     radius: SocketAddr,
@@ -100,7 +96,7 @@ impl Node {
             .string(
                 "store",
                 "secrets_key_file",
-                support::postgres::shared_secrets_key(store_url).display(),
+                crate::support::postgres::shared_secrets_key(store_url).display(),
             )
             .string("store", "statement_timeout", setup.statement_timeout)
             .string("store", "connect_timeout", "2s")

@@ -6,11 +6,8 @@
 //!
 //! Every test starts its own throwaway PostgreSQL cluster (`tests/support/postgres.rs`) or a
 //! database in a shared one; the tests that stop the server own theirs.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "support/mod.rs"]
-mod support;
-use support::postgres as postgres_cluster;
+use crate::support::postgres as postgres_cluster;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,9 +24,9 @@ use tapd::store::{Store, StoreError};
 use tapd::sync::plan::DeletionGuard;
 use tapd::sync::{SyncError, SyncOptions, Syncer};
 
+use crate::support::config::{demo_ldif, repo_path, ConfigFile};
+use crate::support::daemon::Launch;
 use postgres_cluster::PostgresCluster;
-use support::config::{demo_ldif, repo_path, ConfigFile};
-use support::daemon::Launch;
 
 /// Settings for a test: short timeouts, so an outage shows within a second or two.
 fn settings(url: &str) -> PostgresSettings {
@@ -212,7 +209,7 @@ async fn store_connects_over_tls_as_sslmode_asks() {
 /// A `tapd` process on a PostgreSQL store, with the demo directory, run by the test kit:
 /// stopped on drop, its log printed when the test failed.
 struct Tapd {
-    daemon: std::sync::Mutex<support::daemon::Tapd>,
+    daemon: std::sync::Mutex<crate::support::daemon::Tapd>,
     socket: PathBuf,
 }
 
@@ -225,7 +222,7 @@ impl Tapd {
             .string(
                 "store",
                 "secrets_key_file",
-                support::postgres::shared_secrets_key(store_url).display(),
+                crate::support::postgres::shared_secrets_key(store_url).display(),
             )
             .string("store", "statement_timeout", "3s")
             .string("store", "connect_timeout", "2s")
