@@ -5,7 +5,8 @@
 //! into a `#[tokio::test]` for a backend factory. Backends: SQLite in a temp dir, and
 //! PostgreSQL in a throwaway cluster (`tests/support/postgres.rs`, one database per test). The
 //! `shared_store!` cases hold only for a store several nodes share (PostgreSQL): they open a
-//! second store on the same database as a second node.
+//! second store on the same database as a second node. The `@clocked` cases get a store that
+//! reads the time from a [`ManualClock`] they move.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "support/mod.rs"]
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
+use tapd::clock::{Clock, ManualClock};
 use tapd::model::{
     AuditFilter, AuditResult, CeremonyKind, Channel, ExcludeTarget, Group, GroupRef, IncludeTarget,
     MailOutcome, MailState, MethodKind, NewAuditEvent, OutboxMail, PolicyState, RegisteredMethod,
@@ -134,11 +136,40 @@ impl Raw {
     }
 }
 
-/// SQLite in a fresh temp dir.
-async fn sqlite_backend() -> Backend {
+/// The time a backend opened on a test's [`ManualClock`] reads until the test moves it.
+fn clock_start() -> Timestamp {
+    Utc.with_ymd_and_hms(2031, 3, 4, 5, 6, 7).unwrap()
+}
+
+/// A SQLite store at `path` reading the time from `clock` (the system clock when `None`).
+async fn open_sqlite(
+    path: &std::path::Path,
+    clock: &Option<Arc<dyn Clock>>,
+) -> Result<SqliteStore, StoreError> {
+    let store = SqliteStore::open(path, DEFAULT_BUSY_TIMEOUT).await?;
+    Ok(match clock {
+        Some(clock) => store.with_clock(clock.clone()),
+        None => store,
+    })
+}
+
+/// A PostgreSQL store on `url` reading the time from `clock` (the system clock when `None`).
+async fn open_postgres(
+    url: &str,
+    clock: &Option<Arc<dyn Clock>>,
+) -> Result<PostgresStore, StoreError> {
+    let store = PostgresStore::open(&PostgresSettings::new(url.to_owned())).await?;
+    Ok(match clock {
+        Some(clock) => store.with_clock(clock.clone()),
+        None => store,
+    })
+}
+
+/// SQLite in a fresh temp dir, on `clock` when given.
+async fn sqlite_backend(clock: Option<Arc<dyn Clock>>) -> Backend {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state").join("tapd.db");
-    let store = SqliteStore::open(&path, DEFAULT_BUSY_TIMEOUT)
+    let store = open_sqlite(&path, &clock)
         .await
         .unwrap()
         .with_secrets(sealer())
@@ -147,8 +178,9 @@ async fn sqlite_backend() -> Backend {
     let raw = Raw::Sqlite(path.clone());
     let reopen: Reopen = Box::new(move |sealer| {
         let path = path.clone();
+        let clock = clock.clone();
         Box::pin(async move {
-            let store = SqliteStore::open(&path, DEFAULT_BUSY_TIMEOUT).await?;
+            let store = open_sqlite(&path, &clock).await?;
             let store: Arc<dyn Store> = match sealer {
                 Some(sealer) => Arc::new(store.with_secrets(sealer).await?),
                 None => Arc::new(store),
@@ -165,8 +197,9 @@ async fn sqlite_backend() -> Backend {
 }
 
 /// PostgreSQL: a fresh database in the shared test cluster, copied from one the store's
-/// migrations ran on once (the migrations themselves are tested on empty databases below).
-async fn postgres_backend() -> Backend {
+/// migrations ran on once (the migrations themselves are tested on empty databases below); on
+/// `clock` when given.
+async fn postgres_backend(clock: Option<Arc<dyn Clock>>) -> Backend {
     let cluster = PostgresCluster::shared();
     let url = cluster
         .create_database_from_template(|url| async move {
@@ -176,7 +209,7 @@ async fn postgres_backend() -> Backend {
             drop(store);
         })
         .await;
-    let store = PostgresStore::open(&PostgresSettings::new(url.clone()))
+    let store = open_postgres(&url, &clock)
         .await
         .unwrap()
         .with_secrets(sealer())
@@ -188,8 +221,9 @@ async fn postgres_backend() -> Backend {
     };
     let reopen: Reopen = Box::new(move |sealer| {
         let url = url.clone();
+        let clock = clock.clone();
         Box::pin(async move {
-            let store = PostgresStore::open(&PostgresSettings::new(url)).await?;
+            let store = open_postgres(&url, &clock).await?;
             let store: Arc<dyn Store> = match sealer {
                 Some(sealer) => Arc::new(store.with_secrets(sealer).await?),
                 None => Arc::new(store),
@@ -258,13 +292,16 @@ macro_rules! conformance {
                 audit_chain_survives_pruning_through_a_signed_checkpoint,
                 audit_chain_migration_links_existing_rows,
             );
+            conformance!(@clocked $factory;
+                conflict_events_without_a_sync_event_take_the_store_clock_time,
+            );
         }
     };
     (@store $factory:ident; $($test:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $test() {
-                let backend = super::$factory().await;
+                let backend = super::$factory(None).await;
                 super::$test(backend.store.clone()).await;
             }
         )*
@@ -273,7 +310,17 @@ macro_rules! conformance {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $test() {
-                super::$test(super::$factory().await).await;
+                super::$test(super::$factory(None).await).await;
+            }
+        )*
+    };
+    (@clocked $factory:ident; $($test:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                let clock = std::sync::Arc::new(tapd::clock::ManualClock::new(super::clock_start()));
+                let backend = super::$factory(Some(clock.clone() as std::sync::Arc<dyn tapd::clock::Clock>)).await;
+                super::$test(backend.store.clone(), clock).await;
             }
         )*
     };
@@ -1649,7 +1696,17 @@ async fn apply(store: &Arc<dyn Store>, plan: SyncPlan) {
         .unwrap();
 }
 
-async fn conflict_audit(store: &Arc<dyn Store>) -> Vec<String> {
+/// Applies a sync that upserts `users` and changes nothing else.
+async fn upsert(store: &Arc<dyn Store>, users: Vec<User>) {
+    let plan = SyncPlan {
+        upsert_users: users,
+        ..SyncPlan::default()
+    };
+    apply(store, plan).await;
+}
+
+/// The identity-conflict events in the audit (the store's order), with their times.
+async fn conflict_events(store: &Arc<dyn Store>) -> Vec<(String, Timestamp)> {
     store
         .audit(&AuditFilter {
             activity: Some("identity conflict".to_owned()),
@@ -1658,8 +1715,13 @@ async fn conflict_audit(store: &Arc<dyn Store>) -> Vec<String> {
         .await
         .unwrap()
         .into_iter()
-        .map(|e| e.event.activity)
+        .map(|e| (e.event.activity, e.event.time))
         .collect()
+}
+
+async fn conflict_audit(store: &Arc<dyn Store>) -> Vec<String> {
+    let events = conflict_events(store).await;
+    events.into_iter().map(|(activity, _)| activity).collect()
 }
 
 /// A user who later claims another's username as its UPN is quarantined; the holder keeps the
@@ -1730,6 +1792,39 @@ async fn a_later_claim_on_a_name_is_quarantined(store: Arc<dyn Store>) {
     assert_eq!(
         conflict_audit(&store).await[0],
         "Directory sync: identity conflict resolved"
+    );
+}
+
+/// The identity-conflict events a sync's write records by itself (the caller brought no sync
+/// event to take their time from) carry the store clock's time, not the system's.
+async fn conflict_events_without_a_sync_event_take_the_store_clock_time(
+    store: Arc<dyn Store>,
+    clock: Arc<ManualClock>,
+) {
+    let quarantined_at = clock.now();
+    let bob = user("u-bob", "bob", "bob@example.org", &[]);
+    let alice = user("u-alice", "alice", "alice@example.org", &[]);
+    upsert(&store, vec![alice, bob.clone()]).await;
+    // Bob takes Alice's name as his userPrincipalName: quarantined, audited by the store.
+    upsert(&store, vec![user("u-bob", "bob", "ALICE", &[])]).await;
+    let released_at = quarantined_at + Duration::hours(3);
+    clock.set(released_at);
+    upsert(&store, vec![bob]).await;
+
+    let mut stamped = conflict_events(&store).await;
+    stamped.sort_by_key(|(_, time)| *time);
+    assert_eq!(
+        stamped,
+        [
+            (
+                tapd::store::identity::activity::IDENTITY_CONFLICT.to_owned(),
+                quarantined_at
+            ),
+            (
+                tapd::store::identity::activity::IDENTITY_CONFLICT_RESOLVED.to_owned(),
+                released_at
+            ),
+        ]
     );
 }
 

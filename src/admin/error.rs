@@ -1,7 +1,8 @@
 //! The admin API's one mapping of errors to HTTP: every status code and Graph-style error code
 //! the API answers with is chosen here, from a [`ServiceError`], a rejected path, query or body,
 //! or an unknown route. Internal errors are logged with their cause chain and answered with a
-//! generic message.
+//! generic message; refusals (403) are logged at info, and other answers whose error keeps a
+//! cause beneath its message at debug, each with the chain.
 //!
 //! May depend on: `service` (its error), `logging`.
 
@@ -56,6 +57,17 @@ impl From<ServiceError> for ApiError {
                 log::error!("admin API internal error: {}", ErrorChain(&e));
                 "internal error; see the tapd log".to_owned()
             }
+            // A role refusal is something an operator wants to see.
+            ServiceError::Forbidden(_) => {
+                log::info!("admin API refused ({status}): {}", ErrorChain(&e));
+                e.to_string()
+            }
+            // The answer carries the message; the error beneath it (the rule, the lease) is
+            // only in the log.
+            other if kept_cause(other).is_some() => {
+                log::debug!("admin API answered {status}: {}", ErrorChain(other));
+                other.to_string()
+            }
             other => other.to_string(),
         };
         ApiError {
@@ -64,6 +76,11 @@ impl From<ServiceError> for ApiError {
             message,
         }
     }
+}
+
+/// The error beneath `e`'s message, when it keeps one.
+fn kept_cause(e: &ServiceError) -> Option<&(dyn std::error::Error + 'static)> {
+    std::error::Error::source(e).and_then(std::error::Error::source)
 }
 
 impl From<PathRejection> for ApiError {

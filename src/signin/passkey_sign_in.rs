@@ -45,9 +45,8 @@ impl SelfService {
                 let (options, state) = self
                     .passkeys
                     .start_authentication(&passkeys)
-                    .map_err(|e| Failure::Internal(e.to_string()))?;
-                let state =
-                    serde_json::to_string(&state).map_err(|e| Failure::Internal(e.to_string()))?;
+                    .map_err(Failure::internal)?;
+                let state = serde_json::to_string(&state).map_err(Failure::internal)?;
                 (
                     CeremonyKind::PasskeyAuthentication,
                     Some(current.session.id_hash.clone()),
@@ -60,9 +59,8 @@ impl SelfService {
                 let (options, state) = self
                     .passkeys
                     .start_discoverable()
-                    .map_err(|e| Failure::Internal(e.to_string()))?;
-                let state =
-                    serde_json::to_string(&state).map_err(|e| Failure::Internal(e.to_string()))?;
+                    .map_err(Failure::internal)?;
+                let state = serde_json::to_string(&state).map_err(Failure::internal)?;
                 (
                     CeremonyKind::DiscoverableAuthentication,
                     None,
@@ -176,7 +174,7 @@ impl SelfService {
     ) -> Result<SignedIn, SignInError> {
         let store = self.service.store();
         let state: DiscoverableAuthentication = serde_json::from_str(&ceremony.state)
-            .map_err(|e| Failure::Internal(format!("ceremony state: {e}")))?;
+            .map_err(|e| Failure::internal_in("ceremony state", e))?;
         let claimed = self
             .passkeys
             .identify_discoverable(response)
@@ -254,7 +252,7 @@ impl SelfService {
         self.refuse_quarantined(Some(user), &actor, method_name::PASSKEY, source)
             .await?;
         let state: PasskeyAuthentication = serde_json::from_str(&ceremony.state)
-            .map_err(|e| Failure::Internal(format!("ceremony state: {e}")))?;
+            .map_err(|e| Failure::internal_in("ceremony state", e))?;
         let Ok(result) = self.passkeys.finish_authentication(response, &state) else {
             return self.refuse_passkey(&actor, source, now).await;
         };
@@ -282,8 +280,7 @@ impl SelfService {
         result: &webauthn_rs::prelude::AuthenticationResult,
     ) -> Result<(), Failure> {
         if passkey.update_credential(result) == Some(true) {
-            let updated =
-                serde_json::to_string(passkey).map_err(|e| Failure::Internal(e.to_string()))?;
+            let updated = serde_json::to_string(passkey).map_err(Failure::internal)?;
             // Losing this race to a concurrent sign-in only loses one counter step.
             self.service
                 .store()

@@ -100,7 +100,7 @@ fn new_method(
         kind,
         display_name,
         created: now,
-        data: serde_json::to_string(data).map_err(|e| Failure::Internal(e.to_string()))?,
+        data: serde_json::to_string(data).map_err(Failure::internal)?,
     })
 }
 
@@ -308,7 +308,7 @@ impl SelfService {
             self.settings.public_url.host()
         );
         let uri = totp::otpauth_uri(&issuer, &current.user.user_principal_name, secret);
-        let qr_svg = totp::qr_svg(&uri).map_err(|e| Failure::Internal(e.to_string()))?;
+        let qr_svg = totp::qr_svg(&uri).map_err(Failure::internal)?;
         Ok(AppEnrolment {
             ceremony_id,
             secret: totp::base32_encode(secret),
@@ -366,8 +366,8 @@ impl Registration<'_> {
         let (options, state) = signin
             .passkeys
             .start_registration(&current.user, &existing)
-            .map_err(|e| Failure::Internal(e.to_string()))?;
-        let state = serde_json::to_string(&state).map_err(|e| Failure::Internal(e.to_string()))?;
+            .map_err(Failure::internal)?;
+        let state = serde_json::to_string(&state).map_err(Failure::internal)?;
         let ceremony_id = signin
             .put_ceremony(&session, CeremonyKind::PasskeyRegistration, state, now)
             .await?;
@@ -396,7 +396,7 @@ impl Registration<'_> {
             .take_ceremony(current, ceremony_id, CeremonyKind::PasskeyRegistration, now)
             .await?;
         let state: PasskeyRegistration = serde_json::from_str(&ceremony.state)
-            .map_err(|e| Failure::Internal(format!("ceremony state: {e}")))?;
+            .map_err(|e| Failure::internal_in("ceremony state", e))?;
         let passkey = match signin.passkeys.finish_registration(response, &state) {
             Ok(passkey) => passkey,
             Err(e) => {
@@ -445,7 +445,7 @@ impl Registration<'_> {
             secret: totp::base32_encode(&secret),
             last_used_step: None,
         })
-        .map_err(|e| Failure::Internal(e.to_string()))?;
+        .map_err(Failure::internal)?;
         let ceremony_id = signin
             .put_ceremony(&session, CeremonyKind::TotpEnrolment, state, now)
             .await?;
@@ -469,10 +469,8 @@ impl Registration<'_> {
             .take_ceremony(current, ceremony_id, CeremonyKind::TotpEnrolment, now)
             .await?;
         let mut pending: StoredTotp = serde_json::from_str(&ceremony.state)
-            .map_err(|e| Failure::Internal(format!("ceremony state: {e}")))?;
-        let secret = pending
-            .secret_bytes()
-            .map_err(|e| Failure::Internal(e.to_string()))?;
+            .map_err(|e| Failure::internal_in("ceremony state", e))?;
+        let secret = pending.secret_bytes().map_err(Failure::internal)?;
         let key = format!("id:{}", current.user.id);
         let throttled = signin.throttle.check(&key, source.ip, now).err();
         let step = match throttled {

@@ -5,13 +5,14 @@
 //! front end holds one and only renders what it answers.
 //!
 //! May depend on: `service`, `directory` (the password check), `config` (the public URL),
-//! `model`, and the sibling building blocks.
+//! `model`, `logging` (the failure's [`Cause`]), and the sibling building blocks.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::config::PublicUrl;
 use crate::directory::DirectorySource;
+use crate::logging::Cause;
 use crate::model::RegisteredMethod;
 use crate::service::TapService;
 
@@ -89,19 +90,43 @@ pub enum Failure {
     /// Too many argon2 verifications queued; try again shortly.
     #[error("the sign-in service is busy")]
     Busy,
-    /// The store or directory can't be reached right now.
+    /// The store or directory can't be reached right now. The underlying error, when there is
+    /// one, is the source: the web logs the chain, visitors see a generic page.
     #[error("unavailable: {0}")]
-    Unavailable(String),
-    /// A bug or unreadable data; logged, not shown.
+    Unavailable(#[source] Cause),
+    /// A bug or unreadable data; logged with its cause chain, not shown.
     #[error("internal: {0}")]
-    Internal(String),
+    Internal(#[source] Cause),
+}
+
+impl Failure {
+    /// [`Failure::Unavailable`] caused by `err`: its text is the message, and it is kept as the
+    /// source.
+    pub(crate) fn unavailable(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Failure::Unavailable(Cause::with_source(err.to_string(), err))
+    }
+
+    /// [`Failure::Internal`] caused by `err`: its text is the message, and it is kept as the
+    /// source.
+    pub(crate) fn internal(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Failure::Internal(Cause::with_source(err.to_string(), err))
+    }
+
+    /// [`Failure::Internal`] caused by `err` while doing `what` ("what: err"), `err` kept as the
+    /// source.
+    pub(crate) fn internal_in(
+        what: &str,
+        err: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Failure::Internal(Cause::with_source(format!("{what}: {err}"), err))
+    }
 }
 
 impl From<crate::store::StoreError> for Failure {
     fn from(e: crate::store::StoreError) -> Self {
         match e {
-            crate::store::StoreError::Unavailable(m) => Failure::Unavailable(m.to_string()),
-            other => Failure::Internal(other.to_string()),
+            crate::store::StoreError::Unavailable(cause) => Failure::Unavailable(cause),
+            other => Failure::internal(other),
         }
     }
 }
@@ -110,7 +135,7 @@ impl From<crate::tapcode::HashError> for Failure {
     fn from(e: crate::tapcode::HashError) -> Self {
         match e {
             crate::tapcode::HashError::Overloaded => Failure::Busy,
-            other => Failure::Internal(other.to_string()),
+            other => Failure::internal(other),
         }
     }
 }
@@ -122,9 +147,9 @@ impl From<crate::service::ServiceError> for Failure {
             E::BadRequest(m) => Failure::BadRequest(m.to_string()),
             E::NotFound(m) => Failure::BadRequest(m),
             E::Forbidden(m) | E::Conflict(m) => Failure::Forbidden(m.to_string()),
-            E::Unavailable(m) => Failure::Unavailable(m.to_string()),
+            E::Unavailable(cause) => Failure::Unavailable(cause),
             E::Overloaded(_) => Failure::Busy,
-            E::Internal(m) => Failure::Internal(m.to_string()),
+            E::Internal(cause) => Failure::Internal(cause),
         }
     }
 }
@@ -178,5 +203,73 @@ impl SelfService {
     /// The methods the session's user has registered (the second-factor page offers them).
     pub async fn methods_of(&self, current: &Current) -> Result<Vec<RegisteredMethod>, Failure> {
         Ok(self.service.store().methods(&current.user.id).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use crate::logging::ErrorChain;
+    use crate::service::ServiceError;
+    use crate::store::StoreError;
+
+    fn driver(text: &str) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::ConnectionRefused, text.to_owned())
+    }
+
+    /// Each way a store, service or decoding error becomes a failure keeps the underlying
+    /// error for the log's chain, with the failure's message as it was.
+    #[test]
+    fn failures_keep_the_error_beneath_them() {
+        let cases = [
+            (
+                Failure::from(StoreError::unavailable_from(
+                    "PostgreSQL can't be reached",
+                    driver("connection refused by the driver"),
+                )),
+                "unavailable: PostgreSQL can't be reached",
+            ),
+            (
+                Failure::from(StoreError::corrupt_from(
+                    "bad row",
+                    driver("column 3 is not JSON"),
+                )),
+                "internal: store holds unreadable data: bad row",
+            ),
+            (
+                Failure::from(ServiceError::Internal(Cause::with_source(
+                    "sync failed",
+                    driver("LDAP server gone"),
+                ))),
+                "internal: sync failed",
+            ),
+            (
+                Failure::internal_in("ceremony state", driver("expected value")),
+                "internal: ceremony state: expected value",
+            ),
+            (
+                Failure::unavailable(driver("ldap bind timed out")),
+                "unavailable: ldap bind timed out",
+            ),
+        ];
+        for (failure, message) in cases {
+            assert_eq!(failure.to_string(), message);
+            let mut deepest: &dyn std::error::Error = &failure;
+            while let Some(next) = deepest.source() {
+                deepest = next;
+            }
+            let kept = deepest
+                .downcast_ref::<std::io::Error>()
+                .unwrap_or_else(|| panic!("the driver's error is not kept: {failure:?}"));
+            assert!(
+                ErrorChain(&failure)
+                    .to_string()
+                    .ends_with(&kept.to_string()),
+                "{}",
+                ErrorChain(&failure)
+            );
+        }
     }
 }

@@ -450,7 +450,7 @@ impl SelfService {
         }
         let Some(tap) = tap else {
             // web_sign_in_check refuses a missing TAP; nothing to sign in with.
-            return Err(Failure::Internal("TAP vanished after its check".to_owned()).into());
+            return Err(Failure::Internal("TAP vanished after its check".into()).into());
         };
         let success = self.web_event(
             activity::SIGN_IN,
@@ -528,7 +528,7 @@ impl SelfService {
                             )
                             .await;
                     }
-                    Err(e) => return Err(Failure::Unavailable(e.to_string()).into()),
+                    Err(e) => return Err(Failure::unavailable(e).into()),
                 }
             }
             _ => {

@@ -2,7 +2,8 @@
 //! responses per response kind: [`PageFailure`] for the HTML pages, [`JsonFailure`] for the
 //! WebAuthn script. Visitors never see internal detail; it goes to the log.
 //!
-//! May depend on: axum, maud, `signin` (its `Failure` and `Refusal`), the sibling modules.
+//! May depend on: axum, maud, `signin` (its `Failure` and `Refusal`), `logging`, the sibling
+//! modules.
 
 use axum::http::header::{LOCATION, RETRY_AFTER, SET_COOKIE};
 use axum::http::{HeaderValue, StatusCode};
@@ -14,6 +15,7 @@ use serde_json::json;
 use super::pages;
 use super::signin::{Current, Refusal, SignedIn};
 use super::Failure;
+use crate::logging::ErrorChain;
 
 /// A page with its status.
 pub fn page(status: StatusCode, markup: Markup) -> Response {
@@ -118,6 +120,18 @@ fn with_retry_after(mut response: Response, seconds: &'static str) -> Response {
     response
 }
 
+/// Logs what a failure's answer does not show the visitor: an unavailable service or an
+/// internal error, with its whole cause chain down to the driver's error.
+fn log_hidden(failure: &Failure) {
+    match failure {
+        Failure::Unavailable(cause) => {
+            log::error!("web: service unavailable: {}", ErrorChain(cause));
+        }
+        Failure::Internal(cause) => log::error!("web: internal error: {}", ErrorChain(cause)),
+        _ => {}
+    }
+}
+
 /// The one mapping of failures to pages.
 impl IntoResponse for PageFailure {
     fn into_response(self) -> Response {
@@ -125,6 +139,7 @@ impl IntoResponse for PageFailure {
             PageFailure::Elsewhere(to) => return redirect(to),
             PageFailure::Failed(failure) => failure,
         };
+        log_hidden(&failure);
         match failure {
             Failure::SignInRequired => signed_out(redirect("/")),
             Failure::BadRequest(message) => {
@@ -145,16 +160,14 @@ impl IntoResponse for PageFailure {
                 ),
                 "2",
             ),
-            Failure::Unavailable(detail) => {
-                log::error!("web: service unavailable: {detail}");
+            Failure::Unavailable(_) => {
                 message_page(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "Service unavailable",
                     "Sign-in can't reach the directory or its database right now. Try again in a minute.",
                 )
             }
-            Failure::Internal(detail) => {
-                log::error!("web: internal error: {detail}");
+            Failure::Internal(_) => {
                 message_page(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "Something went wrong",
@@ -178,6 +191,7 @@ impl From<Failure> for JsonFailure {
 /// The same mapping for the WebAuthn script: `{"error": …}` with the status.
 impl IntoResponse for JsonFailure {
     fn into_response(self) -> Response {
+        log_hidden(&self.0);
         let (status, message) = match self.0 {
             Failure::SignInRequired => (
                 StatusCode::UNAUTHORIZED,
@@ -190,20 +204,14 @@ impl IntoResponse for JsonFailure {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Too busy right now. Try again in a few seconds.".to_owned(),
             ),
-            Failure::Unavailable(detail) => {
-                log::error!("web: service unavailable: {detail}");
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "The service is unavailable right now. Try again in a minute.".to_owned(),
-                )
-            }
-            Failure::Internal(detail) => {
-                log::error!("web: internal error: {detail}");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Something went wrong on our side. Try again.".to_owned(),
-                )
-            }
+            Failure::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The service is unavailable right now. Try again in a minute.".to_owned(),
+            ),
+            Failure::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong on our side. Try again.".to_owned(),
+            ),
         };
         (status, Json(json!({ "error": message }))).into_response()
     }

@@ -241,4 +241,22 @@ fn each_role_may_do_what_the_matrix_allows_and_gets_403_otherwise() {
                 .is_some_and(|s| s.starts_with(&format!("uid={} ", uid("tapit-aa"))))
     });
     assert!(created_by_aa, "the TAP created by tapit-aa is not audited");
+
+    // The operator sees each role refusal in tapd's own log, at info, with the 403 it got.
+    let log = tapd.log_text();
+    let logged_refusal = |message: &str| {
+        log.lines().any(|line| {
+            line.starts_with("INFO ")
+                && line.contains("tapd::admin::error: admin API refused (403 Forbidden): ")
+                && line.contains(message)
+        })
+    };
+    assert!(logged_refusal(NEEDS_POLICY_ROLE), "{log}");
+    assert!(
+        logged_refusal(&format!(
+            "{} holds no tapd administrator role",
+            upn("tapit-mem")
+        )),
+        "{log}"
+    );
 }

@@ -1,7 +1,7 @@
 //! tapd on PostgreSQL: TLS to the database as `sslmode` asks; a database outage (the store reports
-//! `Unavailable` and recovers by itself; the real `tapd` answers 503 on the admin API while
-//! PostgreSQL is down and serves again when it returns, with every acknowledged TAP still
-//! there), and sync leadership between two nodes (one syncs at a time; the other takes over
+//! `Unavailable` and recovers by itself; the real `tapd` answers 503 on the admin API and the
+//! site while PostgreSQL is down, logs the driver's error the site's page hides, and serves
+//! again when it returns, with every acknowledged TAP still there), and sync leadership between two nodes (one syncs at a time; the other takes over
 //! once a dead holder's lease lapses).
 //!
 //! Every test starts its own throwaway PostgreSQL cluster (`tests/support/postgres.rs`) or a
@@ -206,11 +206,12 @@ async fn store_connects_over_tls_as_sslmode_asks() {
 // ---------------------------------------------------------------------------------------------
 // The real daemon through an outage
 
-/// A `tapd` process on a PostgreSQL store, with the demo directory, run by the test kit:
-/// stopped on drop, its log printed when the test failed.
+/// A `tapd` process on a PostgreSQL store, with the demo directory and the registration site
+/// on plain HTTP, run by the test kit: stopped on drop, its log printed when the test failed.
 struct Tapd {
     daemon: std::sync::Mutex<crate::support::daemon::Tapd>,
     socket: PathBuf,
+    web: std::net::SocketAddr,
 }
 
 impl Tapd {
@@ -231,17 +232,31 @@ impl Tapd {
             .string("directory", "preset", "openldap")
             .string("directory", "sync_interval", "1h")
             .admin(&socket)
+            .web_on_loopback("http://localhost:8080")
             .log_to_stderr()
             .no_metrics()
             .write(&dir.path().join("tapd.toml"));
         let daemon = Launch::new(dir)
             .listener("admin")
+            .listener("web")
             .terminate_on_drop()
             .start();
         Tapd {
+            web: daemon.addr("web"),
             daemon: std::sync::Mutex::new(daemon),
             socket,
         }
+    }
+
+    /// The registration site's start page for a visitor whose cookie names a session, which
+    /// the site looks up in the store.
+    async fn web_page_with_a_session(&self) -> support::http::Answer {
+        let request = hyper::Request::get("/")
+            .header("host", "localhost:8080")
+            .header("cookie", format!("tapd-session={}", "s".repeat(43)))
+            .body(http_body_util::Full::default())
+            .unwrap();
+        support::http::http(self.web, request).await
     }
 
     /// Panics with the log when tapd has exited (it should run until the test stops it).
@@ -281,7 +296,7 @@ impl Tapd {
 const TAPS: &str = "/v1/users/alice/authentication/temporaryAccessPassMethods";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_api_answers_503_while_postgres_is_down_and_recovers() {
+async fn admin_api_and_web_answer_503_while_postgres_is_down_and_recover() {
     assert!(
         nix::unistd::geteuid().is_root(),
         "this test acts as the break-glass administrator (uid 0) on the admin socket: \
@@ -306,6 +321,8 @@ async fn admin_api_answers_503_while_postgres_is_down_and_recovers() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let tap_id = created["id"].as_str().unwrap().to_owned();
+    let page = tapd.web_page_with_a_session().await;
+    assert_eq!(page.status, 200, "{}", page.body);
 
     cluster.stop();
     // A few seconds of outage: reads and writes get a clear 503, and nothing hangs.
@@ -322,9 +339,33 @@ async fn admin_api_answers_503_while_postgres_is_down_and_recovers() {
                 "{message}"
             );
         }
+        // The site shows its visitors the outage, never its detail.
+        let page = tapd.web_page_with_a_session().await;
+        assert_eq!(page.status, 503, "{}", page.body);
+        assert!(page.body.contains("Service unavailable"), "{}", page.body);
+        assert!(
+            page.body
+                .contains("reach the directory or its database right now. Try again in a minute."),
+            "{}",
+            page.body
+        );
+        assert!(!page.body.contains("PostgreSQL"), "{}", page.body);
         answered += 1;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+
+    // The log has what the page hid: the site's failure with the driver's own error beneath it.
+    let log = tapd.log();
+    let web_lines: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("web: service unavailable: "))
+        .collect();
+    assert!(
+        web_lines
+            .iter()
+            .any(|line| line.contains("PostgreSQL") && line.contains("Connection refused")),
+        "no logged web failure shows the driver's error:\n{log}"
+    );
 
     cluster.restart();
     // tapd reconnects by itself; the TAP acknowledged before the outage is still there, and
