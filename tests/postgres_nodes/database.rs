@@ -250,13 +250,13 @@ impl Tapd {
 
     /// The registration site's start page for a visitor whose cookie names a session, which
     /// the site looks up in the store.
-    async fn web_page_with_a_session(&self) -> support::http::Answer {
+    async fn web_page_with_a_session(&self) -> crate::support::http::Answer {
         let request = hyper::Request::get("/")
             .header("host", "localhost:8080")
             .header("cookie", format!("tapd-session={}", "s".repeat(43)))
             .body(http_body_util::Full::default())
             .unwrap();
-        support::http::http(self.web, request).await
+        crate::support::http::http(self.web, request).await
     }
 
     /// Panics with the log when tapd has exited (it should run until the test stops it).
