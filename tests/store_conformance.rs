@@ -2066,6 +2066,7 @@ async fn postgres_nodes_migrate_one_at_a_time() {
             (6, "0006_outbox".to_owned()),
             (7, "0007_tap_code_length".to_owned()),
             (8, "0008_user_manager".to_owned()),
+            (9, "0009_onboarding_failures".to_owned()),
         ]
     );
 }
@@ -2082,12 +2083,12 @@ async fn postgres_refuses_a_newer_or_foreign_schema() {
         .unwrap();
     tokio::spawn(connection);
     client
-        .batch_execute("INSERT INTO schema_migrations (version, name) VALUES (9, '0009_future')")
+        .batch_execute("INSERT INTO schema_migrations (version, name) VALUES (10, '0010_future')")
         .await
         .unwrap();
     match PostgresStore::open(&PostgresSettings::new(url.clone())).await {
         Err(StoreError::SchemaTooNew { found, supported }) => {
-            assert_eq!((found, supported), (9, 8));
+            assert_eq!((found, supported), (10, 9));
         }
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
