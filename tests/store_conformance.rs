@@ -3698,7 +3698,7 @@ async fn onboarding_failures_are_news_once_until_served(backend: Backend) {
 }
 
 /// A queued message the store can't read (a timestamp it never writes: text in SQLite's
-/// integer column, `infinity` in PostgreSQL's) is claimed with what can be read of it and the
+/// integer column, `infinity` in PostgreSQL's; a state it never writes) is claimed with what can be read of it and the
 /// reason, failed (its TAP deleted), and listed with the damage; the intact message in the
 /// same queue goes out. A damaged next attempt does not keep its message waiting forever.
 async fn outbox_an_unreadable_message_fails_and_blocks_no_other(backend: Backend) {
@@ -3709,29 +3709,45 @@ async fn outbox_an_unreadable_message_fails_and_blocks_no_other(backend: Backend
     queue(&store, "m1", "tap-1", "u-alice", "ALICECODE11").await;
     queue(&store, "m2", "tap-2", "u-bob", "BOBCODE2222").await;
     queue(&store, "m3", "tap-3", "u-carol", "CAROLCODE33").await;
+    let dave = user("u-dave", "dave", "dave@example.org", &[]);
+    apply(
+        &store,
+        SyncPlan {
+            upsert_users: vec![dave],
+            ..SyncPlan::default()
+        },
+    )
+    .await;
+    queue(&store, "m4", "tap-4", "u-dave", "DAVECODE444").await;
+    // A state tapd never writes needs the schema's checks off.
     match &raw {
         Raw::Sqlite(_) => {
             raw.execute(
                 "UPDATE outbox SET tap_start = 'soon' WHERE id = 'm1'; \
-                 UPDATE outbox SET next_attempt = 'later' WHERE id = 'm3';",
+                 UPDATE outbox SET next_attempt = 'later' WHERE id = 'm3'; \
+                 PRAGMA ignore_check_constraints = ON; \
+                 UPDATE outbox SET state = 'sending' WHERE id = 'm4';",
             )
             .await
         }
         Raw::Postgres { .. } => {
             raw.execute(
                 "UPDATE outbox SET tap_start = 'infinity' WHERE id = 'm1'; \
-                 UPDATE outbox SET next_attempt = '-infinity' WHERE id = 'm3';",
+                 UPDATE outbox SET next_attempt = '-infinity' WHERE id = 'm3'; \
+                 ALTER TABLE outbox DROP CONSTRAINT outbox_state_check, \
+                 DROP CONSTRAINT outbox_check; \
+                 UPDATE outbox SET state = 'sending' WHERE id = 'm4';",
             )
             .await
         }
     }
     // The listing reads despite the damage.
     let listed = store.mails(10).await.unwrap();
-    assert_eq!(listed.len(), 3, "{listed:#?}");
+    assert_eq!(listed.len(), 4, "{listed:#?}");
 
     let mut unreadable = Vec::new();
     let mut delivered = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         let (mail, code) = store
             .claim_mail("node-a", t(1), LEASE)
             .await
@@ -3774,10 +3790,18 @@ async fn outbox_an_unreadable_message_fails_and_blocks_no_other(backend: Backend
         .iter()
         .map(|(id, user, _)| (id.as_str(), user.as_str()))
         .collect();
-    assert_eq!(ids, [("m1", "u-alice"), ("m3", "u-carol")]);
+    assert_eq!(
+        ids,
+        [("m1", "u-alice"), ("m3", "u-carol"), ("m4", "u-dave")]
+    );
+    assert!(
+        unreadable[2].2.contains("unknown outbox state"),
+        "{unreadable:?}"
+    );
     assert_eq!(delivered, [("m2".to_owned(), "BOBCODE2222".to_owned())]);
     assert_eq!(store.tap_for_user("u-alice").await.unwrap(), None);
     assert_eq!(store.tap_for_user("u-carol").await.unwrap(), None);
+    assert_eq!(store.tap_for_user("u-dave").await.unwrap(), None);
     assert_eq!(
         store.tap_for_user("u-bob").await.unwrap().unwrap().id,
         "tap-2"
@@ -3790,7 +3814,7 @@ async fn outbox_an_unreadable_message_fails_and_blocks_no_other(backend: Backend
     let activities = audit_all(&store).await;
     assert_eq!(
         activities.iter().filter(|a| *a == "Mail failed").count(),
-        2,
+        3,
         "{activities:?}"
     );
 }

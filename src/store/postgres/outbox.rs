@@ -164,22 +164,35 @@ pub(super) async fn claim(
     now: Timestamp,
     lease: Duration,
 ) -> Result<Option<(OutboxMail, ClaimedCode)>, StoreError> {
-    let sql = format!(
-        "UPDATE outbox SET claimed_by = $1, \
-             claim_until = clock_timestamp() + make_interval(secs => $2) \
-         WHERE id = (SELECT id FROM outbox WHERE state = 'queued' AND next_attempt <= $3 \
-             AND (claim_until IS NULL OR claim_until <= clock_timestamp()) \
-             ORDER BY next_attempt, created, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
-         RETURNING {COLUMNS}, sealed_code"
-    );
-    let statement = client.prepare_cached(&sql).await.map_err(map_err)?;
-    let rows = client
-        .query(
-            &statement,
-            &[&text(node), &lease.as_secs_f64(), &to_db_time(now)],
-        )
-        .await
-        .map_err(map_err)?;
+    // When nothing is due, a row in a state tapd never writes (the schema forbids it) is
+    // claimed the same way, to be failed (each selection has its own partial index).
+    let mut rows = Vec::new();
+    for selection in [
+        "state = 'queued' AND next_attempt <= $3 \
+         AND (claim_until IS NULL OR claim_until <= clock_timestamp()) \
+         ORDER BY next_attempt, created, id",
+        "state NOT IN ('queued', 'sent', 'failed') AND $3::timestamptz IS NOT NULL \
+         AND (claim_until IS NULL OR claim_until <= clock_timestamp()) ORDER BY id",
+    ] {
+        let sql = format!(
+            "UPDATE outbox SET claimed_by = $1, \
+                 claim_until = clock_timestamp() + make_interval(secs => $2) \
+             WHERE id = (SELECT id FROM outbox WHERE {selection} \
+                 LIMIT 1 FOR UPDATE SKIP LOCKED) \
+             RETURNING {COLUMNS}, sealed_code"
+        );
+        let statement = client.prepare_cached(&sql).await.map_err(map_err)?;
+        rows = client
+            .query(
+                &statement,
+                &[&text(node), &lease.as_secs_f64(), &to_db_time(now)],
+            )
+            .await
+            .map_err(map_err)?;
+        if !rows.is_empty() {
+            break;
+        }
+    }
     let Some(row) = rows.first() else {
         return Ok(None);
     };
@@ -211,7 +224,8 @@ pub(super) async fn finish(
     outcome: &MailOutcome,
 ) -> Result<bool, StoreError> {
     let (id, node, now) = (text(id), text(node), to_db_time(now));
-    const HELD: &str = "id = $1 AND claimed_by = $2 AND state = 'queued'";
+    // Not sent or failed: queued, or a state tapd never writes (failed as unreadable).
+    const HELD: &str = "id = $1 AND claimed_by = $2 AND state NOT IN ('sent', 'failed')";
     let changed = match outcome {
         MailOutcome::Accepted => {
             tx_execute(

@@ -165,13 +165,34 @@ pub(super) fn claim(
     let now = rows::to_micros(now);
     // A next attempt that is no integer (SQLite keeps what it is given) is due at once: the
     // message can't be read and is failed, rather than waiting forever with its TAP usable.
+    // When nothing is due, a row in a state tapd never writes (the schema forbids it) is
+    // claimed the same way, to be failed (each selection has its own partial index).
+    for selection in [
+        "state = 'queued' AND (next_attempt <= ?3 OR typeof(next_attempt) <> 'integer') \
+         AND (claim_until IS NULL OR claim_until <= ?3) ORDER BY next_attempt, created, id",
+        "state NOT IN ('queued', 'sent', 'failed') \
+         AND (claim_until IS NULL OR claim_until <= ?3) ORDER BY id",
+    ] {
+        if let Some(claimed) = claim_one(tx, sealer, selection, node, now, until)? {
+            return Ok(Some(claimed));
+        }
+    }
+    Ok(None)
+}
+
+/// Claims the first row of `selection` (a condition and its order) for `node` until `until`.
+fn claim_one(
+    tx: &Transaction<'_>,
+    sealer: &Sealer,
+    selection: &str,
+    node: &str,
+    now: i64,
+    until: Timestamp,
+) -> Result<Option<(OutboxMail, ClaimedCode)>, StoreError> {
     let claimed = tx
         .prepare_cached(&format!(
             "UPDATE outbox SET claimed_by = ?1, claim_until = ?2 WHERE id = (\
-               SELECT id FROM outbox WHERE state = 'queued' \
-               AND (next_attempt <= ?3 OR typeof(next_attempt) <> 'integer') \
-               AND (claim_until IS NULL OR claim_until <= ?3) \
-               ORDER BY next_attempt, created, id LIMIT 1) \
+               SELECT id FROM outbox WHERE {selection} LIMIT 1) \
              RETURNING {COLUMNS}, sealed_code"
         ))
         .and_then(|mut stmt| {
@@ -213,7 +234,8 @@ pub(super) fn finish(
     audit: &NewAuditEvent,
 ) -> Result<bool, StoreError> {
     let now = rows::to_micros(now);
-    const HELD: &str = "id = ?1 AND claimed_by = ?2 AND state = 'queued'";
+    // Not sent or failed: queued, or a state tapd never writes (failed as unreadable).
+    const HELD: &str = "id = ?1 AND claimed_by = ?2 AND state NOT IN ('sent', 'failed')";
     let changed = match outcome {
         MailOutcome::Accepted => tx
             .prepare_cached(&format!(
