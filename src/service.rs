@@ -235,8 +235,11 @@ pub struct TapService {
     syncer: Arc<Syncer>,
     settings: RwLock<ServiceSettings>,
     metrics: Arc<Metrics>,
-    /// (rule, user) pairs an onboarding rule already logged or audited a problem for.
+    /// (rule, "") for each rule whose group names nothing, logged once per process.
     onboarding_notes: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+    /// (rule, user) → the failure the store holds as noted for them (so a lasting failure
+    /// costs the store no write at every sync; the store decides what is news).
+    onboarding_failures: std::sync::Mutex<std::collections::HashMap<(String, String), String>>,
 }
 
 impl TapService {
@@ -268,6 +271,7 @@ impl TapService {
             settings: RwLock::new(settings),
             metrics,
             onboarding_notes: std::sync::Mutex::default(),
+            onboarding_failures: std::sync::Mutex::default(),
         }
     }
 

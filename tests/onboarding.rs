@@ -10,7 +10,12 @@
 //! - the SMTP server down for a while: nothing is lost, every message goes out once it is back;
 //! - two nodes on one PostgreSQL database: each message is delivered exactly once;
 //! - a 1,000-row list with five bad rows: five row errors and 995 messages (the time it takes
-//!   is printed for BENCHMARKS.md, not asserted).
+//!   is printed for BENCHMARKS.md, not asserted);
+//! - rules against a real slapd: a group's new member, the manager as recipient, a hire-date
+//!   window, a rule with both a group and a date (both must hold), and a lasting failure
+//!   audited once across restarts (a changed one again);
+//! - a queued message whose code was altered, replaced, or whose row can't be read: failed at
+//!   once with its TAP deleted, the rest delivered.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "support/mod.rs"]
@@ -997,11 +1002,11 @@ async fn the_manager_gets_the_code_a_user_without_one_waits_and_hire_dates_open_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_queued_code_that_cant_be_unsealed_fails_at_once_and_its_tap_is_deleted() {
+async fn a_queued_code_that_cant_be_unsealed_or_read_fails_at_once_and_its_tap_is_deleted() {
     use support::sqlite::sqlite3;
     let dir = tempfile::tempdir().unwrap();
     let ldif = dir.path().join("directory.ldif");
-    let staff: Vec<String> = ["altered", "planted", "intact"]
+    let staff: Vec<String> = ["altered", "planted", "damaged", "intact"]
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
@@ -1013,13 +1018,14 @@ async fn a_queued_code_that_cant_be_unsealed_fails_at_once_and_its_tap_is_delete
     node.enable_policy();
     bulk_to_managers(&node, dir.path(), &staff);
     node.wait_status("an attempt while the server is down", |s| {
-        s.len() == 3
+        s.len() == 4
             && s.iter()
                 .all(|m| m["state"] == "queued" && m["attempts"].as_u64().unwrap_or(0) >= 1)
     });
 
     // tapd stopped, someone with write access to the database alters one sealed code (a
-    // character of its ciphertext) and replaces another with a code of their own.
+    // character of its ciphertext), replaces another with a code of their own, and writes
+    // text where a third message's expiry belongs.
     node.daemon.terminate();
     let db = node.daemon.dir().join("tapd.db");
     sqlite3(
@@ -1032,35 +1038,44 @@ async fn a_queued_code_that_cant_be_unsealed_fails_at_once_and_its_tap_is_delete
         &db,
         "UPDATE outbox SET sealed_code = 'PLANTED1234' WHERE upn LIKE 'planted%'",
     );
+    sqlite3(
+        &db,
+        "UPDATE outbox SET tap_expires = 'tomorrow' WHERE upn LIKE 'damaged%'",
+    );
     assert_eq!(
         sqlite3(
             &db,
             "SELECT count(*) FROM outbox WHERE sealed_code LIKE 'sealed:v1:%'"
         ),
-        "2",
+        "3",
         "the tampering missed"
     );
 
-    // Back with the mail server up: both fail at their first attempt, their TAPs deleted; the
-    // intact message goes out.
+    // Back with the mail server up: all three fail at their first attempt, their TAPs
+    // deleted; the intact message goes out.
     smtp.resume();
     node.daemon.restart();
-    let status = node.wait_status("two messages failed and one sent", |s| {
-        s.iter().filter(|m| m["state"] == "failed").count() == 2
+    let status = node.wait_status("three messages failed and one sent", |s| {
+        s.iter().filter(|m| m["state"] == "failed").count() == 3
             && s.iter().filter(|m| m["state"] == "sent").count() == 1
     });
-    for (user, cause) in [
-        ("altered", "does not authenticate"),
-        ("planted", "not a well-formed sealed value"),
+    for (user, reason, cause) in [
+        (
+            "altered",
+            "the sealed code can't be opened with the current secrets key",
+            "does not authenticate",
+        ),
+        (
+            "planted",
+            "the sealed code can't be opened with the current secrets key",
+            "not a well-formed sealed value",
+        ),
+        ("damaged", "the stored message can't be read", "tap_expires"),
     ] {
         let message = message_of(&status, user);
         assert_eq!(message["state"], "failed", "{message}");
         let error = message["lastError"].as_str().unwrap_or_default();
-        assert!(
-            error.contains("the sealed code can't be opened with the current secrets key")
-                && error.contains(cause),
-            "{message}"
-        );
+        assert!(error.contains(reason) && error.contains(cause), "{message}");
         assert!(
             node.tap_of(user).is_empty(),
             "{user}'s undelivered pass stayed usable"
@@ -1068,7 +1083,7 @@ async fn a_queued_code_that_cant_be_unsealed_fails_at_once_and_its_tap_is_delete
         let logged = node.daemon.log().into_iter().any(|line| {
             line.starts_with("ERROR")
                 && line.contains(message["id"].as_str().unwrap())
-                && line.contains("can't be opened")
+                && line.contains(reason)
         });
         assert!(logged, "no error logged for {user}'s message");
     }
@@ -1087,11 +1102,12 @@ async fn a_queued_code_that_cant_be_unsealed_fails_at_once_and_its_tap_is_delete
         "Onboarding mail delivery failed",
     ]);
     let failures = audit["value"].as_array().cloned().unwrap_or_default();
-    assert_eq!(failures.len(), 2, "{audit:#}");
+    assert_eq!(failures.len(), 3, "{audit:#}");
     assert!(
-        failures
-            .iter()
-            .all(|e| e.to_string().contains("can't be opened")),
+        failures.iter().all(|e| {
+            let e = e.to_string();
+            e.contains("can't be opened") || e.contains("can't be read")
+        }),
         "{audit:#}"
     );
 
@@ -1102,4 +1118,155 @@ async fn a_queued_code_that_cant_be_unsealed_fails_at_once_and_its_tap_is_delete
         .messages()
         .iter()
         .all(|m| !m.decoded().contains("PLANTED1234")));
+}
+
+/// A rule with a group and a date serves a user only when both hold: in the group with the
+/// date in the window gets the pass; in the group with the date far ahead or long past, or
+/// with the date but outside the group, gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_with_a_group_and_a_date_needs_both() {
+    use support::slapd::{Slapd, HIRE_DATE_SCHEMA};
+    let hired = |days| {
+        format!(
+            "objectClass: tapdHire\nemployeeHireDate: {}",
+            hire_date(days)
+        )
+    };
+    let mut ldif = slapd_ldif().replace(
+        &format!("member: uid=old,ou=people,{BASE_DN}\n"),
+        &["old", "starter", "later", "veteran"]
+            .iter()
+            .map(|n| format!("member: uid={n},ou=people,{BASE_DN}\n"))
+            .collect::<String>(),
+    );
+    ldif.push_str(&person_with("starter", &hired(3)));
+    ldif.push_str(&person_with("later", &hired(40)));
+    ldif.push_str(&person_with("veteran", &hired(-40)));
+    ldif.push_str(&person_with("stranger", &hired(3)));
+    let slapd = Slapd::start_with_schema(&ldif, HIRE_DATE_SCHEMA);
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = SmtpServer::start(dir.path());
+    let node = rule_node(
+        &slapd,
+        &smtp,
+        &[
+            "name = \"joiners\"\ngroup = \"new-hires\"\ndate_attribute = \"employeeHireDate\"\n\
+           days_before = 5\nrecipient = \"hr@example.org\"\nlifetime = \"8h\"",
+        ],
+    );
+    node.tapctl.ok(&[
+        "policy",
+        "set",
+        "--state",
+        "enabled",
+        "--include-groups",
+        "new-hires",
+    ]);
+    node.tapctl.ok(&["sync", "run"]);
+
+    let mails = smtp.wait_for(1, Duration::from_secs(30));
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    assert_eq!(mails[0].recipients, ["hr@example.org"]);
+    assert!(
+        mails[0].decoded().contains("New hire starter"),
+        "{mails:#?}"
+    );
+    assert_eq!(node.tap_of("starter").len(), 1);
+    // Once more, so every user was evaluated again with the policy enabled.
+    node.tapctl.ok(&["sync", "run"]);
+    std::thread::sleep(Duration::from_secs(2));
+    for user in ["later", "veteran", "stranger", "old"] {
+        assert!(node.tap_of(user).is_empty(), "{user} got a pass");
+    }
+    let status = node.status();
+    assert_eq!(status.len(), 1, "{status:#?}");
+    assert_eq!(smtp.messages().len(), 1);
+}
+
+/// The audit events of `reason` about `user` so far.
+fn rule_failures(node: &Node, reason: &str, user: &str) -> Vec<String> {
+    node.tapctl.json(&["audit", "--limit", "500"])["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(Value::to_string)
+        .filter(|e| e.contains(reason) && e.contains(&format!("{user}@example.org")))
+        .collect()
+}
+
+/// A lasting failure of a rule (no recipient for the code, an admin skipped) is audited once,
+/// not again after a restart; a changed failure is audited, once as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lasting_rule_failure_is_audited_once_across_restarts() {
+    use support::slapd::{Slapd, HIRE_DATE_SCHEMA};
+    let hired = |days| {
+        format!(
+            "objectClass: tapdHire\nemployeeHireDate: {}",
+            hire_date(days)
+        )
+    };
+    let mut ldif = slapd_ldif().replace(&person("gadmin"), &person_with("gadmin", &hired(3)));
+    ldif.push_str(&person_with("orphan", &hired(3)));
+    ldif.push_str(&person_with(
+        "lockedboss",
+        "pwdAccountLockedTime: 000001010000Z",
+    ));
+    let slapd = Slapd::start_with_schema(&ldif, HIRE_DATE_SCHEMA);
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = SmtpServer::start(dir.path());
+    let mut node = rule_node(
+        &slapd,
+        &smtp,
+        &[
+            "name = \"hire-date\"\ndate_attribute = \"employeeHireDate\"\ndays_before = 5\n\
+           lifetime = \"8h\"",
+        ],
+    );
+    node.tapctl.ok(&["sync", "run"]);
+    let audited_once = |node: &Node, when: &str| {
+        let orphan = rule_failures(node, "onboarding_no_recipient", "orphan");
+        assert_eq!(orphan.len(), 1, "{when}: {orphan:#?}");
+        let admin = rule_failures(node, "onboarding_admin_skipped", "gadmin");
+        assert_eq!(admin.len(), 1, "{when}: {admin:#?}");
+        orphan
+    };
+    let orphan = audited_once(&node, "first syncs");
+    assert!(orphan[0].contains("names no manager"), "{orphan:#?}");
+
+    node.daemon.terminate();
+    node.daemon.restart();
+    node.tapctl.ok(&["sync", "run"]);
+    audited_once(&node, "after a restart");
+
+    // The failure changes (a manager now, but a disabled one): audited, once.
+    let mut admin = slapd.admin().await;
+    admin
+        .modify(
+            &format!("uid=orphan,ou=people,{BASE_DN}"),
+            vec![ldap3::Mod::Add(
+                "manager".to_owned(),
+                [format!("uid=lockedboss,ou=people,{BASE_DN}")].into(),
+            )],
+        )
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    node.tapctl.ok(&["sync", "run"]);
+    node.tapctl.ok(&["sync", "run"]);
+    let changed = rule_failures(&node, "onboarding_no_recipient", "orphan");
+    assert_eq!(changed.len(), 2, "{changed:#?}");
+    assert!(
+        changed.iter().any(|e| e.contains("disabled")),
+        "{changed:#?}"
+    );
+    node.daemon.terminate();
+    node.daemon.restart();
+    node.tapctl.ok(&["sync", "run"]);
+    assert_eq!(
+        rule_failures(&node, "onboarding_no_recipient", "orphan").len(),
+        2
+    );
+    assert!(node.tap_of("orphan").is_empty());
+    assert!(smtp.messages().is_empty());
 }

@@ -279,6 +279,7 @@ macro_rules! conformance {
                 onboarding_rule_grants_one_pass_per_user,
                 outbox_a_newer_pass_fails_the_queued_message,
                 users_keep_their_manager_and_dates,
+                users_dated_between_reads_only_the_window,
             );
             conformance!(@backend $factory;
                 outbox_code_is_sealed_until_accepted_then_erased,
@@ -291,6 +292,8 @@ macro_rules! conformance {
                 audit_chain_links_every_write_and_names_tampering,
                 audit_chain_survives_pruning_through_a_signed_checkpoint,
                 audit_chain_migration_links_existing_rows,
+                onboarding_failures_are_news_once_until_served,
+                outbox_an_unreadable_message_fails_and_blocks_no_other,
             );
             conformance!(@clocked $factory;
                 conflict_events_without_a_sync_event_take_the_store_clock_time,
@@ -2158,6 +2161,7 @@ async fn postgres_nodes_migrate_one_at_a_time() {
             (6, "0006_outbox".to_owned()),
             (7, "0007_tap_code_length".to_owned()),
             (8, "0008_user_manager".to_owned()),
+            (9, "0009_onboarding_failures".to_owned()),
         ]
     );
 }
@@ -2174,12 +2178,12 @@ async fn postgres_refuses_a_newer_or_foreign_schema() {
         .unwrap();
     tokio::spawn(connection);
     client
-        .batch_execute("INSERT INTO schema_migrations (version, name) VALUES (9, '0009_future')")
+        .batch_execute("INSERT INTO schema_migrations (version, name) VALUES (10, '0010_future')")
         .await
         .unwrap();
     match PostgresStore::open(&PostgresSettings::new(url.clone())).await {
         Err(StoreError::SchemaTooNew { found, supported }) => {
-            assert_eq!((found, supported), (9, 8));
+            assert_eq!((found, supported), (10, 9));
         }
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
@@ -2936,6 +2940,7 @@ async fn audit_chain_migration_links_existing_rows(backend: Backend) {
                 "DROP INDEX audit_seq; ALTER TABLE audit DROP COLUMN seq; \
                  ALTER TABLE audit DROP COLUMN prev_hash; DROP TABLE audit_chain; \
                  DROP TABLE onboarding_grants; DROP TABLE outbox; \
+                 DROP TABLE onboarding_failures; \
                  ALTER TABLE taps DROP COLUMN code_length; ALTER TABLE users DROP COLUMN dates; \
                  ALTER TABLE users DROP COLUMN manager_id; \
                  ALTER TABLE users DROP COLUMN manager_dn; PRAGMA user_version = 5;",
@@ -2946,7 +2951,7 @@ async fn audit_chain_migration_links_existing_rows(backend: Backend) {
             raw.execute(
                 "ALTER TABLE audit DROP COLUMN seq, DROP COLUMN prev_hash; \
                  DROP TABLE audit_chain; DROP TABLE onboarding_grants; DROP TABLE outbox; \
-                 ALTER TABLE taps DROP COLUMN code_length; \
+                 DROP TABLE onboarding_failures; ALTER TABLE taps DROP COLUMN code_length; \
                  ALTER TABLE users DROP COLUMN dates, DROP COLUMN manager_id, \
                  DROP COLUMN manager_dn; \
                  DELETE FROM schema_migrations WHERE version >= 5;",
@@ -3642,4 +3647,269 @@ async fn users_keep_their_manager_and_dates(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(store.user("u-new").await.unwrap().unwrap().manager_id, None);
+}
+
+/// A date rule reads only the users whose date is in its window: both bounds included, other
+/// attributes and users without dates left out, and dates whose stored text does not sort as
+/// they do (years past 9999 or before 0) decided by the date, not by the text.
+async fn users_dated_between_reads_only_the_window(store: Arc<dyn Store>) {
+    let d = |y, m, day| chrono::NaiveDate::from_ymd_opt(y, m, day).unwrap();
+    let dated = |id: &str, attribute: &str, date| {
+        let mut u = user(id, id, &format!("{id}@example.org"), &[]);
+        u.dates.insert(attribute.to_owned(), date);
+        u
+    };
+    let hire = "employeehiredate";
+    apply(
+        &store,
+        SyncPlan {
+            upsert_users: vec![
+                dated("u-before", hire, d(2026, 12, 5)),
+                dated("u-from", hire, d(2026, 12, 6)),
+                dated("u-inside", hire, d(2026, 12, 8)),
+                dated("u-to", hire, d(2026, 12, 11)),
+                dated("u-after", hire, d(2026, 12, 12)),
+                dated("u-other", "startdate", d(2026, 12, 8)),
+                dated("u-far", hire, d(10000, 1, 1)),
+                dated("u-bc", hire, d(-1, 1, 1)),
+                user("u-none", "none", "none@example.org", &[]),
+            ],
+            ..SyncPlan::default()
+        },
+    )
+    .await;
+    let between = |attribute: &'static str, from: chrono::NaiveDate, to: chrono::NaiveDate| {
+        let store = store.clone();
+        async move {
+            store
+                .users_dated_between(attribute, from, to)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        between(hire, d(2026, 12, 6), d(2026, 12, 11)).await,
+        ["u-from", "u-inside", "u-to"]
+    );
+    assert_eq!(
+        between("startdate", d(2026, 12, 6), d(2026, 12, 11)).await,
+        ["u-other"]
+    );
+    assert!(between(hire, d(2027, 1, 1), d(2027, 12, 31))
+        .await
+        .is_empty());
+    assert_eq!(
+        between(hire, d(2026, 12, 8), d(2026, 12, 8)).await,
+        ["u-inside"]
+    );
+    // Windows whose bounds leave the four-digit years: the text no longer sorts as the dates.
+    assert_eq!(
+        between(hire, d(9999, 12, 1), d(10000, 1, 1)).await,
+        ["u-far"]
+    );
+    assert_eq!(
+        between(hire, d(-1, 1, 1), d(2026, 12, 5)).await,
+        ["u-bc", "u-before"]
+    );
+    assert!(between(hire, d(10000, 1, 2), d(10001, 1, 1))
+        .await
+        .is_empty());
+}
+
+/// A rule's failure for a user is audited when it is news: the first time, and when the
+/// reason changes; not again for the same reason, also not after a reopen (a restart). Serving
+/// the user clears it, so a later failure is news again. Each answer of news writes its audit
+/// event in the same transaction; no news writes none.
+async fn onboarding_failures_are_news_once_until_served(backend: Backend) {
+    let Backend {
+        store,
+        reopen,
+        _guard,
+        ..
+    } = backend;
+    seed(&store).await;
+    let failed = |n| {
+        event(
+            "Rule failed",
+            "tapd (onboarding rule r)",
+            Some("alice"),
+            t(n),
+        )
+    };
+    let note = |store: &Arc<dyn Store>,
+                rule: &'static str,
+                user: &'static str,
+                reason: &'static str,
+                n: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .note_onboarding_failure(rule, user, reason, &failed(n))
+                .await
+                .unwrap()
+        }
+    };
+    let no_manager = "onboarding_no_recipient: no manager";
+    let disabled = "onboarding_no_recipient: their manager boss is disabled";
+    assert!(note(&store, "r", "u-alice", no_manager, 1).await);
+    assert!(!note(&store, "r", "u-alice", no_manager, 2).await);
+    assert!(note(&store, "other", "u-alice", no_manager, 3).await);
+    assert!(note(&store, "r", "u-bob", no_manager, 4).await);
+    let failures =
+        |activities: Vec<String>| activities.iter().filter(|a| *a == "Rule failed").count();
+    assert_eq!(failures(audit_all(&store).await), 3);
+
+    // A restart: the same failure is no news; a changed one is, and so is its change back.
+    drop(store);
+    let store = reopen(Some(sealer())).await.unwrap();
+    assert!(!note(&store, "r", "u-alice", no_manager, 5).await);
+    assert!(note(&store, "r", "u-alice", disabled, 6).await);
+    assert!(!note(&store, "r", "u-alice", disabled, 7).await);
+    assert!(note(&store, "r", "u-alice", no_manager, 8).await);
+    assert_eq!(failures(audit_all(&store).await), 5);
+
+    // The rule serves alice: her failure is over; failing again later is news.
+    let pass = tap("tap-1", "u-alice", true);
+    assert!(store
+        .issue_tap_by_mail(
+            &pass,
+            &mail("m1", &pass),
+            "CODE1111111",
+            Some("r"),
+            &event(
+                "Admin registered security info",
+                "tapd",
+                Some("alice"),
+                t(9)
+            ),
+        )
+        .await
+        .unwrap());
+    assert!(note(&store, "r", "u-alice", no_manager, 10).await);
+    // Other rules and users keep theirs.
+    assert!(!note(&store, "other", "u-alice", no_manager, 11).await);
+    assert!(!note(&store, "r", "u-bob", no_manager, 12).await);
+    assert_eq!(failures(audit_all(&store).await), 6);
+}
+
+/// A queued message the store can't read (a timestamp it never writes: text in SQLite's
+/// integer column, `infinity` in PostgreSQL's; a state it never writes) is claimed with what can be read of it and the
+/// reason, failed (its TAP deleted), and listed with the damage; the intact message in the
+/// same queue goes out. A damaged next attempt does not keep its message waiting forever.
+async fn outbox_an_unreadable_message_fails_and_blocks_no_other(backend: Backend) {
+    let Backend {
+        store, raw, _guard, ..
+    } = backend;
+    seed(&store).await;
+    queue(&store, "m1", "tap-1", "u-alice", "ALICECODE11").await;
+    queue(&store, "m2", "tap-2", "u-bob", "BOBCODE2222").await;
+    queue(&store, "m3", "tap-3", "u-carol", "CAROLCODE33").await;
+    let dave = user("u-dave", "dave", "dave@example.org", &[]);
+    apply(
+        &store,
+        SyncPlan {
+            upsert_users: vec![dave],
+            ..SyncPlan::default()
+        },
+    )
+    .await;
+    queue(&store, "m4", "tap-4", "u-dave", "DAVECODE444").await;
+    // A state tapd never writes needs the schema's checks off.
+    match &raw {
+        Raw::Sqlite(_) => {
+            raw.execute(
+                "UPDATE outbox SET tap_start = 'soon' WHERE id = 'm1'; \
+                 UPDATE outbox SET next_attempt = 'later' WHERE id = 'm3'; \
+                 PRAGMA ignore_check_constraints = ON; \
+                 UPDATE outbox SET state = 'sending' WHERE id = 'm4';",
+            )
+            .await
+        }
+        Raw::Postgres { .. } => {
+            raw.execute(
+                "UPDATE outbox SET tap_start = 'infinity' WHERE id = 'm1'; \
+                 UPDATE outbox SET next_attempt = '-infinity' WHERE id = 'm3'; \
+                 ALTER TABLE outbox DROP CONSTRAINT outbox_state_check, \
+                 DROP CONSTRAINT outbox_check; \
+                 UPDATE outbox SET state = 'sending' WHERE id = 'm4';",
+            )
+            .await
+        }
+    }
+    // The listing reads despite the damage.
+    let listed = store.mails(10).await.unwrap();
+    assert_eq!(listed.len(), 4, "{listed:#?}");
+
+    let mut unreadable = Vec::new();
+    let mut delivered = Vec::new();
+    for _ in 0..4 {
+        let (mail, code) = store
+            .claim_mail("node-a", t(1), LEASE)
+            .await
+            .unwrap()
+            .expect("a due message");
+        match code {
+            Ok(code) => delivered.push((mail.id, code.to_string())),
+            Err(why) => {
+                assert!(
+                    matches!(why, UndeliverableCode::Unreadable(_)),
+                    "{}: {why:?}",
+                    mail.id
+                );
+                let error = why.to_string();
+                assert!(error.contains(tapd::store::UNREADABLE), "{error}");
+                let failed = MailOutcome::Failed {
+                    error: error.clone(),
+                };
+                assert!(store
+                    .finish_mail(
+                        &mail.id,
+                        "node-a",
+                        t(2),
+                        &failed,
+                        &event("Mail failed", "tapd", None, t(2))
+                    )
+                    .await
+                    .unwrap());
+                unreadable.push((mail.id, mail.user_id, error));
+            }
+        }
+    }
+    assert!(store
+        .claim_mail("node-a", t(1), LEASE)
+        .await
+        .unwrap()
+        .is_none());
+    unreadable.sort();
+    let ids: Vec<_> = unreadable
+        .iter()
+        .map(|(id, user, _)| (id.as_str(), user.as_str()))
+        .collect();
+    assert_eq!(
+        ids,
+        [("m1", "u-alice"), ("m3", "u-carol"), ("m4", "u-dave")]
+    );
+    assert!(
+        unreadable[2].2.contains("unknown outbox state"),
+        "{unreadable:?}"
+    );
+    assert_eq!(delivered, [("m2".to_owned(), "BOBCODE2222".to_owned())]);
+    assert_eq!(store.tap_for_user("u-alice").await.unwrap(), None);
+    assert_eq!(store.tap_for_user("u-carol").await.unwrap(), None);
+    assert_eq!(store.tap_for_user("u-dave").await.unwrap(), None);
+    assert_eq!(
+        store.tap_for_user("u-bob").await.unwrap().unwrap().id,
+        "tap-2"
+    );
+    for (id, _, error) in &unreadable {
+        let listed = mail_state(&store, id).await;
+        assert_eq!(listed.state, MailState::Failed, "{listed:#?}");
+        assert_eq!(listed.last_error.as_deref(), Some(error.as_str()));
+    }
+    let activities = audit_all(&store).await;
+    assert_eq!(
+        activities.iter().filter(|a| *a == "Mail failed").count(),
+        3,
+        "{activities:?}"
+    );
 }

@@ -9,9 +9,11 @@
 //! which users each rule served, in the same transaction as the TAP, so a user gets at most one
 //! pass per rule however many nodes and syncs evaluate it. A user whose code has nowhere to go
 //! (no manager, or a manager without mail, disabled or quarantined) gets no TAP: that is
-//! audited once (`onboarding_no_recipient`) and tried again at every later sync. Users holding
-//! an admin role are skipped, and the skip audited, unless the rule includes them (then the
-//! issuance says so).
+//! audited (`onboarding_no_recipient`) and tried again at every later sync. Users holding an
+//! admin role are skipped, and the skip audited, unless the rule includes them (then the
+//! issuance says so). A failure that lasts is audited once: the store keeps the failure last
+//! audited for each rule and user (across restarts and nodes) until the rule serves them; a
+//! different failure is audited again.
 
 use std::collections::HashSet;
 
@@ -103,19 +105,12 @@ impl TapService {
                 let Some(date) = &rule.date else {
                     return Ok(());
                 };
-                let today = day_in(&rule.time_zone, now);
-                // Only the users whose date is in the window need a look.
+                // Only the users whose date is in the window need a look, and only they are
+                // read: not the whole user table at every sync.
+                let (from, to) = window(date.days_before, day_in(&rule.time_zone, now));
                 self.store
-                    .users(None)
+                    .users_dated_between(&date.attribute, from, to)
                     .await?
-                    .into_iter()
-                    .filter(|u| {
-                        u.dates
-                            .get(&date.attribute)
-                            .is_some_and(|d| in_window(*d, date.days_before, today))
-                    })
-                    .map(|u| u.id)
-                    .collect()
             }
         };
         let served: HashSet<String> = self
@@ -196,10 +191,8 @@ impl TapService {
                     .join(", "),
                 rule.name
             );
-            if self.first_note(rule, &user.id) {
-                self.rule_failure(rule, &user, "onboarding_admin_skipped", &message)
-                    .await;
-            }
+            self.rule_failure(rule, &user, "onboarding_admin_skipped", &message, &message)
+                .await;
             return Ok(());
         }
         let delivery = match &rule.recipient {
@@ -214,9 +207,11 @@ impl TapService {
                         "no pass for {} yet: {why}; tried again at every sync",
                         user.user_principal_name
                     );
-                    if self.first_note(rule, &format!("{}\0{NO_RECIPIENT}", user.id)) {
+                    if self
+                        .rule_failure(rule, &user, NO_RECIPIENT, &why, &message)
+                        .await
+                    {
                         log::warn!("onboarding rule {:?}: {message}", rule.name);
-                        self.rule_failure(rule, &user, NO_RECIPIENT, &message).await;
                     }
                     return Ok(());
                 }
@@ -304,10 +299,9 @@ impl TapService {
         let terms = match policy::creation_terms(&current_policy, &request, now) {
             Ok(terms) => terms,
             Err(e) => {
-                if self.first_note(rule, &user.id) {
-                    self.rule_failure(rule, user, e.code(), &e.to_string())
-                        .await;
-                }
+                // By its code: the message names moments that move with the clock.
+                self.rule_failure(rule, user, e.code(), "", &e.to_string())
+                    .await;
                 return Ok(());
             }
         };
@@ -358,22 +352,41 @@ impl TapService {
         Ok(())
     }
 
-    /// True the first time (in this process) a rule notes something about `user_id`, so a
-    /// problem that persists is audited once, not at every sync.
-    fn first_note(&self, rule: &OnboardingRule, user_id: &str) -> bool {
-        self.onboarding_notes
+    /// Runs `note` the first time (in this process) a rule notes something about `user_id`.
+    fn note_once(&self, rule: &OnboardingRule, user_id: &str, note: impl FnOnce()) {
+        let first = self
+            .onboarding_notes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert((rule.name.clone(), user_id.to_owned()))
-    }
-
-    fn note_once(&self, rule: &OnboardingRule, user_id: &str, note: impl FnOnce()) {
-        if self.first_note(rule, user_id) {
+            .insert((rule.name.clone(), user_id.to_owned()));
+        if first {
             note();
         }
     }
 
-    async fn rule_failure(&self, rule: &OnboardingRule, user: &User, reason: &str, message: &str) {
+    /// Audits that `rule` can't serve `user` (`reason`, `message`) when that is news: the
+    /// store keeps the failure last audited for each rule and user (`reason` and `detail`,
+    /// what tells one failure from another), across restarts and nodes, so a lasting failure
+    /// is audited once and a changed one again. True when it was audited now.
+    async fn rule_failure(
+        &self,
+        rule: &OnboardingRule,
+        user: &User,
+        reason: &str,
+        detail: &str,
+        message: &str,
+    ) -> bool {
+        let key = (rule.name.clone(), user.id.clone());
+        let noted = format!("{reason}: {detail}");
+        let known = self
+            .onboarding_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            == Some(&noted);
+        if known {
+            return false;
+        }
         let event = NewAuditEvent {
             time: self.clock.now(),
             actor: format!("tapd (onboarding rule {})", rule.name),
@@ -385,13 +398,28 @@ impl TapService {
             source_address: None,
             details: json!({ "message": message, "onboardingRule": rule.name }),
         };
-        crate::audit::log(&event);
-        if let Err(e) = self.store.append_audit(&event).await {
-            log::error!(
-                "could not record an onboarding rule's audit event: {}",
-                ErrorChain(&e)
-            );
+        let news = match self
+            .store
+            .note_onboarding_failure(&rule.name, &user.id, &noted, &event)
+            .await
+        {
+            Ok(news) => news,
+            Err(e) => {
+                log::error!(
+                    "could not record an onboarding rule's failure and its audit event: {}",
+                    ErrorChain(&e)
+                );
+                return false;
+            }
+        };
+        if news {
+            crate::audit::log(&event);
         }
+        self.onboarding_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, noted);
+        news
     }
 }
 
@@ -417,6 +445,15 @@ pub(crate) fn in_window(date: NaiveDate, days_before: u32, today: NaiveDate) -> 
         .checked_sub_days(chrono::Days::new(u64::from(days_before)))
         .unwrap_or(NaiveDate::MIN);
     opens <= today && today <= date
+}
+
+/// The dates that match on `today` ([`in_window`]), as the range `from..=to`: today until
+/// `days_before` days ahead.
+fn window(days_before: u32, today: NaiveDate) -> (NaiveDate, NaiveDate) {
+    let to = today
+        .checked_add_days(chrono::Days::new(u64::from(days_before)))
+        .unwrap_or(NaiveDate::MAX);
+    (today, to)
 }
 
 /// The rule's start for a user matched at `now`: `start_time` (in the rule's zone) on the
@@ -466,6 +503,24 @@ mod tests {
         assert!(!in_window(day(2026, 10, 27), 5, day(2026, 12, 6)));
         assert!(in_window(hired, 0, hired));
         assert!(!in_window(hired, 0, day(2026, 12, 8)));
+    }
+
+    #[test]
+    fn the_window_as_a_range_holds_exactly_the_matching_dates() {
+        let today = day(2026, 12, 6);
+        for days_before in [0, 1, 5, 365] {
+            let (from, to) = window(days_before, today);
+            let mut date = day(2025, 11, 1);
+            while date < day(2028, 2, 1) {
+                assert_eq!(
+                    (from..=to).contains(&date),
+                    in_window(date, days_before, today),
+                    "{date} with {days_before} day(s) before"
+                );
+                date = date.succ_opt().unwrap();
+            }
+        }
+        assert_eq!(window(5, NaiveDate::MAX), (NaiveDate::MAX, NaiveDate::MAX));
     }
 
     #[test]

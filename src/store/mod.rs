@@ -65,7 +65,15 @@ pub enum UndeliverableCode {
     /// the message rather than the whole outbox).
     #[error("the queued message holds no sealed code")]
     Missing,
+    /// The message itself can't be read: a column holds what tapd never writes (a timestamp
+    /// out of range or of another type, …). It is claimed with what could be read of it, to be
+    /// failed rather than block the queue.
+    #[error("{UNREADABLE}: {0}")]
+    Unreadable(String),
 }
+
+/// How a stored outbox message tapd can't read is named, in its error and its listing.
+pub const UNREADABLE: &str = "the stored message can't be read";
 
 /// The code of a claimed outbox message: opened, or why it can't be.
 pub type ClaimedCode = Result<zeroize::Zeroizing<String>, UndeliverableCode>;
@@ -518,6 +526,29 @@ pub trait Store: Send + Sync + 'static {
         &self,
         rule: &str,
         user_ids: &[String],
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Records that `rule` can't serve `user_id` for `reason` (the failure as the caller words
+    /// it) and, when that is news (nothing was recorded for them, or another reason was),
+    /// records `audit` with it in one transaction and answers true. The same failure again,
+    /// after a restart or on another node, is no news: false, nothing written. The record is
+    /// cleared when the rule serves the user ([`Store::issue_tap_by_mail`] with its grant).
+    async fn note_onboarding_failure(
+        &self,
+        rule: &str,
+        user_id: &str,
+        reason: &str,
+        audit: &NewAuditEvent,
+    ) -> Result<bool, StoreError>;
+
+    /// The ids of the users whose date `attribute` (lower case, a key of `User::dates`) lies
+    /// in `from..=to` (both included), sorted; what a date rule looks at in each sync, without
+    /// reading every user. A stored date that is no date is [`StoreError::Corrupt`].
+    async fn users_dated_between(
+        &self,
+        attribute: &str,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
     ) -> Result<Vec<String>, StoreError>;
 
     // ---- registered methods ----

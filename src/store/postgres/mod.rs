@@ -1085,7 +1085,7 @@ impl Store for PostgresStore {
             "SELECT {} FROM outbox ORDER BY created DESC, id LIMIT $1",
             outbox::COLUMNS
         );
-        self.query_all(&sql, &[&i64::from(limit)], outbox::mail)
+        self.query_all(&sql, &[&i64::from(limit)], outbox::listed)
             .await
     }
 
@@ -1158,6 +1158,71 @@ impl Store for PostgresStore {
             )
             .await?;
         rows.iter().map(|row| rows::col(row, 0)).collect()
+    }
+
+    async fn note_onboarding_failure(
+        &self,
+        rule: &str,
+        user_id: &str,
+        reason: &str,
+        audit: &NewAuditEvent,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        // Two nodes noting at once: the second waits for the first's row and, finding the
+        // same reason, changes nothing.
+        let news = tx_execute(
+            &tx,
+            "INSERT INTO onboarding_failures (rule, user_id, reason, noted) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (rule, user_id) DO UPDATE \
+             SET reason = excluded.reason, noted = excluded.noted \
+             WHERE onboarding_failures.reason IS DISTINCT FROM excluded.reason",
+            &[
+                &text(rule),
+                &text(user_id),
+                &text(reason),
+                &to_db_time(audit.time),
+            ],
+        )
+        .await?;
+        if news == 0 {
+            return Ok(false);
+        }
+        tx_audit(&tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(true)
+    }
+
+    async fn users_dated_between(
+        &self,
+        attribute: &str,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<Vec<String>, StoreError> {
+        let attribute = text(attribute);
+        let (low, high) = crate::store::codec::sortable_window(from, to).unzip();
+        // The key is a parameter (no path to escape); the text is compared byte by byte
+        // (COLLATE "C": a locale's collation may weigh '-' differently), narrowed by text
+        // order as `sortable_window` explains, and decided exactly below.
+        let rows = self
+            .query(
+                "SELECT id, d FROM (SELECT id, dates::jsonb ->> $1::text AS d \
+                 FROM users WHERE dates IS NOT NULL) AS dated \
+                 WHERE d IS NOT NULL AND ($2::text IS NULL \
+                 OR (d COLLATE \"C\" >= $2 AND d COLLATE \"C\" <= $3::text)) \
+                 ORDER BY id",
+                &[&attribute, &low, &high],
+            )
+            .await?;
+        let mut ids = Vec::new();
+        for row in &rows {
+            let id: String = rows::col(row, 0)?;
+            let value: String = rows::col(row, 1)?;
+            if crate::store::codec::date_in(&id, &value, from, to)? {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
     }
 
     async fn methods(&self, user_id: &str) -> Result<Vec<RegisteredMethod>, StoreError> {

@@ -12,7 +12,7 @@ use super::rows::{self, text, to_db_time};
 use super::{map_err, tx_execute};
 use crate::model::{MailOutcome, MailState, OutboxMail, StoredTap, Timestamp};
 use crate::store::seal::{self, Sealer};
-use crate::store::{ClaimedCode, StoreError};
+use crate::store::{codec, ClaimedCode, StoreError, UndeliverableCode};
 
 /// Columns an [`OutboxMail`] is read from, in [`mail`]'s order.
 pub(super) const COLUMNS: &str = "id, tap_id, user_id, upn, display_name, recipient, tap_start, \
@@ -49,6 +49,48 @@ pub(super) fn mail(row: &Row) -> Result<OutboxMail, StoreError> {
     })
 }
 
+/// What can be read of a row [`mail`] can't decode (`error`), for the message to be failed
+/// and listed with the reason: a value that doesn't read (a timestamp beyond what tapd can
+/// represent, such as `infinity`) is the epoch, 0, false or empty, and an unknown state is
+/// listed as failed (`last_error` names the damage). `None` when not even its id reads.
+fn salvage(row: &Row, error: &StoreError) -> Option<OutboxMail> {
+    let text = |i| rows::col::<String>(row, i).unwrap_or_default();
+    let time = |i| rows::col::<Timestamp>(row, i).ok();
+    Some(OutboxMail {
+        id: rows::col(row, 0).ok()?,
+        tap_id: text(1),
+        user_id: text(2),
+        user_principal_name: text(3),
+        display_name: text(4),
+        recipient: text(5),
+        tap_start: time(6).unwrap_or_default(),
+        tap_expires: time(7).unwrap_or_default(),
+        one_time: rows::col(row, 8).unwrap_or(false),
+        origin: text(9),
+        created: time(10).unwrap_or_default(),
+        state: rows::col::<String>(row, 11)
+            .ok()
+            .and_then(|state| MailState::parse(&state))
+            .unwrap_or(MailState::Failed),
+        attempts: rows::col::<i64>(row, 12)
+            .ok()
+            .and_then(|a| u32::try_from(a).ok())
+            .unwrap_or(0),
+        next_attempt: time(13).unwrap_or_default(),
+        last_error: Some(codec::unreadable_error(
+            rows::col::<Option<String>>(row, 14).ok().flatten(),
+            error,
+        )),
+        finished: rows::col::<Option<Timestamp>>(row, 15).ok().flatten(),
+    })
+}
+
+/// A row of the listing: [`mail`], or what [`salvage`] reads of a damaged one (one damaged
+/// message does not hide the others).
+pub(super) fn listed(row: &Row) -> Result<OutboxMail, StoreError> {
+    mail(row).or_else(|e| salvage(row, &e).ok_or(e))
+}
+
 /// The outbox part of `Store::issue_tap_by_mail` (the caller replaces the TAP and audits):
 /// false when `grant` was already recorded.
 pub(super) async fn issue(
@@ -72,6 +114,13 @@ pub(super) async fn issue(
         if inserted == 0 {
             return Ok(false);
         }
+        // Served: a failure noted before is over (a later one is news again).
+        tx_execute(
+            tx,
+            "DELETE FROM onboarding_failures WHERE rule = $1 AND user_id = $2",
+            &[&text(rule), &user_id],
+        )
+        .await?;
     }
     tx_execute(
         tx,
@@ -115,29 +164,54 @@ pub(super) async fn claim(
     now: Timestamp,
     lease: Duration,
 ) -> Result<Option<(OutboxMail, ClaimedCode)>, StoreError> {
-    let sql = format!(
-        "UPDATE outbox SET claimed_by = $1, \
-             claim_until = clock_timestamp() + make_interval(secs => $2) \
-         WHERE id = (SELECT id FROM outbox WHERE state = 'queued' AND next_attempt <= $3 \
-             AND (claim_until IS NULL OR claim_until <= clock_timestamp()) \
-             ORDER BY next_attempt, created, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
-         RETURNING {COLUMNS}, sealed_code"
-    );
-    let statement = client.prepare_cached(&sql).await.map_err(map_err)?;
-    let rows = client
-        .query(
-            &statement,
-            &[&text(node), &lease.as_secs_f64(), &to_db_time(now)],
-        )
-        .await
-        .map_err(map_err)?;
+    // When nothing is due, a row in a state tapd never writes (the schema forbids it) is
+    // claimed the same way, to be failed (each selection has its own partial index).
+    let mut rows = Vec::new();
+    for selection in [
+        "state = 'queued' AND next_attempt <= $3 \
+         AND (claim_until IS NULL OR claim_until <= clock_timestamp()) \
+         ORDER BY next_attempt, created, id",
+        "state NOT IN ('queued', 'sent', 'failed') AND $3::timestamptz IS NOT NULL \
+         AND (claim_until IS NULL OR claim_until <= clock_timestamp()) ORDER BY id",
+    ] {
+        let sql = format!(
+            "UPDATE outbox SET claimed_by = $1, \
+                 claim_until = clock_timestamp() + make_interval(secs => $2) \
+             WHERE id = (SELECT id FROM outbox WHERE {selection} \
+                 LIMIT 1 FOR UPDATE SKIP LOCKED) \
+             RETURNING {COLUMNS}, sealed_code"
+        );
+        let statement = client.prepare_cached(&sql).await.map_err(map_err)?;
+        rows = client
+            .query(
+                &statement,
+                &[&text(node), &lease.as_secs_f64(), &to_db_time(now)],
+            )
+            .await
+            .map_err(map_err)?;
+        if !rows.is_empty() {
+            break;
+        }
+    }
     let Some(row) = rows.first() else {
         return Ok(None);
     };
-    let mail = mail(row)?;
-    let sealed: Option<String> = rows::col(row, 16)?;
-    let code = seal::open_outbox_code(sealer, &mail.id, sealed.as_deref());
-    Ok(Some((mail, code)))
+    // The claim stands (its own statement); a message that can't be read comes back to be
+    // failed, not as an error that leaves it claimed, retried and never failed.
+    let sealed: Option<String> = rows::col(row, 16).ok().flatten();
+    match mail(row) {
+        Ok(mail) => {
+            let code = seal::open_outbox_code(sealer, &mail.id, sealed.as_deref());
+            Ok(Some((mail, code)))
+        }
+        Err(e) => match salvage(row, &e) {
+            Some(salvaged) => Ok(Some((
+                salvaged,
+                Err(UndeliverableCode::Unreadable(e.to_string())),
+            ))),
+            None => Err(e),
+        },
+    }
 }
 
 /// The outbox part of `Store::finish_mail` (the caller audits): false when `node` no longer
@@ -150,7 +224,8 @@ pub(super) async fn finish(
     outcome: &MailOutcome,
 ) -> Result<bool, StoreError> {
     let (id, node, now) = (text(id), text(node), to_db_time(now));
-    const HELD: &str = "id = $1 AND claimed_by = $2 AND state = 'queued'";
+    // Not sent or failed: queued, or a state tapd never writes (failed as unreadable).
+    const HELD: &str = "id = $1 AND claimed_by = $2 AND state NOT IN ('sent', 'failed')";
     let changed = match outcome {
         MailOutcome::Accepted => {
             tx_execute(

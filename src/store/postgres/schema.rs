@@ -46,6 +46,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0008_user_manager",
         include_str!("migrations/0008_user_manager.sql"),
     ),
+    (
+        "0009_onboarding_failures",
+        include_str!("migrations/0009_onboarding_failures.sql"),
+    ),
 ];
 
 /// The version whose migration adds the audit chain: the events already stored are linked

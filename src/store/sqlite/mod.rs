@@ -1362,7 +1362,7 @@ impl Store for SqliteStore {
             let mut rows = stmt.query([limit]).map_err(map_err)?;
             let mut out = Vec::new();
             while let Some(row) = rows.next().map_err(map_err)? {
-                out.push(outbox::mail(row)?);
+                out.push(outbox::listed(row)?);
             }
             Ok(out)
         })
@@ -1454,6 +1454,73 @@ impl Store for SqliteStore {
                 }
             }
             Ok(granted)
+        })
+        .await
+    }
+
+    async fn note_onboarding_failure(
+        &self,
+        rule: &str,
+        user_id: &str,
+        reason: &str,
+        audit: &NewAuditEvent,
+    ) -> Result<bool, StoreError> {
+        let (rule, user_id, reason) = (rule.to_owned(), user_id.to_owned(), reason.to_owned());
+        let audit = audit.clone();
+        self.write(move |tx| {
+            let news = tx
+                .prepare_cached(
+                    "INSERT INTO onboarding_failures (rule, user_id, reason, noted) \
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (rule, user_id) DO UPDATE \
+                     SET reason = excluded.reason, noted = excluded.noted \
+                     WHERE onboarding_failures.reason IS NOT excluded.reason",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute(params![rule, user_id, reason, rows::to_micros(audit.time)])
+                })
+                .map_err(map_err)?;
+            if news == 0 {
+                return Ok(false);
+            }
+            insert_audit(tx, &audit)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn users_dated_between(
+        &self,
+        attribute: &str,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<Vec<String>, StoreError> {
+        let attribute = attribute.to_owned();
+        let (low, high) = crate::store::codec::sortable_window(from, to).unzip();
+        self.read(move |conn| {
+            // json_each takes the key as data (no path to escape); its value of a JSON string
+            // is that string's text, narrowed by text order (see `sortable_window`).
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT u.id, j.value FROM users u, json_each(u.dates) j \
+                     WHERE u.dates IS NOT NULL AND j.key = ?1 \
+                     AND (?2 IS NULL OR (j.value >= ?2 AND j.value <= ?3)) ORDER BY u.id",
+                )
+                .map_err(map_err)?;
+            let mut rows = stmt.query(params![attribute, low, high]).map_err(map_err)?;
+            let mut ids = Vec::new();
+            while let Some(row) = rows.next().map_err(map_err)? {
+                let id: String = row.get(0).map_err(map_err)?;
+                let value: rusqlite::types::Value = row.get(1).map_err(map_err)?;
+                let rusqlite::types::Value::Text(value) = value else {
+                    return Err(StoreError::corrupt(format!(
+                        "user {id}: date {attribute:?} is not a text: {value:?}"
+                    )));
+                };
+                if crate::store::codec::date_in(&id, &value, from, to)? {
+                    ids.push(id);
+                }
+            }
+            Ok(ids)
         })
         .await
     }

@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_outbox.sql"),
     include_str!("migrations/0008_tap_code_length.sql"),
     include_str!("migrations/0009_user_manager.sql"),
+    include_str!("migrations/0010_onboarding_failures.sql"),
 ];
 
 /// The version whose migration adds the audit chain: the events already stored are linked
