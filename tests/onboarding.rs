@@ -22,6 +22,7 @@
 mod support;
 
 use support::http::form_encode;
+use support::slapd::add_values;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -683,15 +684,13 @@ async fn a_user_added_to_the_rules_group_gets_one_tap_mailed_to_the_rules_recipi
     ]
     .into_iter()
     .collect();
-    admin
-        .modify(
-            &format!("cn=new-hires,ou=groups,{BASE_DN}"),
-            vec![ldap3::Mod::Add("member".to_owned(), members)],
-        )
-        .await
-        .unwrap()
-        .success()
-        .unwrap();
+    add_values(
+        &mut admin,
+        &format!("cn=new-hires,ou=groups,{BASE_DN}"),
+        "member",
+        members,
+    )
+    .await;
     node.tapctl.ok(&["sync", "run"]);
 
     let mails = smtp.wait_for(1, Duration::from_secs(30));
@@ -867,15 +866,13 @@ async fn the_manager_gets_the_code_a_user_without_one_waits_and_hire_dates_open_
         .iter()
         .map(|n| format!("uid={n},ou=people,{BASE_DN}"))
         .collect();
-    admin
-        .modify(
-            &format!("cn=new-hires,ou=groups,{BASE_DN}"),
-            vec![ldap3::Mod::Add("member".to_owned(), members)],
-        )
-        .await
-        .unwrap()
-        .success()
-        .unwrap();
+    add_values(
+        &mut admin,
+        &format!("cn=new-hires,ou=groups,{BASE_DN}"),
+        "member",
+        members,
+    )
+    .await;
     node.tapctl.ok(&["sync", "run"]);
 
     // Newbie's code goes to boss (not the decoy, not newbie) and signs newbie in.
@@ -957,18 +954,13 @@ async fn the_manager_gets_the_code_a_user_without_one_waits_and_hire_dates_open_
     assert_eq!(count, 2, "a lasting failure is audited once: {again:#}");
 
     // The directory gets a manager for orphan: the next sync serves them, mailing boss.
-    admin
-        .modify(
-            &format!("uid=orphan,ou=people,{BASE_DN}"),
-            vec![ldap3::Mod::Add(
-                "manager".to_owned(),
-                [format!("uid=boss,ou=people,{BASE_DN}")].into(),
-            )],
-        )
-        .await
-        .unwrap()
-        .success()
-        .unwrap();
+    add_values(
+        &mut admin,
+        &format!("uid=orphan,ou=people,{BASE_DN}"),
+        "manager",
+        [format!("uid=boss,ou=people,{BASE_DN}")],
+    )
+    .await;
     node.tapctl.ok(&["sync", "run"]);
     let mails = smtp.wait_for(3, Duration::from_secs(30));
     assert_eq!(mails.len(), 3, "{mails:#?}");
@@ -1240,18 +1232,13 @@ async fn a_lasting_rule_failure_is_audited_once_across_restarts() {
 
     // The failure changes (a manager now, but a disabled one): audited, once.
     let mut admin = slapd.admin().await;
-    admin
-        .modify(
-            &format!("uid=orphan,ou=people,{BASE_DN}"),
-            vec![ldap3::Mod::Add(
-                "manager".to_owned(),
-                [format!("uid=lockedboss,ou=people,{BASE_DN}")].into(),
-            )],
-        )
-        .await
-        .unwrap()
-        .success()
-        .unwrap();
+    add_values(
+        &mut admin,
+        &format!("uid=orphan,ou=people,{BASE_DN}"),
+        "manager",
+        [format!("uid=lockedboss,ou=people,{BASE_DN}")],
+    )
+    .await;
     node.tapctl.ok(&["sync", "run"]);
     node.tapctl.ok(&["sync", "run"]);
     let changed = rule_failures(&node, "onboarding_no_recipient", "orphan");

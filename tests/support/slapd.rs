@@ -297,6 +297,28 @@ impl Slapd {
     }
 }
 
+/// Adds `values` to `attribute` of the entry `dn` through `admin` (see [`Slapd::admin`]),
+/// failing the test if the server refuses.
+pub async fn add_values(
+    admin: &mut Ldap,
+    dn: &str,
+    attribute: &str,
+    values: impl IntoIterator<Item = String>,
+) {
+    admin
+        .modify(
+            dn,
+            vec![ldap3::Mod::Add(
+                attribute.to_owned(),
+                values.into_iter().collect(),
+            )],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("modify {dn}: {e}"))
+        .success()
+        .unwrap_or_else(|e| panic!("modify {dn}: {e}"));
+}
+
 impl Drop for Slapd {
     fn drop(&mut self) {
         if let Some(child) = self.child.as_ref() {
