@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
 use rand::{RngCore, SeedableRng};
+use tapd::signin::totp;
 
 const ACCESS_REQUEST: u8 = 1;
 const ACCESS_ACCEPT: u8 = 2;
@@ -113,7 +114,8 @@ pub fn parse_two_leg_credentials(text: &str) -> Result<Vec<Credential>, LoadErro
             user: user.to_owned(),
             password: password.to_owned(),
             totp_secret: Some(
-                base32_decode(secret).ok_or_else(|| LoadError::BadCredential(line.to_owned()))?,
+                totp::base32_decode(secret)
+                    .ok_or_else(|| LoadError::BadCredential(line.to_owned()))?,
             ),
         };
         check_credential(&credential)?;
@@ -122,40 +124,10 @@ pub fn parse_two_leg_credentials(text: &str) -> Result<Vec<Credential>, LoadErro
     Ok(out)
 }
 
-fn base32_decode(text: &str) -> Option<Vec<u8>> {
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut out = Vec::new();
-    let (mut buffer, mut bits) = (0u32, 0u32);
-    for c in text.bytes().filter(|c| *c != b'=') {
-        let value = ALPHABET.iter().position(|&b| b == c.to_ascii_uppercase())? as u32;
-        buffer = (buffer << 5) | value;
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push(((buffer >> bits) & 0xff) as u8);
-        }
-    }
-    Some(out)
-}
-
-/// The RFC 6238 code (HMAC-SHA-1, 6 digits, 30 s) of `secret` one step after now: fresh even
-/// when the current step's code was used (at registration).
+/// The RFC 6238 code of `secret` one step after now (the same code tapd's `signin::totp`
+/// checks): fresh even when the current step's code was used (at registration).
 fn next_step_code(secret: &[u8]) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let step = now / 30 + 1;
-    let Ok(mut mac) = Hmac::<sha1::Sha1>::new_from_slice(secret) else {
-        return String::new();
-    };
-    mac.update(&step.to_be_bytes());
-    let digest = mac.finalize().into_bytes();
-    let offset = usize::from(digest[digest.len() - 1] & 0x0f);
-    let binary = (u32::from(digest[offset] & 0x7f) << 24)
-        | (u32::from(digest[offset + 1]) << 16)
-        | (u32::from(digest[offset + 2]) << 8)
-        | u32::from(digest[offset + 3]);
-    format!("{:06}", binary % 1_000_000)
+    totp::code_at_step(secret, totp::step_at(chrono::Utc::now()) + 1)
 }
 
 /// What to send, where, and for how long.
@@ -228,6 +200,31 @@ struct WorkerTally {
     timeouts: u64,
     bad_replies: u64,
     latencies_us: Vec<u64>,
+}
+
+impl WorkerTally {
+    /// Counts `reply` to the request `identifier` sent at `started`: an accept or a reject
+    /// with its latency, or a bad reply (wrong authenticator, other code) without one.
+    fn record(
+        &mut self,
+        reply: &[u8],
+        identifier: u8,
+        authenticator: &[u8; 16],
+        secret: &[u8],
+        started: Instant,
+    ) {
+        let latency = started.elapsed();
+        match verify_reply(reply, identifier, authenticator, secret) {
+            Some(ACCESS_ACCEPT) => self.accepts += 1,
+            Some(ACCESS_REJECT) => self.rejects += 1,
+            _ => {
+                self.bad_replies += 1;
+                return;
+            }
+        }
+        self.latencies_us
+            .push(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+    }
 }
 
 /// Runs the load and reports. Every worker stops at the deadline or when the shared request
@@ -360,37 +357,15 @@ async fn worker(
         let mut authenticator = [0u8; 16];
         rng.fill_bytes(&mut authenticator);
         let packet = access_request(identifier, authenticator, credential, &config.secret);
-        let sent_at = Instant::now();
-        socket.send(&packet).await?;
+        let started = Instant::now();
         tally.sent += 1;
-        let reply = loop {
-            let remaining = config.timeout.saturating_sub(sent_at.elapsed());
-            match tokio::time::timeout(remaining, socket.recv(&mut buf)).await {
-                Err(_) => break None,
-                Ok(Err(e)) => return Err(e.into()),
-                // A late reply to an earlier, timed-out request: keep waiting for ours.
-                Ok(Ok(len)) if len >= 2 && buf.get(1) != Some(&identifier) => continue,
-                Ok(Ok(len)) => break Some(len),
-            }
+        let Some(len) = exchange(&socket, &packet, identifier, config.timeout, &mut buf).await?
+        else {
+            tally.timeouts += 1;
+            continue;
         };
-        match reply {
-            None => tally.timeouts += 1,
-            Some(len) => {
-                let latency = sent_at.elapsed();
-                let reply = buf.get(..len).unwrap_or_default();
-                match verify_reply(reply, identifier, &authenticator, &config.secret) {
-                    Some(ACCESS_ACCEPT) => tally.accepts += 1,
-                    Some(ACCESS_REJECT) => tally.rejects += 1,
-                    _ => {
-                        tally.bad_replies += 1;
-                        continue;
-                    }
-                }
-                tally
-                    .latencies_us
-                    .push(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
-            }
-        }
+        let reply = buf.get(..len).unwrap_or_default();
+        tally.record(reply, identifier, &authenticator, &config.secret, started);
     }
     Ok(tally)
 }
@@ -485,17 +460,7 @@ async fn two_leg_worker(
             continue;
         };
         let reply = buf.get(..len).unwrap_or_default();
-        match verify_reply(reply, identifier, &authenticator, &config.secret) {
-            Some(ACCESS_ACCEPT) => tally.accepts += 1,
-            Some(ACCESS_REJECT) => tally.rejects += 1,
-            _ => {
-                tally.bad_replies += 1;
-                continue;
-            }
-        }
-        tally
-            .latencies_us
-            .push(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+        tally.record(reply, identifier, &authenticator, &config.secret, started);
     }
     Ok(tally)
 }
