@@ -197,6 +197,27 @@ pub enum SecondFactorOutcome {
 }
 
 impl SignIn {
+    /// Audits the password leg of `user`'s sign-in on a second-factor client (the password
+    /// was right; `note` says what became of the second factor).
+    async fn audit_password_leg(
+        &self,
+        context: &AttemptContext,
+        username: &str,
+        user: &User,
+        outcome: &SignInOutcome,
+        note: AuditNote,
+    ) {
+        self.audit(
+            context,
+            username,
+            Some(user),
+            outcome,
+            method_name::PASSWORD,
+            note,
+        )
+        .await;
+    }
+
     /// A sign-in on a client with `second_factor = "totp"`: the password (and in append mode
     /// the code after it); see the module documentation. `station` is the request's
     /// Calling-Station-Id; `lifetime` how long a State stays valid.
@@ -259,15 +280,8 @@ impl SignIn {
             }
             let mut note = checked.note;
             note.second_factor = Some("no authenticator app registered");
-            self.audit(
-                context,
-                username,
-                Some(&user),
-                &outcome,
-                method_name::PASSWORD,
-                note,
-            )
-            .await;
+            self.audit_password_leg(context, username, &user, &outcome, note)
+                .await;
             return SecondFactorOutcome::Decided(outcome);
         }
 
@@ -286,15 +300,8 @@ impl SignIn {
                     .issue(binding, now, lifetime);
                 let mut note = checked.note;
                 note.second_factor = Some("challenge sent");
-                self.audit(
-                    context,
-                    username,
-                    Some(&user),
-                    &checked.outcome,
-                    method_name::PASSWORD,
-                    note,
-                )
-                .await;
+                self.audit_password_leg(context, username, &user, &checked.outcome, note)
+                    .await;
                 SecondFactorOutcome::Challenge {
                     state: state.to_vec(),
                     message: CHALLENGE_MESSAGE.to_owned(),
@@ -310,26 +317,12 @@ impl SignIn {
                             "Type your password, then {separator}, then the code from your authenticator app."
                         )),
                     };
-                    self.audit(
-                        context,
-                        username,
-                        Some(&user),
-                        &outcome,
-                        method_name::PASSWORD,
-                        note,
-                    )
-                    .await;
+                    self.audit_password_leg(context, username, &user, &outcome, note)
+                        .await;
                     return SecondFactorOutcome::Decided(outcome);
                 };
-                self.audit(
-                    context,
-                    username,
-                    Some(&user),
-                    &checked.outcome,
-                    method_name::PASSWORD,
-                    note,
-                )
-                .await;
+                self.audit_password_leg(context, username, &user, &checked.outcome, note)
+                    .await;
                 SecondFactorOutcome::Decided(
                     self.check_code(context, username, user, groups, code).await,
                 )
