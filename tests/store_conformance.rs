@@ -2734,6 +2734,27 @@ async fn verified(store: &Arc<dyn Store>) -> tapd::store::chain::Verification {
     tapd::store::chain::verify(&**store, None).await.unwrap()
 }
 
+/// Sets `forged` (an SQL assignment) on audit row `seq`: verification must name `seq`; then
+/// sets `original` back: the chain must verify whole again.
+async fn forged_then_restored(
+    backend: &Backend,
+    store: &Arc<dyn Store>,
+    seq: i64,
+    forged: &str,
+    original: &str,
+) {
+    backend
+        .raw
+        .execute(&format!("UPDATE audit SET {forged} WHERE seq = {seq}"))
+        .await;
+    assert_eq!(broken_at(&verified(store).await), seq, "after {forged}");
+    backend
+        .raw
+        .execute(&format!("UPDATE audit SET {original} WHERE seq = {seq}"))
+        .await;
+    assert!(verified(store).await.valid, "after {original}");
+}
+
 fn broken_at(v: &tapd::store::chain::Verification) -> i64 {
     assert!(!v.valid, "the chain should be broken: {v:?}");
     v.first_break.as_ref().expect("a break").sequence
@@ -2792,53 +2813,32 @@ async fn audit_chain_links_every_write_and_names_tampering(backend: Backend) {
 
     // An edited row is named by its own sequence number.
     let target = base + 2;
-    backend
-        .raw
-        .execute(&format!(
-            "UPDATE audit SET actor = 'mallory' WHERE seq = {target}"
-        ))
-        .await;
-    assert_eq!(broken_at(&verified(&store).await), target);
-    backend
-        .raw
-        .execute(&format!(
-            "UPDATE audit SET actor = 'root' WHERE seq = {target}"
-        ))
-        .await;
-    assert!(verified(&store).await.valid);
+    forged_then_restored(
+        &backend,
+        &store,
+        target,
+        "actor = 'mallory'",
+        "actor = 'root'",
+    )
+    .await;
     // A changed predecessor hash too.
-    backend
-        .raw
-        .execute(&format!(
-            "UPDATE audit SET details = '{{\"note\":\"x\"}}' WHERE seq = {}",
-            base + 4
-        ))
-        .await;
-    assert_eq!(broken_at(&verified(&store).await), base + 4);
-    backend
-        .raw
-        .execute(&format!(
-            "UPDATE audit SET details = '{{\"note\":\"policy\"}}' WHERE seq = {}",
-            base + 4
-        ))
-        .await;
-    assert!(verified(&store).await.valid);
+    forged_then_restored(
+        &backend,
+        &store,
+        base + 4,
+        "details = '{\"note\":\"x\"}'",
+        "details = '{\"note\":\"policy\"}'",
+    )
+    .await;
     // The last row is checked against the head.
-    backend
-        .raw
-        .execute(&format!(
-            "UPDATE audit SET result = 'failure' WHERE seq = {}",
-            base + 6
-        ))
-        .await;
-    assert_eq!(broken_at(&verified(&store).await), base + 6);
-    backend
-        .raw
-        .execute(&format!(
-            "UPDATE audit SET result = 'success' WHERE seq = {}",
-            base + 6
-        ))
-        .await;
+    forged_then_restored(
+        &backend,
+        &store,
+        base + 6,
+        "result = 'failure'",
+        "result = 'success'",
+    )
+    .await;
     // A deleted row is named as missing; --from past it checks only what follows.
     backend
         .raw
