@@ -24,7 +24,7 @@ use super::{activity, Result, TapService};
 use crate::config::{OnboardingRule, RuleRecipient};
 use crate::logging::ErrorChain;
 use crate::metrics::{StoreOperation, TapIssueChannel};
-use crate::model::{AuditResult, Channel, NewAuditEvent, Timestamp, User};
+use crate::model::{AuditResult, Channel, Group, NewAuditEvent, Timestamp, User};
 use crate::policy::{self, CreateTapRequest};
 use crate::tapcode;
 
@@ -69,8 +69,20 @@ impl TapService {
     /// successful sync). Problems are logged and audited; they never fail the sync.
     pub async fn run_onboarding_rules(&self) {
         let rules = self.settings().onboarding_rules;
+        // One read of the groups for every rule that names one, not one per rule.
+        let groups = if rules.iter().any(|rule| rule.group.is_some()) {
+            match self.store.groups().await {
+                Ok(groups) => groups,
+                Err(e) => {
+                    log::warn!("onboarding rules could not run: {}", ErrorChain(&e));
+                    return;
+                }
+            }
+        } else {
+            Vec::new()
+        };
         for rule in &rules {
-            if let Err(e) = self.run_rule(rule).await {
+            if let Err(e) = self.run_rule(rule, &groups).await {
                 log::warn!(
                     "onboarding rule {:?} could not run: {}",
                     rule.name,
@@ -80,12 +92,11 @@ impl TapService {
         }
     }
 
-    async fn run_rule(&self, rule: &OnboardingRule) -> Result<()> {
+    async fn run_rule(&self, rule: &OnboardingRule, groups: &[Group]) -> Result<()> {
         let now = self.clock.now().trunc_subsecs(6);
         let candidates: Vec<String> = match &rule.group {
             Some(reference) => {
                 let index = self.group_index();
-                let groups = self.store.groups().await?;
                 let Some(group) = groups.iter().find(|g| g.is_named_by(reference, &index)) else {
                     self.note_once(rule, "", || {
                         log::warn!(
