@@ -394,7 +394,7 @@ impl SignIn {
 
     /// A name refused by [`check_sign_in_name`]: rejected, logged (rate-limited with the
     /// shedding line), never audited nor looked up.
-    fn refuse_name(&self, context: &AttemptContext, error: NameError) -> SignInOutcome {
+    pub(super) fn refuse_name(&self, context: &AttemptContext, error: NameError) -> SignInOutcome {
         log::debug!(
             "sign-in from {} ({}) refused: {error}",
             context.source,
@@ -625,49 +625,9 @@ impl SignIn {
             }
         }
 
-        // A credential no TAP could be (length, alphabet) doesn't need the user's TAP at all.
-        let tap = match self
-            .store_tap_if(could_be_tap(credential, None), &user.id)
-            .await
-        {
-            Ok(tap) => tap,
-            Err(e) => {
-                log::error!("sign-in: the store could not be read: {e}");
-                let outcome = SignInOutcome::Unavailable {
-                    reason: UnavailableReason::Store,
-                };
-                return (outcome, Some(user), false);
-            }
-        };
-        // Only a credential that could be the user's TAP is hashed: no TAP, or another length
-        // or alphabet, is a plain wrong password, decided without argon2 (whether a user holds
-        // a TAP is no secret: the web page prompts for it; the reject delay evens out timing).
-        let candidate = tap.filter(|tap| could_be_tap(credential, tap.code_length));
-        let is_tap = match candidate {
-            None => false,
-            Some(tap) => {
-                self.metrics.tap_verifications.inc(crate::metrics::NoLabels);
-                match self
-                    .hasher
-                    .verify(Zeroizing::new(credential.to_owned()), Some(tap.code_hash))
-                    .await
-                {
-                    Ok(matches) => matches,
-                    Err(HashError::Overloaded) => {
-                        let outcome = SignInOutcome::Unavailable {
-                            reason: UnavailableReason::Overloaded,
-                        };
-                        return (outcome, Some(user), false);
-                    }
-                    Err(e) => {
-                        log::error!(
-                            "sign-in: the TAP of {} can't be checked: {e}",
-                            user.user_principal_name
-                        );
-                        false
-                    }
-                }
-            }
+        let is_tap = match self.is_users_tap(&user, credential).await {
+            Ok(is_tap) => is_tap,
+            Err(outcome) => return (outcome, Some(user), false),
         };
         let reason = if is_tap {
             RejectReason::TapNotSupported
@@ -696,6 +656,49 @@ impl SignIn {
         }
         let message = is_tap.then(tap_message);
         (SignInOutcome::Reject { reason, message }, Some(user), false)
+    }
+
+    /// Whether `credential` is `user`'s TAP. Only a credential with the length and alphabet
+    /// of the user's TAP is hashed (and counted in `tapd_tap_verifications_total`): no TAP, or
+    /// another shape, is a plain wrong credential decided without argon2 (whether a user holds
+    /// a TAP is no secret: the web page prompts for it; the reject delay evens out timing),
+    /// and a credential no TAP could be is decided without reading the TAP at all. `Err` is the
+    /// outcome when the store can't be read or the hashing pool is full.
+    pub(super) async fn is_users_tap(
+        &self,
+        user: &User,
+        credential: &str,
+    ) -> Result<bool, SignInOutcome> {
+        let tap = self
+            .store_tap_if(could_be_tap(credential, None), &user.id)
+            .await
+            .map_err(|e| {
+                log::error!("sign-in: the store could not be read: {e}");
+                SignInOutcome::Unavailable {
+                    reason: UnavailableReason::Store,
+                }
+            })?;
+        let Some(tap) = tap.filter(|tap| could_be_tap(credential, tap.code_length)) else {
+            return Ok(false);
+        };
+        self.metrics.tap_verifications.inc(crate::metrics::NoLabels);
+        match self
+            .hasher
+            .verify(Zeroizing::new(credential.to_owned()), Some(tap.code_hash))
+            .await
+        {
+            Ok(matches) => Ok(matches),
+            Err(HashError::Overloaded) => Err(SignInOutcome::Unavailable {
+                reason: UnavailableReason::Overloaded,
+            }),
+            Err(e) => {
+                log::error!(
+                    "sign-in: the TAP of {} can't be checked: {e}",
+                    user.user_principal_name
+                );
+                Ok(false)
+            }
+        }
     }
 
     /// The user's TAP when `wanted`, else `None` without a store read.

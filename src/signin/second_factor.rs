@@ -30,7 +30,6 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use rand::RngCore;
-use zeroize::Zeroizing;
 
 use crate::config::{SecondFactorMode, TotpRequirement, WithoutSecondFactor};
 use crate::model::{GroupRef, Timestamp, User};
@@ -341,11 +340,8 @@ impl SignIn {
         answer: &str,
         station: Option<&str>,
     ) -> SignInOutcome {
-        if check_sign_in_name(username).is_err() {
-            return SignInOutcome::Reject {
-                reason: RejectReason::NameInvalid,
-                message: None,
-            };
+        if let Err(e) = check_sign_in_name(username) {
+            return self.refuse_name(context, e);
         }
         let found = match self.find_user(username).await {
             Ok(found) => found,
@@ -375,27 +371,24 @@ impl SignIn {
             (_, Err(StateProblem::Expired)) => Some(RejectReason::StateExpired),
             _ => Some(RejectReason::StateUnknown),
         };
-        let Some((user, groups)) = found.filter(|_| problem.is_none()) else {
-            let outcome = SignInOutcome::Reject {
-                reason: problem.unwrap_or(RejectReason::StateUnknown),
-                message: None,
-            };
-            let user = self
-                .find_user(username)
-                .await
-                .ok()
-                .flatten()
-                .map(|(u, _)| u);
-            self.audit(
-                context,
-                username,
-                user.as_ref(),
-                &outcome,
-                TOTP_METHOD,
-                AuditNote::default(),
-            )
-            .await;
-            return outcome;
+        let (user, groups) = match (found, problem) {
+            (Some(found), None) => found,
+            (found, problem) => {
+                let outcome = SignInOutcome::Reject {
+                    reason: problem.unwrap_or(RejectReason::StateUnknown),
+                    message: None,
+                };
+                self.audit(
+                    context,
+                    username,
+                    found.as_ref().map(|(user, _)| user),
+                    &outcome,
+                    TOTP_METHOD,
+                    AuditNote::default(),
+                )
+                .await;
+                return outcome;
+            }
         };
         self.check_code(context, username, user, groups, answer)
             .await
@@ -493,24 +486,7 @@ impl SignIn {
         if totp::looks_like_code(code) {
             return (reject(RejectReason::TotpInvalid), TOTP_METHOD);
         }
-        let tap_hash = match self.store.tap_for_user(&user.id).await {
-            Ok(tap) => tap.map(|tap| tap.code_hash),
-            Err(e) => {
-                log::error!("sign-in: the store could not be read: {e}");
-                let outcome = SignInOutcome::Unavailable {
-                    reason: UnavailableReason::Store,
-                };
-                return (outcome, TOTP_METHOD);
-            }
-        };
-        let Some(tap_hash) = tap_hash else {
-            return (reject(RejectReason::TotpInvalid), TOTP_METHOD);
-        };
-        match self
-            .hasher
-            .verify(Zeroizing::new(code.to_owned()), Some(tap_hash))
-            .await
-        {
+        match self.is_users_tap(user, code).await {
             Ok(true) => (
                 SignInOutcome::Reject {
                     reason: RejectReason::TapNotSupported,
@@ -519,19 +495,7 @@ impl SignIn {
                 method_name::TAP,
             ),
             Ok(false) => (reject(RejectReason::TotpInvalid), TOTP_METHOD),
-            Err(crate::tapcode::HashError::Overloaded) => (
-                SignInOutcome::Unavailable {
-                    reason: UnavailableReason::Overloaded,
-                },
-                TOTP_METHOD,
-            ),
-            Err(e) => {
-                log::error!(
-                    "sign-in: the TAP of {} can't be checked: {e}",
-                    user.user_principal_name
-                );
-                (reject(RejectReason::TotpInvalid), TOTP_METHOD)
-            }
+            Err(outcome) => (outcome, TOTP_METHOD),
         }
     }
 
