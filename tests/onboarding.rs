@@ -422,14 +422,7 @@ async fn mail_waits_while_the_smtp_server_is_down_and_none_is_lost() {
     let store = sqlite_url(tapd_dir.path());
     let node = Node::start(tapd_dir, &store, &ldif, &smtp, "max_attempts = 50");
     node.enable_policy();
-    let csv = dir.path().join("list.csv");
-    let mut list = "user,recipient\n".to_owned();
-    for name in &staff {
-        list.push_str(&format!("{name},mgr-{name}@example.org\n"));
-    }
-    std::fs::write(&csv, list).unwrap();
-    let (code, stdout, stderr) = node.bulk(&csv, &[]);
-    assert_eq!(code, 0, "{stdout}{stderr}");
+    bulk_to_managers(&node, dir.path(), &staff);
     // Down: every message stays queued, failed attempts counted.
     node.wait_status("attempts while the server is down", |s| {
         s.len() == 3
@@ -469,14 +462,7 @@ async fn two_nodes_on_postgresql_deliver_each_message_exactly_once() {
     let a = Node::start(tempfile::tempdir().unwrap(), &store, &ldif, &smtp, "");
     let b = Node::start(tempfile::tempdir().unwrap(), &store, &ldif, &smtp, "");
     a.enable_policy();
-    let csv = dir.path().join("list.csv");
-    let mut list = "user,recipient\n".to_owned();
-    for name in &staff {
-        list.push_str(&format!("{name},mgr-{name}@example.org\n"));
-    }
-    std::fs::write(&csv, list).unwrap();
-    let (code, stdout, stderr) = a.bulk(&csv, &[]);
-    assert_eq!(code, 0, "{stdout}{stderr}");
+    bulk_to_managers(&a, dir.path(), &staff);
     let mails = smtp.wait_for(40, Duration::from_secs(60));
     assert_eq!(mails.len(), 40);
     b.wait_status("all sent", |s| {

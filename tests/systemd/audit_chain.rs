@@ -66,17 +66,6 @@ fn verify(tapd: &Tapd, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-fn tapctl_ok(tapd: &Tapd, args: &[&str]) -> String {
-    let output = tapd.tapctl(args);
-    assert!(
-        output.status.success(),
-        "tapctl {args:?}: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 /// The last chain head the daemon logged: (seq, hash).
 fn logged_head(tapd: &Tapd) -> (i64, String) {
     let line = tapd
@@ -102,9 +91,9 @@ fn audit_verify_on_sqlite_names_changed_and_deleted_rows_and_trusts_only_a_signe
     require_tool("sqlite3", "sqlite3");
     let mut tapd = start(&[]);
     assert_eq!(logged_head(&tapd).0, 0, "the head is logged at start");
-    tapctl_ok(&tapd, &["policy", "set", "--state", "enabled"]);
+    tapd.tapctl.ok(&["policy", "set", "--state", "enabled"]);
     for user in ["alice", "bob", "erin", "alice", "bob"] {
-        tapctl_ok(&tapd, &["tap", "create", user]);
+        tapd.tapctl.ok(&["tap", "create", user]);
     }
     let (ok, out, err) = verify(&tapd, &[]);
     assert!(ok, "{out}{err}");
@@ -170,7 +159,7 @@ fn audit_verify_on_sqlite_names_changed_and_deleted_rows_and_trusts_only_a_signe
     );
 
     // At shutdown the head goes to the journal once more, after the last event.
-    tapctl_ok(&tapd, &["tap", "create", "erin"]);
+    tapd.tapctl.ok(&["tap", "create", "erin"]);
     tapd.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(tapd.wait_exit().success());
     let stored: i64 = sqlite3(&tapd, "SELECT head_seq FROM audit_chain")
@@ -241,9 +230,9 @@ fn try_prune(tapd: &Tapd, limit: u32) -> Result<u64, String> {
 fn retention_checkpoint_is_verified_and_a_forged_one_fails() {
     require_tool("sqlite3", "sqlite3");
     let mut tapd = start(&[]);
-    tapctl_ok(&tapd, &["policy", "set", "--state", "enabled"]);
+    tapd.tapctl.ok(&["policy", "set", "--state", "enabled"]);
     for user in ["alice", "bob", "erin", "alice"] {
-        tapctl_ok(&tapd, &["tap", "create", user]);
+        tapd.tapctl.ok(&["tap", "create", user]);
     }
     tapd.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(tapd.wait_exit().success());
@@ -319,11 +308,11 @@ fn alerts(tapd: &Tapd) -> f64 {
 fn a_tap_for_an_administrator_raises_the_privileged_tap_alert() {
     let mut tapd = start(&[]);
     assert_eq!(alerts(&tapd), 0.0);
-    tapctl_ok(&tapd, &["tap", "create", "alice"]);
+    tapd.tapctl.ok(&["tap", "create", "alice"]);
     assert_eq!(alerts(&tapd), 0.0, "alice holds no admin role");
     assert!(!tapd.log().iter().any(|l| l.contains("tapd_alert=")));
 
-    tapctl_ok(&tapd, &["tap", "create", "padmin"]);
+    tapd.tapctl.ok(&["tap", "create", "padmin"]);
     let line = tapd.wait_for_log("tapd_alert=privileged_tap");
     assert!(line.starts_with("WARN"), "warning priority: {line}");
     assert!(line.contains("tapd_user=padmin@example.org"), "{line}");
@@ -334,7 +323,7 @@ fn a_tap_for_an_administrator_raises_the_privileged_tap_alert() {
     assert!(line.contains("outcome=created"), "{line}");
     assert_eq!(alerts(&tapd), 1.0);
     // The TAP exists.
-    let shown = tapctl_ok(&tapd, &["--json", "tap", "show", "padmin"]);
+    let shown = tapd.tapctl.ok(&["--json", "tap", "show", "padmin"]);
     assert!(shown.contains("\"id\""), "{shown}");
 }
 
@@ -358,9 +347,9 @@ fn privileged_tap_deny_refuses_with_403_naming_the_rule() {
     assert!(err.contains("privileged_tap = \"deny\""), "{err}");
     assert!(err.contains("global_administrator"), "{err}");
     // Nothing was created; the refusals are audited, alerted and counted.
-    let shown = tapctl_ok(&tapd, &["--json", "tap", "show", "padmin"]);
+    let shown = tapd.tapctl.ok(&["--json", "tap", "show", "padmin"]);
     assert!(!shown.contains("\"id\""), "{shown}");
-    let audit = tapctl_ok(&tapd, &["--json", "audit"]);
+    let audit = tapd.tapctl.ok(&["--json", "audit"]);
     let audit: serde_json::Value = serde_json::from_str(&audit).unwrap();
     let denied: Vec<&serde_json::Value> = audit["value"]
         .as_array()
@@ -378,5 +367,5 @@ fn privileged_tap_deny_refuses_with_403_naming_the_rule() {
         && l.contains("outcome=refused")));
     assert_eq!(alerts(&tapd), 2.0);
     // Members still get TAPs.
-    tapctl_ok(&tapd, &["tap", "create", "alice"]);
+    tapd.tapctl.ok(&["tap", "create", "alice"]);
 }
