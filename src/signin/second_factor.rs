@@ -516,14 +516,6 @@ impl SignIn {
         };
         format!("This sign-in needs the code from an authenticator app. Register one at {place}, then try again.")
     }
-
-    /// States currently held.
-    pub fn challenges_held(&self) -> usize {
-        self.challenges
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
-    }
 }
 
 #[cfg(test)]

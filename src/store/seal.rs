@@ -75,11 +75,8 @@ impl SealingKey {
 /// (HMAC-SHA256 keyed with the secrets key over a fixed label), so the secrets key itself
 /// never signs anything and a checkpoint can't be signed without it.
 fn checkpoint_key(key: &[u8; KEY_BYTES]) -> Zeroizing<[u8; KEY_BYTES]> {
-    use hmac::Mac;
-    #[allow(clippy::expect_used)] // HMAC takes a key of any length.
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC key");
-    mac.update(b"tapd audit checkpoint key v1");
-    Zeroizing::new(mac.finalize().into_bytes().into())
+    let mac = checkpoint_mac(key, b"tapd audit checkpoint key v1");
+    Zeroizing::new(hmac::Mac::finalize(mac).into_bytes().into())
 }
 
 fn checkpoint_mac(key: &[u8; KEY_BYTES], message: &[u8]) -> hmac::Hmac<sha2::Sha256> {
@@ -106,7 +103,7 @@ pub fn key_id(key: &[u8; KEY_BYTES]) -> String {
         .chain_update(b"tapd secrets key id\0")
         .chain_update(key)
         .finalize();
-    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+    super::chain::hex(&digest[..4])
 }
 
 /// Seals and opens the store's secrets with the configured key (and, during a rotation, opens
@@ -143,12 +140,10 @@ impl Sealer {
     /// derived from the current key: the key id and the HMAC-SHA256 in hex.
     pub fn sign_checkpoint(&self, message: &[u8]) -> (String, String) {
         let tag = hmac::Mac::finalize(checkpoint_mac(&self.current.checkpoint, message));
-        let hex = tag
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        (self.current.id.clone(), hex)
+        (
+            self.current.id.clone(),
+            super::chain::hex(&tag.into_bytes()),
+        )
     }
 
     /// Whether `mac` (hex) is the signature of `message` under the checkpoint key derived from
