@@ -260,13 +260,18 @@ impl SignIn {
 
     /// The message a TAP gets on `channel` (DESIGN §2), quoting the public URL.
     pub fn tap_message(&self, channel: SignInChannel) -> String {
+        channel.tap_failure().message(&self.registration_place())
+    }
+
+    /// Where users register methods, as messages name it: `[web] public_url`, or a
+    /// description of the page when none is configured.
+    pub(super) fn registration_place(&self) -> String {
         let url = self.settings().public_url;
-        let url = if url.is_empty() {
+        if url.is_empty() {
             UNKNOWN_PUBLIC_URL.to_owned()
         } else {
             url
-        };
-        channel.tap_failure().message(&url)
+        }
     }
 
     /// Decides on `credential` presented for `username`; audits the decision.

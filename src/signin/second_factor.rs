@@ -508,12 +508,7 @@ impl SignIn {
 
     /// What a user without an authenticator app reads (`without_second_factor = "reject"`).
     pub fn register_app_message(&self) -> String {
-        let url = self.settings().public_url;
-        let place = if url.is_empty() {
-            "the web registration page".to_owned()
-        } else {
-            url
-        };
+        let place = self.registration_place();
         format!("This sign-in needs the code from an authenticator app. Register one at {place}, then try again.")
     }
 }
